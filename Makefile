@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   builds the environments if missing, meta-trains, evaluates, prints the SER table
+#   make test   builds the environments if missing and runs the test suite
+VENV      := .venv
+LAVA_VENV := .venv-lava
+PY        := $(VENV)/bin/python
+LAVA_PY   := $(LAVA_VENV)/bin/python
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: demo test env bench clean help
+
+help:
+	@echo "make demo   meta-train every algorithm on the demodulation task, evaluate, print the SER table"
+	@echo "make test   run the test suite (both environments)"
+	@echo "make bench  batched meta-training core vs per-task loop (JSON in bench/meta-train.json)"
+	@echo "make env    build .venv (Python 3.11+, everything) and .venv-lava (Python 3.10, Lava, no torch)"
+	@echo "make clean  remove the environments and demo output"
+
+env: $(VENV)/.installed $(LAVA_VENV)/.installed
+
+# Main environment: Python 3.11+, every extra, pinned by constraints/main.txt (CPU torch 2.13.0).
+$(VENV)/.installed: pyproject.toml setup.py constraints/main.txt
+	@test -x $(PY) || { py=$$(scripts/find-python main) && echo "creating $(VENV) with $$py" && $$py -m venv $(VENV); }
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints/main.txt -e '.[all,dev]'
+	@touch $@
+
+# Lava environment: Python 3.10, lava-nc 0.10.0 with numpy<2, device-side extras only, no torch.
+$(LAVA_VENV)/.installed: pyproject.toml setup.py constraints/lava.txt
+	@test -x $(LAVA_PY) || { py=$$(scripts/find-python lava) && echo "creating $(LAVA_VENV) with $$py" && $$py -m venv $(LAVA_VENV); }
+	$(LAVA_PY) -m pip install $(PIP_FLAGS) -c constraints/lava.txt -e '.[loihi,onnx,dev]'
+	@if $(LAVA_PY) -c 'import torch' 2>/dev/null; then echo "error: torch is installed in $(LAVA_VENV); the device side must run without it" >&2; exit 1; fi
+	@touch $@
+
+demo: env
+	$(VENV)/bin/metaedge demo
+
+# pytest exits 5 when it collected no tests: that must fail, not pass silently.
+test: env
+	@METAEDGE_LAVA_PYTHON=$(abspath $(LAVA_PY)) $(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: env
+	@mkdir -p bench
+	$(VENV)/bin/metaedge bench meta-train --json > bench/meta-train.json
+	@cat bench/meta-train.json
+
+clean:
+	rm -rf $(VENV) $(LAVA_VENV) runs/demo

@@ -1,0 +1,1 @@
+"""Host-to-device artefacts: tensor files, bundles, the device-protocol client. numpy only."""

@@ -1,0 +1,43 @@
+"""Meta-learning algorithms, each a small ``task_gradient`` on the shared bilevel core."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from metaedge.sdk.algorithms import fomaml, joint, maml, reptile
+from metaedge.sdk.algorithms.core import InnerLoop, Objective, adapt, meta_gradient, to_batch
+from metaedge.sdk.errors import UserError
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    objective: Objective
+    summary: str
+    context: bool = False        # CAVIA: the model takes context inputs and only the context adapts
+    outer: str = "adam"          # default outer optimizer
+    meta_learned: bool = True    # False for joint learning (no inner loop in training)
+
+    def inner(self, lr: float, steps: int) -> InnerLoop:
+        return InnerLoop(lr=lr, steps=steps, adapt=("context",) if self.context else None)
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    a.name: a
+    for a in (
+        Algorithm("maml", maml.objective, "MAML, second order through the inner steps (eq. 2.1-2.3)"),
+        Algorithm("fomaml", fomaml.objective, "first-order MAML (eq. 2.16-2.17)"),
+        Algorithm("reptile", reptile.objective, "Reptile, pseudo-gradient theta - phi (eq. 2.22-2.23)"),
+        Algorithm("cavia", maml.objective, "CAVIA, only context inputs adapt (eq. 2.39-2.40)", context=True),
+        Algorithm("joint", joint.objective, "joint learning on pooled tasks, fine-tuned at test (eq. 1.2)", meta_learned=False),
+    )
+}
+
+
+def get_algorithm(name: str) -> Algorithm:
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise UserError(f"unknown algorithm '{name}'; choose one of: {', '.join(ALGORITHMS)}") from None
+
+
+__all__ = ["ALGORITHMS", "Algorithm", "InnerLoop", "adapt", "get_algorithm", "meta_gradient", "to_batch"]

@@ -1,0 +1,64 @@
+"""Entry point of the ``metaedge`` command. Each subcommand lives in its own module."""
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+from metaedge.sdk.cli.parsing import Parser
+from metaedge.sdk.errors import UserError
+
+EXAMPLES = """
+examples:
+  metaedge demo                                   meta-train every algorithm briefly, evaluate, print the SER table
+  metaedge train demod --algo maml --out runs/maml
+  metaedge train demod --out runs/maml --resume --iterations 20000
+  metaedge eval runs/maml runs/joint --pilots 1,2,4,8 --json
+  metaedge bench meta-train --json
+"""
+
+
+def build_parser() -> Parser:
+    from metaedge.sdk.cli import bench, demo, evaluate, train
+
+    parser = Parser(prog="metaedge", description="Meta-learned receivers from host to edge hardware.",
+                    epilog=EXAMPLES, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    for module in (train, evaluate, bench, demo):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args) or 0)
+    except UserError as e:
+        print(f"metaedge: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in {"torch", "onnx", "onnxscript", "onnxruntime", "qiskit", "qiskit_aer", "lava", "matplotlib", "tqdm"}:
+            print(f"metaedge: error: this command needs the Python package '{e.name}', which is not installed; "
+                  "install the matching extra, e.g. pip install 'metaedge[train]'", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("metaedge: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+def wrap(text: str) -> str:
+    return textwrap.fill(text, width=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

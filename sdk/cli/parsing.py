@@ -1,0 +1,57 @@
+"""Argument parsing that answers bad input with one line, never a usage dump or traceback."""
+from __future__ import annotations
+
+import argparse
+
+from metaedge.sdk.errors import UserError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # noqa: D102 — argparse's hook
+        raise UserError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def int_list(text: str) -> list[int]:
+    """'1,2,4' → [1, 2, 4]; positive integers only."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers, e.g. 1,2,4,8") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"'{text}' must list positive integers, e.g. 1,2,4,8")
+    return values
+
+
+def str_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def add_task_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the demodulation task family (defaults: the published setup, FACTS.md)."""
+    g = p.add_argument_group("task (monograph §5.2; defaults: published setup)")
+    g.add_argument("--order", type=int, default=16, help="square QAM order: 4, 16, 64, 256 (default 16)")
+    g.add_argument("--snr-db", type=float, default=20.0, help="Es/N0 in dB (default 20)")
+    g.add_argument("--eps-max", type=float, default=0.15, help="amplitude imbalance ε = eps_max·Beta(a,b) (default 0.15)")
+    g.add_argument("--delta-max-deg", type=float, default=15.0, help="phase imbalance δ = delta_max·Beta(a,b), degrees (default 15)")
+    g.add_argument("--beta", type=float, nargs=2, default=(5.0, 2.0), metavar=("A", "B"), help="Beta shape parameters (default 5 2)")
+    g.add_argument("--pilots", type=int, default=4, help="training pilots per task N_tr, in meta-training and validation (default 4)")
+    g.add_argument("--val-pilots", type=int, default=160, help="validation pilots per meta-training task N_va (default 160)")
+    g.add_argument("--frame", type=int, default=20_000, help="symbols a frame holds (default 20000)")
+
+
+def task_config(args: argparse.Namespace):
+    from metaedge.sdk.tasks.demod import DemodConfig
+
+    return DemodConfig(order=args.order, snr_db=args.snr_db, eps_max=args.eps_max, delta_max_deg=args.delta_max_deg,
+                       beta_a=args.beta[0], beta_b=args.beta[1], pilots=args.pilots, val_pilots=args.val_pilots,
+                       frame=args.frame)

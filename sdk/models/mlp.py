@@ -1,0 +1,76 @@
+"""The demodulator: an MLP on received I/Q samples (2→10→30→30→16 by default), ReLU, log-softmax.
+
+Functional on purpose: ``forward(params, x)`` takes the parameter dict explicitly, so the
+same definition is vmapped over tasks during meta-training, differentiated twice by MAML,
+and traced into plain graphs at export. For CAVIA, ``params["context"]`` holds the task
+context vector, concatenated to every input sample.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Params = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    sizes: tuple[int, ...] = (2, 10, 30, 30, 16)
+    context: int = 0  # CAVIA context inputs (0: none)
+
+    @property
+    def layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Parameter names and shapes, in the canonical order used everywhere (files, graphs)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        fan_in = self.sizes[0] + self.context
+        for i, fan_out in enumerate(self.sizes[1:]):
+            shapes[f"l{i}.weight"] = (fan_in, fan_out)
+            shapes[f"l{i}.bias"] = (fan_out,)
+            fan_in = fan_out
+        if self.context:
+            shapes["context"] = (self.context,)
+        return shapes
+
+    def init(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """PyTorch's default Linear initialisation, U(±1/√fan_in), drawn from a numpy generator; context starts at 0."""
+        params = {}
+        for name, shape in self.shapes().items():
+            if name == "context":
+                params[name] = np.zeros(shape, np.float32)
+                continue
+            fan_in = shape[0] if name.endswith(".weight") else params[name.replace(".bias", ".weight")].shape[0]
+            bound = 1.0 / np.sqrt(fan_in)
+            params[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
+        return params
+
+    def to_dict(self) -> dict:
+        return {"sizes": list(self.sizes), "context": self.context}
+
+    @staticmethod
+    def from_dict(d: dict) -> "MLPSpec":
+        return MLPSpec(sizes=tuple(int(s) for s in d["sizes"]), context=int(d.get("context", 0)))
+
+
+def forward(params: Params, x: Tensor) -> Tensor:
+    """Class log-probabilities for samples ``x`` [n, features] → [n, classes]."""
+    h = x
+    if "context" in params:
+        ctx = params["context"]
+        h = torch.cat([h, ctx.expand(h.shape[0], ctx.shape[-1])], dim=-1)
+    i = 0
+    while f"l{i + 1}.weight" in params:
+        h = torch.relu(torch.addmm(params[f"l{i}.bias"], h, params[f"l{i}.weight"]))
+        i += 1
+    logits = torch.addmm(params[f"l{i}.bias"], h, params[f"l{i}.weight"])
+    return torch.log_softmax(logits, dim=-1)
+
+
+def task_loss(params: Params, x: Tensor, onehot: Tensor) -> Tensor:
+    """Cross-entropy −mean Σ onehot·log p, written with one-hot labels (exports exactly; FACTS.md)."""
+    return -(onehot * forward(params, x)).sum(-1).mean()

@@ -1,0 +1,49 @@
+"""PNG figures: training curves and SER-vs-pilots. Agg backend, no display needed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(curves: list[dict], path: Path, title: str) -> None:
+    """Meta-loss and validation SER against meta-iterations."""
+    if not curves:
+        return
+    plt = _pyplot()
+    it = [c["iteration"] for c in curves]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(it, [c["meta_loss"] for c in curves])
+    a.set(xlabel="meta-iteration", ylabel="meta-training loss")
+    b.semilogy(it, [max(c["val_ser"], 1e-5) for c in curves])
+    b.set(xlabel="meta-iteration", ylabel="validation SER")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ser(results: list[dict], pilots: list[int], path: Path, title: str) -> None:
+    """SER with 95 % intervals against the number of pilots, one line per method."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results:
+        ser = [r["ser"][str(p)]["ser"] for p in pilots]
+        lo = [r["ser"][str(p)]["ci95"][0] for p in pilots]
+        hi = [r["ser"][str(p)]["ci95"][1] for p in pilots]
+        ax.plot(pilots, ser, marker="o", label=r["name"])
+        ax.fill_between(pilots, lo, hi, alpha=0.15)
+    ax.set(xscale="log", yscale="log", xlabel="pilots at meta-test", ylabel="symbol error rate", title=title)
+    ax.set_xticks(pilots, [str(p) for p in pilots])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

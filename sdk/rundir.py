@@ -1,0 +1,83 @@
+"""A run directory: everything one meta-training run produced, readable without our code.
+
+    config.json          task, model and training configuration (format "metaedge-run", version 1)
+    theta.safetensors    θ with the best validation SER (float32, names of MLPSpec.shapes)
+    checkpoint.safetensors  latest θ and optimizer state; training state in __metadata__["state"]
+    curves.json          one record per validation: iteration, meta-loss, validation SER and loss
+    curves.png           the same, plotted
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from metaedge.deploy import tensors
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.models.mlp import MLPSpec
+
+RUN_FORMAT = "metaedge-run"
+RUN_VERSION = 1
+CONFIG, THETA, CHECKPOINT, CURVES = "config.json", "theta.safetensors", "checkpoint.safetensors", "curves.json"
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    theta: dict[str, np.ndarray]
+
+    @property
+    def algo(self) -> str:
+        return self.config["train"]["algo"]
+
+
+def read_config(path: Path) -> dict:
+    """The run's config.json, or a UserError that says what is wrong with the directory."""
+    if not path.is_dir():
+        raise UserError(f"run directory '{path}' does not exist; train one with 'metaedge train demod --out {path}'")
+    file = path / CONFIG
+    if not file.is_file():
+        raise UserError(f"'{path}' is not a run directory (no {CONFIG}); pass a directory written by 'metaedge train'")
+    try:
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{file} is corrupt ({e}); retrain or restore the run directory") from None
+    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
+        raise UserError(f"{file} is not a MetaEdge run configuration (format must be '{RUN_FORMAT}')")
+    if config.get("version") != RUN_VERSION:
+        raise UserError(f"{file} has run format version {config.get('version')}; this MetaEdge reads version {RUN_VERSION}")
+    for key in ("task", "model", "train"):
+        if not isinstance(config.get(key), dict):
+            raise UserError(f"{file} lacks its '{key}' section; retrain or restore the run directory")
+    return config
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Config and best θ of a finished (or interrupted) run."""
+    path = Path(path)
+    config = read_config(path)
+    file = path / THETA
+    if not file.is_file():
+        raise UserError(f"'{path}' has no {THETA} yet (training stopped before its first validation); resume it with 'metaedge train demod --out {path} --resume'")
+    try:
+        theta, _ = tensors.load(file)
+    except tensors.TensorFileError as e:
+        raise UserError(f"{file} is corrupt: {e}; retrain or restore the run directory") from None
+    try:
+        expected = MLPSpec.from_dict(config["model"]).shapes()
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path / CONFIG} has an invalid model section ({e})") from None
+    got = {k: tuple(v.shape) for k, v in theta.items()}
+    if got != expected:
+        raise UserError(f"{file} does not match the model in {CONFIG} (expected {expected}, found {got}); retrain or restore the run directory")
+    return Run(path=path, config=config, theta=theta)

@@ -1,0 +1,216 @@
+"""The outer loop: meta-train θ on batches of devices, validate, checkpoint, stop early.
+
+State lives in the run directory (see ``rundir``). A checkpoint holds θ, the optimizer's
+state and the sampler's random state, so ``resume`` continues exactly where a run stopped.
+A non-finite meta-loss stops training with ``TrainingDiverged`` and leaves the last good
+checkpoint untouched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from metaedge.deploy import tensors
+from metaedge.sdk.algorithms import get_algorithm, meta_gradient, to_batch
+from metaedge.sdk.algorithms.core import InnerLoop
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.evaluation import evaluate
+from metaedge.sdk.models.mlp import MLPSpec
+from metaedge.sdk.receivers import LearnedReceiver
+from metaedge.sdk.rundir import CHECKPOINT, CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
+from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
+
+VAL_PAYLOAD = 1000  # payload symbols per validation device
+
+
+class TrainingDiverged(UserError):
+    """The meta-loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    algo: str = "maml"
+    iterations: int = 3000
+    tasks_per_batch: int = 5
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+    outer_lr: float = 1e-3
+    outer_opt: str = ""            # "" → the algorithm's default (Adam; SGD for Reptile)
+    meta_devices: int = 1000       # K, the pool of meta-training devices
+    val_devices: int = 100         # devices held out for early stopping
+    val_every: int = 250
+    patience: int = 8              # validations without improvement before stopping
+    hidden: tuple[int, ...] = (10, 30, 30)
+    context: int = 10              # CAVIA context size
+    seed: int = 0
+    compile: bool = False          # torch.compile the meta-gradient (pays off on long runs)
+
+    def __post_init__(self) -> None:
+        algorithm = get_algorithm(self.algo)
+        checks = [
+            (self.iterations >= 1, f"--iterations {self.iterations} must be at least 1"),
+            (self.tasks_per_batch >= 1, f"--tasks-per-batch {self.tasks_per_batch} must be at least 1"),
+            (self.tasks_per_batch <= self.meta_devices, f"--tasks-per-batch {self.tasks_per_batch} exceeds --meta-devices {self.meta_devices}; lower it or add devices"),
+            (self.inner_steps >= (1 if algorithm.meta_learned else 0), f"--inner-steps {self.inner_steps} must be at least 1 for {self.algo}"),
+            (math.isfinite(self.inner_lr) and self.inner_lr > 0, f"--inner-lr {self.inner_lr} must be a positive number"),
+            (math.isfinite(self.outer_lr) and self.outer_lr > 0, f"--outer-lr {self.outer_lr} must be a positive number"),
+            (self.outer_opt in ("", "adam", "sgd"), f"--outer-opt '{self.outer_opt}' is unknown; use adam or sgd"),
+            (self.meta_devices >= 1 and self.val_devices >= 2, "--meta-devices must be ≥ 1 and --val-devices ≥ 2"),
+            (self.val_every >= 1 and self.patience >= 1, "--val-every and --patience must be at least 1"),
+            (all(h >= 1 for h in self.hidden), f"--hidden {self.hidden} must list positive layer widths"),
+            (self.context >= 1 or not algorithm.context, f"--context {self.context} must be at least 1 for cavia"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    @property
+    def optimizer(self) -> str:
+        return self.outer_opt or get_algorithm(self.algo).outer
+
+    def inner(self) -> InnerLoop:
+        return get_algorithm(self.algo).inner(self.inner_lr, self.inner_steps)
+
+    def model(self, task: DemodConfig) -> MLPSpec:
+        context = self.context if get_algorithm(self.algo).context else 0
+        return MLPSpec(sizes=(2, *self.hidden, task.order), context=context)
+
+
+def run_config(task: DemodConfig, train: TrainConfig) -> dict:
+    return {"format": RUN_FORMAT, "version": RUN_VERSION, "task": {"name": "demod", **task.to_dict()},
+            "model": train.model(task).to_dict(), "train": {**dataclasses.asdict(train), "hidden": list(train.hidden)}}
+
+
+def configs_from_run(config: dict) -> tuple[DemodConfig, TrainConfig]:
+    try:
+        task = DemodConfig(**{k: v for k, v in config["task"].items() if k != "name"})
+        train = TrainConfig(**{**config["train"], "hidden": tuple(config["train"]["hidden"])})
+    except TypeError as e:
+        raise UserError(f"the run's {CONFIG} has unknown or missing fields ({e}); it was written by another MetaEdge version") from None
+    return task, train
+
+
+class Trainer:
+    """Meta-trains one algorithm; ``run()`` resumes from the directory's checkpoint if present."""
+
+    def __init__(self, run_dir: Path, task: DemodConfig, train: TrainConfig) -> None:
+        self.dir, self.task_cfg, self.cfg = Path(run_dir), task, train
+        self.algorithm = get_algorithm(train.algo)
+        self.tasks = DemodTasks(task, seed=train.seed)
+        self.spec = train.model(task)
+        self.inner = train.inner()
+        # θ learned by the outer loop: for CAVIA the context starts every task at 0 and is not meta-learned.
+        init = self.spec.init(np.random.default_rng([train.seed, 99]))
+        self.params = {k: torch.tensor(v) for k, v in init.items()}
+        self.learned = [k for k in self.params if k != "context"]
+        leaves = [self.params[k].requires_grad_(True) for k in self.learned]
+        self.opt = (torch.optim.Adam(leaves, lr=train.outer_lr) if train.optimizer == "adam" else torch.optim.SGD(leaves, lr=train.outer_lr))
+        self.pool = self.tasks.devices("train", train.meta_devices)
+        self.rng = self.tasks.rng("train", 1)
+        self.state = {"iteration": 0, "best_iteration": None, "best_val_ser": None, "bad_validations": 0, "stop_reason": None}
+        self.curves: list[dict] = []
+        step = lambda p, b: meta_gradient(self.algorithm.objective, p, b, self.inner)  # noqa: E731
+        self.step = torch.compile(step) if train.compile else step
+
+    # -- persistence -----------------------------------------------------------------------
+    def start(self, resume: bool) -> None:
+        """Create the run directory, or load its checkpoint when resuming."""
+        if resume:
+            saved = read_config(self.dir)
+            if saved["task"] != run_config(self.task_cfg, self.cfg)["task"]:
+                raise UserError(f"--resume: the task configuration differs from the one in {self.dir / CONFIG}; drop the task flags to resume as it was")
+            self._load_checkpoint()
+            if self.state["stop_reason"] == "reached --iterations" and self.state["iteration"] < self.cfg.iterations:
+                self.state["stop_reason"] = None
+            return
+        if self.dir.exists() and any(self.dir.iterdir()):
+            raise UserError(f"'{self.dir}' already holds files; pass --resume to continue that run or choose another --out")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.dir / CONFIG, run_config(self.task_cfg, self.cfg))
+
+    def _numpy_params(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().numpy().copy() for k, v in self.params.items()}
+
+    def _save_checkpoint(self) -> None:
+        arrays = {f"theta.{k}": v for k, v in self._numpy_params().items()}
+        for k in self.learned:
+            for name, value in self.opt.state.get(self.params[k], {}).items():
+                arrays[f"opt.{name}.{k}"] = value.detach().numpy().reshape(value.shape)
+        meta = {"state": json.dumps(self.state), "rng": json.dumps(self.rng.bit_generator.state)}
+        tensors.save(self.dir / CHECKPOINT, arrays, meta)
+        write_json(self.dir / CURVES, self.curves)
+
+    def _load_checkpoint(self) -> None:
+        file = self.dir / CHECKPOINT
+        if not file.is_file():
+            raise UserError(f"--resume: '{self.dir}' has no {CHECKPOINT}; start a new run without --resume")
+        try:
+            arrays, meta = tensors.load(file)
+            self.state = json.loads(meta["state"])
+            self.rng.bit_generator.state = json.loads(meta["rng"])
+            self.curves = json.loads((self.dir / CURVES).read_text()) if (self.dir / CURVES).is_file() else []
+            with torch.no_grad():
+                for k, v in self.params.items():
+                    v.copy_(torch.from_numpy(arrays[f"theta.{k}"]))
+            for k in self.learned:
+                state = {name.split(".")[1]: torch.from_numpy(a) for name, a in arrays.items() if name.startswith("opt.") and name.split(".", 2)[2] == k}
+                if state:
+                    self.opt.state[self.params[k]] = state
+        except (tensors.TensorFileError, KeyError, ValueError, TypeError) as e:
+            raise UserError(f"--resume: {file} is corrupt ({e}); start a new run") from None
+
+    # -- the loop --------------------------------------------------------------------------
+    def validate(self) -> float:
+        """SER after adaptation on the pilots, on the held-out validation devices."""
+        receiver = LearnedReceiver("val", {k: v.detach() for k, v in self.params.items()}, self.inner, self.task_cfg.order)
+        result = evaluate([(receiver, {})], self.tasks, [self.task_cfg.pilots], self.cfg.val_devices, VAL_PAYLOAD, split="val")[0]
+        return result.ser[self.task_cfg.pilots]["ser"]
+
+    def run(self, progress: Callable[[int, dict], None] | None = None) -> dict:
+        cfg = self.cfg
+        window: list[float] = []
+        while self.state["iteration"] < cfg.iterations and self.state["stop_reason"] is None:
+            idx = self.rng.choice(cfg.meta_devices, size=cfg.tasks_per_batch, replace=False)
+            frames = self.tasks.frames(self.pool.take(idx), self.task_cfg.pilots, self.task_cfg.val_pilots, self.rng)
+            batch = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
+            grads, loss = self.step({k: v.detach() for k, v in self.params.items()}, batch)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                kept = f"the last good checkpoint (iteration {self.curves[-1]['iteration']}) is kept in {self.dir}" if self.curves else "no checkpoint had been written yet"
+                raise TrainingDiverged(
+                    f"meta-training loss became {loss} at iteration {self.state['iteration'] + 1}; {kept}; "
+                    "lower --outer-lr or --inner-lr and rerun")
+            for k in self.learned:
+                self.params[k].grad = grads[k]
+            self.opt.step()
+            window.append(loss)
+            self.state["iteration"] += 1
+            it = self.state["iteration"]
+            if it % cfg.val_every == 0 or it == cfg.iterations:
+                self._validation(it, float(np.mean(window)))
+                window.clear()
+            if progress:
+                progress(it, self.state)
+        return self.state
+
+    def _validation(self, iteration: int, meta_loss: float) -> None:
+        ser = self.validate()
+        self.curves.append({"iteration": iteration, "meta_loss": meta_loss, "val_ser": ser})
+        best = self.state["best_val_ser"]
+        if best is None or ser < best:
+            self.state.update(best_val_ser=ser, best_iteration=iteration, bad_validations=0)
+            tensors.save(self.dir / THETA, self._numpy_params(), {"iteration": str(iteration), "val_ser": repr(ser)})
+        else:
+            self.state["bad_validations"] += 1
+            if self.state["bad_validations"] >= self.cfg.patience:
+                self.state["stop_reason"] = f"early stop: no better validation SER in {self.cfg.patience} validations"
+        if iteration >= self.cfg.iterations and self.state["stop_reason"] is None:
+            self.state["stop_reason"] = "reached --iterations"
+        self._save_checkpoint()

@@ -1,0 +1,110 @@
+"""The command line: one clear line and a non-zero exit for bad input; JSON where scripts read."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metaedge.sdk.cli.main import main
+
+SMALL = ["--order", "4", "--snr-db", "15", "--val-pilots", "32", "--hidden", "8,8", "--meta-devices", "30",
+         "--val-devices", "10", "--val-every", "10", "--quiet"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "fomaml"
+    assert main(["train", "demod", "--algo", "fomaml", "--iterations", "20", "--out", str(out), *SMALL]) == 0
+    return out
+
+
+def assert_one_line_error(code, out, err, fragment):
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("metaedge: error:") and fragment in lines[0], lines[0]
+    assert "Traceback" not in err + out
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["train", "demod", "--out", "X", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "demod", "--out", "X", "--algo", "mamll"], "unknown algorithm 'mamll'"),
+    (["train", "demod", "--out", "X", "--pilots", "15000", "--val-pilots", "10000"], "exceed the frame"),
+    (["train", "demod", "--out", "X", "--snr-db", "nan"], "not a finite number"),
+    (["train", "demod", "--out", "X", "--inner-lr", "-1"], "--inner-lr -1.0 must be a positive number"),
+    (["train", "demod", "--out", "X", "--order", "8"], "not a square QAM order"),
+    (["train", "demod", "--out", "X", "--iterations", "0"], "0 must be at least 1"),
+    (["train", "demod"], "the following arguments are required: --out"),
+    (["train", "demod", "--out", "NOPE", "--resume"], "does not exist"),
+    (["train"], "required: TASK"),
+    (["eval", "NOPE"], "run directory 'NOPE' does not exist"),
+    (["eval", "NOPE", "--pilots", "1,x"], "not a comma-separated list"),
+    (["bench", "meta-train", "--algos", "reptile"], "not benchmarked"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_input_gives_one_line(capsys, tmp_path, monkeypatch, argv, fragment):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(*run_cli(capsys, *argv), fragment)
+
+
+def test_corrupt_run_directories_give_one_line(capsys, tmp_path, trained):
+    not_a_run = tmp_path / "empty"
+    not_a_run.mkdir()
+    assert_one_line_error(*run_cli(capsys, "eval", str(not_a_run)), "is not a run directory")
+    garbled = tmp_path / "garbled"
+    garbled.mkdir()
+    (garbled / "config.json").write_text("{not json")
+    assert_one_line_error(*run_cli(capsys, "eval", str(garbled)), "is corrupt")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((trained / "config.json").read_text())
+    (broken / "theta.safetensors").write_bytes((trained / "theta.safetensors").read_bytes()[:40])
+    assert_one_line_error(*run_cli(capsys, "eval", str(broken)), "theta.safetensors is corrupt")
+
+
+def test_out_directory_in_use_needs_resume(capsys, trained):
+    assert_one_line_error(*run_cli(capsys, "train", "demod", "--out", str(trained), *SMALL), "pass --resume")
+
+
+def test_resume_extends_a_run(capsys, tmp_path, trained):
+    run = tmp_path / "copy"
+    run.mkdir()
+    for f in trained.iterdir():
+        (run / f.name).write_bytes(f.read_bytes())
+    code, out, _ = run_cli(capsys, "train", "demod", "--out", str(run), "--resume", "--iterations", "30", "--json", "--quiet")
+    assert code == 0 and json.loads(out)["iteration"] == 30
+
+
+def test_eval_json_has_one_entry_per_method_with_ser_per_pilot_count(capsys, tmp_path, trained):
+    code, out, err = run_cli(capsys, "eval", str(trained), "--pilots", "1,4", "--devices", "5", "--payload", "200",
+                             "--json", "--quiet", "--plot", str(tmp_path / "ser.png"))
+    assert code == 0, err
+    report = json.loads(out)
+    assert [m["name"] for m in report["methods"]] == ["fomaml", "scratch", "model-based (MMSE + ML)"]
+    for m in report["methods"]:
+        assert set(m["ser"]) == {"1", "4"}
+        for v in m["ser"].values():
+            assert 0 <= v["ci95"][0] <= v["ser"] <= v["ci95"][1] <= 1
+    assert (tmp_path / "ser.png").stat().st_size > 1000
+
+
+def test_eval_table_is_readable(capsys, trained):
+    code, out, _ = run_cli(capsys, "eval", str(trained), "--pilots", "2", "--devices", "3", "--payload", "100", "--quiet")
+    assert code == 0
+    assert "method \\ pilots" in out and "model-based (MMSE + ML)" in out and "fomaml" in out
+
+
+def test_console_script_end_to_end(tmp_path):
+    """The installed 'metaedge' executable: help has examples, bad input exits 2 with one line."""
+    exe = Path(sys.executable).with_name("metaedge")
+    help_text = subprocess.run([exe, "train", "demod", "--help"], capture_output=True, text=True, timeout=120)
+    assert help_text.returncode == 0 and "examples:" in help_text.stdout
+    bad = subprocess.run([exe, "eval", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -1,0 +1,98 @@
+"""The outer loop: it learns, resumes exactly, stops early, and survives a diverging run."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metaedge.deploy import tensors
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.rundir import load_run
+from metaedge.sdk.tasks.demod import DemodConfig
+from metaedge.sdk.training import TrainConfig, Trainer, TrainingDiverged
+
+TASK = DemodConfig(order=4, snr_db=15.0, pilots=4, val_pilots=32)
+
+
+def trainer(path, **changes):
+    cfg = dict(algo="fomaml", iterations=60, tasks_per_batch=4, outer_lr=3e-3, hidden=(8, 8), meta_devices=50,
+               val_devices=20, val_every=30, patience=5)
+    cfg.update(changes)
+    t = Trainer(path, TASK, TrainConfig(**cfg))
+    return t
+
+
+@pytest.mark.slow
+def test_short_meta_training_lowers_validation_ser(tmp_path):
+    t = trainer(tmp_path / "run", algo="maml", iterations=300, val_every=300, outer_lr=1e-2, val_devices=50)
+    t.start(resume=False)
+    before = t.validate()
+    state = t.run()
+    after = state["best_val_ser"]
+    assert after < before - 0.1, (before, after)
+    run = load_run(tmp_path / "run")
+    assert run.algo == "maml" and set(run.theta) == set(t.params)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    straight = trainer(tmp_path / "a", iterations=60)
+    straight.start(resume=False)
+    straight.run()
+    first = trainer(tmp_path / "b", iterations=30)
+    first.start(resume=False)
+    first.run()
+    assert first.state["stop_reason"] == "reached --iterations"
+    second = trainer(tmp_path / "b", iterations=60)
+    second.start(resume=True)
+    assert second.state["iteration"] == 30
+    second.run()
+    for k in straight.params:
+        torch.testing.assert_close(second.params[k], straight.params[k], rtol=0, atol=1e-6)
+    assert json.loads((tmp_path / "b" / "curves.json").read_text()) == json.loads((tmp_path / "a" / "curves.json").read_text())
+
+
+def test_early_stopping_after_patience_validations(tmp_path):
+    t = trainer(tmp_path / "run", iterations=10_000, val_every=1, patience=2, outer_lr=1e-9)
+    t.start(resume=False)
+    state = t.run()
+    assert state["stop_reason"].startswith("early stop")
+    assert state["iteration"] < 50
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    t = trainer(tmp_path / "run", iterations=100, val_every=10)
+    t.start(resume=False)
+    real_step = t.step
+    calls = {"n": 0}
+
+    def step(params, batch):
+        calls["n"] += 1
+        grads, loss = real_step(params, batch)
+        return grads, loss * float("nan") if calls["n"] > 25 else loss
+
+    t.step = step
+    with pytest.raises(TrainingDiverged, match=r"became nan at iteration 26; the last good checkpoint \(iteration 20\)"):
+        t.run()
+    arrays, meta = tensors.load(tmp_path / "run" / "checkpoint.safetensors")
+    assert json.loads(meta["state"])["iteration"] == 20
+    assert all(np.isfinite(v).all() for v in arrays.values())
+    assert load_run(tmp_path / "run").theta  # the best θ is still there and readable
+
+
+def test_a_used_directory_needs_resume(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="already holds files; pass --resume"):
+        trainer(tmp_path / "run").start(resume=False)
+
+
+@pytest.mark.parametrize("changes,fragment", [
+    ({"algo": "mamal"}, "unknown algorithm"),
+    ({"inner_lr": -0.1}, "--inner-lr"),
+    ({"tasks_per_batch": 80}, "exceeds --meta-devices"),
+    ({"outer_opt": "rmsprop"}, "--outer-opt"),
+    ({"inner_steps": 0}, "--inner-steps"),
+])
+def test_impossible_training_configurations_are_refused(changes, fragment):
+    with pytest.raises(UserError, match=fragment):
+        TrainConfig(**{"meta_devices": 50, **changes})

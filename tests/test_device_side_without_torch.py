@@ -1,0 +1,63 @@
+"""The dependency rule: deploy/, backends/ and firmware_sim/ import and run without torch.
+
+Runs in the Lava environment (.venv-lava: Python 3.10, numpy < 2, no torch), which the
+Makefile builds and points to with METAEDGE_LAVA_PYTHON. The environment is required, not
+optional: a missing one fails the test with the command that builds it.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEVICE_SIDE = ("deploy", "backends", "firmware_sim")
+
+IMPORT_ALL = r"""
+import importlib, pkgutil, sys
+import metaedge
+try:
+    import torch
+except ModuleNotFoundError:
+    pass
+else:
+    sys.exit("torch is installed in this environment; the check needs an environment without it")
+import lava.magma.core  # this is the Lava environment
+names = []
+for folder in sys.argv[1:]:
+    package = importlib.import_module(f"metaedge.{folder}")
+    names.append(package.__name__)
+    for info in pkgutil.walk_packages(package.__path__, prefix=f"metaedge.{folder}."):
+        importlib.import_module(info.name)
+        names.append(info.name)
+bad = [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+if bad:
+    sys.exit(f"torch was imported: {bad[:3]}")
+print(sys.version_info[:2], len(names), "modules:", " ".join(names))
+"""
+
+
+def lava_python() -> str:
+    path = os.environ.get("METAEDGE_LAVA_PYTHON") or str(ROOT / ".venv-lava" / "bin" / "python")
+    if not Path(path).exists():
+        pytest.fail(f"the Lava environment is missing ({path}); build it with 'make env'")
+    return path
+
+
+def test_device_side_modules_import_in_the_lava_environment_without_torch():
+    result = subprocess.run([lava_python(), "-c", IMPORT_ALL, *DEVICE_SIDE], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "(3, 10)" in result.stdout, result.stdout
+    listed = result.stdout.split("modules:")[1].split()
+    on_disk = {f"metaedge.{p.parent.relative_to(ROOT).as_posix().replace('/', '.')}.{p.stem}".replace(".__init__", "")
+               for folder in DEVICE_SIDE for p in (ROOT / folder).rglob("*.py")}
+    assert on_disk <= set(listed), f"modules not imported: {on_disk - set(listed)}"
+
+
+def test_lava_environment_has_numpy_below_2_and_main_environment_is_untouched():
+    result = subprocess.run([lava_python(), "-c", "import numpy; print(numpy.__version__)"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and int(result.stdout.split(".")[0]) < 2, result.stdout + result.stderr
+    import numpy
+
+    assert sys.version_info >= (3, 11) and int(numpy.__version__.split(".")[0]) >= 2  # Lava's pins stay in .venv-lava
