@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from metaedge.sdk.algorithms import get_algorithm, meta_gradient, to_batch
+from metaedge.sdk.algorithms import compiled_meta_gradient, get_algorithm, meta_gradient, to_batch
 from metaedge.sdk.algorithms.reference import per_task_meta_gradient
 from metaedge.sdk.models.mlp import MLPSpec
 from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
@@ -53,7 +53,7 @@ def bench_meta_train(algos: list[str], task_counts: list[int], repeats: int, com
             }
             compile_s = None
             if compile:
-                compiled = torch.compile(lambda p, b: meta_gradient(algo.objective, p, b, inner))
+                compiled = compiled_meta_gradient(algo.objective, inner)
                 compile_s = _timed(lambda: compiled(params, batch))
                 runners["compiled"] = lambda: compiled(params, batch)
             grads = {name: run()[0] for name, run in runners.items()}  # also warms up

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from metaedge.deploy import tensors
-from metaedge.sdk.algorithms import get_algorithm, meta_gradient, to_batch
+from metaedge.sdk.algorithms import compiled_meta_gradient, get_algorithm, meta_gradient, to_batch
 from metaedge.sdk.algorithms.core import InnerLoop
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.evaluation import evaluate
@@ -42,7 +42,7 @@ class TrainConfig:
     inner_lr: float = 0.1
     inner_steps: int = 1
     outer_lr: float = 1e-3
-    outer_opt: str = ""            # "" → the algorithm's default (Adam; SGD for Reptile)
+    outer_opt: str = "adam"        # "sgd" with Reptile gives eq. 2.23 literally
     meta_devices: int = 1000       # K, the pool of meta-training devices
     val_devices: int = 100         # devices held out for early stopping
     val_every: int = 250
@@ -50,6 +50,7 @@ class TrainConfig:
     hidden: tuple[int, ...] = (10, 30, 30)
     context: int = 10              # CAVIA context size
     seed: int = 0
+    pilots_min: int = 0            # > 0: each meta-batch draws its pilot count log-uniformly from [pilots_min, task pilots]
     compile: bool = False          # torch.compile the meta-gradient (pays off on long runs)
 
     def __post_init__(self) -> None:
@@ -61,22 +62,28 @@ class TrainConfig:
             (self.inner_steps >= (1 if algorithm.meta_learned else 0), f"--inner-steps {self.inner_steps} must be at least 1 for {self.algo}"),
             (math.isfinite(self.inner_lr) and self.inner_lr > 0, f"--inner-lr {self.inner_lr} must be a positive number"),
             (math.isfinite(self.outer_lr) and self.outer_lr > 0, f"--outer-lr {self.outer_lr} must be a positive number"),
-            (self.outer_opt in ("", "adam", "sgd"), f"--outer-opt '{self.outer_opt}' is unknown; use adam or sgd"),
+            (self.outer_opt in ("adam", "sgd"), f"--outer-opt '{self.outer_opt}' is unknown; use adam or sgd"),
             (self.meta_devices >= 1 and self.val_devices >= 2, "--meta-devices must be ≥ 1 and --val-devices ≥ 2"),
             (self.val_every >= 1 and self.patience >= 1, "--val-every and --patience must be at least 1"),
             (all(h >= 1 for h in self.hidden), f"--hidden {self.hidden} must list positive layer widths"),
             (self.context >= 1 or not algorithm.context, f"--context {self.context} must be at least 1 for cavia"),
+            (self.pilots_min >= 0, f"pilot range minimum {self.pilots_min} must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
 
-    @property
-    def optimizer(self) -> str:
-        return self.outer_opt or get_algorithm(self.algo).outer
-
     def inner(self) -> InnerLoop:
         return get_algorithm(self.algo).inner(self.inner_lr, self.inner_steps)
+
+    def pilot_counts(self, task: DemodConfig) -> list[int]:
+        """Pilot counts seen in meta-training and validated on: task.pilots, or powers of two spanning the range."""
+        if not self.pilots_min:
+            return [task.pilots]
+        if self.pilots_min > task.pilots:
+            raise UserError(f"pilot range {self.pilots_min}-{task.pilots} is empty; give --pilots LOW-HIGH with LOW ≤ HIGH")
+        grid = {self.pilots_min, task.pilots} | {2 ** k for k in range(12) if self.pilots_min < 2 ** k < task.pilots}
+        return sorted(grid)
 
     def model(self, task: DemodConfig) -> MLPSpec:
         context = self.context if get_algorithm(self.algo).context else 0
@@ -111,13 +118,15 @@ class Trainer:
         self.params = {k: torch.tensor(v) for k, v in init.items()}
         self.learned = [k for k in self.params if k != "context"]
         leaves = [self.params[k].requires_grad_(True) for k in self.learned]
-        self.opt = (torch.optim.Adam(leaves, lr=train.outer_lr) if train.optimizer == "adam" else torch.optim.SGD(leaves, lr=train.outer_lr))
+        self.opt = (torch.optim.Adam(leaves, lr=train.outer_lr) if train.outer_opt == "adam" else torch.optim.SGD(leaves, lr=train.outer_lr))
         self.pool = self.tasks.devices("train", train.meta_devices)
         self.rng = self.tasks.rng("train", 1)
         self.state = {"iteration": 0, "best_iteration": None, "best_val_ser": None, "bad_validations": 0, "stop_reason": None}
         self.curves: list[dict] = []
-        step = lambda p, b: meta_gradient(self.algorithm.objective, p, b, self.inner)  # noqa: E731
-        self.step = torch.compile(step) if train.compile else step
+        if train.compile:
+            self.step = compiled_meta_gradient(self.algorithm.objective, self.inner)
+        else:
+            self.step = lambda p, b: meta_gradient(self.algorithm.objective, p, b, self.inner)
 
     # -- persistence -----------------------------------------------------------------------
     def start(self, resume: bool) -> None:
@@ -168,17 +177,25 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def validate(self) -> float:
-        """SER after adaptation on the pilots, on the held-out validation devices."""
+        """SER after adaptation on the pilots (mean over the pilot counts trained for), on held-out devices."""
         receiver = LearnedReceiver("val", {k: v.detach() for k, v in self.params.items()}, self.inner, self.task_cfg.order)
-        result = evaluate([(receiver, {})], self.tasks, [self.task_cfg.pilots], self.cfg.val_devices, VAL_PAYLOAD, split="val")[0]
-        return result.ser[self.task_cfg.pilots]["ser"]
+        counts = self.cfg.pilot_counts(self.task_cfg)
+        result = evaluate([(receiver, {})], self.tasks, counts, self.cfg.val_devices, VAL_PAYLOAD, split="val")[0]
+        return float(np.mean([result.ser[p]["ser"] for p in counts]))
+
+    def _pilots(self) -> int:
+        """This meta-batch's pilot count: fixed, or log-uniform over the configured range."""
+        if not self.cfg.pilots_min:
+            return self.task_cfg.pilots
+        low, high = np.log(self.cfg.pilots_min), np.log(self.task_cfg.pilots + 1)
+        return int(min(self.task_cfg.pilots, np.floor(np.exp(self.rng.uniform(low, high)))))
 
     def run(self, progress: Callable[[int, dict], None] | None = None) -> dict:
         cfg = self.cfg
         window: list[float] = []
         while self.state["iteration"] < cfg.iterations and self.state["stop_reason"] is None:
             idx = self.rng.choice(cfg.meta_devices, size=cfg.tasks_per_batch, replace=False)
-            frames = self.tasks.frames(self.pool.take(idx), self.task_cfg.pilots, self.task_cfg.val_pilots, self.rng)
+            frames = self.tasks.frames(self.pool.take(idx), self._pilots(), self.task_cfg.val_pilots, self.rng)
             batch = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
             grads, loss = self.step({k: v.detach() for k, v in self.params.items()}, batch)
             loss = float(loss)

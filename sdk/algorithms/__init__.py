@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from metaedge.sdk.algorithms import fomaml, joint, maml, reptile
-from metaedge.sdk.algorithms.core import InnerLoop, Objective, adapt, meta_gradient, to_batch
+from metaedge.sdk.algorithms.core import InnerLoop, Objective, adapt, compiled_meta_gradient, meta_gradient, to_batch
 from metaedge.sdk.errors import UserError
 
 
@@ -14,7 +14,6 @@ class Algorithm:
     objective: Objective
     summary: str
     context: bool = False        # CAVIA: the model takes context inputs and only the context adapts
-    outer: str = "adam"          # default outer optimizer
     meta_learned: bool = True    # False for joint learning (no inner loop in training)
 
     def inner(self, lr: float, steps: int) -> InnerLoop:
@@ -40,4 +39,4 @@ def get_algorithm(name: str) -> Algorithm:
         raise UserError(f"unknown algorithm '{name}'; choose one of: {', '.join(ALGORITHMS)}") from None
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "InnerLoop", "adapt", "get_algorithm", "meta_gradient", "to_batch"]
+__all__ = ["ALGORITHMS", "Algorithm", "InnerLoop", "adapt", "compiled_meta_gradient", "get_algorithm", "meta_gradient", "to_batch"]

@@ -36,6 +36,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def pilot_range(text: str) -> tuple[int, int]:
+    """'4' → (0, 4): always 4 pilots; '1-32' → (1, 32): a log-uniform count per meta-batch."""
+    low, _, high = text.partition("-")
+    try:
+        values = (int(low), int(high)) if high else (0, int(low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a pilot count (e.g. 4) nor a range (e.g. 1-32)") from None
+    if values[1] < 1 or (high and not 1 <= values[0] <= values[1]):
+        raise argparse.ArgumentTypeError(f"'{text}' needs counts of at least 1 and LOW ≤ HIGH, e.g. 4 or 1-32")
+    return values
+
+
 def add_task_flags(p: argparse.ArgumentParser) -> None:
     """Flags of the demodulation task family (defaults: the published setup, FACTS.md)."""
     g = p.add_argument_group("task (monograph §5.2; defaults: published setup)")
@@ -44,8 +56,11 @@ def add_task_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eps-max", type=float, default=0.15, help="amplitude imbalance ε = eps_max·Beta(a,b) (default 0.15)")
     g.add_argument("--delta-max-deg", type=float, default=15.0, help="phase imbalance δ = delta_max·Beta(a,b), degrees (default 15)")
     g.add_argument("--beta", type=float, nargs=2, default=(5.0, 2.0), metavar=("A", "B"), help="Beta shape parameters (default 5 2)")
-    g.add_argument("--pilots", type=int, default=4, help="training pilots per task N_tr, in meta-training and validation (default 4)")
+    g.add_argument("--pilots", type=pilot_range, default=(0, 4), metavar="N|LOW-HIGH",
+                   help="training pilots per task N_tr: a count, or a range drawn log-uniformly per meta-batch (default 4)")
     g.add_argument("--val-pilots", type=int, default=160, help="validation pilots per meta-training task N_va (default 160)")
+    g.add_argument("--pilot-sequence", choices=("fixed", "random"), default="fixed",
+                   help="pilot symbols: a known fixed sequence covering the constellation, or random (default fixed)")
     g.add_argument("--frame", type=int, default=20_000, help="symbols a frame holds (default 20000)")
 
 
@@ -53,5 +68,5 @@ def task_config(args: argparse.Namespace):
     from metaedge.sdk.tasks.demod import DemodConfig
 
     return DemodConfig(order=args.order, snr_db=args.snr_db, eps_max=args.eps_max, delta_max_deg=args.delta_max_deg,
-                       beta_a=args.beta[0], beta_b=args.beta[1], pilots=args.pilots, val_pilots=args.val_pilots,
-                       frame=args.frame)
+                       beta_a=args.beta[0], beta_b=args.beta[1], pilots=args.pilots[1], val_pilots=args.val_pilots,
+                       pilot_sequence=args.pilot_sequence, frame=args.frame)

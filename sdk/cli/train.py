@@ -6,12 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_task_flags, positive_int, task_config
+from metaedge.sdk.cli.parsing import add_task_flags, int_list, positive_int, task_config
 
 EXAMPLES = """
 examples:
   metaedge train demod --algo maml --out runs/maml
-  metaedge train demod --algo cavia --inner-lr 1.0 --iterations 20000 --out runs/cavia
+  metaedge train demod --algo cavia --pilots 1-32 --iterations 20000 --out runs/cavia
   metaedge train demod --algo reptile --inner-steps 5 --out runs/reptile
   metaedge train demod --out runs/maml --resume --iterations 40000   # continue a run
 """
@@ -25,20 +25,20 @@ def register(sub) -> None:
                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--out", type=Path, required=True, help="run directory to create (or to continue with --resume)")
     d.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    g = d.add_argument_group("algorithm")
+    g = d.add_argument_group("algorithm (unset flags take the algorithm's recipe: metaedge.sdk.recipes)")
     g.add_argument("--algo", default="maml", help="maml | fomaml | reptile | cavia | joint (default maml)")
-    g.add_argument("--iterations", type=positive_int, default=None, help="meta-iterations (default 3000)")
-    g.add_argument("--tasks-per-batch", type=positive_int, default=5, help="devices per meta-batch (default 5)")
-    g.add_argument("--inner-steps", type=int, default=1, help="inner SGD steps (default 1)")
-    g.add_argument("--inner-lr", type=float, default=0.1, help="inner step size α (default 0.1)")
-    g.add_argument("--outer-lr", type=float, default=1e-3, help="outer step size β (default 1e-3)")
-    g.add_argument("--outer-opt", default="", help="adam | sgd (default: adam; sgd for reptile)")
-    g.add_argument("--hidden", type=lambda s: tuple(int(v) for v in s.split(",")), default=(10, 30, 30), help="hidden widths (default 10,30,30)")
+    g.add_argument("--iterations", type=positive_int, help="meta-iterations (recipe: 6000)")
+    g.add_argument("--tasks-per-batch", type=positive_int, help="devices per meta-batch (recipe: 5)")
+    g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; reptile 5)")
+    g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0)")
+    g.add_argument("--outer-lr", type=float, help="outer step size β (recipe: 3e-3)")
+    g.add_argument("--outer-opt", help="adam | sgd (default adam; sgd with reptile is eq. 2.23 literally)")
+    g.add_argument("--hidden", type=int_list, default=[10, 30, 30], help="hidden widths (default 10,30,30)")
     g.add_argument("--context", type=positive_int, default=10, help="CAVIA context size (default 10)")
     g.add_argument("--meta-devices", type=positive_int, default=1000, help="meta-training devices K (default 1000)")
     g.add_argument("--val-devices", type=positive_int, default=100, help="validation devices for early stopping (default 100)")
-    g.add_argument("--val-every", type=positive_int, default=250, help="validate every N iterations (default 250)")
-    g.add_argument("--patience", type=positive_int, default=8, help="stop after N validations without improvement (default 8)")
+    g.add_argument("--val-every", type=positive_int, help="validate every N iterations (recipe: 250)")
+    g.add_argument("--patience", type=positive_int, help="stop after N validations without improvement (recipe: 8)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--compile", action="store_true", help="torch.compile the meta-gradient (~30 s once, ~2× per step)")
     d.add_argument("--json", action="store_true", help="print the final state as JSON")
@@ -47,7 +47,11 @@ def register(sub) -> None:
     d.set_defaults(handler=run)
 
 
+RECIPE_FLAGS = ("iterations", "tasks_per_batch", "inner_steps", "inner_lr", "outer_lr", "outer_opt", "val_every", "patience")
+
+
 def run(args: argparse.Namespace) -> int:
+    from metaedge.sdk.recipes import recipe
     from metaedge.sdk.rundir import read_config
     from metaedge.sdk.training import TrainConfig, Trainer, configs_from_run
 
@@ -59,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
         train = TrainConfig(**{**train.__dict__, **changes})
     else:
         task = task_config(args)
-        train = TrainConfig(algo=args.algo, iterations=args.iterations or 3000, tasks_per_batch=args.tasks_per_batch,
-                            inner_lr=args.inner_lr, inner_steps=args.inner_steps, outer_lr=args.outer_lr,
-                            outer_opt=args.outer_opt, meta_devices=args.meta_devices, val_devices=args.val_devices,
-                            val_every=args.val_every, patience=args.patience, hidden=args.hidden, context=args.context,
-                            seed=args.seed, compile=args.compile)
+        flags = {name: getattr(args, name) for name in RECIPE_FLAGS if getattr(args, name) is not None}
+        train = TrainConfig(**{**recipe(args.algo), **flags, "algo": args.algo, "meta_devices": args.meta_devices,
+                               "val_devices": args.val_devices, "hidden": tuple(args.hidden), "context": args.context,
+                               "seed": args.seed, "compile": args.compile,
+                               "pilots_min": args.pilots[0]})
     trainer = Trainer(args.out, task, train)
     trainer.start(resume=args.resume)
     state = train_with_progress(trainer, quiet=args.quiet)

@@ -10,6 +10,11 @@ SNR convention: SNR = Es / N0 where Es is the average energy of the transmitted
 constellation (after the impairment and its renormalisation) and N0 the complex noise
 variance, so each real dimension of the noise has variance N0 / 2.
 
+Pilots are a known sequence by default, as in the authors' code and in real systems: pilot
+i is symbol ``pilot_symbols(M)[i mod M]``, a fixed permutation in which every run of M
+successive pilots covers the constellation once. Validation and payload symbols are
+uniform at random.
+
 Generation is numpy only, vectorised over devices, and seeded; meta-training, validation
 and meta-test devices come from disjoint random streams so they never coincide.
 """
@@ -46,6 +51,16 @@ def qam_constellation(order: int) -> np.ndarray:
     return i_part + 1j * q_part
 
 
+PILOT_PERMUTATION_SEED = 20210  # fixes the known pilot order; part of the task definition
+
+
+def pilot_symbols(order: int, count: int | None = None) -> np.ndarray:
+    """Indices of the known pilot sequence: a fixed permutation of 0..M−1, repeated."""
+    perm = np.random.default_rng(PILOT_PERMUTATION_SEED).permutation(order)
+    count = order if count is None else count
+    return np.resize(perm, count)
+
+
 @dataclass(frozen=True)
 class DemodConfig:
     """Everything that defines the task family. Defaults: the published reference setup."""
@@ -60,6 +75,7 @@ class DemodConfig:
     pilots: int = 4                # N_tr: training pilots per task (meta-training and meta-test)
     val_pilots: int = 160          # N_va: validation pilots per meta-training task
     payload: int = 10_000          # payload symbols per test frame
+    pilot_sequence: str = "fixed"  # "fixed": known sequence, each run of M pilots covers the constellation; "random"
     frame: int = 20_000            # symbols a frame can hold (pilots + payload, or N_tr + N_va)
 
     def __post_init__(self) -> None:
@@ -71,6 +87,7 @@ class DemodConfig:
             (self.beta_a > 0 and self.beta_b > 0, f"Beta({self.beta_a}, {self.beta_b}) needs both shape parameters > 0"),
             (self.channel_var > 0, f"channel variance {self.channel_var} must be > 0"),
             (self.pilots >= 1, f"pilots {self.pilots} must be at least 1"),
+            (self.pilot_sequence in ("fixed", "random"), f"pilot sequence '{self.pilot_sequence}' is unknown; use fixed or random"),
             (self.val_pilots >= 1, f"val_pilots {self.val_pilots} must be at least 1"),
             (self.payload >= 1, f"payload {self.payload} must be at least 1"),
             (self.pilots + self.val_pilots <= self.frame,
@@ -182,5 +199,7 @@ class DemodTasks:
     def frames(self, devices: Devices, n_tr: int, n_va: int, rng: np.random.Generator) -> TaskBatch:
         """One frame per device: ``n_tr`` training pilots and ``n_va`` validation/payload symbols."""
         labels = rng.integers(0, self.config.order, size=(len(devices), n_tr + n_va))
+        if self.config.pilot_sequence == "fixed":
+            labels[:, :n_tr] = pilot_symbols(self.config.order, n_tr)
         x = self.transmit(devices, labels, rng)
         return TaskBatch(x_tr=x[:, :n_tr], y_tr=labels[:, :n_tr], x_va=x[:, n_tr:], y_va=labels[:, n_tr:])

@@ -148,3 +148,17 @@ def test_every_algorithm_runs_batched_on_the_default_model():
 def test_unknown_algorithm_names_the_choices():
     with pytest.raises(UserError, match="choose one of: maml, fomaml, reptile, cavia, joint"):
         get_algorithm("mamll")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["maml", "fomaml"])
+def test_compiled_meta_gradient_equals_the_eager_one(algo):
+    from metaedge.sdk.algorithms import compiled_meta_gradient
+
+    params, batch = tiny_problem(tasks=4, dtype=torch.float32)
+    inner = InnerLoop(lr=0.1, steps=2)
+    g, loss = meta_gradient(get_algorithm(algo).objective, params, batch, inner)
+    g_c, loss_c = compiled_meta_gradient(get_algorithm(algo).objective, inner)(params, batch)
+    for k in params:
+        torch.testing.assert_close(g_c[k], g[k], atol=1e-6, rtol=1e-5)
+    assert float(loss_c) == pytest.approx(float(loss), rel=1e-5)

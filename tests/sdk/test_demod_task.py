@@ -96,3 +96,20 @@ def test_frames_shapes_and_split():
 def test_impossible_configurations_are_refused(changes, fragment):
     with pytest.raises(ConfigError, match=fragment):
         DemodConfig(**changes)
+
+
+def test_fixed_pilot_sequence_is_known_and_covers_the_constellation():
+    from metaedge.sdk.tasks.demod import pilot_symbols
+
+    tasks = DemodTasks(DemodConfig(), seed=0)
+    batch = tasks.frames(tasks.devices("train", 6), 20, 50, np.random.default_rng(0))
+    np.testing.assert_array_equal(batch.y_tr, np.broadcast_to(pilot_symbols(16, 20), (6, 20)))
+    assert sorted(pilot_symbols(16)) == list(range(16))  # every run of M pilots covers the constellation
+    np.testing.assert_array_equal(pilot_symbols(16, 20)[16:], pilot_symbols(16)[:4])
+    assert len(set(batch.y_va[0])) > 8  # payload/validation symbols stay random
+
+
+def test_random_pilot_sequence_differs_per_device():
+    tasks = DemodTasks(DemodConfig(pilot_sequence="random"), seed=0)
+    batch = tasks.frames(tasks.devices("train", 6), 16, 10, np.random.default_rng(0))
+    assert not all(np.array_equal(batch.y_tr[0], row) for row in batch.y_tr[1:])

@@ -96,3 +96,24 @@ def test_a_used_directory_needs_resume(tmp_path):
 def test_impossible_training_configurations_are_refused(changes, fragment):
     with pytest.raises(UserError, match=fragment):
         TrainConfig(**{"meta_devices": 50, **changes})
+
+
+def test_pilot_range_draws_counts_log_uniformly_within_bounds(tmp_path):
+    t = Trainer(tmp_path / "run", TASK.replace(pilots=32), TrainConfig(algo="fomaml", pilots_min=1, meta_devices=50))
+    assert t.cfg.pilot_counts(t.task_cfg) == [1, 2, 4, 8, 16, 32]
+    counts = np.array([t._pilots() for _ in range(4000)])
+    assert counts.min() == 1 and counts.max() == 32
+    # log-uniform: about as many draws in [1, 5] as in [6, 32]  (ln 6 ≈ ½ ln 33)
+    assert abs(np.mean(counts <= 5) - 0.5) < 0.05
+    with pytest.raises(UserError, match="is empty"):
+        TrainConfig(algo="fomaml", pilots_min=8, meta_devices=50).pilot_counts(TASK)
+
+
+@pytest.mark.slow
+def test_compiled_training_with_varying_pilot_counts(tmp_path):
+    """--compile with a pilot range: shapes change between meta-batches and training still runs."""
+    t = Trainer(tmp_path / "run", TASK.replace(pilots=8), TrainConfig(algo="fomaml", iterations=12, tasks_per_batch=4, hidden=(8, 8),
+                meta_devices=50, val_devices=5, val_every=12, pilots_min=1, compile=True))
+    t.start(resume=False)
+    state = t.run()
+    assert state["iteration"] == 12 and np.isfinite(state["best_val_ser"])

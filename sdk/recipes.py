@@ -1,0 +1,23 @@
+"""Per-algorithm training defaults for the demodulation task, shared by ``metaedge train``
+(for every flag the user leaves unset) and ``metaedge demo``.
+
+Chosen by measurement on validation devices (never the meta-test devices); the README
+records the runs. What differs between algorithms is the inner loop: CAVIA adapts only
+10 context inputs and needs a larger step than full-network MAML.
+"""
+from __future__ import annotations
+
+COMMON = {"tasks_per_batch": 5, "outer_lr": 3e-3, "iterations": 6000, "val_every": 250, "patience": 8}
+
+RECIPES: dict[str, dict] = {
+    "maml": {"inner_lr": 0.1, "inner_steps": 1},
+    "fomaml": {"inner_lr": 0.1, "inner_steps": 1},
+    "reptile": {"inner_lr": 0.1, "inner_steps": 5},
+    "cavia": {"inner_lr": 1.0, "inner_steps": 1},
+    "joint": {"inner_lr": 0.1, "inner_steps": 1},
+}
+
+
+def recipe(algo: str) -> dict:
+    """Training defaults for ``algo`` (TrainConfig field → value)."""
+    return {**COMMON, **RECIPES.get(algo, {})}

@@ -1,0 +1,19 @@
+"""The meta-train benchmark's machinery (not its speed: speed is measured by 'metaedge bench')."""
+import json
+
+from metaedge.sdk.bench import bench_meta_train
+from metaedge.sdk.cli.main import main
+
+
+def test_bench_reports_rates_ratios_and_equal_gradients():
+    report = bench_meta_train(["fomaml", "maml"], [3], repeats=2, compile=False)
+    assert [(r["algo"], r["tasks"]) for r in report["results"]] == [("fomaml", 3), ("maml", 3)]
+    for r in report["results"]:
+        assert r["grads_equal"] and r["max_abs_grad_diff_vs_loop"]["batched"] <= 1e-5
+        assert r["tasks_per_s"]["batched"] > 0 and r["speedup_vs_loop"]["batched"] > 0
+
+
+def test_bench_cli_json(capsys):
+    assert main(["bench", "meta-train", "--algos", "fomaml", "--tasks", "2", "--repeats", "1", "--no-compile", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["benchmark"] == "meta-train" and report["results"][0]["tasks"] == 2

@@ -1,0 +1,27 @@
+"""``metaedge demo`` end to end on a tiny budget: trains, reuses finished runs, evaluates, writes files."""
+import json
+
+from metaedge.sdk.cli.main import main
+
+TINY = ["--algos", "maml,joint", "--iterations", "10", "--devices", "3", "--payload", "100", "--quiet"]
+
+
+def test_demo_trains_evaluates_and_reuses_runs(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *TINY]) == 0
+    report = json.loads((out / "ser.json").read_text())
+    assert [m["name"] for m in report["methods"]] == ["maml", "joint", "scratch", "model-based (MMSE + ML)"]
+    assert set(report["methods"][0]["ser"]) == {"1", "2", "4", "8", "16", "32"}
+    assert (out / "ser.png").is_file() and (out / "maml" / "curves.png").is_file()
+    assert "model-based (MMSE + ML)" in capsys.readouterr().out
+    before = (out / "maml" / "theta.safetensors").stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), *TINY]) == 0  # second run reuses the finished runs
+    assert (out / "maml" / "theta.safetensors").stat().st_mtime_ns == before
+
+
+def test_demo_refuses_a_run_with_another_configuration(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out), *TINY[:2], "--iterations", "12", *TINY[4:]]) == 2
+    assert "pass --fresh" in capsys.readouterr().err
