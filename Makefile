@@ -12,7 +12,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 help:
 	@echo "make demo   meta-train every algorithm on the demodulation task, evaluate, print the SER table"
 	@echo "make test   run the test suite (both environments)"
-	@echo "make bench  batched meta-training core vs per-task loop (JSON in bench/meta-train.json)"
+	@echo "make bench  batched meta-training core vs per-task loop (JSON in docs/benchmarks/meta-train.json)"
 	@echo "make env    build .venv (Python 3.11+, everything) and .venv-lava (Python 3.10, Lava, no torch)"
 	@echo "make clean  remove the environments and demo output"
 
@@ -40,9 +40,9 @@ test: env
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: env
-	@mkdir -p bench
-	$(VENV)/bin/metaedge bench meta-train --json > bench/meta-train.json
-	@cat bench/meta-train.json
+	@mkdir -p docs/benchmarks
+	$(VENV)/bin/metaedge bench meta-train --json > docs/benchmarks/meta-train.json
+	@cat docs/benchmarks/meta-train.json
 
 clean:
 	rm -rf $(VENV) $(LAVA_VENV) runs/demo

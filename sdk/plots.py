@@ -38,8 +38,9 @@ def plot_ser(results: list[dict], pilots: list[int], path: Path, title: str) -> 
         ser = [r["ser"][str(p)]["ser"] for p in pilots]
         lo = [r["ser"][str(p)]["ci95"][0] for p in pilots]
         hi = [r["ser"][str(p)]["ci95"][1] for p in pilots]
-        ax.plot(pilots, ser, marker="o", label=r["name"])
-        ax.fill_between(pilots, lo, hi, alpha=0.15)
+        reference = r.get("algo") == "model-based"
+        line, = ax.plot(pilots, ser, marker="o", label=r["name"], **({"color": "black", "linestyle": "--"} if reference else {}))
+        ax.fill_between(pilots, lo, hi, alpha=0.15, color=line.get_color())
     ax.set(xscale="log", yscale="log", xlabel="pilots at meta-test", ylabel="symbol error rate", title=title)
     ax.set_xticks(pilots, [str(p) for p in pilots])
     ax.grid(True, which="both", alpha=0.3)

@@ -91,8 +91,9 @@ def evaluate_runs(runs: list[Path], pilots: list[int], devices: int, payload: in
         scratch = LearnedReceiver("scratch", init, type(configs[0][1].inner())(lr=scratch_lr, steps=steps), task.order)
         receivers.append((scratch, {"algo": "scratch"}))
         receivers.append((ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var), {"algo": "model-based"}))
+    reference = receivers[-1][0].name if baselines else None
     with tqdm(total=len(receivers) * len(pilots), desc="eval", disable=quiet or None, file=sys.stderr) as bar:
-        results = evaluate(receivers, tasks, pilots, devices, payload, progress=bar.update)
+        results = evaluate(receivers, tasks, pilots, devices, payload, progress=bar.update, reference=reference)
     return {"task": task.to_dict(), "seed": tasks.seed, "devices": devices, "payload": payload, "pilots": pilots,
             "methods": [r.to_dict() for r in results]}
 
@@ -101,10 +102,14 @@ def ser_table(report: dict) -> str:
     from metaedge.sdk.cli.main import format_table
 
     pilots = report["pilots"]
-    rows = []
-    for m in report["methods"]:
-        cells = [f"{m['ser'][str(p)]['ser']:.4f} ±{(m['ser'][str(p)]['ci95'][1] - m['ser'][str(p)]['ci95'][0]) / 2:.4f}" for p in pilots]
-        rows.append([m["name"], *cells])
+    def cell(entry: dict) -> str:
+        vs = entry.get("vs_reference", {})
+        mark = "*" if vs.get("better") else "-" if vs.get("worse") else " "
+        return f"{entry['ser']:.4f} ±{(entry['ci95'][1] - entry['ci95'][0]) / 2:.4f}{mark}"
+
+    rows = [[m["name"], *(cell(m["ser"][str(p)]) for p in pilots)] for m in report["methods"]]
     head = (f"SER on {report['devices']} devices × {report['payload']} payload symbols "
             f"({report['task']['order']}-QAM, {report['task']['snr_db']:g} dB, seed {report['seed']}; ±: 95 % interval over devices)")
-    return head + "\n" + format_table(["method \\ pilots", *map(str, pilots)], rows)
+    legend = ("*: fewer errors than the model-based receiver, -: more (paired over devices, 95 %)"
+              if any("vs_reference" in e for m in report["methods"] for e in m["ser"].values()) else "")
+    return head + "\n" + format_table(["method \\ pilots", *map(str, pilots)], rows) + ("\n" + legend if legend else "")

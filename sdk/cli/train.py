@@ -30,7 +30,7 @@ def register(sub) -> None:
     g.add_argument("--iterations", type=positive_int, help="meta-iterations (recipe: 6000)")
     g.add_argument("--tasks-per-batch", type=positive_int, help="devices per meta-batch (recipe: 5)")
     g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; reptile 5)")
-    g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0)")
+    g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.3)")
     g.add_argument("--outer-lr", type=float, help="outer step size β (recipe: 3e-3)")
     g.add_argument("--outer-opt", help="adam | sgd (default adam; sgd with reptile is eq. 2.23 literally)")
     g.add_argument("--hidden", type=int_list, default=[10, 30, 30], help="hidden widths (default 10,30,30)")
@@ -38,7 +38,7 @@ def register(sub) -> None:
     g.add_argument("--meta-devices", type=positive_int, default=1000, help="meta-training devices K (default 1000)")
     g.add_argument("--val-devices", type=positive_int, default=100, help="validation devices for early stopping (default 100)")
     g.add_argument("--val-every", type=positive_int, help="validate every N iterations (recipe: 250)")
-    g.add_argument("--patience", type=positive_int, help="stop after N validations without improvement (recipe: 8)")
+    g.add_argument("--patience", type=positive_int, help="stop after N validations without improvement (recipe: 12)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--compile", action="store_true", help="torch.compile the meta-gradient (~30 s once, ~2× per step)")
     d.add_argument("--json", action="store_true", help="print the final state as JSON")
@@ -98,5 +98,5 @@ def train_with_progress(trainer, quiet: bool, label: str | None = None) -> dict:
         state = trainer.run(progress)
     finally:
         bar.close()
-    plot_curves(trainer.curves, trainer.dir / "curves.png", title=f"{trainer.cfg.algo} — {trainer.dir.name}")
+    plot_curves(trainer.curves, trainer.dir / "curves.png", title=f"{trainer.cfg.algo}: {trainer.dir}")
     return state

@@ -91,7 +91,8 @@ def test_eval_json_has_one_entry_per_method_with_ser_per_pilot_count(capsys, tmp
     for m in report["methods"]:
         assert set(m["ser"]) == {"1", "4"}
         for v in m["ser"].values():
-            assert 0 <= v["ci95"][0] <= v["ser"] <= v["ci95"][1] <= 1
+            assert v["ci95"][0] <= v["ser"] <= v["ci95"][1] and 0 <= v["ser"] <= 1
+            assert ("vs_reference" in v) == (m["algo"] != "model-based")
     assert (tmp_path / "ser.png").stat().st_size > 1000
 
 

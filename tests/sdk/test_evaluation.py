@@ -1,0 +1,62 @@
+"""Meta-test evaluation: the model-based receiver, SER bookkeeping and the paired comparison."""
+import numpy as np
+import pytest
+
+from metaedge.sdk.evaluation import evaluate, summarise
+from metaedge.sdk.receivers import ModelBasedReceiver
+from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
+
+
+def model_based(tasks):
+    return ModelBasedReceiver(tasks.constellation, tasks.config.noise_var, tasks.config.channel_var)
+
+
+def test_model_based_receiver_is_error_free_without_impairments_at_high_snr():
+    tasks = DemodTasks(DemodConfig(snr_db=40.0, eps_max=0.0, delta_max_deg=0.0), seed=0)
+    result = evaluate([(model_based(tasks), {})], tasks, [1, 4], devices=20, payload=500)[0]
+    # deep fades still cost a little; an unimpaired device at 40 dB is otherwise decoded exactly
+    assert result.ser[4]["ser"] < 0.01 and result.ser[1]["ser"] < 0.02
+
+
+def test_model_based_receiver_suffers_from_the_imbalance_it_ignores():
+    clean = DemodTasks(DemodConfig(eps_max=0.0, delta_max_deg=0.0), seed=0)
+    impaired = DemodTasks(DemodConfig(), seed=0)
+    ser_clean = evaluate([(model_based(clean), {})], clean, [16], devices=50, payload=1000)[0].ser[16]["ser"]
+    ser_impaired = evaluate([(model_based(impaired), {})], impaired, [16], devices=50, payload=1000)[0].ser[16]["ser"]
+    assert ser_impaired > ser_clean + 0.03
+
+
+def test_model_based_probabilities_are_a_distribution_and_ml_decisions():
+    tasks = DemodTasks(DemodConfig(), seed=1)
+    f = tasks.frames(tasks.devices("test", 3), 4, 50, np.random.default_rng(0))
+    probs = model_based(tasks).probabilities(f.x_tr, f.y_tr, f.x_va)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-9)
+    assert probs.shape == (3, 50, 16)
+
+
+def test_paired_comparison_with_a_reference():
+    tasks = DemodTasks(DemodConfig(), seed=0)
+    mb = model_based(tasks)
+
+    class Worse:
+        name = "always symbol 0"
+
+        def budget(self):
+            return {}
+
+        def probabilities(self, x_p, y_p, x):
+            p = np.zeros((*x.shape[:2], 16))
+            p[..., 0] = 1
+            return p
+
+    results = evaluate([(Worse(), {}), (mb, {})], tasks, [4], devices=30, payload=300, reference=mb.name)
+    vs = results[0].ser[4]["vs_reference"]
+    assert vs["worse"] and not vs["better"] and vs["diff"] > 0.5
+    assert "vs_reference" not in results[1].ser[4]
+
+
+def test_summarise_interval():
+    s = summarise(np.array([0.1, 0.2, 0.3, 0.4]))
+    assert s["ser"] == pytest.approx(0.25)
+    half = 1.96 * np.std([0.1, 0.2, 0.3, 0.4], ddof=1) / 2
+    assert s["ci95"] == pytest.approx([0.25 - half, 0.25 + half])
