@@ -1,1 +1,1 @@
-"""x"""
+"""Device-side executors behind one interface (``base.Backend``); numpy plus each backend's runtime."""

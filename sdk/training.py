@@ -151,8 +151,9 @@ class Trainer:
         arrays = {f"theta.{k}": v for k, v in self._numpy_params().items()}
         for k in self.learned:
             for name, value in self.opt.state.get(self.params[k], {}).items():
-                arrays[f"opt.{name}.{k}"] = value.detach().numpy().reshape(value.shape)
-        meta = {"state": json.dumps(self.state), "rng": json.dumps(self.rng.bit_generator.state)}
+                arrays[f"opt.{name}.{k}"] = value.detach().numpy()
+        # One atomic file holds everything resume needs; curves.json is the human-readable copy.
+        meta = {"state": json.dumps(self.state), "rng": json.dumps(self.rng.bit_generator.state), "curves": json.dumps(self.curves)}
         tensors.save(self.dir / CHECKPOINT, arrays, meta)
         write_json(self.dir / CURVES, self.curves)
 
@@ -164,7 +165,7 @@ class Trainer:
             arrays, meta = tensors.load(file)
             self.state = json.loads(meta["state"])
             self.rng.bit_generator.state = json.loads(meta["rng"])
-            self.curves = json.loads((self.dir / CURVES).read_text()) if (self.dir / CURVES).is_file() else []
+            self.curves = json.loads(meta["curves"])
             with torch.no_grad():
                 for k, v in self.params.items():
                     v.copy_(torch.from_numpy(arrays[f"theta.{k}"]))

@@ -14,17 +14,18 @@ examples:
   metaedge train demod --algo maml --out runs/maml
   metaedge train demod --out runs/maml --resume --iterations 20000
   metaedge eval runs/maml runs/joint --pilots 1,2,4,8 --json
+  metaedge export runs/maml --out bundles/maml && metaedge inspect bundles/maml
   metaedge bench meta-train --json
 """
 
 
 def build_parser() -> Parser:
-    from metaedge.sdk.cli import bench, demo, evaluate, train
+    from metaedge.sdk.cli import bench, bundle, demo, evaluate, train
 
     parser = Parser(prog="metaedge", description="Meta-learned receivers from host to edge hardware.",
                     epilog=EXAMPLES, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (train, evaluate, bench, demo):
+    for module in (train, evaluate, bundle, bench, demo):
         module.register(sub)
     return parser
 

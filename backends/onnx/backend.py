@@ -1,0 +1,110 @@
+"""Receivers adapted on the device with ONNX Runtime and numpy alone.
+
+The bundle's ``adapt_step`` graph maps (parameters, pilots, one-hot labels) to the adapted
+parameters; the backend runs it ``inner_steps`` times, feeding the adapted parameters
+back, then ``forward`` on the payload. One intra-op thread by default, as on a small device.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+from metaedge.backends.base import AdaptReport, BackendError, Resources, SelftestReport
+from metaedge.deploy.bundle import Bundle
+
+
+class OnnxBackend:
+    target = "onnx"
+
+    def __init__(self, threads: int = 1) -> None:
+        if threads < 1:
+            raise BackendError(f"threads must be at least 1, got {threads}")
+        self.threads = threads
+        self.bundle: Bundle | None = None
+
+    # -- loading -----------------------------------------------------------------------------
+    def _session(self, role: str) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            return ort.InferenceSession(self.bundle.artifacts[role], options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for invalid models
+            raise BackendError(f"graph '{role}' cannot be loaded by ONNX Runtime: {e}") from None
+
+    def load(self, bundle: Bundle) -> None:
+        if bundle.target != self.target:
+            raise BackendError(f"bundle target is '{bundle.target}', this device runs '{self.target}'")
+        self.bundle = bundle
+        manifest = bundle.manifest
+        self.algorithm = manifest["algorithm"]
+        self.classes = int(manifest["task"]["classes"])
+        self.steps = int(self.algorithm["inner_steps"])
+        theta = bundle.tensors("theta")
+        order = [p["name"] for p in manifest["parameters"]]
+        for p in manifest["parameters"]:
+            if p["name"] not in theta or list(theta[p["name"]].shape) != p["shape"]:
+                raise BackendError(f"θ lacks parameter {p['name']} of shape {p['shape']}")
+        self.theta = {k: theta[k].astype(np.float32) for k in order}
+        self.adapted_names = [p["name"] for p in manifest["parameters"] if p["adapts"]]
+        self.forward_session = self._session("forward")
+        self.adapt_session = self._session("adapt_step")
+        self._check_io("forward", self.forward_session)
+        self._check_io("adapt_step", self.adapt_session)
+        self.reset()
+
+    def _check_io(self, role: str, session: ort.InferenceSession) -> None:
+        spec = self.bundle.manifest["graphs"][role]
+        want_in = [i["name"] for i in spec["inputs"]]
+        want_out = [o["name"] for o in spec["outputs"]]
+        got_in = [i.name for i in session.get_inputs()]
+        got_out = [o.name for o in session.get_outputs()]
+        if got_in != want_in or got_out != want_out:
+            raise BackendError(f"graph '{role}' has inputs {got_in} and outputs {got_out}; the manifest declares {want_in} and {want_out}")
+
+    # -- per frame ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.params = dict(self.theta)
+
+    def adapt(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray) -> AdaptReport:
+        start = time.perf_counter()
+        onehot = np.eye(self.classes, dtype=np.float32)[pilot_labels]
+        feeds = {**self.params, "pilot_samples": np.ascontiguousarray(pilot_samples, np.float32), "pilot_onehot": onehot}
+        for _ in range(self.steps):
+            outputs = self.adapt_session.run(None, feeds)
+            feeds.update(zip(self.adapted_names, outputs))
+        self.params = {k: feeds[k] for k in self.theta}
+        return AdaptReport(steps=self.steps, seconds=time.perf_counter() - start)
+
+    def log_probs(self, samples: np.ndarray) -> np.ndarray:
+        feeds = {**self.params, "samples": np.ascontiguousarray(samples, np.float32)}
+        return self.forward_session.run(None, feeds)[0]
+
+    def predict(self, samples: np.ndarray) -> np.ndarray:
+        return np.exp(self.log_probs(samples))
+
+    def resources(self) -> Resources:
+        count = sum(v.size for v in self.theta.values())
+        return Resources(parameter_bytes=2 * 4 * count, artifact_bytes=self.bundle.size(), parameters=int(count))
+
+    # -- acceptance --------------------------------------------------------------------------
+    def selftest(self) -> SelftestReport:
+        """Replay the bundle's vectors: a forward pass from θ and a full adaptation."""
+        vectors = self.bundle.tensors("selftest")
+        tolerance = float(self.bundle.manifest["selftest"]["atol"])
+        try:
+            self.reset()
+            errors = [np.abs(self.log_probs(vectors["forward.samples"]) - vectors["forward.log_probs"]).max()]
+            labels = vectors["adapt.pilot_onehot"].argmax(-1)
+            self.adapt(vectors["adapt.pilot_samples"], labels)
+            errors += [np.abs(self.params[k] - vectors[f"adapt.{k}"]).max() for k in self.adapted_names]
+            errors.append(np.abs(self.log_probs(vectors["forward.samples"]) - vectors["adapt.log_probs"]).max())
+        except KeyError as e:
+            raise BackendError(f"self-test vectors lack {e}") from None
+        finally:
+            self.reset()
+        worst = float(max(errors))
+        return SelftestReport(passed=bool(worst <= tolerance), max_error=worst, tolerance=tolerance, checks=len(errors))

@@ -1,0 +1,162 @@
+"""The portable bundle, format ``metaedge-bundle`` version 1 (normative text: docs/bundle-format.md).
+
+A bundle is a directory: ``manifest.json`` and the artifacts it lists, each with its size
+and SHA-256. This module writes and reads bundles with numpy and the standard library
+alone, so a device can verify what it receives. ``read_bundle`` checks everything the
+specification says a reader must reject and raises ``BundleError`` with the reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from metaedge.deploy import tensors
+
+FORMAT = "metaedge-bundle"
+VERSION = 1
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"          # detached signature over manifest.json (a later format feature)
+MAX_MANIFEST = 1 << 20              # bytes
+# Artifact roles each target requires. Version 1 specifies the ONNX target; Loihi and Qiskit
+# targets are added with their backends, and a reader rejects targets it does not know.
+REQUIRED_ROLES = {"onnx": ("theta", "forward", "adapt_step", "selftest")}
+TARGETS = tuple(REQUIRED_ROLES)
+_ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class BundleError(ValueError):
+    """A bundle a reader must reject; the message names the reason and the place."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle: its manifest and the bytes of every artifact, by role."""
+
+    path: Path | None
+    manifest: dict
+    artifacts: dict[str, bytes]
+
+    @property
+    def target(self) -> str:
+        return self.manifest["target"]
+
+    def tensors(self, role: str) -> dict[str, np.ndarray]:
+        """A safetensors artifact (θ, self-test vectors) as arrays."""
+        try:
+            return tensors.loads(self.artifacts[role])[0]
+        except tensors.TensorFileError as e:
+            raise BundleError(f"artifact '{role}': {e}") from None
+
+    def size(self) -> int:
+        """Bytes the bundle occupies: manifest plus artifacts."""
+        return len(manifest_bytes(self.manifest)) + sum(len(b) for b in self.artifacts.values())
+
+
+def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    """Canonical encoding: UTF-8 JSON, sorted keys, two-space indent, trailing newline."""
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_bundle(out: str | os.PathLike, manifest: dict, artifacts: Mapping[str, tuple[str, bytes]]) -> Bundle:
+    """Write ``artifacts`` (role → (file name, bytes)) and a manifest that lists them with size and hash.
+
+    ``manifest`` is completed with the format name, version and artifact table; the bundle
+    is read back and verified before this returns.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise BundleError(f"'{out}' already exists and is not empty; choose another --out or remove it")
+    out.mkdir(parents=True, exist_ok=True)
+    table = {}
+    for role, (name, data) in artifacts.items():
+        (out / name).write_bytes(data)
+        table[role] = {"path": name, "size": len(data), "sha256": sha256(data)}
+    full = {**manifest, "format": FORMAT, "version": VERSION, "artifacts": table}
+    (out / MANIFEST).write_bytes(manifest_bytes(full))
+    return read_bundle(out)
+
+
+def read_bundle(path: str | os.PathLike) -> Bundle:
+    """Read and verify a bundle directory (see ``verify`` for what is checked)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"'{path}' is not a bundle directory")
+    file = path / MANIFEST
+    if not file.is_file():
+        raise BundleError(f"'{path}' has no {MANIFEST}")
+    raw = file.read_bytes()
+    manifest = parse_manifest(raw)
+    artifacts = {}
+    for role, entry in manifest["artifacts"].items():
+        artifact = path / entry["path"]
+        if not artifact.is_file():
+            raise BundleError(f"artifact '{role}': file {entry['path']} is missing")
+        if artifact.stat().st_size != entry["size"]:
+            raise BundleError(f"artifact '{role}': {entry['path']} has {artifact.stat().st_size} bytes, the manifest says {entry['size']}")
+        artifacts[role] = artifact.read_bytes()
+    return verify(manifest, artifacts, path)
+
+
+def parse_manifest(raw: bytes) -> dict:
+    """Decode and validate the manifest's structure (not the artifacts)."""
+    if len(raw) > MAX_MANIFEST:
+        raise BundleError(f"manifest of {len(raw)} bytes exceeds the {MAX_MANIFEST}-byte limit")
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"manifest is not UTF-8 JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError("manifest is not a JSON object")
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"manifest format is {manifest.get('format')!r}, not '{FORMAT}'")
+    if manifest.get("version") != VERSION:
+        raise BundleError(f"bundle format version {manifest.get('version')!r} is not supported (this reader: {VERSION})")
+    if manifest.get("target") not in TARGETS:
+        raise BundleError(f"target {manifest.get('target')!r} is unknown; expected one of {', '.join(TARGETS)}")
+    counter = manifest.get("security_counter")
+    if type(counter) is not int or not 0 <= counter < 2**32:
+        raise BundleError("security_counter must be an integer in [0, 2^32)")
+    table = manifest.get("artifacts")
+    if not isinstance(table, dict) or not table:
+        raise BundleError("manifest has no artifact table")
+    seen = set()
+    for role, entry in table.items():
+        if not isinstance(entry, dict) or set(entry) != {"path", "size", "sha256"}:
+            raise BundleError(f"artifact '{role}': entry must have exactly path, size and sha256")
+        name, size, digest = entry["path"], entry["size"], entry["sha256"]
+        if not isinstance(name, str) or not _ARTIFACT_NAME.match(name) or name in (MANIFEST, SIGNATURE) or name in seen:
+            raise BundleError(f"artifact '{role}': path {name!r} is not a plain, unique file name")
+        if type(size) is not int or size < 0:
+            raise BundleError(f"artifact '{role}': size must be a non-negative integer")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise BundleError(f"artifact '{role}': sha256 must be 64 lowercase hex digits")
+        seen.add(name)
+    return manifest
+
+
+def verify(manifest: dict, artifacts: Mapping[str, bytes], path: Path | None = None) -> Bundle:
+    """Check every artifact against the manifest's size and SHA-256 and the target's required roles."""
+    table = manifest["artifacts"]
+    missing = [r for r in REQUIRED_ROLES[manifest["target"]] if r not in table]
+    if missing:
+        raise BundleError(f"target '{manifest['target']}' needs artifacts {', '.join(missing)}, which the manifest does not list")
+    if set(artifacts) != set(table):
+        raise BundleError(f"artifacts {sorted(set(table) ^ set(artifacts))} do not match the manifest")
+    for role, data in artifacts.items():
+        entry = table[role]
+        if len(data) != entry["size"]:
+            raise BundleError(f"artifact '{role}': {len(data)} bytes, the manifest says {entry['size']}")
+        if sha256(data) != entry["sha256"]:
+            raise BundleError(f"artifact '{role}': SHA-256 does not match the manifest (tampered or corrupt)")
+    return Bundle(path=path, manifest=manifest, artifacts=dict(artifacts))

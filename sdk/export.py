@@ -1,0 +1,163 @@
+"""Export a run directory to a portable bundle (docs/bundle-format.md), target ``onnx``.
+
+Graphs are traced with ``make_fx`` in symbolic mode (sample and pilot counts stay dynamic)
+and exported with the dynamo-based ONNX exporter; exporting a module that calls
+``torch.func.grad`` directly fails (FACTS.md). The loss is −mean Σ onehot·log p with one-hot
+labels, which exports exactly. Self-test vectors are computed in torch, so a device that
+reproduces them runs what was trained.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from metaedge.deploy import tensors
+from metaedge.deploy.bundle import Bundle, write_bundle
+from metaedge.sdk.algorithms.core import InnerLoop, adapt
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.models.mlp import MLPSpec, Params, forward
+from metaedge.sdk.rundir import load_run
+from metaedge.sdk.tasks.demod import DemodTasks, pilot_symbols
+from metaedge.sdk.training import configs_from_run
+
+OPSET = 18
+SELFTEST_SAMPLES, SELFTEST_PILOTS, SELFTEST_ATOL = 64, 8, 1e-4
+
+
+def _export_graph(fn, example: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str],
+                  dynamic: dict[str, str]) -> bytes:
+    """Trace ``fn`` symbolically and export it as ONNX bytes; ``dynamic`` maps input names to axis-0 names."""
+    with _quiet_exporter():
+        return _trace_and_export(fn, example, input_names, output_names, dynamic)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter's internal warnings (training mode, torchvision ops, axis renames) say nothing to our users."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _trace_and_export(fn, example, input_names, output_names, dynamic) -> bytes:
+    traced = make_fx(fn, tracing_mode="symbolic")(*example)
+    dims = {name: torch.export.Dim(axis, min=1) for name, axis in set(dynamic.items())}
+    shapes = [{0: dims[n]} if n in dynamic else None for n in input_names]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "graph.onnx"
+        torch.onnx.export(traced, example, path, dynamo=True, opset_version=OPSET, input_names=input_names,
+                          output_names=output_names, dynamic_shapes=shapes, verbose=False, optimize=True)
+        import onnx
+
+        model = onnx.load(path)
+        # The exporter annotates every node with debugging text (FX node, class hierarchy):
+        # two thirds of the file and of no use on a device. Intermediate shapes go too.
+        for node in model.graph.node:
+            del node.metadata_props[:]
+        del model.graph.value_info[:]
+        onnx.checker.check_model(model, full_check=True)
+        buffer = io.BytesIO()
+        onnx.save_model(model, buffer)
+        return buffer.getvalue()
+
+
+def forward_graph(params: Params) -> bytes:
+    names = list(params)
+    x = torch.zeros(7, 2)
+
+    def fn(*args):
+        return forward(dict(zip(names, args[:-1])), args[-1])
+
+    return _export_graph(fn, (*params.values(), x), [*names, "samples"], ["log_probs"], {"samples": "N"})
+
+
+def adapt_step_graph(params: Params, inner: InnerLoop, classes: int) -> bytes:
+    names, keys = list(params), inner.keys(params)
+    one = InnerLoop(lr=inner.lr, steps=1, adapt=inner.adapt)
+
+    def fn(*args):
+        adapted = adapt(dict(zip(names, args[:-2])), args[-2], args[-1], one)
+        return tuple(adapted[k] for k in keys)
+
+    example = (*params.values(), torch.zeros(5, 2), torch.eye(classes)[:5])
+    return _export_graph(fn, example, [*names, "pilot_samples", "pilot_onehot"], [f"adapted.{k}" for k in keys],
+                         {"pilot_samples": "P", "pilot_onehot": "P"})
+
+
+def selftest_vectors(params: Params, inner: InnerLoop, tasks: DemodTasks) -> dict[str, np.ndarray]:
+    """Inputs and torch's outputs for a forward pass and a full adaptation (``inner.steps`` steps)."""
+    frame = tasks.frames(tasks.devices("test", 1), SELFTEST_PILOTS, SELFTEST_SAMPLES, tasks.rng("test", 99))
+    x_p, y_p, x = (torch.from_numpy(a[0]) for a in (frame.x_tr, frame.y_tr, frame.x_va))
+    onehot = torch.nn.functional.one_hot(y_p, tasks.config.order).to(torch.float32)
+    with torch.no_grad():
+        vectors = {"forward.samples": x, "forward.log_probs": forward(params, x)}
+    adapted = {k: v.detach() for k, v in adapt(params, x_p, onehot, inner).items()}
+    vectors.update({"adapt.pilot_samples": x_p, "adapt.pilot_onehot": onehot})
+    vectors.update({f"adapt.{k}": adapted[k] for k in inner.keys(params)})
+    with torch.no_grad():
+        vectors["adapt.log_probs"] = forward(adapted, x)
+    return {k: v.numpy().astype(np.float32) for k, v in vectors.items()}
+
+
+def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1) -> Bundle:
+    """Write the bundle of a trained run for the ONNX target."""
+    if not 0 <= security_counter < 2**32:
+        raise UserError(f"--security-counter {security_counter} must lie in [0, 2^32)")
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise UserError(f"'{out}' already exists and is not empty; choose another --out or remove it")
+    run = load_run(run_dir)
+    task, train = configs_from_run(run.config)
+    spec = MLPSpec.from_dict(run.config["model"])
+    inner = train.inner()
+    params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
+    tasks = DemodTasks(task, seed=train.seed)
+    constellation = tasks.constellation
+    adapted = inner.keys(params)
+    manifest = {
+        "target": "onnx",
+        "security_counter": security_counter,
+        "task": {
+            "name": "demod", "features": ["I", "Q"], "classes": task.order,
+            "constellation": [[float(c.real), float(c.imag)] for c in constellation],
+            "pilot_sequence": pilot_symbols(task.order).tolist() if task.pilot_sequence == "fixed" else None,
+            "snr_db": task.snr_db, "noise_var": task.noise_var,
+        },
+        "model": {"kind": "mlp", "sizes": list(spec.sizes), "context": spec.context, "activation": "relu",
+                  "weight_layout": "in_out", "output": "log_softmax"},
+        "algorithm": {"name": train.algo, "inner_lr": inner.lr, "inner_steps": inner.steps, "adapts": list(adapted),
+                      "loss": "cross_entropy_mean_onehot"},
+        "parameters": [{"name": k, "shape": list(v.shape), "dtype": "float32", "adapts": k in adapted} for k, v in params.items()],
+        "graphs": {
+            "opset": OPSET,
+            "forward": {"inputs": [*({"name": k, "role": "parameter"} for k in params),
+                                   {"name": "samples", "role": "samples", "shape": ["N", 2], "dtype": "float32"}],
+                        "outputs": [{"name": "log_probs", "role": "log_probabilities", "shape": ["N", task.order], "dtype": "float32"}]},
+            "adapt_step": {"inputs": [*({"name": k, "role": "parameter"} for k in params),
+                                      {"name": "pilot_samples", "role": "pilot_samples", "shape": ["P", 2], "dtype": "float32"},
+                                      {"name": "pilot_onehot", "role": "pilot_labels_onehot", "shape": ["P", task.order], "dtype": "float32"}],
+                           "outputs": [{"name": f"adapted.{k}", "role": "parameter", "parameter": k} for k in adapted]},
+        },
+        "selftest": {"atol": SELFTEST_ATOL, "pilots": SELFTEST_PILOTS, "samples": SELFTEST_SAMPLES},
+        "source": {"run": str(Path(run_dir)), "algo": train.algo, "seed": train.seed},
+    }
+    artifacts = {
+        "theta": ("theta.safetensors", tensors.dumps(run.theta)),
+        "forward": ("forward.onnx", forward_graph(params)),
+        "adapt_step": ("adapt_step.onnx", adapt_step_graph(params, inner, task.order)),
+        "selftest": ("selftest.safetensors", tensors.dumps(selftest_vectors(params, inner, tasks))),
+    }
+    return write_bundle(out, manifest, artifacts)

@@ -1,0 +1,102 @@
+"""The bundle reader refuses everything the specification says it must, each with its reason."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from metaedge.deploy import tensors
+from metaedge.deploy.bundle import MANIFEST, BundleError, manifest_bytes, read_bundle, sha256, write_bundle
+
+ARTIFACTS = {
+    "theta": ("theta.safetensors", tensors.dumps({"w": np.ones((2, 3), np.float32)})),
+    "forward": ("forward.onnx", b"graph-1"),
+    "adapt_step": ("adapt_step.onnx", b"graph-2"),
+    "selftest": ("selftest.safetensors", tensors.dumps({"x": np.zeros(4, np.float32)})),
+}
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    write_bundle(tmp_path / "b", {"target": "onnx", "security_counter": 3}, ARTIFACTS)
+    return tmp_path / "b"
+
+
+def rewrite_manifest(path, change):
+    manifest = json.loads((path / MANIFEST).read_text())
+    change(manifest)
+    (path / MANIFEST).write_bytes(manifest_bytes(manifest))
+
+
+def test_round_trip(bundle_dir):
+    b = read_bundle(bundle_dir)
+    assert b.target == "onnx" and b.manifest["security_counter"] == 3 and b.manifest["version"] == 1
+    assert {r: d for r, d in b.artifacts.items()} == {r: d for r, (_, d) in ARTIFACTS.items()}
+    np.testing.assert_array_equal(b.tensors("theta")["w"], np.ones((2, 3)))
+    assert b.manifest["artifacts"]["forward"] == {"path": "forward.onnx", "size": 7, "sha256": sha256(b"graph-1")}
+
+
+def test_manifest_encoding_is_canonical(bundle_dir):
+    raw = (bundle_dir / MANIFEST).read_bytes()
+    assert raw == manifest_bytes(json.loads(raw))
+
+
+@pytest.mark.parametrize("change,fragment", [
+    (lambda m: m.update(format="zip"), "format is 'zip'"),
+    (lambda m: m.update(version=2), "version 2 is not supported"),
+    (lambda m: m.update(target="fpga"), "target 'fpga' is unknown"),
+    (lambda m: m.update(security_counter=-1), "security_counter"),
+    (lambda m: m.update(security_counter=1.5), "security_counter"),
+    (lambda m: m["artifacts"]["forward"].update(path="../../etc/passwd"), "not a plain, unique file name"),
+    (lambda m: m["artifacts"]["forward"].update(path="theta.safetensors"), "not a plain, unique file name"),
+    (lambda m: m["artifacts"]["forward"].update(path=MANIFEST), "not a plain, unique file name"),
+    (lambda m: m["artifacts"]["forward"].update(sha256="00" * 32), "SHA-256 does not match"),
+    (lambda m: m["artifacts"]["forward"].update(sha256="XYZ"), "64 lowercase hex"),
+    (lambda m: m["artifacts"]["forward"].update(size=8), "has 7 bytes, the manifest says 8"),
+    (lambda m: m["artifacts"]["forward"].update(extra=1), "exactly path, size and sha256"),
+    (lambda m: m["artifacts"].pop("adapt_step"), "needs artifacts adapt_step"),
+    (lambda m: m.update(artifacts={}), "no artifact table"),
+])
+def test_invalid_manifests_are_refused(bundle_dir, change, fragment):
+    rewrite_manifest(bundle_dir, change)
+    with pytest.raises(BundleError, match=fragment):
+        read_bundle(bundle_dir)
+
+
+def test_tampered_artifact_is_refused(bundle_dir):
+    (bundle_dir / "forward.onnx").write_bytes(b"graph-X")  # same size, other bytes
+    with pytest.raises(BundleError, match="'forward': SHA-256 does not match"):
+        read_bundle(bundle_dir)
+
+
+def test_missing_artifact_and_manifest_are_refused(bundle_dir, tmp_path):
+    other = tmp_path / "copy"
+    shutil.copytree(bundle_dir, other)
+    (other / "selftest.safetensors").unlink()
+    with pytest.raises(BundleError, match="selftest.safetensors is missing"):
+        read_bundle(other)
+    (other / MANIFEST).unlink()
+    with pytest.raises(BundleError, match="has no manifest.json"):
+        read_bundle(other)
+    with pytest.raises(BundleError, match="not a bundle directory"):
+        read_bundle(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("raw,fragment", [(b"\xff\xfe", "not UTF-8 JSON"), (b"[1, 2]", "not a JSON object"),
+                                          (b"{" * 10, "not UTF-8 JSON"), (b" " * (1 << 20 + 1), "exceeds")])
+def test_garbled_manifests_are_refused(bundle_dir, raw, fragment):
+    (bundle_dir / MANIFEST).write_bytes(raw)
+    with pytest.raises(BundleError, match=fragment):
+        read_bundle(bundle_dir)
+
+
+def test_corrupt_tensor_artifact_is_refused_on_use(tmp_path):
+    artifacts = {**ARTIFACTS, "theta": ("theta.safetensors", b"\x00" * 16)}
+    b = write_bundle(tmp_path / "b", {"target": "onnx", "security_counter": 1}, artifacts)
+    with pytest.raises(BundleError, match="artifact 'theta'"):
+        b.tensors("theta")
+
+
+def test_writer_refuses_a_used_directory(bundle_dir):
+    with pytest.raises(BundleError, match="not empty"):
+        write_bundle(bundle_dir, {"target": "onnx", "security_counter": 1}, ARTIFACTS)

@@ -1,0 +1,88 @@
+"""Export to the ONNX bundle: checker, parity with torch for every algorithm, self-test, round trip."""
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from metaedge.backends.onnx import OnnxBackend
+from metaedge.deploy.bundle import read_bundle
+from metaedge.sdk.algorithms import ALGORITHMS
+from metaedge.sdk.algorithms.core import InnerLoop, adapt
+from metaedge.sdk.export import export_onnx
+from metaedge.sdk.models.mlp import forward
+from metaedge.sdk.tasks.demod import DemodConfig
+from metaedge.sdk.training import TrainConfig, Trainer
+
+TASK = DemodConfig(pilots=8, val_pilots=32)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """One briefly trained run per algorithm, exported."""
+    root = tmp_path_factory.mktemp("export")
+    out = {}
+    for algo in ALGORITHMS:
+        steps = 2 if algo != "joint" else 1
+        t = Trainer(root / algo, TASK, TrainConfig(algo=algo, iterations=4, inner_steps=steps, inner_lr=0.3,
+                                                   meta_devices=20, val_devices=3, val_every=4))
+        t.start(resume=False)
+        t.run()
+        out[algo] = (t, export_onnx(root / algo, root / f"{algo}.bundle"))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", list(ALGORITHMS))
+def test_graphs_pass_the_full_checker_and_are_plain_onnx(bundles, algo):
+    _, bundle = bundles[algo]
+    for role in ("forward", "adapt_step"):
+        model = onnx.load_from_string(bundle.artifacts[role])
+        onnx.checker.check_model(model, full_check=True)
+        assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}, "custom-domain ops would not run everywhere"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", list(ALGORITHMS))
+def test_forward_and_chained_adaptation_match_torch(bundles, algo):
+    trainer, bundle = bundles[algo]
+    backend = OnnxBackend()
+    backend.load(bundle)
+    theta = {k: v.detach().clone() for k, v in trainer.params.items()}
+    rng = np.random.default_rng(0)
+    samples = rng.normal(0, 2, size=(200, 2)).astype(np.float32)
+    with torch.no_grad():
+        expected = forward(theta, torch.from_numpy(samples)).exp().numpy()
+    assert np.abs(backend.predict(samples) - expected).max() <= 1e-5
+    # k chained steps on the device against k steps of the torch inner loop
+    k = 5
+    pilots = rng.normal(0, 2, size=(6, 2)).astype(np.float32)
+    labels = rng.integers(0, 16, size=6)
+    backend.steps = k
+    backend.reset()
+    backend.adapt(pilots, labels)
+    inner = trainer.inner
+    reference = adapt(theta, torch.from_numpy(pilots), torch.nn.functional.one_hot(torch.from_numpy(labels), 16).float(),
+                      InnerLoop(lr=inner.lr, steps=k, adapt=inner.adapt))
+    for name in theta:
+        assert np.abs(backend.params[name] - reference[name].detach().numpy()).max() <= 1e-5, name
+    changed = [n for n in theta if not np.array_equal(backend.params[n], theta[n].numpy())]
+    assert changed == list(inner.keys(theta))  # only what the algorithm adapts (CAVIA: the context) moves
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", list(ALGORITHMS))
+def test_selftest_passes_and_bundle_round_trips(bundles, algo):
+    _, bundle = bundles[algo]
+    again = read_bundle(bundle.path)
+    assert again.manifest == bundle.manifest and again.artifacts == bundle.artifacts
+    backend = OnnxBackend()
+    backend.load(again)
+    report = backend.selftest()
+    assert report.passed, report
+    assert bundle.manifest["algorithm"]["adapts"] == (["context"] if algo == "cavia" else [p["name"] for p in bundle.manifest["parameters"]])
+
+
+@pytest.mark.slow
+def test_reference_bundle_is_at_most_64_kib(bundles):
+    for algo, (_, bundle) in bundles.items():
+        assert bundle.size() <= 64 * 1024, (algo, bundle.size())
