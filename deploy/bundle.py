@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import os
 import re
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ MAX_MANIFEST = 1 << 20              # bytes
 REQUIRED_ROLES = {"onnx": ("theta", "forward", "adapt_step", "selftest")}
 TARGETS = tuple(REQUIRED_ROLES)
 _ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+PACKED_MAGIC = b"MEBNDL\x00\x01"   # packed form, version 1 (§11 of the specification)
 
 
 class BundleError(ValueError):
@@ -160,3 +164,43 @@ def verify(manifest: dict, artifacts: Mapping[str, bytes], path: Path | None = N
         if sha256(data) != entry["sha256"]:
             raise BundleError(f"artifact '{role}': SHA-256 does not match the manifest (tampered or corrupt)")
     return Bundle(path=path, manifest=manifest, artifacts=dict(artifacts))
+
+
+def pack(bundle: Bundle, signature: bytes = b"") -> bytes:
+    """The packed form (one blob, for upload and flash): magic, manifest, artifacts by sorted role, signature."""
+    raw = manifest_bytes(bundle.manifest)
+    parts = [PACKED_MAGIC, struct.pack("<I", len(raw)), raw]
+    parts += [bundle.artifacts[role] for role in sorted(bundle.manifest["artifacts"])]
+    parts += [struct.pack("<I", len(signature)), signature]
+    return b"".join(parts)
+
+
+def unpack(blob: bytes) -> tuple[Bundle, bytes]:
+    """Parse and verify a packed bundle; returns the bundle and its (possibly empty) signature."""
+    if len(blob) < len(PACKED_MAGIC) + 8 or not blob.startswith(PACKED_MAGIC):
+        raise BundleError("not a packed MetaEdge bundle (bad magic or too short)")
+    offset = len(PACKED_MAGIC)
+    (length,) = struct.unpack_from("<I", blob, offset)
+    offset += 4
+    if length > MAX_MANIFEST:
+        raise BundleError(f"packed manifest length {length} exceeds the {MAX_MANIFEST}-byte limit")
+    if offset + length > len(blob):
+        raise BundleError(f"packed bundle is truncated inside its manifest ({len(blob)} of {offset + length} bytes)")
+    manifest = parse_manifest(blob[offset:offset + length])
+    offset += length
+    artifacts = {}
+    for role in sorted(manifest["artifacts"]):
+        size = manifest["artifacts"][role]["size"]
+        if offset + size > len(blob):
+            raise BundleError(f"packed bundle is truncated inside artifact '{role}'")
+        artifacts[role] = blob[offset:offset + size]
+        offset += size
+    if offset + 4 > len(blob):
+        raise BundleError("packed bundle is truncated before its signature field")
+    (sig_len,) = struct.unpack_from("<I", blob, offset)
+    offset += 4
+    if offset + sig_len > len(blob):
+        raise BundleError(f"packed bundle is truncated inside its signature ({len(blob)} of {offset + sig_len} bytes)")
+    if offset + sig_len < len(blob):
+        raise BundleError(f"packed bundle has {len(blob) - offset - sig_len} bytes beyond its declared end")
+    return verify(manifest, artifacts), blob[offset:]

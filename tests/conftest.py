@@ -18,3 +18,19 @@ def _torch_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory):
+    """A briefly trained CAVIA run exported to an ONNX bundle: (run dir, bundle dir). Shared: export takes seconds."""
+    from metaedge.sdk.export import export_onnx
+    from metaedge.sdk.tasks.demod import DemodConfig
+    from metaedge.sdk.training import TrainConfig, Trainer
+
+    root = tmp_path_factory.mktemp("trained")
+    trainer = Trainer(root / "run", DemodConfig(pilots=8, val_pilots=32),
+                      TrainConfig(algo="cavia", iterations=3, meta_devices=10, val_devices=3, val_every=3, inner_lr=1.0))
+    trainer.start(resume=False)
+    trainer.run()
+    export_onnx(root / "run", root / "bundle")
+    return root / "run", root / "bundle"

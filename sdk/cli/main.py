@@ -20,12 +20,12 @@ examples:
 
 
 def build_parser() -> Parser:
-    from metaedge.sdk.cli import bench, bundle, demo, evaluate, train
+    from metaedge.sdk.cli import bench, bundle, demo, deploy, device, evaluate, train
 
     parser = Parser(prog="metaedge", description="Meta-learned receivers from host to edge hardware.",
                     epilog=EXAMPLES, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (train, evaluate, bundle, bench, demo):
+    for module in (train, evaluate, bundle, device, deploy, bench, demo):
         module.register(sub)
     return parser
 

@@ -11,21 +11,13 @@ import pytest
 from metaedge.backends.base import BackendError
 from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import MANIFEST, manifest_bytes, read_bundle, sha256
-from metaedge.sdk.export import export_onnx
-from metaedge.sdk.tasks.demod import DemodConfig
-from metaedge.sdk.training import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("onnx")
-    t = Trainer(root / "run", DemodConfig(pilots=8, val_pilots=32), TrainConfig(algo="cavia", iterations=3, meta_devices=10,
-                                                                               val_devices=3, val_every=3))
-    t.start(resume=False)
-    t.run()
-    return export_onnx(root / "run", root / "bundle").path
+def bundle_path(trained_bundle):
+    return trained_bundle[1]
 
 
 def test_frames_start_from_theta_every_time(bundle_path):

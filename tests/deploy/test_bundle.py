@@ -100,3 +100,20 @@ def test_corrupt_tensor_artifact_is_refused_on_use(tmp_path):
 def test_writer_refuses_a_used_directory(bundle_dir):
     with pytest.raises(BundleError, match="not empty"):
         write_bundle(bundle_dir, {"target": "onnx", "security_counter": 1}, ARTIFACTS)
+
+
+def test_packed_form_round_trips_and_refuses_damage(bundle_dir):
+    from metaedge.deploy.bundle import pack, unpack
+
+    b = read_bundle(bundle_dir)
+    blob = pack(b, signature=b"sig")
+    again, signature = unpack(blob)
+    assert again.manifest == b.manifest and again.artifacts == b.artifacts and signature == b"sig"
+    for damaged, fragment in [(blob[:-1], "truncated inside its signature"), (blob[:40], "truncated"),
+                              (b"XX" + blob[2:], "bad magic"), (blob + b"\0", "beyond its declared end")]:
+        with pytest.raises(BundleError, match=fragment):
+            unpack(damaged)
+    flipped = bytearray(blob)
+    flipped[-10] ^= 0xFF  # inside the last artifact's bytes
+    with pytest.raises(BundleError, match="SHA-256 does not match|beyond"):
+        unpack(bytes(flipped))

@@ -1,0 +1,233 @@
+"""The device: management operations (image list, upload, test, reset, confirm) and the frame loop.
+
+Each public method is one protocol operation (docs/device-protocol.md §3). Bad requests
+raise ``DeviceError``, which the server returns as an error response; the device keeps
+its images and keeps serving whatever a client sends.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from metaedge.backends.base import BackendError
+from metaedge.deploy.bundle import Bundle, BundleError, unpack
+from metaedge.firmware_sim import boot as bootsm
+from metaedge.firmware_sim.flash import Flash
+from metaedge.firmware_sim.profile import Profile, required_ram
+
+FLASH_FILE = "flash.img"
+
+
+class DeviceError(Exception):
+    """A refused request; the message is the reason the client sees."""
+
+
+def make_backend(target: str, threads: int):
+    if target == "onnx":
+        from metaedge.backends.onnx import OnnxBackend
+
+        return OnnxBackend(threads=threads)
+    raise DeviceError(f"this device build has no '{target}' backend")
+
+
+@dataclass
+class Upload:
+    slot: int
+    length: int
+    sha256: str
+    received: int = 0
+
+
+@dataclass
+class Stats:
+    frames: int = 0
+    errors: int = 0
+    symbols: int = 0
+    adapt_s: float = 0.0
+    infer_s: float = 0.0
+    boots: list[str] = field(default_factory=list)
+
+
+class Device:
+    def __init__(self, state_dir: str | Path, target: str, profile: Profile, flash: Flash | None = None) -> None:
+        self.target, self.profile = target, profile
+        self.flash = flash or Flash(Path(state_dir) / FLASH_FILE, profile.slot_size)
+        self.stats = Stats()
+        self.upload_session: Upload | None = None
+        self.backend = None
+        self.bundle: Bundle | None = None
+        self.running = bootsm.BootResult(None, "none")
+        self.reset()
+
+    # -- boot ----------------------------------------------------------------------------------
+    def _start(self, slot: int) -> bool:
+        """Verify, load and self-test the image in ``slot``; True when it may run."""
+        image = self.flash.verified_image(slot)
+        if image is None:
+            return False
+        try:
+            bundle, _ = unpack(image)
+            self._admit(bundle)
+            backend = make_backend(bundle.target, self.profile.threads)
+            backend.load(bundle)
+            if not backend.selftest().passed:
+                return False
+        except (BundleError, BackendError, DeviceError):
+            return False
+        self.backend, self.bundle = backend, bundle
+        return True
+
+    def _admit(self, bundle: Bundle) -> None:
+        """Target and resource checks shared by upload verification and boot."""
+        if bundle.target != self.target:
+            raise DeviceError(f"wrong target: bundle is for '{bundle.target}', this device runs '{self.target}'")
+        needed = required_ram(bundle.manifest, self.profile)
+        if needed > self.profile.ram:
+            raise DeviceError(f"bundle does not fit: needs {needed:,} bytes of RAM, the {self.profile.name} profile has {self.profile.ram:,}")
+
+    def reset(self) -> dict:
+        """Reboot: the boot state machine picks what runs (trial of a pending image, revert, or the confirmed one)."""
+        self.backend, self.bundle, self.upload_session = None, None, None
+        self.running = bootsm.boot(self.flash, self._start)
+        self.stats.boots.extend(self.running.events)
+        return {"slot": self.running.slot, "mode": self.running.mode, "events": self.running.events}
+
+    # -- management ----------------------------------------------------------------------------
+    def info(self) -> dict:
+        return {"target": self.target, "profile": self.profile.to_dict(), "running": self.running.slot,
+                "mode": self.running.mode, "image_capacity": self.flash.image_capacity}
+
+    def list_images(self) -> dict:
+        state = self.flash.boot_state()
+        images = []
+        for slot in (0, 1):
+            header = self.flash.header(slot)
+            entry = {"slot": slot, "valid": header is not None, "active": slot == self.running.slot,
+                     "confirmed": slot == state.confirmed, "pending": slot == state.pending, "trial": slot == state.trial}
+            if header:
+                entry.update(size=header[0], sha256=header[1].hex())
+                image = self.flash.verified_image(slot)
+                if image is not None:
+                    try:
+                        manifest = unpack(image)[0].manifest
+                        entry.update(algorithm=manifest["algorithm"]["name"], security_counter=manifest["security_counter"])
+                    except BundleError as e:
+                        entry.update(error=str(e))
+            images.append(entry)
+        return {"images": images, "security_counter": state.counter}
+
+    def _upload_slot(self) -> int:
+        state = self.flash.boot_state()
+        if self.running.mode == "trial":
+            raise DeviceError("an image is on trial: confirm it or reset (to revert) before uploading another")
+        occupied = self.running.slot if self.running.slot is not None else state.confirmed
+        return 1 - occupied if occupied is not None else 0
+
+    def upload(self, offset: int, length: int, sha256: str, chunk: bytes) -> dict:
+        """Write ``chunk`` at ``offset`` of an image of ``length`` bytes; offset 0 starts a new upload.
+
+        Uploads resume: a chunk must start where the previous one ended (the response and
+        ``upload_status`` say where). The last chunk triggers verification.
+        """
+        if type(offset) is not int or type(length) is not int or not isinstance(sha256, str):
+            raise DeviceError("upload needs integer 'offset' and 'length' and a hex 'sha256'")
+        if length <= 0 or length > self.flash.image_capacity:
+            raise DeviceError(f"image of {length:,} bytes does not fit the {self.flash.image_capacity:,}-byte slot")
+        if offset == 0:
+            slot = self._upload_slot()
+            self.upload_session = Upload(slot, length, sha256.lower())
+            self.flash.erase_header(slot)
+        session = self.upload_session
+        if session is None or (session.length, session.sha256) != (length, sha256.lower()):
+            raise DeviceError("no upload in progress for this image: start again at offset 0")
+        if offset != session.received:
+            raise DeviceError(f"upload offset {offset} does not continue the upload, which has {session.received} bytes; resume at {session.received}")
+        if offset + len(chunk) > length:
+            raise DeviceError(f"chunk runs past the declared image length ({offset + len(chunk)} > {length})")
+        self.flash.write_image(session.slot, offset, chunk)
+        session.received += len(chunk)
+        if session.received < length:
+            return {"slot": session.slot, "received": session.received, "complete": False}
+        self.upload_session = None
+        return {"slot": session.slot, "received": session.received, "complete": True, **self._verify_upload(session)}
+
+    def _verify_upload(self, session: Upload) -> dict:
+        image = self.flash.read_image(session.slot, session.length)
+        digest = hashlib.sha256(image).digest()
+        if digest.hex() != session.sha256:
+            raise DeviceError("uploaded image does not match its declared SHA-256 (corrupted or truncated upload); the slot stays empty")
+        try:
+            bundle, _ = unpack(image)
+        except BundleError as e:
+            raise DeviceError(f"uploaded image is not a valid bundle: {e}") from None
+        self._admit(bundle)
+        self.flash.commit_header(session.slot, session.length, digest)
+        return {"sha256": digest.hex(), "algorithm": bundle.manifest["algorithm"]["name"]}
+
+    def upload_status(self) -> dict:
+        s = self.upload_session
+        return {"in_progress": s is not None, **({"slot": s.slot, "received": s.received, "length": s.length} if s else {})}
+
+    def test(self, sha256: str) -> dict:
+        """Mark the verified image with this hash for a trial boot at the next reset."""
+        for slot in (0, 1):
+            header = self.flash.header(slot)
+            if header and header[1].hex() == str(sha256).lower() and slot != self.running.slot:
+                bootsm.request_test(self.flash, slot)
+                return {"slot": slot, "pending": True}
+        raise DeviceError(f"no verified image with sha256 {str(sha256)[:16]}… in the inactive slot; upload it first")
+
+    def confirm(self) -> dict:
+        if self.running.mode != "trial":
+            raise DeviceError("nothing to confirm: the running image is not on trial (test and reset first)")
+        bootsm.confirm(self.flash, self.running, counter=int(self.bundle.manifest["security_counter"]))
+        return {"slot": self.running.slot, "confirmed": True}
+
+    # -- runtime -------------------------------------------------------------------------------
+    def frame(self, arrays: dict) -> tuple[dict, dict]:
+        """Adapt on the frame's pilots from θ, demodulate its payload; decisions, confidence, telemetry."""
+        if self.backend is None:
+            raise DeviceError("no image is running: deploy and confirm a bundle first")
+        pilots, payload = arrays.get("pilots"), arrays.get("payload")
+        classes = int(self.bundle.manifest["task"]["classes"])
+        for name, value, limit in (("pilots", pilots, self.profile.max_pilots), ("payload", payload, self.profile.max_symbols)):
+            if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.ndim != 2 or value.shape[1] != 2:
+                raise DeviceError(f"'{name}' must be a float32 array of shape [n, 2] (I, Q)")
+            if not 1 <= value.shape[0] <= limit:
+                raise DeviceError(f"'{name}' has {value.shape[0]} samples; this device takes 1 to {limit}")
+            if not np.isfinite(value).all():
+                raise DeviceError(f"'{name}' contains NaN or infinite values")
+        labels = arrays.get("labels")
+        if labels is None:
+            sequence = self.bundle.manifest["task"]["pilot_sequence"]
+            if sequence is None:
+                raise DeviceError("this bundle has no known pilot sequence: send 'labels' with the pilots")
+            labels = np.resize(np.asarray(sequence), pilots.shape[0])
+        elif not isinstance(labels, np.ndarray) or labels.shape != (pilots.shape[0],) or labels.dtype.kind not in "iu":
+            raise DeviceError("'labels' must be an integer array with one class per pilot")
+        if labels.min() < 0 or labels.max() >= classes:
+            raise DeviceError(f"pilot labels must lie in [0, {classes})")
+        self.backend.reset()
+        report = self.backend.adapt(pilots, labels.astype(np.int64))
+        start = time.perf_counter()
+        probs = self.backend.predict(payload)
+        infer = time.perf_counter() - start
+        decisions = probs.argmax(-1)
+        confidence = probs[np.arange(len(decisions)), decisions]
+        self.stats.frames += 1
+        self.stats.symbols += len(decisions)
+        self.stats.adapt_s += report.seconds
+        self.stats.infer_s += infer
+        telemetry = {"adapt_us": report.seconds * 1e6, "infer_us": infer * 1e6, "steps": report.steps,
+                     "pilots": int(pilots.shape[0]), "symbols": int(payload.shape[0]), "slot": self.running.slot}
+        return telemetry, {"decisions": decisions.astype(np.int16), "confidence": confidence.astype(np.float32)}
+
+    def stats_report(self) -> dict:
+        s = self.stats
+        per = lambda total: total / s.frames * 1e6 if s.frames else None  # noqa: E731
+        return {"frames": s.frames, "errors": s.errors, "symbols": s.symbols, "mean_adapt_us": per(s.adapt_s),
+                "mean_infer_us": per(s.infer_s), "boot_events": s.boots[-10:], "running": self.running.slot, "mode": self.running.mode}

@@ -1,0 +1,40 @@
+"""Device profiles: what a simulated device offers a receiver (docs/device-protocol.md §5)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    slot_size: int          # bytes of flash per image slot (header included)
+    ram: int                # bytes for the receiver's working set: θ, the adapted copy, graphs, one frame
+    max_pilots: int         # pilots per frame
+    max_symbols: int        # payload symbols per frame
+    threads: int = 1        # intra-op threads of the runtime
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES = {p.name: p for p in (
+    Profile("edge-small", slot_size=128 << 10, ram=2 << 20, max_pilots=256, max_symbols=16_384),
+    Profile("edge-tiny", slot_size=64 << 10, ram=128 << 10, max_pilots=32, max_symbols=1_024),
+)}
+DEFAULT = "edge-small"
+
+
+def required_ram(manifest: dict, profile: Profile) -> int:
+    """Working set of a bundle on this profile: θ twice (θ and the adapted φ), graphs, one full frame."""
+    parameters = sum(4 * _count(p["shape"]) for p in manifest["parameters"])
+    graphs = sum(e["size"] for role, e in manifest["artifacts"].items() if role in ("forward", "adapt_step"))
+    classes = int(manifest["task"]["classes"])
+    frame = 4 * (2 * profile.max_pilots + 2 * profile.max_symbols + classes * profile.max_symbols)
+    return 2 * parameters + graphs + frame
+
+
+def _count(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n

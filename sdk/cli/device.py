@@ -1,0 +1,106 @@
+"""``metaedge device``: run a simulated edge device, and manage one over its protocol."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from metaedge.sdk.errors import UserError
+
+EXAMPLES = """
+examples:
+  metaedge device serve --target onnx --state devices/dev1 --listen 127.0.0.1:7410
+  metaedge device list --device tcp://127.0.0.1:7410
+  metaedge device confirm --device tcp://127.0.0.1:7410
+  metaedge device stats --device tcp://127.0.0.1:7410 --json
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("device", help="run or manage a simulated edge device", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(p))
+    s = actions.add_parser("serve", help="start a device (a process with a flash image on disk)", epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--target", default="onnx", help="backend the device runs (onnx)")
+    s.add_argument("--state", type=Path, required=True, help="directory holding the device's flash image")
+    s.add_argument("--listen", default="127.0.0.1:7410", help="HOST:PORT on loopback (port 0: any free port), or 'stdio'")
+    s.add_argument("--profile", default=None, help="device profile: edge-small (default) or edge-tiny")
+    s.add_argument("--threads", type=int, default=None, help="runtime threads (default: the profile's, 1)")
+    s.set_defaults(handler=run_serve)
+    for name, help_text in (("info", "target, profile and running image"), ("list", "the two image slots"),
+                            ("reset", "reboot: trial-boot a tested image, or revert an unconfirmed one"),
+                            ("confirm", "make the image on trial permanent"), ("stats", "frames served, latency, boot events")):
+        a = actions.add_parser(name, help=help_text)
+        a.add_argument("--device", required=True, help="tcp://HOST:PORT")
+        a.add_argument("--json", action="store_true")
+        a.set_defaults(handler=run_management, op={"list": "image.list", "confirm": "image.confirm"}.get(name, name))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from metaedge.firmware_sim.device import Device
+    from metaedge.firmware_sim.profile import DEFAULT, PROFILES
+    from metaedge.firmware_sim.server import serve_stdio, serve_tcp
+
+    name = args.profile or DEFAULT
+    if name not in PROFILES:
+        raise UserError(f"--profile '{name}' is unknown; choose one of {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads} must be at least 1")
+        profile = type(profile)(**{**profile.to_dict(), "threads": args.threads})
+    if args.target != "onnx":
+        raise UserError(f"--target '{args.target}': this build serves onnx devices")
+    if args.listen != "stdio":
+        host, _, port = args.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise UserError(f"--listen '{args.listen}' is not HOST:PORT (e.g. 127.0.0.1:7410) or 'stdio'")
+    try:
+        device = Device(args.state, args.target, profile)
+    except ValueError as e:
+        raise UserError(f"--state {args.state}: {e}") from None
+    if args.listen == "stdio":
+        serve_stdio(device)
+    else:
+        try:
+            serve_tcp(device, host, int(port))
+        except OSError as e:
+            raise UserError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
+    return 0
+
+
+def connect(url: str):
+    from metaedge.deploy.client import DeviceClient
+
+    try:
+        return DeviceClient(url)
+    except (ValueError, ConnectionError) as e:
+        raise UserError(str(e)) from None
+
+
+def call(client, op: str, arrays=None, **args):
+    from metaedge.deploy.client import DeviceRequestError
+
+    try:
+        return client.call(op, arrays, **args)
+    except DeviceRequestError as e:
+        raise UserError(f"the device refused '{op}': {e}") from None
+    except ConnectionError as e:
+        raise UserError(str(e)) from None
+
+
+def run_management(args: argparse.Namespace) -> int:
+    with connect(args.device) as client:
+        header, _ = call(client, args.op)
+    header = {k: v for k, v in header.items() if k not in ("seq", "ok", "blobs")}
+    if args.json:
+        print(json.dumps(header, indent=2))
+    elif args.op == "image.list":
+        for image in header["images"]:
+            flags = [f for f in ("active", "confirmed", "pending", "trial") if image[f]]
+            desc = f"{image.get('algorithm', '?')}, counter {image.get('security_counter', '?')}, {image['size']:,} B, sha256 {image['sha256'][:16]}…" if image["valid"] else "empty"
+            print(f"slot {image['slot']}: {desc}  [{' '.join(flags)}]")
+    else:
+        print("\n".join(f"{k}: {v}" for k, v in header.items()))
+    return 0

@@ -1,0 +1,181 @@
+"""The device in-process with the real ONNX backend: update state machine, uploads, frames, bad input."""
+import hashlib
+
+import numpy as np
+import pytest
+
+from metaedge.deploy.bundle import pack, read_bundle
+from metaedge.firmware_sim.device import Device, DeviceError
+from metaedge.firmware_sim.flash import Flash
+from metaedge.firmware_sim.profile import PROFILES
+
+PROFILE = PROFILES["edge-small"]
+
+
+@pytest.fixture
+def image(trained_bundle):
+    return pack(read_bundle(trained_bundle[1]))
+
+
+def upload(device, image, chunk=4096):
+    digest = hashlib.sha256(image).hexdigest()
+    result = {}
+    for offset in range(0, len(image), chunk):
+        result = device.upload(offset, len(image), digest, image[offset:offset + chunk])
+    return result
+
+
+def deploy(device, image, confirm=True):
+    result = upload(device, image)
+    device.test(result["sha256"])
+    booted = device.reset()
+    assert booted["mode"] == "trial", booted
+    if confirm:
+        device.confirm()
+    return result
+
+
+def frame(device, n_pilots=8, n=100, seed=0):
+    rng = np.random.default_rng(seed)
+    return device.frame({"pilots": rng.normal(0, 2, (n_pilots, 2)).astype(np.float32),
+                         "payload": rng.normal(0, 2, (n, 2)).astype(np.float32)})
+
+
+def test_fresh_device_serves_management_only(tmp_path):
+    device = Device(tmp_path, "onnx", PROFILE)
+    assert device.running.mode == "none" and device.list_images()["images"][0]["valid"] is False
+    with pytest.raises(DeviceError, match="no image is running"):
+        frame(device)
+
+
+def test_update_cycle_and_persistence(tmp_path, image):
+    device = Device(tmp_path, "onnx", PROFILE)
+    deploy(device, image)
+    telemetry, out = frame(device)
+    assert out["decisions"].shape == (100,) and telemetry["steps"] == 1 and telemetry["slot"] == 0
+    assert np.all((out["confidence"] > 0) & (out["confidence"] <= 1))
+    # a restart (new process, same flash) boots the confirmed image
+    again = Device(tmp_path, "onnx", PROFILE)
+    assert again.running.mode == "confirmed" and again.running.slot == 0
+    np.testing.assert_array_equal(frame(again)[1]["decisions"], out["decisions"])
+
+
+def test_unconfirmed_update_reverts_on_the_next_boot(tmp_path, image):
+    device = Device(tmp_path, "onnx", PROFILE)
+    deploy(device, image)
+    deploy(device, image, confirm=False)            # second image on trial in slot 1
+    assert device.running.slot == 1 and device.running.mode == "trial"
+    restarted = Device(tmp_path, "onnx", PROFILE)   # power cut / reboot before confirm
+    assert restarted.running.slot == 0 and restarted.running.mode == "confirmed"
+    assert any("revert" in e for e in restarted.stats.boots)
+
+
+def test_uploads_resume_and_refuse_gaps(tmp_path, image):
+    device = Device(tmp_path, "onnx", PROFILE)
+    digest = hashlib.sha256(image).hexdigest()
+    device.upload(0, len(image), digest, image[:1000])
+    with pytest.raises(DeviceError, match="resume at 1000"):
+        device.upload(2000, len(image), digest, image[2000:3000])
+    assert device.upload_status()["received"] == 1000
+    result = device.upload(1000, len(image), digest, image[1000:])
+    assert result["complete"] and result["sha256"] == digest
+
+
+@pytest.mark.parametrize("damage,fragment", [
+    (lambda img: img[:-5] + b"XXXXX", "does not match its declared SHA-256"),
+])
+def test_corrupt_upload_is_refused_and_the_running_image_keeps_serving(tmp_path, image, damage, fragment):
+    device = Device(tmp_path, "onnx", PROFILE)
+    deploy(device, image)
+    bad = damage(image)
+    digest = hashlib.sha256(image).hexdigest()  # declared hash of the good image, bytes of the bad one
+    with pytest.raises(DeviceError, match=fragment):
+        for offset in range(0, len(bad), 4096):
+            device.upload(offset, len(bad), digest, bad[offset:offset + 4096])
+    assert device.list_images()["images"][1]["valid"] is False
+    assert frame(device)[1]["decisions"].shape == (100,)
+
+
+def test_valid_hash_of_garbage_is_refused_as_not_a_bundle(tmp_path):
+    device = Device(tmp_path, "onnx", PROFILE)
+    junk = b"not a bundle" * 50
+    with pytest.raises(DeviceError, match="not a valid bundle"):
+        device.upload(0, len(junk), hashlib.sha256(junk).hexdigest(), junk)
+
+
+def test_oversized_and_misfit_images_are_refused(tmp_path, image):
+    device = Device(tmp_path, "onnx", PROFILE)
+    with pytest.raises(DeviceError, match="does not fit the"):
+        device.upload(0, PROFILE.slot_size * 4, "00" * 32, b"x")
+    tiny = Device(tmp_path / "tiny", "onnx", type(PROFILE)(**{**PROFILE.to_dict(), "ram": 10_000}))
+    with pytest.raises(DeviceError, match="needs .* bytes of RAM"):
+        upload(tiny, image)
+
+
+def test_chunk_past_the_declared_length_is_refused(tmp_path, image):
+    device = Device(tmp_path, "onnx", PROFILE)
+    digest = hashlib.sha256(image).hexdigest()
+    with pytest.raises(DeviceError, match="runs past the declared image length"):
+        device.upload(0, 100, digest, image[:200])
+
+
+def test_wrong_target_is_refused(tmp_path, image):
+    device = Device(tmp_path, "loihi", PROFILE)
+    with pytest.raises(DeviceError, match="wrong target"):
+        upload(device, image)
+
+
+def test_a_trial_that_fails_its_selftest_reverts_at_once(tmp_path, image, monkeypatch):
+    from metaedge.backends.onnx import OnnxBackend
+
+    device = Device(tmp_path, "onnx", PROFILE)
+    deploy(device, image)
+    result = upload(device, image)
+    device.test(result["sha256"])
+    monkeypatch.setattr(OnnxBackend, "selftest", lambda self: type("R", (), {"passed": False})())
+    booted = device.reset()
+    assert booted["mode"] == "none" or booted["slot"] == 0
+    monkeypatch.undo()
+    assert Device(tmp_path, "onnx", PROFILE).running.slot == 0
+
+
+def test_torn_trailer_write_keeps_the_previous_boot_state(tmp_path, image):
+    device = Device(tmp_path, "onnx", PROFILE)
+    deploy(device, image)
+    flash = Flash(tmp_path / "flash.img", PROFILE.slot_size)
+    state = flash.boot_state()
+    newest = 2 * PROFILE.slot_size + (state.sequence % 2) * 64
+    flash.write(newest + 12, b"\x07\x07")  # a torn write: slot fields changed, CRC no longer matches
+    older = flash.boot_state()
+    assert older.sequence == state.sequence - 1
+
+
+@pytest.mark.parametrize("arrays,fragment", [
+    ({"pilots": np.full((4, 2), np.nan, np.float32)}, "NaN or infinite"),
+    ({"pilots": np.zeros((0, 2), np.float32)}, "takes 1 to"),
+    ({"pilots": np.zeros((300, 2), np.float32)}, "takes 1 to 256"),
+    ({"pilots": np.zeros((4, 3), np.float32)}, "shape \\[n, 2\\]"),
+    ({"pilots": np.zeros((4, 2), np.float64)}, "float32"),
+    ({"payload": np.zeros((20_000, 2), np.float32)}, "takes 1 to 16384"),
+    ({"labels": np.array([0, 1, 2, 99], np.int32)}, "must lie in \\[0, 16\\)"),
+    ({"labels": np.array([0, 1], np.int32)}, "one class per pilot"),
+    ({"pilots": None}, "must be a float32 array"),
+])
+def test_malformed_frames_are_refused_and_the_device_keeps_serving(tmp_path, image, arrays, fragment):
+    device = Device(tmp_path, "onnx", PROFILE)
+    deploy(device, image)
+    good = {"pilots": np.zeros((4, 2), np.float32), "payload": np.zeros((10, 2), np.float32)}
+    with pytest.raises(DeviceError, match=fragment):
+        device.frame({**good, **arrays})
+    assert device.frame(good)[1]["decisions"].shape == (10,)
+
+
+def test_frames_use_the_known_pilot_sequence_when_labels_are_omitted(tmp_path, image, trained_bundle):
+    device = Device(tmp_path, "onnx", PROFILE)
+    deploy(device, image)
+    sequence = read_bundle(trained_bundle[1]).manifest["task"]["pilot_sequence"]
+    rng = np.random.default_rng(0)
+    pilots, payload = rng.normal(0, 2, (5, 2)).astype(np.float32), rng.normal(0, 2, (30, 2)).astype(np.float32)
+    implicit = device.frame({"pilots": pilots, "payload": payload})[1]
+    explicit = device.frame({"pilots": pilots, "payload": payload, "labels": np.array(sequence[:5], np.int32)})[1]
+    np.testing.assert_array_equal(implicit["decisions"], explicit["decisions"])

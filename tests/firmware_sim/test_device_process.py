@@ -1,0 +1,127 @@
+"""A real device process on loopback: deploy through the CLI, frames through the protocol, garbage, power cuts."""
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from metaedge.deploy import wire
+from metaedge.deploy.client import DeviceClient
+from metaedge.sdk.cli.main import main
+
+
+class DeviceProcess:
+    def __init__(self, state: Path) -> None:
+        cmd = [sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", "onnx", "--state", str(state),
+               "--listen", "127.0.0.1:0"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening on"), line + self.proc.stderr.read()
+        self.url = "tcp://" + line.split()[-1]
+        self.port = int(line.split(":")[-1])
+
+    def power_cut(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(10)
+
+
+@pytest.fixture
+def device(tmp_path):
+    d = DeviceProcess(tmp_path / "state")
+    yield d
+    if d.proc.poll() is None:
+        d.power_cut()
+
+
+def cli(*argv):
+    assert main(list(argv)) == 0
+
+
+@pytest.mark.slow
+def test_deploy_confirm_and_ser_through_the_protocol_matches_eval(device, trained_bundle, capsys):
+    run_dir, bundle = trained_bundle
+    cli("deploy", str(bundle), "--device", device.url, "--confirm", "--quiet")
+    capsys.readouterr()
+    cli("run", "--device", device.url, "--frames", "40", "--pilots", "8", "--symbols", "500", "--json")
+    on_device = json.loads(capsys.readouterr().out)
+    cli("eval", str(run_dir), "--pilots", "8", "--devices", "40", "--payload", "500", "--no-baselines", "--json", "--quiet")
+    on_host = json.loads(capsys.readouterr().out)["methods"][0]["ser"]["8"]["ser"]
+    assert on_device["ser"] == pytest.approx(on_host, abs=2e-3)  # same devices and symbols; float32 ties aside
+    assert on_device["device_us"]["p50"] > 0 and on_device["round_trip_us"]["p50"] >= on_device["device_us"]["p50"]
+    assert device.stop() == 0  # SIGTERM: a clean exit
+
+
+@pytest.mark.slow
+def test_power_cut_during_a_trial_reverts_to_the_confirmed_image(device, trained_bundle, tmp_path, capsys):
+    _, bundle = trained_bundle
+    cli("deploy", str(bundle), "--device", device.url, "--confirm", "--quiet")
+    cli("deploy", str(bundle), "--device", device.url, "--quiet")       # second image, on trial in slot 1
+    with DeviceClient(device.url) as client:
+        assert client.call("info")[0]["mode"] == "trial"
+    device.power_cut()
+    restarted = DeviceProcess(tmp_path / "state")
+    try:
+        with DeviceClient(restarted.url) as client:
+            info = client.call("info")[0]
+            assert (info["running"], info["mode"]) == (0, "confirmed")
+            assert any("revert" in e for e in client.call("stats")[0]["boot_events"])
+    finally:
+        restarted.power_cut()
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def responses(blob: bytes) -> list[dict]:
+    import io
+
+    stream, out = io.BytesIO(blob), []
+    while stream.tell() < len(blob):
+        out.append(wire.read_message(stream)[0])
+    return out
+
+
+@pytest.mark.slow
+def test_garbage_gets_error_responses_and_the_device_keeps_serving(device):
+    payload = b"\x05\x00\x00\x00{bad}"
+    bad_crc = struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(payload) ^ 1)
+    bad_json = struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(payload))
+    unknown = wire.encode({"op": "format-flash", "seq": 7})
+    replies = responses(raw_exchange(device.port, bad_crc + bad_json + unknown))
+    assert [r["ok"] for r in replies] == [False, False, False]
+    assert "CRC mismatch" in replies[0]["error"] and "not UTF-8 JSON" in replies[1]["error"]
+    assert "unknown operation 'format-flash'" in replies[2]["error"] and replies[2]["seq"] == 7
+    huge = raw_exchange(device.port, struct.pack("<I", 1 << 30) + b"x" * 100)
+    assert "exceeds" in responses(huge)[0]["error"]
+    with DeviceClient(device.url) as client:  # still serving, on a new connection
+        assert client.call("info")[0]["target"] == "onnx"
+        assert client.call("stats")[0]["errors"] >= 2
+
+
+def test_management_commands_answer_bad_input_with_one_line(capsys, tmp_path):
+    assert main(["device", "list", "--device", "http://x"]) == 2
+    assert "not of the form tcp://HOST:PORT" in capsys.readouterr().err
+    assert main(["device", "list", "--device", "tcp://127.0.0.1:1"]) == 2
+    assert "is 'metaedge device serve' running?" in capsys.readouterr().err
+    assert main(["deploy", str(tmp_path), "--device", "tcp://127.0.0.1:1"]) == 2
+    assert "has no manifest.json" in capsys.readouterr().err
+    assert main(["device", "serve", "--state", str(tmp_path), "--listen", "nowhere"]) == 2
+    assert "is not HOST:PORT" in capsys.readouterr().err
