@@ -43,6 +43,7 @@ class OnnxBackend:
         self.algorithm = manifest["algorithm"]
         self.classes = int(manifest["task"]["classes"])
         self.steps = int(self.algorithm["inner_steps"])
+        self.onehot_table = np.eye(self.classes, dtype=np.float32)
         theta = bundle.tensors("theta")
         order = [p["name"] for p in manifest["parameters"]]
         for p in manifest["parameters"]:
@@ -71,7 +72,7 @@ class OnnxBackend:
 
     def adapt(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray) -> AdaptReport:
         start = time.perf_counter()
-        onehot = np.eye(self.classes, dtype=np.float32)[pilot_labels]
+        onehot = self.onehot_table[pilot_labels]
         feeds = {**self.params, "pilot_samples": np.ascontiguousarray(pilot_samples, np.float32), "pilot_onehot": onehot}
         for _ in range(self.steps):
             outputs = self.adapt_session.run(None, feeds)

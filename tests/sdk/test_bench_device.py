@@ -1,0 +1,15 @@
+"""The device benchmark's machinery: every variant computes the same frame; a real device answers."""
+from metaedge.deploy.bundle import read_bundle
+from metaedge.sdk.bench_device import bench_device, bench_round_trip
+
+
+def test_variants_agree_and_report_medians(trained_bundle):
+    report = bench_device(read_bundle(trained_bundle[1]), repeats=20, steps=3)
+    assert set(report["median_us"]) == {"onnx", "onnx_iobinding", "torch_eager"}
+    assert all(d <= 1e-5 for d in report["max_abs_prob_diff_vs_torch"].values()), report["max_abs_prob_diff_vs_torch"]
+    assert report["frame"]["steps"] == 3 and report["torch_over_onnx"] > 0
+
+
+def test_round_trip_through_a_real_device(trained_bundle, tmp_path):
+    report = bench_round_trip(trained_bundle[1], frames=5, pilots=8, symbols=200, state=tmp_path)
+    assert report["round_trip_us"]["p50"] > 0 and report["device_peak_rss_bytes"] > 1 << 20
