@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from metaedge.sdk.receivers import Receiver
+from metaedge.sdk.stats import summarise
 from metaedge.sdk.tasks.demod import DemodTasks, Split
 
 CHUNK_SYMBOLS = 200_000  # devices × payload per chunk, bounds memory of the payload pass
@@ -41,13 +42,6 @@ class SerResult:
     def to_dict(self) -> dict:
         return {"name": self.name, "run": self.run, "algo": self.algo, "budget": self.budget,
                 "ser": {str(p): v for p, v in self.ser.items()}}
-
-
-def summarise(errors_per_device: np.ndarray) -> dict:
-    """Mean and a 95 % normal interval over devices (of SERs or of paired SER differences)."""
-    mean = float(errors_per_device.mean())
-    half = 1.96 * float(errors_per_device.std(ddof=1)) / np.sqrt(len(errors_per_device)) if len(errors_per_device) > 1 else float("nan")
-    return {"ser": mean, "ci95": [mean - half, mean + half]}
 
 
 def evaluate(

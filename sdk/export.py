@@ -113,8 +113,11 @@ def selftest_vectors(params: Params, inner: InnerLoop, tasks: DemodTasks) -> dic
     return {k: v.numpy().astype(np.float32) for k, v in vectors.items()}
 
 
-def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1) -> Bundle:
-    """Write the bundle of a trained run for the ONNX target."""
+def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1, steps: int | None = None) -> Bundle:
+    """Write the bundle of a trained run for the ONNX target; ``steps`` sets the device's adaptation budget
+    (default: the inner steps the run was trained with)."""
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps {steps} must be at least 1")
     if not 0 <= security_counter < 2**32:
         raise UserError(f"--security-counter {security_counter} must lie in [0, 2^32)")
     if Path(out).exists() and any(Path(out).iterdir()):
@@ -123,6 +126,8 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1)
     task, train = configs_from_run(run.config)
     spec = MLPSpec.from_dict(run.config["model"])
     inner = train.inner()
+    if steps is not None:
+        inner = InnerLoop(lr=inner.lr, steps=steps, adapt=inner.adapt)
     params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
     tasks = DemodTasks(task, seed=train.seed)
     constellation = tasks.constellation

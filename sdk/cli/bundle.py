@@ -28,6 +28,7 @@ def register(sub) -> None:
     e.add_argument("--target", default="onnx", help="device target (format v1: onnx)")
     e.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     e.add_argument("--security-counter", type=int, default=1, help="monotonic counter a device uses against rollback (default 1)")
+    e.add_argument("--steps", type=int, default=None, help="adaptation steps on the device (default: the run's inner steps)")
     e.add_argument("--json", action="store_true", help="print the manifest as JSON")
     e.set_defaults(handler=run_export)
     i = sub.add_parser("inspect", help="summarise a bundle (verifies sizes and hashes)",
@@ -42,7 +43,7 @@ def run_export(args: argparse.Namespace) -> int:
         raise UserError(f"--target '{args.target}' is not exportable yet; bundle format v1 defines the onnx target")
     from metaedge.sdk.export import export_onnx
 
-    bundle = _bundle_errors(lambda: export_onnx(args.run, args.out, args.security_counter))
+    bundle = _bundle_errors(lambda: export_onnx(args.run, args.out, args.security_counter, args.steps))
     print(json.dumps(bundle.manifest, indent=2) if args.json else summary(bundle))
     return 0
 

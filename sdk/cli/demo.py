@@ -21,6 +21,7 @@ examples:
   metaedge demo                       # ~4 min on 2 CPU cores: 5 algorithms, SER table, runs/demo/ser.png
   metaedge demo --algos maml,cavia --iterations 20000 --out runs/long
   metaedge demo --fresh               # retrain instead of reusing runs/demo
+  metaedge demo --target none         # host evaluation only, no device
 """
 
 
@@ -37,6 +38,10 @@ def register(sub) -> None:
     p.add_argument("--devices", type=positive_int, default=100, help="meta-test devices (default 100)")
     p.add_argument("--payload", type=positive_int, default=10_000, help="payload symbols per device (default 10000)")
     p.add_argument("--fresh", action="store_true", help="retrain even if --out holds finished runs")
+    p.add_argument("--target", choices=("onnx", "none"), default="onnx",
+                   help="after the host evaluation, export the --device-algo run, deploy it to a simulated device of "
+                        "this target and run the same frames there (default onnx; none: host only)")
+    p.add_argument("--device-algo", default="cavia", help="which run goes to the device (default cavia)")
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
@@ -79,7 +84,91 @@ def run(args: argparse.Namespace) -> int:
                            baselines=True, seed=None, quiet=args.quiet)
     report["command"] = ("metaedge eval " + " ".join(str(r) for r in runs)
                          + f" --adapt-steps {ADAPT_STEPS} --devices {args.devices} --payload {args.payload}")
-    (args.out / "ser.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_ser(report["methods"], PILOTS, args.out / "ser.png", title="16-QAM, 20 dB, I/Q imbalance, Rayleigh")
-    print(json.dumps(report, indent=2) if args.json else ser_table(report) + f"\n\nwritten: {args.out / 'ser.json'}, {args.out / 'ser.png'}")
+    if args.target != "none":
+        if args.device_algo not in args.algos:
+            raise UserError(f"--device-algo {args.device_algo} is not among --algos {','.join(args.algos)}")
+        report["device"] = device_stage(args, report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(ser_table(report) + f"\n\nwritten: {args.out / 'ser.json'}, {args.out / 'ser.png'}")
+        if "device" in report:
+            print("\n" + device_table(report["device"]))
+    (args.out / "ser.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def device_stage(args: argparse.Namespace, host: dict) -> dict:
+    """Export, start a device process, deploy and confirm, stream the meta-test frames, stop the device."""
+    import contextlib
+    import io
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from metaedge.deploy.client import DeviceClient
+    from metaedge.sdk.cli.deploy import send_frames
+    from metaedge.sdk.cli.main import main
+    from metaedge.sdk.export import export_onnx
+    from metaedge.sdk.plots import plot_ser
+    from metaedge.sdk.receivers import ModelBasedReceiver
+    from metaedge.sdk.stats import summarise
+    from metaedge.sdk.tasks.demod import DemodTasks
+    from metaedge.sdk.training import configs_from_run
+    from metaedge.sdk.rundir import read_config
+
+    run = args.out / args.device_algo
+    bundle_dir, state = args.out / "bundle", args.out / "device"
+    for path in (bundle_dir, state):
+        shutil.rmtree(path, ignore_errors=True)
+    export_onnx(run, bundle_dir, steps=ADAPT_STEPS)  # the same adaptation budget as the host evaluation
+    task, train = configs_from_run(read_config(run))
+    tasks = DemodTasks(task, seed=train.seed)
+    devs = tasks.devices("test", args.devices)
+    frame = tasks.frames(devs, max(PILOTS), args.payload, tasks.rng("test", 1))  # the frames 'metaedge eval' used
+    reference = ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var)
+    proc = subprocess.Popen([sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", args.target,
+                             "--state", str(state), "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+    rows = []
+    try:
+        url = "tcp://" + proc.stdout.readline().split()[-1]
+        with contextlib.redirect_stdout(io.StringIO()):
+            if main(["deploy", str(bundle_dir), "--device", url, "--confirm", "--quiet"]) != 0:
+                raise UserError("the demo bundle could not be deployed to the simulated device")
+        host_ser = next(m for m in host["methods"] if m["run"] == str(run))["ser"]
+        with DeviceClient(url) as client:
+            for p in PILOTS:
+                result = send_frames(client, url, frame.x_tr[:, :p], frame.y_tr[:, :p], frame.x_va)
+                device_errors = (result.pop("decisions") != frame.y_va).mean(1)
+                mb_errors = (reference.probabilities(frame.x_tr[:, :p], frame.y_tr[:, :p], frame.x_va).argmax(-1) != frame.y_va).mean(1)
+                rows.append({"pilots": p, "device": summarise(device_errors), "host": host_ser[str(p)],
+                             "vs_model_based": summarise(device_errors - mb_errors), "model_based": summarise(mb_errors),
+                             **result})
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    curves = [{"name": f"{args.device_algo} on the {args.target} device", "algo": args.device_algo,
+               "ser": {str(r["pilots"]): r["device"] for r in rows}},
+              {"name": "model-based (MMSE + ML)", "algo": "model-based", "ser": {str(r["pilots"]): r["model_based"] for r in rows}}]
+    plot_ser(curves, PILOTS, args.out / "device-ser.png", title=f"{args.device_algo} adapted on the simulated {args.target} device")
+    return {"target": args.target, "algo": args.device_algo, "bundle": str(bundle_dir),
+            "bundle_bytes": sum(f.stat().st_size for f in bundle_dir.iterdir()), "devices": args.devices,
+            "payload": args.payload, "rows": rows, "plot": str(args.out / "device-ser.png")}
+
+
+def device_table(device: dict) -> str:
+    from metaedge.sdk.cli.main import format_table
+
+    rows = []
+    for r in device["rows"]:
+        vs = r["vs_model_based"]
+        mark = "*" if vs["ci95"][1] < 0 else "-" if vs["ci95"][0] > 0 else " "
+        rows.append([str(r["pilots"]), f"{r['device']['ser']:.4f}{mark}", f"{r['host']['ser']:.4f}", f"{r['model_based']['ser']:.4f}",
+                     f"{r['device_us']['p50']:.0f}", f"{r['round_trip_us']['p50']:.0f}"])
+    head = (f"{device['algo']} deployed to a simulated {device['target']} device ({device['bundle_bytes']:,}-byte bundle): "
+            f"the same {device['devices']} devices × {device['payload']} symbols, adapted on the device")
+    table = format_table(["pilots", "device SER", "host SER", "model-based", "device µs", "round trip µs"], rows)
+    return head + "\n" + table + f"\n*: fewer errors than model-based (paired, 95 %); written: {device['plot']}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from metaedge.sdk.cli.device import call, connect
 from metaedge.sdk.cli.parsing import positive_int
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.stats import summarise
 
 EXAMPLES = """
 examples:
@@ -84,26 +85,33 @@ def stream_frames(url: str, frames: int, pilots: int, symbols: int, seed: int) -
     """Frames from new simulated devices (meta-test split) through the protocol; SER and latency."""
     import numpy as np
 
-    from metaedge.sdk.evaluation import summarise
     from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
+    tasks = DemodTasks(DemodConfig(payload=symbols, frame=pilots + symbols), seed=seed)
+    batch = tasks.frames(tasks.devices("test", frames), pilots, symbols, tasks.rng("test", 1))
     with connect(url) as client:
-        info, _ = call(client, "info")
-        if info["running"] is None:
-            raise UserError(f"no image is running on {url}: deploy a bundle first")
-        tasks = DemodTasks(DemodConfig(payload=symbols, frame=pilots + symbols), seed=seed)
-        devices = tasks.devices("test", frames)
-        batch = tasks.frames(devices, pilots, symbols, tasks.rng("test", 1))
-        errors, confidence, device_us, round_trip = [], [], [], []
-        for i in range(frames):
-            start = time.perf_counter()
-            telemetry, out = call(client, "frame", {"pilots": batch.x_tr[i], "labels": batch.y_tr[i].astype(np.int32),
-                                                    "payload": batch.x_va[i]})
-            round_trip.append((time.perf_counter() - start) * 1e6)
-            device_us.append(telemetry["adapt_us"] + telemetry["infer_us"])
-            errors.append(float((out["decisions"] != batch.y_va[i]).mean()))
-            confidence.append(float(out["confidence"].mean()))
-    pct = lambda v: {f"p{q}": float(np.percentile(v, q)) for q in (50, 90, 99)}  # noqa: E731
-    ser = summarise(np.array(errors))
+        result = send_frames(client, url, batch.x_tr, batch.y_tr, batch.x_va)
+    errors = (result.pop("decisions") != batch.y_va).mean(1)
+    ser = summarise(errors)
     return {"frames": frames, "pilots": pilots, "symbols": symbols, "seed": seed, "ser": ser["ser"], "ser_ci95": ser["ci95"],
-            "mean_confidence": float(np.mean(confidence)), "device_us": pct(device_us), "round_trip_us": pct(round_trip)}
+            **result, "per_device_ser": errors.tolist()}
+
+
+def send_frames(client, url: str, x_pilots, y_pilots, x_payload) -> dict:
+    """One frame per row through the protocol: decisions [frames, N], mean confidence, device time and round trip."""
+    import numpy as np
+
+    info, _ = call(client, "info")
+    if info["running"] is None:
+        raise UserError(f"no image is running on {url}: deploy a bundle first")
+    decisions, confidence, device_us, round_trip = [], [], [], []
+    for x_p, y_p, x in zip(x_pilots, y_pilots, x_payload):
+        start = time.perf_counter()
+        telemetry, out = call(client, "frame", {"pilots": x_p, "labels": y_p.astype(np.int32), "payload": x})
+        round_trip.append((time.perf_counter() - start) * 1e6)
+        device_us.append(telemetry["adapt_us"] + telemetry["infer_us"])
+        decisions.append(out["decisions"])
+        confidence.append(float(out["confidence"].mean()))
+    pct = lambda v: {f"p{q}": float(np.percentile(v, q)) for q in (50, 90, 99)}  # noqa: E731
+    return {"decisions": np.stack(decisions), "mean_confidence": float(np.mean(confidence)),
+            "device_us": pct(device_us), "round_trip_us": pct(round_trip)}

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from metaedge.sdk.evaluation import evaluate, summarise
+from metaedge.sdk.evaluation import evaluate
+from metaedge.sdk.stats import summarise
 from metaedge.sdk.receivers import ModelBasedReceiver
 from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 

@@ -1,0 +1,15 @@
+"""Statistics shared by host-side evaluation and device runs; numpy only."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def summarise(per_device: np.ndarray) -> dict:
+    """Mean and a 95 % normal interval over devices (of SERs or of paired SER differences).
+
+    Devices are the independent unit: symbol errors within a device are correlated through
+    its channel and impairments.
+    """
+    mean = float(per_device.mean())
+    half = 1.96 * float(per_device.std(ddof=1)) / np.sqrt(len(per_device)) if len(per_device) > 1 else float("nan")
+    return {"ser": mean, "ci95": [mean - half, mean + half]}
