@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from metaedge.deploy import tensors
+from metaedge.deploy.jsonobj import json_object
 
 FORMAT = "metaedge-bundle"
 VERSION = 1
@@ -116,12 +117,7 @@ def parse_manifest(raw: bytes) -> dict:
     """Decode and validate the manifest's structure (not the artifacts)."""
     if len(raw) > MAX_MANIFEST:
         raise BundleError(f"manifest of {len(raw)} bytes exceeds the {MAX_MANIFEST}-byte limit")
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"manifest is not UTF-8 JSON: {e}") from None
-    if not isinstance(manifest, dict):
-        raise BundleError("manifest is not a JSON object")
+    manifest = json_object(raw, BundleError, "manifest")
     if manifest.get("format") != FORMAT:
         raise BundleError(f"manifest format is {manifest.get('format')!r}, not '{FORMAT}'")
     if manifest.get("version") != VERSION:

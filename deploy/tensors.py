@@ -15,6 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
+from metaedge.deploy.jsonobj import json_object
+
 MAX_HEADER = 100 * 1024 * 1024
 _DTYPES = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
@@ -55,12 +57,7 @@ def loads(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     n = int.from_bytes(blob[:8], "little")
     if n > MAX_HEADER or 8 + n > len(blob):
         raise TensorFileError(f"header length {n} exceeds the file ({len(blob)} bytes) or the {MAX_HEADER}-byte limit")
-    try:
-        header = json.loads(blob[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TensorFileError(f"header is not UTF-8 JSON: {e}") from None
-    if not isinstance(header, dict):
-        raise TensorFileError("header is not a JSON object")
+    header = json_object(blob[8:8 + n], TensorFileError, "header")
     metadata = header.pop("__metadata__", {}) or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise TensorFileError("__metadata__ must map strings to strings")

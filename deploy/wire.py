@@ -16,6 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from metaedge.deploy.jsonobj import json_object
+
 MAX_MESSAGE = 8 << 20          # bytes of payload
 MAX_HEADER = 64 << 10
 DTYPES = {"f4": np.dtype("<f4"), "i4": np.dtype("<i4"), "i2": np.dtype("<i2"), "u1": np.dtype("u1"), "bytes": np.dtype("u1")}
@@ -75,12 +77,7 @@ def decode_payload(payload: bytes) -> tuple[dict, dict[str, np.ndarray | bytes]]
     (n,) = struct.unpack_from("<I", payload)
     if n > MAX_HEADER or 4 + n > len(payload):
         raise WireError(f"header length {n} exceeds the payload or the {MAX_HEADER}-byte limit")
-    try:
-        header = json.loads(payload[4:4 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WireError(f"header is not UTF-8 JSON: {e}") from None
-    if not isinstance(header, dict):
-        raise WireError("header is not a JSON object")
+    header = json_object(payload[4:4 + n], WireError, "header")
     blobs = header.get("blobs", [])
     if not isinstance(blobs, list):
         raise WireError("header 'blobs' must be a list")

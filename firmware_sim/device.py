@@ -98,8 +98,12 @@ class Device:
 
     # -- management ----------------------------------------------------------------------------
     def info(self) -> dict:
+        task = None
+        if self.bundle is not None:
+            t = self.bundle.manifest["task"]
+            task = {"name": t["name"], "classes": t["classes"], "snr_db": t["snr_db"], "algorithm": self.bundle.manifest["algorithm"]["name"]}
         return {"target": self.target, "profile": self.profile.to_dict(), "running": self.running.slot,
-                "mode": self.running.mode, "image_capacity": self.flash.image_capacity}
+                "mode": self.running.mode, "image_capacity": self.flash.image_capacity, "task": task}
 
     def list_images(self) -> dict:
         state = self.flash.boot_state()

@@ -1,9 +1,9 @@
 """``metaedge bench device``: device-side cost of one frame, ONNX Runtime against eager torch.
 
 One frame = reset to θ, K adaptation steps on the pilots, inference on the payload. Measured
-in one run, alternating variants in blocks, one thread each: the ONNX backend with IO
-binding (the device's default), the same with a plain ``session.run`` step loop, and eager
-torch on the same parameters and data. Then a real device process on loopback: the round trip of a
+in one run, alternating variants in blocks, one thread each: the ONNX backend in each of its
+adaptation modes (an ONNX ``Loop``, the device's default; IO binding; a plain
+``session.run`` step loop), and eager torch on the same parameters and data. Then a real device process on loopback: the round trip of a
 frame through the protocol, and the process's peak memory.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from metaedge.sdk.models.mlp import forward
 
 
 BLOCK = 10  # frames per variant before switching
+DEVICE_MODE = "onnx_loop"  # the variant the device runs by default (OnnxBackend's default mode)
 
 
 def _torch_frame(theta: dict, inner: InnerLoop, classes: int):
@@ -60,8 +61,9 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
     inner = InnerLoop(lr=float(manifest["algorithm"]["inner_lr"]), steps=k,
                       adapt=None if len(adapts) == len(theta) else tuple(adapts))
     variants = {}
-    for name, binding in (("onnx_step_loop", False), ("onnx_iobinding", True)):
-        backend = OnnxBackend(threads=1, io_binding=binding)
+    for mode in OnnxBackend.MODES:
+        name = f"onnx_{mode}".replace("onnx_onnx_", "onnx_")
+        backend = OnnxBackend(threads=1, mode=mode)
         backend.load(bundle)
         backend.steps = k
         variants[name] = _onnx_frame(backend)
@@ -84,7 +86,8 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
         "repeats": repeats, "threads": 1,
         "median_us": median_us,
         "p90_us": {n: float(np.percentile(s, 90) * 1e6) for n, s in samples.items()},
-        "torch_over_onnx": median_us["torch_eager"] / median_us["onnx_iobinding"],  # the device's default path
+        "device_mode": DEVICE_MODE,
+        "torch_over_onnx": median_us["torch_eager"] / median_us[DEVICE_MODE],
         "max_abs_prob_diff_vs_torch": agreement,
         "bundle_bytes": bundle.size(), "packed_bytes": len(pack(bundle)),
         "environment": {"onnxruntime": ort.__version__, "torch": torch.__version__, "python": sys.version.split()[0]},

@@ -24,6 +24,7 @@ from metaedge.deploy.bundle import Bundle, write_bundle
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.models.mlp import MLPSpec, Params, forward
+from metaedge.sdk.onnx_loop import loop_model
 from metaedge.sdk.rundir import load_run
 from metaedge.sdk.tasks.demod import DemodTasks, pilot_symbols
 from metaedge.sdk.training import configs_from_run
@@ -132,6 +133,10 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
     tasks = DemodTasks(task, seed=train.seed)
     constellation = tasks.constellation
     adapted = inner.keys(params)
+    step_inputs = [*({"name": k, "role": "parameter"} for k in params),
+                   {"name": "pilot_samples", "role": "pilot_samples", "shape": ["P", 2], "dtype": "float32"},
+                   {"name": "pilot_onehot", "role": "pilot_labels_onehot", "shape": ["P", task.order], "dtype": "float32"}]
+    step_outputs = [{"name": f"adapted.{k}", "role": "parameter", "parameter": k} for k in adapted]
     manifest = {
         "target": "onnx",
         "security_counter": security_counter,
@@ -151,18 +156,19 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
             "forward": {"inputs": [*({"name": k, "role": "parameter"} for k in params),
                                    {"name": "samples", "role": "samples", "shape": ["N", 2], "dtype": "float32"}],
                         "outputs": [{"name": "log_probs", "role": "log_probabilities", "shape": ["N", task.order], "dtype": "float32"}]},
-            "adapt_step": {"inputs": [*({"name": k, "role": "parameter"} for k in params),
-                                      {"name": "pilot_samples", "role": "pilot_samples", "shape": ["P", 2], "dtype": "float32"},
-                                      {"name": "pilot_onehot", "role": "pilot_labels_onehot", "shape": ["P", task.order], "dtype": "float32"}],
-                           "outputs": [{"name": f"adapted.{k}", "role": "parameter", "parameter": k} for k in adapted]},
+            "adapt_step": {"inputs": step_inputs, "outputs": step_outputs},
+            "adapt_loop": {"inputs": [*step_inputs, {"name": "steps", "role": "steps", "shape": [], "dtype": "int64"}],
+                           "outputs": step_outputs},
         },
         "selftest": {"atol": SELFTEST_ATOL, "pilots": SELFTEST_PILOTS, "samples": SELFTEST_SAMPLES},
         "source": {"run": str(Path(run_dir)), "algo": train.algo, "seed": train.seed},
     }
+    step = adapt_step_graph(params, inner, task.order)
     artifacts = {
         "theta": ("theta.safetensors", tensors.dumps(run.theta)),
         "forward": ("forward.onnx", forward_graph(params)),
-        "adapt_step": ("adapt_step.onnx", adapt_step_graph(params, inner, task.order)),
+        "adapt_step": ("adapt_step.onnx", step),
+        "adapt_loop": ("adapt_loop.onnx", loop_model(step, list(adapted))),
         "selftest": ("selftest.safetensors", tensors.dumps(selftest_vectors(params, inner, tasks))),
     }
     return write_bundle(out, manifest, artifacts)

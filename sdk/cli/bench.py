@@ -33,7 +33,7 @@ def register(sub) -> None:
     m.set_defaults(handler=run_meta_train)
     d = benches.add_parser("device", help="device-side cost of a frame: ONNX Runtime vs eager torch, protocol round trip",
                            description="Times one frame (reset, K adaptation steps on the pilots, inference on the payload) "
-                                       "on one core with the ONNX backend (step loop and IO binding) and with eager torch, "
+                                       "on one core with the ONNX backend (ONNX Loop, IO binding, step loop) and with eager torch, "
                                        "alternating per repeat; then deploys the bundle to a real device process and times "
                                        "frames through the protocol and reports its peak memory.",
                            epilog="examples:\n  metaedge bench device --bundle bundles/cavia --json\n"

@@ -30,6 +30,9 @@ def register(sub) -> None:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(handler=run_deploy)
     r = sub.add_parser("run", help="stream frames from new simulated devices to a device; SER and latency",
+                       description="Frames from new simulated devices (meta-test split: fresh impairments and channels) "
+                                   "for the running receiver's task (constellation and SNR from the device), one per "
+                                   "device; reports SER, mean confidence and latency percentiles.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--device", required=True, help="tcp://HOST:PORT")
     r.add_argument("--frames", type=positive_int, default=100, help="frames, one per new simulated device (default 100)")
@@ -87,9 +90,14 @@ def stream_frames(url: str, frames: int, pilots: int, symbols: int, seed: int) -
 
     from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
-    tasks = DemodTasks(DemodConfig(payload=symbols, frame=pilots + symbols), seed=seed)
-    batch = tasks.frames(tasks.devices("test", frames), pilots, symbols, tasks.rng("test", 1))
     with connect(url) as client:
+        info, _ = call(client, "info")
+        if info["task"] is None:
+            raise UserError(f"no image is running on {url}: deploy a bundle first")
+        # frames for the task the running receiver was trained for (impairment distributions: the published setup)
+        task = DemodConfig(order=info["task"]["classes"], snr_db=info["task"]["snr_db"], payload=symbols, frame=pilots + symbols)
+        tasks = DemodTasks(task, seed=seed)
+        batch = tasks.frames(tasks.devices("test", frames), pilots, symbols, tasks.rng("test", 1))
         result = send_frames(client, url, batch.x_tr, batch.y_tr, batch.x_va)
     errors = (result.pop("decisions") != batch.y_va).mean(1)
     ser = summarise(errors)

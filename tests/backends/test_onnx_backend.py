@@ -20,6 +20,19 @@ def bundle_path(trained_bundle):
     return trained_bundle[1]
 
 
+def rewritten(bundle_path, tmp_path, change_manifest=lambda m: None, files=None):
+    """A copy of the bundle with replaced artifact files (hashes updated) and an edited manifest."""
+    copy = tmp_path / "b"
+    shutil.copytree(bundle_path, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    for role, data in (files or {}).items():
+        (copy / manifest["artifacts"][role]["path"]).write_bytes(data)
+        manifest["artifacts"][role].update(size=len(data), sha256=sha256(data))
+    change_manifest(manifest)
+    (copy / MANIFEST).write_bytes(manifest_bytes(manifest))
+    return read_bundle(copy)
+
+
 def test_frames_start_from_theta_every_time(bundle_path):
     backend = OnnxBackend()
     backend.load(read_bundle(bundle_path))
@@ -40,41 +53,24 @@ def test_wrong_target_and_mismatched_graph_io_are_refused(bundle_path, tmp_path)
 
     with pytest.raises(BackendError, match="bundle target is 'onnx'"):
         OtherTarget().load(read_bundle(bundle_path))
-    broken = tmp_path / "b"
-    shutil.copytree(bundle_path, broken)
-    manifest = json.loads((broken / MANIFEST).read_text())
-    manifest["graphs"]["forward"]["inputs"][-1]["name"] = "received"
-    (broken / MANIFEST).write_bytes(manifest_bytes(manifest))
+    broken = rewritten(bundle_path, tmp_path, lambda m: m["graphs"]["forward"]["inputs"][-1].update(name="received"))
     with pytest.raises(BackendError, match="graph 'forward' has inputs"):
-        OnnxBackend().load(read_bundle(broken))
+        OnnxBackend().load(broken)
 
 
 def test_a_graph_that_onnxruntime_cannot_load_is_refused(bundle_path, tmp_path):
-    broken = tmp_path / "b"
-    shutil.copytree(bundle_path, broken)
-    junk = b"\x08\x07not an onnx model at all"
-    (broken / "forward.onnx").write_bytes(junk)
-    manifest = json.loads((broken / MANIFEST).read_text())
-    manifest["artifacts"]["forward"].update(size=len(junk), sha256=sha256(junk))
-    (broken / MANIFEST).write_bytes(manifest_bytes(manifest))
+    broken = rewritten(bundle_path, tmp_path, files={"forward": b"\x08\x07not an onnx model at all"})
     with pytest.raises(BackendError, match="cannot be loaded by ONNX Runtime"):
-        OnnxBackend().load(read_bundle(broken))
+        OnnxBackend().load(broken)
 
 
 def test_selftest_fails_when_the_vectors_disagree(bundle_path, tmp_path):
     from metaedge.deploy import tensors
 
-    broken = tmp_path / "b"
-    shutil.copytree(bundle_path, broken)
-    vectors, _ = tensors.load(broken / "selftest.safetensors")
+    vectors, _ = tensors.load(bundle_path / "selftest.safetensors")
     vectors["adapt.log_probs"] = vectors["adapt.log_probs"] + 0.01
-    blob = tensors.dumps(vectors)
-    (broken / "selftest.safetensors").write_bytes(blob)
-    manifest = json.loads((broken / MANIFEST).read_text())
-    manifest["artifacts"]["selftest"].update(size=len(blob), sha256=sha256(blob))
-    (broken / MANIFEST).write_bytes(manifest_bytes(manifest))
     backend = OnnxBackend()
-    backend.load(read_bundle(broken))
+    backend.load(rewritten(bundle_path, tmp_path, files={"selftest": tensors.dumps(vectors)}))
     report = backend.selftest()
     assert not report.passed and report.max_error >= 0.01
 
@@ -88,3 +84,19 @@ def test_bundle_runs_in_the_lava_environment(bundle_path):
     result = subprocess.run([lava, "-c", script, str(bundle_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("(3, 10) 1.")
+
+
+def test_unknown_adaptation_mode_and_thread_count_are_refused():
+    with pytest.raises(BackendError, match="adaptation mode 'gpu' is unknown"):
+        OnnxBackend(mode="gpu")
+    with pytest.raises(BackendError, match="threads must be at least 1"):
+        OnnxBackend(threads=0)
+
+
+def test_a_bundle_without_the_optional_loop_graph_falls_back_to_stepping(bundle_path, tmp_path):
+    def drop_loop(manifest):
+        del manifest["artifacts"]["adapt_loop"], manifest["graphs"]["adapt_loop"]
+
+    backend = OnnxBackend()
+    backend.load(rewritten(bundle_path, tmp_path, drop_loop))
+    assert backend.effective_mode == "iobinding" and backend.selftest().passed

@@ -16,9 +16,13 @@ from metaedge.deploy.client import DeviceClient
 from metaedge.sdk.cli.main import main
 
 
+ROOT = Path(__file__).resolve().parents[2]
+LAVA_PYTHON = os.environ.get("METAEDGE_LAVA_PYTHON") or str(ROOT / ".venv-lava" / "bin" / "python")
+
+
 class DeviceProcess:
-    def __init__(self, state: Path) -> None:
-        cmd = [sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", "onnx", "--state", str(state),
+    def __init__(self, state: Path, python: str = sys.executable) -> None:
+        cmd = [python, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", "onnx", "--state", str(state),
                "--listen", "127.0.0.1:0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -125,3 +129,27 @@ def test_management_commands_answer_bad_input_with_one_line(capsys, tmp_path):
     assert "has no manifest.json" in capsys.readouterr().err
     assert main(["device", "serve", "--state", str(tmp_path), "--listen", "nowhere"]) == 2
     assert "is not HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_device_in_the_lava_environment_serves_frames(trained_bundle, tmp_path, capsys):
+    """Python 3.10, numpy < 2, no torch: the device side on its own."""
+    device = DeviceProcess(tmp_path / "state", python=LAVA_PYTHON)
+    try:
+        cli("deploy", str(trained_bundle[1]), "--device", device.url, "--confirm", "--quiet")
+        capsys.readouterr()
+        cli("run", "--device", device.url, "--frames", "5", "--pilots", "8", "--symbols", "200", "--json")
+        assert json.loads(capsys.readouterr().out)["frames"] == 5
+    finally:
+        device.power_cut()
+
+
+def test_stdio_transport(trained_bundle, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--state", str(tmp_path),
+                             "--listen", "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc.stdin.write(wire.encode({"op": "info", "seq": 1}) + wire.encode({"op": "nope", "seq": 2}))
+    proc.stdin.close()
+    first, second = wire.read_message(proc.stdout)[0], wire.read_message(proc.stdout)[0]
+    assert first["ok"] and first["target"] == "onnx" and first["mode"] == "none"
+    assert not second["ok"] and second["seq"] == 2
+    assert proc.wait(10) == 0

@@ -42,10 +42,11 @@ def test_graphs_pass_the_full_checker_and_are_plain_onnx(bundles, algo):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", OnnxBackend.MODES)
 @pytest.mark.parametrize("algo", list(ALGORITHMS))
-def test_forward_and_chained_adaptation_match_torch(bundles, algo):
+def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     trainer, bundle = bundles[algo]
-    backend = OnnxBackend()
+    backend = OnnxBackend(mode=mode)
     backend.load(bundle)
     theta = {k: v.detach().clone() for k, v in trainer.params.items()}
     rng = np.random.default_rng(0)
