@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from metaedge.backends.base import BackendError
+from metaedge.backends.base import Backend, BackendError
 from metaedge.deploy.bundle import Bundle, BundleError, unpack
 from metaedge.firmware_sim import boot as bootsm
 from metaedge.firmware_sim.flash import Flash
@@ -26,7 +26,7 @@ class DeviceError(Exception):
     """A refused request; the message is the reason the client sees."""
 
 
-def make_backend(target: str, threads: int):
+def make_backend(target: str, threads: int) -> Backend:
     if target == "onnx":
         from metaedge.backends.onnx import OnnxBackend
 
@@ -58,7 +58,7 @@ class Device:
         self.flash = flash or Flash(Path(state_dir) / FLASH_FILE, profile.slot_size)
         self.stats = Stats()
         self.upload_session: Upload | None = None
-        self.backend = None
+        self.backend: Backend | None = None
         self.bundle: Bundle | None = None
         self.running = bootsm.BootResult(None, "none")
         self.reset()
@@ -103,7 +103,8 @@ class Device:
             t = self.bundle.manifest["task"]
             task = {"name": t["name"], "classes": t["classes"], "snr_db": t["snr_db"], "algorithm": self.bundle.manifest["algorithm"]["name"]}
         return {"target": self.target, "profile": self.profile.to_dict(), "running": self.running.slot,
-                "mode": self.running.mode, "image_capacity": self.flash.image_capacity, "task": task}
+                "mode": self.running.mode, "image_capacity": self.flash.image_capacity, "task": task,
+                "resources": asdict(self.backend.resources()) if self.backend else None}
 
     def list_images(self) -> dict:
         state = self.flash.boot_state()

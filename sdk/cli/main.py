@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 
 from metaedge.sdk.cli.parsing import Parser
 from metaedge.sdk.errors import UserError
@@ -55,10 +54,6 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
-
-
-def wrap(text: str) -> str:
-    return textwrap.fill(text, width=100)
 
 
 if __name__ == "__main__":

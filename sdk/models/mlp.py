@@ -21,10 +21,6 @@ class MLPSpec:
     sizes: tuple[int, ...] = (2, 10, 30, 30, 16)
     context: int = 0  # CAVIA context inputs (0: none)
 
-    @property
-    def layers(self) -> int:
-        return len(self.sizes) - 1
-
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Parameter names and shapes, in the canonical order used everywhere (files, graphs)."""
         shapes: dict[str, tuple[int, ...]] = {}

@@ -53,6 +53,8 @@ def test_update_cycle_and_persistence(tmp_path, image):
     deploy(device, image)
     telemetry, out = frame(device)
     assert out["decisions"].shape == (100,) and telemetry["steps"] == 1 and telemetry["slot"] == 0
+    info = device.info()
+    assert info["task"]["classes"] == 16 and info["resources"]["parameters"] == 1896  # 2+10 → 10 → 30 → 30 → 16
     assert np.all((out["confidence"] > 0) & (out["confidence"] <= 1))
     # a restart (new process, same flash) boots the confirmed image
     again = Device(tmp_path, "onnx", PROFILE)
