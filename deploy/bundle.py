@@ -42,11 +42,13 @@ class BundleError(ValueError):
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle: its manifest and the bytes of every artifact, by role."""
+    """A verified bundle: its manifest (parsed and exact bytes), every artifact by role, and its signature."""
 
     path: Path | None
     manifest: dict
     artifacts: dict[str, bytes]
+    manifest_raw: bytes = b""
+    signature: bytes = b""      # detached Ed25519 signature over manifest_raw; empty if unsigned
 
     @property
     def target(self) -> str:
@@ -61,7 +63,7 @@ class Bundle:
 
     def size(self) -> int:
         """Bytes the bundle occupies: manifest plus artifacts."""
-        return len(manifest_bytes(self.manifest)) + sum(len(b) for b in self.artifacts.values())
+        return len(self.manifest_raw) + sum(len(b) for b in self.artifacts.values())
 
 
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
@@ -73,7 +75,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_bundle(out: str | os.PathLike, manifest: dict, artifacts: Mapping[str, tuple[str, bytes]]) -> Bundle:
+def write_bundle(out: str | os.PathLike, manifest: dict, artifacts: Mapping[str, tuple[str, bytes]], key=None) -> Bundle:
     """Write ``artifacts`` (role → (file name, bytes)) and a manifest that lists them with size and hash.
 
     ``manifest`` is completed with the format name, version and artifact table; the bundle
@@ -88,8 +90,21 @@ def write_bundle(out: str | os.PathLike, manifest: dict, artifacts: Mapping[str,
         (out / name).write_bytes(data)
         table[role] = {"path": name, "size": len(data), "sha256": sha256(data)}
     full = {**manifest, "format": FORMAT, "version": VERSION, "artifacts": table}
-    (out / MANIFEST).write_bytes(manifest_bytes(full))
+    raw = manifest_bytes(full)
+    (out / MANIFEST).write_bytes(raw)
+    if key is not None:
+        sign_bundle(out, key)
     return read_bundle(out)
+
+
+def sign_bundle(path: str | os.PathLike, key) -> bytes:
+    """Sign the exact bytes of the bundle's manifest with an Ed25519 private key; writes manifest.sig."""
+    from metaedge.deploy.signing import sign
+
+    path = Path(path)
+    signature = sign(read_bundle(path).manifest_raw, key)
+    (path / SIGNATURE).write_bytes(signature)
+    return signature
 
 
 def read_bundle(path: str | os.PathLike) -> Bundle:
@@ -110,7 +125,8 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
         if artifact.stat().st_size != entry["size"]:
             raise BundleError(f"artifact '{role}': {entry['path']} has {artifact.stat().st_size} bytes, the manifest says {entry['size']}")
         artifacts[role] = artifact.read_bytes()
-    return verify(manifest, artifacts, path)
+    signature = (path / SIGNATURE).read_bytes() if (path / SIGNATURE).is_file() else b""
+    return verify(manifest, artifacts, path, raw, signature)
 
 
 def parse_manifest(raw: bytes) -> dict:
@@ -127,6 +143,8 @@ def parse_manifest(raw: bytes) -> dict:
     counter = manifest.get("security_counter")
     if type(counter) is not int or not 0 <= counter < 2**32:
         raise BundleError("security_counter must be an integer in [0, 2^32)")
+    if "expires" in manifest:
+        expires(manifest)
     table = manifest.get("artifacts")
     if not isinstance(table, dict) or not table:
         raise BundleError("manifest has no artifact table")
@@ -145,7 +163,24 @@ def parse_manifest(raw: bytes) -> dict:
     return manifest
 
 
-def verify(manifest: dict, artifacts: Mapping[str, bytes], path: Path | None = None) -> Bundle:
+def expires(manifest: dict):
+    """The manifest's expiry as an aware UTC datetime, or None; BundleError if malformed."""
+    from datetime import datetime, timezone
+
+    value = manifest.get("expires")
+    if value is None:
+        return None
+    try:
+        moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ") if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise BundleError(f"expires {value!r} is not a UTC time of the form 2027-01-31T00:00:00Z")
+    return moment.replace(tzinfo=timezone.utc)
+
+
+def verify(manifest: dict, artifacts: Mapping[str, bytes], path: Path | None = None,
+           manifest_raw: bytes | None = None, signature: bytes = b"") -> Bundle:
     """Check every artifact against the manifest's size and SHA-256 and the target's required roles."""
     table = manifest["artifacts"]
     missing = [r for r in REQUIRED_ROLES[manifest["target"]] if r not in table]
@@ -159,20 +194,21 @@ def verify(manifest: dict, artifacts: Mapping[str, bytes], path: Path | None = N
             raise BundleError(f"artifact '{role}': {len(data)} bytes, the manifest says {entry['size']}")
         if sha256(data) != entry["sha256"]:
             raise BundleError(f"artifact '{role}': SHA-256 does not match the manifest (tampered or corrupt)")
-    return Bundle(path=path, manifest=manifest, artifacts=dict(artifacts))
+    raw = manifest_bytes(manifest) if manifest_raw is None else manifest_raw
+    return Bundle(path=path, manifest=manifest, artifacts=dict(artifacts), manifest_raw=raw, signature=signature)
 
 
-def pack(bundle: Bundle, signature: bytes = b"") -> bytes:
+def pack(bundle: Bundle) -> bytes:
     """The packed form (one blob, for upload and flash): magic, manifest, artifacts by sorted role, signature."""
-    raw = manifest_bytes(bundle.manifest)
+    raw, signature = bundle.manifest_raw, bundle.signature
     parts = [PACKED_MAGIC, struct.pack("<I", len(raw)), raw]
     parts += [bundle.artifacts[role] for role in sorted(bundle.manifest["artifacts"])]
     parts += [struct.pack("<I", len(signature)), signature]
     return b"".join(parts)
 
 
-def unpack(blob: bytes) -> tuple[Bundle, bytes]:
-    """Parse and verify a packed bundle; returns the bundle and its (possibly empty) signature."""
+def unpack(blob: bytes) -> Bundle:
+    """Parse and verify a packed bundle (sizes and hashes; the signature is the device's to check)."""
     if len(blob) < len(PACKED_MAGIC) + 8 or not blob.startswith(PACKED_MAGIC):
         raise BundleError("not a packed MetaEdge bundle (bad magic or too short)")
     offset = len(PACKED_MAGIC)
@@ -182,7 +218,8 @@ def unpack(blob: bytes) -> tuple[Bundle, bytes]:
         raise BundleError(f"packed manifest length {length} exceeds the {MAX_MANIFEST}-byte limit")
     if offset + length > len(blob):
         raise BundleError(f"packed bundle is truncated inside its manifest ({len(blob)} of {offset + length} bytes)")
-    manifest = parse_manifest(blob[offset:offset + length])
+    raw = blob[offset:offset + length]
+    manifest = parse_manifest(raw)
     offset += length
     artifacts = {}
     for role in sorted(manifest["artifacts"]):
@@ -199,4 +236,4 @@ def unpack(blob: bytes) -> tuple[Bundle, bytes]:
         raise BundleError(f"packed bundle is truncated inside its signature ({len(blob)} of {offset + sig_len} bytes)")
     if offset + sig_len < len(blob):
         raise BundleError(f"packed bundle has {len(blob) - offset - sig_len} bytes beyond its declared end")
-    return verify(manifest, artifacts), blob[offset:]
+    return verify(manifest, artifacts, None, raw, blob[offset:])

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from metaedge.backends.base import Backend, BackendError
-from metaedge.deploy.bundle import Bundle, BundleError, unpack
+from metaedge.deploy.bundle import Bundle, BundleError, expires, unpack
+from metaedge.deploy.signing import SignatureError, verify
 from metaedge.firmware_sim import boot as bootsm
 from metaedge.firmware_sim.flash import Flash
 from metaedge.firmware_sim.profile import Profile, required_ram
@@ -53,8 +54,18 @@ class Stats:
 
 
 class Device:
-    def __init__(self, state_dir: str | Path, target: str, profile: Profile, flash: Flash | None = None) -> None:
+    """``trusted_keys``: the Ed25519 public keys whose signatures it accepts; with none and
+    ``allow_unsigned`` (development only) it accepts unsigned bundles. ``clock`` gives UTC now."""
+
+    def __init__(self, state_dir: str | Path, target: str, profile: Profile, flash: Flash | None = None,
+                 trusted_keys: list | None = None, allow_unsigned: bool = False, clock=None) -> None:
+        from datetime import datetime, timezone
+
+        if not trusted_keys and not allow_unsigned:
+            raise ValueError("a device needs at least one trusted public key (or allow_unsigned for development)")
         self.target, self.profile = target, profile
+        self.trusted_keys, self.allow_unsigned = list(trusted_keys or []), allow_unsigned
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.flash = flash or Flash(Path(state_dir) / FLASH_FILE, profile.slot_size)
         self.stats = Stats()
         self.upload_session: Upload | None = None
@@ -70,8 +81,8 @@ class Device:
         if image is None:
             return False
         try:
-            bundle, _ = unpack(image)
-            self._admit(bundle)
+            bundle = unpack(image)
+            self._admit(bundle, installing=False)
             backend = make_backend(bundle.target, self.profile.threads)
             backend.load(bundle)
             if not backend.selftest().passed:
@@ -81,8 +92,23 @@ class Device:
         self.backend, self.bundle = backend, bundle
         return True
 
-    def _admit(self, bundle: Bundle) -> None:
-        """Target and resource checks shared by upload verification and boot."""
+    def _admit(self, bundle: Bundle, installing: bool) -> None:
+        """Trust, rollback, expiry, target and resource checks: at upload verification and at every boot."""
+        # strict devices verify every bundle; a development device (allow_unsigned) accepts unsigned
+        # bundles and checks a signature only when it has keys to check it against
+        if not self.allow_unsigned or (bundle.signature and self.trusted_keys):
+            try:
+                verify(bundle.manifest_raw, bundle.signature, self.trusted_keys)
+            except SignatureError as e:
+                raise DeviceError(str(e)) from None
+        floor = self.flash.boot_state().counter
+        if bundle.manifest["security_counter"] < floor:
+            raise DeviceError(f"rollback refused: security counter {bundle.manifest['security_counter']} is below "
+                              f"{floor}, the counter of the confirmed image")
+        deadline = expires(bundle.manifest)
+        if installing and deadline is not None and self.clock() > deadline:
+            raise DeviceError(f"bundle expired at {bundle.manifest['expires']}: refusing to install it "
+                              "(a stale or frozen update channel; ask for a fresh release)")
         if bundle.target != self.target:
             raise DeviceError(f"wrong target: bundle is for '{bundle.target}', this device runs '{self.target}'")
         needed = required_ram(bundle.manifest, self.profile)
@@ -118,7 +144,7 @@ class Device:
                 image = self.flash.verified_image(slot)
                 if image is not None:
                     try:
-                        manifest = unpack(image)[0].manifest
+                        manifest = unpack(image).manifest
                         entry.update(algorithm=manifest["algorithm"]["name"], security_counter=manifest["security_counter"])
                     except BundleError as e:
                         entry.update(error=str(e))
@@ -166,10 +192,10 @@ class Device:
         if digest.hex() != session.sha256:
             raise DeviceError("uploaded image does not match its declared SHA-256 (corrupted or truncated upload); the slot stays empty")
         try:
-            bundle, _ = unpack(image)
+            bundle = unpack(image)
         except BundleError as e:
             raise DeviceError(f"uploaded image is not a valid bundle: {e}") from None
-        self._admit(bundle)
+        self._admit(bundle, installing=True)
         self.flash.commit_header(session.slot, session.length, digest)
         return {"sha256": digest.hex(), "algorithm": bundle.manifest["algorithm"]["name"]}
 

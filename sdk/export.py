@@ -114,9 +114,11 @@ def selftest_vectors(params: Params, inner: InnerLoop, tasks: DemodTasks) -> dic
     return {k: v.numpy().astype(np.float32) for k, v in vectors.items()}
 
 
-def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1, steps: int | None = None) -> Bundle:
+def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1, steps: int | None = None,
+                key=None, expires: str | None = None) -> Bundle:
     """Write the bundle of a trained run for the ONNX target; ``steps`` sets the device's adaptation budget
-    (default: the inner steps the run was trained with)."""
+    (default: the inner steps the run was trained with); ``key`` (Ed25519) signs it; ``expires``
+    (UTC, 2027-01-31T00:00:00Z) is when devices stop accepting it."""
     if steps is not None and steps < 1:
         raise UserError(f"--steps {steps} must be at least 1")
     if not 0 <= security_counter < 2**32:
@@ -162,7 +164,15 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
         },
         "selftest": {"atol": SELFTEST_ATOL, "pilots": SELFTEST_PILOTS, "samples": SELFTEST_SAMPLES},
         "source": {"run": str(Path(run_dir)), "algo": train.algo, "seed": train.seed},
+        **({"expires": expires} if expires else {}),
     }
+    if expires:
+        from metaedge.deploy.bundle import BundleError, expires as parse_expiry
+
+        try:
+            parse_expiry(manifest)
+        except BundleError as e:
+            raise UserError(f"--expires: {e}") from None
     step = adapt_step_graph(params, inner, task.order)
     artifacts = {
         "theta": ("theta.safetensors", tensors.dumps(run.theta)),
@@ -171,4 +181,4 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
         "adapt_loop": ("adapt_loop.onnx", loop_model(step, list(adapted))),
         "selftest": ("selftest.safetensors", tensors.dumps(selftest_vectors(params, inner, tasks))),
     }
-    return write_bundle(out, manifest, artifacts)
+    return write_bundle(out, manifest, artifacts, key=key)

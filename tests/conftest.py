@@ -21,8 +21,25 @@ def _torch_threads():
 
 
 @pytest.fixture(scope="session")
-def trained_bundle(tmp_path_factory):
-    """A briefly trained CAVIA run exported to an ONNX bundle: (run dir, bundle dir). Shared: export takes seconds."""
+def signing_keys(tmp_path_factory):
+    """An Ed25519 key pair for tests: (private key path, public key path)."""
+    from metaedge.deploy.signing import generate
+
+    return generate(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def trusted(signing_keys):
+    """The trusted-key list of a test device provisioned with ``signing_keys``."""
+    from metaedge.deploy.signing import load_public
+
+    return [load_public(signing_keys[1])]
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory, signing_keys):
+    """A briefly trained CAVIA run exported to a signed ONNX bundle: (run dir, bundle dir). Shared: export takes seconds."""
+    from metaedge.deploy.signing import load_private
     from metaedge.sdk.export import export_onnx
     from metaedge.sdk.tasks.demod import DemodConfig
     from metaedge.sdk.training import TrainConfig, Trainer
@@ -32,5 +49,5 @@ def trained_bundle(tmp_path_factory):
                       TrainConfig(algo="cavia", iterations=3, meta_devices=10, val_devices=3, val_every=3, inner_lr=1.0))
     trainer.start(resume=False)
     trainer.run()
-    export_onnx(root / "run", root / "bundle")
+    export_onnx(root / "run", root / "bundle", key=load_private(signing_keys[0]))
     return root / "run", root / "bundle"

@@ -29,6 +29,8 @@ def register(sub) -> None:
     e.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     e.add_argument("--security-counter", type=int, default=1, help="monotonic counter a device uses against rollback (default 1)")
     e.add_argument("--steps", type=int, default=None, help="adaptation steps on the device (default: the run's inner steps)")
+    e.add_argument("--key", type=Path, help="Ed25519 private key to sign with (metaedge keys generate)")
+    e.add_argument("--expires", help="UTC time after which devices refuse to install it, e.g. 2027-01-31T00:00:00Z")
     e.add_argument("--json", action="store_true", help="print the manifest as JSON")
     e.set_defaults(handler=run_export)
     i = sub.add_parser("inspect", help="summarise a bundle (verifies sizes and hashes)",
@@ -36,6 +38,19 @@ def register(sub) -> None:
     i.add_argument("bundle", type=Path, metavar="BUNDLE")
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
     i.set_defaults(handler=run_inspect)
+    g = sub.add_parser("sign", help="sign a bundle's manifest with an Ed25519 key (writes manifest.sig)",
+                       epilog="examples:\n  metaedge keys generate --out keys\n  metaedge sign bundles/cavia --key keys/metaedge.key",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("bundle", type=Path, metavar="BUNDLE")
+    g.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM)")
+    g.set_defaults(handler=run_sign)
+    k = sub.add_parser("keys", help="signing keys", epilog="examples:\n  metaedge keys generate --out keys --name release-2027",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = k.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(k))
+    kg = actions.add_parser("generate", help="a new Ed25519 key pair: NAME.key (private, mode 600) and NAME.pub")
+    kg.add_argument("--out", type=Path, required=True, help="directory for the key files")
+    kg.add_argument("--name", default="metaedge", help="file name stem (default metaedge)")
+    kg.set_defaults(handler=run_keys_generate)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -43,7 +58,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise UserError(f"--target '{args.target}' is not exportable yet; bundle format v1 defines the onnx target")
     from metaedge.sdk.export import export_onnx
 
-    bundle = _bundle_errors(lambda: export_onnx(args.run, args.out, args.security_counter, args.steps))
+    key = _load_key(args.key) if args.key else None
+    bundle = _bundle_errors(lambda: export_onnx(args.run, args.out, args.security_counter, args.steps, key, args.expires))
     print(json.dumps(bundle.manifest, indent=2) if args.json else summary(bundle))
     return 0
 
@@ -54,6 +70,15 @@ def run_inspect(args: argparse.Namespace) -> int:
     bundle = _bundle_errors(lambda: read_bundle(args.bundle))
     print(json.dumps(bundle.manifest, indent=2) if args.json else summary(bundle))
     return 0
+
+
+def _load_key(path: Path):
+    from metaedge.deploy.signing import SignatureError, load_private
+
+    try:
+        return load_private(path)
+    except SignatureError as e:
+        raise UserError(str(e)) from None
 
 
 def _bundle_errors(action):
@@ -78,8 +103,30 @@ def summary(bundle) -> str:
         f"model       {model['kind']} {'→'.join(map(str, model['sizes']))}" + (f" + {model['context']} context inputs" if model["context"] else "")
         + f", {params:,} parameters",
         f"algorithm   {algo['name']}: {algo['inner_steps']} step(s) of SGD, lr {algo['inner_lr']:g}, adapts {adapted}",
-        f"security    counter {m['security_counter']}",
+        f"security    counter {m['security_counter']}, " + (f"expires {m['expires']}, " if "expires" in m else "")
+        + ("signed (manifest.sig)" if bundle.signature else "UNSIGNED"),
         "artifacts",
     ]
     lines += [f"  {role:<11} {e['path']:<22} {e['size']:>8,} B  sha256 {e['sha256'][:16]}…" for role, e in m["artifacts"].items()]
     return "\n".join(lines)
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    from metaedge.deploy.bundle import sign_bundle
+    from metaedge.deploy.signing import key_id
+
+    key = _load_key(args.key)
+    _bundle_errors(lambda: sign_bundle(args.bundle, key))
+    print(f"signed {args.bundle} with key {key_id(key.public_key())} → {args.bundle / 'manifest.sig'}")
+    return 0
+
+
+def run_keys_generate(args: argparse.Namespace) -> int:
+    from metaedge.deploy.signing import SignatureError, generate, key_id, load_public
+
+    try:
+        private, public = generate(args.out, args.name)
+    except SignatureError as e:
+        raise UserError(str(e)) from None
+    print(f"key {key_id(load_public(public))}: private {private} (keep it secret), public {public} (provision devices with it)")
+    return 0

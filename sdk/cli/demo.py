@@ -120,18 +120,24 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     from metaedge.sdk.training import configs_from_run
     from metaedge.sdk.rundir import read_config
 
+    from metaedge.deploy.signing import generate, load_private
+
     run = args.out / args.device_algo
-    bundle_dir, state = args.out / "bundle", args.out / "device"
+    bundle_dir, state, keys = args.out / "bundle", args.out / "device", args.out / "keys"
     for path in (bundle_dir, state):
         shutil.rmtree(path, ignore_errors=True)
-    export_onnx(run, bundle_dir, steps=ADAPT_STEPS)  # the same adaptation budget as the host evaluation
+    if not (keys / "metaedge.key").is_file():
+        generate(keys)  # the demo's own release key; the device trusts only it
+    # the same adaptation budget as the host evaluation; signed, as every device requires
+    export_onnx(run, bundle_dir, steps=ADAPT_STEPS, key=load_private(keys / "metaedge.key"))
     task, train = configs_from_run(read_config(run))
     tasks = DemodTasks(task, seed=train.seed)
     devs = tasks.devices("test", args.devices)
     frame = tasks.frames(devs, max(PILOTS), args.payload, tasks.rng("test", 1))  # the frames 'metaedge eval' used
     reference = ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var)
     proc = subprocess.Popen([sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", args.target,
-                             "--state", str(state), "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+                             "--state", str(state), "--listen", "127.0.0.1:0", "--trusted-key", str(keys / "metaedge.pub")],
+                            stdout=subprocess.PIPE, text=True)
     rows = []
     try:
         url = "tcp://" + proc.stdout.readline().split()[-1]

@@ -9,7 +9,7 @@ from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
 examples:
-  metaedge device serve --target onnx --state devices/dev1 --listen 127.0.0.1:7410
+  metaedge device serve --target onnx --state devices/dev1 --listen 127.0.0.1:7410 --trusted-key keys/metaedge.pub
   metaedge device list --device tcp://127.0.0.1:7410
   metaedge device confirm --device tcp://127.0.0.1:7410
   metaedge device stats --device tcp://127.0.0.1:7410 --json
@@ -27,6 +27,9 @@ def register(sub) -> None:
     s.add_argument("--listen", default="127.0.0.1:7410", help="HOST:PORT on loopback (port 0: any free port), or 'stdio'")
     s.add_argument("--profile", default=None, help="device profile: edge-small (default) or edge-tiny")
     s.add_argument("--threads", type=int, default=None, help="runtime threads (default: the profile's, 1)")
+    s.add_argument("--trusted-key", type=Path, action="append", default=[], metavar="PUB",
+                   help="Ed25519 public key whose signatures the device accepts (repeat for rotation)")
+    s.add_argument("--allow-unsigned", action="store_true", help="development only: accept unsigned bundles")
     s.set_defaults(handler=run_serve)
     for name, help_text in (("info", "target, profile and running image"), ("list", "the two image slots"),
                             ("reset", "reboot: trial-boot a tested image, or revert an unconfirmed one"),
@@ -56,8 +59,16 @@ def run_serve(args: argparse.Namespace) -> int:
         host, _, port = args.listen.rpartition(":")
         if not host or not port.isdigit():
             raise UserError(f"--listen '{args.listen}' is not HOST:PORT (e.g. 127.0.0.1:7410) or 'stdio'")
+    from metaedge.deploy.signing import SignatureError, load_public
+
+    if not args.trusted_key and not args.allow_unsigned:
+        raise UserError("give the device its trusted keys with --trusted-key PUB (repeatable), or --allow-unsigned for development")
     try:
-        device = Device(args.state, args.target, profile)
+        keys = [load_public(path) for path in args.trusted_key]
+    except SignatureError as e:
+        raise UserError(f"--trusted-key: {e}") from None
+    try:
+        device = Device(args.state, args.target, profile, trusted_keys=keys, allow_unsigned=args.allow_unsigned)
     except ValueError as e:
         raise UserError(f"--state {args.state}: {e}") from None
     if args.listen == "stdio":

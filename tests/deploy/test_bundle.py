@@ -105,10 +105,13 @@ def test_writer_refuses_a_used_directory(bundle_dir):
 def test_packed_form_round_trips_and_refuses_damage(bundle_dir):
     from metaedge.deploy.bundle import pack, unpack
 
-    b = read_bundle(bundle_dir)
-    blob = pack(b, signature=b"sig")
-    again, signature = unpack(blob)
-    assert again.manifest == b.manifest and again.artifacts == b.artifacts and signature == b"sig"
+    from dataclasses import replace
+
+    b = replace(read_bundle(bundle_dir), signature=b"sig")
+    blob = pack(b)
+    again = unpack(blob)
+    assert again.manifest == b.manifest and again.artifacts == b.artifacts and again.signature == b"sig"
+    assert again.manifest_raw == (bundle_dir / MANIFEST).read_bytes()
     for damaged, fragment in [(blob[:-1], "truncated inside its signature"), (blob[:40], "truncated"),
                               (b"XX" + blob[2:], "bad magic"), (blob + b"\0", "beyond its declared end")]:
         with pytest.raises(BundleError, match=fragment):

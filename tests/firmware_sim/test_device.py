@@ -10,6 +10,12 @@ from metaedge.firmware_sim.flash import Flash
 from metaedge.firmware_sim.profile import PROFILES
 
 PROFILE = PROFILES["edge-small"]
+KEYS: list = []
+
+
+@pytest.fixture(autouse=True)
+def _keys(trusted):
+    KEYS[:] = trusted
 
 
 @pytest.fixture
@@ -42,14 +48,14 @@ def frame(device, n_pilots=8, n=100, seed=0):
 
 
 def test_fresh_device_serves_management_only(tmp_path):
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     assert device.running.mode == "none" and device.list_images()["images"][0]["valid"] is False
     with pytest.raises(DeviceError, match="no image is running"):
         frame(device)
 
 
 def test_update_cycle_and_persistence(tmp_path, image):
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
     telemetry, out = frame(device)
     assert out["decisions"].shape == (100,) and telemetry["steps"] == 1 and telemetry["slot"] == 0
@@ -57,23 +63,23 @@ def test_update_cycle_and_persistence(tmp_path, image):
     assert info["task"]["classes"] == 16 and info["resources"]["parameters"] == 1896  # 2+10 → 10 → 30 → 30 → 16
     assert np.all((out["confidence"] > 0) & (out["confidence"] <= 1))
     # a restart (new process, same flash) boots the confirmed image
-    again = Device(tmp_path, "onnx", PROFILE)
+    again = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     assert again.running.mode == "confirmed" and again.running.slot == 0
     np.testing.assert_array_equal(frame(again)[1]["decisions"], out["decisions"])
 
 
 def test_unconfirmed_update_reverts_on_the_next_boot(tmp_path, image):
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
     deploy(device, image, confirm=False)            # second image on trial in slot 1
     assert device.running.slot == 1 and device.running.mode == "trial"
-    restarted = Device(tmp_path, "onnx", PROFILE)   # power cut / reboot before confirm
+    restarted = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)   # power cut / reboot before confirm
     assert restarted.running.slot == 0 and restarted.running.mode == "confirmed"
     assert any("revert" in e for e in restarted.stats.boots)
 
 
 def test_uploads_resume_and_refuse_gaps(tmp_path, image):
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     digest = hashlib.sha256(image).hexdigest()
     device.upload(0, len(image), digest, image[:1000])
     with pytest.raises(DeviceError, match="resume at 1000"):
@@ -87,7 +93,7 @@ def test_uploads_resume_and_refuse_gaps(tmp_path, image):
     (lambda img: img[:-5] + b"XXXXX", "does not match its declared SHA-256"),
 ])
 def test_corrupt_upload_is_refused_and_the_running_image_keeps_serving(tmp_path, image, damage, fragment):
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
     bad = damage(image)
     digest = hashlib.sha256(image).hexdigest()  # declared hash of the good image, bytes of the bad one
@@ -99,30 +105,30 @@ def test_corrupt_upload_is_refused_and_the_running_image_keeps_serving(tmp_path,
 
 
 def test_valid_hash_of_garbage_is_refused_as_not_a_bundle(tmp_path):
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     junk = b"not a bundle" * 50
     with pytest.raises(DeviceError, match="not a valid bundle"):
         device.upload(0, len(junk), hashlib.sha256(junk).hexdigest(), junk)
 
 
 def test_oversized_and_misfit_images_are_refused(tmp_path, image):
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     with pytest.raises(DeviceError, match="does not fit the"):
         device.upload(0, PROFILE.slot_size * 4, "00" * 32, b"x")
-    tiny = Device(tmp_path / "tiny", "onnx", type(PROFILE)(**{**PROFILE.to_dict(), "ram": 10_000}))
+    tiny = Device(tmp_path / "tiny", "onnx", type(PROFILE)(**{**PROFILE.to_dict(), "ram": 10_000}), trusted_keys=KEYS)
     with pytest.raises(DeviceError, match="needs .* bytes of RAM"):
         upload(tiny, image)
 
 
 def test_chunk_past_the_declared_length_is_refused(tmp_path, image):
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     digest = hashlib.sha256(image).hexdigest()
     with pytest.raises(DeviceError, match="runs past the declared image length"):
         device.upload(0, 100, digest, image[:200])
 
 
 def test_wrong_target_is_refused(tmp_path, image):
-    device = Device(tmp_path, "loihi", PROFILE)
+    device = Device(tmp_path, "loihi", PROFILE, trusted_keys=KEYS)
     with pytest.raises(DeviceError, match="wrong target"):
         upload(device, image)
 
@@ -130,7 +136,7 @@ def test_wrong_target_is_refused(tmp_path, image):
 def test_a_trial_that_fails_its_selftest_reverts_at_once(tmp_path, image, monkeypatch):
     from metaedge.backends.onnx import OnnxBackend
 
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
     result = upload(device, image)
     device.test(result["sha256"])
@@ -138,11 +144,11 @@ def test_a_trial_that_fails_its_selftest_reverts_at_once(tmp_path, image, monkey
     booted = device.reset()
     assert booted["mode"] == "none" or booted["slot"] == 0
     monkeypatch.undo()
-    assert Device(tmp_path, "onnx", PROFILE).running.slot == 0
+    assert Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS).running.slot == 0
 
 
 def test_torn_trailer_write_keeps_the_previous_boot_state(tmp_path, image):
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
     flash = Flash(tmp_path / "flash.img", PROFILE.slot_size)
     state = flash.boot_state()
@@ -164,7 +170,7 @@ def test_torn_trailer_write_keeps_the_previous_boot_state(tmp_path, image):
     ({"pilots": None}, "must be a float32 array"),
 ])
 def test_malformed_frames_are_refused_and_the_device_keeps_serving(tmp_path, image, arrays, fragment):
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
     good = {"pilots": np.zeros((4, 2), np.float32), "payload": np.zeros((10, 2), np.float32)}
     with pytest.raises(DeviceError, match=fragment):
@@ -173,7 +179,7 @@ def test_malformed_frames_are_refused_and_the_device_keeps_serving(tmp_path, ima
 
 
 def test_frames_use_the_known_pilot_sequence_when_labels_are_omitted(tmp_path, image, trained_bundle):
-    device = Device(tmp_path, "onnx", PROFILE)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
     sequence = read_bundle(trained_bundle[1]).manifest["task"]["pilot_sequence"]
     rng = np.random.default_rng(0)

@@ -20,10 +20,18 @@ ROOT = Path(__file__).resolve().parents[2]
 LAVA_PYTHON = os.environ.get("METAEDGE_LAVA_PYTHON") or str(ROOT / ".venv-lava" / "bin" / "python")
 
 
+PUBLIC_KEY: list = []
+
+
+@pytest.fixture(autouse=True)
+def _public_key(signing_keys):
+    PUBLIC_KEY[:] = [str(signing_keys[1])]
+
+
 class DeviceProcess:
     def __init__(self, state: Path, python: str = sys.executable) -> None:
         cmd = [python, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", "onnx", "--state", str(state),
-               "--listen", "127.0.0.1:0"]
+               "--listen", "127.0.0.1:0", "--trusted-key", PUBLIC_KEY[0]]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
         line = self.proc.stdout.readline()
@@ -127,8 +135,10 @@ def test_management_commands_answer_bad_input_with_one_line(capsys, tmp_path):
     assert "is 'metaedge device serve' running?" in capsys.readouterr().err
     assert main(["deploy", str(tmp_path), "--device", "tcp://127.0.0.1:1"]) == 2
     assert "has no manifest.json" in capsys.readouterr().err
-    assert main(["device", "serve", "--state", str(tmp_path), "--listen", "nowhere"]) == 2
+    assert main(["device", "serve", "--state", str(tmp_path), "--listen", "nowhere", "--allow-unsigned"]) == 2
     assert "is not HOST:PORT" in capsys.readouterr().err
+    assert main(["device", "serve", "--state", str(tmp_path)]) == 2
+    assert "--trusted-key PUB" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -146,7 +156,7 @@ def test_a_device_in_the_lava_environment_serves_frames(trained_bundle, tmp_path
 
 def test_stdio_transport(trained_bundle, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--state", str(tmp_path),
-                             "--listen", "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                             "--listen", "stdio", "--allow-unsigned"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     proc.stdin.write(wire.encode({"op": "info", "seq": 1}) + wire.encode({"op": "nope", "seq": 2}))
     proc.stdin.close()
     first, second = wire.read_message(proc.stdout)[0], wire.read_message(proc.stdout)[0]
