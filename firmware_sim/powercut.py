@@ -1,0 +1,157 @@
+"""Power-cut injection, after MCUboot's ``perm_with_fails``: run an update (or a revert) and cut
+power at every flash write, from the first to the last, then reboot and check the device.
+
+A cut either happens before the write (nothing written) or tears it (a prefix written). Writes
+to the trailer are also torn at the byte positions of its magic, sequence and slot flags.
+After every cut the device restarts on the same flash and must boot a verified image (the old
+or the new one), serve a frame with the decisions that image gives, and never run an image
+whose slot does not verify.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from metaedge.firmware_sim.device import FLASH_FILE, Device
+from metaedge.firmware_sim.flash import RECORD_SIZE, PowerCut
+
+CHUNK = 1024                       # small upload chunks: more writes, more cut points
+TRAILER_SPLITS = (4, 8, 12, 13, 14, 15, 19, 22)   # inside magic, sequence, slot flags, counter, CRC
+
+
+@dataclass
+class Report:
+    scenario: str
+    writes: int = 0
+    cuts: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"scenario": self.scenario, "writes": self.writes, "cuts": self.cuts,
+                "failures": len(self.failures), "failure_examples": self.failures[:5]}
+
+
+def _upload_and_test(device: Device, image: bytes) -> None:
+    digest = hashlib.sha256(image).hexdigest()
+    for offset in range(0, len(image), CHUNK):
+        device.upload(offset, len(image), digest, image[offset:offset + CHUNK])
+    device.test(digest)
+
+
+def update(device: Device, image: bytes) -> None:
+    """Upload, test, trial boot, confirm."""
+    _upload_and_test(device, image)
+    device.reset()
+    device.confirm()
+
+
+def revert(device: Device, image: bytes) -> None:
+    """Upload, test, trial boot, then reboot without confirming: the old image comes back."""
+    _upload_and_test(device, image)
+    device.reset()
+    device.reset()
+
+
+SCENARIOS: dict[str, Callable[[Device, bytes], None]] = {"update": update, "revert": revert}
+
+
+class _Cutter:
+    """A flash write hook that records every write and cuts power at one of them."""
+
+    def __init__(self, flash_path: Path, cut_at: int | None, keep: int | None) -> None:
+        self.path, self.cut_at, self.keep = flash_path, cut_at, keep
+        self.writes: list[tuple[int, int]] = []   # (offset, length) of each write, in order
+
+    def __call__(self, offset: int, data: bytes) -> None:
+        self.writes.append((offset, len(data)))
+        if len(self.writes) != self.cut_at:
+            return
+        if self.keep:  # a torn write: only a prefix reaches the flash
+            with open(self.path, "r+b") as f:
+                f.seek(offset)
+                f.write(data[: self.keep])
+        raise PowerCut(f"power cut at write {len(self.writes)}")
+
+
+def run(scenario: str, base_state: Path, work: Path, image: bytes, make_device: Callable[..., Device],
+        frame: dict, expected: dict[str, np.ndarray], progress: Callable[[], None] | None = None) -> Report:
+    """Cut power at every write of ``scenario``; ``expected`` maps image sha256 → decisions on ``frame``."""
+    report = Report(scenario)
+    state = work / "state"
+
+    def attempt(cut_at: int | None, keep: int | None) -> tuple[_Cutter, Device]:
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.copytree(base_state, state)
+        device = make_device(state)
+        cutter = _Cutter(state / FLASH_FILE, cut_at, keep)
+        device.flash.write_hook = cutter
+        try:
+            SCENARIOS[scenario](device, image)
+        except PowerCut:
+            pass
+        return cutter, device
+
+    recorder, device = attempt(None, None)
+    report.writes = len(recorder.writes)
+    trailer = 2 * device.flash.slot_size
+    for write, (offset, length) in enumerate(recorder.writes, start=1):
+        keeps = [None, max(1, length // 2)]
+        if offset >= trailer:
+            keeps += [k for k in TRAILER_SPLITS if k < RECORD_SIZE]
+        for keep in keeps:
+            attempt(write, keep)
+            report.cuts += 1
+            problem = _check(make_device, state, frame, expected)
+            if problem:
+                report.failures.append(f"write {write} at {offset}, {'clean cut' if keep is None else f'torn after {keep} bytes'}: {problem}")
+            if progress:
+                progress()
+    return report
+
+
+def _check(make_device: Callable[..., Device], state: Path, frame: dict, expected: dict[str, np.ndarray]) -> str | None:
+    """Reboot on the flash a cut left behind; describe what is wrong, or None."""
+    try:
+        device = make_device(state)
+    except Exception as e:  # noqa: BLE001 — any failure to boot is what we count
+        return f"boot failed: {type(e).__name__}: {e}"
+    if device.running.slot is None:
+        return "no image running after the cut"
+    header = device.flash.header(device.running.slot)
+    image = device.flash.verified_image(device.running.slot)
+    if header is None or image is None:
+        return f"running slot {device.running.slot} does not verify"
+    digest = hashlib.sha256(image).hexdigest()
+    if digest not in expected:
+        return f"running an image nobody deployed ({digest[:12]})"
+    try:
+        _, out = device.frame(frame)
+    except Exception as e:  # noqa: BLE001
+        return f"frame failed: {type(e).__name__}: {e}"
+    if not np.array_equal(out["decisions"], expected[digest]):
+        return "frame decisions differ from the image's own"
+    return None
+
+
+def prepare(base: Path, old_image: bytes, make_device: Callable[..., Device]) -> Device:
+    """A device with ``old_image`` installed and confirmed, without cuts."""
+    device = make_device(base)
+    update(device, old_image)
+    return device
+
+
+def default_frame(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"pilots": rng.normal(0, 2, (8, 2)).astype(np.float32), "payload": rng.normal(0, 2, (200, 2)).astype(np.float32)}
+
+
+def decisions_of(make_device: Callable[..., Device], work: Path, image: bytes, frame: dict) -> np.ndarray:
+    """What a device running ``image`` decides on ``frame`` (the reference for the checks)."""
+    device = make_device(work)
+    update(device, image)
+    return device.frame(frame)[1]["decisions"]
