@@ -21,6 +21,7 @@ from metaedge.firmware_sim.flash import Flash
 from metaedge.firmware_sim.profile import Profile, required_ram
 
 FLASH_FILE = "flash.img"
+GUARD_NATS = 0.5   # an adaptation may not raise the mean pilot loss by more than this (nats)
 
 
 class DeviceError(Exception):
@@ -47,6 +48,7 @@ class Upload:
 class Stats:
     frames: int = 0
     errors: int = 0
+    fallbacks: int = 0
     symbols: int = 0
     adapt_s: float = 0.0
     infer_s: float = 0.0
@@ -145,7 +147,8 @@ class Device:
                 if image is not None:
                     try:
                         manifest = unpack(image).manifest
-                        entry.update(algorithm=manifest["algorithm"]["name"], security_counter=manifest["security_counter"])
+                        entry.update(algorithm=manifest["algorithm"]["name"], security_counter=manifest["security_counter"],
+                                     expires=manifest.get("expires"))
                     except BundleError as e:
                         entry.update(error=str(e))
             images.append(entry)
@@ -242,8 +245,17 @@ class Device:
             raise DeviceError("'labels' must be an integer array with one class per pilot")
         if labels.min() < 0 or labels.max() >= classes:
             raise DeviceError(f"pilot labels must lie in [0, {classes})")
+        labels = labels.astype(np.int64)
         self.backend.reset()
-        report = self.backend.adapt(pilots, labels.astype(np.int64))
+        before = self._pilot_loss(pilots, labels)
+        report = self.backend.adapt(pilots, labels)
+        after = self._pilot_loss(pilots, labels)
+        fallback = None
+        if not np.isfinite(after) or after > before + GUARD_NATS:
+            # the adaptation diverged on these pilots: decode this frame with the meta-learned θ
+            fallback = f"pilot loss {before:.3g} → {after:.3g} after adaptation; decoded with θ"
+            self.backend.reset()
+            self.stats.fallbacks += 1
         start = time.perf_counter()
         probs = self.backend.predict(payload)
         infer = time.perf_counter() - start
@@ -254,11 +266,18 @@ class Device:
         self.stats.adapt_s += report.seconds
         self.stats.infer_s += infer
         telemetry = {"adapt_us": report.seconds * 1e6, "infer_us": infer * 1e6, "steps": report.steps,
-                     "pilots": int(pilots.shape[0]), "symbols": int(payload.shape[0]), "slot": self.running.slot}
+                     "pilots": int(pilots.shape[0]), "symbols": int(payload.shape[0]), "slot": self.running.slot,
+                     "fallback": fallback}
         return telemetry, {"decisions": decisions.astype(np.int16), "confidence": confidence.astype(np.float32)}
+
+    def _pilot_loss(self, pilots: np.ndarray, labels: np.ndarray) -> float:
+        """Mean −log p of the pilots' classes under the current parameters (the adaptation guard)."""
+        with np.errstate(all="ignore"):
+            log_probs = self.backend.log_probs(pilots)
+            return float(-log_probs[np.arange(len(labels)), labels].mean())
 
     def stats_report(self) -> dict:
         s = self.stats
         per = lambda total: total / s.frames * 1e6 if s.frames else None  # noqa: E731
-        return {"frames": s.frames, "errors": s.errors, "symbols": s.symbols, "mean_adapt_us": per(s.adapt_s),
+        return {"frames": s.frames, "errors": s.errors, "fallbacks": s.fallbacks, "symbols": s.symbols, "mean_adapt_us": per(s.adapt_s),
                 "mean_infer_us": per(s.infer_s), "boot_events": s.boots[-10:], "running": self.running.slot, "mode": self.running.mode}

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -94,9 +95,9 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
     }
 
 
-def bench_round_trip(bundle_path: Path, frames: int, pilots: int, symbols: int, state: Path) -> dict:
-    """Start a real device process, deploy, stream frames; round trip, device time and peak memory."""
-    from metaedge.sdk.cli.deploy import stream_frames
+@contextlib.contextmanager
+def device_process(bundle_path: Path, state: Path):
+    """A real device process on loopback with ``bundle_path`` deployed and confirmed: yields (process, url)."""
     from metaedge.sdk.cli.main import main
 
     cmd = [sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", "onnx", "--state", str(state),
@@ -108,11 +109,64 @@ def bench_round_trip(bundle_path: Path, frames: int, pilots: int, symbols: int, 
             deployed = main(["deploy", str(bundle_path), "--device", url, "--confirm", "--quiet"])
         if deployed != 0:
             raise RuntimeError("deployment to the benchmark device failed")
-        report = stream_frames(url, frames, pilots, symbols, seed=0)
-        status = Path(f"/proc/{proc.pid}/status")
-        peak = next((int(line.split()[1]) * 1024 for line in status.read_text().splitlines() if line.startswith("VmHWM")), None) if status.exists() else None
+        yield proc, url
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _proc_status(pid: int) -> dict:
+    """Resident and peak memory (bytes) and open file descriptors of a process, from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) * 1024
+    return {"rss": fields.get("VmRSS"), "peak_rss": fields.get("VmHWM"), "fds": len(list(Path(f"/proc/{pid}/fd").iterdir()))}
+
+
+def bench_round_trip(bundle_path: Path, frames: int, pilots: int, symbols: int, state: Path) -> dict:
+    """Deploy to a real device process, stream frames; round trip, device time and peak memory."""
+    from metaedge.sdk.cli.deploy import stream_frames
+
+    with device_process(bundle_path, state) as (proc, url):
+        report = stream_frames(url, frames, pilots, symbols, seed=0)
+        peak = _proc_status(proc.pid)["peak_rss"]
     return {"frames": frames, "round_trip_us": report["round_trip_us"], "device_us": report["device_us"],
             "device_peak_rss_bytes": peak}
+
+
+def bench_soak(bundle_path: Path, frames: int, pilots: int, symbols: int, state: Path,
+               progress: Callable[[int], None] | None = None) -> dict:
+    """Many frames against one device process: throughput, latency, memory growth, file descriptors."""
+    from metaedge.deploy.client import DeviceClient
+    from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
+
+    tasks = DemodTasks(DemodConfig(pilots=pilots, val_pilots=1, payload=symbols, frame=pilots + symbols), seed=0)
+    pool = 500
+    batch = tasks.frames(tasks.devices("test", pool), pilots, symbols, tasks.rng("test", 1))
+    warmup = max(1, frames // 10)
+    latencies = np.empty(frames)
+    with device_process(bundle_path, state) as (proc, url), DeviceClient(url) as client:
+        start = time.perf_counter()
+        for i in range(frames):
+            if i == warmup:
+                after_warmup = _proc_status(proc.pid)
+            k = i % pool
+            t = time.perf_counter()
+            client.call("frame", {"pilots": batch.x_tr[k], "labels": batch.y_tr[k].astype(np.int32), "payload": batch.x_va[k]})
+            latencies[i] = time.perf_counter() - t
+            if progress and i % 1000 == 999:
+                progress(1000)
+        elapsed = time.perf_counter() - start
+        end = _proc_status(proc.pid)
+        served = client.call("stats")[0]
+    return {
+        "benchmark": "soak", "frames": frames, "pilots": pilots, "symbols": symbols, "seconds": elapsed,
+        "frames_per_s": frames / elapsed,
+        "round_trip_us": {f"p{q}": float(np.percentile(latencies, q) * 1e6) for q in (50, 90, 99, 99.9)},
+        "rss_after_warmup": after_warmup["rss"], "rss_end": end["rss"],
+        "rss_growth_percent": 100.0 * (end["rss"] - after_warmup["rss"]) / after_warmup["rss"],
+        "fds_after_warmup": after_warmup["fds"], "fds_end": end["fds"],
+        "device_frames": served["frames"], "device_errors": served["errors"], "device_fallbacks": served["fallbacks"],
+    }

@@ -49,6 +49,7 @@ def register(sub) -> None:
     d.set_defaults(handler=run_device)
     register_powercut(benches)
     register_fuzz(benches)
+    register_soak(benches)
 
 
 def register_powercut(benches) -> None:
@@ -142,6 +143,42 @@ def run_fuzz(args: argparse.Namespace) -> int:
         total = report["total"]
         print(f"total: {total['inputs']} inputs, {total['crashes']} crashes, {total['hangs']} hangs")
     return 0 if report["total"]["crashes"] == report["total"]["hangs"] == 0 else 1
+
+
+def register_soak(benches) -> None:
+    p = benches.add_parser("soak", help="many frames against one device process: throughput, latency, memory, fds",
+                           epilog="examples:\n  metaedge bench soak --bundle runs/demo/bundle --frames 100000 --json",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--frames", type=positive_int, default=100_000, help="frames in all (default 100000)")
+    p.add_argument("--pilots", type=positive_int, default=8)
+    p.add_argument("--symbols", type=positive_int, default=100, help="payload symbols per frame (default 100)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_soak)
+
+
+def run_soak(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from tqdm import tqdm
+
+    from metaedge.deploy.bundle import BundleError, read_bundle
+    from metaedge.sdk.bench_device import bench_soak
+
+    try:
+        read_bundle(args.bundle)
+    except BundleError as e:
+        raise UserError(f"{args.bundle}: {e}") from None
+    with tempfile.TemporaryDirectory() as state, tqdm(total=args.frames, desc="soak", disable=None, file=sys.stderr) as bar:
+        report = bench_soak(args.bundle, args.frames, args.pilots, args.symbols, Path(state), progress=bar.update)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        lat = report["round_trip_us"]
+        print(f"{report['frames']} frames in {report['seconds']:.0f} s ({report['frames_per_s']:.0f}/s); round trip p50 "
+              f"{lat['p50']:.0f} µs, p99 {lat['p99']:.0f} µs, p99.9 {lat['p99.9']:.0f} µs; RSS growth "
+              f"{report['rss_growth_percent']:+.2f} %; fds {report['fds_after_warmup']} → {report['fds_end']}")
+    return 0
 
 
 def run_device(args: argparse.Namespace) -> int:

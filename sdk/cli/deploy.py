@@ -95,7 +95,8 @@ def stream_frames(url: str, frames: int, pilots: int, symbols: int, seed: int) -
         if info["task"] is None:
             raise UserError(f"no image is running on {url}: deploy a bundle first")
         # frames for the task the running receiver was trained for (impairment distributions: the published setup)
-        task = DemodConfig(order=info["task"]["classes"], snr_db=info["task"]["snr_db"], payload=symbols, frame=pilots + symbols)
+        task = DemodConfig(order=info["task"]["classes"], snr_db=info["task"]["snr_db"], pilots=pilots, val_pilots=1,
+                          payload=symbols, frame=pilots + symbols)
         tasks = DemodTasks(task, seed=seed)
         batch = tasks.frames(tasks.devices("test", frames), pilots, symbols, tasks.rng("test", 1))
         result = send_frames(client, url, batch.x_tr, batch.y_tr, batch.x_va)

@@ -110,7 +110,9 @@ def run_management(args: argparse.Namespace) -> int:
     elif args.op == "image.list":
         for image in header["images"]:
             flags = [f for f in ("active", "confirmed", "pending", "trial") if image[f]]
-            desc = f"{image.get('algorithm', '?')}, counter {image.get('security_counter', '?')}, {image['size']:,} B, sha256 {image['sha256'][:16]}…" if image["valid"] else "empty"
+            desc = (f"{image.get('algorithm', '?')}, counter {image.get('security_counter', '?')}, {image['size']:,} B, "
+                    f"sha256 {image['sha256'][:16]}…" + (f", expires {image['expires']}" if image.get("expires") else "")
+                    if image["valid"] else "empty")
             print(f"slot {image['slot']}: {desc}  [{' '.join(flags)}]")
     else:
         print("\n".join(f"{k}: {v}" for k, v in header.items()))

@@ -172,3 +172,4 @@ def test_expired_bundle(device, make_variant):
     fresh = make_variant(expires="2999-01-01T00:00:00Z", security_counter=2)
     install(device, pack(read_bundle(fresh)))
     still_serving(device, slot=1)
+    assert device.list_images()["images"][1]["expires"] == "2999-01-01T00:00:00Z"

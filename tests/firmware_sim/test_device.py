@@ -187,3 +187,31 @@ def test_frames_use_the_known_pilot_sequence_when_labels_are_omitted(tmp_path, i
     implicit = device.frame({"pilots": pilots, "payload": payload})[1]
     explicit = device.frame({"pilots": pilots, "payload": payload, "labels": np.array(sequence[:5], np.int32)})[1]
     np.testing.assert_array_equal(implicit["decisions"], explicit["decisions"])
+
+
+def test_a_diverging_adaptation_falls_back_to_theta(tmp_path, image, monkeypatch):
+    import onnxruntime as ort
+
+    from metaedge.backends.onnx import OnnxBackend
+
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
+    deploy(device, image)
+    real_adapt = OnnxBackend.adapt
+
+    def exploding(self, pilots, labels):  # the real adaptation, then a step that blew up
+        report = real_adapt(self, pilots, labels)
+        for name in self.adapted_names:
+            self.current[name] = ort.OrtValue.ortvalue_from_numpy(self.current[name].numpy() * 1e6)
+        return report
+
+    rng = np.random.default_rng(3)
+    payload = rng.normal(0, 2, (400, 2)).astype(np.float32)
+    pilots = rng.normal(0, 2, (8, 2)).astype(np.float32)
+    monkeypatch.setattr(OnnxBackend, "adapt", exploding)
+    telemetry, out = device.frame({"pilots": pilots, "payload": payload})
+    assert telemetry["fallback"] and "decoded with θ" in telemetry["fallback"]
+    device.backend.reset()
+    np.testing.assert_array_equal(out["decisions"], device.backend.predict(payload).argmax(-1))  # θ's decisions
+    assert device.stats_report()["fallbacks"] == 1
+    monkeypatch.undo()
+    assert device.frame({"pilots": pilots, "payload": payload})[0]["fallback"] is None  # ordinary frames adapt as usual

@@ -163,3 +163,10 @@ def test_stdio_transport(trained_bundle, tmp_path):
     assert first["ok"] and first["target"] == "onnx" and first["mode"] == "none"
     assert not second["ok"] and second["seq"] == 2
     assert proc.wait(10) == 0
+
+
+def test_run_with_short_frames(device, trained_bundle, capsys):
+    cli("deploy", str(trained_bundle[1]), "--device", device.url, "--confirm", "--quiet")
+    capsys.readouterr()
+    cli("run", "--device", device.url, "--frames", "3", "--pilots", "2", "--symbols", "20", "--json")
+    assert json.loads(capsys.readouterr().out)["symbols"] == 20

@@ -13,3 +13,11 @@ def test_variants_agree_and_report_medians(trained_bundle):
 def test_round_trip_through_a_real_device(trained_bundle, tmp_path):
     report = bench_round_trip(trained_bundle[1], frames=5, pilots=8, symbols=200, state=tmp_path)
     assert report["round_trip_us"]["p50"] > 0 and report["device_peak_rss_bytes"] > 1 << 20
+
+
+def test_soak_machinery(trained_bundle, tmp_path):
+    from metaedge.sdk.bench_device import bench_soak
+
+    report = bench_soak(trained_bundle[1], frames=300, pilots=8, symbols=50, state=tmp_path)
+    assert report["device_frames"] == 300 and report["device_errors"] == 0
+    assert report["fds_end"] == report["fds_after_warmup"] and report["frames_per_s"] > 0
