@@ -1,12 +1,14 @@
 """``metaedge bench fuzz``: many mutated inputs against every reader of untrusted bytes.
 
 Seeded mutations (byte flips, insertions, deletions, truncations, overwrites, splices) of a
-valid packed bundle, its manifest, a safetensors file and a protocol message. Each input must
+valid packed bundle, its manifest, a safetensors file, a protocol message, and the bundle's
+adaptation graph (with its hash updated, so that ONNX Runtime itself must parse it). Each input must
 be accepted or refused with the reader's own typed error; anything else is a crash, and an
 input that takes longer than ``HANG_S`` is a hang.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 import traceback
@@ -15,7 +17,9 @@ from typing import Callable
 import numpy as np
 
 from metaedge.deploy import tensors, wire
-from metaedge.deploy.bundle import Bundle, BundleError, pack, parse_manifest, unpack
+from metaedge.backends.base import BackendError
+from metaedge.backends.onnx import OnnxBackend
+from metaedge.deploy.bundle import Bundle, BundleError, pack, parse_manifest, sha256, unpack
 
 HANG_S = 1.0
 
@@ -43,6 +47,17 @@ def mutate(seed: bytes, rng: np.random.Generator, corpus: list[bytes]) -> bytes:
     return bytes(data)
 
 
+def graph_reader(bundle: Bundle, role: str) -> Callable[[bytes], object]:
+    """Load a bundle whose ``role`` graph is replaced (hashes updated, so ONNX Runtime itself parses it) and self-test it."""
+    def read(graph: bytes) -> object:
+        entry = {**bundle.manifest["artifacts"][role], "size": len(graph), "sha256": sha256(graph)}
+        manifest = {**bundle.manifest, "artifacts": {**bundle.manifest["artifacts"], role: entry}}
+        backend = OnnxBackend()
+        backend.load(dataclasses.replace(bundle, manifest=manifest, artifacts={**bundle.artifacts, role: graph}))
+        return backend.selftest()
+    return read
+
+
 def targets(bundle: Bundle) -> dict[str, tuple[bytes, Callable[[bytes], object], type[Exception]]]:
     safetensors = bundle.artifacts["theta"]
     message = wire.encode({"op": "frame", "seq": 1}, {"pilots": np.zeros((8, 2), np.float32),
@@ -52,6 +67,7 @@ def targets(bundle: Bundle) -> dict[str, tuple[bytes, Callable[[bytes], object],
         "manifest": (bundle.manifest_raw, parse_manifest, BundleError),
         "safetensors": (safetensors, tensors.loads, tensors.TensorFileError),
         "protocol_message": (message, lambda b: wire.read_message(io.BytesIO(b)), wire.WireError),
+        "onnx_graph": (bundle.artifacts["adapt_step"], graph_reader(bundle, "adapt_step"), BackendError),
     }
 
 

@@ -15,6 +15,8 @@ Three ways to run the inner loop, measured by ``metaedge bench device``:
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 
 import numpy as np
@@ -44,7 +46,10 @@ class OnnxBackend:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
-            return ort.InferenceSession(self.bundle.artifacts[role], options, providers=["CPUExecutionProvider"])
+            # ONNX Runtime prints provider diagnostics to stdout; on a device serving over stdio that is
+            # the protocol stream, so they go to stderr
+            with contextlib.redirect_stdout(sys.stderr):
+                return ort.InferenceSession(self.bundle.artifacts[role], options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for invalid models
             raise BackendError(f"graph '{role}' cannot be loaded by ONNX Runtime: {e}") from None
 
@@ -160,6 +165,8 @@ class OnnxBackend:
             errors.append(np.abs(self.log_probs(vectors["forward.samples"]) - vectors["adapt.log_probs"]).max())
         except KeyError as e:
             raise BackendError(f"self-test vectors lack {e}") from None
+        except Exception as e:  # the runtime's own errors (a graph that loads but cannot run these inputs)
+            raise BackendError(f"self-test could not run: {type(e).__name__}: {e}") from None
         finally:
             self.reset()
         worst = float(max(errors))

@@ -100,3 +100,22 @@ def test_a_bundle_without_the_optional_loop_graph_falls_back_to_stepping(bundle_
     backend = OnnxBackend()
     backend.load(rewritten(bundle_path, tmp_path, drop_loop))
     assert backend.effective_mode == "iobinding" and backend.selftest().passed
+
+
+def test_runtime_diagnostics_never_reach_stdout(bundle_path, tmp_path, capfd):
+    """A device serving over stdio uses stdout as the protocol stream. Some corrupt models make ONNX
+    Runtime print an "EP Error" diagnostic; find one among seeded mutations and check where it went."""
+    from metaedge.sdk.bench_fuzz import mutate
+
+    forward = read_bundle(bundle_path).artifacts["forward"]
+    for seed in range(400):
+        graph = mutate(forward, np.random.default_rng(seed), [forward])
+        try:
+            OnnxBackend().load(rewritten(bundle_path, tmp_path / str(seed), files={"forward": graph}))
+        except BackendError:
+            pass
+        captured = capfd.readouterr()
+        assert captured.out == "", captured.out
+        if "EP Error" in captured.err:
+            return  # the diagnostic was printed, and on stderr
+    pytest.fail("no mutation made ONNX Runtime print its diagnostic; the check did not run")

@@ -128,3 +128,19 @@ def fuzz_device(trained_bundle, tmp_path_factory):
     device.test(digest)
     device.reset()
     return device
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_target_artifact_reader(trained_bundle, data):
+    """Mutated ONNX graphs with valid hashes reach ONNX Runtime: refused with BackendError or run."""
+    from metaedge.backends.base import BackendError
+    from metaedge.sdk.bench_fuzz import graph_reader
+
+    bundle = read_bundle(trained_bundle[1])
+    role = data.draw(st.sampled_from(["forward", "adapt_step", "adapt_loop"]))
+    graph = data.draw(mutated(bundle.artifacts[role]))
+    try:
+        graph_reader(bundle, role)(graph)
+    except BackendError:
+        pass
