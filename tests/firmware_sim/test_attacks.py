@@ -173,3 +173,16 @@ def test_expired_bundle(device, make_variant):
     install(device, pack(read_bundle(fresh)))
     still_serving(device, slot=1)
     assert device.list_images()["images"][1]["expires"] == "2999-01-01T00:00:00Z"
+
+
+def test_key_rotation_with_two_trusted_keys(trusted, make_variant, tmp_path):
+    from metaedge.deploy.signing import load_public
+
+    new_private, new_public = generate(tmp_path / "next-release")
+    stranger, _ = generate(tmp_path / "stranger")
+    device = Device(tmp_path / "rotating", "onnx", PROFILE, trusted_keys=[*trusted, load_public(new_public)])
+    install(device, pack(read_bundle(make_variant(security_counter=1))))                      # old key
+    install(device, pack(read_bundle(make_variant(key=new_private, security_counter=2))))     # new key
+    still_serving(device, slot=1)
+    with pytest.raises(DeviceError, match="does not verify with any trusted key"):
+        upload(device, pack(read_bundle(make_variant(key=stranger, security_counter=3))))
