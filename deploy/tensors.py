@@ -1,4 +1,4 @@
-"""Safetensors files with numpy alone: no pickle, no torch, strict validation on read.
+"""Safetensors files with numpy alone: plain data only, no code runs on load, no torch, strict validation on read.
 
 Layout (https://github.com/huggingface/safetensors, format as of 0.4): an 8-byte
 little-endian unsigned header length N, N bytes of UTF-8 JSON, then the data buffer. The

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import int_list, positive_int, str_list
+from metaedge.sdk.cli.parsing import int_list, positive_int, read_bundle_arg, str_list
 from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
@@ -72,15 +72,12 @@ def run_powercut(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from metaedge.deploy.bundle import BundleError, manifest_bytes, pack, read_bundle
+    from metaedge.deploy.bundle import manifest_bytes, pack
     from metaedge.firmware_sim import powercut
     from metaedge.firmware_sim.device import Device
     from metaedge.firmware_sim.profile import DEFAULT, PROFILES
 
-    try:
-        old = read_bundle(args.bundle)
-    except BundleError as e:
-        raise UserError(f"{args.bundle}: {e}") from None
+    old = read_bundle_arg(args.bundle)
     manifest = {**old.manifest, "security_counter": old.manifest["security_counter"] + 1,
                 "selftest": {**old.manifest["selftest"], "atol": old.manifest["selftest"]["atol"] * 2}}
     new = dataclasses.replace(old, manifest=manifest, manifest_raw=manifest_bytes(manifest), signature=b"")
@@ -125,13 +122,9 @@ def register_fuzz(benches) -> None:
 def run_fuzz(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from metaedge.deploy.bundle import BundleError, read_bundle
     from metaedge.sdk.bench_fuzz import bench_fuzz
 
-    try:
-        bundle = read_bundle(args.bundle)
-    except BundleError as e:
-        raise UserError(f"{args.bundle}: {e}") from None
+    bundle = read_bundle_arg(args.bundle)
     with tqdm(total=args.count, desc="fuzz", disable=None, file=sys.stderr) as bar:
         report = bench_fuzz(bundle, args.count, args.seed, progress=bar.update)
     if args.json:
@@ -162,13 +155,9 @@ def run_soak(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from metaedge.deploy.bundle import BundleError, read_bundle
     from metaedge.sdk.bench_device import bench_soak
 
-    try:
-        read_bundle(args.bundle)
-    except BundleError as e:
-        raise UserError(f"{args.bundle}: {e}") from None
+    read_bundle_arg(args.bundle)
     with tempfile.TemporaryDirectory() as state, tqdm(total=args.frames, desc="soak", disable=None, file=sys.stderr) as bar:
         report = bench_soak(args.bundle, args.frames, args.pilots, args.symbols, Path(state), progress=bar.update)
     if args.json:
@@ -184,13 +173,9 @@ def run_soak(args: argparse.Namespace) -> int:
 def run_device(args: argparse.Namespace) -> int:
     import tempfile
 
-    from metaedge.deploy.bundle import BundleError, read_bundle
     from metaedge.sdk.bench_device import bench_device, bench_round_trip
 
-    try:
-        bundle = read_bundle(args.bundle)
-    except BundleError as e:
-        raise UserError(f"{args.bundle}: {e}") from None
+    bundle = read_bundle_arg(args.bundle)
     report = bench_device(bundle, args.repeats, args.pilots, args.symbols, args.steps)
     with tempfile.TemporaryDirectory() as state:
         report["protocol"] = bench_round_trip(args.bundle, args.frames, args.pilots, args.symbols, Path(state))

@@ -65,9 +65,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from metaedge.deploy.bundle import read_bundle
+    from metaedge.sdk.cli.parsing import read_bundle_arg
 
-    bundle = _bundle_errors(lambda: read_bundle(args.bundle))
+    bundle = read_bundle_arg(args.bundle)
     print(json.dumps(bundle.manifest, indent=2) if args.json else summary(bundle))
     return 0
 

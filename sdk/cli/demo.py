@@ -107,8 +107,6 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     import subprocess
     import sys
 
-    import numpy as np
-
     from metaedge.deploy.client import DeviceClient
     from metaedge.sdk.cli.deploy import send_frames
     from metaedge.sdk.cli.main import main

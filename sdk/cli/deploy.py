@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from metaedge.sdk.cli.device import call, connect
-from metaedge.sdk.cli.parsing import positive_int
+from metaedge.sdk.cli.parsing import positive_int, read_bundle_arg
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.stats import summarise
 
@@ -46,12 +46,9 @@ def register(sub) -> None:
 def run_deploy(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from metaedge.deploy.bundle import BundleError, pack, read_bundle
+    from metaedge.deploy.bundle import pack
 
-    try:
-        image = pack(read_bundle(args.bundle))
-    except BundleError as e:
-        raise UserError(f"{args.bundle}: {e}") from None
+    image = pack(read_bundle_arg(args.bundle))
     with connect(args.device) as client:
         with tqdm(total=len(image), unit="B", unit_scale=True, desc="upload", disable=args.quiet or None, file=sys.stderr) as bar:
             from metaedge.deploy.client import DeviceRequestError
@@ -86,8 +83,6 @@ def run_frames(args: argparse.Namespace) -> int:
 
 def stream_frames(url: str, frames: int, pilots: int, symbols: int, seed: int) -> dict:
     """Frames from new simulated devices (meta-test split) through the protocol; SER and latency."""
-    import numpy as np
-
     from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
     with connect(url) as client:

@@ -70,3 +70,13 @@ def task_config(args: argparse.Namespace):
     return DemodConfig(order=args.order, snr_db=args.snr_db, eps_max=args.eps_max, delta_max_deg=args.delta_max_deg,
                        beta_a=args.beta[0], beta_b=args.beta[1], pilots=args.pilots[1], val_pilots=args.val_pilots,
                        pilot_sequence=args.pilot_sequence, frame=args.frame)
+
+
+def read_bundle_arg(path):
+    """A verified bundle from a command-line path, or a UserError naming the path and the reason."""
+    from metaedge.deploy.bundle import BundleError, read_bundle
+
+    try:
+        return read_bundle(path)
+    except BundleError as e:
+        raise UserError(f"{path}: {e}") from None
