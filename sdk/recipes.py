@@ -14,6 +14,7 @@ RECIPES: dict[str, dict] = {
     "fomaml": {"inner_lr": 0.1, "inner_steps": 1},
     "reptile": {"inner_lr": 0.3, "inner_steps": 5},  # one Reptile step is nearly joint learning
     "cavia": {"inner_lr": 1.0, "inner_steps": 1},
+    "metasgd": {"inner_lr": 0.1, "inner_steps": 1},
     "joint": {"inner_lr": 0.1, "inner_steps": 1},
 }
 

@@ -19,7 +19,7 @@ import torch
 
 from metaedge.deploy import tensors
 from metaedge.sdk.algorithms import compiled_meta_gradient, get_algorithm, meta_gradient, to_batch
-from metaedge.sdk.algorithms.core import InnerLoop
+from metaedge.sdk.algorithms.core import STEP_PREFIX, InnerLoop
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.evaluation import evaluate
 from metaedge.sdk.models.mlp import MLPSpec
@@ -115,6 +115,8 @@ class Trainer:
         self.inner = train.inner()
         # θ learned by the outer loop: for CAVIA the context starts every task at 0 and is not meta-learned.
         init = self.spec.init(np.random.default_rng([train.seed, 99]))
+        if self.algorithm.learned_steps:  # Meta-SGD: one step size per entry, starting at --inner-lr
+            init.update({STEP_PREFIX + k: np.full_like(v, train.inner_lr) for k, v in list(init.items())})
         self.params = {k: torch.tensor(v) for k, v in init.items()}
         self.learned = [k for k in self.params if k != "context"]
         leaves = [self.params[k].requires_grad_(True) for k in self.learned]

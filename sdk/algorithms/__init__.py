@@ -15,6 +15,7 @@ class Algorithm:
     summary: str
     context: bool = False        # CAVIA: the model takes context inputs and only the context adapts
     meta_learned: bool = True    # False for joint learning (no inner loop in training)
+    learned_steps: bool = False  # Meta-SGD: per-parameter step sizes are meta-learned with θ
 
     def inner(self, lr: float, steps: int) -> InnerLoop:
         return InnerLoop(lr=lr, steps=steps, adapt=("context",) if self.context else None)
@@ -27,6 +28,8 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm("fomaml", fomaml.objective, "first-order MAML (eq. 2.16-2.17)"),
         Algorithm("reptile", reptile.objective, "Reptile, pseudo-gradient theta - phi (eq. 2.22-2.23)"),
         Algorithm("cavia", maml.objective, "CAVIA, only context inputs adapt (eq. 2.39-2.40)", context=True),
+        Algorithm("metasgd", maml.objective, "Meta-SGD: MAML with per-parameter step sizes meta-learned with theta",
+                  learned_steps=True),
         Algorithm("joint", joint.objective, "joint learning on pooled tasks, fine-tuned at test (eq. 1.2)", meta_learned=False),
     )
 }

@@ -28,19 +28,29 @@ class InnerLoop:
 
     lr: float = 0.1
     steps: int = 1
-    adapt: tuple[str, ...] | None = None  # None: every parameter adapts
+    adapt: tuple[str, ...] | None = None  # None: every model parameter adapts (learned step sizes never do)
 
     def keys(self, params: Params) -> tuple[str, ...]:
-        return tuple(params) if self.adapt is None else self.adapt
+        if self.adapt is not None:
+            return self.adapt
+        return tuple(k for k in params if not k.startswith(STEP_PREFIX))
+
+
+STEP_PREFIX = "lr."  # Meta-SGD: params["lr.<name>"] is the learned step size of every entry of <name>
+
+
+def step_size(params: Params, key: str, inner: InnerLoop):
+    """The step size of parameter ``key``: its learned tensor (Meta-SGD) or the scalar ``inner.lr``."""
+    return params.get(STEP_PREFIX + key, inner.lr)
 
 
 def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Params:
-    """φ = θ − α∇L_tr(θ), repeated ``inner.steps`` times; differentiable with respect to θ."""
+    """φ = θ − α∘∇L_tr(θ), repeated ``inner.steps`` times; differentiable with respect to θ (and α)."""
     keys = inner.keys(params)
     fast = {k: params[k] for k in keys}
     for _ in range(inner.steps):
         g = grad(lambda f: task_loss({**params, **f}, x, onehot))(fast)
-        fast = {k: fast[k] - inner.lr * g[k] for k in keys}
+        fast = {k: fast[k] - step_size(params, k, inner) * g[k] for k in keys}
     return {**params, **fast}
 
 

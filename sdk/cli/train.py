@@ -26,7 +26,7 @@ def register(sub) -> None:
     d.add_argument("--out", type=Path, required=True, help="run directory to create (or to continue with --resume)")
     d.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g = d.add_argument_group("algorithm (unset flags take the algorithm's recipe: metaedge.sdk.recipes)")
-    g.add_argument("--algo", default="maml", help="maml | fomaml | reptile | cavia | joint (default maml)")
+    g.add_argument("--algo", default="maml", help="maml | fomaml | reptile | cavia | metasgd | joint (default maml)")
     g.add_argument("--iterations", type=positive_int, help="meta-iterations (recipe: 6000)")
     g.add_argument("--tasks-per-batch", type=positive_int, help="devices per meta-batch (recipe: 5)")
     g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; reptile 5)")

@@ -31,8 +31,8 @@ def test_demo_refuses_a_run_with_another_configuration(tmp_path, capsys):
 
 def test_demo_on_a_simulated_onnx_device_matches_the_host(tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--algos", "cavia", "--iterations", "10", "--devices", "4", "--payload", "300",
-            "--quiet", "--json", "--target", "onnx"]
+    argv = ["demo", "--out", str(out), "--algos", "cavia", "--device-algo", "cavia", "--iterations", "10", "--devices", "4",
+            "--payload", "300", "--quiet", "--json", "--target", "onnx"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     rows = report["device"]["rows"]
@@ -41,4 +41,4 @@ def test_demo_on_a_simulated_onnx_device_matches_the_host(tmp_path, capsys):
         assert r["device"]["ser"] == pytest.approx(r["host"]["ser"], abs=2e-3)
     assert (out / "device-ser.png").is_file() and (out / "bundle" / "manifest.json").is_file()
     assert main(["demo", "--out", str(out), "--algos", "joint", "--quiet", "--target", "onnx"]) == 2
-    assert "--device-algo cavia is not among" in capsys.readouterr().err
+    assert "--device-algo metasgd is not among" in capsys.readouterr().err
