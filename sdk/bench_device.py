@@ -25,6 +25,7 @@ from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import Bundle, pack
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
 from metaedge.sdk.models.mlp import forward
+from metaedge.sdk.stats import percentiles
 
 
 BLOCK = 10  # frames per variant before switching
@@ -86,7 +87,7 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
         "frame": {"pilots": pilots, "symbols": symbols, "steps": k, "algorithm": manifest["algorithm"]["name"]},
         "repeats": repeats, "threads": 1,
         "median_us": median_us,
-        "p90_us": {n: float(np.percentile(s, 90) * 1e6) for n, s in samples.items()},
+        "p90_us": {n: percentiles(s, (90,), scale=1e6)["p90"] for n, s in samples.items()},
         "device_mode": DEVICE_MODE,
         "torch_over_onnx": median_us["torch_eager"] / median_us[DEVICE_MODE],
         "max_abs_prob_diff_vs_torch": agreement,
@@ -164,7 +165,7 @@ def bench_soak(bundle_path: Path, frames: int, pilots: int, symbols: int, state:
     return {
         "benchmark": "soak", "frames": frames, "pilots": pilots, "symbols": symbols, "seconds": elapsed,
         "frames_per_s": frames / elapsed,
-        "round_trip_us": {f"p{q}": float(np.percentile(latencies, q) * 1e6) for q in (50, 90, 99, 99.9)},
+        "round_trip_us": percentiles(latencies, (50, 90, 99, 99.9), scale=1e6),
         "rss_after_warmup": after_warmup["rss"], "rss_end": end["rss"],
         "rss_growth_percent": 100.0 * (end["rss"] - after_warmup["rss"]) / after_warmup["rss"],
         "fds_after_warmup": after_warmup["fds"], "fds_end": end["fds"],

@@ -13,3 +13,8 @@ def summarise(per_device: np.ndarray) -> dict:
     mean = float(per_device.mean())
     half = 1.96 * float(per_device.std(ddof=1)) / np.sqrt(len(per_device)) if len(per_device) > 1 else float("nan")
     return {"ser": mean, "ci95": [mean - half, mean + half]}
+
+
+def percentiles(values, quantiles=(50, 90, 99), scale: float = 1.0) -> dict:
+    """{"p50": …, "p90": …} of ``values`` times ``scale`` (e.g. 1e6 for seconds → µs)."""
+    return {f"p{q}": float(np.percentile(values, q) * scale) for q in quantiles}

@@ -10,7 +10,7 @@ from pathlib import Path
 from metaedge.sdk.cli.device import call, connect
 from metaedge.sdk.cli.parsing import positive_int, read_bundle_arg
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.stats import summarise
+from metaedge.sdk.stats import percentiles, summarise
 
 EXAMPLES = """
 examples:
@@ -116,6 +116,5 @@ def send_frames(client, url: str, x_pilots, y_pilots, x_payload) -> dict:
         device_us.append(telemetry["adapt_us"] + telemetry["infer_us"])
         decisions.append(out["decisions"])
         confidence.append(float(out["confidence"].mean()))
-    pct = lambda v: {f"p{q}": float(np.percentile(v, q)) for q in (50, 90, 99)}  # noqa: E731
     return {"decisions": np.stack(decisions), "mean_confidence": float(np.mean(confidence)),
-            "device_us": pct(device_us), "round_trip_us": pct(round_trip)}
+            "device_us": percentiles(device_us), "round_trip_us": percentiles(round_trip)}
