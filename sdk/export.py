@@ -26,7 +26,7 @@ from metaedge.sdk.errors import UserError
 from metaedge.sdk.models.mlp import MLPSpec, Params, forward
 from metaedge.sdk.onnx_loop import loop_model
 from metaedge.sdk.rundir import load_run
-from metaedge.sdk.tasks.demod import DemodTasks, pilot_symbols
+from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks, pilot_symbols
 from metaedge.sdk.training import configs_from_run
 
 OPSET = 18
@@ -114,6 +114,33 @@ def selftest_vectors(params: Params, inner: InnerLoop, tasks: DemodTasks) -> dic
     return {k: v.numpy().astype(np.float32) for k, v in vectors.items()}
 
 
+def release_fields(out: str | Path, security_counter: int, expires: str | None) -> dict:
+    """Checks shared by every target's export; returns the manifest's security counter and expiry."""
+    from metaedge.deploy.bundle import BundleError, expires as parse_expiry
+
+    if not 0 <= security_counter < 2**32:
+        raise UserError(f"--security-counter {security_counter} must lie in [0, 2^32)")
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise UserError(f"'{out}' already exists and is not empty; choose another --out or remove it")
+    fields = {"security_counter": security_counter, **({"expires": expires} if expires else {})}
+    try:
+        parse_expiry(fields)
+    except BundleError as e:
+        raise UserError(f"--expires: {e}") from None
+    return fields
+
+
+def task_section(task: DemodConfig) -> dict:
+    """The manifest's task description: what a device must know about the samples and classes."""
+    constellation = DemodTasks(task).constellation
+    return {
+        "name": "demod", "features": ["I", "Q"], "classes": task.order,
+        "constellation": [[float(c.real), float(c.imag)] for c in constellation],
+        "pilot_sequence": pilot_symbols(task.order).tolist() if task.pilot_sequence == "fixed" else None,
+        "snr_db": task.snr_db, "noise_var": task.noise_var,
+    }
+
+
 def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1, steps: int | None = None,
                 key=None, expires: str | None = None) -> Bundle:
     """Write the bundle of a trained run for the ONNX target; ``steps`` sets the device's adaptation budget
@@ -121,10 +148,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
     (UTC, 2027-01-31T00:00:00Z) is when devices stop accepting it."""
     if steps is not None and steps < 1:
         raise UserError(f"--steps {steps} must be at least 1")
-    if not 0 <= security_counter < 2**32:
-        raise UserError(f"--security-counter {security_counter} must lie in [0, 2^32)")
-    if Path(out).exists() and any(Path(out).iterdir()):
-        raise UserError(f"'{out}' already exists and is not empty; choose another --out or remove it")
+    release = release_fields(out, security_counter, expires)
     run = load_run(run_dir)
     task, train = configs_from_run(run.config)
     spec = MLPSpec.from_dict(run.config["model"])
@@ -133,7 +157,6 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
         inner = InnerLoop(lr=inner.lr, steps=steps, adapt=inner.adapt)
     params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
     tasks = DemodTasks(task, seed=train.seed)
-    constellation = tasks.constellation
     adapted = inner.keys(params)
     step_inputs = [*({"name": k, "role": "parameter"} for k in params),
                    {"name": "pilot_samples", "role": "pilot_samples", "shape": ["P", 2], "dtype": "float32"},
@@ -141,13 +164,8 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
     step_outputs = [{"name": f"adapted.{k}", "role": "parameter", "parameter": k} for k in adapted]
     manifest = {
         "target": "onnx",
-        "security_counter": security_counter,
-        "task": {
-            "name": "demod", "features": ["I", "Q"], "classes": task.order,
-            "constellation": [[float(c.real), float(c.imag)] for c in constellation],
-            "pilot_sequence": pilot_symbols(task.order).tolist() if task.pilot_sequence == "fixed" else None,
-            "snr_db": task.snr_db, "noise_var": task.noise_var,
-        },
+        **release,
+        "task": task_section(task),
         "model": {"kind": "mlp", "sizes": list(spec.sizes), "context": spec.context, "activation": "relu",
                   "weight_layout": "in_out", "output": "log_softmax"},
         "algorithm": {"name": train.algo, "inner_lr": inner.lr, "inner_steps": inner.steps, "adapts": list(adapted),
@@ -164,15 +182,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
         },
         "selftest": {"atol": SELFTEST_ATOL, "pilots": SELFTEST_PILOTS, "samples": SELFTEST_SAMPLES},
         "source": {"run": str(Path(run_dir)), "algo": train.algo, "seed": train.seed},
-        **({"expires": expires} if expires else {}),
     }
-    if expires:
-        from metaedge.deploy.bundle import BundleError, expires as parse_expiry
-
-        try:
-            parse_expiry(manifest)
-        except BundleError as e:
-            raise UserError(f"--expires: {e}") from None
     step = adapt_step_graph(params, inner, task.order)
     artifacts = {
         "theta": ("theta.safetensors", tensors.dumps(run.theta)),

@@ -1,7 +1,8 @@
 """Few-pilot demodulation for IoT devices with unknown hardware impairments (monograph §5.2).
 
 Each task is one device: a transmitter with its own I/Q imbalance (ε, δ) and a flat
-Rayleigh channel h, both fixed for the device. A frame carries pilots (split into a
+channel h, both fixed for the device: Rayleigh by default, or a pure residual carrier phase
+(``channel="phase"``, used with QPSK by the quantum receiver). A frame carries pilots (split into a
 training part and a validation part) and payload symbols. Defaults follow the published
 setup (Park, Jang, Simeone, Kang 2021): 16-QAM on {±1, ±3}², ε = 0.15·Beta(5, 2),
 δ = 15°·Beta(5, 2), h ~ CN(0, 1), SNR 20 dB with Es = 10 (noise 0.05 per real dimension).
@@ -71,7 +72,9 @@ class DemodConfig:
     delta_max_deg: float = 15.0    # δ = delta_max_deg · Beta(beta_a, beta_b), in degrees
     beta_a: float = 5.0
     beta_b: float = 2.0
-    channel_var: float = 1.0       # h ~ CN(0, channel_var)
+    channel_var: float = 1.0       # h ~ CN(0, channel_var) (channel "rayleigh")
+    channel: str = "rayleigh"      # "rayleigh": flat Rayleigh h; "phase": h = e^{jφ}, φ ~ U(±phase_max_deg)
+    phase_max_deg: float = 180.0   # residual carrier phase range of the "phase" channel
     pilots: int = 4                # N_tr: training pilots per task (meta-training and meta-test)
     val_pilots: int = 160          # N_va: validation pilots per meta-training task
     payload: int = 10_000          # payload symbols per test frame
@@ -86,6 +89,8 @@ class DemodConfig:
             (0.0 <= self.delta_max_deg < 90.0, f"delta_max_deg {self.delta_max_deg} must lie in [0, 90)"),
             (self.beta_a > 0 and self.beta_b > 0, f"Beta({self.beta_a}, {self.beta_b}) needs both shape parameters > 0"),
             (self.channel_var > 0, f"channel variance {self.channel_var} must be > 0"),
+            (self.channel in ("rayleigh", "phase"), f"channel '{self.channel}' is unknown; use rayleigh or phase"),
+            (0.0 <= self.phase_max_deg <= 180.0, f"phase_max_deg {self.phase_max_deg} must lie in [0, 180]"),
             (self.pilots >= 1, f"pilots {self.pilots} must be at least 1"),
             (self.pilot_sequence in ("fixed", "random"), f"pilot sequence '{self.pilot_sequence}' is unknown; use fixed or random"),
             (self.val_pilots >= 1, f"val_pilots {self.val_pilots} must be at least 1"),
@@ -176,7 +181,10 @@ class DemodTasks:
         rng = self.rng(split, 0)
         eps = cfg.eps_max * rng.beta(cfg.beta_a, cfg.beta_b, size=count)
         delta = np.deg2rad(cfg.delta_max_deg) * rng.beta(cfg.beta_a, cfg.beta_b, size=count)
-        h = np.sqrt(cfg.channel_var / 2.0) * (rng.standard_normal(count) + 1j * rng.standard_normal(count))
+        if cfg.channel == "phase":
+            h = np.exp(1j * np.deg2rad(cfg.phase_max_deg) * rng.uniform(-1.0, 1.0, size=count))
+        else:
+            h = np.sqrt(cfg.channel_var / 2.0) * (rng.standard_normal(count) + 1j * rng.standard_normal(count))
         return Devices(eps=eps, delta=delta, h=h)
 
     def distorted_constellation(self, devices: Devices) -> np.ndarray:
