@@ -28,11 +28,17 @@ class DeviceError(Exception):
     """A refused request; the message is the reason the client sees."""
 
 
-def make_backend(target: str, threads: int) -> Backend:
+def make_backend(target: str, threads: int, options: dict | None = None) -> Backend:
+    """The backend for ``target``; ``options`` are target-specific (qiskit: ``backend`` and ``seed``)."""
+    options = options or {}
     if target == "onnx":
         from metaedge.backends.onnx import OnnxBackend
 
         return OnnxBackend(threads=threads)
+    if target == "qiskit":
+        from metaedge.backends.qiskit.backend import QiskitBackend
+
+        return QiskitBackend(backend=options.get("backend", "ideal"), seed=int(options.get("seed", 0)))
     raise DeviceError(f"this device build has no '{target}' backend")
 
 
@@ -57,15 +63,18 @@ class Stats:
 
 class Device:
     """``trusted_keys``: the Ed25519 public keys whose signatures it accepts; with none and
-    ``allow_unsigned`` (development only) it accepts unsigned bundles. ``clock`` gives UTC now."""
+    ``allow_unsigned`` (development only) it accepts unsigned bundles. ``clock`` gives UTC now;
+    ``backend_options`` configure the backend (qiskit: ``{"backend": "noisy:FakeManilaV2", "seed": 0}``)."""
 
     def __init__(self, state_dir: str | Path, target: str, profile: Profile, flash: Flash | None = None,
-                 trusted_keys: list | None = None, allow_unsigned: bool = False, clock=None) -> None:
+                 trusted_keys: list | None = None, allow_unsigned: bool = False, clock=None,
+                 backend_options: dict | None = None) -> None:
         from datetime import datetime, timezone
 
         if not trusted_keys and not allow_unsigned:
             raise ValueError("a device needs at least one trusted public key (or allow_unsigned for development)")
         self.target, self.profile = target, profile
+        self.backend_options = dict(backend_options or {})
         self.trusted_keys, self.allow_unsigned = list(trusted_keys or []), allow_unsigned
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.flash = flash or Flash(Path(state_dir) / FLASH_FILE, profile.slot_size)
@@ -85,7 +94,7 @@ class Device:
         try:
             bundle = unpack(image)
             self._admit(bundle, installing=False)
-            backend = make_backend(bundle.target, self.profile.threads)
+            backend = make_backend(bundle.target, self.profile.threads, self.backend_options)
             backend.load(bundle)
             if not backend.selftest().passed:
                 return False
@@ -129,7 +138,8 @@ class Device:
         task = None
         if self.bundle is not None:
             t = self.bundle.manifest["task"]
-            task = {"name": t["name"], "classes": t["classes"], "snr_db": t["snr_db"], "algorithm": self.bundle.manifest["algorithm"]["name"]}
+            task = {"name": t["name"], "classes": t["classes"], "snr_db": t["snr_db"], "algorithm": self.bundle.manifest["algorithm"]["name"],
+                    "channel": t.get("channel", "rayleigh"), "phase_max_deg": t.get("phase_max_deg", 180.0)}
         return {"target": self.target, "profile": self.profile.to_dict(), "running": self.running.slot,
                 "mode": self.running.mode, "image_capacity": self.flash.image_capacity, "task": task,
                 "resources": asdict(self.backend.resources()) if self.backend else None}

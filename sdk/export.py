@@ -138,6 +138,7 @@ def task_section(task: DemodConfig) -> dict:
         "constellation": [[float(c.real), float(c.imag)] for c in constellation],
         "pilot_sequence": pilot_symbols(task.order).tolist() if task.pilot_sequence == "fixed" else None,
         "snr_db": task.snr_db, "noise_var": task.noise_var,
+        "channel": task.channel, "phase_max_deg": task.phase_max_deg,
     }
 
 

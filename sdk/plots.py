@@ -48,3 +48,18 @@ def plot_ser(results: list[dict], pilots: list[int], path: Path, title: str) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_reliability(diagrams: dict[str, dict], path: Path, title: str) -> None:
+    """Reliability diagrams (accuracy against confidence per bin) of several receivers, with their ECE."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="perfect calibration")
+    for name, d in diagrams.items():
+        points = [(c, a) for c, a in zip(d["confidence"], d["accuracy"]) if c is not None]
+        ax.plot(*zip(*points), marker="o", label=f"{name} (ECE {d['ece']:.3f})")
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -67,6 +67,8 @@ def load_run(path: str | os.PathLike) -> Run:
     """Config and best θ of a finished (or interrupted) run."""
     path = Path(path)
     config = read_config(path)
+    if config["model"].get("kind") == "born":
+        raise UserError(f"'{path}' is a Born-machine run: export it with --target qiskit, evaluate it with 'metaedge bench qiskit'")
     file = path / THETA
     if not file.is_file():
         raise UserError(f"'{path}' has no {THETA} yet (training stopped before its first validation); resume it with 'metaedge train demod --out {path} --resume'")

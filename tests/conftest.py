@@ -51,3 +51,18 @@ def trained_bundle(tmp_path_factory, signing_keys):
     trainer.run()
     export_onnx(root / "run", root / "bundle", key=load_private(signing_keys[0]))
     return root / "run", root / "bundle"
+
+
+@pytest.fixture(scope="session")
+def born_bundle(tmp_path_factory):
+    """A briefly meta-trained Born machine (5 qubits) exported for the qiskit target."""
+    from metaedge.sdk.quantum.export import export_qiskit
+    from metaedge.sdk.quantum.learning import InnerConfig
+    from metaedge.sdk.quantum.training import BornTrainConfig, default_task, make_spec, train_born
+
+    root = tmp_path_factory.mktemp("born")
+    task = default_task()
+    train_born(root / "run", task, make_spec(task, 5, 2), InnerConfig(),
+               BornTrainConfig(iterations=40, val_devices=64, val_every=20))
+    export_qiskit(root / "run", root / "bundle")
+    return root / "bundle"

@@ -14,6 +14,7 @@ examples:
   metaedge bench meta-train
   metaedge bench meta-train --json > bench.json
   metaedge bench meta-train --algos fomaml --tasks 32 --repeats 100 --no-compile
+  metaedge bench qiskit --json
 """
 
 
@@ -50,6 +51,9 @@ def register(sub) -> None:
     register_powercut(benches)
     register_fuzz(benches)
     register_soak(benches)
+    from metaedge.sdk.cli import bench_qiskit
+
+    bench_qiskit.register(benches)
 
 
 def register_powercut(benches) -> None:

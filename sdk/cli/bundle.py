@@ -11,6 +11,7 @@ EXPORT_EXAMPLES = """
 examples:
   metaedge export runs/demo/cavia --target onnx --out bundles/cavia
   metaedge export runs/maml --out bundles/maml-v7 --security-counter 7
+  metaedge export runs/born-meta --target qiskit --out bundles/born --shots 512
 """
 INSPECT_EXAMPLES = """
 examples:
@@ -25,10 +26,12 @@ def register(sub) -> None:
                                    "and adaptation-step graphs, and self-test vectors, each listed with size and SHA-256.",
                        epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run", type=Path, metavar="RUN_DIR")
-    e.add_argument("--target", default="onnx", help="device target (format v1: onnx)")
+    e.add_argument("--target", default="onnx", choices=("onnx", "qiskit"),
+                   help="device target: onnx (MLP runs) or qiskit (Born-machine runs of 'metaedge train born')")
     e.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     e.add_argument("--security-counter", type=int, default=1, help="monotonic counter a device uses against rollback (default 1)")
     e.add_argument("--steps", type=int, default=None, help="adaptation steps on the device (default: the run's inner steps)")
+    e.add_argument("--shots", type=int, default=None, help="qiskit only: shots per parameter setting (default: the run's, 256)")
     e.add_argument("--key", type=Path, help="Ed25519 private key to sign with (metaedge keys generate)")
     e.add_argument("--expires", help="UTC time after which devices refuse to install it, e.g. 2027-01-31T00:00:00Z")
     e.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -54,12 +57,19 @@ def register(sub) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    if args.target != "onnx":
-        raise UserError(f"--target '{args.target}' is not exportable yet; bundle format v1 defines the onnx target")
-    from metaedge.sdk.export import export_onnx
+    if args.shots is not None and args.target != "qiskit":
+        raise UserError("--shots applies to the qiskit target only")
 
     key = _load_key(args.key) if args.key else None
-    bundle = _bundle_errors(lambda: export_onnx(args.run, args.out, args.security_counter, args.steps, key, args.expires))
+    if args.target == "qiskit":
+        from metaedge.sdk.quantum.export import export_qiskit
+
+        bundle = _bundle_errors(lambda: export_qiskit(args.run, args.out, args.security_counter, args.steps, args.shots,
+                                                      key, args.expires))
+    else:
+        from metaedge.sdk.export import export_onnx
+
+        bundle = _bundle_errors(lambda: export_onnx(args.run, args.out, args.security_counter, args.steps, key, args.expires))
     print(json.dumps(bundle.manifest, indent=2) if args.json else summary(bundle))
     return 0
 
@@ -92,17 +102,28 @@ def _bundle_errors(action):
 
 def summary(bundle) -> str:
     m = bundle.manifest
-    algo, task, model = m["algorithm"], m["task"], m["model"]
+    algo, task = m["algorithm"], m["task"]
     params = sum(int(__import__("math").prod(p["shape"])) for p in m["parameters"])
-    adapted = ", ".join(algo["adapts"]) if len(algo["adapts"]) < len(m["parameters"]) else "all parameters"
     lines = [
         f"bundle      {bundle.path}  ({m['format']} v{m['version']}, {bundle.size():,} bytes, verified)",
-        f"target      {m['target']}  (ONNX opset {m['graphs']['opset']})",
+        f"target      {m['target']}  " + (f"(ONNX opset {m['graphs']['opset']})" if m["target"] == "onnx"
+                                         else f"(QPY version {m['circuit']['qpy_version']})"),
         f"task        {task['name']}: {task['classes']}-point constellation, features {'/'.join(task['features'])}, "
         f"pilots {'known sequence' if task['pilot_sequence'] else 'random'}",
-        f"model       {model['kind']} {'→'.join(map(str, model['sizes']))}" + (f" + {model['context']} context inputs" if model["context"] else "")
-        + f", {params:,} parameters",
-        f"algorithm   {algo['name']}: {algo['inner_steps']} step(s) of SGD, lr {algo['inner_lr']:g}, adapts {adapted}",
+    ]
+    if m["target"] == "qiskit":
+        born = m["born"]
+        lines += [f"model       Born machine: {born['qubits']} qubits = binary weights, {born['layers']} entangling layers, "
+                  f"{born['parameters']} angles",
+                  f"algorithm   {algo['name']}: {algo['inner_steps']} parameter-shift step(s) × {2 * born['parameters'] + 1} "
+                  f"circuits × {algo['shots']} shots; ensemble of {algo['predict_shots']} weight samples"]
+    else:
+        model = m["model"]
+        adapted = ", ".join(algo["adapts"]) if len(algo["adapts"]) < len(m["parameters"]) else "all parameters"
+        lines += [f"model       {model['kind']} {'→'.join(map(str, model['sizes']))}"
+                  + (f" + {model['context']} context inputs" if model["context"] else "") + f", {params:,} parameters",
+                  f"algorithm   {algo['name']}: {algo['inner_steps']} step(s) of SGD, lr {algo['inner_lr']:g}, adapts {adapted}"]
+    lines += [
         f"security    counter {m['security_counter']}, " + (f"expires {m['expires']}, " if "expires" in m else "")
         + ("signed (manifest.sig)" if bundle.signature else "UNSIGNED"),
         "artifacts",

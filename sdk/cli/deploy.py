@@ -89,9 +89,10 @@ def stream_frames(url: str, frames: int, pilots: int, symbols: int, seed: int) -
         info, _ = call(client, "info")
         if info["task"] is None:
             raise UserError(f"no image is running on {url}: deploy a bundle first")
-        # frames for the task the running receiver was trained for (impairment distributions: the published setup)
+        # frames for the task the running receiver was trained for (channel from its manifest; I/Q imbalance as published)
         task = DemodConfig(order=info["task"]["classes"], snr_db=info["task"]["snr_db"], pilots=pilots, val_pilots=1,
-                          payload=symbols, frame=pilots + symbols)
+                          payload=symbols, frame=pilots + symbols, channel=info["task"].get("channel", "rayleigh"),
+                          phase_max_deg=info["task"].get("phase_max_deg", 180.0))
         tasks = DemodTasks(task, seed=seed)
         batch = tasks.frames(tasks.devices("test", frames), pilots, symbols, tasks.rng("test", 1))
         result = send_frames(client, url, batch.x_tr, batch.y_tr, batch.x_va)

@@ -10,6 +10,7 @@ from metaedge.sdk.errors import UserError
 EXAMPLES = """
 examples:
   metaedge device serve --target onnx --state devices/dev1 --listen 127.0.0.1:7410 --trusted-key keys/metaedge.pub
+  metaedge device serve --target qiskit --backend noisy:FakeManilaV2 --state devices/q1 --trusted-key keys/metaedge.pub
   metaedge device list --device tcp://127.0.0.1:7410
   metaedge device confirm --device tcp://127.0.0.1:7410
   metaedge device stats --device tcp://127.0.0.1:7410 --json
@@ -22,7 +23,11 @@ def register(sub) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(p))
     s = actions.add_parser("serve", help="start a device (a process with a flash image on disk)", epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--target", default="onnx", help="backend the device runs (onnx)")
+    s.add_argument("--target", default="onnx", choices=("onnx", "qiskit"), help="backend the device runs (default onnx)")
+    s.add_argument("--backend", default="noisy:FakeManilaV2",
+                   help="qiskit target only: where circuits run — ideal, noisy:<Fake device> (default noisy:FakeManilaV2), "
+                        "ibm:<backend> (needs a saved IBM Quantum account)")
+    s.add_argument("--seed", type=int, default=0, help="qiskit target only: seed of the simulator's shot stream")
     s.add_argument("--state", type=Path, required=True, help="directory holding the device's flash image")
     s.add_argument("--listen", default="127.0.0.1:7410", help="HOST:PORT on loopback (port 0: any free port), or 'stdio'")
     s.add_argument("--profile", default=None, help="device profile: edge-small (default) or edge-tiny")
@@ -53,8 +58,16 @@ def run_serve(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads} must be at least 1")
         profile = type(profile)(**{**profile.to_dict(), "threads": args.threads})
-    if args.target != "onnx":
-        raise UserError(f"--target '{args.target}': this build serves onnx devices")
+    options = {}
+    if args.target == "qiskit":
+        from metaedge.backends.base import BackendError
+        from metaedge.backends.qiskit.targets import parse_target
+
+        try:
+            parse_target(args.backend)
+        except BackendError as e:
+            raise UserError(f"--backend: {e}") from None
+        options = {"backend": args.backend, "seed": args.seed}
     if args.listen != "stdio":
         host, _, port = args.listen.rpartition(":")
         if not host or not port.isdigit():
@@ -68,7 +81,8 @@ def run_serve(args: argparse.Namespace) -> int:
     except SignatureError as e:
         raise UserError(f"--trusted-key: {e}") from None
     try:
-        device = Device(args.state, args.target, profile, trusted_keys=keys, allow_unsigned=args.allow_unsigned)
+        device = Device(args.state, args.target, profile, trusted_keys=keys, allow_unsigned=args.allow_unsigned,
+                        backend_options=options)
     except ValueError as e:
         raise UserError(f"--state {args.state}: {e}") from None
     if args.listen == "stdio":

@@ -51,16 +51,16 @@ class Scores:
                 "per_device_ser": ser.tolist()}
 
 
-def test_frames(task: DemodConfig, devices: int, seed: int):
-    """Meta-test frames: ``task.pilots`` known pilots and ``task.payload`` payload symbols per new device."""
+def test_frames(task: DemodConfig, devices: int, seed: int, split: str = "test"):
+    """Frames of new devices: ``task.pilots`` known pilots and ``task.payload`` payload symbols each."""
     tasks = DemodTasks(task, seed=seed)
-    return tasks.frames(tasks.devices("test", devices), task.pilots, task.payload, tasks.rng("test", 1))
+    return tasks.frames(tasks.devices(split, devices), task.pilots, task.payload, tasks.rng(split, 1))
 
 
 def evaluate_exact(spec: BornSpec, inner: InnerConfig, priors: dict[str, tuple[np.ndarray, np.ndarray | float]], task: DemodConfig,
-                   devices: int = 500, seed: int = 0, with_point_estimate: bool = True) -> dict:
+                   devices: int = 500, seed: int = 0, with_point_estimate: bool = True, split: str = "test") -> dict:
     """Adapt from each prior (θ, step sizes) on every test device's pilots (exact), score the payload."""
-    frames = test_frames(task, devices, seed)
+    frames = test_frames(task, devices, seed, split)
     sim = BornSimulator(spec)
     table = weight_table(spec.qubits)
     scores = {name: Scores.empty() for name in priors}
@@ -87,3 +87,18 @@ def evaluate_exact(spec: BornSpec, inner: InnerConfig, priors: dict[str, tuple[n
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     top = a.max(axis=axis, keepdims=True)
     return (top + np.log(np.exp(a - top).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+STEP_SIZE_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
+
+
+def tune_step_size(spec: BornSpec, inner: InnerConfig, theta: np.ndarray, task: DemodConfig, devices: int = 200,
+                   seed: int = 0) -> float:
+    """The scalar step size of ``STEP_SIZE_GRID`` with the lowest log-loss on validation devices (exact).
+
+    Baselines get their best step size this way, so meta-learning's per-angle step sizes are
+    compared against tuned baselines, not against an arbitrary one.
+    """
+    priors = {str(lr): (theta, lr) for lr in STEP_SIZE_GRID}
+    results = evaluate_exact(spec, inner, priors, task, devices, seed, with_point_estimate=False, split="val")
+    return float(min(results, key=lambda k: results[k]["log_loss"]))

@@ -32,7 +32,7 @@ def selftest_vectors(run: BornRun, inner: InnerConfig) -> dict[str, np.ndarray]:
     sim = BornSimulator(run.spec)
     theta = torch.from_numpy(run.theta)[None]
     loglik = torch.from_numpy(pilot_log_likelihood(run.spec, frame.x_tr[0], frame.y_tr[0]))[None]
-    phi = adapt(sim, theta, loglik, inner, lr=torch.from_numpy(run.lr))
+    phi = adapt(sim, theta, loglik, inner, lr=torch.as_tensor(run.lr, dtype=torch.float64))
     adapted = sim.probabilities(phi)[0].detach().numpy()
     return {
         "prior.probabilities": sim.probabilities(theta)[0].detach().numpy(),
@@ -50,9 +50,13 @@ def export_qiskit(run_dir: str | Path, out: str | Path, security_counter: int = 
             raise UserError(f"{flag} {value} must be at least 1")
     release = release_fields(out, security_counter, expires)
     run = load_born_run(run_dir)
-    inner = run.inner
-    if steps is not None or shots is not None:
-        inner = InnerConfig(**{**inner.to_dict(), **({"steps": steps} if steps else {}), **({"shots": shots} if shots else {})})
+    changes = {**({"steps": steps} if steps else {}), **({"shots": shots} if shots else {})}
+    inner = InnerConfig(**{**run.inner.to_dict(), **changes})
+    return write_born_bundle(run, inner, out, f"born-{run.train.method}", release, key=key)
+
+
+def write_born_bundle(run: BornRun, inner: InnerConfig, out: str | Path, name: str, release: dict, key=None) -> Bundle:
+    """The bundle of θ and step sizes ``run.theta``/``run.lr`` with adaptation budget ``inner``."""
     spec = run.spec
     manifest = {
         "target": "qiskit",
@@ -61,7 +65,7 @@ def export_qiskit(run_dir: str | Path, out: str | Path, security_counter: int = 
         "born": {**spec.to_dict(), "parameters": spec.parameters, "outcome_order": "little-endian",
                  "weights": "w_i = 2*b_i - 1, b_i the measured bit of qubit i",
                  "feature_directions": "alpha_i = pi*i/qubits", "classes": "2*[I > 0] + [Q > 0]"},
-        "algorithm": {"name": f"born-{run.train.method}", "inner_steps": inner.steps, "kl_weight": inner.kl_weight,
+        "algorithm": {"name": name, "inner_steps": inner.steps, "kl_weight": inner.kl_weight,
                       "shots": inner.shots, "predict_shots": inner.predict_shots, "prior_shots": inner.prior_shots,
                       "gradient": "parameter-shift", "kl_estimate": "pairwise-logistic-density-ratio"},
         "parameters": [{"name": "theta", "shape": [spec.parameters], "dtype": "float64", "adapts": True},
@@ -69,10 +73,11 @@ def export_qiskit(run_dir: str | Path, out: str | Path, security_counter: int = 
         "circuit": {"qpy_version": QPY_VERSION, "parameter_vector": PARAMETER_NAME, "qubits": spec.qubits,
                     "measured_register": "meas"},
         "selftest": {"atol": SELFTEST_ATOL, "samples": SELFTEST_SAMPLES, "pilots": run.task.pilots},
-        "source": {"run": str(Path(run_dir)), "method": run.train.method, "seed": run.train.seed},
+        "source": {"run": str(run.path) if run.path else None, "method": name,
+                   "seed": run.train.seed if run.train else None},
     }
     artifacts = {
-        "theta": ("theta.safetensors", tensors.dumps({"theta": run.theta, "lr": run.lr})),
+        "theta": ("theta.safetensors", tensors.dumps({"theta": run.theta, "lr": np.broadcast_to(run.lr, run.theta.shape).copy()})),
         "circuit": ("circuit.qpy", dump_qpy(build_circuit(spec))),
         "selftest": ("selftest.safetensors", tensors.dumps(selftest_vectors(run, inner))),
     }

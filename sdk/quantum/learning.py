@@ -31,7 +31,7 @@ class InnerConfig:
     """The adaptation budget a device runs: gradient steps, step size, KL weight λ, shots."""
 
     steps: int = 2
-    lr: float = 0.1
+    lr: float = 0.01
     kl_weight: float = 1.0
     shots: int = 256            # per parameter setting of a step, on the device
     predict_shots: int = 1024   # weight samples of the predictive ensemble
