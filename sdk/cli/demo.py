@@ -22,6 +22,7 @@ examples:
   metaedge demo --algos maml,cavia --iterations 20000 --out runs/long
   metaedge demo --fresh               # retrain instead of reusing runs/demo
   metaedge demo --target none         # host evaluation only, no device
+  metaedge demo --target qiskit       # ~3 min: Born-machine BNN meta-learned, deployed to a noisy FakeManilaV2 device
 """
 
 
@@ -39,9 +40,10 @@ def register(sub) -> None:
     p.add_argument("--devices", type=positive_int, default=100, help="meta-test devices (default 100)")
     p.add_argument("--payload", type=positive_int, default=10_000, help="payload symbols per device (default 10000)")
     p.add_argument("--fresh", action="store_true", help="retrain even if --out holds finished runs")
-    p.add_argument("--target", choices=("onnx", "none"), default="onnx",
+    p.add_argument("--target", choices=("onnx", "qiskit", "none"), default="onnx",
                    help="after the host evaluation, export the --device-algo run, deploy it to a simulated device of "
-                        "this target and run the same frames there (default onnx; none: host only)")
+                        "this target and run the same frames there (default onnx; none: host only); qiskit runs the "
+                        "Born-machine demo instead (QPSK, meta vs joint vs uniform prior, a noisy FakeManilaV2 device)")
     p.add_argument("--device-algo", default="metasgd", help="which run goes to the device (default metasgd)")
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -60,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from metaedge.sdk.tasks.demod import DemodConfig
     from metaedge.sdk.training import TrainConfig, Trainer, configs_from_run
 
+    if args.target == "qiskit":
+        from metaedge.sdk.cli.demo_qiskit import run_qiskit_demo
+
+        return run_qiskit_demo(args)
     for algo in args.algos:
         get_algorithm(algo)  # unknown names fail before any training
     task = DemodConfig(pilots=TRAIN_PILOTS[1])
@@ -102,15 +108,10 @@ def run(args: argparse.Namespace) -> int:
 
 def device_stage(args: argparse.Namespace, host: dict) -> dict:
     """Export, start a device process, deploy and confirm, stream the meta-test frames, stop the device."""
-    import contextlib
-    import io
     import shutil
-    import subprocess
-    import sys
 
     from metaedge.deploy.client import DeviceClient
     from metaedge.sdk.cli.deploy import send_frames
-    from metaedge.sdk.cli.main import main
     from metaedge.sdk.export import export_onnx
     from metaedge.sdk.plots import plot_ser
     from metaedge.sdk.receivers import ModelBasedReceiver
@@ -134,15 +135,8 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     devs = tasks.devices("test", args.devices)
     frame = tasks.frames(devs, max(PILOTS), args.payload, tasks.rng("test", 1))  # the frames 'metaedge eval' used
     reference = ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var)
-    proc = subprocess.Popen([sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", args.target,
-                             "--state", str(state), "--listen", "127.0.0.1:0", "--trusted-key", str(keys / "metaedge.pub")],
-                            stdout=subprocess.PIPE, text=True)
     rows = []
-    try:
-        url = "tcp://" + proc.stdout.readline().split()[-1]
-        with contextlib.redirect_stdout(io.StringIO()):
-            if main(["deploy", str(bundle_dir), "--device", url, "--confirm", "--quiet"]) != 0:
-                raise UserError("the demo bundle could not be deployed to the simulated device")
+    with deployed_device(args.target, state, keys / "metaedge.pub", bundle_dir) as url:
         host_ser = next(m for m in host["methods"] if m["run"] == str(run))["ser"]
         with DeviceClient(url) as client:
             for p in PILOTS:
@@ -152,9 +146,6 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
                 rows.append({"pilots": p, "device": summarise(device_errors), "host": host_ser[str(p)],
                              "vs_model_based": summarise(device_errors - mb_errors), "model_based": summarise(mb_errors),
                              **result})
-    finally:
-        proc.terminate()
-        proc.wait(10)
     curves = [{"name": f"{args.device_algo} on the {args.target} device", "algo": args.device_algo,
                "ser": {str(r["pilots"]): r["device"] for r in rows}},
               {"name": "model-based (MMSE + ML)", "algo": "model-based", "ser": {str(r["pilots"]): r["model_based"] for r in rows}}]
@@ -162,6 +153,30 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     return {"target": args.target, "algo": args.device_algo, "bundle": str(bundle_dir),
             "bundle_bytes": sum(f.stat().st_size for f in bundle_dir.iterdir()), "devices": args.devices,
             "payload": args.payload, "rows": rows, "plot": str(args.out / "device-ser.png")}
+
+
+@__import__("contextlib").contextmanager
+def deployed_device(target: str, state: Path, public_key: Path, bundle: Path, extra: tuple[str, ...] = ()):
+    """A device process of ``target`` that trusts ``public_key``, with ``bundle`` deployed and confirmed: yields its URL."""
+    import contextlib
+    import io
+    import subprocess
+    import sys
+
+    from metaedge.sdk.cli.main import main
+
+    proc = subprocess.Popen([sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", target,
+                             "--state", str(state), "--listen", "127.0.0.1:0", "--trusted-key", str(public_key), *extra],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        url = "tcp://" + proc.stdout.readline().split()[-1]
+        with contextlib.redirect_stdout(io.StringIO()):
+            if main(["deploy", str(bundle), "--device", url, "--confirm", "--quiet"]) != 0:
+                raise UserError("the demo bundle could not be deployed to the simulated device")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def device_table(device: dict) -> str:
