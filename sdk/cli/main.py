@@ -15,6 +15,7 @@ examples:
   metaedge eval runs/maml runs/joint --pilots 1,2,4,8 --json
   metaedge export runs/maml --out bundles/maml && metaedge inspect bundles/maml
   metaedge bench meta-train --json
+  metaedge demo --target qiskit                   Born-machine BNN meta-learned and run on a noisy IBM device model
 """
 
 
