@@ -138,8 +138,13 @@ def ensemble_log_probs(spec: BornSpec, samples: np.ndarray, distribution: np.nda
     support = np.flatnonzero(distribution > 0)
     logs = class_log_probs(spec, samples, weight_table(spec.qubits)[support])
     weighted = logs + np.log(distribution[support] / distribution[support].sum())[:, None, None]
-    top = weighted.max(axis=0)
-    return top + np.log(np.exp(weighted - top).sum(axis=0))
+    return logsumexp(weighted, axis=0)
+
+
+def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    """log Σ exp(a) along ``axis``, without overflow."""
+    top = a.max(axis=axis, keepdims=True)
+    return (top + np.log(np.exp(a - top).sum(axis=axis, keepdims=True))).squeeze(axis)
 
 
 def default_logit_scale(qubits: int, noise_var: float) -> float:

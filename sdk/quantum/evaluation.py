@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metaedge.backends.qiskit.model import BornSpec, class_log_probs, pilot_log_likelihood, weight_table
+from metaedge.backends.qiskit.model import BornSpec, class_log_probs, logsumexp, pilot_log_likelihood, weight_table
 from metaedge.sdk.calibration import reliability
 from metaedge.sdk.quantum.learning import InnerConfig, adapt, safe_log
 from metaedge.sdk.quantum.simulator import BornSimulator
@@ -74,7 +74,7 @@ def evaluate_exact(spec: BornSpec, inner: InnerConfig, priors: dict[str, tuple[n
             angles = torch.tensor(theta, dtype=torch.float64).expand(loglik.shape[0], -1)
             phi = adapt(sim, angles, torch.from_numpy(loglik), inner, lr=torch.as_tensor(lr, dtype=torch.float64))
             log_q = safe_log(sim.probabilities(phi)).numpy()
-            scores[name].add(_logsumexp(log_q[:, :, None, None] + logs, axis=1), labels)
+            scores[name].add(logsumexp(log_q[:, :, None, None] + logs, axis=1), labels)
         if with_point_estimate:
             best = loglik.argmax(axis=1)
             point.add(logs[np.arange(len(best)), best], labels)
@@ -82,11 +82,6 @@ def evaluate_exact(spec: BornSpec, inner: InnerConfig, priors: dict[str, tuple[n
     if with_point_estimate:
         out["point-estimate BNN"] = point.summary()
     return out
-
-
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    top = a.max(axis=axis, keepdims=True)
-    return (top + np.log(np.exp(a - top).sum(axis=axis, keepdims=True))).squeeze(axis)
 
 
 STEP_SIZE_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)

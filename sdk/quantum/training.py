@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from metaedge.backends.qiskit.model import BornSpec, default_logit_scale, label_log_probs, pilot_log_likelihood, uniform_prior
+from metaedge.backends.qiskit.model import BornSpec, default_logit_scale, label_log_probs, uniform_prior
 from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.quantum.learning import InnerConfig, adapt, predictive_nll
@@ -71,9 +71,10 @@ class TaskData:
     """Per-weight log-likelihoods of a batch of frames: pilots [B, 2^n] and per-symbol label log-probs [B, 2^n, N]."""
 
     def __init__(self, spec: BornSpec, x_tr, y_tr, x_va, y_va) -> None:
-        self.loglik = torch.from_numpy(pilot_log_likelihood(spec, x_tr, y_tr))
+        train_logs = torch.from_numpy(label_log_probs(spec, x_tr, y_tr))
+        self.loglik = train_logs.sum(-1)        # log p(D_tr | w), as pilot_log_likelihood
         self.val_logs = torch.from_numpy(label_log_probs(spec, x_va, y_va))
-        self.pooled_logs = torch.cat([torch.from_numpy(label_log_probs(spec, x_tr, y_tr)), self.val_logs], dim=2)
+        self.pooled_logs = torch.cat([train_logs, self.val_logs], dim=2)
 
 
 def meta_loss(sim: BornSimulator, theta: torch.Tensor, lr: torch.Tensor, data: TaskData, inner: InnerConfig,
