@@ -27,7 +27,8 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"          # detached signature over manifest.json (a later format feature)
 MAX_MANIFEST = 1 << 20              # bytes
 # Artifact roles each target requires; a reader rejects targets it does not know.
-REQUIRED_ROLES = {"onnx": ("theta", "forward", "adapt_step", "selftest"), "qiskit": ("theta", "circuit", "selftest")}
+REQUIRED_ROLES = {"onnx": ("theta", "forward", "adapt_step", "selftest"), "qiskit": ("theta", "circuit", "selftest"),
+                  "loihi": ("theta", "selftest")}
 TARGETS = tuple(REQUIRED_ROLES)
 _ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -29,7 +29,7 @@ class DeviceError(Exception):
 
 
 def make_backend(target: str, threads: int, options: dict | None = None) -> Backend:
-    """The backend for ``target``; ``options`` are target-specific (qiskit: ``backend`` and ``seed``)."""
+    """The backend for ``target``; ``options`` are target-specific (qiskit: ``backend`` and ``seed``; loihi: ``engine``)."""
     options = options or {}
     if target == "onnx":
         from metaedge.backends.onnx import OnnxBackend
@@ -39,6 +39,10 @@ def make_backend(target: str, threads: int, options: dict | None = None) -> Back
         from metaedge.backends.qiskit.backend import QiskitBackend
 
         return QiskitBackend(backend=options.get("backend", "ideal"), seed=int(options.get("seed", 0)))
+    if target == "loihi":
+        from metaedge.backends.loihi.backend import LoihiBackend
+
+        return LoihiBackend(engine=options.get("engine", "lava"))
     raise DeviceError(f"this device build has no '{target}' backend")
 
 
@@ -91,14 +95,18 @@ class Device:
         image = self.flash.verified_image(slot)
         if image is None:
             return False
+        backend = None
         try:
             bundle = unpack(image)
             self._admit(bundle, installing=False)
             backend = make_backend(bundle.target, self.profile.threads, self.backend_options)
             backend.load(bundle)
             if not backend.selftest().passed:
+                backend.close()
                 return False
         except (BundleError, BackendError, DeviceError):
+            if backend is not None:
+                backend.close()
             return False
         self.backend, self.bundle = backend, bundle
         return True
@@ -128,10 +136,17 @@ class Device:
 
     def reset(self) -> dict:
         """Reboot: the boot state machine picks what runs (trial of a pending image, revert, or the confirmed one)."""
-        self.backend, self.bundle, self.upload_session = None, None, None
+        self.close()
+        self.bundle, self.upload_session = None, None
         self.running = bootsm.boot(self.flash, self._start)
         self.stats.boots.extend(self.running.events)
         return {"slot": self.running.slot, "mode": self.running.mode, "events": self.running.events}
+
+    def close(self) -> None:
+        """Power down the running receiver's runtime (a reset or the end of the process)."""
+        backend, self.backend = getattr(self, "backend", None), None
+        if backend is not None:
+            backend.close()
 
     # -- management ----------------------------------------------------------------------------
     def info(self) -> dict:

@@ -100,8 +100,15 @@ def serve_tcp(device: Device, host: str, port: int) -> None:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         print(f"listening on {server.server_address[0]}:{server.server_address[1]}", flush=True)
-        server.serve_forever(poll_interval=0.1)
+        try:
+            server.serve_forever(poll_interval=0.1)
+        finally:
+            with lock:
+                device.close()
 
 
 def serve_stdio(device: Device) -> None:
-    serve_stream(device, sys.stdin.buffer, sys.stdout.buffer, threading.Lock())
+    try:
+        serve_stream(device, sys.stdin.buffer, sys.stdout.buffer, threading.Lock())
+    finally:
+        device.close()

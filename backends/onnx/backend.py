@@ -147,6 +147,9 @@ class OnnxBackend:
     def predict(self, samples: np.ndarray) -> np.ndarray:
         return np.exp(self.log_probs(samples))
 
+    def close(self) -> None:
+        """Nothing outlives this backend's objects."""
+
     def resources(self) -> Resources:
         count = sum(v.size for v in self.theta.values())
         return Resources(parameter_bytes=2 * 4 * count, artifact_bytes=self.bundle.size(), parameters=int(count))

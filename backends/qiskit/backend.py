@@ -93,6 +93,9 @@ class QiskitBackend:
     def predict(self, samples: np.ndarray) -> np.ndarray:
         return np.exp(self.log_probs(samples))
 
+    def close(self) -> None:
+        """Nothing outlives this backend's objects."""
+
     def resources(self) -> Resources:
         return Resources(parameter_bytes=2 * 8 * self.spec.parameters, artifact_bytes=self.bundle.size(),
                          parameters=2 * self.spec.parameters)

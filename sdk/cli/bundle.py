@@ -12,6 +12,7 @@ examples:
   metaedge export runs/demo/cavia --target onnx --out bundles/cavia
   metaedge export runs/maml --out bundles/maml-v7 --security-counter 7
   metaedge export runs/born-meta --target qiskit --out bundles/born --shots 512
+  metaedge export runs/snn-fomaml --target loihi --out bundles/snn
 """
 INSPECT_EXAMPLES = """
 examples:
@@ -26,8 +27,9 @@ def register(sub) -> None:
                                    "and adaptation-step graphs, and self-test vectors, each listed with size and SHA-256.",
                        epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run", type=Path, metavar="RUN_DIR")
-    e.add_argument("--target", default="onnx", choices=("onnx", "qiskit"),
-                   help="device target: onnx (MLP runs) or qiskit (Born-machine runs of 'metaedge train born')")
+    e.add_argument("--target", default="onnx", choices=("onnx", "qiskit", "loihi"),
+                   help="device target: onnx (MLP runs), qiskit (Born-machine runs of 'metaedge train born') or loihi "
+                        "(spiking runs of 'metaedge train snn')")
     e.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     e.add_argument("--security-counter", type=int, default=1, help="monotonic counter a device uses against rollback (default 1)")
     e.add_argument("--steps", type=int, default=None, help="adaptation steps on the device (default: the run's inner steps)")
@@ -60,8 +62,15 @@ def run_export(args: argparse.Namespace) -> int:
     if args.shots is not None and args.target != "qiskit":
         raise UserError("--shots applies to the qiskit target only")
 
+    if args.steps is not None and args.target == "loihi":
+        raise UserError("--steps does not apply to the loihi target: the rule adapts while the pilots are presented "
+                        "(set the presentation length with 'metaedge train snn --steps')")
     key = _load_key(args.key) if args.key else None
-    if args.target == "qiskit":
+    if args.target == "loihi":
+        from metaedge.sdk.spiking.export import export_loihi
+
+        bundle = _bundle_errors(lambda: export_loihi(args.run, args.out, args.security_counter, key, args.expires))
+    elif args.target == "qiskit":
         from metaedge.sdk.quantum.export import export_qiskit
 
         bundle = _bundle_errors(lambda: export_qiskit(args.run, args.out, args.security_counter, args.steps, args.shots,
@@ -106,12 +115,19 @@ def summary(bundle) -> str:
     params = sum(int(__import__("math").prod(p["shape"])) for p in m["parameters"])
     lines = [
         f"bundle      {bundle.path}  ({m['format']} v{m['version']}, {bundle.size():,} bytes, verified)",
-        f"target      {m['target']}  " + (f"(ONNX opset {m['graphs']['opset']})" if m["target"] == "onnx"
-                                         else f"(QPY version {m['circuit']['qpy_version']})"),
+        f"target      {m['target']}  " + {"onnx": lambda: f"(ONNX opset {m['graphs']['opset']})",
+                                          "qiskit": lambda: f"(QPY version {m['circuit']['qpy_version']})",
+                                          "loihi": lambda: "(Lava, Loihi 2)"}[m["target"]](),
         f"task        {task['name']}: {task['classes']}-point constellation, features {'/'.join(task['features'])}, "
         f"pilots {'known sequence' if task['pilot_sequence'] else 'random'}",
     ]
-    if m["target"] == "qiskit":
+    if m["target"] == "loihi":
+        snn = m["snn"]
+        lines += [f"model       spiking: {2 * snn['grid']} input → {snn['grid'] ** 2} LIF hidden → {snn['classes']} plastic LIF "
+                  f"outputs; {snn['steps']}+{snn['gap']} timesteps per symbol",
+                  f"algorithm   {algo['name']}: three-factor rule '{algo['rule']['dw']}', η {snn['learning_rate']:g}, "
+                  f"on the pilots; θ = {snn['classes']}×{snn['grid'] ** 2} plastic weights"]
+    elif m["target"] == "qiskit":
         born = m["born"]
         lines += [f"model       Born machine: {born['qubits']} qubits = binary weights, {born['layers']} entangling layers, "
                   f"{born['parameters']} angles",

@@ -11,6 +11,7 @@ EXAMPLES = """
 examples:
   metaedge device serve --target onnx --state devices/dev1 --listen 127.0.0.1:7410 --trusted-key keys/metaedge.pub
   metaedge device serve --target qiskit --backend noisy:FakeManilaV2 --state devices/q1 --trusted-key keys/metaedge.pub
+  .venv-lava/bin/metaedge device serve --target loihi --state devices/l1 --trusted-key keys/metaedge.pub
   metaedge device list --device tcp://127.0.0.1:7410
   metaedge device confirm --device tcp://127.0.0.1:7410
   metaedge device stats --device tcp://127.0.0.1:7410 --json
@@ -23,7 +24,10 @@ def register(sub) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(p))
     s = actions.add_parser("serve", help="start a device (a process with a flash image on disk)", epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--target", default="onnx", choices=("onnx", "qiskit"), help="backend the device runs (default onnx)")
+    s.add_argument("--target", default="onnx", choices=("onnx", "qiskit", "loihi"),
+                   help="backend the device runs (default onnx; loihi needs the Lava environment's interpreter)")
+    s.add_argument("--engine", default="lava", choices=("lava", "reference"),
+                   help="loihi target only: lava (Loihi 2 simulation, default) or reference (the host simulator in numpy)")
     s.add_argument("--backend", default="noisy:FakeManilaV2",
                    help="qiskit target only: where circuits run — ideal, noisy:<Fake device> (default noisy:FakeManilaV2), "
                         "ibm:<backend> (needs a saved IBM Quantum account)")
@@ -68,6 +72,14 @@ def run_serve(args: argparse.Namespace) -> int:
         except BackendError as e:
             raise UserError(f"--backend: {e}") from None
         options = {"backend": args.backend, "seed": args.seed}
+    if args.target == "loihi":
+        import importlib.util
+
+        if args.engine == "lava" and importlib.util.find_spec("lava") is None:
+            raise UserError("Lava is not installed in this environment (it needs Python 3.10): start the device with "
+                            "the Lava environment, e.g. '.venv-lava/bin/metaedge device serve --target loihi …' "
+                            "(built by 'make env'), or use --engine reference")
+        options = {"engine": args.engine}
     if args.listen != "stdio":
         host, _, port = args.listen.rpartition(":")
         if not host or not port.isdigit():

@@ -66,6 +66,28 @@ def register(sub) -> None:
     b.add_argument("--json", action="store_true", help="print the final state as JSON")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(handler=run_born)
+    n = tasks.add_parser("snn", help="spiking receiver for Loihi: the three-factor rule's starting point (monograph §6.1)",
+                         description="Meta-learn the plastic synapses' starting point θ of a spiking demodulator whose "
+                                     "output layer adapts on-chip with a three-factor rule; first-order, with the rule "
+                                     "itself (FOMAML or Reptile), or jointly. Export it with --target loihi.",
+                         epilog=SNN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    n.add_argument("--out", type=Path, required=True, help="run directory to create")
+    n.add_argument("--method", default="fomaml", choices=("fomaml", "reptile", "joint"), help="outer loop (default fomaml)")
+    n.add_argument("--iterations", type=positive_int, default=300, help="outer steps (default 300)")
+    n.add_argument("--tasks-per-batch", type=positive_int, default=64, help="devices per outer step (default 64)")
+    n.add_argument("--meta-lr", type=float, help="β (default fomaml/joint 0.04, reptile 0.1)")
+    n.add_argument("--order", type=int, default=4, help="constellation: 4 (QPSK, default) or 16 (16-QAM)")
+    n.add_argument("--pilots", type=positive_int, default=4, help="known pilots per frame (default 4)")
+    n.add_argument("--snr", type=float, default=20.0, help="SNR in dB (default 20)")
+    n.add_argument("--channel", default="rayleigh", choices=("rayleigh", "phase"), help="rayleigh (default) or a residual phase")
+    n.add_argument("--phase-max", type=float, default=60.0, help="phase channel only: range ± degrees (default 60)")
+    n.add_argument("--steps", type=positive_int, default=8, help="timesteps each symbol is presented (default 8)")
+    n.add_argument("--grid", type=positive_int, default=8, help="receptive fields per rail; hidden = grid² (default 8)")
+    n.add_argument("--learning-rate", type=float, default=0.05, help="η of the on-chip rule (default 0.05)")
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--json", action="store_true", help="print the final state as JSON")
+    n.add_argument("--quiet", action="store_true", help="no progress bar")
+    n.set_defaults(handler=run_snn)
 
 
 BORN_EXAMPLES = """
@@ -74,6 +96,48 @@ examples:
   metaedge train born --method joint --out runs/born-joint
   metaedge train born --qubits 8 --layers 3 --steps 3 --out runs/born-8q     # ideal simulation only (> 5 qubits)
 """
+
+
+SNN_EXAMPLES = """
+examples:
+  metaedge train snn --out runs/snn-fomaml
+  metaedge train snn --method reptile --out runs/snn-reptile
+  metaedge train snn --order 16 --pilots 16 --out runs/snn-16qam
+  metaedge train snn --channel phase --phase-max 60 --out runs/snn-phase
+"""
+
+
+def run_snn(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from metaedge.backends.loihi.network import SnnSpec
+    from metaedge.sdk.spiking.training import SnnTrainConfig, default_task, train_snn
+
+    try:
+        task = default_task().replace(order=args.order, pilots=args.pilots, snr_db=args.snr, channel=args.channel,
+                                      phase_max_deg=args.phase_max if args.channel == "phase" else 180.0)
+        spec = SnnSpec(classes=args.order, grid=args.grid, steps=args.steps, learning_rate=args.learning_rate)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    cfg = SnnTrainConfig(method=args.method, iterations=args.iterations, tasks_per_batch=args.tasks_per_batch,
+                         meta_lr=args.meta_lr, seed=args.seed)
+    bar = tqdm(total=cfg.iterations, desc=f"snn-{args.method}", disable=args.quiet or None, file=sys.stderr, unit="it")
+
+    def progress(iteration: int, last: dict) -> None:
+        bar.update(iteration - bar.n)
+        if last:
+            bar.set_postfix(val_ser=f"{last['val_ser']:.4f}")
+
+    try:
+        state = train_snn(args.out, task, spec, cfg, progress)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps({"run": str(args.out), **state}))
+    else:
+        print(f"snn-{args.method}: best validation SER after on-chip adaptation {state['best_val_ser']:.4f} at iteration "
+              f"{state['best_iteration']} ({state['seconds']:.0f} s) → {args.out}")
+    return 0
 
 
 def run_born(args: argparse.Namespace) -> int:

@@ -1,0 +1,132 @@
+"""Spiking receivers that adapt on-chip: the Loihi backend (Lava's Loihi 2 simulation by default).
+
+Per frame: θ is written to the plastic synapses (``weights.set``), the pilots are presented
+with the teacher signal on (the three-factor rule adapts the weights), then the payload with
+the teacher off (no learning); decisions come from output spike counts (``network``).
+Engines: ``lava`` (the device; needs the Lava environment) and ``reference`` (the host
+simulator of the same dynamics in numpy, for machines without Lava).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from metaedge.backends.base import AdaptReport, BackendError, Resources, SelftestReport
+from metaedge.backends.loihi.network import SnnSpec, encode, probabilities, stream_length, teacher
+from metaedge.deploy.bundle import Bundle
+
+ENGINES = ("lava", "reference")
+
+
+class LoihiBackend:
+    target = "loihi"
+
+    def __init__(self, engine: str = "lava", timeout_s: float = 120.0) -> None:
+        if engine not in ENGINES:
+            raise BackendError(f"engine '{engine}' is unknown; use one of {', '.join(ENGINES)}")
+        self.engine, self.timeout_s = engine, timeout_s
+        self.receiver = None
+        self.bundle: Bundle | None = None
+
+    # -- loading -----------------------------------------------------------------------------
+    def load(self, bundle: Bundle) -> None:
+        if bundle.target != self.target:
+            raise BackendError(f"bundle target is '{bundle.target}', this device runs '{self.target}'")
+        try:
+            self.spec = SnnSpec.from_dict(bundle.manifest["snn"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise BackendError(f"manifest 'snn' section is invalid: {e}") from None
+        if bundle.manifest["task"]["classes"] != self.spec.classes:
+            raise BackendError(f"task has {bundle.manifest['task']['classes']} classes, the network {self.spec.classes} output neurons")
+        tensors = bundle.tensors("theta")
+        shapes = {"theta": (self.spec.classes, self.spec.hidden), "input_weights": (self.spec.hidden, self.spec.inputs)}
+        for name, shape in shapes.items():
+            if name not in tensors or tensors[name].shape != shape or not np.isfinite(tensors[name]).all():
+                raise BackendError(f"θ artifact lacks a finite '{name}' of shape {shape}")
+        self.theta = tensors["theta"].astype(np.float64)
+        self.w_in = tensors["input_weights"].astype(np.float64)
+        self.close()
+        self.receiver = self._build()
+        self.bundle = bundle
+
+    def _build(self):
+        if self.engine == "reference":
+            from metaedge.backends.loihi.reference import ReferenceReceiver
+
+            return ReferenceReceiver(self.spec, self.w_in, self.theta)
+        try:
+            from metaedge.backends.loihi.lava_net import LavaReceiver
+        except ImportError as e:
+            raise BackendError(f"Lava is not importable here ({e}); run the Loihi device with the Lava environment: "
+                               ".venv-lava/bin/metaedge device serve --target loihi …") from None
+        return LavaReceiver(self.spec, self.w_in, self.theta, timeout_s=self.timeout_s)
+
+    def close(self) -> None:
+        """Stop the engine's runtime (Lava's processes and shared memory)."""
+        if self.receiver is not None:
+            receiver, self.receiver = self.receiver, None
+            receiver.stop()
+
+    # -- per frame ---------------------------------------------------------------------------
+    def _run(self, samples: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        if self.receiver is None:
+            raise BackendError("no network is loaded")
+        n = samples.shape[0]
+        length = stream_length(self.spec, n)
+        inputs = encode(self.spec, samples, length)
+        teach = teacher(self.spec, labels, length) if labels is not None else np.zeros((length, self.spec.classes))
+        try:
+            return self.receiver.run_stream(inputs, teach)
+        except BackendError:
+            if getattr(self.receiver, "stopped", False):
+                self.receiver = None        # the runtime was torn down; a reset builds a new one
+            raise
+
+    def reset(self) -> None:
+        """Back to θ; a runtime torn down after a failure is rebuilt here, so the device keeps serving."""
+        if self.receiver is None and self.bundle is not None:
+            self.receiver = self._build()
+        if self.receiver is not None:
+            self.receiver.set_weights(self.theta)
+
+    def adapt(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray) -> AdaptReport:
+        start = time.perf_counter()
+        self._run(pilot_samples, pilot_labels)
+        return AdaptReport(steps=pilot_samples.shape[0] * self.spec.period, seconds=time.perf_counter() - start)
+
+    def output_spikes(self, samples: np.ndarray) -> np.ndarray:
+        """Output spikes [steps, classes] for a block presented with learning off."""
+        return self._run(samples, None)
+
+    def predict(self, samples: np.ndarray) -> np.ndarray:
+        return probabilities(self.spec, self.output_spikes(samples), samples.shape[0]).astype(np.float32)
+
+    def log_probs(self, samples: np.ndarray) -> np.ndarray:
+        return np.log(self.predict(samples))
+
+    def weights(self) -> np.ndarray:
+        return self.receiver.weights()
+
+    def resources(self) -> Resources:
+        count = 2 * self.theta.size + self.w_in.size
+        return Resources(parameter_bytes=8 * count, artifact_bytes=self.bundle.size(), parameters=count)
+
+    # -- self-test ----------------------------------------------------------------------------
+    def selftest(self) -> SelftestReport:
+        """Adapt on the host's pilots and decode its payload: weights within atol, output spikes identical."""
+        vectors = self.bundle.tensors("selftest")
+        atol = float(self.bundle.manifest.get("selftest", {}).get("atol", 1e-5))
+        try:
+            self.reset()
+            self.adapt(vectors["adapt.pilot_samples"], vectors["adapt.pilot_labels"].astype(np.int64))
+            weight_error = float(np.abs(self.weights() - vectors["adapt.weights"]).max())
+            spikes = self.output_spikes(vectors["predict.samples"])
+            mismatches = float(np.abs(spikes - vectors["predict.spikes"]).sum())
+        except (KeyError, ValueError) as e:
+            raise BackendError(f"self-test vectors are unusable: {e}") from None
+        finally:
+            self.reset()
+        worst = max(weight_error, mismatches)
+        return SelftestReport(passed=bool(np.isfinite(worst) and weight_error <= atol and mismatches == 0),
+                              max_error=worst, tolerance=atol, checks=2)

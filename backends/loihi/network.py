@@ -1,0 +1,192 @@
+"""The spiking receiver, in numpy: its description, the spike encoder, the fixed hidden weights
+and the read-out. Shared by the host (reference simulator, meta-training, export) and the
+device (Lava), so both present exactly the same spikes.
+
+Timeline. A block of n received samples becomes a stream of n·(T + G) timesteps: symbol k
+is presented during steps k·P + 1 … k·P + T (P = T + G) and followed by G silent steps.
+Dense connections in Lava deliver a spike one step later, so the hidden layer answers one
+step and the output layer two steps after the input; the output *window* of symbol k is
+steps k·P + 3 … k·P + T + 2 (G ≥ 2 keeps windows apart). The teacher signal of a pilot is
+on during its window.
+
+Encoder. An automatic gain control first scales the block to unit power per real dimension
+(the rms over the block's samples). Each rail (I, Q) then drives ``grid`` input neurons with
+Gaussian receptive fields centred on an even grid over [−range, range], activation
+a = exp(−(x − c)² / 2σ²), σ = grid spacing · ``width``. A neuron spikes deterministically at
+rate a: an accumulator starts at ½, adds a every step of the presentation and spikes
+(subtracting 1) whenever it reaches 1.
+
+Hidden layer. ``grid``² LIF neurons, one per cell (i, j) of the I/Q grid, each fed by input
+neuron i of the I rail and input neuron j of the Q rail with weight ``hidden_weight``: with
+the threshold between one and two inputs' worth, a hidden neuron fires when both rails are
+near its cell — a spiking 2-D receptive field. These weights are fixed (not learned).
+
+Output layer. One LIF neuron per class on plastic synapses θ (classes × hidden). Decision:
+the neuron with the most spikes in the window; ties go to the earliest first spike, then to
+the lowest index. Confidence: p_i ∝ count_i + ½ + 10⁻³·earliness_i (earliness ∈ [0, 1)).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+RULE = "u0*x1*y2 - u0*x1*y3"   # Lava's dw string: Δw = x1·(y2 − y3), e⁺ on y2 and e⁻ on y3 (a sign fixed point can carry)
+Y_TRACE_TAU = 65535            # Loihi3FLearningRule's y traces: τ = 2^16 − 1, impulse 0
+LATENCY = 2             # steps from an input spike to the output layer's response
+TIE_BREAK = 1e-3        # weight of a first spike's earliness in the confidence
+
+
+@dataclass(frozen=True)
+class SnnSpec:
+    """Everything that fixes the network's dynamics; the bundle's ``snn`` section."""
+
+    classes: int = 4
+    grid: int = 8                  # receptive fields per rail
+    field_range: float = 1.75      # centres span [−range, range] after gain control
+    field_width: float = 0.8       # σ in grid spacings
+    steps: int = 8                 # T: presentation steps per symbol
+    gap: int = 2                   # G: silent steps after each symbol (≥ LATENCY)
+    hidden_weight: float = 1.0
+    hidden_du: float = 1.0
+    hidden_dv: float = 0.5
+    hidden_vth: float = 1.5
+    out_du: float = 1.0
+    out_dv: float = 0.5
+    out_vth: float = 1.0
+    trace_tau: float = 2.0         # τ of the pre-synaptic trace x1
+    trace_impulse: float = 1.0
+    learning_rate: float = 0.05    # η, carried by the error factors y2/y3
+    surrogate_width: float = 0.5   # post_i = 1 / (1 + |v_i − vth| / width)²
+    chunk: int = 16                # symbols per Lava run (ring-buffer length = chunk · period)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.classes >= 2, "classes must be ≥ 2"),
+            (2 <= self.grid <= 32, "grid must lie in 2..32"),
+            (self.steps >= 1 and self.gap >= LATENCY, f"steps must be ≥ 1 and gap ≥ {LATENCY}"),
+            (self.chunk >= 1, "chunk must be ≥ 1"),
+            (all(0.0 <= d <= 1.0 for d in (self.hidden_du, self.hidden_dv, self.out_du, self.out_dv)), "decays must lie in [0, 1]"),
+            (all(x > 0 and math.isfinite(x) for x in (self.field_range, self.field_width, self.hidden_vth, self.out_vth,
+                                                       self.trace_tau, self.surrogate_width)),
+             "ranges, widths, thresholds and τ must be positive"),
+            (math.isfinite(self.learning_rate) and self.learning_rate >= 0, "learning_rate must be ≥ 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"snn: {message}")
+
+    @property
+    def inputs(self) -> int:
+        return 2 * self.grid
+
+    @property
+    def hidden(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def period(self) -> int:
+        return self.steps + self.gap
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SnnSpec":
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ValueError(f"snn: unknown fields {sorted(unknown)}")
+        return cls(**{k: (int(v) if known[k] == "int" else float(v)) for k, v in data.items()})
+
+
+def input_weights(spec: SnnSpec) -> np.ndarray:
+    """[hidden, inputs]: hidden cell (i, j) = index i·grid + j listens to I-neuron i and Q-neuron grid + j."""
+    w = np.zeros((spec.hidden, spec.inputs))
+    cells = np.arange(spec.hidden)
+    w[cells, cells // spec.grid] = spec.hidden_weight
+    w[cells, spec.grid + cells % spec.grid] = spec.hidden_weight
+    return w
+
+
+def gain_control(samples: np.ndarray) -> np.ndarray:
+    """Scale a block [..., n, 2] to unit rms per real dimension (blocks of zeros stay zero)."""
+    rms = np.sqrt(np.mean(np.square(samples, dtype=np.float64), axis=(-2, -1), keepdims=True))
+    return np.asarray(samples, dtype=np.float64) / np.where(rms > 0, rms, 1.0)
+
+
+def rates(spec: SnnSpec, samples: np.ndarray) -> np.ndarray:
+    """Input firing rates [..., n, inputs] in [0, 1] for gain-controlled samples [..., n, 2]."""
+    centres = np.linspace(-spec.field_range, spec.field_range, spec.grid)
+    sigma = spec.field_width * (centres[1] - centres[0])
+    diff = samples[..., :, :, None] - centres                   # [..., n, 2, grid]
+    a = np.exp(-0.5 * np.square(diff / sigma))
+    return a.reshape(*samples.shape[:-1], spec.inputs)
+
+
+def encode(spec: SnnSpec, samples: np.ndarray, length: int | None = None) -> np.ndarray:
+    """Input spike raster [..., steps, inputs] (float 0/1) of a block [..., n, 2] of received samples.
+
+    ``length`` pads the stream with silent steps (to whole Lava chunks)."""
+    a = rates(spec, gain_control(samples))                      # [..., n, inputs]
+    k = np.arange(1, spec.steps + 1)[:, None]
+    # accumulator 0.5 + k·a crosses an integer at step k exactly when floor(0.5 + k·a) > floor(0.5 + (k−1)·a)
+    spikes = np.floor(0.5 + k * a[..., None, :]) > np.floor(0.5 + (k - 1) * a[..., None, :])   # [..., n, T, inputs]
+    n = samples.shape[-2]
+    out = np.zeros((*samples.shape[:-2], n, spec.period, spec.inputs))
+    out[..., :, : spec.steps, :] = spikes
+    out = out.reshape(*samples.shape[:-2], n * spec.period, spec.inputs)
+    return _pad(out, length)
+
+
+def teacher(spec: SnnSpec, labels: np.ndarray, length: int | None = None) -> np.ndarray:
+    """Teacher raster [..., steps, classes]: +1 for the label's neuron, −1 for the others, during each window; 0 elsewhere."""
+    n = labels.shape[-1]
+    one_hot = np.eye(spec.classes)[labels] * 2.0 - 1.0          # [..., n, K]
+    out = np.zeros((*labels.shape[:-1], n, spec.period, spec.classes))
+    out[..., :, LATENCY: LATENCY + spec.steps, :] = one_hot[..., None, :]
+    return _pad(out.reshape(*labels.shape[:-1], n * spec.period, spec.classes), length)
+
+
+def _pad(raster: np.ndarray, length: int | None) -> np.ndarray:
+    if length is None or length == raster.shape[-2]:
+        return raster
+    if length < raster.shape[-2]:
+        raise ValueError(f"stream of {raster.shape[-2]} steps does not fit {length}")
+    pad = [(0, 0)] * raster.ndim
+    pad[-2] = (0, length - raster.shape[-2])
+    return np.pad(raster, pad)
+
+
+def stream_length(spec: SnnSpec, symbols: int) -> int:
+    """Steps to present ``symbols`` samples in whole chunks (Lava runs whole ring buffers)."""
+    chunk_steps = spec.chunk * spec.period
+    return -(-symbols * spec.period // chunk_steps) * chunk_steps
+
+
+def window_counts(spec: SnnSpec, out_spikes: np.ndarray, symbols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Spike counts and first-spike step (T when none) per symbol: [..., symbols, classes] each."""
+    idx = np.arange(symbols)[:, None] * spec.period + LATENCY + np.arange(spec.steps)[None, :]   # 0-based steps
+    win = out_spikes[..., idx, :]                                # [..., symbols, T, K]
+    counts = win.sum(-2)
+    fired = win > 0
+    first = np.where(fired.any(-2), fired.argmax(-2), spec.steps)
+    return counts, first
+
+
+def probabilities(spec: SnnSpec, out_spikes: np.ndarray, symbols: int) -> np.ndarray:
+    """Class probabilities [..., symbols, classes] from the output spikes (see the module text)."""
+    counts, first = window_counts(spec, out_spikes, symbols)
+    score = counts + 0.5 + TIE_BREAK * (spec.steps - first) / spec.steps
+    return score / score.sum(-1, keepdims=True)
+
+
+def rule_section(spec: SnnSpec) -> dict:
+    """The three-factor rule as the bundle states it (the arguments of Lava's ``Loihi3FLearningRule``)."""
+    return {"dw": RULE, "t_epoch": 1, "x1_tau": spec.trace_tau, "x1_impulse": spec.trace_impulse,
+            "x2_tau": 1.0, "x2_impulse": 0.0, "y_tau": Y_TRACE_TAU, "y_impulse": 0.0,
+            "y2": "learning_rate * post * max(e, 0)", "y3": "learning_rate * post * max(-e, 0)",
+            "error": "e_i = |c_i| * ([c_i > 0] - s_i), teacher c_i in {-1, 0, +1}",
+            "post": "1 / (1 + |v_i - out_vth| / surrogate_width)^2, membrane before reset"}
+

@@ -1,0 +1,1 @@
+"""Lava processes of the spiking receiver (see error_lif)."""

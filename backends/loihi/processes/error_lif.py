@@ -1,0 +1,61 @@
+"""``ErrorLIF``: the output neuron of the spiking receiver, as a Lava process with a float ProcessModel.
+
+The stock learning LIF models never send on the y ports; this one computes the
+three-factor rule's per-neuron error and post-synaptic term from a teacher signal on its
+third-factor port (c_i ∈ {−1, 0, +1}: should be silent, no learning, should spike) and sends
+y2 = η·post·max(e, 0), y3 = η·post·max(−e, 0) with e_i = |c_i|·([c_i > 0] − s_i) and
+post_i = 1 / (1 + |v_i − vth| / width)² on the membrane before reset (monograph eq. 6.4–6.5).
+
+It lives alone in this package because Lava looks for ProcessModels by executing every
+module next to the process's own.
+"""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.learning.learning_rule import Loihi3FLearningRule
+from lava.magma.core.model.py.neuron import LearningNeuronModelFloat
+from lava.magma.core.model.py.ports import PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+from lava.proc.lif.models import AbstractPyLifModelFloat
+from lava.proc.lif.process import LearningLIF
+
+
+class ErrorLIF(LearningLIF):
+    """LIF output neuron that emits the three-factor rule's error and post-synaptic terms on y2/y3."""
+
+    def __init__(self, *, shape, du: float, dv: float, vth: float, learning_rate: float, surrogate_width: float,
+                 learning_rule: Loihi3FLearningRule, **kwargs) -> None:
+        super().__init__(shape=shape, du=du, dv=dv, vth=vth, learning_rule=learning_rule, **kwargs)
+        self.learning_rate = Var(shape=(1,), init=learning_rate)
+        self.surrogate_width = Var(shape=(1,), init=surrogate_width)
+
+
+@implements(proc=ErrorLIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyErrorLIFModelFloat(LearningNeuronModelFloat, AbstractPyLifModelFloat):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    vth: float = LavaPyType(float, float)
+    learning_rate: np.ndarray = LavaPyType(np.ndarray, float)
+    surrogate_width: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self) -> None:
+        drive = self.a_in.recv()
+        teacher = self.a_third_factor_in.recv()
+        self.subthr_dynamics(activation_in=drive)
+        spikes = self.v > self.vth
+        post = 1.0 / np.square(1.0 + np.abs(self.v - self.vth) / self.surrogate_width[0])
+        err = np.abs(teacher) * ((teacher > 0).astype(float) - spikes)
+        self.y1 = np.zeros_like(self.v)
+        self.y2 = self.learning_rate[0] * post * np.maximum(err, 0.0)
+        self.y3 = self.learning_rate[0] * post * np.maximum(-err, 0.0)
+        self.v[spikes] = 0.0
+        self.s_out.send(spikes)
+        self.s_out_bap.send(spikes)
+        self.s_out_y1.send(self.y1)
+        self.s_out_y2.send(self.y2)
+        self.s_out_y3.send(self.y3)
