@@ -66,3 +66,28 @@ def born_bundle(tmp_path_factory):
                BornTrainConfig(iterations=40, val_devices=64, val_every=20))
     export_qiskit(root / "run", root / "bundle")
     return root / "bundle"
+
+
+@pytest.fixture(scope="session")
+def snn_bundle(tmp_path_factory, signing_keys):
+    """A briefly meta-trained spiking receiver (FOMAML with the rule) exported, signed, for the loihi target: (run, bundle)."""
+    from metaedge.backends.loihi.network import SnnSpec
+    from metaedge.deploy.signing import load_private
+    from metaedge.sdk.spiking.export import export_loihi
+    from metaedge.sdk.spiking.training import SnnTrainConfig, default_task, train_snn
+
+    root = tmp_path_factory.mktemp("snn")
+    train_snn(root / "run", default_task(), SnnSpec(), SnnTrainConfig(iterations=20, tasks_per_batch=32, val_devices=50,
+                                                                       val_every=10))
+    export_loihi(root / "run", root / "bundle", key=load_private(signing_keys[0]))
+    return root / "run", root / "bundle"
+
+
+def lava_python() -> str:
+    """The Lava environment's interpreter (Makefile: METAEDGE_LAVA_PYTHON); a missing one fails with the fix."""
+    from pathlib import Path
+
+    path = os.environ.get("METAEDGE_LAVA_PYTHON") or str(Path(__file__).resolve().parents[1] / ".venv-lava" / "bin" / "python")
+    if not Path(path).exists():
+        pytest.fail(f"the Lava environment is missing ({path}); build it with 'make env'")
+    return path

@@ -4,12 +4,13 @@ Runs in the Lava environment (.venv-lava: Python 3.10, numpy < 2, no torch), whi
 Makefile builds and points to with METAEDGE_LAVA_PYTHON. The environment is required, not
 optional: a missing one fails the test with the command that builds it.
 """
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import lava_python
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_SIDE = ("deploy", "backends", "firmware_sim")
@@ -40,13 +41,6 @@ if bad:
     sys.exit(f"torch was imported: {bad[:3]}")
 print(sys.version_info[:2], len(names), "modules:", " ".join(names))
 """
-
-
-def lava_python() -> str:
-    path = os.environ.get("METAEDGE_LAVA_PYTHON") or str(ROOT / ".venv-lava" / "bin" / "python")
-    if not Path(path).exists():
-        pytest.fail(f"the Lava environment is missing ({path}); build it with 'make env'")
-    return path
 
 
 def test_device_side_modules_import_in_the_lava_environment_without_torch():

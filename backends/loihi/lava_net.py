@@ -12,6 +12,7 @@ stay aligned; the state (u, v, Dense buffers, traces) is zeroed before each stre
 from __future__ import annotations
 
 import atexit
+import multiprocessing
 import threading
 import weakref
 
@@ -146,7 +147,7 @@ class LavaReceiver:
         for actor in list(infra.actors):
             if actor.is_alive():
                 actor.kill()
-            actor.join(5)
+            multiprocessing.Process.join(actor, 5)   # Lava's SystemProcess.join takes no timeout
         smm = infra.smm
         if smm is not None and smm._manager is not None:
             for handle in smm._shared_memory_handles:

@@ -1,0 +1,40 @@
+"""The Loihi backend on Lava's Loihi 2 simulation, in the Lava environment (checks in lava_checks.py)."""
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import lava_python
+
+CHECKS = Path(__file__).with_name("lava_checks.py")
+pytestmark = pytest.mark.lava
+
+
+def run_check(name: str, bundle: Path, timeout: float = 240) -> dict:
+    result = subprocess.run([lava_python(), str(CHECKS), name, str(bundle)], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_host_reference_and_lava_agree_on_spikes_and_adapted_weights(snn_bundle):
+    r = run_check("parity", snn_bundle[1])
+    assert r["weight_change"] > 1e-3                 # the rule did change the weights on the pilots…
+    assert r["weight_error"] <= 1e-5                 # …exactly as the host reference predicts
+    assert r["spikes"] > 0 and r["spike_mismatches"] == 0
+    assert r["learning_off_change"] == 0.0           # the payload, teacher off, leaves the weights alone
+
+
+def test_selftest_passes_on_lava_and_catches_a_wrong_expectation(snn_bundle):
+    r = run_check("selftest", snn_bundle[1])
+    assert r["passed"] and r["max_error"] <= 1e-5
+    assert not r["tampered_passed"] and r["tampered_error"] > 1e-5
+
+
+def test_a_failing_lava_process_is_torn_down_without_leftovers_and_the_backend_recovers(snn_bundle):
+    r = run_check("failure", snn_bundle[1])
+    assert r["healthy"]
+    assert r["error"] and "did not answer within 10 s" in r["error"]
+    assert r["children_after_fault"] == 0 and r["shm_leaked_after_fault"] == []
+    assert r["recovered"]
+    assert r["children_at_end"] == 0 and r["shm_leaked_at_end"] == []

@@ -1,0 +1,107 @@
+"""Spiking receiver on the host: encoder, read-out, the rule's gradient, meta-training, export, CLI errors."""
+import json
+
+import numpy as np
+import pytest
+
+from metaedge.backends.loihi.backend import LoihiBackend
+from metaedge.backends.loihi.network import (LATENCY, SnnSpec, encode, gain_control, probabilities, rates, stream_length,
+                                             teacher, window_counts)
+from metaedge.backends.loihi.reference import output_layer
+from metaedge.deploy.bundle import read_bundle
+from metaedge.sdk.cli.main import main
+from metaedge.sdk.spiking.training import Streams, adapted_ser, default_task, load_snn_run, rule_gradient
+from metaedge.sdk.tasks.demod import DemodTasks
+
+SPEC = SnnSpec()
+
+
+def test_encoder_fires_at_the_receptive_field_rates_and_stays_silent_in_the_gap():
+    samples = np.random.default_rng(0).normal(size=(5, 2))
+    raster = encode(SPEC, samples).reshape(5, SPEC.period, SPEC.inputs)
+    expected = rates(SPEC, gain_control(samples)) * SPEC.steps
+    assert np.all(np.abs(raster[:, : SPEC.steps].sum(1) - expected) <= 1.0)
+    assert raster[:, SPEC.steps:].sum() == 0
+    assert np.allclose(np.mean(gain_control(samples) ** 2), 1.0)
+
+
+def test_teacher_marks_the_label_during_the_output_window_only():
+    t = teacher(SPEC, np.array([2, 0]), stream_length(SPEC, 2))
+    assert t.shape == (stream_length(SPEC, 2), SPEC.classes)
+    window = t[LATENCY: LATENCY + SPEC.steps]
+    assert np.all(window[:, 2] == 1) and np.all(window[:, [0, 1, 3]] == -1)
+    assert np.all(t[:LATENCY] == 0) and np.all(t[SPEC.period + LATENCY: SPEC.period + LATENCY + SPEC.steps, 0] == 1)
+    assert np.all(t[2 * SPEC.period:] == 0)
+
+
+def test_decision_counts_spikes_and_breaks_ties_by_the_earliest_first_spike():
+    spikes = np.zeros((SPEC.period * 2, SPEC.classes))
+    spikes[LATENCY + 3, 1] = spikes[LATENCY + 1, 3] = 1          # symbol 0: one spike each, class 3 first
+    spikes[SPEC.period + LATENCY + np.arange(4), 2] = 1           # symbol 1: class 2 has the most
+    counts, first = window_counts(SPEC, spikes, 2)
+    assert counts[0].tolist() == [0, 1, 0, 1] and first[0].tolist() == [SPEC.steps, 3, SPEC.steps, 1]
+    p = probabilities(SPEC, spikes, 2)
+    assert p.argmax(-1).tolist() == [3, 2] and np.allclose(p.sum(-1), 1)
+    silent = probabilities(SPEC, np.zeros_like(spikes), 2)
+    assert silent.argmax(-1).tolist() == [0, 0] and np.allclose(silent, 1 / SPEC.classes)
+
+
+def test_rule_gradient_is_the_rule_sum_scaled_and_leaves_weights_alone():
+    tasks = DemodTasks(default_task(), seed=3)
+    frame = tasks.frames(tasks.devices("train", 3), 8, 0, tasks.rng("train", 1))
+    data = Streams.encode(SPEC, frame.x_tr, frame.y_tr)
+    theta = np.full((SPEC.classes, SPEC.hidden), 0.05)
+    run = output_layer(SPEC, theta, data.hidden, data.teacher, apply=False)
+    assert np.array_equal(run.weights, np.broadcast_to(theta, run.weights.shape))
+    g = rule_gradient(SPEC, theta, data)
+    assert np.abs(g).max() > 0
+    assert np.allclose(g, -run.rule_sum / (SPEC.learning_rate * 8))
+
+
+def test_meta_learned_start_beats_zero_and_random_starts_on_new_devices(snn_bundle):
+    run = load_snn_run(snn_bundle[0])
+    tasks = DemodTasks(run.task, seed=11)
+    frame = tasks.frames(tasks.devices("test", 150), run.task.pilots, 100, tasks.rng("test", 1))
+    pilots, payload = Streams.encode(run.spec, frame.x_tr, frame.y_tr), Streams.encode(run.spec, frame.x_va, None)
+    ser = {name: adapted_ser(run.spec, theta, pilots, payload, frame.y_va).mean() for name, theta in {
+        "meta": run.theta, "zero": np.zeros_like(run.theta),
+        "random": np.random.default_rng(0).normal(scale=0.3, size=run.theta.shape)}.items()}
+    assert ser["meta"] < ser["zero"] - 0.05 and ser["meta"] < ser["random"] - 0.05, ser
+
+
+def test_loihi_bundle_manifest_and_reference_engine_selftest(snn_bundle, capsys):
+    bundle = read_bundle(snn_bundle[1])
+    m = bundle.manifest
+    assert m["target"] == "loihi" and m["algorithm"]["rule"]["dw"] == "u0*x1*y2 - u0*x1*y3"
+    assert m["snn"]["classes"] == m["task"]["classes"] == 4 and bundle.signature
+    backend = LoihiBackend(engine="reference")
+    backend.load(bundle)
+    report = backend.selftest()
+    assert report.passed and report.max_error == 0.0
+    probs = backend.predict(np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32))
+    assert probs.shape == (7, 4) and np.allclose(probs.sum(-1), 1, atol=1e-6)
+    assert main(["inspect", str(snn_bundle[1])]) == 0
+    out = capsys.readouterr().out
+    assert "three-factor rule" in out and "64 LIF hidden" in out
+
+
+def test_train_snn_cli_and_its_errors(tmp_path, capsys):
+    assert main(["train", "snn", "--out", str(tmp_path / "r"), "--iterations", "4", "--tasks-per-batch", "8", "--quiet",
+                 "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["iterations"] == 4 and 0 <= state["best_val_ser"] <= 1
+    cases = [(["train", "snn", "--out", str(tmp_path / "x"), "--order", "5"], "not a square QAM order"),
+             (["train", "snn", "--out", str(tmp_path / "r")], "already exists"),
+             (["export", str(tmp_path / "r"), "--target", "loihi", "--out", str(tmp_path / "b"), "--steps", "2"],
+              "does not apply to the loihi target"),
+             (["device", "serve", "--target", "loihi", "--state", str(tmp_path / "s"), "--allow-unsigned"],
+              ".venv-lava/bin/metaedge device serve --target loihi")]
+    for argv, message in cases:
+        assert main(argv) != 0
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_export_refuses_a_run_of_another_kind(trained_bundle, tmp_path, capsys):
+    assert main(["export", str(trained_bundle[0]), "--target", "loihi", "--out", str(tmp_path / "b")]) != 0
+    assert "is not a spiking-receiver run" in capsys.readouterr().err
