@@ -85,9 +85,10 @@ def snn_bundle(tmp_path_factory, signing_keys):
 
 def lava_python() -> str:
     """The Lava environment's interpreter (Makefile: METAEDGE_LAVA_PYTHON); a missing one fails with the fix."""
-    from pathlib import Path
+    from metaedge.sdk.errors import UserError
+    from metaedge.sdk.lava_env import lava_python as find
 
-    path = os.environ.get("METAEDGE_LAVA_PYTHON") or str(Path(__file__).resolve().parents[1] / ".venv-lava" / "bin" / "python")
-    if not Path(path).exists():
-        pytest.fail(f"the Lava environment is missing ({path}); build it with 'make env'")
-    return path
+    try:
+        return find()
+    except UserError as e:
+        pytest.fail(str(e))

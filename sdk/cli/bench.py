@@ -15,6 +15,7 @@ examples:
   metaedge bench meta-train --json > bench.json
   metaedge bench meta-train --algos fomaml --tasks 32 --repeats 100 --no-compile
   metaedge bench qiskit --json
+  metaedge bench loihi --json
 """
 
 
@@ -51,9 +52,10 @@ def register(sub) -> None:
     register_powercut(benches)
     register_fuzz(benches)
     register_soak(benches)
-    from metaedge.sdk.cli import bench_qiskit
+    from metaedge.sdk.cli import bench_loihi, bench_qiskit
 
     bench_qiskit.register(benches)
+    bench_loihi.register(benches)
 
 
 def register_powercut(benches) -> None:

@@ -1,0 +1,156 @@
+"""``metaedge bench loihi``: spiking-receiver quality after on-chip adaptation, and Lava's speed, in one JSON report."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from metaedge.sdk.cli.parsing import positive_int
+from metaedge.sdk.errors import UserError
+
+EXAMPLES = """
+examples:
+  metaedge bench loihi --json                  # trains what is missing into runs/bench-loihi first (~2 min)
+  metaedge bench loihi --devices 200 --lava-frames 2 --lava-payload 50     # quick look
+  metaedge bench loihi --fomaml runs/snn-fomaml --onnx runs/qpsk-metasgd --no-lava
+"""
+METHODS = ("fomaml", "reptile", "joint")
+ONNX_ITERATIONS = 2000
+
+
+def register(benches) -> None:
+    b = benches.add_parser("loihi", help="spiking receivers: SER after on-chip adaptation per start, Lava speed",
+                           description="Adapts the FOMAML-, Reptile- and jointly trained θ, θ = 0 and a random θ with the "
+                                       "three-factor rule on the same pilots of many new devices (host reference, exactly "
+                                       "Lava's dynamics), next to the ONNX receiver (Meta-SGD MLP) and the model-based "
+                                       "receiver; then runs frames on Lava and times them. Writes OUT/loihi.json.",
+                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for method in METHODS:
+        b.add_argument(f"--{method}", type=Path, help=f"{method} run (metaedge train snn --method {method}); default: train into OUT")
+    b.add_argument("--onnx", type=Path, help="an MLP run for the same task (metaedge train demod --order 4 --pilots 4 "
+                                             "--algo metasgd); default: train one into OUT")
+    b.add_argument("--out", type=Path, default=Path("runs/bench-loihi"), help="output directory (default runs/bench-loihi)")
+    b.add_argument("--devices", type=positive_int, default=500, help="new devices for the quality comparison (default 500)")
+    b.add_argument("--payload", type=positive_int, default=1000, help="payload symbols per device (default 1000)")
+    b.add_argument("--lava-frames", type=positive_int, default=5, help="frames run on Lava (default 5)")
+    b.add_argument("--lava-payload", type=positive_int, default=100, help="payload symbols per Lava frame (default 100)")
+    b.add_argument("--no-lava", action="store_true", help="skip the Lava part (quality only)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from metaedge.sdk.lava_env import lava_python
+    from metaedge.sdk.receivers import ModelBasedReceiver
+    from metaedge.sdk.rundir import write_json
+    from metaedge.sdk.spiking.bench import lava_speed, paired, quality, starts_of, test_frames
+    from metaedge.sdk.spiking.export import export_loihi
+    from metaedge.sdk.spiking.training import load_snn_run
+    from metaedge.sdk.tasks.demod import DemodTasks
+
+    interpreter = None if args.no_lava else lava_python()
+    if args.lava_payload > args.payload:
+        raise UserError(f"--lava-payload {args.lava_payload} exceeds --payload {args.payload}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for method in METHODS:
+        given = getattr(args, method) or args.out / f"snn-{method}"
+        if getattr(args, method) is None and not given.exists():
+            train_default(given, method, args.seed, args.quiet)
+        runs[method] = load_snn_run(given)
+    main_run = runs["fomaml"]
+    if any(r.task != main_run.task or r.spec != main_run.spec for r in runs.values()):
+        raise UserError("the runs were trained on different tasks or networks; compare runs of one configuration")
+    onnx_dir = args.onnx or args.out / "onnx-metasgd"
+    if args.onnx is None and not onnx_dir.exists():
+        train_onnx(onnx_dir, main_run.task, args.seed, args.quiet)
+    receivers = {"ONNX receiver (Meta-SGD MLP)": onnx_receiver(onnx_dir, main_run.task),
+                 "model-based (MMSE + ML)": ModelBasedReceiver(DemodTasks(main_run.task).constellation,
+                                                               main_run.task.noise_var, main_run.task.channel_var)}
+    frame = test_frames(main_run, args.devices, args.payload, args.seed + 1000)
+    starts = starts_of(runs, args.seed)
+    with tqdm(total=len(starts) + len(receivers), desc="loihi quality", disable=args.quiet or None, file=sys.stderr) as bar:
+        q = quality(main_run, starts, frame, receivers, progress=bar.update)
+    names = list(q["results"])
+    report = {
+        "task": {"order": main_run.task.order, "snr_db": main_run.task.snr_db, "pilots": main_run.task.pilots,
+                 "channel": main_run.task.channel, "phase_max_deg": main_run.task.phase_max_deg},
+        "snn": main_run.spec.to_dict(), "devices": args.devices, "payload": args.payload, "seed": args.seed,
+        "runs": {m: str(r.path) for m, r in runs.items()} | {"onnx": str(onnx_dir)},
+        "quality": q["results"],
+        "paired": {"fomaml θ": paired(q["per_device"], "fomaml θ", [n for n in names if n != "fomaml θ"]),
+                   "reptile θ": paired(q["per_device"], "reptile θ", [n for n in names if n != "reptile θ"])},
+    }
+    if interpreter:
+        bundle = args.out / "bundle-fomaml"
+        if not bundle.exists():
+            export_loihi(runs["fomaml"].path, bundle)
+        print(f"bench: {args.lava_frames} frames on Lava (this is the slow part)", file=sys.stderr)
+        try:
+            report["speed"] = lava_speed(main_run, bundle, frame, args.lava_frames, args.lava_payload, interpreter)
+        except RuntimeError as e:
+            raise UserError(str(e)) from None
+    report["command"] = "metaedge bench loihi " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "loihi"] else None
+    write_json(args.out / "loihi.json", report)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    if not args.json:
+        print(f"→ {args.out / 'loihi.json'}")
+    return 0
+
+
+def train_default(out: Path, method: str, seed: int, quiet: bool) -> None:
+    from metaedge.backends.loihi.network import SnnSpec
+    from metaedge.sdk.spiking.training import SnnTrainConfig, default_task, train_snn
+
+    print(f"bench: training the {method} start into {out}", file=sys.stderr)
+    train_snn(out, default_task(), SnnSpec(), SnnTrainConfig(method=method, seed=seed))
+
+
+def train_onnx(out: Path, task, seed: int, quiet: bool) -> None:
+    from metaedge.sdk.training import TrainConfig, Trainer
+
+    print(f"bench: training the ONNX receiver (Meta-SGD, {ONNX_ITERATIONS} iterations) into {out}", file=sys.stderr)
+    trainer = Trainer(out, task.replace(val_pilots=32), TrainConfig(algo="metasgd", iterations=ONNX_ITERATIONS, seed=seed))
+    trainer.start(resume=False)
+    trainer.run()
+
+
+def onnx_receiver(path: Path, task):
+    import torch
+
+    from metaedge.sdk.receivers import LearnedReceiver
+    from metaedge.sdk.rundir import load_run
+    from metaedge.sdk.training import configs_from_run
+
+    run = load_run(path)
+    run_task, train = configs_from_run(run.config)
+    if run_task.order != task.order or run_task.snr_db != task.snr_db or run_task.channel != task.channel:
+        raise UserError(f"--onnx {path} was trained on another task than the spiking runs (order, SNR and channel must match)")
+    return LearnedReceiver("ONNX receiver", {k: torch.from_numpy(v) for k, v in run.theta.items()}, train.inner(), task.order)
+
+
+def render(report: dict) -> str:
+    from metaedge.sdk.cli.main import format_table
+
+    rows = []
+    for name, r in report["quality"].items():
+        adapted = report["paired"]["fomaml θ"].get(name)
+        rows.append([name, r["where"], f"{r['ser']:.4f}", f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]",
+                     f"{r['without_adaptation']:.4f}" if "without_adaptation" in r else "",
+                     f"{adapted['ser_difference']:+.4f}" if adapted else ""])
+    t = report["task"]
+    head = (f"QPSK-{t['order']}" if t["order"] != 4 else "QPSK") + f", {t['pilots']} pilots, {t['snr_db']:g} dB, {t['channel']}; " \
+        f"{report['devices']} new devices × {report['payload']} symbols"
+    lines = [head, format_table(["start / receiver", "where", "SER", "95 % CI", "no adaptation", "fomaml − this"], rows)]
+    if "speed" in report:
+        s = report["speed"]
+        lines.append(f"Lava: {s['lava']['timesteps_per_s_median']:.0f} timesteps/s, {s['lava']['frame_s_median']:.2f} s per frame "
+                     f"({s['pilots']} pilots + {s['payload']} symbols = {s['timesteps_per_frame']} timesteps); host reference "
+                     f"{s['speedup_over_lava']['per_frame']:.0f}× faster per frame, {s['speedup_over_lava']['batched']:.0f}× batched; "
+                     f"decisions equal: {s['decisions_equal_reference']}")
+    return "\n".join(lines)
