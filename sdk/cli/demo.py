@@ -23,6 +23,7 @@ examples:
   metaedge demo --fresh               # retrain instead of reusing runs/demo
   metaedge demo --target none         # host evaluation only, no device
   metaedge demo --target qiskit       # ~3 min: Born-machine BNN meta-learned, deployed to a noisy FakeManilaV2 device
+  metaedge demo --target loihi        # ~2 min: spiking receiver, rule-based FOMAML, deployed to a Lava (Loihi 2) device
 """
 
 
@@ -40,10 +41,11 @@ def register(sub) -> None:
     p.add_argument("--devices", type=positive_int, default=100, help="meta-test devices (default 100)")
     p.add_argument("--payload", type=positive_int, default=10_000, help="payload symbols per device (default 10000)")
     p.add_argument("--fresh", action="store_true", help="retrain even if --out holds finished runs")
-    p.add_argument("--target", choices=("onnx", "qiskit", "none"), default="onnx",
+    p.add_argument("--target", choices=("onnx", "qiskit", "loihi", "none"), default="onnx",
                    help="after the host evaluation, export the --device-algo run, deploy it to a simulated device of "
                         "this target and run the same frames there (default onnx; none: host only); qiskit runs the "
-                        "Born-machine demo instead (QPSK, meta vs joint vs uniform prior, a noisy FakeManilaV2 device)")
+                        "Born-machine demo instead (QPSK, meta vs joint vs uniform prior, a noisy FakeManilaV2 device); "
+                        "loihi the spiking-receiver demo (three-factor rule on a Lava device)")
     p.add_argument("--device-algo", default="metasgd", help="which run goes to the device (default metasgd)")
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -66,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         from metaedge.sdk.cli.demo_qiskit import run_qiskit_demo
 
         return run_qiskit_demo(args)
+    if args.target == "loihi":
+        from metaedge.sdk.cli.demo_loihi import run_loihi_demo
+
+        return run_loihi_demo(args)
     for algo in args.algos:
         get_algorithm(algo)  # unknown names fail before any training
     task = DemodConfig(pilots=TRAIN_PILOTS[1])
@@ -156,8 +162,10 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
 
 
 @__import__("contextlib").contextmanager
-def deployed_device(target: str, state: Path, public_key: Path, bundle: Path, extra: tuple[str, ...] = ()):
-    """A device process of ``target`` that trusts ``public_key``, with ``bundle`` deployed and confirmed: yields its URL."""
+def deployed_device(target: str, state: Path, public_key: Path, bundle: Path, extra: tuple[str, ...] = (),
+                    python: str | None = None):
+    """A device process of ``target`` (run by ``python``, default this interpreter) that trusts ``public_key``,
+    with ``bundle`` deployed and confirmed: yields its URL."""
     import contextlib
     import io
     import subprocess
@@ -165,7 +173,7 @@ def deployed_device(target: str, state: Path, public_key: Path, bundle: Path, ex
 
     from metaedge.sdk.cli.main import main
 
-    proc = subprocess.Popen([sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", target,
+    proc = subprocess.Popen([python or sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", target,
                              "--state", str(state), "--listen", "127.0.0.1:0", "--trusted-key", str(public_key), *extra],
                             stdout=subprocess.PIPE, text=True)
     try:

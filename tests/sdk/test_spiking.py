@@ -105,3 +105,31 @@ def test_train_snn_cli_and_its_errors(tmp_path, capsys):
 def test_export_refuses_a_run_of_another_kind(trained_bundle, tmp_path, capsys):
     assert main(["export", str(trained_bundle[0]), "--target", "loihi", "--out", str(tmp_path / "b")]) != 0
     assert "is not a spiking-receiver run" in capsys.readouterr().err
+
+
+@pytest.mark.lava
+def test_bench_quality_and_lava_timing_on_the_same_frames(snn_bundle):
+    from conftest import lava_python
+    from metaedge.sdk.spiking.bench import lava_speed, paired, quality, starts_of, test_frames
+
+    run = load_snn_run(snn_bundle[0])
+    frame = test_frames(run, 60, 60, seed=5)
+    q = quality(run, starts_of({"fomaml": run}, 0), frame, {})
+    assert set(q["results"]) == {"fomaml θ", "zero θ", "random θ"}
+    assert paired(q["per_device"], "fomaml θ", ["zero θ"])["zero θ"]["ser_difference"] < 0
+    s = lava_speed(run, snn_bundle[1], frame, 1, 12, lava_python())
+    assert s["decisions_equal_reference"]
+    assert s["lava"]["timesteps_per_s_median"] > 0 and s["speedup_over_lava"]["per_frame"] > 1
+
+
+@pytest.mark.lava
+def test_demo_loihi_deploys_to_a_lava_device_and_runs_frames(snn_bundle, tmp_path, capsys):
+    import shutil
+
+    for method in ("fomaml", "joint"):            # trained runs are reused, as on a second 'metaedge demo'
+        shutil.copytree(snn_bundle[0], tmp_path / "loihi" / f"snn-{method}")
+    assert main(["demo", "--target", "loihi", "--out", str(tmp_path), "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["host"]) == {"fomaml θ", "joint θ", "zero θ"}
+    assert report["host"]["fomaml θ"]["ser"] < report["host"]["zero θ"]["ser"]
+    assert report["protocol"]["frames"] == 4 and report["protocol"]["ser"] < 0.5
