@@ -3,3 +3,10 @@
 
 class UserError(Exception):
     """Bad input from the user: the message says what is wrong, where, and how to fix it."""
+
+
+def require_at_least_one(config, names: tuple[str, ...]) -> None:
+    """A UserError naming the first of ``config``'s integer fields ``names`` that is below 1."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise UserError(f"{name} must be at least 1, got {getattr(config, name)}")

@@ -108,8 +108,6 @@ examples:
 
 
 def run_snn(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from metaedge.backends.loihi.network import SnnSpec
     from metaedge.sdk.spiking.training import SnnTrainConfig, default_task, train_snn
 
@@ -121,28 +119,35 @@ def run_snn(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     cfg = SnnTrainConfig(method=args.method, iterations=args.iterations, tasks_per_batch=args.tasks_per_batch,
                          meta_lr=args.meta_lr, seed=args.seed)
-    bar = tqdm(total=cfg.iterations, desc=f"snn-{args.method}", disable=args.quiet or None, file=sys.stderr, unit="it")
+    return train_and_report(args, f"snn-{args.method}", cfg.iterations, "val_ser",
+                            "best validation SER after on-chip adaptation",
+                            lambda progress: train_snn(args.out, task, spec, cfg, progress))
+
+
+def train_and_report(args: argparse.Namespace, name: str, iterations: int, metric: str, label: str, train) -> int:
+    """Run ``train(progress)`` under a progress bar showing ``metric``; print its final state (``--json`` or a line)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=iterations, desc=name, disable=args.quiet or None, file=sys.stderr, unit="it")
 
     def progress(iteration: int, last: dict) -> None:
         bar.update(iteration - bar.n)
         if last:
-            bar.set_postfix(val_ser=f"{last['val_ser']:.4f}")
+            bar.set_postfix({metric: f"{last[metric]:.4f}"})
 
     try:
-        state = train_snn(args.out, task, spec, cfg, progress)
+        state = train(progress)
     finally:
         bar.close()
     if args.json:
         print(json.dumps({"run": str(args.out), **state}))
     else:
-        print(f"snn-{args.method}: best validation SER after on-chip adaptation {state['best_val_ser']:.4f} at iteration "
-              f"{state['best_iteration']} ({state['seconds']:.0f} s) → {args.out}")
+        print(f"{name}: {label} {state['best_' + metric]:.4f} at iteration {state['best_iteration']} "
+              f"({state['seconds']:.0f} s) → {args.out}")
     return 0
 
 
 def run_born(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from metaedge.sdk.quantum.learning import InnerConfig
     from metaedge.sdk.quantum.training import BornTrainConfig, default_task, make_spec, train_born
 
@@ -155,23 +160,8 @@ def run_born(args: argparse.Namespace) -> int:
         raise UserError(f"--steps {args.steps} must be ≥ 0 and --lr {args.lr} > 0")
     inner = InnerConfig(steps=args.steps, lr=args.lr, shots=args.shots)
     cfg = BornTrainConfig(method=args.method, iterations=args.iterations, tasks_per_batch=args.tasks_per_batch, seed=args.seed)
-    bar = tqdm(total=cfg.iterations, desc=f"born-{args.method}", disable=args.quiet or None, file=sys.stderr, unit="it")
-
-    def progress(iteration: int, last: dict) -> None:
-        bar.update(iteration - bar.n)
-        if last:
-            bar.set_postfix(val_loss=f"{last['val_loss']:.4f}")
-
-    try:
-        state = train_born(args.out, task, spec, inner, cfg, progress)
-    finally:
-        bar.close()
-    if args.json:
-        print(json.dumps({"run": str(args.out), **state}))
-    else:
-        print(f"born-{args.method}: best validation log-loss {state['best_val_loss']:.4f} at iteration "
-              f"{state['best_iteration']} ({state['seconds']:.0f} s) → {args.out}")
-    return 0
+    return train_and_report(args, f"born-{args.method}", cfg.iterations, "val_loss", "best validation log-loss",
+                            lambda progress: train_born(args.out, task, spec, inner, cfg, progress))
 
 
 RECIPE_FLAGS = ("iterations", "tasks_per_batch", "inner_steps", "inner_lr", "outer_lr", "outer_opt", "val_every", "patience")

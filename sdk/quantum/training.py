@@ -17,7 +17,7 @@ import torch
 
 from metaedge.backends.qiskit.model import BornSpec, default_logit_scale, label_log_probs, uniform_prior
 from metaedge.deploy import tensors
-from metaedge.sdk.errors import UserError
+from metaedge.sdk.errors import UserError, require_at_least_one
 from metaedge.sdk.quantum.learning import InnerConfig, adapt, predictive_nll
 from metaedge.sdk.quantum.simulator import BornSimulator
 from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
@@ -49,9 +49,7 @@ class BornTrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UserError(f"method '{self.method}' is unknown; use meta or joint")
-        for name in ("iterations", "tasks_per_batch", "val_devices", "val_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, ("iterations", "tasks_per_batch", "val_devices", "val_every"))
         if not self.outer_lr > 0:
             raise UserError(f"outer_lr must be > 0, got {self.outer_lr}")
 

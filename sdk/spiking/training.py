@@ -25,7 +25,7 @@ import numpy as np
 from metaedge.backends.loihi.network import SnnSpec, encode, input_weights, probabilities, teacher
 from metaedge.backends.loihi.reference import hidden_spikes, output_layer
 from metaedge.deploy import tensors
-from metaedge.sdk.errors import UserError
+from metaedge.sdk.errors import UserError, require_at_least_one
 from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
 from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
@@ -52,9 +52,7 @@ class SnnTrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UserError(f"method '{self.method}' is unknown; use one of {', '.join(METHODS)}")
-        for name in ("iterations", "tasks_per_batch", "val_devices", "val_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        require_at_least_one(self, ("iterations", "tasks_per_batch", "val_devices", "val_every"))
         if self.meta_lr is not None and not self.meta_lr > 0:
             raise UserError(f"meta_lr must be > 0, got {self.meta_lr}")
 
