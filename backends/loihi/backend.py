@@ -3,8 +3,10 @@
 Per frame: θ is written to the plastic synapses (``weights.set``), the pilots are presented
 with the teacher signal on (the three-factor rule adapts the weights), then the payload with
 the teacher off (no learning); decisions come from output spike counts (``network``).
-Engines: ``lava`` (the device; needs the Lava environment) and ``reference`` (the host
-simulator of the same dynamics in numpy, for machines without Lava).
+Engines: ``lava`` (the device: Lava's Loihi 2 simulation; needs the Lava environment),
+``reference`` (the host simulator of the same dynamics in numpy, for machines without Lava)
+and ``loihi2`` (``Loihi2HwCfg``, real Loihi 2 through Intel's proprietary lava-loihi package;
+untested here, see docs/bundle-format.md §14.8).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from metaedge.backends.base import AdaptReport, BackendError, Resources, Selftes
 from metaedge.backends.loihi.network import SnnSpec, encode, probabilities, stream_length, teacher
 from metaedge.deploy.bundle import Bundle
 
-ENGINES = ("lava", "reference")
+ENGINES = ("lava", "reference", "loihi2")
 
 
 class LoihiBackend:
@@ -60,7 +62,13 @@ class LoihiBackend:
         except ImportError as e:
             raise BackendError(f"Lava is not importable here ({e}); run the Loihi device with the Lava environment: "
                                ".venv-lava/bin/metaedge device serve --target loihi …") from None
-        return LavaReceiver(self.spec, self.w_in, self.theta, timeout_s=self.timeout_s)
+        if self.engine == "loihi2":
+            from lava.utils.loihi import is_installed
+
+            if not is_installed():
+                raise BackendError("engine 'loihi2' runs on Loihi 2 hardware and needs Intel's lava-loihi package "
+                                   "(available to INRC members), which is not installed; use --engine lava for the simulation")
+        return LavaReceiver(self.spec, self.w_in, self.theta, timeout_s=self.timeout_s, hardware=self.engine == "loihi2")
 
     def close(self) -> None:
         """Stop the engine's runtime (Lava's processes and shared memory)."""

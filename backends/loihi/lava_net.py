@@ -41,8 +41,9 @@ class LavaReceiver:
     tears the runtime down (its processes killed, its shared memory unlinked) and raises
     ``BackendError``; the receiver is then ``stopped``."""
 
-    def __init__(self, spec: SnnSpec, w_in: np.ndarray, theta: np.ndarray, timeout_s: float = 120.0) -> None:
-        from lava.magma.core.run_configs import Loihi2SimCfg
+    def __init__(self, spec: SnnSpec, w_in: np.ndarray, theta: np.ndarray, timeout_s: float = 120.0,
+                 hardware: bool = False) -> None:
+        from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
 
         self.spec, self.timeout_s = spec, timeout_s
         self.length = spec.chunk * spec.period
@@ -64,7 +65,8 @@ class LavaReceiver:
         for k in (1, 2, 3):
             getattr(self.out, f"s_out_y{k}").connect(getattr(self.plastic, f"s_in_y{k}"))
         self.teacher.s_out.connect(self.out.a_third_factor_in)
-        self.run_cfg = Loihi2SimCfg(select_tag="floating_pt")
+        # hardware (lava-loihi installed): Lava places what has a chip model on Loihi 2 and the rest on the host CPU
+        self.run_cfg = Loihi2HwCfg() if hardware else Loihi2SimCfg(select_tag="floating_pt")
         self.timesteps = 0
         self.stopped = False
         _LIVE.add(self)

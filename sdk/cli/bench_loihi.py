@@ -14,6 +14,7 @@ examples:
   metaedge bench loihi --json                  # trains what is missing into runs/bench-loihi first (~2 min)
   metaedge bench loihi --devices 200 --lava-frames 2 --lava-payload 50     # quick look
   metaedge bench loihi --fomaml runs/snn-fomaml --onnx runs/qpsk-metasgd --no-lava
+  metaedge bench loihi --channel phase --out runs/bench-loihi-phase      # residual carrier phase within ±60°
 """
 METHODS = ("fomaml", "reptile", "joint")
 ONNX_ITERATIONS = 2000
@@ -31,6 +32,9 @@ def register(benches) -> None:
     b.add_argument("--onnx", type=Path, help="an MLP run for the same task (metaedge train demod --order 4 --pilots 4 "
                                              "--algo metasgd); default: train one into OUT")
     b.add_argument("--out", type=Path, default=Path("runs/bench-loihi"), help="output directory (default runs/bench-loihi)")
+    b.add_argument("--channel", default="rayleigh", choices=("rayleigh", "phase"),
+                   help="task of the runs trained here: rayleigh (default) or a residual phase (--phase-max)")
+    b.add_argument("--phase-max", type=float, default=60.0, help="phase channel: range ± degrees (default 60)")
     b.add_argument("--devices", type=positive_int, default=500, help="new devices for the quality comparison (default 500)")
     b.add_argument("--payload", type=positive_int, default=1000, help="payload symbols per device (default 1000)")
     b.add_argument("--lava-frames", type=positive_int, default=5, help="frames run on Lava (default 5)")
@@ -57,18 +61,19 @@ def run(args: argparse.Namespace) -> int:
     if args.lava_payload > args.payload:
         raise UserError(f"--lava-payload {args.lava_payload} exceeds --payload {args.payload}")
     args.out.mkdir(parents=True, exist_ok=True)
+    task = bench_task(args.channel, args.phase_max)
     runs = {}
     for method in METHODS:
         given = getattr(args, method) or args.out / f"snn-{method}"
         if getattr(args, method) is None and not given.exists():
-            train_default(given, method, args.seed, args.quiet)
+            train_default(given, method, args.seed, task)
         runs[method] = load_snn_run(given)
     main_run = runs["fomaml"]
     if any(r.task != main_run.task or r.spec != main_run.spec for r in runs.values()):
         raise UserError("the runs were trained on different tasks or networks; compare runs of one configuration")
     onnx_dir = args.onnx or args.out / "onnx-metasgd"
     if args.onnx is None and not onnx_dir.exists():
-        train_onnx(onnx_dir, main_run.task, args.seed, args.quiet)
+        train_onnx(onnx_dir, main_run.task, args.seed)
     receivers = {"ONNX receiver (Meta-SGD MLP)": onnx_receiver(onnx_dir, main_run.task),
                  "model-based (MMSE + ML)": ModelBasedReceiver(DemodTasks(main_run.task).constellation,
                                                                main_run.task.noise_var, main_run.task.channel_var)}
@@ -103,15 +108,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_default(out: Path, method: str, seed: int, quiet: bool) -> None:
+def bench_task(channel: str = "rayleigh", phase_max: float = 60.0):
+    """The default spiking task, with a residual-phase channel instead of Rayleigh when asked."""
+    from metaedge.sdk.spiking.training import default_task
+
+    try:
+        return default_task().replace(channel=channel, phase_max_deg=phase_max if channel == "phase" else 180.0)
+    except ValueError as e:
+        raise UserError(f"--phase-max: {e}") from None
+
+
+def train_default(out: Path, method: str, seed: int, task=None) -> None:
     from metaedge.backends.loihi.network import SnnSpec
-    from metaedge.sdk.spiking.training import SnnTrainConfig, default_task, train_snn
+    from metaedge.sdk.spiking.training import SnnTrainConfig, train_snn
 
     print(f"bench: training the {method} start into {out}", file=sys.stderr)
-    train_snn(out, default_task(), SnnSpec(), SnnTrainConfig(method=method, seed=seed))
+    train_snn(out, task or bench_task(), SnnSpec(), SnnTrainConfig(method=method, seed=seed))
 
 
-def train_onnx(out: Path, task, seed: int, quiet: bool) -> None:
+def train_onnx(out: Path, task, seed: int) -> None:
     from metaedge.sdk.training import TrainConfig, Trainer
 
     print(f"bench: training the ONNX receiver (Meta-SGD, {ONNX_ITERATIONS} iterations) into {out}", file=sys.stderr)
@@ -144,7 +159,8 @@ def render(report: dict) -> str:
                      f"{r['without_adaptation']:.4f}" if "without_adaptation" in r else "",
                      f"{adapted['ser_difference']:+.4f}" if adapted else ""])
     t = report["task"]
-    head = (f"QPSK-{t['order']}" if t["order"] != 4 else "QPSK") + f", {t['pilots']} pilots, {t['snr_db']:g} dB, {t['channel']}; " \
+    channel = t["channel"] + (f" ±{t['phase_max_deg']:g}°" if t["channel"] == "phase" else "")
+    head = (f"{t['order']}-QAM" if t["order"] != 4 else "QPSK") + f", {t['pilots']} pilots, {t['snr_db']:g} dB, {channel}; " \
         f"{report['devices']} new devices × {report['payload']} symbols"
     lines = [head, format_table(["start / receiver", "where", "SER", "95 % CI", "no adaptation", "fomaml − this"], rows)]
     if "speed" in report:

@@ -40,7 +40,7 @@ def run_loihi_demo(args: argparse.Namespace) -> int:
         path = out / f"snn-{method}"
         if args.fresh or not (path / "theta.safetensors").is_file():
             shutil.rmtree(path, ignore_errors=True)
-            train_default(path, method, seed=0, quiet=args.quiet)
+            train_default(path, method, seed=0)
         runs[method] = load_snn_run(path)
     run = runs["fomaml"]
     starts = {"fomaml θ": run.theta, "joint θ": runs["joint"].theta, "zero θ": np.zeros_like(run.theta)}

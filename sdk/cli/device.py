@@ -26,8 +26,9 @@ def register(sub) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--target", default="onnx", choices=("onnx", "qiskit", "loihi"),
                    help="backend the device runs (default onnx; loihi needs the Lava environment's interpreter)")
-    s.add_argument("--engine", default="lava", choices=("lava", "reference"),
-                   help="loihi target only: lava (Loihi 2 simulation, default) or reference (the host simulator in numpy)")
+    s.add_argument("--engine", default="lava", choices=("lava", "reference", "loihi2"),
+                   help="loihi target only: lava (Loihi 2 simulation, default), reference (the host simulator in numpy) "
+                        "or loihi2 (real Loihi 2; needs Intel's lava-loihi package)")
     s.add_argument("--backend", default="noisy:FakeManilaV2",
                    help="qiskit target only: where circuits run — ideal, noisy:<Fake device> (default noisy:FakeManilaV2), "
                         "ibm:<backend> (needs a saved IBM Quantum account)")
@@ -75,7 +76,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.target == "loihi":
         import importlib.util
 
-        if args.engine == "lava" and importlib.util.find_spec("lava") is None:
+        if args.engine != "reference" and importlib.util.find_spec("lava") is None:
             raise UserError("Lava is not installed in this environment (it needs Python 3.10): start the device with "
                             "the Lava environment, e.g. '.venv-lava/bin/metaedge device serve --target loihi …' "
                             "(built by 'make env'), or use --engine reference")

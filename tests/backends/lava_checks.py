@@ -68,8 +68,13 @@ def selftest(bundle) -> dict:
         bad = backend.selftest()
     finally:
         backend.close()
+    try:
+        LoihiBackend(engine="loihi2").load(bundle)
+        hardware = "loaded"
+    except BackendError as e:
+        hardware = str(e)
     return {"passed": good.passed, "max_error": good.max_error, "tampered_passed": bad.passed,
-            "tampered_error": bad.max_error}
+            "tampered_error": bad.max_error, "hardware": hardware}
 
 
 def failure(bundle) -> dict:

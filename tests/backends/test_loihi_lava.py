@@ -25,10 +25,11 @@ def test_host_reference_and_lava_agree_on_spikes_and_adapted_weights(snn_bundle)
     assert r["learning_off_change"] == 0.0           # the payload, teacher off, leaves the weights alone
 
 
-def test_selftest_passes_on_lava_and_catches_a_wrong_expectation(snn_bundle):
+def test_selftest_passes_on_lava_catches_a_wrong_expectation_and_hardware_is_guarded(snn_bundle):
     r = run_check("selftest", snn_bundle[1])
     assert r["passed"] and r["max_error"] <= 1e-5
     assert not r["tampered_passed"] and r["tampered_error"] > 1e-5
+    assert "needs Intel's lava-loihi package" in r["hardware"]     # no real Loihi 2 here: a clear refusal
 
 
 def test_a_failing_lava_process_is_torn_down_without_leftovers_and_the_backend_recovers(snn_bundle):
