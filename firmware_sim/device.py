@@ -29,7 +29,7 @@ class DeviceError(Exception):
 
 
 def make_backend(target: str, threads: int, options: dict | None = None) -> Backend:
-    """The backend for ``target``; ``options`` are target-specific (qiskit: ``backend`` and ``seed``; loihi: ``engine``)."""
+    """The backend for ``target``; ``options`` are target-specific (qiskit: ``backend`` and ``seed``; loihi: ``engine``, ``fixed_point``)."""
     options = options or {}
     if target == "onnx":
         from metaedge.backends.onnx import OnnxBackend
@@ -42,7 +42,7 @@ def make_backend(target: str, threads: int, options: dict | None = None) -> Back
     if target == "loihi":
         from metaedge.backends.loihi.backend import LoihiBackend
 
-        return LoihiBackend(engine=options.get("engine", "lava"))
+        return LoihiBackend(engine=options.get("engine", "lava"), fixed_point=bool(options.get("fixed_point", False)))
     raise DeviceError(f"this device build has no '{target}' backend")
 
 

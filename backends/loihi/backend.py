@@ -15,19 +15,22 @@ import time
 import numpy as np
 
 from metaedge.backends.base import AdaptReport, BackendError, Resources, SelftestReport
-from metaedge.backends.loihi.network import SnnSpec, encode, probabilities, stream_length, teacher
+from metaedge.backends.loihi.network import SnnSpec, encode, fixed_point, probabilities, stream_length, teacher
 from metaedge.deploy.bundle import Bundle
 
 ENGINES = ("lava", "reference", "loihi2")
+FIXED_AGREEMENT = 0.9   # fixed point: self-test payload decisions that must match the floating-point host's
 
 
 class LoihiBackend:
     target = "loihi"
 
-    def __init__(self, engine: str = "lava", timeout_s: float = 120.0) -> None:
+    def __init__(self, engine: str = "lava", timeout_s: float = 120.0, fixed_point: bool = False) -> None:
         if engine not in ENGINES:
             raise BackendError(f"engine '{engine}' is unknown; use one of {', '.join(ENGINES)}")
-        self.engine, self.timeout_s = engine, timeout_s
+        if fixed_point and engine == "reference":
+            raise BackendError("fixed point runs on Lava's fixed_pt models: use engine lava (or loihi2)")
+        self.engine, self.timeout_s, self.fixed_point = engine, timeout_s, fixed_point
         self.receiver = None
         self.bundle: Bundle | None = None
 
@@ -68,7 +71,9 @@ class LoihiBackend:
             if not is_installed():
                 raise BackendError("engine 'loihi2' runs on Loihi 2 hardware and needs Intel's lava-loihi package "
                                    "(available to INRC members), which is not installed; use --engine lava for the simulation")
-        return LavaReceiver(self.spec, self.w_in, self.theta, timeout_s=self.timeout_s, hardware=self.engine == "loihi2")
+        fixed = fixed_point(self.spec, self.theta) if self.fixed_point or self.engine == "loihi2" else None
+        return LavaReceiver(self.spec, self.w_in, self.theta, timeout_s=self.timeout_s, hardware=self.engine == "loihi2",
+                            fixed=fixed)
 
     def close(self) -> None:
         """Stop the engine's runtime (Lava's processes and shared memory)."""
@@ -122,14 +127,21 @@ class LoihiBackend:
 
     # -- self-test ----------------------------------------------------------------------------
     def selftest(self) -> SelftestReport:
-        """Adapt on the host's pilots and decode its payload: weights within atol, output spikes identical."""
+        """Adapt on the host's pilots and decode its payload: weights within atol and output spikes identical;
+        in fixed point, payload decisions agreeing with the host's on ≥ FIXED_AGREEMENT of the symbols."""
         vectors = self.bundle.tensors("selftest")
         atol = float(self.bundle.manifest.get("selftest", {}).get("atol", 1e-5))
         try:
             self.reset()
             self.adapt(vectors["adapt.pilot_samples"], vectors["adapt.pilot_labels"].astype(np.int64))
             weight_error = float(np.abs(self.weights() - vectors["adapt.weights"]).max())
-            spikes = self.output_spikes(vectors["predict.samples"])
+            samples = vectors["predict.samples"]
+            spikes = self.output_spikes(samples)
+            if self.receiver.fixed is not None:
+                agree = float(np.mean(probabilities(self.spec, spikes, len(samples)).argmax(-1)
+                                      == probabilities(self.spec, vectors["predict.spikes"], len(samples)).argmax(-1)))
+                return SelftestReport(passed=agree >= FIXED_AGREEMENT, max_error=1.0 - agree,
+                                      tolerance=1.0 - FIXED_AGREEMENT, checks=1)
             mismatches = float(np.abs(spikes - vectors["predict.spikes"]).sum())
         except (KeyError, ValueError) as e:
             raise BackendError(f"self-test vectors are unusable: {e}") from None

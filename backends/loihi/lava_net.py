@@ -25,12 +25,19 @@ from lava.proc.io.source import RingBuffer as SpikeSource
 from lava.proc.lif.process import LIF
 
 from metaedge.backends.base import BackendError
-from metaedge.backends.loihi.network import RULE, SnnSpec
+from metaedge.backends.loihi.network import (HIDDEN_EXP, RULE, TRACE_IMPULSE, VOLTAGE_SHIFT, FixedPoint, SnnSpec,
+                                             decay_int)
+
+FIXED_SEED = 0   # the fixed-point learning engine rounds stochastically
 from metaedge.backends.loihi.processes.error_lif import ErrorLIF
 
-def learning_rule(spec: SnnSpec) -> Loihi3FLearningRule:
+def learning_rule(spec: SnnSpec, fixed: FixedPoint | None = None) -> Loihi3FLearningRule:
     # every trace gets a positive τ: in the float model an unused trace with τ = 0 becomes NaN
-    return Loihi3FLearningRule(dw=RULE, x1_impulse=spec.trace_impulse, x1_tau=spec.trace_tau, x2_impulse=0.0, x2_tau=1.0, t_epoch=1)
+    if fixed is None:
+        return Loihi3FLearningRule(dw=RULE, x1_impulse=spec.trace_impulse, x1_tau=spec.trace_tau, x2_impulse=0.0, x2_tau=1.0,
+                                   t_epoch=1)
+    return Loihi3FLearningRule(dw=fixed.rule, x1_impulse=TRACE_IMPULSE, x1_tau=int(round(spec.trace_tau)), x2_impulse=0,
+                               x2_tau=1, t_epoch=1, rng_seed=FIXED_SEED)
 
 
 class LavaReceiver:
@@ -42,19 +49,33 @@ class LavaReceiver:
     ``BackendError``; the receiver is then ``stopped``."""
 
     def __init__(self, spec: SnnSpec, w_in: np.ndarray, theta: np.ndarray, timeout_s: float = 120.0,
-                 hardware: bool = False) -> None:
+                 hardware: bool = False, fixed: FixedPoint | None = None) -> None:
+        """``fixed``: run Lava's fixed-point models with θ as integers (``FixedPoint``); None: floating point."""
         from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
+        from lava.utils.weightutils import SignMode
 
-        self.spec, self.timeout_s = spec, timeout_s
+        self.spec, self.timeout_s, self.fixed = spec, timeout_s, fixed
         self.length = spec.chunk * spec.period
-        self.source = SpikeSource(data=np.zeros((spec.inputs, self.length)))
-        self.dense = Dense(weights=w_in)
-        self.hidden = LIF(shape=(spec.hidden,), du=spec.hidden_du, dv=spec.hidden_dv, vth=spec.hidden_vth)
-        self.plastic = LearningDense(weights=theta, learning_rule=learning_rule(spec))
-        self.out = ErrorLIF(shape=(spec.classes,), du=spec.out_du, dv=spec.out_dv, vth=spec.out_vth,
-                            learning_rate=spec.learning_rate, surrogate_width=spec.surrogate_width,
-                            learning_rule=learning_rule(spec))
-        self.teacher = SpikeSource(data=np.zeros((spec.classes, self.length)))
+        self.source = SpikeSource(data=np.zeros((spec.inputs, self.length), dtype=self._dtype))
+        if fixed is None:
+            self.dense = Dense(weights=w_in)
+            self.hidden = LIF(shape=(spec.hidden,), du=spec.hidden_du, dv=spec.hidden_dv, vth=spec.hidden_vth)
+            self.plastic = LearningDense(weights=theta, learning_rule=learning_rule(spec))
+            self.out = ErrorLIF(shape=(spec.classes,), du=spec.out_du, dv=spec.out_dv, vth=spec.out_vth,
+                                learning_rate=spec.learning_rate, surrogate_width=spec.surrogate_width,
+                                learning_rule=learning_rule(spec))
+        else:
+            scale = 2 ** fixed.weight_exp
+            self.dense = Dense(weights=np.round(w_in * 2 ** HIDDEN_EXP).astype(np.int64))
+            self.hidden = LIF(shape=(spec.hidden,), du=decay_int(spec.hidden_du, 1), dv=decay_int(spec.hidden_dv, 0),
+                              vth=int(round(spec.hidden_vth * 2 ** HIDDEN_EXP)))
+            self.plastic = LearningDense(weights=fixed.quantise(theta), learning_rule=learning_rule(spec, fixed),
+                                         sign_mode=SignMode.MIXED)
+            self.out = ErrorLIF(shape=(spec.classes,), du=decay_int(spec.out_du, 1), dv=decay_int(spec.out_dv, 0),
+                                vth=int(round(spec.out_vth * scale)), learning_rate=float(fixed.y_scale),
+                                surrogate_width=spec.surrogate_width * scale * 2 ** VOLTAGE_SHIFT,
+                                learning_rule=learning_rule(spec, fixed))
+        self.teacher = SpikeSource(data=np.zeros((spec.classes, self.length), dtype=self._dtype))
         self.sink = SpikeSink(shape=(spec.classes,), buffer=self.length)
         self.source.s_out.connect(self.dense.s_in)
         self.dense.a_out.connect(self.hidden.a_in)
@@ -66,7 +87,7 @@ class LavaReceiver:
             getattr(self.out, f"s_out_y{k}").connect(getattr(self.plastic, f"s_in_y{k}"))
         self.teacher.s_out.connect(self.out.a_third_factor_in)
         # hardware (lava-loihi installed): Lava places what has a chip model on Loihi 2 and the rest on the host CPU
-        self.run_cfg = Loihi2HwCfg() if hardware else Loihi2SimCfg(select_tag="floating_pt")
+        self.run_cfg = Loihi2HwCfg() if hardware else Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt")
         self.timesteps = 0
         self.stopped = False
         _LIVE.add(self)
@@ -98,20 +119,26 @@ class LavaReceiver:
             raise BackendError(f"the Lava runtime {reason}; it was stopped (processes killed, shared memory freed)")
         return result.get("value")
 
+    @property
+    def _dtype(self):
+        return np.float64 if self.fixed is None else np.int64
+
     def set_weights(self, theta: np.ndarray) -> None:
-        self._guarded(self.plastic.weights.set, np.asarray(theta, dtype=np.float64))
+        values = np.asarray(theta, dtype=np.float64) if self.fixed is None else self.fixed.quantise(theta)
+        self._guarded(self.plastic.weights.set, values)
 
     def weights(self) -> np.ndarray:
-        return self._guarded(self.plastic.weights.get)
+        values = self._guarded(self.plastic.weights.get)
+        return values if self.fixed is None else self.fixed.weights(values)
 
     def _zero_state(self) -> None:
         for var in (self.hidden.u, self.hidden.v, self.out.u, self.out.v, self.dense.a_buff, self.plastic.a_buff,
                     self.plastic.x1, self.plastic.x2):
-            var.set(np.zeros(var.shape))
+            var.set(np.zeros(var.shape, dtype=self._dtype))
 
     def _chunk(self, inputs: np.ndarray, teacher: np.ndarray) -> np.ndarray:
-        self.source.data.set(np.ascontiguousarray(inputs.T))
-        self.teacher.data.set(np.ascontiguousarray(teacher.T))
+        self.source.data.set(np.ascontiguousarray(inputs.T, dtype=self._dtype))
+        self.teacher.data.set(np.ascontiguousarray(teacher.T, dtype=self._dtype))
         self._run_chunk()
         return self.sink.data.get().T
 

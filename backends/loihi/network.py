@@ -190,3 +190,57 @@ def rule_section(spec: SnnSpec) -> dict:
             "error": "e_i = |c_i| * ([c_i > 0] - s_i), teacher c_i in {-1, 0, +1}",
             "post": "1 / (1 + |v_i - out_vth| / surrogate_width)^2, membrane before reset"}
 
+
+
+# -- fixed point (Lava's fixed_pt models; informative, docs/bundle-format.md §14.8) --------------
+WEIGHT_LIMIT = 254        # mixed-sign 8-bit weights: 8-bit magnitude plus sign, even values in [−256, 254]
+HIDDEN_EXP = 6            # fixed input weights and hidden threshold are scaled by 2^6
+TRACE_IMPULSE = 16        # x1 impulse in trace units (7-bit traces, 0…127)
+Y_LIMIT = 127             # y2/y3 = round(y_scale · post · e±) are 7-bit third factors
+VOLTAGE_SHIFT = 6         # Loihi aligns activations and thresholds 6 bits up inside the neuron
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """θ as integers with a shared exponent, and η split between the rule's constant m·2^e and the
+    7-bit scale of the third factors.
+
+    Lava's fixed learning engine changes an integer weight by x1·y·m·2^e / 8 per step, so with
+    x1 = 16·x1_float and y = y_scale·post·e, η_fixed = 16·y_scale·m·2^e / (8·2^weight_exp)."""
+
+    weight_exp: int
+    mantissa: int
+    exponent: int
+    y_scale: int
+
+    @property
+    def learning_rate(self) -> float:
+        return TRACE_IMPULSE * self.y_scale * self.mantissa * 2.0 ** self.exponent / 8 / 2.0 ** self.weight_exp
+
+    @property
+    def rule(self) -> str:
+        c = f"{self.mantissa}*2^{self.exponent}"
+        return f"{c}*u0*x1*y2 - {c}*u0*x1*y3"
+
+    def quantise(self, theta: np.ndarray) -> np.ndarray:
+        return np.clip(2 * np.round(np.asarray(theta) * 2.0 ** self.weight_exp / 2), -WEIGHT_LIMIT - 2, WEIGHT_LIMIT).astype(np.int64)
+
+    def weights(self, quantised: np.ndarray) -> np.ndarray:
+        return np.asarray(quantised, dtype=np.float64) / 2.0 ** self.weight_exp
+
+
+def fixed_point(spec: SnnSpec, theta: np.ndarray) -> FixedPoint:
+    """The largest shared exponent that keeps θ and the threshold within half the weight range
+    (room for adaptation); the smallest rule constant m·2^e (m in 1…7, e in −7…8) that reaches η
+    with 7-bit factors, and the factor scale that brings η_fixed closest to η."""
+    largest = max(float(np.abs(theta).max()), spec.out_vth)
+    weight_exp = int(np.clip(np.floor(np.log2(WEIGHT_LIMIT / 2 / largest)), 0, 10))
+    target = spec.learning_rate * 8 * 2.0 ** weight_exp / TRACE_IMPULSE      # = y_scale · m · 2^e
+    constants = sorted((m * 2.0 ** e, m, e) for m in range(1, 8) for e in range(-7, 9))
+    value, m, e = next((c for c in constants if c[0] * Y_LIMIT >= target), constants[-1])
+    return FixedPoint(weight_exp, m, e, int(np.clip(round(target / value), 1, Y_LIMIT)))
+
+
+def decay_int(decay: float, offset: int) -> int:
+    """Loihi's 12-bit decay constant for a float decay (the hardware adds ``offset`` before using it)."""
+    return int(np.clip(round(decay * 4096) - offset, 0, 4095))

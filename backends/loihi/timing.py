@@ -1,4 +1,4 @@
-"""Device-side timing of a loihi bundle on Lava: ``python -m metaedge.backends.loihi.timing BUNDLE FRAMES.npz``.
+"""Device-side timing of a loihi bundle on Lava: ``python -m metaedge.backends.loihi.timing BUNDLE FRAMES.npz [--fixed]``.
 
 FRAMES.npz holds ``pilots`` [F, P, 2], ``labels`` [F, P] and ``payload`` [F, N, 2]. Prints one
 JSON object: the build time, per frame the adaptation and decoding wall times and the
@@ -18,9 +18,9 @@ from metaedge.backends.loihi.network import stream_length
 from metaedge.deploy.bundle import read_bundle
 
 
-def time_frames(bundle_path: str, frames_path: str) -> dict:
+def time_frames(bundle_path: str, frames_path: str, fixed_point: bool = False) -> dict:
     frames = np.load(frames_path)
-    backend = LoihiBackend(engine="lava")
+    backend = LoihiBackend(engine="lava", fixed_point=fixed_point)
     start = time.perf_counter()
     backend.load(read_bundle(bundle_path))
     build = time.perf_counter() - start
@@ -42,4 +42,4 @@ def time_frames(bundle_path: str, frames_path: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(time_frames(sys.argv[1], sys.argv[2])))
+    print(json.dumps(time_frames(sys.argv[1], sys.argv[2], fixed_point="--fixed" in sys.argv[3:])))

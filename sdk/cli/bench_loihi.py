@@ -39,6 +39,9 @@ def register(benches) -> None:
     b.add_argument("--payload", type=positive_int, default=1000, help="payload symbols per device (default 1000)")
     b.add_argument("--lava-frames", type=positive_int, default=5, help="frames run on Lava (default 5)")
     b.add_argument("--lava-payload", type=positive_int, default=100, help="payload symbols per Lava frame (default 100)")
+    b.add_argument("--fixed-frames", type=int, default=20,
+                   help="frames run on Lava in both floating and fixed point, for the SER cost of fixed point "
+                        "(default 20; 0 skips it)")
     b.add_argument("--no-lava", action="store_true", help="skip the Lava part (quality only)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true")
@@ -98,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench: {args.lava_frames} frames on Lava (this is the slow part)", file=sys.stderr)
         try:
             report["speed"] = lava_speed(main_run, bundle, frame, args.lava_frames, args.lava_payload, interpreter)
+            if args.fixed_frames > 0:
+                print(f"bench: {args.fixed_frames} frames on Lava in floating and in fixed point", file=sys.stderr)
+                report["fixed_point"] = lava_speed(main_run, bundle, frame, args.fixed_frames, args.lava_payload, interpreter,
+                                                   fixed_point=True)["fixed_point"]
         except RuntimeError as e:
             raise UserError(str(e)) from None
     report["command"] = "metaedge bench loihi " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "loihi"] else None
@@ -169,4 +176,9 @@ def render(report: dict) -> str:
                      f"({s['pilots']} pilots + {s['payload']} symbols = {s['timesteps_per_frame']} timesteps); host reference "
                      f"{s['speedup_over_lava']['per_frame']:.0f}× faster per frame, {s['speedup_over_lava']['batched']:.0f}× batched; "
                      f"decisions equal: {s['decisions_equal_reference']}")
+    if "fixed_point" in report:
+        f = report["fixed_point"]
+        lines.append(f"fixed point (Lava fixed_pt): SER {f['fixed_ser']:.4f} vs {f['float_ser']:.4f} floating on the same frames "
+                     f"(cost {f['ser_cost']['ser']:+.4f} [{f['ser_cost']['ci95'][0]:+.4f}, {f['ser_cost']['ci95'][1]:+.4f}]); "
+                     f"decisions agree on {f['decision_agreement']:.1%}")
     return "\n".join(lines)

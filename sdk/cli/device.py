@@ -29,6 +29,8 @@ def register(sub) -> None:
     s.add_argument("--engine", default="lava", choices=("lava", "reference", "loihi2"),
                    help="loihi target only: lava (Loihi 2 simulation, default), reference (the host simulator in numpy) "
                         "or loihi2 (real Loihi 2; needs Intel's lava-loihi package)")
+    s.add_argument("--fixed-point", action="store_true",
+                   help="loihi target only: Lava's fixed_pt models (8-bit weights, integer learning engine) instead of floating point")
     s.add_argument("--backend", default="noisy:FakeManilaV2",
                    help="qiskit target only: where circuits run — ideal, noisy:<Fake device> (default noisy:FakeManilaV2), "
                         "ibm:<backend> (needs a saved IBM Quantum account)")
@@ -80,7 +82,9 @@ def run_serve(args: argparse.Namespace) -> int:
             raise UserError("Lava is not installed in this environment (it needs Python 3.10): start the device with "
                             "the Lava environment, e.g. '.venv-lava/bin/metaedge device serve --target loihi …' "
                             "(built by 'make env'), or use --engine reference")
-        options = {"engine": args.engine}
+        if args.fixed_point and args.engine == "reference":
+            raise UserError("--fixed-point runs on Lava's fixed_pt models; it needs --engine lava")
+        options = {"engine": args.engine, "fixed_point": args.fixed_point}
     if args.listen != "stdio":
         host, _, port = args.listen.rpartition(":")
         if not host or not port.isdigit():

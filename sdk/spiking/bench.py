@@ -71,19 +71,25 @@ def paired(per_device: dict[str, np.ndarray], a: str, others: list[str]) -> dict
     return out
 
 
-def lava_speed(run: SnnRun, bundle: Path, frame: TaskBatch, frames: int, payload: int, lava_python: str) -> dict:
-    """Frames through the backend on Lava (a subprocess in the Lava environment) against the reference on the same frames."""
-    spec = run.spec
-    pick = slice(0, frames)
-    x_p, y_p, x_s = frame.x_tr[pick], frame.y_tr[pick], frame.x_va[pick, :payload]
+def lava_frames(bundle: Path, pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray, lava_python: str,
+                fixed_point: bool = False) -> dict:
+    """Frames through the backend on Lava: a subprocess in the Lava environment (``backends/loihi/timing``)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "frames.npz"
-        np.savez(path, pilots=x_p, labels=y_p, payload=x_s)
-        result = subprocess.run([lava_python, "-m", "metaedge.backends.loihi.timing", str(bundle), str(path)],
-                                capture_output=True, text=True, timeout=3600)
+        np.savez(path, pilots=pilots, labels=labels, payload=payload)
+        result = subprocess.run([lava_python, "-m", "metaedge.backends.loihi.timing", str(bundle), str(path)]
+                                + (["--fixed"] if fixed_point else []), capture_output=True, text=True, timeout=3600)
     if result.returncode != 0:
         raise RuntimeError(f"the Lava timing run failed: {result.stderr.strip().splitlines()[-1:]}")
-    lava = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def lava_speed(run: SnnRun, bundle: Path, frame: TaskBatch, frames: int, payload: int, lava_python: str,
+               fixed_point: bool = False) -> dict:
+    """Frames on Lava against the reference on the same frames; with ``fixed_point`` also Lava's fixed_pt models."""
+    spec = run.spec
+    x_p, y_p, x_s, y_s = frame.x_tr[:frames], frame.y_tr[:frames], frame.x_va[:frames, :payload], frame.y_va[:frames, :payload]
+    lava = lava_frames(bundle, x_p, y_p, x_s, lava_python)
     lava_decisions = np.array([r["decisions"] for r in lava["frames"]])
     # the same frames on the host reference, one device at a time, and all at once
     single = []
@@ -96,7 +102,7 @@ def lava_speed(run: SnnRun, bundle: Path, frame: TaskBatch, frames: int, payload
     batched_s = time.perf_counter() - start
     frame_s = np.array([r["adapt_s"] + r["decode_s"] for r in lava["frames"]])
     steps = stream_length(spec, run.task.pilots) + stream_length(spec, payload)
-    return {
+    report = {
         "frames": frames, "pilots": run.task.pilots, "payload": payload, "timesteps_per_frame": steps,
         "decisions_equal_reference": bool(np.array_equal(lava_decisions, batched)),
         "lava": {"build_s": lava["build_s"], "frame_s_median": float(np.median(frame_s)),
@@ -107,3 +113,12 @@ def lava_speed(run: SnnRun, bundle: Path, frame: TaskBatch, frames: int, payload
         "speedup_over_lava": {"per_frame": float(np.median(frame_s) / np.median(single)),
                               "batched": float(np.median(frame_s) / (batched_s / frames))},
     }
+    if fixed_point:
+        fixed = lava_frames(bundle, x_p, y_p, x_s, lava_python, fixed_point=True)
+        fixed_decisions = np.array([r["decisions"] for r in fixed["frames"]])
+        float_ser, fixed_ser = (lava_decisions != y_s).mean(-1), (fixed_decisions != y_s).mean(-1)
+        report["fixed_point"] = {"float_ser": float(float_ser.mean()), "fixed_ser": float(fixed_ser.mean()),
+                                 "ser_cost": summarise(fixed_ser - float_ser),
+                                 "decision_agreement": float(np.mean(fixed_decisions == lava_decisions)),
+                                 "frame_s_median": float(np.median([r["adapt_s"] + r["decode_s"] for r in fixed["frames"]]))}
+    return report

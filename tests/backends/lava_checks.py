@@ -3,6 +3,7 @@
     python lava_checks.py parity BUNDLE      host reference vs Lava floating_pt: spikes and adapted weights
     python lava_checks.py selftest BUNDLE    the backend's self-test, and the same with a wrong expectation
     python lava_checks.py failure BUNDLE     a Lava process that raises: the watchdog's teardown and recovery
+    python lava_checks.py fixed BUNDLE       Lava's fixed_pt models against the floating-point reference
 
 Called by tests/backends/test_loihi_lava.py (they cannot import this module: it needs Lava).
 """
@@ -111,6 +112,35 @@ def failure(bundle) -> dict:
             "children_at_end": len(multiprocessing.active_children()), "shm_leaked_at_end": sorted(shm() - before)}
 
 
+def fixed(bundle) -> dict:
+    """Fixed point: the self-test's decision agreement, and the adapted weights against the float reference run
+    with the same quantised θ and the fixed point's η."""
+    import dataclasses as dc
+
+    from metaedge.backends.loihi.network import fixed_point
+
+    backend = LoihiBackend(engine="lava", fixed_point=True)
+    backend.load(bundle)
+    spec, rng = backend.spec, np.random.default_rng(3)
+    pilots, labels = rng.normal(size=(8, 2)).astype(np.float32), rng.integers(0, spec.classes, 8)
+    try:
+        report = backend.selftest()
+        fp = fixed_point(spec, backend.theta)
+        backend.reset()
+        backend.adapt(pilots, labels)
+        lava_weights = backend.weights()
+    finally:
+        backend.close()
+    start = fp.weights(fp.quantise(backend.theta))
+    n = stream_length(spec, 8)
+    ref = output_layer(dc.replace(spec, learning_rate=fp.learning_rate), start,
+                       hidden_spikes(spec, backend.w_in, encode(spec, pilots, n)), teacher(spec, labels, n)).weights
+    d_lava, d_ref = (lava_weights - start).ravel(), (ref - start).ravel()
+    return {"selftest_passed": report.passed, "disagreement": report.max_error, "eta": spec.learning_rate,
+            "eta_fixed": fp.learning_rate, "weight_exp": fp.weight_exp, "update_correlation": float(np.corrcoef(d_lava, d_ref)[0, 1]),
+            "update_ratio": float(np.abs(d_lava).sum() / np.abs(d_ref).sum()), "max_weight_error": float(np.abs(lava_weights - ref).max())}
+
+
 if __name__ == "__main__":
     check, path = sys.argv[1], sys.argv[2]
-    print(json.dumps({"parity": parity, "selftest": selftest, "failure": failure}[check](read_bundle(path))))
+    print(json.dumps({"parity": parity, "selftest": selftest, "failure": failure, "fixed": fixed}[check](read_bundle(path))))

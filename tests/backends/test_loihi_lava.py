@@ -39,3 +39,12 @@ def test_a_failing_lava_process_is_torn_down_without_leftovers_and_the_backend_r
     assert r["children_after_fault"] == 0 and r["shm_leaked_after_fault"] == []
     assert r["recovered"]
     assert r["children_at_end"] == 0 and r["shm_leaked_at_end"] == []
+
+
+def test_fixed_point_tracks_floating_point_within_the_stated_tolerance(snn_bundle):
+    """Stated tolerance: self-test decisions agree on ≥ 90 %; the rule's weight updates on Lava's integer engine
+    correlate ≥ 0.8 with the float reference's (same quantised θ, the fixed point's η) and match in size within ±40 %."""
+    r = run_check("fixed", snn_bundle[1])
+    assert r["selftest_passed"] and r["disagreement"] <= 0.1
+    assert abs(r["eta_fixed"] - r["eta"]) / r["eta"] < 0.05          # η as 16 · y_scale · m·2^e / 8 / 2^weight_exp
+    assert r["update_correlation"] >= 0.8 and 0.6 <= r["update_ratio"] <= 1.4, r

@@ -14,13 +14,13 @@ from __future__ import annotations
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.learning.learning_rule import Loihi3FLearningRule
-from lava.magma.core.model.py.neuron import LearningNeuronModelFloat
+from lava.magma.core.model.py.neuron import LearningNeuronModelFixed, LearningNeuronModelFloat
 from lava.magma.core.model.py.ports import PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
-from lava.proc.lif.models import AbstractPyLifModelFloat
+from lava.proc.lif.models import AbstractPyLifModelFixed, AbstractPyLifModelFloat
 from lava.proc.lif.process import LearningLIF
 
 
@@ -54,6 +54,42 @@ class PyErrorLIFModelFloat(LearningNeuronModelFloat, AbstractPyLifModelFloat):
         self.y2 = self.learning_rate[0] * post * np.maximum(err, 0.0)
         self.y3 = self.learning_rate[0] * post * np.maximum(-err, 0.0)
         self.v[spikes] = 0.0
+        self.s_out.send(spikes)
+        self.s_out_bap.send(spikes)
+        self.s_out_y1.send(self.y1)
+        self.s_out_y2.send(self.y2)
+        self.s_out_y3.send(self.y3)
+
+
+@implements(proc=ErrorLIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyErrorLIFModelFixed(LearningNeuronModelFixed, AbstractPyLifModelFixed):
+    """Fixed point: Loihi's integer LIF; ``learning_rate`` holds the 7-bit scale of y2/y3 (the rule's
+    η is in its m·2^e constant) and ``surrogate_width`` the width in internal voltage units."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    vth: int = LavaPyType(int, np.int32, precision=17)
+    learning_rate: np.ndarray = LavaPyType(np.ndarray, float)
+    surrogate_width: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self) -> None:
+        drive = self.a_in.recv()
+        teacher = self.a_third_factor_in.recv()
+        if not self.isthrscaled:
+            self.effective_vth = np.left_shift(self.vth, self.vth_shift)
+            self.isthrscaled = True
+        if not self.isbiasscaled:
+            self.scale_bias()
+        self.subthr_dynamics(activation_in=drive)
+        spikes = self.v > self.effective_vth
+        post = 1.0 / np.square(1.0 + np.abs(self.v - self.effective_vth) / self.surrogate_width[0])
+        err = np.abs(teacher) * ((teacher > 0).astype(np.int32) - spikes)
+        scale = self.learning_rate[0]
+        self.y1 = np.zeros(self.v.shape, dtype=np.int32)
+        self.y2 = np.round(scale * post * np.maximum(err, 0)).astype(np.int32)
+        self.y3 = np.round(scale * post * np.maximum(-err, 0)).astype(np.int32)
+        self.v[spikes] = 0
         self.s_out.send(spikes)
         self.s_out_bap.send(spikes)
         self.s_out_y1.send(self.y1)
