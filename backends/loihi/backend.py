@@ -51,6 +51,8 @@ class LoihiBackend:
                 raise BackendError(f"θ artifact lacks a finite '{name}' of shape {shape}")
         self.theta = tensors["theta"].astype(np.float64)
         self.w_in = tensors["input_weights"].astype(np.float64)
+        # Loihi 2 hardware computes in fixed point only
+        self.fixed = fixed_point(self.spec, self.theta) if self.fixed_point or self.engine == "loihi2" else None
         self.close()
         self.receiver = self._build()
         self.bundle = bundle
@@ -71,9 +73,8 @@ class LoihiBackend:
             if not is_installed():
                 raise BackendError("engine 'loihi2' runs on Loihi 2 hardware and needs Intel's lava-loihi package "
                                    "(available to INRC members), which is not installed; use --engine lava for the simulation")
-        fixed = fixed_point(self.spec, self.theta) if self.fixed_point or self.engine == "loihi2" else None
         return LavaReceiver(self.spec, self.w_in, self.theta, timeout_s=self.timeout_s, hardware=self.engine == "loihi2",
-                            fixed=fixed)
+                            fixed=self.fixed)
 
     def close(self) -> None:
         """Stop the engine's runtime (Lava's processes and shared memory)."""
@@ -137,7 +138,7 @@ class LoihiBackend:
             weight_error = float(np.abs(self.weights() - vectors["adapt.weights"]).max())
             samples = vectors["predict.samples"]
             spikes = self.output_spikes(samples)
-            if self.receiver.fixed is not None:
+            if self.fixed is not None:
                 agree = float(np.mean(probabilities(self.spec, spikes, len(samples)).argmax(-1)
                                       == probabilities(self.spec, vectors["predict.spikes"], len(samples)).argmax(-1)))
                 return SelftestReport(passed=agree >= FIXED_AGREEMENT, max_error=1.0 - agree,

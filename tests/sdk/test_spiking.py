@@ -95,7 +95,9 @@ def test_train_snn_cli_and_its_errors(tmp_path, capsys):
              (["export", str(tmp_path / "r"), "--target", "loihi", "--out", str(tmp_path / "b"), "--steps", "2"],
               "does not apply to the loihi target"),
              (["device", "serve", "--target", "loihi", "--state", str(tmp_path / "s"), "--allow-unsigned"],
-              ".venv-lava/bin/metaedge device serve --target loihi")]
+              ".venv-lava/bin/metaedge device serve --target loihi"),
+             (["device", "serve", "--target", "loihi", "--engine", "reference", "--fixed-point", "--state", str(tmp_path / "s"),
+               "--allow-unsigned"], "--fixed-point runs on Lava's fixed_pt models")]
     for argv, message in cases:
         assert main(argv) != 0
         err = capsys.readouterr().err
@@ -117,9 +119,10 @@ def test_bench_quality_and_lava_timing_on_the_same_frames(snn_bundle):
     q = quality(run, starts_of({"fomaml": run}, 0), frame, {})
     assert set(q["results"]) == {"fomaml θ", "zero θ", "random θ"}
     assert paired(q["per_device"], "fomaml θ", ["zero θ"])["zero θ"]["ser_difference"] < 0
-    s = lava_speed(run, snn_bundle[1], frame, 1, 12, lava_python())
+    s = lava_speed(run, snn_bundle[1], frame, 1, 12, lava_python(), fixed_point=True)
     assert s["decisions_equal_reference"]
     assert s["lava"]["timesteps_per_s_median"] > 0 and s["speedup_over_lava"]["per_frame"] > 1
+    assert 0 <= s["fixed_point"]["fixed_ser"] <= 1 and s["fixed_point"]["decision_agreement"] > 0.5
 
 
 @pytest.mark.lava
