@@ -63,6 +63,26 @@ def read_config(path: Path) -> dict:
     return config
 
 
+def read_kind_config(path: Path, kind: str, what: str, train_command: str) -> dict:
+    """The config of a run whose model is of ``kind`` (e.g. "born", "snn"), or a UserError naming the command that makes one."""
+    config = read_config(path)
+    if config["model"].get("kind") != kind:
+        raise UserError(f"'{path}' is not a {what} run (train one with '{train_command} --out {path}')")
+    return config
+
+
+def read_best_theta(path: Path, names: tuple[str, ...]) -> list[np.ndarray]:
+    """The arrays ``names`` of the run's best θ file, as float64, or a UserError saying what is wrong."""
+    file = path / THETA
+    if not file.is_file():
+        raise UserError(f"'{path}' has no {THETA} yet (training stopped before its first validation)")
+    try:
+        stored = tensors.load(file)[0]
+        return [stored[name].astype(np.float64) for name in names]
+    except (tensors.TensorFileError, KeyError) as e:
+        raise UserError(f"{file} is corrupt ({e}); retrain the run") from None
+
+
 def load_run(path: str | os.PathLike) -> Run:
     """Config and best θ of a finished (or interrupted) run."""
     path = Path(path)

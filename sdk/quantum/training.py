@@ -20,7 +20,7 @@ from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError, require_at_least_one
 from metaedge.sdk.quantum.learning import InnerConfig, adapt, predictive_nll
 from metaedge.sdk.quantum.simulator import BornSimulator
-from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
+from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_best_theta, read_kind_config, write_json
 from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
 METHODS = ("meta", "joint")
@@ -146,9 +146,7 @@ def make_spec(task: DemodConfig, qubits: int, layers: int) -> BornSpec:
 def load_born_run(path: str | Path) -> BornRun:
     """A Born-machine run directory: configuration and best θ, or a UserError saying what is wrong."""
     path = Path(path)
-    config = read_config(path)
-    if config["model"].get("kind") != MODEL_KIND:
-        raise UserError(f"'{path}' is not a Born-machine run (train one with 'metaedge train born --out {path}')")
+    config = read_kind_config(path, MODEL_KIND, "Born-machine", "metaedge train born")
     try:
         task = DemodConfig(**config["task"])
         spec = BornSpec.from_dict(config["model"])
@@ -156,14 +154,7 @@ def load_born_run(path: str | Path) -> BornRun:
         train = BornTrainConfig(**config["train"])
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path / CONFIG} is invalid ({e}); retrain or restore the run directory") from None
-    file = path / THETA
-    if not file.is_file():
-        raise UserError(f"'{path}' has no {THETA} yet (training stopped before its first validation)")
-    try:
-        stored = tensors.load(file)[0]
-        theta, lr = stored["theta"], stored["lr"]
-    except (tensors.TensorFileError, KeyError) as e:
-        raise UserError(f"{file} is corrupt ({e}); retrain the run") from None
+    theta, lr = read_best_theta(path, ("theta", "lr"))
     if theta.shape != (spec.parameters,) or lr.shape != (spec.parameters,):
-        raise UserError(f"{file} holds {theta.shape} angles, the model needs ({spec.parameters},)")
-    return BornRun(path, task, spec, inner, train, theta.astype(np.float64), lr.astype(np.float64))
+        raise UserError(f"{path / THETA} holds {theta.shape} angles, the model needs ({spec.parameters},)")
+    return BornRun(path, task, spec, inner, train, theta, lr)

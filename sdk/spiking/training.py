@@ -26,7 +26,7 @@ from metaedge.backends.loihi.network import SnnSpec, encode, input_weights, prob
 from metaedge.backends.loihi.reference import hidden_spikes, output_layer
 from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError, require_at_least_one
-from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
+from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_best_theta, read_kind_config, write_json
 from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
 METHODS = ("fomaml", "reptile", "joint")
@@ -167,22 +167,14 @@ def run_config(task: DemodConfig, spec: SnnSpec, cfg: SnnTrainConfig) -> dict:
 def load_snn_run(path: str | Path) -> SnnRun:
     """A spiking run directory: configuration and best θ, or a UserError saying what is wrong."""
     path = Path(path)
-    config = read_config(path)
-    if config["model"].get("kind") != MODEL_KIND:
-        raise UserError(f"'{path}' is not a spiking-receiver run (train one with 'metaedge train snn --out {path}')")
+    config = read_kind_config(path, MODEL_KIND, "spiking-receiver", "metaedge train snn")
     try:
         task = DemodConfig(**config["task"])
         spec = SnnSpec.from_dict({k: v for k, v in config["model"].items() if k != "kind"})
         train = SnnTrainConfig(**config["train"])
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path / CONFIG} is invalid ({e}); retrain or restore the run directory") from None
-    file = path / THETA
-    if not file.is_file():
-        raise UserError(f"'{path}' has no {THETA} yet (training stopped before its first validation)")
-    try:
-        theta = tensors.load(file)[0]["theta"]
-    except (tensors.TensorFileError, KeyError) as e:
-        raise UserError(f"{file} is corrupt ({e}); retrain the run") from None
+    (theta,) = read_best_theta(path, ("theta",))
     if theta.shape != (spec.classes, spec.hidden):
-        raise UserError(f"{file} holds θ of shape {theta.shape}, the network needs {(spec.classes, spec.hidden)}")
-    return SnnRun(path, task, spec, train, theta.astype(np.float64))
+        raise UserError(f"{path / THETA} holds θ of shape {theta.shape}, the network needs {(spec.classes, spec.hidden)}")
+    return SnnRun(path, task, spec, train, theta)
