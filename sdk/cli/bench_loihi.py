@@ -15,6 +15,7 @@ examples:
   metaedge bench loihi --devices 200 --lava-frames 2 --lava-payload 50     # quick look
   metaedge bench loihi --fomaml runs/snn-fomaml --onnx runs/qpsk-metasgd --no-lava
   metaedge bench loihi --channel phase --out runs/bench-loihi-phase      # residual carrier phase within ±60°
+  metaedge bench loihi --order 16 --pilots 16 --out runs/bench-loihi-16qam --no-lava
 """
 METHODS = ("fomaml", "reptile", "joint")
 ONNX_ITERATIONS = 2000
@@ -35,6 +36,8 @@ def register(benches) -> None:
     b.add_argument("--channel", default="rayleigh", choices=("rayleigh", "phase"),
                    help="task of the runs trained here: rayleigh (default) or a residual phase (--phase-max)")
     b.add_argument("--phase-max", type=float, default=60.0, help="phase channel: range ± degrees (default 60)")
+    b.add_argument("--order", type=int, default=4, help="constellation of the runs trained here: 4 (QPSK, default) or 16")
+    b.add_argument("--pilots", type=positive_int, default=4, help="pilots per frame of the runs trained here (default 4)")
     b.add_argument("--devices", type=positive_int, default=500, help="new devices for the quality comparison (default 500)")
     b.add_argument("--payload", type=positive_int, default=1000, help="payload symbols per device (default 1000)")
     b.add_argument("--lava-frames", type=positive_int, default=5, help="frames run on Lava (default 5)")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.lava_payload > args.payload:
         raise UserError(f"--lava-payload {args.lava_payload} exceeds --payload {args.payload}")
     args.out.mkdir(parents=True, exist_ok=True)
-    task = bench_task(args.channel, args.phase_max)
+    task = bench_task(args.channel, args.phase_max, args.order, args.pilots)
     runs = {}
     for method in METHODS:
         given = getattr(args, method) or args.out / f"snn-{method}"
@@ -115,14 +118,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_task(channel: str = "rayleigh", phase_max: float = 60.0):
-    """The default spiking task, with a residual-phase channel instead of Rayleigh when asked."""
+def bench_task(channel: str = "rayleigh", phase_max: float = 60.0, order: int = 4, pilots: int = 4):
+    """The default spiking task, or another constellation, pilot count or channel."""
     from metaedge.sdk.spiking.training import default_task
 
     try:
-        return default_task().replace(channel=channel, phase_max_deg=phase_max if channel == "phase" else 180.0)
+        return default_task().replace(channel=channel, phase_max_deg=phase_max if channel == "phase" else 180.0,
+                                      order=order, pilots=pilots)
     except ValueError as e:
-        raise UserError(f"--phase-max: {e}") from None
+        raise UserError(str(e)) from None
 
 
 def train_default(out: Path, method: str, seed: int, task=None) -> None:
@@ -130,7 +134,8 @@ def train_default(out: Path, method: str, seed: int, task=None) -> None:
     from metaedge.sdk.spiking.training import SnnTrainConfig, train_snn
 
     print(f"bench: training the {method} start into {out}", file=sys.stderr)
-    train_snn(out, task or bench_task(), SnnSpec(), SnnTrainConfig(method=method, seed=seed))
+    task = task or bench_task()
+    train_snn(out, task, SnnSpec(classes=task.order), SnnTrainConfig(method=method, seed=seed))
 
 
 def train_onnx(out: Path, task, seed: int) -> None:
