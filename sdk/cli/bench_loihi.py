@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     interpreter = None if args.no_lava else lava_python()
     if args.lava_payload > args.payload:
         raise UserError(f"--lava-payload {args.lava_payload} exceeds --payload {args.payload}")
-    args.out.mkdir(parents=True, exist_ok=True)
     task = bench_task(args.channel, args.phase_max, args.order, args.pilots)
+    args.out.mkdir(parents=True, exist_ok=True)
     runs = {}
     for method in METHODS:
         given = getattr(args, method) or args.out / f"snn-{method}"
