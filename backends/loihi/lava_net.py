@@ -27,9 +27,10 @@ from lava.proc.lif.process import LIF
 from metaedge.backends.base import BackendError
 from metaedge.backends.loihi.network import (HIDDEN_EXP, RULE, TRACE_IMPULSE, VOLTAGE_SHIFT, FixedPoint, SnnSpec,
                                              decay_int)
+from metaedge.backends.loihi.processes.error_lif import ErrorLIF
 
 FIXED_SEED = 0   # the fixed-point learning engine rounds stochastically
-from metaedge.backends.loihi.processes.error_lif import ErrorLIF
+
 
 def learning_rule(spec: SnnSpec, fixed: FixedPoint | None = None) -> Loihi3FLearningRule:
     # every trace gets a positive τ: in the float model an unused trace with τ = 0 becomes NaN
@@ -41,7 +42,7 @@ def learning_rule(spec: SnnSpec, fixed: FixedPoint | None = None) -> Loihi3FLear
 
 
 class LavaReceiver:
-    """The network on Lava's Loihi 2 simulation (``floating_pt``); ``stop`` ends its runtime processes.
+    """The network on Lava's Loihi 2 simulation (``floating_pt``, or ``fixed_pt``); ``stop`` ends its runtime processes.
 
     Every call into the runtime runs under a watchdog: an exception inside a Lava process
     leaves the runtime waiting forever, so a call that takes longer than ``timeout_s``
