@@ -15,6 +15,7 @@ RECIPES: dict[str, dict] = {
     "reptile": {"inner_lr": 0.3, "inner_steps": 5},  # one Reptile step is nearly joint learning
     "cavia": {"inner_lr": 1.0, "inner_steps": 1},
     "metasgd": {"inner_lr": 0.1, "inner_steps": 1},
+    "imaml": {"inner_lr": 0.1, "inner_steps": 5},   # steps toward the proximal minimum; λ = 1 (TrainConfig.prox)
     "joint": {"inner_lr": 0.1, "inner_steps": 1},
 }
 

@@ -52,6 +52,8 @@ class TrainConfig:
     seed: int = 0
     pilots_min: int = 0            # > 0: each meta-batch draws its pilot count log-uniformly from [pilots_min, task pilots]
     compile: bool = False          # torch.compile the meta-gradient (pays off on long runs)
+    prox: float = 1.0              # iMAML: λ of the proximal inner problem (eq. 2.4b)
+    solver_steps: int = 5          # iMAML: conjugate-gradient steps of the implicit meta-gradient
 
     def __post_init__(self) -> None:
         algorithm = get_algorithm(self.algo)
@@ -68,13 +70,15 @@ class TrainConfig:
             (all(h >= 1 for h in self.hidden), f"--hidden {self.hidden} must list positive layer widths"),
             (self.context >= 1 or not algorithm.context, f"--context {self.context} must be at least 1 for cavia"),
             (self.pilots_min >= 0, f"pilot range minimum {self.pilots_min} must be at least 1"),
+            (math.isfinite(self.prox) and self.prox > 0, f"--prox {self.prox} must be a positive number"),
+            (self.solver_steps >= 1, f"--solver-steps {self.solver_steps} must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
 
     def inner(self) -> InnerLoop:
-        return get_algorithm(self.algo).inner(self.inner_lr, self.inner_steps)
+        return get_algorithm(self.algo).inner(self.inner_lr, self.inner_steps, self.prox, self.solver_steps)
 
     def pilot_counts(self, task: DemodConfig) -> list[int]:
         """Pilot counts seen in meta-training and validated on: task.pilots, or powers of two spanning the range."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metaedge.sdk.algorithms import fomaml, joint, maml, reptile
+from metaedge.sdk.algorithms import fomaml, imaml, joint, maml, reptile
 from metaedge.sdk.algorithms.core import InnerLoop, Objective, adapt, compiled_meta_gradient, meta_gradient, to_batch
 from metaedge.sdk.errors import UserError
 
@@ -16,9 +16,11 @@ class Algorithm:
     context: bool = False        # CAVIA: the model takes context inputs and only the context adapts
     meta_learned: bool = True    # False for joint learning (no inner loop in training)
     learned_steps: bool = False  # Meta-SGD: per-parameter step sizes are meta-learned with θ
+    proximal: bool = False       # iMAML: the inner problem has the proximal term λ/2‖φ − θ‖²
 
-    def inner(self, lr: float, steps: int) -> InnerLoop:
-        return InnerLoop(lr=lr, steps=steps, adapt=("context",) if self.context else None)
+    def inner(self, lr: float, steps: int, prox: float = 1.0, solver_steps: int = 5) -> InnerLoop:
+        return InnerLoop(lr=lr, steps=steps, adapt=("context",) if self.context else None,
+                         prox=prox if self.proximal else 0.0, solver_steps=solver_steps)
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -30,6 +32,8 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm("cavia", maml.objective, "CAVIA, only context inputs adapt (eq. 2.39-2.40)", context=True),
         Algorithm("metasgd", maml.objective, "Meta-SGD: MAML with per-parameter step sizes meta-learned with theta",
                   learned_steps=True),
+        Algorithm("imaml", imaml.objective, "iMAML, proximal inner problem and implicit meta-gradient by conjugate "
+                  "gradients (eq. 2.4-2.8)", proximal=True),
         Algorithm("joint", joint.objective, "joint learning on pooled tasks, fine-tuned at test (eq. 1.2)", meta_learned=False),
     )
 }

@@ -24,11 +24,17 @@ Objective = Callable[..., tuple[Tensor, Tensor]]
 
 @dataclass(frozen=True)
 class InnerLoop:
-    """Few-shot adaptation: ``steps`` SGD steps of size ``lr`` on the parameters named in ``adapt``."""
+    """Few-shot adaptation: ``steps`` SGD steps of size ``lr`` on the parameters named in ``adapt``.
+
+    ``prox`` = λ > 0 adds the proximal term λ/2‖φ − θ‖² to the training loss (iMAML, eq. 2.4b);
+    ``solver_steps`` and ``solver`` set how iMAML's implicit meta-gradient is solved."""
 
     lr: float = 0.1
     steps: int = 1
     adapt: tuple[str, ...] | None = None  # None: every model parameter adapts (learned step sizes never do)
+    prox: float = 0.0
+    solver_steps: int = 5
+    solver: str = "cg"                    # "cg" (conjugate gradients) or "neumann" (truncated Neumann series)
 
     def keys(self, params: Params) -> tuple[str, ...]:
         if self.adapt is not None:
@@ -50,8 +56,44 @@ def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Params
     fast = {k: params[k] for k in keys}
     for _ in range(inner.steps):
         g = grad(lambda f: task_loss({**params, **f}, x, onehot))(fast)
+        if inner.prox:
+            g = {k: g[k] + inner.prox * (fast[k] - params[k]) for k in keys}
         fast = {k: fast[k] - step_size(params, k, inner) * g[k] for k in keys}
     return {**params, **fast}
+
+
+def _dot(a: Params, b: Params) -> Tensor:
+    return sum((a[k] * b[k]).sum() for k in a)
+
+
+def implicit_gradient(train_loss: Callable[[Params], Tensor], rhs: Params, phi: Params, lam: float, steps: int,
+                      solver: str = "cg") -> Params:
+    """u = (I + ∇²L_tr(φ)/λ)⁻¹ rhs (the implicit meta-gradient of eq. 2.8 when rhs = ∇L_va(φ)), from
+    Hessian-vector products only: ``steps`` iterations of conjugate gradients, or of the Neumann
+    series Σ_j (−∇²L_tr/λ)^j rhs (which needs ‖∇²L_tr‖ < λ). Fixed iteration counts keep it vmappable."""
+    def operator(v: Params) -> Params:
+        hv = torch.func.jvp(grad(train_loss), (phi,), (v,))[1]
+        return {k: v[k] + hv[k] / lam for k in v}
+
+    if solver == "neumann":
+        term, total = rhs, rhs
+        for _ in range(steps):
+            hv = torch.func.jvp(grad(train_loss), (phi,), (term,))[1]
+            term = {k: -hv[k] / lam for k in term}
+            total = {k: total[k] + term[k] for k in total}
+        return total
+    x = {k: torch.zeros_like(v) for k, v in rhs.items()}
+    r, p = rhs, rhs
+    rr = _dot(r, r)
+    for _ in range(steps):
+        ap = operator(p)
+        alpha = rr / (_dot(p, ap) + 1e-30)
+        x = {k: x[k] + alpha * p[k] for k in x}
+        r = {k: r[k] - alpha * ap[k] for k in r}
+        rr_next = _dot(r, r)
+        p = {k: r[k] + (rr_next / (rr + 1e-30)) * p[k] for k in p}
+        rr = rr_next
+    return x
 
 
 def stop_gradient(params: Params) -> Params:

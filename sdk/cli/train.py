@@ -14,6 +14,7 @@ examples:
   metaedge train demod --algo maml --out runs/maml
   metaedge train demod --algo cavia --pilots 1-32 --iterations 20000 --out runs/cavia
   metaedge train demod --algo reptile --inner-steps 5 --out runs/reptile
+  metaedge train demod --algo imaml --prox 1.0 --inner-steps 5 --out runs/imaml
   metaedge train demod --out runs/maml --resume --iterations 40000   # continue a run
 """
 
@@ -27,10 +28,12 @@ def register(sub) -> None:
     d.add_argument("--out", type=Path, required=True, help="run directory to create (or to continue with --resume)")
     d.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g = d.add_argument_group("algorithm (unset flags take the algorithm's recipe: metaedge.sdk.recipes)")
-    g.add_argument("--algo", default="maml", help="maml | fomaml | reptile | cavia | metasgd | joint (default maml)")
+    g.add_argument("--algo", default="maml", help="maml | fomaml | reptile | cavia | metasgd | imaml | joint (default maml)")
     g.add_argument("--iterations", type=positive_int, help="meta-iterations (recipe: 6000)")
     g.add_argument("--tasks-per-batch", type=positive_int, help="devices per meta-batch (recipe: 5)")
-    g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; reptile 5)")
+    g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; reptile and imaml 5)")
+    g.add_argument("--prox", type=float, help="imaml: λ of the proximal term λ/2‖φ − θ‖² (default 1.0)")
+    g.add_argument("--solver-steps", type=positive_int, help="imaml: conjugate-gradient steps of the implicit gradient (default 5)")
     g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.3)")
     g.add_argument("--outer-lr", type=float, help="outer step size β (recipe: 3e-3)")
     g.add_argument("--outer-opt", help="adam | sgd (default adam; sgd with reptile is eq. 2.23 literally)")
@@ -164,7 +167,8 @@ def run_born(args: argparse.Namespace) -> int:
                             lambda progress: train_born(args.out, task, spec, inner, cfg, progress))
 
 
-RECIPE_FLAGS = ("iterations", "tasks_per_batch", "inner_steps", "inner_lr", "outer_lr", "outer_opt", "val_every", "patience")
+RECIPE_FLAGS = ("iterations", "tasks_per_batch", "inner_steps", "inner_lr", "outer_lr", "outer_opt", "val_every", "patience",
+                "prox", "solver_steps")
 
 
 def run(args: argparse.Namespace) -> int:
