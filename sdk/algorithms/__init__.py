@@ -39,6 +39,9 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
+EXPORTABLE = tuple(name for name, a in ALGORITHMS.items() if not a.proximal)   # iMAML's anchored step: not yet
+
+
 def get_algorithm(name: str) -> Algorithm:
     try:
         return ALGORITHMS[name]
@@ -46,4 +49,4 @@ def get_algorithm(name: str) -> Algorithm:
         raise UserError(f"unknown algorithm '{name}'; choose one of: {', '.join(ALGORITHMS)}") from None
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "InnerLoop", "adapt", "compiled_meta_gradient", "get_algorithm", "meta_gradient", "to_batch"]
+__all__ = ["ALGORITHMS", "EXPORTABLE", "Algorithm", "InnerLoop", "adapt", "compiled_meta_gradient", "get_algorithm", "meta_gradient", "to_batch"]

@@ -6,7 +6,7 @@ import torch
 
 from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import read_bundle
-from metaedge.sdk.algorithms import ALGORITHMS
+from metaedge.sdk.algorithms import EXPORTABLE
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
 from metaedge.sdk.export import export_onnx
 from metaedge.sdk.models.mlp import forward
@@ -21,7 +21,7 @@ def bundles(tmp_path_factory):
     """One briefly trained run per algorithm, exported."""
     root = tmp_path_factory.mktemp("export")
     out = {}
-    for algo in ALGORITHMS:
+    for algo in EXPORTABLE:
         steps = 2 if algo != "joint" else 1
         t = Trainer(root / algo, TASK, TrainConfig(algo=algo, iterations=4, inner_steps=steps, inner_lr=0.3,
                                                    meta_devices=20, val_devices=3, val_every=4))
@@ -32,7 +32,7 @@ def bundles(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", list(ALGORITHMS))
+@pytest.mark.parametrize("algo", EXPORTABLE)
 def test_graphs_pass_the_full_checker_and_are_plain_onnx(bundles, algo):
     _, bundle = bundles[algo]
     for role in ("forward", "adapt_step"):
@@ -43,7 +43,7 @@ def test_graphs_pass_the_full_checker_and_are_plain_onnx(bundles, algo):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", OnnxBackend.MODES)
-@pytest.mark.parametrize("algo", list(ALGORITHMS))
+@pytest.mark.parametrize("algo", EXPORTABLE)
 def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     trainer, bundle = bundles[algo]
     backend = OnnxBackend(mode=mode)
@@ -71,7 +71,7 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", list(ALGORITHMS))
+@pytest.mark.parametrize("algo", EXPORTABLE)
 def test_selftest_passes_and_bundle_round_trips(bundles, algo):
     _, bundle = bundles[algo]
     again = read_bundle(bundle.path)
