@@ -60,13 +60,13 @@ def run(args: argparse.Namespace) -> int:
     from metaedge.sdk.rundir import write_json
     from metaedge.sdk.spiking.bench import lava_speed, paired, quality, starts_of, test_frames
     from metaedge.sdk.spiking.export import export_loihi
-    from metaedge.sdk.spiking.training import load_snn_run
+    from metaedge.sdk.spiking.training import load_snn_run, snn_task
     from metaedge.sdk.tasks.demod import DemodTasks
 
     interpreter = None if args.no_lava else lava_python()
     if args.lava_payload > args.payload:
         raise UserError(f"--lava-payload {args.lava_payload} exceeds --payload {args.payload}")
-    task = bench_task(args.channel, args.phase_max, args.order, args.pilots)
+    task = snn_task(args.order, args.pilots, channel=args.channel, phase_max_deg=args.phase_max)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = {}
     for method in METHODS:
@@ -101,13 +101,13 @@ def run(args: argparse.Namespace) -> int:
         bundle = args.out / "bundle-fomaml"
         if not bundle.exists():
             export_loihi(runs["fomaml"].path, bundle)
-        print(f"bench: {args.lava_frames} frames on Lava (this is the slow part)", file=sys.stderr)
+        print(f"bench: {max(args.lava_frames, args.fixed_frames)} frames on Lava, {args.fixed_frames} of them also in "
+              "fixed point (this is the slow part)", file=sys.stderr)
         try:
-            report["speed"] = lava_speed(main_run, bundle, frame, args.lava_frames, args.lava_payload, interpreter)
-            if args.fixed_frames > 0:
-                print(f"bench: {args.fixed_frames} frames on Lava in floating and in fixed point", file=sys.stderr)
-                report["fixed_point"] = lava_speed(main_run, bundle, frame, args.fixed_frames, args.lava_payload, interpreter,
-                                                   fixed_point=True)["fixed_point"]
+            speed = lava_speed(main_run, bundle, frame, args.lava_frames, args.lava_payload, interpreter, args.fixed_frames)
+            if "fixed_point" in speed:
+                report["fixed_point"] = speed.pop("fixed_point")
+            report["speed"] = speed
         except RuntimeError as e:
             raise UserError(str(e)) from None
     report["command"] = "metaedge bench loihi " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "loihi"] else None
@@ -118,23 +118,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_task(channel: str = "rayleigh", phase_max: float = 60.0, order: int = 4, pilots: int = 4):
-    """The default spiking task, or another constellation, pilot count or channel."""
-    from metaedge.sdk.spiking.training import default_task
-
-    try:
-        return default_task().replace(channel=channel, phase_max_deg=phase_max if channel == "phase" else 180.0,
-                                      order=order, pilots=pilots)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-
 def train_default(out: Path, method: str, seed: int, task=None) -> None:
     from metaedge.backends.loihi.network import SnnSpec
-    from metaedge.sdk.spiking.training import SnnTrainConfig, train_snn
+    from metaedge.sdk.spiking.training import SnnTrainConfig, default_task, train_snn
 
     print(f"bench: training the {method} start into {out}", file=sys.stderr)
-    task = task or bench_task()
+    task = task or default_task()
     train_snn(out, task, SnnSpec(classes=task.order), SnnTrainConfig(method=method, seed=seed))
 
 

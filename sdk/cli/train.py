@@ -112,11 +112,10 @@ examples:
 
 def run_snn(args: argparse.Namespace) -> int:
     from metaedge.backends.loihi.network import SnnSpec
-    from metaedge.sdk.spiking.training import SnnTrainConfig, default_task, train_snn
+    from metaedge.sdk.spiking.training import SnnTrainConfig, snn_task, train_snn
 
+    task = snn_task(args.order, args.pilots, args.snr, args.channel, args.phase_max)
     try:
-        task = default_task().replace(order=args.order, pilots=args.pilots, snr_db=args.snr, channel=args.channel,
-                                      phase_max_deg=args.phase_max if args.channel == "phase" else 180.0)
         spec = SnnSpec(classes=args.order, grid=args.grid, steps=args.steps, learning_rate=args.learning_rate)
     except ValueError as e:
         raise UserError(str(e)) from None

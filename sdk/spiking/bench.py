@@ -85,9 +85,11 @@ def lava_frames(bundle: Path, pilots: np.ndarray, labels: np.ndarray, payload: n
 
 
 def lava_speed(run: SnnRun, bundle: Path, frame: TaskBatch, frames: int, payload: int, lava_python: str,
-               fixed_point: bool = False) -> dict:
-    """Frames on Lava against the reference on the same frames; with ``fixed_point`` also Lava's fixed_pt models."""
+               fixed_frames: int = 0) -> dict:
+    """The first max(frames, fixed_frames) frames on Lava against the reference on the same frames; the first
+    ``fixed_frames`` of them also on Lava's fixed_pt models, compared with the floating-point run."""
     spec = run.spec
+    frames = max(frames, fixed_frames)
     x_p, y_p, x_s, y_s = frame.x_tr[:frames], frame.y_tr[:frames], frame.x_va[:frames, :payload], frame.y_va[:frames, :payload]
     lava = lava_frames(bundle, x_p, y_p, x_s, lava_python)
     lava_decisions = np.array([r["decisions"] for r in lava["frames"]])
@@ -113,12 +115,14 @@ def lava_speed(run: SnnRun, bundle: Path, frame: TaskBatch, frames: int, payload
         "speedup_over_lava": {"per_frame": float(np.median(frame_s) / np.median(single)),
                               "batched": float(np.median(frame_s) / (batched_s / frames))},
     }
-    if fixed_point:
-        fixed = lava_frames(bundle, x_p, y_p, x_s, lava_python, fixed_point=True)
+    if fixed_frames:
+        pick = slice(0, fixed_frames)
+        fixed = lava_frames(bundle, x_p[pick], y_p[pick], x_s[pick], lava_python, fixed_point=True)
         fixed_decisions = np.array([r["decisions"] for r in fixed["frames"]])
-        float_ser, fixed_ser = (lava_decisions != y_s).mean(-1), (fixed_decisions != y_s).mean(-1)
+        float_decisions, labels = lava_decisions[pick], y_s[pick]
+        float_ser, fixed_ser = (float_decisions != labels).mean(-1), (fixed_decisions != labels).mean(-1)
         report["fixed_point"] = {"float_ser": float(float_ser.mean()), "fixed_ser": float(fixed_ser.mean()),
                                  "ser_cost": summarise(fixed_ser - float_ser),
-                                 "decision_agreement": float(np.mean(fixed_decisions == lava_decisions)),
+                                 "frames": fixed_frames, "decision_agreement": float(np.mean(fixed_decisions == float_decisions)),
                                  "frame_s_median": float(np.median([r["adapt_s"] + r["decode_s"] for r in fixed["frames"]]))}
     return report

@@ -39,6 +39,16 @@ def default_task() -> DemodConfig:
     return DemodConfig(order=4, snr_db=20.0, pilots=4, val_pilots=32, payload=1000, frame=2000)
 
 
+def snn_task(order: int = 4, pilots: int = 4, snr_db: float = 20.0, channel: str = "rayleigh",
+             phase_max_deg: float = 60.0) -> DemodConfig:
+    """The default task with another constellation, pilot count, SNR or channel (a UserError if impossible)."""
+    try:
+        return default_task().replace(order=order, pilots=pilots, snr_db=snr_db, channel=channel,
+                                      phase_max_deg=phase_max_deg if channel == "phase" else 180.0)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 @dataclass(frozen=True)
 class SnnTrainConfig:
     method: str = "fomaml"

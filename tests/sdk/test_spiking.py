@@ -119,7 +119,7 @@ def test_bench_quality_and_lava_timing_on_the_same_frames(snn_bundle):
     q = quality(run, starts_of({"fomaml": run}, 0), frame, {})
     assert set(q["results"]) == {"fomaml θ", "zero θ", "random θ"}
     assert paired(q["per_device"], "fomaml θ", ["zero θ"])["zero θ"]["ser_difference"] < 0
-    s = lava_speed(run, snn_bundle[1], frame, 1, 12, lava_python(), fixed_point=True)
+    s = lava_speed(run, snn_bundle[1], frame, 1, 12, lava_python(), fixed_frames=1)
     assert s["decisions_equal_reference"]
     assert s["lava"]["timesteps_per_s_median"] > 0 and s["speedup_over_lava"]["per_frame"] > 1
     assert 0 <= s["fixed_point"]["fixed_ser"] <= 1 and s["fixed_point"]["decision_agreement"] > 0.5
