@@ -8,6 +8,10 @@ correlated through its channel, so devices are the independent unit). Because ev
 receiver sees the same devices, each learned receiver is also compared with the reference
 (model-based) receiver by the per-device difference of SERs and its 95 % interval: a
 paired comparison, much tighter than comparing two marginal intervals.
+
+Calibration: every symbol's confidence (the probability of its decision) is binned over all
+devices, giving the expected calibration error (10 equal bins) and a reliability diagram per
+receiver and pilot count.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from metaedge.sdk.calibration import reliability
 from metaedge.sdk.receivers import Receiver
 from metaedge.sdk.stats import summarise
 from metaedge.sdk.tasks.demod import DemodTasks, Split
@@ -29,7 +34,8 @@ class SerResult:
     budget: dict
     run: str | None = None
     algo: str | None = None
-    ser: dict[int, dict] = field(default_factory=dict)  # pilots → {"ser", "ci95"[, "vs_reference"]}
+    ser: dict[int, dict] = field(default_factory=dict)  # pilots → {"ser", "ci95", "ece"[, "vs_reference"]}
+    reliability: dict[int, dict] = field(default_factory=dict)  # pilots → reliability diagram (see calibration)
     errors: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # pilots → per-device SER
 
     def compare_with(self, reference: "SerResult") -> None:
@@ -41,7 +47,8 @@ class SerResult:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "run": self.run, "algo": self.algo, "budget": self.budget,
-                "ser": {str(p): v for p, v in self.ser.items()}}
+                "ser": {str(p): v for p, v in self.ser.items()},
+                "reliability": {str(p): v for p, v in self.reliability.items()}}
 
 
 def evaluate(
@@ -63,12 +70,16 @@ def evaluate(
         result = SerResult(name=receiver.name, budget=receiver.budget(), **info)
         for p in pilots:
             errors = np.empty(devices)
+            confidence, correct = np.empty((devices, payload), np.float32), np.empty((devices, payload), bool)
             for start in range(0, devices, per_chunk):
                 sl = slice(start, start + per_chunk)
                 probs = receiver.probabilities(frame.x_tr[sl, :p], frame.y_tr[sl, :p], frame.x_va[sl])
-                errors[sl] = (probs.argmax(-1) != frame.y_va[sl]).mean(1)
+                correct[sl] = probs.argmax(-1) == frame.y_va[sl]
+                errors[sl] = 1.0 - correct[sl].mean(1)
+                confidence[sl] = probs.max(-1)
             result.errors[p] = errors
-            result.ser[p] = summarise(errors)
+            result.reliability[p] = reliability(confidence, correct)
+            result.ser[p] = {**summarise(errors), "ece": result.reliability[p]["ece"]}
             if progress:
                 progress(1)
         results.append(result)

@@ -21,7 +21,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from metaedge.deploy import tensors
 from metaedge.deploy.bundle import Bundle, write_bundle
-from metaedge.sdk.algorithms import EXPORTABLE
+from metaedge.sdk.algorithms import EXPORTABLE, get_algorithm
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.models.mlp import MLPSpec, Params, forward
@@ -154,8 +154,9 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
     run = load_run(run_dir)
     task, train = configs_from_run(run.config)
     if train.algo not in EXPORTABLE:
-        raise UserError(f"'{run_dir}' is an {train.algo} run: its proximal adaptation step (which needs θ as an anchor) "
-                        f"is not exportable yet; export a run of {', '.join(EXPORTABLE)}")
+        why = ("its proximal adaptation step (which needs θ as an anchor)" if get_algorithm(train.algo).proximal
+               else "its ensemble predictive (a posterior over weights)")
+        raise UserError(f"'{run_dir}' is an {train.algo} run: {why} is not exportable yet; export a run of {', '.join(EXPORTABLE)}")
     spec = MLPSpec.from_dict(run.config["model"])
     inner = train.inner()
     if steps is not None:

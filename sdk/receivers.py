@@ -14,8 +14,11 @@ import numpy as np
 import torch
 from torch.func import vmap
 
+from metaedge.sdk.algorithms.bayes import weight_samples
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
 from metaedge.sdk.models.mlp import Params, forward
+
+ENSEMBLE = 100  # weight draws of a Gaussian posterior's predictive at meta-test (as published for the Bayesian demodulator)
 
 
 class Receiver(Protocol):
@@ -28,7 +31,11 @@ class Receiver(Protocol):
 
 @dataclass
 class LearnedReceiver:
-    """A demodulator that starts from ``params`` and adapts with ``inner`` on each device's pilots."""
+    """A demodulator that starts from ``params`` and adapts with ``inner`` on each device's pilots.
+
+    A Bayesian posterior predicts with the average of the probabilities over its weights
+    (``ENSEMBLE`` Gaussian draws or the particles), one weight set at a time to bound memory;
+    its draws are seeded, so results repeat."""
 
     name: str
     params: Params
@@ -40,14 +47,19 @@ class LearnedReceiver:
 
     @torch.no_grad()
     def _predict(self, adapted: Params, x_payload: torch.Tensor) -> torch.Tensor:
-        return vmap(forward, in_dims=(0, 0))(adapted, x_payload).exp()
+        weights = vmap(weight_samples, in_dims=(0, None, None), randomness="different")(adapted, self.inner.posterior, ENSEMBLE)
+        draws = next(iter(weights.values())).shape[1]
+        total = sum(vmap(forward)({k: v[:, i] for k, v in weights.items()}, x_payload).exp() for i in range(draws))
+        return total / draws
 
     def probabilities(self, x_pilots, y_pilots, x_payload):
         x_p = torch.as_tensor(x_pilots)
         y_p = torch.nn.functional.one_hot(torch.as_tensor(y_pilots), self.classes).to(torch.float32)
         params = {k: v.detach() for k, v in self.params.items()}
-        adapted = vmap(adapt, in_dims=(None, 0, 0, None))(params, x_p, y_p, self.inner)
-        return self._predict({k: v.detach() for k, v in adapted.items()}, torch.as_tensor(x_payload)).numpy()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            adapted = vmap(adapt, in_dims=(None, 0, 0, None), randomness="different")(params, x_p, y_p, self.inner)
+            return self._predict({k: v.detach() for k, v in adapted.items()}, torch.as_tensor(x_payload)).numpy()
 
 
 @dataclass

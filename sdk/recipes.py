@@ -16,6 +16,11 @@ RECIPES: dict[str, dict] = {
     "cavia": {"inner_lr": 1.0, "inner_steps": 1},
     "metasgd": {"inner_lr": 0.1, "inner_steps": 1},
     "imaml": {"inner_lr": 0.1, "inner_steps": 5},   # steps toward the proximal minimum; λ = 1 (TrainConfig.prox)
+    "sharpmaml": {"inner_lr": 0.1, "inner_steps": 1},
+    "proxmaml": {"inner_lr": 0.1, "inner_steps": 5},  # as iMAML: steps toward the proximal minimum
+    "esmaml": {"inner_lr": 0.1, "inner_steps": 1},
+    "vbmaml": {"inner_lr": 0.1, "inner_steps": 2},   # as published for the Bayesian demodulator
+    "bmaml": {"inner_lr": 0.1, "inner_steps": 1},
     "joint": {"inner_lr": 0.1, "inner_steps": 1},
 }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from metaedge.deploy import tensors
-from metaedge.sdk.algorithms.core import STEP_PREFIX
+from metaedge.sdk.algorithms import get_algorithm
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.models.mlp import MLPSpec
 
@@ -100,8 +100,10 @@ def load_run(path: str | os.PathLike) -> Run:
         expected = MLPSpec.from_dict(config["model"]).shapes()
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path / CONFIG} has an invalid model section ({e})") from None
-    if config["train"].get("algo") == "metasgd":
-        expected = {**expected, **{STEP_PREFIX + k: shape for k, shape in expected.items()}}
+    try:
+        expected = get_algorithm(config["train"]["algo"]).theta_shapes(expected, int(config["train"].get("particles", 0)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path / CONFIG} has an invalid train section ({e})") from None
     got = {k: tuple(v.shape) for k, v in theta.items()}
     if got != expected:
         raise UserError(f"{file} does not match the model in {CONFIG} (expected {expected}, found {got}); retrain or restore the run directory")

@@ -19,6 +19,7 @@ import torch
 
 from metaedge.deploy import tensors
 from metaedge.sdk.algorithms import compiled_meta_gradient, get_algorithm, meta_gradient, to_batch
+from metaedge.sdk.algorithms.bayes import LOGSTD_PREFIX
 from metaedge.sdk.algorithms.core import STEP_PREFIX, InnerLoop
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.evaluation import evaluate
@@ -54,6 +55,15 @@ class TrainConfig:
     compile: bool = False          # torch.compile the meta-gradient (pays off on long runs)
     prox: float = 1.0              # iMAML: λ of the proximal inner problem (eq. 2.4b)
     solver_steps: int = 5          # iMAML: conjugate-gradient steps of the implicit meta-gradient
+    samples: int = 4               # vbmaml: reparameterised weight draws per inner step and per validation loss
+    prior_std: float = 0.05        # vbmaml: initial standard deviation of the Gaussian prior (then meta-learned)
+    kl_weight: float = 0.1         # vbmaml: weight of the KL term (1: eq. 2.32; 1 stalls with 4 pilots, see docs)
+    particles: int = 5             # bmaml: particles M of the ensemble
+    sharp_in: float = 0.05         # sharpmaml: perturbation radii α_in, α_ot (eq. 2.14)
+    sharp_out: float = 0.05
+    es_directions: int = 16        # esmaml: random directions n and smoothing δ of the ES estimators
+    es_delta: float = 0.02
+    es_hessian: bool = False       # esmaml: the (I − αH_es) correction of eq. 2.18
 
     def __post_init__(self) -> None:
         algorithm = get_algorithm(self.algo)
@@ -72,13 +82,23 @@ class TrainConfig:
             (self.pilots_min >= 0, f"pilot range minimum {self.pilots_min} must be at least 1"),
             (math.isfinite(self.prox) and self.prox > 0, f"--prox {self.prox} must be a positive number"),
             (self.solver_steps >= 1, f"--solver-steps {self.solver_steps} must be at least 1"),
+            (self.samples >= 1, f"--samples {self.samples} must be at least 1"),
+            (math.isfinite(self.kl_weight) and self.kl_weight >= 0, f"--kl-weight {self.kl_weight} must be 0 or more"),
+            (math.isfinite(self.prior_std) and self.prior_std > 0, f"--prior-std {self.prior_std} must be a positive number"),
+            (self.sharp_in >= 0 and self.sharp_out >= 0, f"--sharp-in {self.sharp_in} and --sharp-out {self.sharp_out} must be 0 or more"),
+            (self.es_directions >= 1 and self.es_delta > 0, f"--es-directions {self.es_directions} must be ≥ 1 and --es-delta {self.es_delta} > 0"),
+            (self.particles >= 2, f"--particles {self.particles} must be at least 2 (SVGD moves particles relative to each other)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
 
     def inner(self) -> InnerLoop:
-        return get_algorithm(self.algo).inner(self.inner_lr, self.inner_steps, self.prox, self.solver_steps)
+        return get_algorithm(self.algo).inner(
+            self.inner_lr, self.inner_steps, self.prox, solver_steps=self.solver_steps, samples=self.samples,
+            kl_weight=self.kl_weight,
+            sharp_in=self.sharp_in, sharp_out=self.sharp_out, es_directions=self.es_directions, es_delta=self.es_delta,
+            es_hessian=self.es_hessian)
 
     def pilot_counts(self, task: DemodConfig) -> list[int]:
         """Pilot counts seen in meta-training and validated on: task.pilots, or powers of two spanning the range."""
@@ -108,6 +128,20 @@ def configs_from_run(config: dict) -> tuple[DemodConfig, TrainConfig]:
     return task, train
 
 
+def initial_theta(spec: MLPSpec, train: TrainConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """θ before meta-training: the network's initialisation, plus what the algorithm meta-learns with it."""
+    algorithm = get_algorithm(train.algo)
+    if algorithm.posterior == "particles":   # BMAML: M independently initialised networks, stacked
+        draws = [spec.init(rng) for _ in range(train.particles)]
+        return {k: np.stack([d[k] for d in draws]) for k in draws[0]}
+    init = spec.init(rng)
+    if algorithm.learned_steps:  # Meta-SGD: one step size per entry, starting at --inner-lr
+        init.update({STEP_PREFIX + k: np.full_like(v, train.inner_lr) for k, v in list(init.items())})
+    if algorithm.posterior == "gaussian":   # the prior's log-std net, one entry per weight
+        init.update({LOGSTD_PREFIX + k: np.full_like(v, np.log(train.prior_std)) for k, v in list(init.items())})
+    return init
+
+
 class Trainer:
     """Meta-trains one algorithm; ``run()`` resumes from the directory's checkpoint if present."""
 
@@ -118,9 +152,7 @@ class Trainer:
         self.spec = train.model(task)
         self.inner = train.inner()
         # θ learned by the outer loop: for CAVIA the context starts every task at 0 and is not meta-learned.
-        init = self.spec.init(np.random.default_rng([train.seed, 99]))
-        if self.algorithm.learned_steps:  # Meta-SGD: one step size per entry, starting at --inner-lr
-            init.update({STEP_PREFIX + k: np.full_like(v, train.inner_lr) for k, v in list(init.items())})
+        init = initial_theta(self.spec, train, np.random.default_rng([train.seed, 99]))
         self.params = {k: torch.tensor(v) for k, v in init.items()}
         self.learned = [k for k in self.params if k != "context"]
         leaves = [self.params[k].requires_grad_(True) for k in self.learned]

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metaedge.sdk.algorithms import fomaml, imaml, joint, maml, reptile
-from metaedge.sdk.algorithms.core import InnerLoop, Objective, adapt, compiled_meta_gradient, meta_gradient, to_batch
+from metaedge.sdk.algorithms import esmaml, fomaml, imaml, joint, maml, proxmaml, reptile, sharp
+from metaedge.sdk.algorithms.bayes import LOGSTD_PREFIX
+from metaedge.sdk.algorithms.core import STEP_PREFIX, InnerLoop, Objective, adapt, compiled_meta_gradient, meta_gradient, to_batch
 from metaedge.sdk.errors import UserError
 
 
@@ -17,10 +18,19 @@ class Algorithm:
     meta_learned: bool = True    # False for joint learning (no inner loop in training)
     learned_steps: bool = False  # Meta-SGD: per-parameter step sizes are meta-learned with θ
     proximal: bool = False       # iMAML: the inner problem has the proximal term λ/2‖φ − θ‖²
+    posterior: str = "point"     # Bayesian forms: "gaussian" (mean + log-std nets) or "particles" (SVGD)
 
-    def inner(self, lr: float, steps: int, prox: float = 1.0, solver_steps: int = 5) -> InnerLoop:
+    def theta_shapes(self, model: dict[str, tuple[int, ...]], particles: int) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of what this algorithm meta-learns, given the network's own parameter shapes."""
+        if self.posterior == "particles":
+            return {k: (particles, *shape) for k, shape in model.items()}
+        prefixes = [STEP_PREFIX] * self.learned_steps + [LOGSTD_PREFIX] * (self.posterior == "gaussian")
+        return {**model, **{p + k: shape for p in prefixes for k, shape in model.items()}}
+
+    def inner(self, lr: float, steps: int, prox: float = 1.0, **options) -> InnerLoop:
+        """This algorithm's inner loop; ``options`` are further ``InnerLoop`` fields (solver, samples, …)."""
         return InnerLoop(lr=lr, steps=steps, adapt=("context",) if self.context else None,
-                         prox=prox if self.proximal else 0.0, solver_steps=solver_steps)
+                         prox=prox if self.proximal else 0.0, posterior=self.posterior, **options)
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -34,12 +44,23 @@ ALGORITHMS: dict[str, Algorithm] = {
                   learned_steps=True),
         Algorithm("imaml", imaml.objective, "iMAML, proximal inner problem and implicit meta-gradient by conjugate "
                   "gradients (eq. 2.4-2.8)", proximal=True),
+        Algorithm("sharpmaml", sharp.objective, "Sharp-MAML: MAML with sharpness-aware perturbations of both levels "
+                  "(eq. 2.13-2.15)"),
+        Algorithm("proxmaml", proxmaml.objective, "Prox-MAML: proximal inner problem on all task data, meta-gradient "
+                  "lambda(theta - phi) (eq. 2.24-2.29)", proximal=True),
+        Algorithm("esmaml", esmaml.objective, "ES-MAML: zeroth-order, evolution-strategies gradient (and Hessian) "
+                  "estimates (eq. 2.18-2.21)"),
+        Algorithm("vbmaml", maml.objective, "variational Bayesian MAML: Gaussian mean and log-std nets, free-energy inner "
+                  "steps, predictive log-loss (eq. 2.32-2.35)", posterior="gaussian"),
+        Algorithm("bmaml", maml.objective, "BMAML: an ensemble of particles moved by Stein variational gradient descent "
+                  "(eq. 2.36-2.37)", posterior="particles"),
         Algorithm("joint", joint.objective, "joint learning on pooled tasks, fine-tuned at test (eq. 1.2)", meta_learned=False),
     )
 }
 
 
-EXPORTABLE = tuple(name for name, a in ALGORITHMS.items() if not a.proximal)   # iMAML's anchored step: not yet
+# Not yet exportable: iMAML's anchored step and the Bayesian forms' ensembles.
+EXPORTABLE = tuple(name for name, a in ALGORITHMS.items() if not a.proximal and a.posterior == "point")
 
 
 def get_algorithm(name: str) -> Algorithm:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, grad_and_value, vmap
 
+from metaedge.sdk.algorithms import bayes
 from metaedge.sdk.models.mlp import Params, task_loss
 
 Objective = Callable[..., tuple[Tensor, Tensor]]
@@ -27,7 +28,10 @@ class InnerLoop:
     """Few-shot adaptation: ``steps`` SGD steps of size ``lr`` on the parameters named in ``adapt``.
 
     ``prox`` = λ > 0 adds the proximal term λ/2‖φ − θ‖² to the training loss (iMAML, eq. 2.4b);
-    ``solver_steps`` and ``solver`` set how iMAML's implicit meta-gradient is solved."""
+    ``solver_steps`` and ``solver`` set how iMAML's implicit meta-gradient is solved.
+    ``posterior`` "gaussian" or "particles" makes the adapted model a distribution (see ``bayes``);
+    ``samples`` is the number of reparameterised draws of the Gaussian form in training; the
+    ``sharp_*`` and ``es_*`` fields belong to Sharp-MAML and ES-MAML."""
 
     lr: float = 0.1
     steps: int = 1
@@ -35,6 +39,14 @@ class InnerLoop:
     prox: float = 0.0
     solver_steps: int = 5
     solver: str = "cg"                    # "cg" (conjugate gradients) or "neumann" (truncated Neumann series)
+    posterior: str = "point"              # "point", "gaussian" (mean + log-std nets) or "particles" (SVGD)
+    samples: int = 4
+    kl_weight: float = 1.0                # Gaussian form: weight of the KL term (1: eq. 2.32; < 1: a tempered posterior)
+    sharp_in: float = 0.05                # Sharp-MAML: radii α_in, α_ot of the inner and outer perturbations (eq. 2.14)
+    sharp_out: float = 0.05
+    es_directions: int = 16               # ES-MAML: random directions n and smoothing δ of the estimators (eq. 2.20–2.21)
+    es_delta: float = 0.02
+    es_hessian: bool = False              # ES-MAML: the (I − αH_es) correction of eq. 2.18 (else eq. 2.19)
 
     def keys(self, params: Params) -> tuple[str, ...]:
         if self.adapt is not None:
@@ -51,7 +63,12 @@ def step_size(params: Params, key: str, inner: InnerLoop):
 
 
 def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Params:
-    """φ = θ − α∘∇L_tr(θ), repeated ``inner.steps`` times; differentiable with respect to θ (and α)."""
+    """φ = θ − α∘∇L_tr(θ), repeated ``inner.steps`` times; differentiable with respect to θ (and α).
+    A Gaussian posterior steps on the free energy instead, particles by SVGD."""
+    if inner.posterior == "gaussian":
+        return bayes.gaussian_adapt(params, x, onehot, inner.lr, inner.steps, inner.samples, inner.kl_weight)
+    if inner.posterior == "particles":
+        return bayes.svgd_adapt(params, x, onehot, inner.lr, inner.steps)
     keys = inner.keys(params)
     fast = {k: params[k] for k in keys}
     for _ in range(inner.steps):
@@ -60,6 +77,11 @@ def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Params
             g = {k: g[k] + inner.prox * (fast[k] - params[k]) for k in keys}
         fast = {k: fast[k] - step_size(params, k, inner) * g[k] for k in keys}
     return {**params, **fast}
+
+
+def predictive_loss(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Tensor:
+    """Log-loss of the predictive distribution (eq. 2.35 per symbol); the plain cross-entropy for a point estimate."""
+    return -(onehot * bayes.log_predictive(params, x, inner.posterior, inner.samples)).sum(-1).mean()
 
 
 def _dot(a: Params, b: Params) -> Tensor:
@@ -102,7 +124,7 @@ def stop_gradient(params: Params) -> Params:
 
 def task_mean(objective: Objective, batch: tuple[Tensor, ...], inner: InnerLoop) -> Callable[[Params], tuple[Tensor, Tensor]]:
     """θ ↦ (mean objective, mean validation loss) over the leading task axis of ``batch``."""
-    per_task = vmap(objective, in_dims=(None, 0, 0, 0, 0, None))
+    per_task = vmap(objective, in_dims=(None, 0, 0, 0, 0, None), randomness="different")
 
     def mean(theta: Params) -> tuple[Tensor, Tensor]:
         objectives, losses = per_task(theta, *batch, inner)

@@ -36,3 +36,16 @@ def per_task_meta_gradient(params: Params, batch: tuple[Tensor, ...], inner: Inn
         total = total + val.detach()
     zero = {k: torch.zeros_like(v) for k, v in theta.items()}
     return {k: (v.grad if v.grad is not None else zero[k]) for k, v in theta.items()}, total
+
+
+def per_task_objective_gradient(objective, params: Params, batch: tuple[Tensor, ...], inner: InnerLoop) -> tuple[Params, Tensor]:
+    """Any algorithm's meta-gradient with its own per-task objective called one task at a time (no vmap),
+    each backward pass accumulating into θ's gradients: the loop baseline for every algorithm."""
+    theta = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    tasks = batch[0].shape[0]
+    total = torch.zeros(())
+    for t in range(tasks):
+        value, loss = objective(theta, *(b[t] for b in batch), inner)
+        (value / tasks).backward()
+        total = total + loss.detach() / tasks
+    return {k: v.grad if v.grad is not None else torch.zeros_like(v) for k, v in theta.items()}, total

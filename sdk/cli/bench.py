@@ -27,7 +27,9 @@ def register(sub) -> None:
                                        "the per-task loop of the incumbent libraries on the same tasks, and checks that "
                                        "both give the same meta-gradient (within 1e-5).",
                            epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    m.add_argument("--algos", type=str_list, default=["fomaml", "maml"], help="fomaml and/or maml (default both)")
+    m.add_argument("--algos", type=str_list, default=["fomaml", "maml"], help="algorithms, or 'all' (default fomaml,maml)")
+    m.add_argument("--memory-steps", type=int_list, default=[], metavar="K,K,...",
+                   help="also measure peak memory of maml, fomaml and imaml at these inner step counts (e.g. 1,5,10)")
     m.add_argument("--tasks", type=int_list, default=[5, 32], help="tasks per batch (default 5,32)")
     m.add_argument("--repeats", type=positive_int, default=30, help="timed repeats per configuration (default 30)")
     m.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd variant (saves ~30 s per configuration)")
@@ -199,15 +201,23 @@ def run_device(args: argparse.Namespace) -> int:
     return 0
 
 
+def mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def run_meta_train(args: argparse.Namespace) -> int:
-    from metaedge.sdk.bench import SECOND_ORDER, bench_meta_train
+    from metaedge.sdk.algorithms import ALGORITHMS
+    from metaedge.sdk.bench import bench_meta_train
     from metaedge.sdk.cli.main import format_table
 
-    unknown = [a for a in args.algos if a not in SECOND_ORDER]
+    algos = list(ALGORITHMS) if args.algos == ["all"] else args.algos
+    unknown = [a for a in algos if a not in ALGORITHMS]
     if unknown:
-        raise UserError(f"--algos: {', '.join(unknown)} not benchmarked; choose from {', '.join(SECOND_ORDER)}")
-    report = bench_meta_train(args.algos, args.tasks, args.repeats, compile=not args.no_compile,
-                              progress=lambda what: print(f"bench: {what} done", file=sys.stderr))
+        raise UserError(f"--algos: unknown {', '.join(unknown)}; choose from {', '.join(ALGORITHMS)} or all")
+    if any(k < 1 for k in args.memory_steps):
+        raise UserError(f"--memory-steps {','.join(map(str, args.memory_steps))}: every step count must be at least 1")
+    report = bench_meta_train(algos, args.tasks, args.repeats, compile=not args.no_compile,
+                              progress=lambda what: print(f"bench: {what} done", file=sys.stderr), memory_steps=args.memory_steps)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -215,10 +225,17 @@ def run_meta_train(args: argparse.Namespace) -> int:
     for r in report["results"]:
         for variant in ("batched", "compiled"):
             if variant in r["median_ms"]:
+                diff = r["max_abs_grad_diff_vs_loop"]
                 rows.append([f"{r['algo']} × {r['tasks']}", variant, f"{r['median_ms'][variant]:.2f}",
                              f"{r['median_ms']['loop']:.2f}", f"{r['tasks_per_s'][variant]:.0f}",
-                             f"{r['speedup_vs_loop'][variant]:.1f}×", f"{r['max_abs_grad_diff_vs_loop'][variant]:.1e}"])
+                             f"{r['speedup_vs_loop'][variant]:.1f}×", "random" if diff is None else f"{diff[variant]:.1e}",
+                             mib(r["peak_memory_mib"])])
     env = report["environment"]
     print(f"meta-gradient, median of {report['repeats']} (torch {env['torch']}, {env['threads']} threads)")
-    print(format_table(["algo × tasks", "core", "core ms", "loop ms", "tasks/s", "speedup", "max |Δgrad|"], rows))
+    print(format_table(["algo × tasks", "core", "core ms", "loop ms", "tasks/s", "speedup", "max |Δgrad|", "peak MiB"], rows))
+    if report["memory_vs_inner_steps"]:
+        print("\npeak memory of one meta-gradient vs inner steps (MiB)")
+        print(format_table(["algo", "inner steps", "tasks", "peak MiB"],
+                           [[m["algo"], str(m["inner_steps"]), str(m["tasks"]), mib(m["peak_memory_mib"])]
+                            for m in report["memory_vs_inner_steps"]]))
     return 0

@@ -15,6 +15,7 @@ examples:
   metaedge eval runs/maml runs/fomaml runs/joint
   metaedge eval runs/* --pilots 1,2,4,8,16,32 --json > ser.json
   metaedge eval runs/maml --adapt-steps 5 --plot ser.png
+  metaedge eval runs/maml runs/bmaml --pilots 8 --reliability reliability.png
 """
 
 
@@ -33,12 +34,18 @@ def register(sub) -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip training from scratch and the model-based receiver")
     p.add_argument("--seed", type=int, default=None, help="seed of the meta-test devices (default: the runs' seed)")
     p.add_argument("--plot", type=Path, help="write SER vs pilots as a PNG")
+    p.add_argument("--reliability", type=Path, metavar="PNG",
+                   help="write reliability diagrams (accuracy vs confidence, 10 bins, with ECE) at --reliability-pilots")
+    p.add_argument("--reliability-pilots", type=positive_int, default=None, metavar="P",
+                   help="pilot count of the reliability diagrams (default: 8 if evaluated, else the largest)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.reliability_pilots is not None and args.reliability_pilots not in args.pilots:
+        raise UserError(f"--reliability-pilots {args.reliability_pilots} is not among --pilots {','.join(map(str, args.pilots))}; add it there")
     report = evaluate_runs(args.runs, args.pilots, args.devices, args.payload, args.adapt_steps, args.scratch_lr,
                            baselines=not args.no_baselines, seed=args.seed, quiet=args.quiet)
     report["command"] = "metaedge " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("metaedge") else None
@@ -46,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
         from metaedge.sdk.plots import plot_ser
 
         plot_ser(report["methods"], args.pilots, args.plot, title=f"{report['task']['order']}-QAM, {report['task']['snr_db']:g} dB")
+    if args.reliability:
+        from metaedge.sdk.plots import plot_reliability
+
+        at = args.reliability_pilots or (8 if 8 in args.pilots else max(args.pilots))
+        plot_reliability({m["name"]: m["reliability"][str(at)] for m in report["methods"]}, args.reliability,
+                         f"{report['task']['order']}-QAM, {report['task']['snr_db']:g} dB, {at} pilots")
     print(json.dumps(report, indent=2) if args.json else ser_table(report))
     return 0
 
@@ -53,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
 def evaluate_runs(runs: list[Path], pilots: list[int], devices: int, payload: int, adapt_steps: int | None,
                   scratch_lr: float, baselines: bool, seed: int | None, quiet: bool) -> dict:
     """Load runs, build receivers, evaluate them on the same meta-test devices."""
+    import dataclasses
+
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -80,7 +95,7 @@ def evaluate_runs(runs: list[Path], pilots: list[int], devices: int, payload: in
     for run, (_, train), name in zip(loaded, configs, names):
         inner = train.inner()
         if adapt_steps is not None:
-            inner = type(inner)(lr=inner.lr, steps=adapt_steps, adapt=inner.adapt)
+            inner = dataclasses.replace(inner, steps=adapt_steps)
         label = name if names.count(name) == 1 else f"{name} ({run.path.name})"
         params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
         receivers.append((LearnedReceiver(label, params, inner, task.order), {"run": str(run.path), "algo": run.algo}))
@@ -112,4 +127,7 @@ def ser_table(report: dict) -> str:
             f"({report['task']['order']}-QAM, {report['task']['snr_db']:g} dB, seed {report['seed']}; ±: 95 % interval over devices)")
     legend = ("*: fewer errors than the model-based receiver, -: more (paired over devices, 95 %)"
               if any("vs_reference" in e for m in report["methods"] for e in m["ser"].values()) else "")
-    return head + "\n" + format_table(["method \\ pilots", *map(str, pilots)], rows) + ("\n" + legend if legend else "")
+    ece_rows = [[m["name"], *(f"{m['ser'][str(p)]['ece']:.4f}" for p in pilots)] for m in report["methods"]]
+    return (head + "\n" + format_table(["method \\ pilots", *map(str, pilots)], rows) + ("\n" + legend if legend else "")
+            + "\n\nexpected calibration error (10 equal bins, all payload symbols)\n"
+            + format_table(["method \\ pilots", *map(str, pilots)], ece_rows))

@@ -13,6 +13,7 @@ examples:
   metaedge train demod --algo maml --out runs/maml
   metaedge train demod --out runs/maml --resume --iterations 20000
   metaedge eval runs/maml runs/joint --pilots 1,2,4,8 --json
+  metaedge algorithms                             the meta-learning algorithms, their equations and export support
   metaedge export runs/maml --out bundles/maml && metaedge inspect bundles/maml
   metaedge bench meta-train --json
   metaedge demo --target qiskit                   Born-machine BNN meta-learned and run on a noisy IBM device model
@@ -20,12 +21,12 @@ examples:
 
 
 def build_parser() -> Parser:
-    from metaedge.sdk.cli import bench, bundle, demo, deploy, device, evaluate, train
+    from metaedge.sdk.cli import algorithms, bench, bundle, demo, deploy, device, evaluate, train
 
     parser = Parser(prog="metaedge", description="Meta-learned receivers from host to edge hardware.",
                     epilog=EXAMPLES, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (train, evaluate, bundle, device, deploy, bench, demo):
+    for module in (train, evaluate, algorithms, bundle, device, deploy, bench, demo):
         module.register(sub)
     return parser
 

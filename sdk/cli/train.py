@@ -15,6 +15,8 @@ examples:
   metaedge train demod --algo cavia --pilots 1-32 --iterations 20000 --out runs/cavia
   metaedge train demod --algo reptile --inner-steps 5 --out runs/reptile
   metaedge train demod --algo imaml --prox 1.0 --inner-steps 5 --out runs/imaml
+  metaedge train demod --algo vbmaml --pilots 4 --inner-steps 2 --out runs/vbmaml   # Gaussian Bayesian MAML
+  metaedge train demod --algo bmaml --particles 5 --out runs/bmaml                   # SVGD particles
   metaedge train demod --out runs/maml --resume --iterations 40000   # continue a run
 """
 
@@ -28,12 +30,22 @@ def register(sub) -> None:
     d.add_argument("--out", type=Path, required=True, help="run directory to create (or to continue with --resume)")
     d.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g = d.add_argument_group("algorithm (unset flags take the algorithm's recipe: metaedge.sdk.recipes)")
-    g.add_argument("--algo", default="maml", help="maml | fomaml | reptile | cavia | metasgd | imaml | joint (default maml)")
+    g.add_argument("--algo", default="maml", help="maml | fomaml | reptile | cavia | metasgd | imaml | sharpmaml | proxmaml | esmaml | vbmaml | bmaml | "
+                        "joint (default maml; list: metaedge algorithms)")
     g.add_argument("--iterations", type=positive_int, help="meta-iterations (recipe: 6000)")
     g.add_argument("--tasks-per-batch", type=positive_int, help="devices per meta-batch (recipe: 5)")
     g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; reptile and imaml 5)")
-    g.add_argument("--prox", type=float, help="imaml: λ of the proximal term λ/2‖φ − θ‖² (default 1.0)")
+    g.add_argument("--prox", type=float, help="imaml, proxmaml: λ of the proximal term λ/2‖φ − θ‖² (default 1.0)")
     g.add_argument("--solver-steps", type=positive_int, help="imaml: conjugate-gradient steps of the implicit gradient (default 5)")
+    g.add_argument("--sharp-in", type=float, help="sharpmaml: radius α_in of the inner perturbation (default 0.05)")
+    g.add_argument("--sharp-out", type=float, help="sharpmaml: radius α_ot of the outer perturbation (default 0.05)")
+    g.add_argument("--es-directions", type=positive_int, help="esmaml: random directions per estimate (default 16)")
+    g.add_argument("--es-delta", type=float, help="esmaml: smoothing radius δ (default 0.02)")
+    g.add_argument("--es-hessian", action="store_true", default=None, help="esmaml: use the Hessian correction of eq. 2.18")
+    g.add_argument("--samples", type=positive_int, help="vbmaml: weight draws per inner step and validation loss (default 4)")
+    g.add_argument("--prior-std", type=float, help="vbmaml: initial std of the Gaussian prior, then meta-learned (default 0.05)")
+    g.add_argument("--kl-weight", type=float, help="vbmaml: weight w of the KL term; 1 = the free energy of eq. 2.32 (default 0.1, a tempered posterior)")
+    g.add_argument("--particles", type=positive_int, help="bmaml: particles of the SVGD ensemble (default 5)")
     g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.3)")
     g.add_argument("--outer-lr", type=float, help="outer step size β (recipe: 3e-3)")
     g.add_argument("--outer-opt", help="adam | sgd (default adam; sgd with reptile is eq. 2.23 literally)")
@@ -167,7 +179,8 @@ def run_born(args: argparse.Namespace) -> int:
 
 
 RECIPE_FLAGS = ("iterations", "tasks_per_batch", "inner_steps", "inner_lr", "outer_lr", "outer_opt", "val_every", "patience",
-                "prox", "solver_steps")
+                "prox", "solver_steps", "samples", "prior_std", "kl_weight", "particles", "sharp_in", "sharp_out", "es_directions",
+                "es_delta", "es_hessian")
 
 
 def run(args: argparse.Namespace) -> int:

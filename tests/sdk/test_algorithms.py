@@ -137,16 +137,18 @@ def test_every_algorithm_runs_batched_on_the_default_model():
     dt = DemodTasks(seed=0)
     f = dt.frames(dt.devices("train", 5), 4, 160, np.random.default_rng(0))
     batch = to_batch(f.x_tr, f.y_tr, f.x_va, f.y_va, 16)
+    from metaedge.sdk.training import TrainConfig, initial_theta
+
     for name, algo in ALGORITHMS.items():
         s = MLPSpec(context=10) if algo.context else spec
-        params = {k: torch.tensor(v) for k, v in s.init(np.random.default_rng(0)).items()}
+        params = {k: torch.tensor(v) for k, v in initial_theta(s, TrainConfig(algo=name), np.random.default_rng(0)).items()}
         g, loss = meta_gradient(algo.objective, params, batch, algo.inner(0.1, 1))
         assert set(g) == set(params) and torch.isfinite(loss), name
         assert all(torch.isfinite(v).all() for v in g.values()), name
 
 
 def test_unknown_algorithm_names_the_choices():
-    with pytest.raises(UserError, match="choose one of: maml, fomaml, reptile, cavia, metasgd, imaml, joint"):
+    with pytest.raises(UserError, match="choose one of: maml, fomaml, reptile, cavia, metasgd, imaml, sharpmaml, proxmaml, esmaml, vbmaml, bmaml, joint"):
         get_algorithm("mamll")
 
 

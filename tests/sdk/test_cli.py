@@ -46,7 +46,8 @@ def assert_one_line_error(code, out, err, fragment):
     (["train"], "required: TASK"),
     (["eval", "NOPE"], "run directory 'NOPE' does not exist"),
     (["eval", "NOPE", "--pilots", "1,x"], "not a comma-separated list"),
-    (["bench", "meta-train", "--algos", "reptile"], "not benchmarked"),
+    (["bench", "meta-train", "--algos", "mamll"], "--algos: unknown mamll"),
+    (["bench", "meta-train", "--memory-steps", "0"], "every step count must be at least 1"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_bad_input_gives_one_line(capsys, tmp_path, monkeypatch, argv, fragment):
