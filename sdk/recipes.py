@@ -19,6 +19,7 @@ RECIPES: dict[str, dict] = {
     "sharpmaml": {"inner_lr": 0.1, "inner_steps": 1},
     "proxmaml": {"inner_lr": 0.1, "inner_steps": 5},  # as iMAML: steps toward the proximal minimum
     "esmaml": {"inner_lr": 0.1, "inner_steps": 1},
+    "alset": {"inner_lr": 0.1, "inner_steps": 5, "solver": "stochastic", "solver_steps": 10},
     "vbmaml": {"inner_lr": 0.1, "inner_steps": 2},   # as published for the Bayesian demodulator
     "bmaml": {"inner_lr": 0.1, "inner_steps": 1},
     "joint": {"inner_lr": 0.1, "inner_steps": 1},

@@ -54,7 +54,8 @@ class TrainConfig:
     pilots_min: int = 0            # > 0: each meta-batch draws its pilot count log-uniformly from [pilots_min, task pilots]
     compile: bool = False          # torch.compile the meta-gradient (pays off on long runs)
     prox: float = 1.0              # iMAML: λ of the proximal inner problem (eq. 2.4b)
-    solver_steps: int = 5          # iMAML: conjugate-gradient steps of the implicit meta-gradient
+    solver_steps: int = 5          # iMAML, ALSET: iterations of the inverse-Hessian solver
+    solver: str = "cg"             # iMAML, ALSET: "cg", "neumann" or (ALSET) "stochastic"
     samples: int = 4               # vbmaml: reparameterised weight draws per inner step and per validation loss
     prior_std: float = 0.05        # vbmaml: initial standard deviation of the Gaussian prior (then meta-learned)
     kl_weight: float = 0.1         # vbmaml: weight of the KL term (1: eq. 2.32; 1 stalls with 4 pilots, see docs)
@@ -81,6 +82,8 @@ class TrainConfig:
             (self.context >= 1 or not algorithm.context, f"--context {self.context} must be at least 1 for cavia"),
             (self.pilots_min >= 0, f"pilot range minimum {self.pilots_min} must be at least 1"),
             (math.isfinite(self.prox) and self.prox > 0, f"--prox {self.prox} must be a positive number"),
+            (self.solver in ("cg", "neumann", "stochastic") and (self.solver != "stochastic" or self.algo == "alset"),
+             f"--solver '{self.solver}' is unknown; use cg or neumann (or stochastic with alset)"),
             (self.solver_steps >= 1, f"--solver-steps {self.solver_steps} must be at least 1"),
             (self.samples >= 1, f"--samples {self.samples} must be at least 1"),
             (math.isfinite(self.kl_weight) and self.kl_weight >= 0, f"--kl-weight {self.kl_weight} must be 0 or more"),
@@ -95,7 +98,7 @@ class TrainConfig:
 
     def inner(self) -> InnerLoop:
         return get_algorithm(self.algo).inner(
-            self.inner_lr, self.inner_steps, self.prox, solver_steps=self.solver_steps, samples=self.samples,
+            self.inner_lr, self.inner_steps, self.prox, solver=self.solver, solver_steps=self.solver_steps, samples=self.samples,
             kl_weight=self.kl_weight,
             sharp_in=self.sharp_in, sharp_out=self.sharp_out, es_directions=self.es_directions, es_delta=self.es_delta,
             es_hessian=self.es_hessian)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metaedge.sdk.algorithms import esmaml, fomaml, imaml, joint, maml, proxmaml, reptile, sharp
+from metaedge.sdk.algorithms import alset, esmaml, fomaml, imaml, joint, maml, proxmaml, reptile, sharp
 from metaedge.sdk.algorithms.bayes import LOGSTD_PREFIX
 from metaedge.sdk.algorithms.core import STEP_PREFIX, InnerLoop, Objective, adapt, compiled_meta_gradient, meta_gradient, to_batch
 from metaedge.sdk.errors import UserError
@@ -50,6 +50,8 @@ ALGORITHMS: dict[str, Algorithm] = {
                   "lambda(theta - phi) (eq. 2.24-2.29)", proximal=True),
         Algorithm("esmaml", esmaml.objective, "ES-MAML: zeroth-order, evolution-strategies gradient (and Hessian) "
                   "estimates (eq. 2.18-2.21)"),
+        Algorithm("alset", alset.objective, "ALSET, the generic stochastic bilevel solver, on iMAML's problem with the "
+                  "stochastic Neumann inverse (Algorithm 10, eq. 3.6-3.10)", proximal=True),
         Algorithm("vbmaml", maml.objective, "variational Bayesian MAML: Gaussian mean and log-std nets, free-energy inner "
                   "steps, predictive log-loss (eq. 2.32-2.35)", posterior="gaussian"),
         Algorithm("bmaml", maml.objective, "BMAML: an ensemble of particles moved by Stein variational gradient descent "

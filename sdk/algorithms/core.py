@@ -88,22 +88,9 @@ def _dot(a: Params, b: Params) -> Tensor:
     return sum((a[k] * b[k]).sum() for k in a)
 
 
-def implicit_gradient(train_loss: Callable[[Params], Tensor], rhs: Params, phi: Params, lam: float, steps: int,
-                      solver: str = "cg") -> Params:
-    """u = (I + ∇²L_tr(φ)/λ)⁻¹ rhs (the implicit meta-gradient of eq. 2.8 when rhs = ∇L_va(φ)), from
-    Hessian-vector products only: ``steps`` iterations of conjugate gradients, or of the Neumann
-    series Σ_j (−∇²L_tr/λ)^j rhs (which needs ‖∇²L_tr‖ < λ). Fixed iteration counts keep it vmappable."""
-    def operator(v: Params) -> Params:
-        hv = torch.func.jvp(grad(train_loss), (phi,), (v,))[1]
-        return {k: v[k] + hv[k] / lam for k in v}
-
-    if solver == "neumann":
-        term, total = rhs, rhs
-        for _ in range(steps):
-            hv = torch.func.jvp(grad(train_loss), (phi,), (term,))[1]
-            term = {k: -hv[k] / lam for k in term}
-            total = {k: total[k] + term[k] for k in total}
-        return total
+def conjugate_gradient(operator: Callable[[Params], Params], rhs: Params, steps: int) -> Params:
+    """x ≈ A⁻¹ rhs for a symmetric positive definite A given only as ``operator`` (v ↦ Av), ``steps``
+    iterations from x = 0; a fixed count keeps it vmappable."""
     x = {k: torch.zeros_like(v) for k, v in rhs.items()}
     r, p = rhs, rhs
     rr = _dot(r, r)
@@ -116,6 +103,27 @@ def implicit_gradient(train_loss: Callable[[Params], Tensor], rhs: Params, phi: 
         p = {k: r[k] + (rr_next / (rr + 1e-30)) * p[k] for k in p}
         rr = rr_next
     return x
+
+
+def hessian_vector_product(loss: Callable[[Params], Tensor], at: Params) -> Callable[[Params], Params]:
+    """v ↦ ∇²loss(at)·v, forward-over-reverse."""
+    return lambda v: torch.func.jvp(grad(loss), (at,), (v,))[1]
+
+
+def implicit_gradient(train_loss: Callable[[Params], Tensor], rhs: Params, phi: Params, lam: float, steps: int,
+                      solver: str = "cg") -> Params:
+    """u = (I + ∇²L_tr(φ)/λ)⁻¹ rhs (the implicit meta-gradient of eq. 2.8 when rhs = ∇L_va(φ)), from
+    Hessian-vector products only: ``steps`` iterations of conjugate gradients, or of the Neumann
+    series Σ_j (−∇²L_tr/λ)^j rhs (which needs ‖∇²L_tr‖ < λ). Fixed iteration counts keep it vmappable."""
+    hvp = hessian_vector_product(train_loss, phi)
+    if solver == "neumann":
+        term, total = rhs, rhs
+        for _ in range(steps):
+            hv = hvp(term)
+            term = {k: -hv[k] / lam for k in term}
+            total = {k: total[k] + term[k] for k in total}
+        return total
+    return conjugate_gradient(lambda v: {k: v[k] + hv / lam for k, hv in hvp(v).items()}, rhs, steps)
 
 
 def stop_gradient(params: Params) -> Params:

@@ -30,13 +30,15 @@ def register(sub) -> None:
     d.add_argument("--out", type=Path, required=True, help="run directory to create (or to continue with --resume)")
     d.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g = d.add_argument_group("algorithm (unset flags take the algorithm's recipe: metaedge.sdk.recipes)")
-    g.add_argument("--algo", default="maml", help="maml | fomaml | reptile | cavia | metasgd | imaml | sharpmaml | proxmaml | esmaml | vbmaml | bmaml | "
+    g.add_argument("--algo", default="maml", help="maml | fomaml | reptile | cavia | metasgd | imaml | sharpmaml | proxmaml | esmaml | alset | vbmaml | bmaml | "
                         "joint (default maml; list: metaedge algorithms)")
     g.add_argument("--iterations", type=positive_int, help="meta-iterations (recipe: 6000)")
     g.add_argument("--tasks-per-batch", type=positive_int, help="devices per meta-batch (recipe: 5)")
     g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; reptile and imaml 5)")
-    g.add_argument("--prox", type=float, help="imaml, proxmaml: λ of the proximal term λ/2‖φ − θ‖² (default 1.0)")
-    g.add_argument("--solver-steps", type=positive_int, help="imaml: conjugate-gradient steps of the implicit gradient (default 5)")
+    g.add_argument("--prox", type=float, help="imaml, proxmaml, alset: λ of the proximal term λ/2‖φ − θ‖² (default 1.0)")
+    g.add_argument("--solver", help="imaml, alset: inverse-Hessian solver cg | neumann | stochastic (alset; eq. 3.7) "
+                                    "(default cg; alset stochastic)")
+    g.add_argument("--solver-steps", type=positive_int, help="imaml, alset: solver iterations (default 5; alset 10)")
     g.add_argument("--sharp-in", type=float, help="sharpmaml: radius α_in of the inner perturbation (default 0.05)")
     g.add_argument("--sharp-out", type=float, help="sharpmaml: radius α_ot of the outer perturbation (default 0.05)")
     g.add_argument("--es-directions", type=positive_int, help="esmaml: random directions per estimate (default 16)")
@@ -179,7 +181,7 @@ def run_born(args: argparse.Namespace) -> int:
 
 
 RECIPE_FLAGS = ("iterations", "tasks_per_batch", "inner_steps", "inner_lr", "outer_lr", "outer_opt", "val_every", "patience",
-                "prox", "solver_steps", "samples", "prior_std", "kl_weight", "particles", "sharp_in", "sharp_out", "es_directions",
+                "prox", "solver", "solver_steps", "samples", "prior_std", "kl_weight", "particles", "sharp_in", "sharp_out", "es_directions",
                 "es_delta", "es_hessian")
 
 
