@@ -27,7 +27,7 @@ from metaedge.sdk.recipes import recipe
 from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
 SECOND_ORDER = {"maml": True, "fomaml": False}   # the incumbents' loop, written out
-RANDOM = {"esmaml", "vbmaml", "alset"}             # draw random numbers inside the objective
+RANDOM = {"esmaml", "vbmaml", "alset", "modular"}  # draw random numbers inside the objective
 GRAD_TOLERANCE = 1e-5
 
 

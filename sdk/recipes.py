@@ -22,6 +22,7 @@ RECIPES: dict[str, dict] = {
     "alset": {"inner_lr": 0.1, "inner_steps": 5, "solver": "stochastic", "solver_steps": 10},
     "vbmaml": {"inner_lr": 0.1, "inner_steps": 2},   # as published for the Bayesian demodulator
     "bmaml": {"inner_lr": 0.1, "inner_steps": 1},
+    "modular": {"inner_lr": 1.0, "inner_steps": 5},  # used by --assignment relaxed (logit steps); annealing ignores them
     "joint": {"inner_lr": 0.1, "inner_steps": 1},
 }
 

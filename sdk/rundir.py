@@ -101,7 +101,9 @@ def load_run(path: str | os.PathLike) -> Run:
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path / CONFIG} has an invalid model section ({e})") from None
     try:
-        expected = get_algorithm(config["train"]["algo"]).theta_shapes(expected, int(config["train"].get("particles", 0)))
+        algorithm = get_algorithm(config["train"]["algo"])
+        stack = config["train"].get("modules" if algorithm.modular else "particles", 0)
+        expected = algorithm.theta_shapes(expected, int(stack))
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path / CONFIG} has an invalid train section ({e})") from None
     got = {k: tuple(v.shape) for k, v in theta.items()}

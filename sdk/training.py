@@ -60,6 +60,9 @@ class TrainConfig:
     prior_std: float = 0.05        # vbmaml: initial standard deviation of the Gaussian prior (then meta-learned)
     kl_weight: float = 0.1         # vbmaml: weight of the KL term (1: eq. 2.32; 1 stalls with 4 pilots, see docs)
     particles: int = 5             # bmaml: particles M of the ensemble
+    modules: int = 3               # modular: candidate modules per layer
+    assignment: str = "anneal"     # modular: "anneal" (simulated annealing) or "relaxed" (softmax mixture)
+    proposals: int = 40            # modular: annealing proposals per task
     sharp_in: float = 0.05         # sharpmaml: perturbation radii α_in, α_ot (eq. 2.14)
     sharp_out: float = 0.05
     es_directions: int = 16        # esmaml: random directions n and smoothing δ of the ES estimators
@@ -90,6 +93,8 @@ class TrainConfig:
             (math.isfinite(self.prior_std) and self.prior_std > 0, f"--prior-std {self.prior_std} must be a positive number"),
             (self.sharp_in >= 0 and self.sharp_out >= 0, f"--sharp-in {self.sharp_in} and --sharp-out {self.sharp_out} must be 0 or more"),
             (self.es_directions >= 1 and self.es_delta > 0, f"--es-directions {self.es_directions} must be ≥ 1 and --es-delta {self.es_delta} > 0"),
+            (self.modules >= 2 and self.proposals >= 1, f"--modules {self.modules} must be ≥ 2 and --proposals {self.proposals} ≥ 1"),
+            (self.assignment in ("anneal", "relaxed"), f"--assignment '{self.assignment}' is unknown; use anneal or relaxed"),
             (self.particles >= 2, f"--particles {self.particles} must be at least 2 (SVGD moves particles relative to each other)"),
         ]
         for ok, message in checks:
@@ -99,7 +104,7 @@ class TrainConfig:
     def inner(self) -> InnerLoop:
         return get_algorithm(self.algo).inner(
             self.inner_lr, self.inner_steps, self.prox, solver=self.solver, solver_steps=self.solver_steps, samples=self.samples,
-            kl_weight=self.kl_weight,
+            kl_weight=self.kl_weight, assignment=self.assignment, proposals=self.proposals,
             sharp_in=self.sharp_in, sharp_out=self.sharp_out, es_directions=self.es_directions, es_delta=self.es_delta,
             es_hessian=self.es_hessian)
 
@@ -134,8 +139,8 @@ def configs_from_run(config: dict) -> tuple[DemodConfig, TrainConfig]:
 def initial_theta(spec: MLPSpec, train: TrainConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """θ before meta-training: the network's initialisation, plus what the algorithm meta-learns with it."""
     algorithm = get_algorithm(train.algo)
-    if algorithm.posterior == "particles":   # BMAML: M independently initialised networks, stacked
-        draws = [spec.init(rng) for _ in range(train.particles)]
+    if algorithm.stacked:   # BMAML's particles or the module set: independently initialised networks, stacked
+        draws = [spec.init(rng) for _ in range(train.modules if algorithm.modular else train.particles)]
         return {k: np.stack([d[k] for d in draws]) for k in draws[0]}
     init = spec.init(rng)
     if algorithm.learned_steps:  # Meta-SGD: one step size per entry, starting at --inner-lr

@@ -19,18 +19,26 @@ class Algorithm:
     learned_steps: bool = False  # Meta-SGD: per-parameter step sizes are meta-learned with θ
     proximal: bool = False       # iMAML: the inner problem has the proximal term λ/2‖φ − θ‖²
     posterior: str = "point"     # Bayesian forms: "gaussian" (mean + log-std nets) or "particles" (SVGD)
+    modular: bool = False        # a set of modules per layer; each task picks one per layer
 
-    def theta_shapes(self, model: dict[str, tuple[int, ...]], particles: int) -> dict[str, tuple[int, ...]]:
-        """Names and shapes of what this algorithm meta-learns, given the network's own parameter shapes."""
-        if self.posterior == "particles":
-            return {k: (particles, *shape) for k, shape in model.items()}
+    @property
+    def stacked(self) -> bool:
+        """θ holds several networks on a leading axis (particles or modules)."""
+        return self.posterior == "particles" or self.modular
+
+    def theta_shapes(self, model: dict[str, tuple[int, ...]], stack: int) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of what this algorithm meta-learns, given the network's own parameter shapes
+        and, for stacked forms, the number of particles or modules."""
+        if self.stacked:
+            return {k: (stack, *shape) for k, shape in model.items()}
         prefixes = [STEP_PREFIX] * self.learned_steps + [LOGSTD_PREFIX] * (self.posterior == "gaussian")
         return {**model, **{p + k: shape for p in prefixes for k, shape in model.items()}}
 
-    def inner(self, lr: float, steps: int, prox: float = 1.0, **options) -> InnerLoop:
+    def inner(self, lr: float, steps: int, prox: float = 1.0, assignment: str = "anneal", **options) -> InnerLoop:
         """This algorithm's inner loop; ``options`` are further ``InnerLoop`` fields (solver, samples, …)."""
         return InnerLoop(lr=lr, steps=steps, adapt=("context",) if self.context else None,
-                         prox=prox if self.proximal else 0.0, posterior=self.posterior, **options)
+                         prox=prox if self.proximal else 0.0, posterior=self.posterior,
+                         assignment=assignment if self.modular else "", **options)
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -56,13 +64,15 @@ ALGORITHMS: dict[str, Algorithm] = {
                   "steps, predictive log-loss (eq. 2.32-2.35)", posterior="gaussian"),
         Algorithm("bmaml", maml.objective, "BMAML: an ensemble of particles moved by Stein variational gradient descent "
                   "(eq. 2.36-2.37)", posterior="particles"),
+        Algorithm("modular", maml.objective, "modular meta-learning: M modules per layer, each task picks one per layer "
+                  "by simulated annealing or a relaxed (softmax) assignment (eq. 2.38)", modular=True),
         Algorithm("joint", joint.objective, "joint learning on pooled tasks, fine-tuned at test (eq. 1.2)", meta_learned=False),
     )
 }
 
 
-# Not yet exportable: iMAML's anchored step and the Bayesian forms' ensembles.
-EXPORTABLE = tuple(name for name, a in ALGORITHMS.items() if not a.proximal and a.posterior == "point")
+# Not yet exportable: the anchored (proximal) steps, the Bayesian forms' ensembles and module selection.
+EXPORTABLE = tuple(name for name, a in ALGORITHMS.items() if not a.proximal and a.posterior == "point" and not a.modular)
 
 
 def get_algorithm(name: str) -> Algorithm:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, grad_and_value, vmap
 
-from metaedge.sdk.algorithms import bayes
+from metaedge.sdk.algorithms import bayes, modular
 from metaedge.sdk.models.mlp import Params, task_loss
 
 Objective = Callable[..., tuple[Tensor, Tensor]]
@@ -47,6 +47,8 @@ class InnerLoop:
     es_directions: int = 16               # ES-MAML: random directions n and smoothing δ of the estimators (eq. 2.20–2.21)
     es_delta: float = 0.02
     es_hessian: bool = False              # ES-MAML: the (I − αH_es) correction of eq. 2.18 (else eq. 2.19)
+    assignment: str = ""                  # modular: "anneal" or "relaxed" choice of one module per layer (eq. 2.38b)
+    proposals: int = 40                   # modular: simulated-annealing proposals per task
 
     def keys(self, params: Params) -> tuple[str, ...]:
         if self.adapt is not None:
@@ -64,11 +66,16 @@ def step_size(params: Params, key: str, inner: InnerLoop):
 
 def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Params:
     """φ = θ − α∘∇L_tr(θ), repeated ``inner.steps`` times; differentiable with respect to θ (and α).
-    A Gaussian posterior steps on the free energy instead, particles by SVGD."""
+    A Gaussian posterior steps on the free energy instead, particles by SVGD; a modular θ picks
+    one module per layer."""
     if inner.posterior == "gaussian":
         return bayes.gaussian_adapt(params, x, onehot, inner.lr, inner.steps, inner.samples, inner.kl_weight)
     if inner.posterior == "particles":
         return bayes.svgd_adapt(params, x, onehot, inner.lr, inner.steps)
+    if inner.assignment == "anneal":
+        return modular.anneal(params, x, onehot, inner.proposals)
+    if inner.assignment == "relaxed":
+        return modular.relaxed(params, x, onehot, inner.lr, inner.steps)
     keys = inner.keys(params)
     fast = {k: params[k] for k in keys}
     for _ in range(inner.steps):

@@ -30,8 +30,9 @@ def register(sub) -> None:
     d.add_argument("--out", type=Path, required=True, help="run directory to create (or to continue with --resume)")
     d.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g = d.add_argument_group("algorithm (unset flags take the algorithm's recipe: metaedge.sdk.recipes)")
-    g.add_argument("--algo", default="maml", help="maml | fomaml | reptile | cavia | metasgd | imaml | sharpmaml | proxmaml | esmaml | alset | vbmaml | bmaml | "
-                        "joint (default maml; list: metaedge algorithms)")
+    g.add_argument("--algo", default="maml", help="maml | fomaml | reptile | cavia | metasgd | imaml | sharpmaml | proxmaml | "
+                                                  "esmaml | alset | vbmaml | bmaml | modular | joint (default maml; "
+                                                  "`metaedge algorithms` describes them)")
     g.add_argument("--iterations", type=positive_int, help="meta-iterations (recipe: 6000)")
     g.add_argument("--tasks-per-batch", type=positive_int, help="devices per meta-batch (recipe: 5)")
     g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; reptile and imaml 5)")
@@ -47,6 +48,9 @@ def register(sub) -> None:
     g.add_argument("--samples", type=positive_int, help="vbmaml: weight draws per inner step and validation loss (default 4)")
     g.add_argument("--prior-std", type=float, help="vbmaml: initial std of the Gaussian prior, then meta-learned (default 0.05)")
     g.add_argument("--kl-weight", type=float, help="vbmaml: weight w of the KL term; 1 = the free energy of eq. 2.32 (default 0.1, a tempered posterior)")
+    g.add_argument("--modules", type=positive_int, help="modular: candidate modules per layer (default 3)")
+    g.add_argument("--assignment", help="modular: anneal (simulated annealing, default) or relaxed (softmax mixture)")
+    g.add_argument("--proposals", type=positive_int, help="modular: annealing proposals per task (default 40)")
     g.add_argument("--particles", type=positive_int, help="bmaml: particles of the SVGD ensemble (default 5)")
     g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.3)")
     g.add_argument("--outer-lr", type=float, help="outer step size β (recipe: 3e-3)")
@@ -181,7 +185,7 @@ def run_born(args: argparse.Namespace) -> int:
 
 
 RECIPE_FLAGS = ("iterations", "tasks_per_batch", "inner_steps", "inner_lr", "outer_lr", "outer_opt", "val_every", "patience",
-                "prox", "solver", "solver_steps", "samples", "prior_std", "kl_weight", "particles", "sharp_in", "sharp_out", "es_directions",
+                "prox", "solver", "solver_steps", "samples", "prior_std", "kl_weight", "particles", "modules", "assignment", "proposals", "sharp_in", "sharp_out", "es_directions",
                 "es_delta", "es_hessian")
 
 

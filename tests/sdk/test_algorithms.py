@@ -148,7 +148,7 @@ def test_every_algorithm_runs_batched_on_the_default_model():
 
 
 def test_unknown_algorithm_names_the_choices():
-    with pytest.raises(UserError, match="choose one of: maml, fomaml, reptile, cavia, metasgd, imaml, sharpmaml, proxmaml, esmaml, vbmaml, bmaml, joint"):
+    with pytest.raises(UserError, match="choose one of: maml, fomaml, .*, modular, joint"):
         get_algorithm("mamll")
 
 

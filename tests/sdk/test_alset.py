@@ -5,7 +5,7 @@ import torch
 
 from metaedge.sdk.algorithms import alset, get_algorithm, meta_gradient, to_batch
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
-from metaedge.sdk.models.mlp import MLPSpec, task_loss
+from metaedge.sdk.models.mlp import MLPSpec
 from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
 F64 = torch.float64
