@@ -63,3 +63,25 @@ def plot_reliability(diagrams: dict[str, dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_sinusoid(report: dict, path: Path) -> None:
+    """The three panels of the sinusoid benchmark (monograph Figure 2.4)."""
+    plt = _pyplot()
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.6))
+    for method in report["methods"]:
+        curve = report["a_loss_vs_iterations"][method]
+        a.plot([p["iteration"] for p in curve], [p["test_loss"] for p in curve], label=method)
+        for ax, key in ((b, "b_best_loss_vs_samples"), (c, "c_best_loss_vs_tasks")):
+            points = report[key][method]
+            ax.plot([int(x) for x in points], list(points.values()), marker="o", label=method)
+    setup = report["setup"]
+    a.set(xlabel="meta-training iteration", ylabel="test MSE", yscale="log", title=f"(a) N = {setup['samples']}, K = {setup['tasks']}")
+    b.set(xlabel="samples per task N", ylabel="best test MSE", xscale="log", yscale="log", title=f"(b) K = {setup['tasks']}")
+    c.set(xlabel="meta-training tasks K", ylabel="best test MSE", xscale="log", yscale="log", title=f"(c) N = {setup['samples']}")
+    for ax in (a, b, c):
+        ax.grid(True, which="both", alpha=0.3)
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

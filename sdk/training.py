@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -167,7 +168,8 @@ class Trainer:
         self.opt = (torch.optim.Adam(leaves, lr=train.outer_lr) if train.outer_opt == "adam" else torch.optim.SGD(leaves, lr=train.outer_lr))
         self.pool = self.tasks.devices("train", train.meta_devices)
         self.rng = self.tasks.rng("train", 1)
-        self.state = {"iteration": 0, "best_iteration": None, "best_val_ser": None, "bad_validations": 0, "stop_reason": None}
+        self.state = {"iteration": 0, "best_iteration": None, "best_val_ser": None, "bad_validations": 0, "stop_reason": None,
+                      "train_seconds": 0.0}
         self.curves: list[dict] = []
         if train.compile:
             self.step = compiled_meta_gradient(self.algorithm.objective, self.inner)
@@ -241,6 +243,7 @@ class Trainer:
         cfg = self.cfg
         window: list[float] = []
         while self.state["iteration"] < cfg.iterations and self.state["stop_reason"] is None:
+            tick = time.perf_counter()
             idx = self.rng.choice(cfg.meta_devices, size=cfg.tasks_per_batch, replace=False)
             frames = self.tasks.frames(self.pool.take(idx), self._pilots(), self.task_cfg.val_pilots, self.rng)
             batch = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
@@ -254,6 +257,7 @@ class Trainer:
             for k in self.learned:
                 self.params[k].grad = grads[k]
             self.opt.step()
+            self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + time.perf_counter() - tick  # validations excluded
             window.append(loss)
             self.state["iteration"] += 1
             it = self.state["iteration"]

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
-from metaedge.sdk.models.mlp import Params, forward, task_loss
+from metaedge.sdk.models.mlp import Params, forward, is_regressor, outputs, task_loss
 
 LOGSTD_PREFIX = "logstd."  # gaussian: params["logstd.<name>"] is the log standard deviation of every entry of <name>
 POSTERIORS = ("point", "gaussian", "particles")
@@ -120,3 +120,18 @@ def log_predictive(params: Params, x: Tensor, posterior: str, samples: int) -> T
     draws = weight_samples(params, posterior, samples)
     logp = vmap(forward, in_dims=(0, None))(draws, x)
     return torch.logsumexp(logp, dim=0) - math.log(logp.shape[0])
+
+
+def mean_prediction(params: Params, x: Tensor, posterior: str, samples: int) -> Tensor:
+    """A regressor's prediction averaged over the weights (the predictive mean), [n, 1]."""
+    return vmap(outputs, in_dims=(0, None))(weight_samples(params, posterior, samples), x).mean(0)
+
+
+def predictive_loss(params: Params, x: Tensor, target: Tensor, posterior: str, samples: int) -> Tensor:
+    """Log-loss of the predictive (eq. 2.35 per symbol); for a regressor the squared error of the mean
+    prediction over the weights. A point estimate gives its plain loss."""
+    if posterior == "point":
+        return task_loss(params, x, target)
+    if is_regressor(params):
+        return ((mean_prediction(params, x, posterior, samples) - target) ** 2).mean()
+    return -(target * log_predictive(params, x, posterior, samples)).sum(-1).mean()

@@ -87,8 +87,8 @@ def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Params
 
 
 def predictive_loss(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Tensor:
-    """Log-loss of the predictive distribution (eq. 2.35 per symbol); the plain cross-entropy for a point estimate."""
-    return -(onehot * bayes.log_predictive(params, x, inner.posterior, inner.samples)).sum(-1).mean()
+    """Loss of the predictive distribution (eq. 2.35); the plain loss for a point estimate."""
+    return bayes.predictive_loss(params, x, onehot, inner.posterior, inner.samples)
 
 
 def _dot(a: Params, b: Params) -> Tensor:

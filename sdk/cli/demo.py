@@ -53,16 +53,13 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import shutil
-
     from metaedge.sdk.algorithms import get_algorithm
     from metaedge.sdk.cli.evaluate import evaluate_runs, ser_table
-    from metaedge.sdk.cli.train import train_with_progress
+    from metaedge.sdk.cli.train import train_or_reuse
     from metaedge.sdk.plots import plot_ser
     from metaedge.sdk.recipes import recipe
-    from metaedge.sdk.rundir import read_config
     from metaedge.sdk.tasks.demod import DemodConfig
-    from metaedge.sdk.training import TrainConfig, Trainer, configs_from_run
+    from metaedge.sdk.training import TrainConfig
 
     if args.target == "qiskit":
         from metaedge.sdk.cli.demo_qiskit import run_qiskit_demo
@@ -80,16 +77,7 @@ def run(args: argparse.Namespace) -> int:
         path = args.out / algo
         train = TrainConfig(**{**recipe(algo), "algo": algo, "pilots_min": TRAIN_PILOTS[0],
                                **({"iterations": args.iterations} if args.iterations else {})})
-        if args.fresh and path.exists():
-            shutil.rmtree(path)
-        resume = path.is_dir() and any(path.iterdir())
-        if resume and configs_from_run(read_config(path)) != (task, train):
-            raise UserError(f"{path} holds a run with another configuration; pass --fresh to retrain or choose another --out")
-        trainer = Trainer(path, task, train)
-        trainer.start(resume=resume)
-        if trainer.state["stop_reason"] and not args.quiet:
-            print(f"{algo}: reusing {path} ({trainer.state['stop_reason']})")
-        state = train_with_progress(trainer, quiet=args.quiet, label=f"train {algo}")
+        state = train_or_reuse(path, task, train, args.fresh, args.quiet)
         if not args.quiet:
             print(f"{algo}: best validation SER {state['best_val_ser']:.4f} at iteration {state['best_iteration']}")
         runs.append(path)

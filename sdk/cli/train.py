@@ -218,6 +218,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_or_reuse(path: Path, task, train, fresh: bool, quiet: bool) -> dict:
+    """Train ``train`` on ``task`` into ``path``; a finished run with the same configuration is reused, an
+    interrupted one resumed, one with another configuration refused (``fresh`` retrains)."""
+    import shutil
+
+    from metaedge.sdk.rundir import read_config
+    from metaedge.sdk.training import Trainer, configs_from_run
+
+    if fresh and path.exists():
+        shutil.rmtree(path)
+    resume = path.is_dir() and any(path.iterdir())
+    if resume and configs_from_run(read_config(path)) != (task, train):
+        raise UserError(f"{path} holds a run with another configuration; pass --fresh to retrain or choose another --out")
+    trainer = Trainer(path, task, train)
+    trainer.start(resume=resume)
+    if trainer.state["stop_reason"] and not quiet:
+        print(f"{train.algo}: reusing {path} ({trainer.state['stop_reason']})", file=sys.stderr)
+    return train_with_progress(trainer, quiet=quiet, label=f"train {train.algo}")
+
+
 def train_with_progress(trainer, quiet: bool, label: str | None = None) -> dict:
     """Run the trainer with a progress bar (stderr) that shows meta-loss and validation SER."""
     from tqdm import tqdm

@@ -1,4 +1,5 @@
-"""The demodulator: an MLP on received I/Q samples (2→10→30→30→16 by default), ReLU, log-softmax.
+"""The demodulator: an MLP on received I/Q samples (2→10→30→30→16 by default), ReLU, log-softmax
+(and, with one output, the regressor of the sinusoid benchmark).
 
 Functional on purpose: ``forward(params, x)`` takes the parameter dict explicitly, so the
 same definition is vmapped over tasks during meta-training, differentiated twice by MAML,
@@ -7,6 +8,7 @@ context vector, concatenated to every input sample.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 from torch import Tensor
 
 Params = dict[str, Tensor]
+LAYER_BIAS = re.compile(r"^l(\d+)\.bias$")
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,8 @@ class MLPSpec:
         return MLPSpec(sizes=tuple(int(s) for s in d["sizes"]), context=int(d.get("context", 0)))
 
 
-def forward(params: Params, x: Tensor) -> Tensor:
-    """Class log-probabilities for samples ``x`` [n, features] → [n, classes]."""
+def outputs(params: Params, x: Tensor) -> Tensor:
+    """The network's raw outputs for samples ``x`` [n, features] → [n, outputs]."""
     h = x
     if "context" in params:
         ctx = params["context"]
@@ -63,10 +66,23 @@ def forward(params: Params, x: Tensor) -> Tensor:
     while f"l{i + 1}.weight" in params:
         h = torch.relu(torch.addmm(params[f"l{i}.bias"], h, params[f"l{i}.weight"]))
         i += 1
-    logits = torch.addmm(params[f"l{i}.bias"], h, params[f"l{i}.weight"])
-    return torch.log_softmax(logits, dim=-1)
+    return torch.addmm(params[f"l{i}.bias"], h, params[f"l{i}.weight"])
 
 
-def task_loss(params: Params, x: Tensor, onehot: Tensor) -> Tensor:
-    """Cross-entropy −mean Σ onehot·log p, written with one-hot labels (exports exactly; FACTS.md)."""
-    return -(onehot * forward(params, x)).sum(-1).mean()
+def forward(params: Params, x: Tensor) -> Tensor:
+    """Class log-probabilities for samples ``x`` [n, features] → [n, classes]."""
+    return torch.log_softmax(outputs(params, x), dim=-1)
+
+
+def is_regressor(params: Params) -> bool:
+    """A network with one output is a regressor (squared error); with more, a classifier (cross-entropy)."""
+    depth = max(int(m.group(1)) for k in params if (m := LAYER_BIAS.match(k)))
+    return params[f"l{depth}.bias"].shape[-1] == 1
+
+
+def task_loss(params: Params, x: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy −mean Σ onehot·log p, written with one-hot labels (exports exactly; FACTS.md), or for a
+    regressor the mean squared error against ``target`` [n, 1]."""
+    if is_regressor(params):
+        return ((outputs(params, x) - target) ** 2).mean()
+    return -(target * forward(params, x)).sum(-1).mean()

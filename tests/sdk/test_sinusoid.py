@@ -1,0 +1,63 @@
+"""The sinusoid task family, the one-output (regression) form of the network, and the benchmark's machinery."""
+import json
+
+import numpy as np
+import torch
+
+from metaedge.sdk.algorithms import bayes
+from metaedge.sdk.cli.main import main
+from metaedge.sdk.models.mlp import MLPSpec, is_regressor, outputs, task_loss
+from metaedge.sdk.tasks.sinusoid import SinusoidTasks
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_tasks_follow_the_published_ranges_and_train_and_test_streams_differ():
+    env = SinusoidTasks(seed=3)
+    train, test = env.tasks("train", 500), env.tasks("test", 500)
+    assert train[:, 0].min() >= 0.1 and train[:, 0].max() <= 5.0 and train[:, 1].min() >= 0 and train[:, 1].max() <= np.pi
+    assert not np.isin(train, test).any()
+    x, y = env.samples(train[:4], (7,), env.rng("train", 1))
+    assert x.shape == y.shape == (4, 7, 1) and np.abs(x).max() <= 5.0
+    assert np.allclose(y, train[:4, 0, None, None] * np.sin(x + train[:4, 1, None, None]), atol=1e-5)
+
+
+def test_a_one_output_network_is_a_regressor_with_squared_error():
+    params = {k: torch.from_numpy(v) for k, v in MLPSpec(sizes=(1, 8, 1)).init(np.random.default_rng(0)).items()}
+    classifier = {k: torch.from_numpy(v) for k, v in MLPSpec(sizes=(2, 8, 4)).init(np.random.default_rng(0)).items()}
+    assert is_regressor(params) and not is_regressor(classifier)
+    assert is_regressor({**params, **{"logstd." + k: v for k, v in params.items()}})
+    x, y = torch.randn(5, 1), torch.randn(5, 1)
+    assert torch.allclose(task_loss(params, x, y), ((outputs(params, x) - y) ** 2).mean())
+
+
+def test_the_particles_predict_their_mean():
+    stacked = {k: torch.from_numpy(np.stack([MLPSpec(sizes=(1, 8, 1)).init(np.random.default_rng(s))[k] for s in range(3)]))
+               for k in MLPSpec(sizes=(1, 8, 1)).shapes()}
+    x, y = torch.randn(6, 1), torch.randn(6, 1)
+    mean = sum(outputs({k: v[i] for k, v in stacked.items()}, x) for i in range(3)) / 3
+    assert torch.allclose(bayes.mean_prediction(stacked, x, "particles", 1), mean, atol=1e-6)
+    assert torch.allclose(bayes.predictive_loss(stacked, x, y, "particles", 1), ((mean - y) ** 2).mean(), atol=1e-6)
+
+
+def test_sinusoid_benchmark_writes_three_panels(tmp_path, capsys):
+    assert main(["bench", "sinusoid", "--quick", "--samples", "2,10", "--tasks", "5,1000", "--json", "--quiet",
+                 "--plot", str(tmp_path / "s.png")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["b_best_loss_vs_samples"]["bmaml"]) == {"2", "10"} and set(report["c_best_loss_vs_tasks"]["maml"]) == {"5", "1000"}
+    assert all(p["test_loss"] > 0 for p in report["a_loss_vs_iterations"]["imaml"])
+    assert (tmp_path / "s.png").read_bytes()[:8] == PNG
+    assert main(["bench", "sinusoid", "--methods", "nope"]) != 0
+
+
+def test_algorithms_benchmark_tables_every_algorithm(tmp_path, capsys):
+    assert main(["bench", "algorithms", "--quick", "--algos", "maml,vbmaml,bmaml,modular", "--out", str(tmp_path), "--quiet"]) == 0
+    report = json.loads((tmp_path / "algorithms.json").read_text())
+    names = [m["name"] for m in report["methods"]]
+    assert names[:4] == ["maml", "vbmaml", "bmaml", "modular"] and "model-based (MMSE + ML)" in names
+    for m in report["methods"][:4]:
+        assert {"1", "4", "8", "16"} <= set(m["ser"]) and 0 <= m["ser"]["8"]["ece"] <= 1 and m["train_seconds"] >= 0
+    assert "| vbmaml |" in (tmp_path / "algorithms.md").read_text()
+    assert (tmp_path / "reliability.png").read_bytes()[:8] == PNG
+    assert main(["bench", "algorithms", "--quick", "--pilots", "1,4", "--out", str(tmp_path / "x")]) != 0
+    assert "must include 8" in capsys.readouterr().err
