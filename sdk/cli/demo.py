@@ -105,7 +105,7 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     import shutil
 
     from metaedge.deploy.client import DeviceClient
-    from metaedge.sdk.cli.deploy import send_frames
+    from metaedge.sdk.cli.deploy import score_frames, send_frames
     from metaedge.sdk.export import export_onnx
     from metaedge.sdk.plots import plot_ser
     from metaedge.sdk.receivers import ModelBasedReceiver
@@ -135,7 +135,8 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
         with DeviceClient(url) as client:
             for p in PILOTS:
                 result = send_frames(client, url, frame.x_tr[:, :p], frame.y_tr[:, :p], frame.x_va)
-                device_errors = (result.pop("decisions") != frame.y_va).mean(1)
+                device_errors = score_frames(result, frame.y_va)
+                result.pop("reliability")
                 mb_errors = (reference.probabilities(frame.x_tr[:, :p], frame.y_tr[:, :p], frame.x_va).argmax(-1) != frame.y_va).mean(1)
                 rows.append({"pilots": p, "device": summarise(device_errors), "host": host_ser[str(p)],
                              "vs_model_based": summarise(device_errors - mb_errors), "model_based": summarise(mb_errors),

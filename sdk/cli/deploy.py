@@ -32,13 +32,14 @@ def register(sub) -> None:
     r = sub.add_parser("run", help="stream frames from new simulated devices to a device; SER and latency",
                        description="Frames from new simulated devices (meta-test split: fresh impairments and channels) "
                                    "for the running receiver's task (constellation and SNR from the device), one per "
-                                   "device; reports SER, mean confidence and latency percentiles.",
+                                   "device; reports SER, mean confidence, expected calibration error and latency percentiles.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--device", required=True, help="tcp://HOST:PORT")
     r.add_argument("--frames", type=positive_int, default=100, help="frames, one per new simulated device (default 100)")
     r.add_argument("--pilots", type=positive_int, default=8, help="pilots per frame (default 8)")
     r.add_argument("--symbols", type=positive_int, default=1000, help="payload symbols per frame (default 1000)")
     r.add_argument("--seed", type=int, default=0, help="seed of the simulated devices (default 0)")
+    r.add_argument("--reliability", type=Path, metavar="PNG", help="write the device's reliability diagram (10 bins)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(handler=run_frames)
 
@@ -70,12 +71,17 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 def run_frames(args: argparse.Namespace) -> int:
     report = stream_frames(args.device, args.frames, args.pilots, args.symbols, args.seed)
+    if args.reliability:
+        from metaedge.sdk.plots import plot_reliability
+
+        plot_reliability({"device": report["reliability"]}, args.reliability, f"on the device, {args.pilots} pilots")
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         lat = report["device_us"]
         print(f"{report['frames']} frames × {args.symbols} symbols, {args.pilots} pilots: SER {report['ser']:.4f} "
-              f"(±{(report['ser_ci95'][1] - report['ser_ci95'][0]) / 2:.4f}), mean confidence {report['mean_confidence']:.3f}\n"
+              f"(±{(report['ser_ci95'][1] - report['ser_ci95'][0]) / 2:.4f}), mean confidence {report['mean_confidence']:.3f}, "
+              f"ECE {report['ece']:.4f}\n"
               f"device time per frame: median {lat['p50']:.0f} µs, p90 {lat['p90']:.0f} µs, p99 {lat['p99']:.0f} µs; "
               f"round trip median {report['round_trip_us']['p50']:.0f} µs")
     return 0
@@ -96,14 +102,26 @@ def stream_frames(url: str, frames: int, pilots: int, symbols: int, seed: int) -
         tasks = DemodTasks(task, seed=seed)
         batch = tasks.frames(tasks.devices("test", frames), pilots, symbols, tasks.rng("test", 1))
         result = send_frames(client, url, batch.x_tr, batch.y_tr, batch.x_va)
-    errors = (result.pop("decisions") != batch.y_va).mean(1)
+    errors = score_frames(result, batch.y_va)
     ser = summarise(errors)
     return {"frames": frames, "pilots": pilots, "symbols": symbols, "seed": seed, "ser": ser["ser"], "ser_ci95": ser["ci95"],
             **result, "per_device_ser": errors.tolist()}
 
 
+def score_frames(result: dict, labels):
+    """Per-frame SER of ``send_frames``'s decisions against the true ``labels``; replaces the per-symbol
+    decisions and confidences in ``result`` by the mean confidence, the ECE and the reliability diagram."""
+    from metaedge.sdk.calibration import reliability
+
+    correct = result.pop("decisions") == labels
+    confidence = result.pop("confidence")
+    diagram = reliability(confidence, correct)
+    result.update(mean_confidence=float(confidence.mean()), ece=diagram["ece"], reliability=diagram)
+    return 1.0 - correct.mean(1)
+
+
 def send_frames(client, url: str, x_pilots, y_pilots, x_payload) -> dict:
-    """One frame per row through the protocol: decisions [frames, N], mean confidence, device time and round trip."""
+    """One frame per row through the protocol: decisions and confidences [frames, N], device time and round trip."""
     import numpy as np
 
     info, _ = call(client, "info")
@@ -116,6 +134,6 @@ def send_frames(client, url: str, x_pilots, y_pilots, x_payload) -> dict:
         round_trip.append((time.perf_counter() - start) * 1e6)
         device_us.append(telemetry["adapt_us"] + telemetry["infer_us"])
         decisions.append(out["decisions"])
-        confidence.append(float(out["confidence"].mean()))
-    return {"decisions": np.stack(decisions), "mean_confidence": float(np.mean(confidence)),
+        confidence.append(out["confidence"])
+    return {"decisions": np.stack(decisions), "confidence": np.stack(confidence),
             "device_us": percentiles(device_us), "round_trip_us": percentiles(round_trip)}

@@ -68,8 +68,10 @@ def test_deploy_confirm_and_ser_through_the_protocol_matches_eval(device, traine
     cli("run", "--device", device.url, "--frames", "40", "--pilots", "8", "--symbols", "500", "--json")
     on_device = json.loads(capsys.readouterr().out)
     cli("eval", str(run_dir), "--pilots", "8", "--devices", "40", "--payload", "500", "--no-baselines", "--json", "--quiet")
-    on_host = json.loads(capsys.readouterr().out)["methods"][0]["ser"]["8"]["ser"]
-    assert on_device["ser"] == pytest.approx(on_host, abs=2e-3)  # same devices and symbols; float32 ties aside
+    on_host = json.loads(capsys.readouterr().out)["methods"][0]["ser"]["8"]
+    assert on_device["ser"] == pytest.approx(on_host["ser"], abs=2e-3)  # same devices and symbols; float32 ties aside
+    assert on_device["ece"] == pytest.approx(on_host["ece"], abs=2e-3)  # calibration checked on the device too
+    assert sum(on_device["reliability"]["count"]) == 40 * 500
     assert on_device["device_us"]["p50"] > 0 and on_device["round_trip_us"]["p50"] >= on_device["device_us"]["p50"]
     assert device.stop() == 0  # SIGTERM: a clean exit
 
