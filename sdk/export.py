@@ -9,6 +9,7 @@ reproduces them runs what was trained.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import tempfile
@@ -88,15 +89,20 @@ def forward_graph(params: Params) -> bytes:
 
 
 def adapt_step_graph(params: Params, inner: InnerLoop, classes: int) -> bytes:
+    """One step; a proximal step (λ > 0) also reads θ's adapted parameters as ``anchor.<name>`` inputs."""
     names, keys = list(params), inner.keys(params)
-    one = InnerLoop(lr=inner.lr, steps=1, adapt=inner.adapt)
+    anchors = [f"anchor.{k}" for k in keys] if inner.prox else []
+    one = dataclasses.replace(inner, steps=1)
 
     def fn(*args):
-        adapted = adapt(dict(zip(names, args[:-2])), args[-2], args[-1], one)
+        current = dict(zip(names, args[:len(names)]))
+        anchor = dict(zip(keys, args[len(names):len(names) + len(anchors)])) if anchors else None
+        adapted = adapt(current, args[-2], args[-1], one, anchor=anchor)
         return tuple(adapted[k] for k in keys)
 
-    example = (*params.values(), torch.zeros(5, 2), torch.eye(classes)[:5])
-    return _export_graph(fn, example, [*names, "pilot_samples", "pilot_onehot"], [f"adapted.{k}" for k in keys],
+    # distinct tensors: the tracer would merge an anchor with its parameter if given the same object
+    example = (*params.values(), *(params[k].clone() for k in keys if anchors), torch.zeros(5, 2), torch.eye(classes)[:5])
+    return _export_graph(fn, example, [*names, *anchors, "pilot_samples", "pilot_onehot"], [f"adapted.{k}" for k in keys],
                          {"pilot_samples": "P", "pilot_onehot": "P"})
 
 
@@ -154,17 +160,17 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
     run = load_run(run_dir)
     task, train = configs_from_run(run.config)
     if train.algo not in EXPORTABLE:
-        why = ("its proximal adaptation step (which needs θ as an anchor)" if get_algorithm(train.algo).proximal
-               else "its ensemble predictive (a posterior over weights)")
+        why = "its module selection" if get_algorithm(train.algo).modular else "its ensemble predictive (a posterior over weights)"
         raise UserError(f"'{run_dir}' is an {train.algo} run: {why} is not exportable yet; export a run of {', '.join(EXPORTABLE)}")
     spec = MLPSpec.from_dict(run.config["model"])
     inner = train.inner()
     if steps is not None:
-        inner = InnerLoop(lr=inner.lr, steps=steps, adapt=inner.adapt)
+        inner = dataclasses.replace(inner, steps=steps)
     params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
     tasks = DemodTasks(task, seed=train.seed)
     adapted = inner.keys(params)
     step_inputs = [*({"name": k, "role": "parameter"} for k in params),
+                   *({"name": f"anchor.{k}", "role": "anchor", "parameter": k} for k in adapted if inner.prox),
                    {"name": "pilot_samples", "role": "pilot_samples", "shape": ["P", 2], "dtype": "float32"},
                    {"name": "pilot_onehot", "role": "pilot_labels_onehot", "shape": ["P", task.order], "dtype": "float32"}]
     step_outputs = [{"name": f"adapted.{k}", "role": "parameter", "parameter": k} for k in adapted]
@@ -175,7 +181,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
         "model": {"kind": "mlp", "sizes": list(spec.sizes), "context": spec.context, "activation": "relu",
                   "weight_layout": "in_out", "output": "log_softmax"},
         "algorithm": {"name": train.algo, "inner_lr": inner.lr, "inner_steps": inner.steps, "adapts": list(adapted),
-                      "loss": "cross_entropy_mean_onehot"},
+                      "loss": "cross_entropy_mean_onehot", "prox": inner.prox},
         "parameters": [{"name": k, "shape": list(v.shape), "dtype": "float32", "adapts": k in adapted} for k, v in params.items()],
         "graphs": {
             "opset": OPSET,

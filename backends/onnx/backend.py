@@ -69,11 +69,17 @@ class OnnxBackend:
                 raise BackendError(f"θ lacks parameter {p['name']} of shape {p['shape']}")
         self.theta = {k: theta[k].astype(np.float32) for k in order}
         self.adapted_names = [p["name"] for p in manifest["parameters"] if p["adapts"]]
+        # proximal steps (iMAML, Prox-MAML, ALSET) read θ's adapted parameters as anchors (spec §7.2)
+        anchors = [i for i in manifest["graphs"]["adapt_step"]["inputs"] if i.get("role") == "anchor"]
+        if any(i.get("parameter") not in self.adapted_names for i in anchors):
+            raise BackendError("adapt_step has an anchor input for a parameter that does not adapt")
+        self.anchors = {i["name"]: self.theta[i["parameter"]] for i in anchors}
         self.forward_session = self._session("forward")
         self.adapt_session = self._session("adapt_step")
         self._check_io("forward", self.forward_session)
         self._check_io("adapt_step", self.adapt_session)
         self.theta_ort = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in self.theta.items()}
+        self.anchors_ort = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in self.anchors.items()}
         self.effective_mode = self.mode
         if self.mode == "onnx_loop":
             if "adapt_loop" in bundle.artifacts:
@@ -106,7 +112,7 @@ class OnnxBackend:
         pilots = np.ascontiguousarray(pilot_samples, np.float32)
         onehot = self.onehot_table[pilot_labels]
         if self.effective_mode == "step_loop":
-            feeds = {**self.params, "pilot_samples": pilots, "pilot_onehot": onehot}
+            feeds = {**self.params, **self.anchors, "pilot_samples": pilots, "pilot_onehot": onehot}
             for _ in range(self.steps):
                 feeds.update(zip(self.adapted_names, self.adapt_session.run(None, feeds)))
             self.current.update({k: ort.OrtValue.ortvalue_from_numpy(feeds[k]) for k in self.adapted_names})
@@ -118,6 +124,8 @@ class OnnxBackend:
             binding.bind_cpu_input("pilot_onehot", onehot)
             if loop:
                 binding.bind_cpu_input("steps", np.array(self.steps, np.int64))
+            for name, value in self.anchors_ort.items():
+                binding.bind_ortvalue_input(name, value)
             for name, value in self.current.items():
                 binding.bind_ortvalue_input(name, value)
             for _ in range(1 if loop else self.steps):

@@ -71,8 +71,8 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
-# Not yet exportable: the anchored (proximal) steps, the Bayesian forms' ensembles and module selection.
-EXPORTABLE = tuple(name for name, a in ALGORITHMS.items() if not a.proximal and a.posterior == "point" and not a.modular)
+# Not yet exportable: the Bayesian forms' ensembles and module selection.
+EXPORTABLE = tuple(name for name, a in ALGORITHMS.items() if a.posterior == "point" and not a.modular)
 
 
 def get_algorithm(name: str) -> Algorithm:

@@ -64,10 +64,11 @@ def step_size(params: Params, key: str, inner: InnerLoop):
     return params.get(STEP_PREFIX + key, inner.lr)
 
 
-def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Params:
+def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop, anchor: Params | None = None) -> Params:
     """φ = θ − α∘∇L_tr(θ), repeated ``inner.steps`` times; differentiable with respect to θ (and α).
-    A Gaussian posterior steps on the free energy instead, particles by SVGD; a modular θ picks
-    one module per layer."""
+    The proximal term pulls toward ``anchor`` (default: the starting parameters — θ; a device taking
+    one step at a time passes θ). A Gaussian posterior steps on the free energy instead, particles
+    by SVGD; a modular θ picks one module per layer."""
     if inner.posterior == "gaussian":
         return bayes.gaussian_adapt(params, x, onehot, inner.lr, inner.steps, inner.samples, inner.kl_weight)
     if inner.posterior == "particles":
@@ -78,10 +79,11 @@ def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Params
         return modular.relaxed(params, x, onehot, inner.lr, inner.steps)
     keys = inner.keys(params)
     fast = {k: params[k] for k in keys}
+    anchor = params if anchor is None else anchor
     for _ in range(inner.steps):
         g = grad(lambda f: task_loss({**params, **f}, x, onehot))(fast)
         if inner.prox:
-            g = {k: g[k] + inner.prox * (fast[k] - params[k]) for k in keys}
+            g = {k: g[k] + inner.prox * (fast[k] - anchor[k]) for k in keys}
         fast = {k: fast[k] - step_size(params, k, inner) * g[k] for k in keys}
     return {**params, **fast}
 

@@ -1,4 +1,6 @@
 """Export to the ONNX bundle: checker, parity with torch for every algorithm, self-test, round trip."""
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -7,7 +9,7 @@ import torch
 from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import read_bundle
 from metaedge.sdk.algorithms import EXPORTABLE
-from metaedge.sdk.algorithms.core import InnerLoop, adapt
+from metaedge.sdk.algorithms.core import adapt
 from metaedge.sdk.export import export_onnx
 from metaedge.sdk.models.mlp import forward
 from metaedge.sdk.tasks.demod import DemodConfig
@@ -63,7 +65,7 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     backend.adapt(pilots, labels)
     inner = trainer.inner
     reference = adapt(theta, torch.from_numpy(pilots), torch.nn.functional.one_hot(torch.from_numpy(labels), 16).float(),
-                      InnerLoop(lr=inner.lr, steps=k, adapt=inner.adapt))
+                      dataclasses.replace(inner, steps=k))
     for name in theta:
         assert np.abs(backend.params[name] - reference[name].detach().numpy()).max() <= 1e-5, name
     changed = [n for n in theta if not np.array_equal(backend.params[n], theta[n].numpy())]
@@ -90,3 +92,41 @@ def test_reference_bundle_is_at_most_64_kib(bundles):
     for algo, (_, bundle) in bundles.items():
         budget = 96 * 1024 if algo == "metasgd" else 64 * 1024
         assert bundle.size() <= budget, (algo, bundle.size())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", [a for a in EXPORTABLE if a in ("imaml", "proxmaml", "alset")])
+def test_proximal_bundles_anchor_every_step_at_theta(bundles, algo):
+    """The device feeds θ as the anchor of every step; fed the current parameters instead, the step is plain SGD."""
+    import onnxruntime as ort
+
+    trainer, bundle = bundles[algo]
+    inputs = bundle.manifest["graphs"]["adapt_step"]["inputs"]
+    anchors = [i for i in inputs if i["role"] == "anchor"]
+    assert bundle.manifest["algorithm"]["prox"] == trainer.inner.prox > 0
+    assert [a["parameter"] for a in anchors] == bundle.manifest["algorithm"]["adapts"]
+    session = ort.InferenceSession(bundle.artifacts["adapt_step"], providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    moved = {k: v.detach().numpy() + rng.normal(0, 0.1, v.shape).astype(np.float32) for k, v in trainer.params.items()}
+    pilots = {"pilot_samples": rng.normal(0, 2, (6, 2)).astype(np.float32), "pilot_onehot": np.eye(16, dtype=np.float32)[rng.integers(0, 16, 6)]}
+    at_theta = session.run(None, {**moved, **{a["name"]: trainer.params[a["parameter"]].detach().numpy() for a in anchors}, **pilots})
+    at_self = session.run(None, {**moved, **{a["name"]: moved[a["parameter"]] for a in anchors}, **pilots})
+    plain = adapt({k: torch.from_numpy(v) for k, v in moved.items()}, torch.from_numpy(pilots["pilot_samples"]),
+                  torch.from_numpy(pilots["pilot_onehot"]), dataclasses.replace(trainer.inner, steps=1, prox=0.0))
+    for name, value in zip(bundle.manifest["algorithm"]["adapts"], at_self):
+        assert np.abs(value - plain[name].detach().numpy()).max() <= 1e-5
+    assert max(np.abs(a - b).max() for a, b in zip(at_theta, at_self)) > 1e-3
+
+
+@pytest.mark.slow
+def test_an_anchor_for_a_parameter_that_does_not_adapt_is_refused(bundles):
+    import copy
+
+    from metaedge.backends.base import BackendError
+
+    _, bundle = bundles["imaml"]
+    manifest = copy.deepcopy(bundle.manifest)
+    next(i for i in manifest["graphs"]["adapt_step"]["inputs"] if i["role"] == "anchor")["parameter"] = "nonexistent"
+    tampered = dataclasses.replace(bundle, manifest=manifest)
+    with pytest.raises(BackendError, match="anchor input for a parameter that does not adapt"):
+        OnnxBackend().load(tampered)
