@@ -81,6 +81,8 @@ def plot_sinusoid(report: dict, path: Path) -> None:
     c.set(xlabel="meta-training tasks K", ylabel="best test MSE", xscale="log", yscale="log", title=f"(c) N = {setup['samples']}")
     for ax in (a, b, c):
         ax.grid(True, which="both", alpha=0.3)
+    for ax, grid in ((b, setup["sample_grid"]), (c, setup["task_grid"])):
+        ax.set_xticks(list(grid), [str(v) for v in grid])
     a.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

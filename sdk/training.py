@@ -168,6 +168,9 @@ class Trainer:
         self.opt = (torch.optim.Adam(leaves, lr=train.outer_lr) if train.outer_opt == "adam" else torch.optim.SGD(leaves, lr=train.outer_lr))
         self.pool = self.tasks.devices("train", train.meta_devices)
         self.rng = self.tasks.rng("train", 1)
+        # the objectives' own random draws (ES directions, Gaussian samples, annealing) come from torch's generator;
+        # the run keeps its own state of it, checkpointed, so that runs repeat and resume exactly
+        self.torch_rng = torch.Generator().manual_seed(train.seed).get_state()
         self.state = {"iteration": 0, "best_iteration": None, "best_val_ser": None, "bad_validations": 0, "stop_reason": None,
                       "train_seconds": 0.0}
         self.curves: list[dict] = []
@@ -201,7 +204,8 @@ class Trainer:
             for name, value in self.opt.state.get(self.params[k], {}).items():
                 arrays[f"opt.{name}.{k}"] = value.detach().numpy()
         # One atomic file holds everything resume needs; curves.json is the human-readable copy.
-        meta = {"state": json.dumps(self.state), "rng": json.dumps(self.rng.bit_generator.state), "curves": json.dumps(self.curves)}
+        meta = {"state": json.dumps(self.state), "rng": json.dumps(self.rng.bit_generator.state), "curves": json.dumps(self.curves),
+                "torch_rng": self.torch_rng.numpy().tobytes().hex()}
         tensors.save(self.dir / CHECKPOINT, arrays, meta)
         write_json(self.dir / CURVES, self.curves)
 
@@ -213,6 +217,8 @@ class Trainer:
             arrays, meta = tensors.load(file)
             self.state = json.loads(meta["state"])
             self.rng.bit_generator.state = json.loads(meta["rng"])
+            if "torch_rng" in meta:   # absent in checkpoints of earlier versions
+                self.torch_rng = torch.frombuffer(bytearray.fromhex(meta["torch_rng"]), dtype=torch.uint8)
             self.curves = json.loads(meta["curves"])
             with torch.no_grad():
                 for k, v in self.params.items():
@@ -247,7 +253,10 @@ class Trainer:
             idx = self.rng.choice(cfg.meta_devices, size=cfg.tasks_per_batch, replace=False)
             frames = self.tasks.frames(self.pool.take(idx), self._pilots(), self.task_cfg.val_pilots, self.rng)
             batch = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
-            grads, loss = self.step({k: v.detach() for k, v in self.params.items()}, batch)
+            with torch.random.fork_rng():
+                torch.set_rng_state(self.torch_rng)
+                grads, loss = self.step({k: v.detach() for k, v in self.params.items()}, batch)
+                self.torch_rng = torch.get_rng_state()
             loss = float(loss)
             if not math.isfinite(loss):
                 kept = f"the last good checkpoint (iteration {self.curves[-1]['iteration']}) is kept in {self.dir}" if self.curves else "no checkpoint had been written yet"

@@ -34,15 +34,16 @@ def test_short_meta_training_lowers_validation_ser(tmp_path):
     assert run.algo == "maml" and set(run.theta) == set(t.params)
 
 
-def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
-    straight = trainer(tmp_path / "a", iterations=60)
+@pytest.mark.parametrize("algo", ["fomaml", "esmaml"])   # ES-MAML: the objective's own random draws resume too
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, algo):
+    straight = trainer(tmp_path / "a", iterations=60, algo=algo)
     straight.start(resume=False)
     straight.run()
-    first = trainer(tmp_path / "b", iterations=30)
+    first = trainer(tmp_path / "b", iterations=30, algo=algo)
     first.start(resume=False)
     first.run()
     assert first.state["stop_reason"] == "reached --iterations"
-    second = trainer(tmp_path / "b", iterations=60)
+    second = trainer(tmp_path / "b", iterations=60, algo=algo)
     second.start(resume=True)
     assert second.state["iteration"] == 30
     second.run()
