@@ -216,8 +216,6 @@ def run_meta_train(args: argparse.Namespace) -> int:
     unknown = [a for a in algos if a not in ALGORITHMS]
     if unknown:
         raise UserError(f"--algos: unknown {', '.join(unknown)}; choose from {', '.join(ALGORITHMS)} or all")
-    if any(k < 1 for k in args.memory_steps):
-        raise UserError(f"--memory-steps {','.join(map(str, args.memory_steps))}: every step count must be at least 1")
     report = bench_meta_train(algos, args.tasks, args.repeats, compile=not args.no_compile,
                               progress=lambda what: print(f"bench: {what} done", file=sys.stderr), memory_steps=args.memory_steps)
     if args.json:

@@ -47,7 +47,7 @@ def assert_one_line_error(code, out, err, fragment):
     (["eval", "NOPE"], "run directory 'NOPE' does not exist"),
     (["eval", "NOPE", "--pilots", "1,x"], "not a comma-separated list"),
     (["bench", "meta-train", "--algos", "mamll"], "--algos: unknown mamll"),
-    (["bench", "meta-train", "--memory-steps", "0"], "every step count must be at least 1"),
+    (["bench", "meta-train", "--memory-steps", "0"], "must list positive integers"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_bad_input_gives_one_line(capsys, tmp_path, monkeypatch, argv, fragment):

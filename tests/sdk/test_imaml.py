@@ -93,13 +93,17 @@ def test_batched_imaml_meta_gradient_equals_a_per_task_loop():
         assert torch.allclose(batched[name], loop[name], atol=1e-5), name
 
 
-def test_imaml_trains_from_the_cli_and_export_says_it_is_not_exportable_yet(tmp_path, capsys):
+def test_imaml_trains_and_exports_from_the_cli_and_refuses_a_zero_lambda(tmp_path, capsys):
+    import json
+
     from metaedge.sdk.cli.main import main
 
     assert main(["train", "demod", "--algo", "imaml", "--iterations", "3", "--val-every", "3", "--val-devices", "4",
                  "--meta-devices", "10", "--pilots", "8", "--prox", "2.0", "--out", str(tmp_path / "run"), "--quiet"]) == 0
-    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "bundle")]) != 0
-    err = capsys.readouterr().err
-    assert "is an imaml run" in err and len(err.strip().splitlines()) == 1
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "bundle")]) == 0
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["algorithm"]["prox"] == 2.0
+    assert any(i["role"] == "anchor" for i in manifest["graphs"]["adapt_step"]["inputs"])
+    capsys.readouterr()
     assert main(["train", "demod", "--algo", "imaml", "--prox", "0", "--out", str(tmp_path / "bad")]) != 0
     assert "--prox 0.0 must be a positive number" in capsys.readouterr().err
