@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.func import grad
 
-from metaedge.sdk.algorithms.core import InnerLoop, _dot, conjugate_gradient
+from metaedge.sdk.algorithms.core import InnerLoop, conjugate_gradient, dot, hessian_vector_product
 from metaedge.sdk.models.mlp import Params, task_loss
 
 Bilevel = Callable[[Params, Params], Tensor]
@@ -39,9 +39,7 @@ def lower_steps(g: Bilevel, theta: Params, phi: Params, lr: float, steps: int) -
 def inverse_hessian_product(g: Bilevel, theta: Params, phi: Params, rhs: Params, solver: str, steps: int,
                             curvature: float) -> Params:
     """[∇²_ϕϕ g]⁻¹ rhs by ``solver``: "cg", "neumann" (deterministic truncated series) or "stochastic" (eq. 3.7)."""
-    def hvp(v):
-        return torch.func.jvp(lambda p: grad(g, argnums=1)(theta, p), (phi,), (v,))[1]
-
+    hvp = hessian_vector_product(lambda p: g(theta, p), phi)
     if solver == "cg":
         return conjugate_gradient(hvp, rhs, steps)
     terms, term = [rhs], rhs
@@ -60,7 +58,7 @@ def hypergradient(f: Bilevel, g: Bilevel, theta: Params, phi: Params, solver: st
     """h_f of eq. 3.10 at (θ, ϕ)."""
     grad_theta_f, grad_phi_f = grad(f, argnums=(0, 1))(theta, phi)
     v = inverse_hessian_product(g, theta, phi, grad_phi_f, solver, steps, curvature)
-    mixed = grad(lambda t: _dot(grad(g, argnums=1)(t, phi), v))(theta)   # ∇²_θϕ g · v
+    mixed = grad(lambda t: dot(grad(g, argnums=1)(t, phi), v))(theta)   # ∇²_θϕ g · v
     return {k: grad_theta_f[k] - mixed[k] for k in theta}
 
 

@@ -93,7 +93,8 @@ def predictive_loss(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop)
     return bayes.predictive_loss(params, x, onehot, inner.posterior, inner.samples)
 
 
-def _dot(a: Params, b: Params) -> Tensor:
+def dot(a: Params, b: Params) -> Tensor:
+    """The inner product of two parameter dicts: Σ over parameters of their elementwise products."""
     return sum((a[k] * b[k]).sum() for k in a)
 
 
@@ -102,13 +103,13 @@ def conjugate_gradient(operator: Callable[[Params], Params], rhs: Params, steps:
     iterations from x = 0; a fixed count keeps it vmappable."""
     x = {k: torch.zeros_like(v) for k, v in rhs.items()}
     r, p = rhs, rhs
-    rr = _dot(r, r)
+    rr = dot(r, r)
     for _ in range(steps):
         ap = operator(p)
-        alpha = rr / (_dot(p, ap) + 1e-30)
+        alpha = rr / (dot(p, ap) + 1e-30)
         x = {k: x[k] + alpha * p[k] for k in x}
         r = {k: r[k] - alpha * ap[k] for k in r}
-        rr_next = _dot(r, r)
+        rr_next = dot(r, r)
         p = {k: r[k] + (rr_next / (rr + 1e-30)) * p[k] for k in p}
         rr = rr_next
     return x
