@@ -26,6 +26,8 @@ VERSION = 1
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"          # detached signature over manifest.json (a later format feature)
 MAX_MANIFEST = 1 << 20              # bytes
+MAX_CLASSES = 1 << 16               # task.classes: a one-hot row per pilot must stay small
+MAX_FEATURES = 1 << 10              # task.features: inputs per received sample
 # Artifact roles each target requires; a reader rejects targets it does not know.
 REQUIRED_ROLES = {"onnx": ("theta", "forward", "adapt_step", "selftest"), "qiskit": ("theta", "circuit", "selftest"),
                   "loihi": ("theta", "selftest")}
@@ -127,6 +129,17 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
         artifacts[role] = artifact.read_bytes()
     signature = (path / SIGNATURE).read_bytes() if (path / SIGNATURE).is_file() else b""
     return verify(manifest, artifacts, path, raw, signature)
+
+
+def check_task(manifest: dict) -> None:
+    """The task members a device sizes its frames by (§4): ``classes`` and ``features``."""
+    task = manifest.get("task")
+    if not isinstance(task, dict) or type(task.get("classes")) is not int or not 2 <= task["classes"] <= MAX_CLASSES:
+        raise BundleError(f"task.classes must be an integer in [2, {MAX_CLASSES}]")
+    features = task.get("features")
+    if (not isinstance(features, list) or not 1 <= len(features) <= MAX_FEATURES
+            or not all(isinstance(f, str) for f in features)):
+        raise BundleError(f"task.features must list 1 to {MAX_FEATURES} feature names")
 
 
 def parse_manifest(raw: bytes) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from metaedge.backends.base import Backend, BackendError
-from metaedge.deploy.bundle import Bundle, BundleError, expires, unpack
+from metaedge.deploy.bundle import Bundle, BundleError, check_task, expires, unpack
 from metaedge.deploy.signing import SignatureError, verify
 from metaedge.firmware_sim import boot as bootsm
 from metaedge.firmware_sim.flash import Flash
@@ -130,6 +130,10 @@ class Device:
                               "(a stale or frozen update channel; ask for a fresh release)")
         if bundle.target != self.target:
             raise DeviceError(f"wrong target: bundle is for '{bundle.target}', this device runs '{self.target}'")
+        try:
+            check_task(bundle.manifest)
+        except BundleError as e:
+            raise DeviceError(f"bundle refused: {e}") from None
         needed = required_ram(bundle.manifest, self.profile)
         if needed > self.profile.ram:
             raise DeviceError(f"bundle does not fit: needs {needed:,} bytes of RAM, the {self.profile.name} profile has {self.profile.ram:,}")
@@ -153,8 +157,8 @@ class Device:
         task = None
         if self.bundle is not None:
             t = self.bundle.manifest["task"]
-            task = {"name": t["name"], "classes": t["classes"], "snr_db": t["snr_db"], "algorithm": self.bundle.manifest["algorithm"]["name"],
-                    "channel": t.get("channel", "rayleigh"), "phase_max_deg": t.get("phase_max_deg", 180.0)}
+            # the whole task section: a client needs it to send what the receiver was trained for
+            task = {**t, "algorithm": self.bundle.manifest["algorithm"]["name"]}
         return {"target": self.target, "profile": self.profile.to_dict(), "running": self.running.slot,
                 "mode": self.running.mode, "image_capacity": self.flash.image_capacity, "task": task,
                 "resources": asdict(self.backend.resources()) if self.backend else None}
@@ -252,10 +256,11 @@ class Device:
         if self.backend is None:
             raise DeviceError("no image is running: deploy and confirm a bundle first")
         pilots, payload = arrays.get("pilots"), arrays.get("payload")
-        classes = int(self.bundle.manifest["task"]["classes"])
+        task = self.bundle.manifest["task"]
+        classes, features = int(task["classes"]), task["features"]
         for name, value, limit in (("pilots", pilots, self.profile.max_pilots), ("payload", payload, self.profile.max_symbols)):
-            if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.ndim != 2 or value.shape[1] != 2:
-                raise DeviceError(f"'{name}' must be a float32 array of shape [n, 2] (I, Q)")
+            if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.ndim != 2 or value.shape[1] != len(features):
+                raise DeviceError(f"'{name}' must be a float32 array of shape [n, {len(features)}] ({', '.join(features)})")
             if not 1 <= value.shape[0] <= limit:
                 raise DeviceError(f"'{name}' has {value.shape[0]} samples; this device takes 1 to {limit}")
             if not np.isfinite(value).all():

@@ -28,8 +28,8 @@ def required_ram(manifest: dict, profile: Profile) -> int:
     """Working set of a bundle on this profile: θ twice (θ and the adapted φ), graphs or circuit, one full frame."""
     parameters = sum((8 if p.get("dtype") == "float64" else 4) * _count(p["shape"]) for p in manifest["parameters"])
     graphs = sum(e["size"] for role, e in manifest["artifacts"].items() if role in ("forward", "adapt_step", "circuit"))
-    classes = int(manifest["task"]["classes"])
-    frame = 4 * (2 * profile.max_pilots + 2 * profile.max_symbols + classes * profile.max_symbols)
+    classes, features = int(manifest["task"]["classes"]), len(manifest["task"]["features"])
+    frame = 4 * (features * profile.max_pilots + features * profile.max_symbols + classes * profile.max_symbols)
     return 2 * parameters + graphs + frame
 
 

@@ -25,9 +25,9 @@ from metaedge.deploy.bundle import Bundle, write_bundle
 from metaedge.sdk.algorithms import EXPORTABLE, get_algorithm
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.models.mlp import MLPSpec, Params, forward
+from metaedge.sdk.models.mlp import Params, forward
 from metaedge.sdk.onnx_loop import loop_model
-from metaedge.sdk.rundir import load_run
+from metaedge.sdk.rundir import load_run, read_config
 from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks, pilot_symbols
 from metaedge.sdk.training import configs_from_run
 
@@ -78,9 +78,14 @@ def _trace_and_export(fn, example, input_names, output_names, dynamic) -> bytes:
         return buffer.getvalue()
 
 
+def features(params: Params) -> int:
+    """Inputs per sample of the MLP ``params`` (its first layer's fan-in less the context inputs)."""
+    return params["l0.weight"].shape[0] - (params["context"].shape[0] if "context" in params else 0)
+
+
 def forward_graph(params: Params) -> bytes:
     names = list(params)
-    x = torch.zeros(7, 2)
+    x = torch.zeros(7, features(params))
 
     def fn(*args):
         return forward(dict(zip(names, args[:-1])), args[-1])
@@ -101,16 +106,16 @@ def adapt_step_graph(params: Params, inner: InnerLoop, classes: int) -> bytes:
         return tuple(adapted[k] for k in keys)
 
     # distinct tensors: the tracer would merge an anchor with its parameter if given the same object
-    example = (*params.values(), *(params[k].clone() for k in keys if anchors), torch.zeros(5, 2), torch.eye(classes)[:5])
+    example = (*params.values(), *(params[k].clone() for k in keys if anchors), torch.zeros(5, features(params)),
+               torch.eye(classes)[:5])
     return _export_graph(fn, example, [*names, *anchors, "pilot_samples", "pilot_onehot"], [f"adapted.{k}" for k in keys],
                          {"pilot_samples": "P", "pilot_onehot": "P"})
 
 
-def selftest_vectors(params: Params, inner: InnerLoop, tasks: DemodTasks) -> dict[str, np.ndarray]:
-    """Inputs and torch's outputs for a forward pass and a full adaptation (``inner.steps`` steps)."""
-    frame = tasks.frames(tasks.devices("test", 1), SELFTEST_PILOTS, SELFTEST_SAMPLES, tasks.rng("test", 99))
-    x_p, y_p, x = (torch.from_numpy(a[0]) for a in (frame.x_tr, frame.y_tr, frame.x_va))
-    onehot = torch.nn.functional.one_hot(y_p, tasks.config.order).to(torch.float32)
+def selftest_vectors(params: Params, inner: InnerLoop, pilots: np.ndarray, onehot: np.ndarray, samples: np.ndarray) -> dict[str, np.ndarray]:
+    """Inputs and torch's outputs for a forward pass on ``samples`` and a full adaptation (``inner.steps``
+    steps) on ``pilots`` with one-hot classes ``onehot``."""
+    x_p, onehot, x = (torch.as_tensor(a, dtype=torch.float32) for a in (pilots, onehot, samples))
     with torch.no_grad():
         vectors = {"forward.samples": x, "forward.log_probs": forward(params, x)}
     adapted = {k: v.detach() for k, v in adapt(params, x_p, onehot, inner).items()}
@@ -119,6 +124,12 @@ def selftest_vectors(params: Params, inner: InnerLoop, tasks: DemodTasks) -> dic
     with torch.no_grad():
         vectors["adapt.log_probs"] = forward(adapted, x)
     return {k: v.numpy().astype(np.float32) for k, v in vectors.items()}
+
+
+def demod_selftest(params: Params, inner: InnerLoop, tasks: DemodTasks) -> dict[str, np.ndarray]:
+    frame = tasks.frames(tasks.devices("test", 1), SELFTEST_PILOTS, SELFTEST_SAMPLES, tasks.rng("test", 99))
+    onehot = np.eye(tasks.config.order, dtype=np.float32)[frame.y_tr[0]]
+    return selftest_vectors(params, inner, frame.x_tr[0], onehot, frame.x_va[0])
 
 
 def release_fields(out: str | Path, security_counter: int, expires: str | None) -> dict:
@@ -153,54 +164,85 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
                 key=None, expires: str | None = None) -> Bundle:
     """Write the bundle of a trained run for the ONNX target; ``steps`` sets the device's adaptation budget
     (default: the inner steps the run was trained with); ``key`` (Ed25519) signs it; ``expires``
-    (UTC, 2027-01-31T00:00:00Z) is when devices stop accepting it."""
+    (UTC, 2027-01-31T00:00:00Z) is when devices stop accepting it. A learned-link run exports its receiver."""
     if steps is not None and steps < 1:
         raise UserError(f"--steps {steps} must be at least 1")
     release = release_fields(out, security_counter, expires)
+    from metaedge.sdk.link_export import link_receiver
+    from metaedge.sdk.link_training import is_link_run
+
+    if is_link_run(read_config(Path(run_dir))):
+        receiver = link_receiver(Path(run_dir), steps)
+    else:
+        receiver = demod_receiver(Path(run_dir), steps)
+    return write_onnx_bundle(out, release, receiver, key)
+
+
+@dataclasses.dataclass(frozen=True)
+class Receiver:
+    """What an ONNX bundle carries: an MLP classifier θ, its adaptation, its task section and self-test."""
+
+    params: Params
+    inner: InnerLoop
+    algo: str
+    task: dict
+    selftest: dict[str, np.ndarray]
+    source: dict
+
+
+def demod_receiver(run_dir: Path, steps: int | None) -> Receiver:
     run = load_run(run_dir)
     task, train = configs_from_run(run.config)
     if train.algo not in EXPORTABLE:
         why = "its module selection" if get_algorithm(train.algo).modular else "its ensemble predictive (a posterior over weights)"
         raise UserError(f"'{run_dir}' is an {train.algo} run: {why} is not exportable yet; export a run of {', '.join(EXPORTABLE)}")
-    spec = MLPSpec.from_dict(run.config["model"])
     inner = train.inner()
     if steps is not None:
         inner = dataclasses.replace(inner, steps=steps)
     params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
-    tasks = DemodTasks(task, seed=train.seed)
+    return Receiver(params, inner, train.algo, task_section(task), demod_selftest(params, inner, DemodTasks(task, seed=train.seed)),
+                    {"run": str(run_dir), "algo": train.algo, "seed": train.seed})
+
+
+def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=None) -> Bundle:
+    params, inner, task = receiver.params, receiver.inner, receiver.task
+    n_features, classes = len(task["features"]), int(task["classes"])
+    sizes = [features(params), *(params[f"l{i}.bias"].shape[-1] for i in range(len(params)) if f"l{i}.bias" in params)]
+    context = int(params["context"].shape[0]) if "context" in params else 0
     adapted = inner.keys(params)
     step_inputs = [*({"name": k, "role": "parameter"} for k in params),
                    *({"name": f"anchor.{k}", "role": "anchor", "parameter": k} for k in adapted if inner.prox),
-                   {"name": "pilot_samples", "role": "pilot_samples", "shape": ["P", 2], "dtype": "float32"},
-                   {"name": "pilot_onehot", "role": "pilot_labels_onehot", "shape": ["P", task.order], "dtype": "float32"}]
+                   {"name": "pilot_samples", "role": "pilot_samples", "shape": ["P", n_features], "dtype": "float32"},
+                   {"name": "pilot_onehot", "role": "pilot_labels_onehot", "shape": ["P", classes], "dtype": "float32"}]
     step_outputs = [{"name": f"adapted.{k}", "role": "parameter", "parameter": k} for k in adapted]
     manifest = {
         "target": "onnx",
         **release,
-        "task": task_section(task),
-        "model": {"kind": "mlp", "sizes": list(spec.sizes), "context": spec.context, "activation": "relu",
+        "task": task,
+        "model": {"kind": "mlp", "sizes": sizes, "context": context, "activation": "relu",
                   "weight_layout": "in_out", "output": "log_softmax"},
-        "algorithm": {"name": train.algo, "inner_lr": inner.lr, "inner_steps": inner.steps, "adapts": list(adapted),
+        "algorithm": {"name": receiver.algo, "inner_lr": inner.lr, "inner_steps": inner.steps, "adapts": list(adapted),
                       "loss": "cross_entropy_mean_onehot", "prox": inner.prox},
         "parameters": [{"name": k, "shape": list(v.shape), "dtype": "float32", "adapts": k in adapted} for k, v in params.items()],
         "graphs": {
             "opset": OPSET,
             "forward": {"inputs": [*({"name": k, "role": "parameter"} for k in params),
-                                   {"name": "samples", "role": "samples", "shape": ["N", 2], "dtype": "float32"}],
-                        "outputs": [{"name": "log_probs", "role": "log_probabilities", "shape": ["N", task.order], "dtype": "float32"}]},
+                                   {"name": "samples", "role": "samples", "shape": ["N", n_features], "dtype": "float32"}],
+                        "outputs": [{"name": "log_probs", "role": "log_probabilities", "shape": ["N", classes], "dtype": "float32"}]},
             "adapt_step": {"inputs": step_inputs, "outputs": step_outputs},
             "adapt_loop": {"inputs": [*step_inputs, {"name": "steps", "role": "steps", "shape": [], "dtype": "int64"}],
                            "outputs": step_outputs},
         },
-        "selftest": {"atol": SELFTEST_ATOL, "pilots": SELFTEST_PILOTS, "samples": SELFTEST_SAMPLES},
-        "source": {"run": str(Path(run_dir)), "algo": train.algo, "seed": train.seed},
+        "selftest": {"atol": SELFTEST_ATOL, "pilots": len(receiver.selftest["adapt.pilot_samples"]),
+                     "samples": len(receiver.selftest["forward.samples"])},
+        "source": receiver.source,
     }
-    step = adapt_step_graph(params, inner, task.order)
+    step = adapt_step_graph(params, inner, classes)
     artifacts = {
-        "theta": ("theta.safetensors", tensors.dumps(run.theta)),
+        "theta": ("theta.safetensors", tensors.dumps({k: v.numpy() for k, v in params.items()})),
         "forward": ("forward.onnx", forward_graph(params)),
         "adapt_step": ("adapt_step.onnx", step),
         "adapt_loop": ("adapt_loop.onnx", loop_model(step, list(adapted))),
-        "selftest": ("selftest.safetensors", tensors.dumps(selftest_vectors(params, inner, tasks))),
+        "selftest": ("selftest.safetensors", tensors.dumps(receiver.selftest)),
     }
     return write_bundle(out, manifest, artifacts, key=key)

@@ -87,3 +87,23 @@ def plot_sinusoid(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_link(report: dict, path: Path) -> None:
+    """BLER with 95 % intervals against adaptation steps on new channels (monograph Figure 5.7)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in report["methods"]:
+        curve = report["bler"][method]
+        steps = [int(s) for s in curve]
+        line, = ax.plot(steps, [max(p["ser"], 1e-5) for p in curve.values()], marker="o", label=method)
+        ax.fill_between(steps, [max(p["ci95"][0], 1e-5) for p in curve.values()], [max(p["ci95"][1], 1e-5) for p in curve.values()],
+                        alpha=0.15, color=line.get_color())
+    link = report["setup"]["link"]
+    ax.set(xscale="symlog", yscale="log", xlabel="adaptation steps on the new channel", ylabel="block error rate",
+           title=f"{link['bits']} bits, {link['uses']} channel uses, {link['taps']} taps, Eb/N0 {link['ebn0_db']:g} dB")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.func import grad
 
 from metaedge.sdk.algorithms.core import InnerLoop, conjugate_gradient, dot, hessian_vector_product
-from metaedge.sdk.models.mlp import Params, task_loss
+from metaedge.sdk.models import Params, task_loss
 
 Bilevel = Callable[[Params, Params], Tensor]
 

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
-from metaedge.sdk.models.mlp import Params, forward, is_regressor, outputs, task_loss
+from metaedge.sdk.models import task_loss
+from metaedge.sdk.models.mlp import Params, forward, is_regressor, outputs
 
 LOGSTD_PREFIX = "logstd."  # gaussian: params["logstd.<name>"] is the log standard deviation of every entry of <name>
 POSTERIORS = ("point", "gaussian", "particles")

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.func import grad, grad_and_value, vmap
 
 from metaedge.sdk.algorithms import bayes, modular
-from metaedge.sdk.models.mlp import Params, task_loss
+from metaedge.sdk.models import Params, task_loss
 
 Objective = Callable[..., tuple[Tensor, Tensor]]
 

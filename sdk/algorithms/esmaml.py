@@ -11,7 +11,7 @@ the meta-gradient is ∇̂L_va(φ) (2.19), or (I − αH_es)∇̂L_va(φ) with `
 import torch
 from torch.func import vmap
 
-from metaedge.sdk.models.mlp import task_loss
+from metaedge.sdk.models import task_loss
 
 
 def _flat(params, keys):

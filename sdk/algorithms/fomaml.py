@@ -2,7 +2,7 @@
 meta-gradient is the validation gradient evaluated at φ. Written as φ = θ + sg(φ − θ):
 its value is φ and its derivative with respect to θ is the identity."""
 from metaedge.sdk.algorithms.core import InnerLoop, adapt, stop_gradient
-from metaedge.sdk.models.mlp import task_loss
+from metaedge.sdk.models import task_loss
 
 
 def objective(params, x_tr, y_tr, x_va, y_va, inner: InnerLoop):

@@ -6,7 +6,7 @@ the inner steps, because nothing is differentiated through them. Written as the 
 from torch.func import grad
 
 from metaedge.sdk.algorithms.core import InnerLoop, adapt, implicit_gradient, stop_gradient
-from metaedge.sdk.models.mlp import task_loss
+from metaedge.sdk.models import task_loss
 
 
 def objective(params, x_tr, y_tr, x_va, y_va, inner: InnerLoop):

@@ -3,7 +3,7 @@ training (it is fine-tuned on the pilots at meta-test, like every learned method
 import torch
 
 from metaedge.sdk.algorithms.core import InnerLoop
-from metaedge.sdk.models.mlp import task_loss
+from metaedge.sdk.models import task_loss
 
 
 def objective(params, x_tr, y_tr, x_va, y_va, inner: InnerLoop):

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.func import grad
 
-from metaedge.sdk.models.mlp import Params, task_loss
+from metaedge.sdk.models import Params, task_loss
 
 ANNEAL_T0, ANNEAL_T1 = 0.5, 0.005   # temperatures of the first and last proposal (the loss is a cross-entropy in nats)
 

@@ -6,7 +6,7 @@ The reported loss is the meta-loss (2.24), the proximal objective at φ."""
 import torch
 
 from metaedge.sdk.algorithms.core import InnerLoop, adapt, stop_gradient
-from metaedge.sdk.models.mlp import task_loss
+from metaedge.sdk.models import task_loss
 
 
 def objective(params, x_tr, y_tr, x_va, y_va, inner: InnerLoop):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from metaedge.sdk.algorithms.core import InnerLoop
-from metaedge.sdk.models.mlp import Params, task_loss
+from metaedge.sdk.models import Params, task_loss
 
 
 def per_task_meta_gradient(params: Params, batch: tuple[Tensor, ...], inner: InnerLoop, second_order: bool) -> tuple[Params, Tensor]:

@@ -1,7 +1,7 @@
 """Reptile (eq. 2.22–2.23): the objective ½‖θ − sg(φ)‖² has gradient θ − φ, so plain SGD
 with step β gives θ ← (1 − β)θ + β·mean_k φ_k exactly."""
 from metaedge.sdk.algorithms.core import InnerLoop, adapt, stop_gradient
-from metaedge.sdk.models.mlp import task_loss
+from metaedge.sdk.models import task_loss
 
 
 def objective(params, x_tr, y_tr, x_va, y_va, inner: InnerLoop):

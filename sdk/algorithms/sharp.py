@@ -5,7 +5,7 @@ perturbations are constants of the outer gradient (only their points of evaluati
 from torch.func import grad
 
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
-from metaedge.sdk.models.mlp import task_loss
+from metaedge.sdk.models import task_loss
 
 
 def _along(g, radius):

@@ -118,8 +118,10 @@ def summary(bundle) -> str:
         f"target      {m['target']}  " + {"onnx": lambda: f"(ONNX opset {m['graphs']['opset']})",
                                           "qiskit": lambda: f"(QPY version {m['circuit']['qpy_version']})",
                                           "loihi": lambda: "(Lava, Loihi 2)"}[m["target"]](),
-        f"task        {task['name']}: {task['classes']}-point constellation, features {'/'.join(task['features'])}, "
-        f"pilots {'known sequence' if task['pilot_sequence'] else 'random'}",
+        f"task        {task['name']}: " + (f"{task['classes']} messages ({task['bits']} bits over {task['uses']} channel uses, "
+                                               f"{task['taps']} taps, Eb/N0 {task['ebn0_db']:g} dB), transmitter codebook in the manifest"
+                                               if task["name"] == "link" else f"{task['classes']}-point constellation")
+        + f", features {'/'.join(task['features'])}, pilots {'known sequence' if task['pilot_sequence'] else 'random'}",
     ]
     if m["target"] == "loihi":
         snn = m["snn"]

@@ -32,7 +32,9 @@ def register(sub) -> None:
     r = sub.add_parser("run", help="stream frames from new simulated devices to a device; SER and latency",
                        description="Frames from new simulated devices (meta-test split: fresh impairments and channels) "
                                    "for the running receiver's task (constellation and SNR from the device), one per "
-                                   "device; reports SER, mean confidence, expected calibration error and latency percentiles.",
+                                   "device; reports SER, mean confidence, expected calibration error and latency percentiles. "
+                                   "For a learned-link receiver each frame is a new channel, the transmitter sends the "
+                                   "codebook from the device's task section, and the error rate is the BLER.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--device", required=True, help="tcp://HOST:PORT")
     r.add_argument("--frames", type=positive_int, default=100, help="frames, one per new simulated device (default 100)")
@@ -79,7 +81,7 @@ def run_frames(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         lat = report["device_us"]
-        print(f"{report['frames']} frames × {args.symbols} symbols, {args.pilots} pilots: SER {report['ser']:.4f} "
+        print(f"{report['frames']} frames × {args.symbols} symbols, {args.pilots} pilots: {report['metric']} {report['ser']:.4f} "
               f"(±{(report['ser_ci95'][1] - report['ser_ci95'][0]) / 2:.4f}), mean confidence {report['mean_confidence']:.3f}, "
               f"ECE {report['ece']:.4f}\n"
               f"device time per frame: median {lat['p50']:.0f} µs, p90 {lat['p90']:.0f} µs, p99 {lat['p99']:.0f} µs; "
@@ -95,6 +97,13 @@ def stream_frames(url: str, frames: int, pilots: int, symbols: int, seed: int) -
         info, _ = call(client, "info")
         if info["task"] is None:
             raise UserError(f"no image is running on {url}: deploy a bundle first")
+        if info["task"]["name"] == "link":
+            from metaedge.sdk.link_export import link_frames
+
+            batch = link_frames(info["task"], frames, pilots, symbols, seed)
+            result = send_frames(client, url, *batch[:3])
+            errors = score_frames(result, batch[3])
+            return {"metric": "BLER", **frame_report(errors, frames, pilots, symbols, seed, result)}
         # frames for the task the running receiver was trained for (channel from its manifest; I/Q imbalance as published)
         task = DemodConfig(order=info["task"]["classes"], snr_db=info["task"]["snr_db"], pilots=pilots, val_pilots=1,
                           payload=symbols, frame=pilots + symbols, channel=info["task"].get("channel", "rayleigh"),
@@ -103,6 +112,11 @@ def stream_frames(url: str, frames: int, pilots: int, symbols: int, seed: int) -
         batch = tasks.frames(tasks.devices("test", frames), pilots, symbols, tasks.rng("test", 1))
         result = send_frames(client, url, batch.x_tr, batch.y_tr, batch.x_va)
     errors = score_frames(result, batch.y_va)
+    return {"metric": "SER", **frame_report(errors, frames, pilots, symbols, seed, result)}
+
+
+def frame_report(errors, frames: int, pilots: int, symbols: int, seed: int, result: dict) -> dict:
+    """Error rate over frames (each a new device or channel) with its 95 % interval, and the device's timings."""
     ser = summarise(errors)
     return {"frames": frames, "pilots": pilots, "symbols": symbols, "seed": seed, "ser": ser["ser"], "ser_ci95": ser["ci95"],
             **result, "per_device_ser": errors.tolist()}

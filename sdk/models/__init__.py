@@ -1,4 +1,17 @@
-"""Functional models: parameters are a flat dict of tensors so that vmap, grad and export can trace them."""
-from metaedge.sdk.models.mlp import MLPSpec, forward, task_loss
+"""Functional models: parameters are a flat dict of tensors so that vmap, grad and export can trace them.
 
-__all__ = ["MLPSpec", "forward", "task_loss"]
+``task_loss`` is the one loss every algorithm differentiates; it picks the model family from the
+parameter names (an ``enc.``/``dec.`` pair is the learned link, anything else the MLP)."""
+from torch import Tensor
+
+from metaedge.sdk.models import autoencoder, mlp
+from metaedge.sdk.models.mlp import MLPSpec, Params, forward
+
+
+def task_loss(params: Params, x: Tensor, target: Tensor) -> Tensor:
+    if autoencoder.is_autoencoder(params):
+        return autoencoder.task_loss(params, x, target)
+    return mlp.task_loss(params, x, target)
+
+
+__all__ = ["MLPSpec", "Params", "forward", "task_loss"]
