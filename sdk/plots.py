@@ -107,3 +107,23 @@ def plot_link(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_prediction(report: dict, path: Path) -> None:
+    """NMSE (dB) against training samples, one panel per Doppler regime (monograph Figure 5.9)."""
+    plt = _pyplot()
+    regimes = report["regimes"]
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 4), squeeze=False)
+    for ax, (regime, r) in zip(axes[0], regimes.items()):
+        for name, curve in r["nmse_db"].items():
+            scheme, form = name.split("-")
+            ax.plot([int(n) for n in curve], list(curve.values()), marker="o", label=name,
+                    linestyle="-" if form == "lstd" else "--", color={"conventional": "C0", "joint": "C1", "meta": "C2"}[scheme])
+        hz = r["setup"]["channel"]["doppler_hz"]
+        ax.set(xscale="log", xlabel="training samples N_tr", ylabel="NMSE (dB)", title=f"{regime} fading ({hz[0]:g}-{hz[1]:g} Hz)")
+        ax.set_xticks(r["setup"]["sample_grid"], [str(n) for n in r["setup"]["sample_grid"]])
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,114 @@
+"""Linear channel prediction meta-learned in closed form (monograph §5.4, eq. 5.18–5.24, with the
+ridge-regression iMAML of §2.2.3, eq. 2.9–2.12). numpy only: every solution is a linear solve.
+
+A predictor W maps the window x_i = vec([h_i, …, h_{i−L+1}]) (row vector, SL entries) to the channel
+δ slots ahead, ĥ_{i+δ} = x_i W (W = conj φ of eq. 5.19). The loss is the mean squared error over the N
+samples (eq. 5.20), so the proximal ridge solution toward a bias Θ is
+W = (XᴴX/N + λ/2 I)⁻¹ (XᴴY/N + λ/2 Θ) (eq. 2.11 with the samples scaled by 1/√N). Three ways to
+set Θ: conventional learning (Θ = 0), joint learning on the pooled meta-training frames (eq. 5.25), and
+meta-learning (eq. 5.22, solved in closed form by eq. 2.12).
+
+The long-short-term decomposition (eq. 5.24) writes h_l = B d_l: B (S × R) spans the frame's dominant
+spatial-delay subspace, estimated from the channels the frame has seen (top-R eigenvectors of their
+sample covariance), and d_l = Bᴴ h_l are R path amplitudes. One short filter w (L taps), shared by the
+R paths, predicts every amplitude from its own past; ĥ = B d̂. It has L parameters instead of S²L, so
+few samples fit it and its meta-learned bias cannot overfit the meta-training frames. R is a number,
+chosen by Akaike's criterion on each frame's eigenvalues (Wax–Kailath), or by the meta-validation
+loss ("meta").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEMES = ("conventional", "joint", "meta")
+FORMS = ("naive", "lstd")
+
+
+@dataclass(frozen=True)
+class Window:
+    length: int = 5    # L (the published N = 5 past channels)
+    lag: int = 3       # δ
+
+    def pairs(self, channels: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs [..., count, L·S] and targets [..., count, S] for windows ending at slots first … first+count−1
+        of ``channels`` [..., T, S]; a window holds slots i−L+1 … i, newest first."""
+        idx = first + np.arange(count)[:, None] - np.arange(self.length)[None, :]        # [count, L]
+        x = channels[..., idx, :]                                                         # [..., count, L, S]
+        return x.reshape(*x.shape[:-2], -1), channels[..., idx[:, 0] + self.lag, :]
+
+    def slots(self, samples: int) -> int:
+        """Channels needed for ``samples`` input/target pairs: N + L + δ − 1."""
+        return samples + self.length + self.lag - 1
+
+
+def per_sample(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows scaled by 1/√N, N = the frame's non-zero rows, so that sums of squares become the mean of eq. 5.20."""
+    rows = np.maximum((np.abs(x).sum(-1) > 0).sum(-1), 1)[..., None, None]
+    return x / np.sqrt(rows), y / np.sqrt(rows)
+
+
+def ridge(x: np.ndarray, y: np.ndarray, lam: float, bias: np.ndarray | None = None) -> np.ndarray:
+    """argmin_W ‖XW − Y‖² + λ/2 ‖W − Θ‖² (eq. 2.11), batched over leading axes."""
+    d = x.shape[-1]
+    a = np.swapaxes(x.conj(), -1, -2) @ x + lam / 2 * np.eye(d)
+    b = np.swapaxes(x.conj(), -1, -2) @ y
+    if bias is not None:
+        b = b + lam / 2 * bias
+    return np.linalg.solve(a, b)
+
+
+def meta_bias(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray, lam: float) -> np.ndarray:
+    """Θ minimising Σ_k ‖X_va,k W_k(Θ) − Y_va,k‖² with W_k the ridge solution toward Θ (eq. 2.12): with
+    A_k = X_tr,kᴴ X_tr,k + λ/2 I, the validation residual is X̃_k Θ − Ỹ_k with X̃_k = λ/2 X_va,k A_k⁻¹ and
+    Ỹ_k = Y_va,k − X_va,k A_k⁻¹ X_tr,kᴴ Y_tr,k; Θ is the least-squares solution over all frames."""
+    d = x_tr.shape[-1]
+    a = np.swapaxes(x_tr.conj(), -1, -2) @ x_tr + lam / 2 * np.eye(d)
+    a_inv_xva = np.swapaxes(np.linalg.solve(np.swapaxes(a, -1, -2), np.swapaxes(x_va, -1, -2)), -1, -2)   # X_va A⁻¹
+    x_tilde = lam / 2 * a_inv_xva
+    y_tilde = y_va - a_inv_xva @ (np.swapaxes(x_tr.conj(), -1, -2) @ y_tr)
+    return np.linalg.lstsq(x_tilde.reshape(-1, d), y_tilde.reshape(-1, y_tilde.shape[-1]), rcond=None)[0]
+
+
+def joint_bias(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Θ minimising the pooled loss of all meta-training frames (eq. 5.25)."""
+    return np.linalg.lstsq(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), rcond=None)[0]
+
+
+def subspace(channels: np.ndarray, rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvectors (columns, descending) and eigenvalues of each frame's sample covariance of ``channels``
+    [..., T, S]; the first ``rank`` if given."""
+    cov = np.swapaxes(channels, -1, -2) @ channels.conj() / channels.shape[-2]
+    values, vectors = np.linalg.eigh(cov)
+    values, vectors = values[..., ::-1], vectors[..., ::-1]
+    return (vectors, values) if rank is None else (vectors[..., :rank], values[..., :rank])
+
+
+def aic_rank(values: np.ndarray, samples: int) -> np.ndarray:
+    """Wax–Kailath AIC: the number of signal eigenvalues, per frame, from descending eigenvalues [..., S]
+    of a covariance estimated from ``samples`` vectors."""
+    s = min(values.shape[-1], samples - 1)   # with T ≤ S samples only T − 1 eigenvalues are informative
+    lam = np.clip(values[..., :s], 1e-12, None)
+    scores = []
+    for r in range(s):
+        tail = lam[..., r:]
+        log_ratio = np.log(tail).mean(-1) - np.log(tail.mean(-1))   # log(geometric / arithmetic mean)
+        scores.append(-2 * samples * (s - r) * log_ratio + 2 * r * (2 * s - r))
+    return np.argmin(np.stack(scores, -1), -1)
+
+
+def amplitudes(channels: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """d_l = Bᴴ h_l for every slot: [..., T, R]."""
+    return channels @ basis.conj()
+
+
+def path_pairs(window: Window, d: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-path scalar windows of the amplitudes d [..., T, R]: inputs [..., R·count, L], targets [..., R·count, 1]."""
+    x, y = window.pairs(np.moveaxis(d, -1, -2)[..., None], first, count)     # each path as a 1-entry channel
+    return x.reshape(*d.shape[:-2], -1, window.length), y.reshape(*d.shape[:-2], -1, 1)
+
+
+def nmse(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """‖ĥ − h‖² / ‖h‖² per prediction."""
+    return (np.abs(predicted - true) ** 2).sum(-1) / (np.abs(true) ** 2).sum(-1)
