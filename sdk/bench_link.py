@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch.func import vmap
 
-from metaedge.sdk.algorithms import get_algorithm, meta_gradient
+from metaedge.sdk.algorithms import get_algorithm
+from metaedge.sdk.algorithms.outer import fit
 from metaedge.sdk.algorithms.core import STEP_PREFIX, InnerLoop, adapt
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.models import autoencoder
@@ -84,24 +85,17 @@ def train(method: str, cfg: LinkBench, progress: Callable[[int, dict, float], No
     if method == "scratch":
         return theta
     torch.manual_seed(cfg.seed)
-    algorithm = get_algorithm(algorithm_of(method))
-    inner = inner_loop(method, theta, cfg)
     env = LinkTasks(cfg.link, seed=cfg.seed)
     pool, rng, m = env.channels("train", cfg.meta_channels), env.rng("train", 1), cfg.link.messages
-    theta = {k: v.requires_grad_(True) for k, v in theta.items()}
-    opt = torch.optim.Adam(theta.values(), lr=cfg.outer_lr)
-    for it in range(cfg.iterations):
+
+    def batch(_: int) -> tuple[torch.Tensor, ...]:
         chosen = pool[rng.choice(cfg.meta_channels, cfg.tasks_per_batch, replace=cfg.meta_channels < cfg.tasks_per_batch)]
         tr, va = env.pilots(m), env.messages((len(chosen), m), rng)
-        batch = (torch.from_numpy(env.draws(chosen, tr, rng)), onehot(np.broadcast_to(tr, va.shape).copy(), m),
-                 torch.from_numpy(env.draws(chosen, va, rng)), onehot(va, m))
-        grads, loss = meta_gradient(algorithm.objective, {k: v.detach() for k, v in theta.items()}, batch, inner)
-        for k, v in theta.items():
-            v.grad = grads[k]
-        opt.step()
-        if progress:
-            progress(it + 1, {k: v.detach() for k, v in theta.items()}, float(loss))
-    return {k: v.detach() for k, v in theta.items()}
+        return (torch.from_numpy(env.draws(chosen, tr, rng)), onehot(np.broadcast_to(tr, va.shape).copy(), m),
+                torch.from_numpy(env.draws(chosen, va, rng)), onehot(va, m))
+
+    return fit(get_algorithm(algorithm_of(method)).objective, theta, inner_loop(method, theta, cfg), batch, cfg.iterations,
+               cfg.outer_lr, progress)
 
 
 @torch.no_grad()

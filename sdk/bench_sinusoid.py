@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.func import vmap
 
-from metaedge.sdk.algorithms import get_algorithm, meta_gradient
+from metaedge.sdk.algorithms import get_algorithm
+from metaedge.sdk.algorithms.outer import fit
 from metaedge.sdk.algorithms.bayes import mean_prediction
 from metaedge.sdk.algorithms.core import adapt
 from metaedge.sdk.models.mlp import MLPSpec
@@ -54,21 +55,21 @@ def train_curve(method: str, n: int, k: int, cfg: SinusoidBench) -> list[dict]:
     inner = algorithm.inner(cfg.inner_lr, cfg.inner_steps, prox=cfg.prox)
     spec = MLPSpec(sizes=(1, *cfg.hidden, 1))
     init = initial_theta(spec, TrainConfig(algo=method, particles=cfg.particles), np.random.default_rng([cfg.seed, 1]))
-    theta = {name: torch.from_numpy(v).requires_grad_(True) for name, v in init.items()}
-    opt = torch.optim.Adam(theta.values(), lr=cfg.outer_lr)
     env = SinusoidTasks(seed=cfg.seed)
     pool, rng = env.tasks("train", k), env.rng("train", 1)
     test = [torch.from_numpy(a) for a in env.samples(env.tasks("test", cfg.test_tasks), (n, cfg.test_points), env.rng("test", 1))]
-    curve = []
-    for it in range(1, cfg.iterations + 1):
+
+    def batch(_: int) -> tuple[torch.Tensor, ...]:
         chosen = pool[rng.choice(k, cfg.tasks_per_batch, replace=k < cfg.tasks_per_batch)]
-        batch = tuple(torch.from_numpy(a) for a in env.samples(chosen, (n, n), rng))
-        grads, _ = meta_gradient(algorithm.objective, {name: v.detach() for name, v in theta.items()}, batch, inner)
-        for name, v in theta.items():
-            v.grad = grads[name]
-        opt.step()
+        return tuple(torch.from_numpy(a) for a in env.samples(chosen, (n, n), rng))
+
+    curve = []
+
+    def evaluate(it: int, theta: dict, _loss: float) -> None:
         if it % cfg.eval_every == 0 or it == cfg.iterations:
-            curve.append({"iteration": it, "test_loss": test_loss({name: v.detach() for name, v in theta.items()}, test, inner)})
+            curve.append({"iteration": it, "test_loss": test_loss(theta, test, inner)})
+
+    fit(algorithm.objective, {name: torch.from_numpy(v) for name, v in init.items()}, inner, batch, cfg.iterations, cfg.outer_lr, evaluate)
     return curve
 
 
