@@ -54,12 +54,13 @@ def register(sub) -> None:
     register_powercut(benches)
     register_fuzz(benches)
     register_soak(benches)
-    from metaedge.sdk.cli import bench_algorithms, bench_link, bench_loihi, bench_prediction, bench_qiskit, bench_sinusoid
+    from metaedge.sdk.cli import bench_algorithms, bench_link, bench_loihi, bench_power, bench_prediction, bench_qiskit, bench_sinusoid
 
     bench_algorithms.register(benches)
     bench_sinusoid.register(benches)
     bench_link.register(benches)
     bench_prediction.register(benches)
+    bench_power.register(benches)
     bench_qiskit.register(benches)
     bench_loihi.register(benches)
 

@@ -11,15 +11,21 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
-def int_list(text: str) -> list[int]:
-    """'1,2,4' → [1, 2, 4]; positive integers only."""
+def int_list(text: str, minimum: int = 1) -> list[int]:
+    """'1,2,4' → [1, 2, 4]; integers of at least ``minimum`` (positive by default)."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers, e.g. 1,2,4,8") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"'{text}' must list positive integers, e.g. 1,2,4,8")
+    if not values or any(v < minimum for v in values):
+        kind = "positive integers" if minimum == 1 else f"integers of at least {minimum}"
+        raise argparse.ArgumentTypeError(f"'{text}' must list {kind}, e.g. {minimum},2,4,8")
     return values
+
+
+def count_list(text: str) -> list[int]:
+    """'0,1,10' → [0, 1, 10]: counts that may be zero (e.g. adaptation steps)."""
+    return int_list(text, minimum=0)
 
 
 def str_list(text: str) -> list[str]:

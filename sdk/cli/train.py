@@ -94,7 +94,7 @@ def register(sub) -> None:
                                      "carries the encoder's codebook; the others adapt both ends through the channel simulator.",
                          epilog=LINK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     k.add_argument("--out", type=Path, required=True, help="run directory to create")
-    k.add_argument("--method", default="maml-rx", help="maml-rx (default) | metasgd-rx | fomaml-rx | joint-rx | maml | "
+    k.add_argument("--method", default="metasgd-rx", help="metasgd-rx (default) | maml-rx | fomaml-rx | joint-rx | maml | "
                                                        "metasgd | fomaml | joint")
     k.add_argument("--iterations", type=positive_int, default=20_000, help="outer steps (default 20000)")
     k.add_argument("--tasks-per-batch", type=positive_int, default=20, help="channels per outer step (default 20)")
@@ -146,8 +146,8 @@ examples:
 
 LINK_EXAMPLES = """
 examples:
-  metaedge train link --out runs/link                       # MAML, decoder adapts: deployable (~3 min)
-  metaedge train link --method metasgd-rx --out runs/link-sgd
+  metaedge train link --out runs/link                       # Meta-SGD, decoder adapts: deployable (~3 min)
+  metaedge train link --method maml-rx --out runs/link-maml
   metaedge train link --method maml --out runs/link-full     # both ends adapt (simulator only; not exportable)
   metaedge export runs/link --out bundles/link && metaedge inspect bundles/link
 """

@@ -96,7 +96,7 @@ def test_bench_link_quick_writes_json_and_plot(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["bench", "link", "--methods", "maml,nope"], "unknown method 'nope'"),
-    (["bench", "link", "--steps", "1,-2"], "--steps"),
+    (["bench", "link", "--steps", "1,-2"], "must list integers of at least 0"),
     (["train", "link", "--out", "X", "--method", "reptile"], "--method 'reptile' is unknown"),
     (["train", "link", "--out", "X", "--taps", "9"], "--taps 9 must lie in 1..uses"),
     (["train", "link", "--out", "X", "--inner-lr", "-1"], "--inner-lr -1.0 must be a positive number"),
@@ -131,15 +131,16 @@ def test_a_link_run_exports_a_receiver_bundle_with_the_codebook(link_run, tmp_pa
     backend.load(bundle)
     assert backend.selftest().passed
     # the device's decisions equal the host's decoder adapted the same way on the same received pilots
-    from metaedge.sdk.link_export import link_frames
+    from metaedge.sdk.link_export import link_frames, receiver_params
+    from metaedge.sdk.models import forward
     pilots, labels, payload, _ = link_frames(m["task"], 1, 16, 200, seed=5)
     backend.reset()
     backend.adapt(pilots[0], labels[0])
     on_device = backend.predict(payload[0]).argmax(-1)
-    decoder = autoencoder.part(theta, autoencoder.DECODER)
+    decoder = receiver_params(theta)   # the decoder with Meta-SGD's learned step sizes (the default method)
+    assert set(decoder) == {*autoencoder.part(theta, autoencoder.DECODER), *(f"lr.{k}" for k in autoencoder.part(theta, autoencoder.DECODER))}
     host = adapt(decoder, torch.from_numpy(pilots[0]), onehot(labels[0], 16), InnerLoop(lr=0.1, steps=2))
-    adapted = {**theta, **{autoencoder.DECODER + k: v for k, v in host.items()}}
-    expected = autoencoder.decode(adapted, torch.from_numpy(payload[0])).argmax(-1).numpy()
+    expected = forward(host, torch.from_numpy(payload[0])).argmax(-1).numpy()
     assert (on_device == expected).mean() > 0.99   # float32 ties aside
 
 
