@@ -17,16 +17,18 @@ examples:
   metaedge export runs/maml --out bundles/maml && metaedge inspect bundles/maml
   metaedge bench meta-train --json
   metaedge demo --target qiskit                   Born-machine BNN meta-learned and run on a noisy IBM device model
+  metaedge train link --out runs/link             learned encoder/decoder; the decoder adapts on the device
+  metaedge report --out report                    every task family's figures and one HTML page
 """
 
 
 def build_parser() -> Parser:
-    from metaedge.sdk.cli import algorithms, bench, bundle, demo, deploy, device, evaluate, train
+    from metaedge.sdk.cli import algorithms, bench, bundle, demo, deploy, device, evaluate, report, train
 
     parser = Parser(prog="metaedge", description="Meta-learned receivers from host to edge hardware.",
                     epilog=EXAMPLES, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (train, evaluate, algorithms, bundle, device, deploy, bench, demo):
+    for module in (train, evaluate, algorithms, bundle, device, deploy, bench, demo, report):
         module.register(sub)
     return parser
 
