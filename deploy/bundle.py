@@ -30,7 +30,7 @@ MAX_CLASSES = 1 << 16               # task.classes: a one-hot row per pilot must
 MAX_FEATURES = 1 << 10              # task.features: inputs per received sample
 # Artifact roles each target requires; a reader rejects targets it does not know.
 REQUIRED_ROLES = {"onnx": ("theta", "forward", "adapt_step", "selftest"), "qiskit": ("theta", "circuit", "selftest"),
-                  "loihi": ("theta", "selftest")}
+                  "loihi": ("theta", "selftest"), "linear": ("theta", "selftest")}
 TARGETS = tuple(REQUIRED_ROLES)
 _ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -132,9 +132,15 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
 
 
 def check_task(manifest: dict) -> None:
-    """The task members a device sizes its frames by (§4): ``classes`` and ``features``."""
+    """The task members a device sizes its frames by (§4): ``features``, and ``classes`` for a classifier or
+    ``outputs`` for a predictor."""
     task = manifest.get("task")
-    if not isinstance(task, dict) or type(task.get("classes")) is not int or not 2 <= task["classes"] <= MAX_CLASSES:
+    if not isinstance(task, dict):
+        raise BundleError("manifest has no task section")
+    if "outputs" in task:
+        if type(task["outputs"]) is not int or not 1 <= task["outputs"] <= MAX_FEATURES:
+            raise BundleError(f"task.outputs must be an integer in [1, {MAX_FEATURES}]")
+    elif type(task.get("classes")) is not int or not 2 <= task["classes"] <= MAX_CLASSES:
         raise BundleError(f"task.classes must be an integer in [2, {MAX_CLASSES}]")
     features = task.get("features")
     if (not isinstance(features, list) or not 1 <= len(features) <= MAX_FEATURES

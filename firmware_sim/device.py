@@ -43,6 +43,10 @@ def make_backend(target: str, threads: int, options: dict | None = None) -> Back
         from metaedge.backends.loihi.backend import LoihiBackend
 
         return LoihiBackend(engine=options.get("engine", "lava"), fixed_point=bool(options.get("fixed_point", False)))
+    if target == "linear":
+        from metaedge.backends.linear.backend import LinearBackend
+
+        return LinearBackend()
     raise DeviceError(f"this device build has no '{target}' backend")
 
 
@@ -257,14 +261,17 @@ class Device:
             raise DeviceError("no image is running: deploy and confirm a bundle first")
         pilots, payload = arrays.get("pilots"), arrays.get("payload")
         task = self.bundle.manifest["task"]
-        classes, features = int(task["classes"]), task["features"]
-        for name, value, limit in (("pilots", pilots, self.profile.max_pilots), ("payload", payload, self.profile.max_symbols)):
+        features = task["features"]
+        for name, value, limit in (("pilots", pilots, self.profile.max_pilots), ("payload", payload, self.profile.payload_limit(task))):
             if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.ndim != 2 or value.shape[1] != len(features):
                 raise DeviceError(f"'{name}' must be a float32 array of shape [n, {len(features)}] ({', '.join(features)})")
             if not 1 <= value.shape[0] <= limit:
                 raise DeviceError(f"'{name}' has {value.shape[0]} samples; this device takes 1 to {limit}")
             if not np.isfinite(value).all():
                 raise DeviceError(f"'{name}' contains NaN or infinite values")
+        if "outputs" in task:
+            return self._prediction_frame(pilots, payload)
+        classes = int(task["classes"])
         labels = arrays.get("labels")
         if labels is None:
             sequence = self.bundle.manifest["task"]["pilot_sequence"]
@@ -299,6 +306,25 @@ class Device:
                      "pilots": int(pilots.shape[0]), "symbols": int(payload.shape[0]), "slot": self.running.slot,
                      "fallback": fallback}
         return telemetry, {"decisions": decisions.astype(np.int16), "confidence": confidence.astype(np.float32)}
+
+    def _prediction_frame(self, pilots: np.ndarray, payload: np.ndarray) -> tuple[dict, dict]:
+        """A predictor's frame: fit on the pilots (no labels: the pilots are the past of the signal), predict from the
+        payload. The closed form cannot diverge, so there is no fallback."""
+        self.backend.reset()
+        try:
+            report = self.backend.adapt(pilots, None)
+            start = time.perf_counter()
+            outputs = self.backend.predict(payload)
+        except BackendError as e:
+            raise DeviceError(str(e)) from None
+        infer = time.perf_counter() - start
+        self.stats.frames += 1
+        self.stats.symbols += len(outputs)
+        self.stats.adapt_s += report.seconds
+        self.stats.infer_s += infer
+        telemetry = {"adapt_us": report.seconds * 1e6, "infer_us": infer * 1e6, "steps": report.steps,
+                     "pilots": int(pilots.shape[0]), "symbols": int(len(outputs)), "slot": self.running.slot, "fallback": None}
+        return telemetry, {"outputs": outputs.astype(np.float32)}
 
     def _pilot_loss(self, pilots: np.ndarray, labels: np.ndarray) -> float:
         """Mean −log p of the pilots' classes under the current parameters (the adaptation guard)."""

@@ -13,6 +13,11 @@ class Profile:
     max_symbols: int        # payload symbols per frame
     threads: int = 1        # intra-op threads of the runtime
 
+    def payload_limit(self, task: dict) -> int:
+        """Payload samples per frame: ``max_symbols`` symbols, or for a predictor (whose samples are whole channel
+        vectors, and whose outputs are as large) as many as pilots."""
+        return self.max_pilots if "outputs" in task else self.max_symbols
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -28,8 +33,9 @@ def required_ram(manifest: dict, profile: Profile) -> int:
     """Working set of a bundle on this profile: θ twice (θ and the adapted φ), graphs or circuit, one full frame."""
     parameters = sum((8 if p.get("dtype") == "float64" else 4) * _count(p["shape"]) for p in manifest["parameters"])
     graphs = sum(e["size"] for role, e in manifest["artifacts"].items() if role in ("forward", "adapt_step", "circuit"))
-    classes, features = int(manifest["task"]["classes"]), len(manifest["task"]["features"])
-    frame = 4 * (features * profile.max_pilots + features * profile.max_symbols + classes * profile.max_symbols)
+    task = manifest["task"]
+    outputs, features, payload = int(task.get("outputs", task.get("classes", 0))), len(task["features"]), profile.payload_limit(task)
+    frame = 4 * (features * profile.max_pilots + features * payload + outputs * payload)
     return 2 * parameters + graphs + frame
 
 

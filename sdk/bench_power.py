@@ -104,12 +104,17 @@ def run_benchmark(cfg: PowerBench, methods: tuple[str, ...] = METHODS, progress:
 
     rates: dict[str, dict[str, dict]] = {m: {} for m in methods}
     for k in cfg.period_grid:
+        per_topology = {}
         for method in methods:
-            theta = train(method, k, cfg)
-            result = summarise(new_topology_rates(method, theta, cfg))
+            per_topology[method] = new_topology_rates(method, train(method, k, cfg), cfg)
+            result = summarise(per_topology[method])
             rates[method][str(k)] = {"sum_rate": result["ser"], "ci95": result["ci95"]}
             if progress:
                 progress(method, k)
+        if "joint" in methods:   # paired over the same test topologies: far tighter than the intervals of the means
+            for method in methods:
+                diff = summarise(per_topology[method] - per_topology["joint"])
+                rates[method][str(k)]["vs_joint"] = {"diff": diff["ser"], "ci95": diff["ci95"]}
     full = summarise(new_topology_rates(None, None, cfg))
     setup = {**asdict(cfg), "parameters": sum(int(np.prod(s)) for s in cfg.model.shapes().values())}
     return {"benchmark": "power", "setup": setup, "methods": list(methods), "sum_rate": rates,

@@ -66,5 +66,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"sum-rate (bit/s/Hz per slot) on {cfg.test_periods} new topologies vs meta-training periods K "
           f"(full power: {report['full_power']['sum_rate']:.2f})")
     print(format_table(["method", *grid], [[m, *(f"{report['sum_rate'][m][k]['sum_rate']:.2f}" for k in grid)] for m in methods]))
+    if "joint" in methods:
+        print("\ndifference to joint learning on the same topologies (95 % interval)")
+        print(format_table(["method", *grid], [[m, *(_diff(report["sum_rate"][m][k]["vs_joint"]) for k in grid)]
+                                               for m in methods if m != "joint"]))
     print(f"\nwritten: {args.plot}")
     return 0
+
+
+def _diff(d: dict) -> str:
+    return f"{d['diff']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"

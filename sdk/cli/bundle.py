@@ -13,6 +13,7 @@ examples:
   metaedge export runs/maml --out bundles/maml-v7 --security-counter 7
   metaedge export runs/born-meta --target qiskit --out bundles/born --shots 512
   metaedge export runs/snn-fomaml --target loihi --out bundles/snn
+  metaedge export runs/pred --target linear --out bundles/pred
 """
 INSPECT_EXAMPLES = """
 examples:
@@ -27,9 +28,10 @@ def register(sub) -> None:
                                    "and adaptation-step graphs, and self-test vectors, each listed with size and SHA-256.",
                        epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run", type=Path, metavar="RUN_DIR")
-    e.add_argument("--target", default="onnx", choices=("onnx", "qiskit", "loihi"),
-                   help="device target: onnx (MLP runs), qiskit (Born-machine runs of 'metaedge train born') or loihi "
-                        "(spiking runs of 'metaedge train snn')")
+    e.add_argument("--target", default="onnx", choices=("onnx", "qiskit", "loihi", "linear"),
+                   help="device target: onnx (MLP runs and learned links), qiskit (Born-machine runs of 'metaedge train "
+                        "born'), loihi (spiking runs of 'metaedge train snn') or linear (channel predictors of 'metaedge "
+                        "train prediction')")
     e.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     e.add_argument("--security-counter", type=int, default=1, help="monotonic counter a device uses against rollback (default 1)")
     e.add_argument("--steps", type=int, default=None, help="adaptation steps on the device (default: the run's inner steps)")
@@ -66,7 +68,14 @@ def run_export(args: argparse.Namespace) -> int:
         raise UserError("--steps does not apply to the loihi target: the rule adapts while the pilots are presented "
                         "(set the presentation length with 'metaedge train snn --steps')")
     key = _load_key(args.key) if args.key else None
-    if args.target == "loihi":
+    if args.target == "linear":
+        from metaedge.sdk.export import release_fields
+        from metaedge.sdk.prediction_run import export_linear
+
+        if args.steps is not None:
+            raise UserError("--steps does not apply to the linear target: each frame's predictor is solved exactly")
+        bundle = _bundle_errors(lambda: export_linear(args.run, args.out, release_fields(args.out, args.security_counter, args.expires), key))
+    elif args.target == "loihi":
         from metaedge.sdk.spiking.export import export_loihi
 
         bundle = _bundle_errors(lambda: export_loihi(args.run, args.out, args.security_counter, key, args.expires))
@@ -117,13 +126,16 @@ def summary(bundle) -> str:
         f"bundle      {bundle.path}  ({m['format']} v{m['version']}, {bundle.size():,} bytes, verified)",
         f"target      {m['target']}  " + {"onnx": lambda: f"(ONNX opset {m['graphs']['opset']})",
                                           "qiskit": lambda: f"(QPY version {m['circuit']['qpy_version']})",
-                                          "loihi": lambda: "(Lava, Loihi 2)"}[m["target"]](),
-        f"task        {task['name']}: " + (f"{task['classes']} messages ({task['bits']} bits over {task['uses']} channel uses, "
-                                               f"{task['taps']} taps, Eb/N0 {task['ebn0_db']:g} dB), transmitter codebook in the manifest"
-                                               if task["name"] == "link" else f"{task['classes']}-point constellation")
-        + f", features {'/'.join(task['features'])}, pilots {'known sequence' if task['pilot_sequence'] else 'random'}",
+                                          "loihi": lambda: "(Lava, Loihi 2)",
+                                          "linear": lambda: "(numpy, closed form)"}[m["target"]](),
+        f"task        {task['name']}: " + _task_line(task),
     ]
-    if m["target"] == "loihi":
+    if m["target"] == "linear":
+        p = m["predictor"]
+        lines += [f"model       {p['form']} linear predictor: window {p['window']}, lag {p['lag']}, rank {p['rank']}, "
+                  f"{params:,} bias entries",
+                  f"algorithm   {algo['name']}: ridge toward the bias (λ {p['lam']:g}) on each frame's pilot channels, solved exactly"]
+    elif m["target"] == "loihi":
         snn = m["snn"]
         lines += [f"model       spiking: {2 * snn['grid']} input → {snn['grid'] ** 2} LIF hidden → {snn['classes']} plastic LIF "
                   f"outputs; {snn['steps']}+{snn['gap']} timesteps per symbol",
@@ -169,3 +181,13 @@ def run_keys_generate(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     print(f"key {key_id(load_public(public))}: private {private} (keep it secret), public {public} (provision devices with it)")
     return 0
+
+
+def _task_line(task: dict) -> str:
+    if task["name"] == "prediction":
+        return (f"{task['rx']}×{task['tx']} antennas, {task['taps']} taps ({len(task['features']) // 2} complex entries), "
+                f"Doppler {task['doppler_hz'][0]:g}-{task['doppler_hz'][1]:g} Hz; pilots are the frame's past channels")
+    what = (f"{task['classes']} messages ({task['bits']} bits over {task['uses']} channel uses, {task['taps']} taps, "
+            f"Eb/N0 {task['ebn0_db']:g} dB), transmitter codebook in the manifest" if task["name"] == "link"
+            else f"{task['classes']}-point constellation")
+    return f"{what}, features {'/'.join(task['features'])}, pilots {'known sequence' if task['pilot_sequence'] else 'random'}"

@@ -73,12 +73,17 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 def run_frames(args: argparse.Namespace) -> int:
     report = stream_frames(args.device, args.frames, args.pilots, args.symbols, args.seed)
-    if args.reliability:
+    if args.reliability and "reliability" in report:
         from metaedge.sdk.plots import plot_reliability
 
         plot_reliability({"device": report["reliability"]}, args.reliability, f"on the device, {args.pilots} pilots")
     if args.json:
         print(json.dumps(report, indent=2))
+    elif report["metric"] == "NMSE":
+        lat = report["device_us"]
+        print(f"{report['frames']} frames, {args.pilots} training windows, {args.symbols} predictions each: NMSE "
+              f"{report['nmse_db']:.2f} dB\ndevice time per frame: median {lat['p50']:.0f} µs, p90 {lat['p90']:.0f} µs; "
+              f"round trip median {report['round_trip_us']['p50']:.0f} µs")
     else:
         lat = report["device_us"]
         print(f"{report['frames']} frames × {args.symbols} symbols, {args.pilots} pilots: {report['metric']} {report['ser']:.4f} "
@@ -97,6 +102,8 @@ def stream_frames(url: str, frames: int, pilots: int, symbols: int, seed: int) -
         info, _ = call(client, "info")
         if info["task"] is None:
             raise UserError(f"no image is running on {url}: deploy a bundle first")
+        if info["task"]["name"] == "prediction":
+            return predict_frames(client, url, info["task"], frames, pilots, symbols, seed)
         if info["task"]["name"] == "link":
             from metaedge.sdk.link_export import link_frames
 
@@ -113,6 +120,29 @@ def stream_frames(url: str, frames: int, pilots: int, symbols: int, seed: int) -
         result = send_frames(client, url, batch.x_tr, batch.y_tr, batch.x_va)
     errors = score_frames(result, batch.y_va)
     return {"metric": "SER", **frame_report(errors, frames, pilots, symbols, seed, result)}
+
+
+def predict_frames(client, url: str, task: dict, frames: int, samples: int, predictions: int, seed: int) -> dict:
+    """Frames of new channels for a channel predictor: ``samples`` training windows' worth of pilot channels and a
+    history to predict ``predictions`` channels from; NMSE of the device's predictions against the true channels."""
+    import numpy as np
+
+    from metaedge.backends.linear.backend import to_complex
+    from metaedge.backends.linear.predictor import nmse
+    from metaedge.sdk.prediction_run import prediction_frames
+
+    pilots, history, truth = prediction_frames(task, frames, samples, predictions, seed)
+    per_frame, device_us, round_trip = [], [], []
+    for p, h, t in zip(pilots, history, truth):
+        start = time.perf_counter()
+        telemetry, out = call(client, "frame", {"pilots": p, "payload": h})
+        round_trip.append((time.perf_counter() - start) * 1e6)
+        device_us.append(telemetry["adapt_us"] + telemetry["infer_us"])
+        per_frame.append(nmse(to_complex(out["outputs"]), t).mean())
+    per_frame = np.asarray(per_frame)
+    return {"metric": "NMSE", "frames": frames, "pilots": samples, "symbols": predictions, "seed": seed,
+            "nmse": float(per_frame.mean()), "nmse_db": float(10 * np.log10(per_frame.mean())), "per_frame_nmse": per_frame.tolist(),
+            "device_us": percentiles(device_us), "round_trip_us": percentiles(round_trip)}
 
 
 def frame_report(errors, frames: int, pilots: int, symbols: int, seed: int, result: dict) -> dict:

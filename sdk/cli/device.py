@@ -24,7 +24,7 @@ def register(sub) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(p))
     s = actions.add_parser("serve", help="start a device (a process with a flash image on disk)", epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--target", default="onnx", choices=("onnx", "qiskit", "loihi"),
+    s.add_argument("--target", default="onnx", choices=("onnx", "qiskit", "loihi", "linear"),
                    help="backend the device runs (default onnx; loihi needs the Lava environment's interpreter)")
     s.add_argument("--engine", default="lava", choices=("lava", "reference", "loihi2"),
                    help="loihi target only: lava (Loihi 2 simulation, default), reference (the host simulator in numpy) "

@@ -29,8 +29,8 @@ def _public_key(signing_keys):
 
 
 class DeviceProcess:
-    def __init__(self, state: Path, python: str = sys.executable) -> None:
-        cmd = [python, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", "onnx", "--state", str(state),
+    def __init__(self, state: Path, python: str = sys.executable, target: str = "onnx") -> None:
+        cmd = [python, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", target, "--state", str(state),
                "--listen", "127.0.0.1:0", "--trusted-key", PUBLIC_KEY[0]]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -211,3 +211,44 @@ def test_a_learned_link_receiver_on_the_device_matches_the_host(device, tmp_path
             client.call("frame", {"pilots": np.zeros((16, 2), np.float32), "payload": np.zeros((4, 2), np.float32)})
         assert client.call("info")[0]["task"]["name"] == "link"
     assert device.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_channel_predictor_on_the_device_matches_the_host(tmp_path, signing_keys, capsys):
+    """Monograph §5.4 end to end: the meta-learned bias to a 'linear' device; frames of new channels; NMSE."""
+    import numpy as np
+
+    from metaedge.backends.linear import predictor as pr
+    from metaedge.backends.linear.backend import to_complex
+    from metaedge.deploy.client import DeviceRequestError
+    from metaedge.deploy.tensors import load
+    from metaedge.sdk.prediction_run import prediction_frames
+
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    cli("train", "prediction", "--out", str(run), "--frames", "60", "--samples", "5")
+    cli("export", str(run), "--target", "linear", "--out", str(bundle), "--key", str(signing_keys[0]))
+    device = DeviceProcess(tmp_path / "state", target="linear")
+    try:
+        cli("deploy", str(bundle), "--device", device.url, "--confirm", "--quiet")
+        capsys.readouterr()
+        cli("run", "--device", device.url, "--frames", "12", "--pilots", "5", "--symbols", "20", "--seed", "2", "--json")
+        report = json.loads(capsys.readouterr().out)
+        assert report["metric"] == "NMSE" and len(report["per_frame_nmse"]) == 12
+        with DeviceClient(device.url) as client:
+            task = client.call("info")[0]["task"]
+            pilots, history, truth = prediction_frames(task, 12, 5, 20, seed=2)
+            theta = load(run / "theta.safetensors")[0]
+            window = pr.Window(task["window"], task["lag"])
+            config = json.loads((run / "config.json").read_text())["model"]
+            fitted = pr.fit(config["form"], window, 1.0, to_complex(pilots), 5, theta["bias.re"] + 1j * theta["bias.im"], config["rank"])
+            host = pr.nmse(pr.predict(config["form"], window, *fitted, to_complex(history)), truth).mean(1)
+            np.testing.assert_allclose(report["per_frame_nmse"], host, rtol=1e-4)
+            assert report["nmse_db"] < -1.0     # the predictor predicts: 0 dB is predicting nothing
+            # too few pilot channels for one window: one clear refusal, and it keeps serving
+            with pytest.raises(DeviceRequestError, match="needs at least 8 pilot channels"):
+                client.call("frame", {"pilots": pilots[0, :7], "payload": history[0]})
+            assert client.call("info")[0]["task"]["name"] == "prediction"
+        assert device.stop() == 0
+    finally:
+        if device.proc.poll() is None:
+            device.power_cut()

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from metaedge.sdk import prediction as pr
+from metaedge.backends.linear import predictor as pr
 from metaedge.sdk.bench_prediction import PredictionBench, run_benchmark
 from metaedge.sdk.cli.main import main
 from metaedge.sdk.tasks.channels import DOPPLER, ChannelConfig, ChannelFrames

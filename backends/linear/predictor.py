@@ -1,5 +1,6 @@
 """Linear channel prediction meta-learned in closed form (monograph §5.4, eq. 5.18–5.24, with the
-ridge-regression iMAML of §2.2.3, eq. 2.9–2.12). numpy only: every solution is a linear solve.
+ridge-regression iMAML of §2.2.3, eq. 2.9–2.12). numpy only: every solution is a linear solve, so the
+same code fits a frame's predictor on a device (``backends.linear``) and meta-learns its bias on the host.
 
 A predictor W maps the window x_i = vec([h_i, …, h_{i−L+1}]) (row vector, SL entries) to the channel
 δ slots ahead, ĥ_{i+δ} = x_i W (W = conj φ of eq. 5.19). The loss is the mean squared error over the N
@@ -31,12 +32,19 @@ class Window:
     length: int = 5    # L (the published N = 5 past channels)
     lag: int = 3       # δ
 
-    def pairs(self, channels: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs [..., count, L·S] and targets [..., count, S] for windows ending at slots first … first+count−1
-        of ``channels`` [..., T, S]; a window holds slots i−L+1 … i, newest first."""
+    def inputs(self, channels: np.ndarray, first: int, count: int) -> np.ndarray:
+        """Windows [..., count, L·S] ending at slots first … first+count−1 of ``channels`` [..., T, S]; a window
+        holds slots i−L+1 … i, newest first."""
         idx = first + np.arange(count)[:, None] - np.arange(self.length)[None, :]        # [count, L]
         x = channels[..., idx, :]                                                         # [..., count, L, S]
-        return x.reshape(*x.shape[:-2], -1), channels[..., idx[:, 0] + self.lag, :]
+        return x.reshape(*x.shape[:-2], -1)
+
+    def targets(self, channels: np.ndarray, first: int, count: int) -> np.ndarray:
+        """The channels δ slots after each window's end: [..., count, S]."""
+        return channels[..., first + self.lag:first + self.lag + count, :]
+
+    def pairs(self, channels: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.inputs(channels, first, count), self.targets(channels, first, count)
 
     def slots(self, samples: int) -> int:
         """Channels needed for ``samples`` input/target pairs: N + L + δ − 1."""
@@ -103,10 +111,55 @@ def amplitudes(channels: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return channels @ basis.conj()
 
 
-def path_pairs(window: Window, d: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-path scalar windows of the amplitudes d [..., T, R]: inputs [..., R·count, L], targets [..., R·count, 1]."""
-    x, y = window.pairs(np.moveaxis(d, -1, -2)[..., None], first, count)     # each path as a 1-entry channel
-    return x.reshape(*d.shape[:-2], -1, window.length), y.reshape(*d.shape[:-2], -1, 1)
+def path_inputs(window: Window, d: np.ndarray, first: int, count: int) -> np.ndarray:
+    """Per-path scalar windows of the amplitudes d [..., T, R]: [..., R·count, L] (path-major)."""
+    return window.inputs(np.moveaxis(d, -1, -2)[..., None], first, count).reshape(*d.shape[:-2], -1, window.length)
+
+
+def path_targets(window: Window, d: np.ndarray, first: int, count: int) -> np.ndarray:
+    return window.targets(np.moveaxis(d, -1, -2)[..., None], first, count).reshape(*d.shape[:-2], -1, 1)
+
+
+def lstd_basis(seen: np.ndarray, rank: int | str) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's basis B [..., S, S] from the channels it has seen [..., T, S], and a mask [..., S] of its first
+    R paths: R a number, or "aic" (Akaike's criterion per frame)."""
+    basis, values = subspace(seen)
+    s = basis.shape[-1]
+    r = aic_rank(values, seen.shape[-2]) if rank == "aic" else np.full(values.shape[:-1], int(rank))
+    return basis, (np.arange(s) < np.clip(r, 1, s)[..., None]).astype(float)
+
+
+def training_pairs(form: str, window: Window, channels: np.ndarray, first: int, count: int,
+                   basis: np.ndarray | None = None, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Regression pairs of windows ending at first … first+count−1: channel windows (naive) or per-path amplitude
+    windows (lstd; masked paths are zero rows, which no least-squares fit sees)."""
+    if form == "naive":
+        return window.pairs(channels, first, count)
+    d = amplitudes(channels, basis) * mask[..., None, :]
+    return path_inputs(window, d, first, count), path_targets(window, d, first, count)
+
+
+def fit(form: str, window: Window, lam: float, channels: np.ndarray, samples: int, bias: np.ndarray | None,
+        rank: int | str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A frame's predictor from its first ``samples`` windows (the channels of slots 0 … N + L + δ − 2): the ridge
+    solution toward ``bias`` (eq. 2.11, mean loss), with, for lstd, the basis and mask from those same slots.
+    Returns (filters, basis, mask); batched over leading axes."""
+    basis = mask = None
+    if form == "lstd":
+        basis, mask = lstd_basis(channels[..., :window.slots(samples), :], rank)
+    x, y = training_pairs(form, window, channels, window.length - 1, samples, basis, mask)
+    return ridge(*per_sample(x, y), lam, bias), basis, mask
+
+
+def predict(form: str, window: Window, filters: np.ndarray, basis: np.ndarray | None, mask: np.ndarray | None,
+            history: np.ndarray) -> np.ndarray:
+    """ĥ δ slots after the end of every full window in ``history`` [..., T, S]: [..., T − L + 1, S]."""
+    count = history.shape[-2] - window.length + 1
+    if form == "naive":
+        return window.inputs(history, window.length - 1, count) @ filters
+    d = amplitudes(history, basis) * mask[..., None, :]
+    d_hat = (path_inputs(window, d, window.length - 1, count) @ filters).reshape(*d.shape[:-2], d.shape[-1], count)
+    return np.swapaxes(d_hat, -1, -2) @ np.swapaxes(basis, -1, -2)
 
 
 def nmse(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:

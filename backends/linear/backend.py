@@ -1,0 +1,99 @@
+"""The ``linear`` target: a channel predictor fitted per frame in closed form (bundle-format.md §15).
+
+Per frame, from the bias Θ in the bundle: the frame's pilot channels give N = P − L − δ + 1 windows with
+their targets; for the decomposed form the basis comes from the same channels; the filter is the ridge
+solution toward Θ (``predictor.fit``); the payload's windows are mapped δ slots ahead (``predictor.predict``).
+Channels travel as real rows [Re h_0 … Re h_{S−1}, Im h_0 … Im h_{S−1}], float32; the arithmetic is float64.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from metaedge.backends.base import AdaptReport, BackendError, Resources, SelftestReport
+from metaedge.backends.linear import predictor as pr
+from metaedge.deploy.bundle import Bundle
+
+
+def to_complex(rows: np.ndarray) -> np.ndarray:
+    half = rows.shape[-1] // 2
+    return rows[..., :half].astype(np.float64) + 1j * rows[..., half:].astype(np.float64)
+
+
+def to_rows(channels: np.ndarray) -> np.ndarray:
+    return np.concatenate([channels.real, channels.imag], -1).astype(np.float32)
+
+
+class LinearBackend:
+    target = "linear"
+
+    def __init__(self) -> None:
+        self.bundle: Bundle | None = None
+        self.fitted = None
+
+    def load(self, bundle: Bundle) -> None:
+        if bundle.target != self.target:
+            raise BackendError(f"bundle target is '{bundle.target}', this device runs '{self.target}'")
+        try:
+            p = bundle.manifest["predictor"]
+            self.form, self.lam, self.rank = p["form"], float(p["lam"]), p["rank"]
+            self.window = pr.Window(length=int(p["window"]), lag=int(p["lag"]))
+            self.entries = len(bundle.manifest["task"]["features"]) // 2
+        except (KeyError, TypeError, ValueError) as e:
+            raise BackendError(f"manifest 'predictor' section is invalid: {e}") from None
+        if self.form not in pr.FORMS or not (self.lam > 0) or self.window.length < 1 or self.window.lag < 1:
+            raise BackendError(f"predictor form must be one of {', '.join(pr.FORMS)}, lam > 0, window and lag ≥ 1")
+        if self.rank != "aic" and not (type(self.rank) is int and 1 <= self.rank <= self.entries):
+            raise BackendError(f"predictor rank must be 'aic' or an integer in [1, {self.entries}]")
+        theta = bundle.tensors("theta")
+        d = self.window.length * (self.entries if self.form == "naive" else 1)
+        shape = (d, self.entries if self.form == "naive" else 1)
+        if any(theta.get(k) is None or theta[k].shape != shape or not np.isfinite(theta[k]).all() for k in ("bias.re", "bias.im")):
+            raise BackendError(f"θ must hold finite 'bias.re' and 'bias.im' of shape {list(shape)}")
+        self.bias = theta["bias.re"].astype(np.float64) + 1j * theta["bias.im"].astype(np.float64)
+        self.bundle = bundle
+        self.fitted = None
+
+    def min_pilots(self) -> int:
+        return self.window.slots(1)
+
+    def adapt(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray | None = None) -> AdaptReport:
+        start = time.perf_counter()
+        channels = to_complex(pilot_samples)
+        samples = len(channels) - self.window.length - self.window.lag + 1
+        if samples < 1:
+            raise BackendError(f"a frame needs at least {self.min_pilots()} pilot channels (window {self.window.length} + lag "
+                               f"{self.window.lag} − 1); got {len(channels)}")
+        self.fitted = pr.fit(self.form, self.window, self.lam, channels, samples, self.bias, self.rank)
+        return AdaptReport(steps=1, seconds=time.perf_counter() - start)
+
+    def predict(self, samples: np.ndarray) -> np.ndarray:
+        if len(samples) < self.window.length:
+            raise BackendError(f"the payload needs at least {self.window.length} channels (one window)")
+        if self.fitted is None:   # no pilots yet: the bias itself predicts (naive), or nothing to project on
+            raise BackendError("adapt on the frame's pilots first")
+        return to_rows(pr.predict(self.form, self.window, *self.fitted, to_complex(samples)))
+
+    def reset(self) -> None:
+        self.fitted = None
+
+    def resources(self) -> Resources:
+        size = self.bias.size * 16
+        return Resources(parameter_bytes=2 * size, artifact_bytes=self.bundle.size() if self.bundle else 0, parameters=2 * self.bias.size)
+
+    def selftest(self) -> SelftestReport:
+        vectors = self.bundle.tensors("selftest")
+        try:
+            self.reset()
+            self.adapt(vectors["pilots"])
+            got = self.predict(vectors["history"])
+            self.reset()
+            error = float(np.abs(got - vectors["predictions"]).max())
+        except (KeyError, ValueError, BackendError, np.linalg.LinAlgError):
+            return SelftestReport(False, float("inf"), float(self.bundle.manifest["selftest"]["atol"]), 1)
+        atol = float(self.bundle.manifest["selftest"]["atol"])
+        return SelftestReport(error <= atol, error, atol, 1)
+
+    def close(self) -> None:
+        self.fitted = None
