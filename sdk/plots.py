@@ -140,6 +140,7 @@ def plot_power(report: dict, path: Path) -> None:
         ax.fill_between(ks, [p["ci95"][0] for p in curve.values()], [p["ci95"][1] for p in curve.values()], alpha=0.15,
                         color=line.get_color())
     ax.axhline(report["full_power"]["sum_rate"], color="black", linestyle=":", label="full power")
+    ax.axhline(report["optimised"]["sum_rate"], color="0.4", linestyle="--", label="optimised per slot (oracle)")
     ax.set(xscale="log", xlabel="meta-training periods K", ylabel="sum-rate (bit/s/Hz per slot)",
            title="REGNN power control on new topologies")
     ax.grid(True, which="both", alpha=0.3)

@@ -2,10 +2,10 @@
 Ribeiro): layer l maps node features Z (V × F) to σ(Σ_{k<K} S^k Z A_{l,k} + b_l) with the slot's channel
 matrix as graph shift S (normalised by its Frobenius norm so its powers stay bounded), ReLU between
 layers and a sigmoid at the end: p = f(G | φ) ∈ [0, 1]^V. Node inputs: a one, and the link's direct gain
-as log10 g_ii less its mean over the slot's links (with ones alone, measured, training drifts to every
-link at full power: 22.4 bit/s/Hz where per-slot optimised powers reach 29.4; with the direct gain the
-REGNN reaches 27.0). The policy sees gains only, not the noise power: that is what a period's few
-slots teach the adaptation. Any number of links works. Parameters ``l<i>.filter``
+as log10 g_ii less its mean over the slot's links (with ones alone the filters see the gains only through
+a shift whose entries span orders of magnitude, and training drifted to every link at full power). The
+policy sees gains only, not the noise power: that is what a period's few slots teach the adaptation.
+Any number of links works. Parameters ``l<i>.filter``
 [K, F_in, F_out] and ``l<i>.bias`` [F_out]; a ``l<i>.`` prefix per layer is what modular meta-learning
 swaps.
 

@@ -53,7 +53,7 @@ def test_padded_links_change_nothing_and_the_policy_is_permutation_equivariant()
 def test_trained_allocators_beat_full_power_on_new_topologies(method):
     cfg = PowerBench(iterations=60, test_periods=20, test_slots=20, proposals=5)
     learned = new_topology_rates(method, train(method, 10, cfg), cfg).mean()
-    assert learned > new_topology_rates(None, None, cfg).mean() + 1.0
+    assert new_topology_rates(None, None, cfg).mean() + 1.0 < learned < new_topology_rates("optimised", None, cfg).mean()
 
 
 def test_modular_theta_stacks_modules_and_adapts_by_choosing_them():
