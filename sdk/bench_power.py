@@ -84,13 +84,13 @@ def train(method: str, periods: int, cfg: PowerBench, progress: Callable[[int, d
     return fit(get_algorithm(method).objective, initial(method, cfg), inner(method, cfg), batch, cfg.iterations, cfg.outer_lr, progress)
 
 
-def new_topology_rates(method: str | None, theta: dict | None, cfg: PowerBench) -> np.ndarray:
+def new_topology_rates(method: str | None, theta: dict | None, cfg: PowerBench, split: str = "test") -> np.ndarray:
     """Mean sum-rate per slot on each test period after adapting on its N_tr slots. References (``method``):
     None, every link at full power; "optimised", powers optimised for every scored slot itself (an oracle that
     knows that slot's gains and noise: gradient ascent on the sum-rate, a local optimum)."""
     env = PowerTasks(cfg.power, seed=cfg.seed)
-    topologies, adaptation = period_data(env, "test", cfg.test_periods, cfg.train_slots, 1)
-    scored = torch.from_numpy(env.slots(topologies, cfg.test_slots, env.rng("test", 2)))
+    topologies, adaptation = period_data(env, split, cfg.test_periods, cfg.train_slots, 1)
+    scored = torch.from_numpy(env.slots(topologies, cfg.test_slots, env.rng(split, 2)))
     g, noise = vmap(regnn.gains)(scored)
     if method is None:
         return vmap(regnn.sum_rate)(g, noise, (torch.diagonal(g, dim1=-2, dim2=-1) > 0).float()).mean(-1).numpy()

@@ -15,6 +15,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -83,46 +84,55 @@ def features(params: Params) -> int:
     return params["l0.weight"].shape[0] - (params["context"].shape[0] if "context" in params else 0)
 
 
-def forward_graph(params: Params) -> bytes:
+def forward_graph(params: Params, fn: Callable[[Params, torch.Tensor], torch.Tensor], n_features: int, output: str) -> bytes:
     names = list(params)
-    x = torch.zeros(7, features(params))
+    x = torch.zeros(7, n_features)
 
-    def fn(*args):
-        return forward(dict(zip(names, args[:-1])), args[-1])
+    def graph(*args):
+        return fn(dict(zip(names, args[:-1])), args[-1])
 
-    return _export_graph(fn, (*params.values(), x), [*names, "samples"], ["log_probs"], {"samples": "N"})
+    return _export_graph(graph, (*params.values(), x), [*names, "samples"], [output], {"samples": "N"})
 
 
-def adapt_step_graph(params: Params, inner: InnerLoop, classes: int) -> bytes:
-    """One step; a proximal step (λ > 0) also reads θ's adapted parameters as ``anchor.<name>`` inputs."""
+def adapt_step_graph(params: Params, inner: InnerLoop, n_features: int, classes: int | None) -> bytes:
+    """One step; a proximal step (λ > 0) also reads θ's adapted parameters as ``anchor.<name>`` inputs. A
+    classifier's step reads the pilots' one-hot classes; a predictor's (``classes`` None) reads the pilots alone."""
     names, keys = list(params), inner.keys(params)
     anchors = [f"anchor.{k}" for k in keys] if inner.prox else []
     one = dataclasses.replace(inner, steps=1)
+    labelled = classes is not None
 
     def fn(*args):
         current = dict(zip(names, args[:len(names)]))
         anchor = dict(zip(keys, args[len(names):len(names) + len(anchors)])) if anchors else None
-        adapted = adapt(current, args[-2], args[-1], one, anchor=anchor)
+        pilots = args[-2] if labelled else args[-1]
+        target = args[-1] if labelled else torch.zeros(pilots.shape[0], 1)
+        adapted = adapt(current, pilots, target, one, anchor=anchor)
         return tuple(adapted[k] for k in keys)
 
     # distinct tensors: the tracer would merge an anchor with its parameter if given the same object
-    example = (*params.values(), *(params[k].clone() for k in keys if anchors), torch.zeros(5, features(params)),
-               torch.eye(classes)[:5])
-    return _export_graph(fn, example, [*names, *anchors, "pilot_samples", "pilot_onehot"], [f"adapted.{k}" for k in keys],
-                         {"pilot_samples": "P", "pilot_onehot": "P"})
+    example = (*params.values(), *(params[k].clone() for k in keys if anchors), torch.zeros(5, n_features),
+               *([torch.eye(classes)[:5]] if labelled else []))
+    inputs = [*names, *anchors, "pilot_samples", *(["pilot_onehot"] if labelled else [])]
+    return _export_graph(fn, example, inputs, [f"adapted.{k}" for k in keys],
+                         {"pilot_samples": "P", **({"pilot_onehot": "P"} if labelled else {})})
 
 
-def selftest_vectors(params: Params, inner: InnerLoop, pilots: np.ndarray, onehot: np.ndarray, samples: np.ndarray) -> dict[str, np.ndarray]:
-    """Inputs and torch's outputs for a forward pass on ``samples`` and a full adaptation (``inner.steps``
-    steps) on ``pilots`` with one-hot classes ``onehot``."""
-    x_p, onehot, x = (torch.as_tensor(a, dtype=torch.float32) for a in (pilots, onehot, samples))
+def selftest_vectors(params: Params, inner: InnerLoop, pilots: np.ndarray, onehot: np.ndarray | None, samples: np.ndarray,
+                     fn: Callable[[Params, torch.Tensor], torch.Tensor] = forward, output: str = "log_probs") -> dict[str, np.ndarray]:
+    """Inputs and torch's outputs for a forward pass (``fn``) on ``samples`` and a full adaptation (``inner.steps``
+    steps) on ``pilots`` with one-hot classes ``onehot`` (None for a predictor, whose pilots carry no labels)."""
+    x_p, x = (torch.as_tensor(a, dtype=torch.float32) for a in (pilots, samples))
+    target = torch.as_tensor(onehot, dtype=torch.float32) if onehot is not None else torch.zeros(len(x_p), 1)
     with torch.no_grad():
-        vectors = {"forward.samples": x, "forward.log_probs": forward(params, x)}
-    adapted = {k: v.detach() for k, v in adapt(params, x_p, onehot, inner).items()}
-    vectors.update({"adapt.pilot_samples": x_p, "adapt.pilot_onehot": onehot})
+        vectors = {"forward.samples": x, f"forward.{output}": fn(params, x)}
+    adapted = {k: v.detach() for k, v in adapt(params, x_p, target, inner).items()}
+    vectors["adapt.pilot_samples"] = x_p
+    if onehot is not None:
+        vectors["adapt.pilot_onehot"] = target
     vectors.update({f"adapt.{k}": adapted[k] for k in inner.keys(params)})
     with torch.no_grad():
-        vectors["adapt.log_probs"] = forward(adapted, x)
+        vectors[f"adapt.{output}"] = fn(adapted, x)
     return {k: v.numpy().astype(np.float32) for k, v in vectors.items()}
 
 
@@ -164,23 +174,23 @@ def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1,
                 key=None, expires: str | None = None) -> Bundle:
     """Write the bundle of a trained run for the ONNX target; ``steps`` sets the device's adaptation budget
     (default: the inner steps the run was trained with); ``key`` (Ed25519) signs it; ``expires``
-    (UTC, 2027-01-31T00:00:00Z) is when devices stop accepting it. A learned-link run exports its receiver."""
+    (UTC, 2027-01-31T00:00:00Z) is when devices stop accepting it. A learned-link run exports its receiver, a
+    power-control run its allocator."""
     if steps is not None and steps < 1:
         raise UserError(f"--steps {steps} must be at least 1")
     release = release_fields(out, security_counter, expires)
     from metaedge.sdk.link_export import link_receiver
-    from metaedge.sdk.link_training import is_link_run
+    from metaedge.sdk.power_run import power_receiver
 
-    if is_link_run(read_config(Path(run_dir))):
-        receiver = link_receiver(Path(run_dir), steps)
-    else:
-        receiver = demod_receiver(Path(run_dir), steps)
-    return write_onnx_bundle(out, release, receiver, key)
+    kind = read_config(Path(run_dir))["model"].get("kind")
+    receivers = {"autoencoder": link_receiver, "regnn": power_receiver}
+    return write_onnx_bundle(out, release, receivers.get(kind, demod_receiver)(Path(run_dir), steps), key)
 
 
 @dataclasses.dataclass(frozen=True)
 class Receiver:
-    """What an ONNX bundle carries: an MLP classifier θ, its adaptation, its task section and self-test."""
+    """What an ONNX bundle carries: θ, its adaptation, its task section and self-test; by default an MLP
+    classifier, or a predictor (a task with ``outputs``) with its own forward function, output and loss."""
 
     params: Params
     inner: InnerLoop
@@ -188,6 +198,16 @@ class Receiver:
     task: dict
     selftest: dict[str, np.ndarray]
     source: dict
+    model: dict | None = None                 # the manifest's model section (default: the MLP's)
+    forward: Callable[[Params, torch.Tensor], torch.Tensor] = forward
+    output: str = "log_probs"
+    loss: str = "cross_entropy_mean_onehot"
+
+
+def mlp_model(params: Params) -> dict:
+    sizes = [features(params), *(params[f"l{i}.bias"].shape[-1] for i in range(len(params)) if f"l{i}.bias" in params)]
+    return {"kind": "mlp", "sizes": sizes, "context": int(params["context"].shape[0]) if "context" in params else 0,
+            "activation": "relu", "weight_layout": "in_out", "output": "log_softmax"}
 
 
 def demod_receiver(run_dir: Path, steps: int | None) -> Receiver:
@@ -206,29 +226,29 @@ def demod_receiver(run_dir: Path, steps: int | None) -> Receiver:
 
 def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=None) -> Bundle:
     params, inner, task = receiver.params, receiver.inner, receiver.task
-    n_features, classes = len(task["features"]), int(task["classes"])
-    sizes = [features(params), *(params[f"l{i}.bias"].shape[-1] for i in range(len(params)) if f"l{i}.bias" in params)]
-    context = int(params["context"].shape[0]) if "context" in params else 0
+    n_features, classes = len(task["features"]), task.get("classes")
+    width = classes if classes is not None else task["outputs"]
     adapted = inner.keys(params)
     step_inputs = [*({"name": k, "role": "parameter"} for k in params),
                    *({"name": f"anchor.{k}", "role": "anchor", "parameter": k} for k in adapted if inner.prox),
                    {"name": "pilot_samples", "role": "pilot_samples", "shape": ["P", n_features], "dtype": "float32"},
-                   {"name": "pilot_onehot", "role": "pilot_labels_onehot", "shape": ["P", classes], "dtype": "float32"}]
+                   *([{"name": "pilot_onehot", "role": "pilot_labels_onehot", "shape": ["P", classes], "dtype": "float32"}]
+                     if classes is not None else [])]
     step_outputs = [{"name": f"adapted.{k}", "role": "parameter", "parameter": k} for k in adapted]
     manifest = {
         "target": "onnx",
         **release,
         "task": task,
-        "model": {"kind": "mlp", "sizes": sizes, "context": context, "activation": "relu",
-                  "weight_layout": "in_out", "output": "log_softmax"},
+        "model": receiver.model or mlp_model(params),
         "algorithm": {"name": receiver.algo, "inner_lr": inner.lr, "inner_steps": inner.steps, "adapts": list(adapted),
-                      "loss": "cross_entropy_mean_onehot", "prox": inner.prox},
+                      "loss": receiver.loss, "prox": inner.prox},
         "parameters": [{"name": k, "shape": list(v.shape), "dtype": "float32", "adapts": k in adapted} for k, v in params.items()],
         "graphs": {
             "opset": OPSET,
             "forward": {"inputs": [*({"name": k, "role": "parameter"} for k in params),
                                    {"name": "samples", "role": "samples", "shape": ["N", n_features], "dtype": "float32"}],
-                        "outputs": [{"name": "log_probs", "role": "log_probabilities", "shape": ["N", classes], "dtype": "float32"}]},
+                        "outputs": [{"name": receiver.output, "role": "log_probabilities" if classes is not None else "outputs",
+                                     "shape": ["N", width], "dtype": "float32"}]},
             "adapt_step": {"inputs": step_inputs, "outputs": step_outputs},
             "adapt_loop": {"inputs": [*step_inputs, {"name": "steps", "role": "steps", "shape": [], "dtype": "int64"}],
                            "outputs": step_outputs},
@@ -237,10 +257,10 @@ def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=No
                      "samples": len(receiver.selftest["forward.samples"])},
         "source": receiver.source,
     }
-    step = adapt_step_graph(params, inner, classes)
+    step = adapt_step_graph(params, inner, n_features, classes)
     artifacts = {
         "theta": ("theta.safetensors", tensors.dumps({k: v.numpy() for k, v in params.items()})),
-        "forward": ("forward.onnx", forward_graph(params)),
+        "forward": ("forward.onnx", forward_graph(params, receiver.forward, n_features, receiver.output)),
         "adapt_step": ("adapt_step.onnx", step),
         "adapt_loop": ("adapt_loop.onnx", loop_model(step, list(adapted))),
         "selftest": ("selftest.safetensors", tensors.dumps(receiver.selftest)),

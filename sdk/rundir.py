@@ -87,6 +87,8 @@ def load_run(path: str | os.PathLike) -> Run:
     """Config and best θ of a finished (or interrupted) run."""
     path = Path(path)
     config = read_config(path)
+    if config["model"].get("kind") == "regnn":
+        raise UserError(f"'{path}' is a power-control run: export it with 'metaedge export {path} --out DIR', evaluate it with 'metaedge bench power'")
     if config["model"].get("kind") == "linear-predictor":
         raise UserError(f"'{path}' is a channel-prediction run: export it with --target linear, evaluate it with 'metaedge bench prediction'")
     if config["model"].get("kind") == "autoencoder":

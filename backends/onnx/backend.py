@@ -59,9 +59,12 @@ class OnnxBackend:
         self.bundle = bundle
         manifest = bundle.manifest
         self.algorithm = manifest["algorithm"]
-        self.classes = int(manifest["task"]["classes"])
+        # a classifier adapts on labelled pilots and returns class probabilities; a predictor (task.outputs)
+        # adapts on its pilots alone and returns its outputs (bundle-format.md §6)
+        self.classifier = "outputs" not in manifest["task"]
+        self.output = manifest["graphs"]["forward"]["outputs"][0]["name"]
         self.steps = int(self.algorithm["inner_steps"])
-        self.onehot_table = np.eye(self.classes, dtype=np.float32)
+        self.onehot_table = np.eye(int(manifest["task"]["classes"]), dtype=np.float32) if self.classifier else None
         theta = bundle.tensors("theta")
         order = [p["name"] for p in manifest["parameters"]]
         for p in manifest["parameters"]:
@@ -110,9 +113,9 @@ class OnnxBackend:
     def adapt(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray) -> AdaptReport:
         start = time.perf_counter()
         pilots = np.ascontiguousarray(pilot_samples, np.float32)
-        onehot = self.onehot_table[pilot_labels]
+        labels = {"pilot_onehot": self.onehot_table[pilot_labels]} if self.classifier else {}
         if self.effective_mode == "step_loop":
-            feeds = {**self.params, **self.anchors, "pilot_samples": pilots, "pilot_onehot": onehot}
+            feeds = {**self.params, **self.anchors, "pilot_samples": pilots, **labels}
             for _ in range(self.steps):
                 feeds.update(zip(self.adapted_names, self.adapt_session.run(None, feeds)))
             self.current.update({k: ort.OrtValue.ortvalue_from_numpy(feeds[k]) for k in self.adapted_names})
@@ -121,7 +124,8 @@ class OnnxBackend:
             session = self.loop_session if loop else self.adapt_session
             binding = session.io_binding()
             binding.bind_cpu_input("pilot_samples", pilots)
-            binding.bind_cpu_input("pilot_onehot", onehot)
+            for name, value in labels.items():
+                binding.bind_cpu_input(name, value)
             if loop:
                 binding.bind_cpu_input("steps", np.array(self.steps, np.int64))
             for name, value in self.anchors_ort.items():
@@ -140,7 +144,8 @@ class OnnxBackend:
             self.current.update(zip(self.adapted_names, outputs))
         return AdaptReport(steps=self.steps, seconds=time.perf_counter() - start)
 
-    def log_probs(self, samples: np.ndarray) -> np.ndarray:
+    def forward(self, samples: np.ndarray) -> np.ndarray:
+        """The forward graph's output: log-probabilities (classifier) or the outputs (predictor)."""
         samples = np.ascontiguousarray(samples, np.float32)
         if self.effective_mode == "step_loop":
             return self.forward_session.run(None, {**self.params, "samples": samples})[0]
@@ -148,12 +153,17 @@ class OnnxBackend:
         for name, value in self.current.items():
             binding.bind_ortvalue_input(name, value)
         binding.bind_cpu_input("samples", samples)
-        binding.bind_output("log_probs", "cpu")
+        binding.bind_output(self.output, "cpu")
         self.forward_session.run_with_iobinding(binding)
         return binding.get_outputs()[0].numpy()
 
+    def log_probs(self, samples: np.ndarray) -> np.ndarray:
+        """A classifier's class log-probabilities (the device's adaptation guard reads them)."""
+        return self.forward(samples)
+
     def predict(self, samples: np.ndarray) -> np.ndarray:
-        return np.exp(self.log_probs(samples))
+        out = self.forward(samples)
+        return np.exp(out) if self.classifier else out
 
     def close(self) -> None:
         """Nothing outlives this backend's objects."""
@@ -169,11 +179,11 @@ class OnnxBackend:
         tolerance = float(self.bundle.manifest["selftest"]["atol"])
         try:
             self.reset()
-            errors = [np.abs(self.log_probs(vectors["forward.samples"]) - vectors["forward.log_probs"]).max()]
-            labels = vectors["adapt.pilot_onehot"].argmax(-1)
+            errors = [np.abs(self.forward(vectors["forward.samples"]) - vectors[f"forward.{self.output}"]).max()]
+            labels = vectors["adapt.pilot_onehot"].argmax(-1) if self.classifier else None
             self.adapt(vectors["adapt.pilot_samples"], labels)
             errors += [np.abs(self.params[k] - vectors[f"adapt.{k}"]).max() for k in self.adapted_names]
-            errors.append(np.abs(self.log_probs(vectors["forward.samples"]) - vectors["adapt.log_probs"]).max())
+            errors.append(np.abs(self.forward(vectors["forward.samples"]) - vectors[f"adapt.{self.output}"]).max())
         except KeyError as e:
             raise BackendError(f"self-test vectors lack {e}") from None
         except Exception as e:  # the runtime's own errors (a graph that loads but cannot run these inputs)

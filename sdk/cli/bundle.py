@@ -150,8 +150,9 @@ def summary(bundle) -> str:
     else:
         model = m["model"]
         adapted = ", ".join(algo["adapts"]) if len(algo["adapts"]) < len(m["parameters"]) else "all parameters"
-        lines += [f"model       {model['kind']} {'→'.join(map(str, model['sizes']))}"
-                  + (f" + {model['context']} context inputs" if model["context"] else "") + f", {params:,} parameters",
+        shape = (f"features {'→'.join(map(str, model['features']))}, graph filters of order {model['taps']}" if model["kind"] == "regnn"
+                 else '→'.join(map(str, model['sizes'])) + (f" + {model['context']} context inputs" if model["context"] else ""))
+        lines += [f"model       {model['kind']} {shape}, {params:,} parameters",
                   f"algorithm   {algo['name']}: {algo['inner_steps']} step(s) of SGD, lr {algo['inner_lr']:g}, adapts {adapted}"]
     lines += [
         f"security    counter {m['security_counter']}, " + (f"expires {m['expires']}, " if "expires" in m else "")
@@ -184,6 +185,9 @@ def run_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _task_line(task: dict) -> str:
+    if task["name"] == "power":
+        return (f"power control for up to {task['outputs']} links (features: the slot's {len(task['features']) - 1} gains and "
+                f"the noise power); pilots are slots of channel measurements, no labels")
     if task["name"] == "prediction":
         return (f"{task['rx']}×{task['tx']} antennas, {task['taps']} taps ({len(task['features']) // 2} complex entries), "
                 f"Doppler {task['doppler_hz'][0]:g}-{task['doppler_hz'][1]:g} Hz; pilots are the frame's past channels")

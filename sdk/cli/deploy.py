@@ -79,6 +79,12 @@ def run_frames(args: argparse.Namespace) -> int:
         plot_reliability({"device": report["reliability"]}, args.reliability, f"on the device, {args.pilots} pilots")
     if args.json:
         print(json.dumps(report, indent=2))
+    elif report["metric"] == "sum-rate":
+        lat = report["device_us"]
+        print(f"{report['frames']} topologies, {args.pilots} adaptation slots, {args.symbols} slots each: sum-rate "
+              f"{report['sum_rate']:.2f} bit/s/Hz per slot (every link at full power: {report['full_power_sum_rate']:.2f})\n"
+              f"device time per frame: median {lat['p50']:.0f} µs, p90 {lat['p90']:.0f} µs; "
+              f"round trip median {report['round_trip_us']['p50']:.0f} µs")
     elif report["metric"] == "NMSE":
         lat = report["device_us"]
         print(f"{report['frames']} frames, {args.pilots} training windows, {args.symbols} predictions each: NMSE "
@@ -102,6 +108,8 @@ def stream_frames(url: str, frames: int, pilots: int, symbols: int, seed: int) -
         info, _ = call(client, "info")
         if info["task"] is None:
             raise UserError(f"no image is running on {url}: deploy a bundle first")
+        if info["task"]["name"] == "power":
+            return allocate_frames(client, info["task"], frames, pilots, symbols, seed)
         if info["task"]["name"] == "prediction":
             return predict_frames(client, url, info["task"], frames, pilots, symbols, seed)
         if info["task"]["name"] == "link":
@@ -142,6 +150,27 @@ def predict_frames(client, url: str, task: dict, frames: int, samples: int, pred
     per_frame = np.asarray(per_frame)
     return {"metric": "NMSE", "frames": frames, "pilots": samples, "symbols": predictions, "seed": seed,
             "nmse": float(per_frame.mean()), "nmse_db": float(10 * np.log10(per_frame.mean())), "per_frame_nmse": per_frame.tolist(),
+            "device_us": percentiles(device_us), "round_trip_us": percentiles(round_trip)}
+
+
+def allocate_frames(client, task: dict, frames: int, pilots: int, slots: int, seed: int) -> dict:
+    """Frames of new topologies for a power allocator: ``pilots`` slots of channel measurements to adapt on and
+    ``slots`` slots to allocate; the sum-rate of the powers the device returns, and of every link at full power."""
+    import numpy as np
+
+    from metaedge.sdk.power_run import power_frames, sum_rates
+
+    adaptation, scored = power_frames(task, frames, pilots, slots, seed)
+    rates, full, device_us, round_trip = [], [], [], []
+    for p, x in zip(adaptation, scored):
+        start = time.perf_counter()
+        telemetry, out = call(client, "frame", {"pilots": p, "payload": x})
+        round_trip.append((time.perf_counter() - start) * 1e6)
+        device_us.append(telemetry["adapt_us"] + telemetry["infer_us"])
+        rates.append(sum_rates(x, out["outputs"]).mean())
+        full.append(sum_rates(x, np.ones_like(out["outputs"])).mean())
+    return {"metric": "sum-rate", "frames": frames, "pilots": pilots, "symbols": slots, "seed": seed,
+            "sum_rate": float(np.mean(rates)), "full_power_sum_rate": float(np.mean(full)), "per_frame_sum_rate": rates,
             "device_us": percentiles(device_us), "round_trip_us": percentiles(round_trip)}
 
 

@@ -252,3 +252,33 @@ def test_a_channel_predictor_on_the_device_matches_the_host(tmp_path, signing_ke
     finally:
         if device.proc.poll() is None:
             device.power_cut()
+
+
+@pytest.mark.slow
+def test_a_power_allocator_on_the_device_matches_the_host(device, tmp_path, signing_keys, capsys):
+    """Monograph §5.5 end to end: the REGNN to an ONNX device that adapts on unlabelled slots of a new topology."""
+    import numpy as np
+    import torch
+
+    from metaedge.sdk.algorithms.core import InnerLoop, adapt
+    from metaedge.sdk.models import regnn
+    from metaedge.sdk.power_run import load_power_run, power_frames, sum_rates
+
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    cli("train", "power", "--out", str(run), "--iterations", "40", "--periods", "10", "--quiet")
+    cli("export", str(run), "--out", str(bundle), "--key", str(signing_keys[0]))
+    cli("deploy", str(bundle), "--device", device.url, "--confirm", "--quiet")
+    capsys.readouterr()
+    cli("run", "--device", device.url, "--frames", "6", "--pilots", "5", "--symbols", "40", "--seed", "1", "--json")
+    report = json.loads(capsys.readouterr().out)
+    assert report["metric"] == "sum-rate" and report["sum_rate"] > report["full_power_sum_rate"]
+    with DeviceClient(device.url) as client:
+        task = client.call("info")[0]["task"]
+    _, cfg, theta = load_power_run(run)
+    pilots, slots = power_frames(task, 6, 5, 40, seed=1)
+    host = []
+    for p, x in zip(pilots, slots):
+        adapted = adapt(theta, torch.from_numpy(p), torch.zeros(5, 1), InnerLoop(lr=cfg.inner_lr, steps=1))
+        host.append(sum_rates(x, regnn.powers(adapted, torch.from_numpy(x)).detach().numpy()).mean())
+    np.testing.assert_allclose(report["per_frame_sum_rate"], host, rtol=1e-4)
+    assert device.stop() == 0

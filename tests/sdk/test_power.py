@@ -80,3 +80,42 @@ def test_bad_power_flags_get_one_line(argv, message, capsys):
     assert main(["bench", "power", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def power_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("power") / "run"
+    assert main(["train", "power", "--out", str(run), "--iterations", "20", "--periods", "10", "--quiet"]) == 0
+    return run
+
+
+def test_the_allocator_exports_and_the_onnx_device_adapts_without_labels(power_run, tmp_path):
+    from metaedge.backends.onnx import OnnxBackend
+    from metaedge.deploy.bundle import read_bundle
+    from metaedge.sdk.algorithms.core import InnerLoop, adapt
+    from metaedge.sdk.power_run import load_power_run, power_frames
+
+    assert main(["export", str(power_run), "--out", str(tmp_path / "b")]) == 0
+    bundle = read_bundle(tmp_path / "b")
+    m = bundle.manifest
+    assert m["task"]["outputs"] == 20 and "classes" not in m["task"] and len(m["task"]["features"]) == 401
+    assert [i["name"] for i in m["graphs"]["adapt_step"]["inputs"]][-1] == "pilot_samples"   # no labels
+    assert m["algorithm"]["loss"] == "negative_sum_rate"
+    backend = OnnxBackend()
+    backend.load(bundle)
+    assert backend.selftest().passed
+    pilots, slots = power_frames(m["task"], 2, 5, 30, seed=3)
+    _, cfg, theta = load_power_run(power_run)
+    for p, x in zip(pilots, slots):
+        backend.reset()
+        backend.adapt(p, None)
+        adapted = adapt(theta, torch.from_numpy(p), torch.zeros(5, 1), InnerLoop(lr=cfg.inner_lr, steps=1))
+        np.testing.assert_allclose(backend.predict(x), regnn.powers(adapted, torch.from_numpy(x)).detach().numpy(), atol=1e-5)
+
+
+def test_a_modular_allocator_is_not_exported(tmp_path, capsys):
+    run = tmp_path / "modular"
+    assert main(["train", "power", "--method", "modular", "--out", str(run), "--iterations", "2", "--periods", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "b")]) == 2
+    assert "module selection is not exportable yet" in capsys.readouterr().err
