@@ -34,7 +34,10 @@ def register(sub) -> None:
                                    "for the running receiver's task (constellation and SNR from the device), one per "
                                    "device; reports SER, mean confidence, expected calibration error and latency percentiles. "
                                    "For a learned-link receiver each frame is a new channel, the transmitter sends the "
-                                   "codebook from the device's task section, and the error rate is the BLER.",
+                                   "codebook from the device's task section, and the error rate is the BLER. For a "
+                                   "channel predictor, --pilots is the training windows per frame, --symbols the "
+                                   "predictions, and the score the NMSE; for a power allocator, --pilots slots to adapt "
+                                   "on, --symbols slots to allocate, and the score the sum-rate.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--device", required=True, help="tcp://HOST:PORT")
     r.add_argument("--frames", type=positive_int, default=100, help="frames, one per new simulated device (default 100)")
