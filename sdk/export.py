@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import tempfile
@@ -24,6 +25,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from metaedge.deploy import tensors
 from metaedge.deploy.bundle import Bundle, write_bundle
 from metaedge.sdk.algorithms import EXPORTABLE, get_algorithm
+from metaedge.sdk.algorithms.bayes import log_predictive
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.models.mlp import Params, forward
@@ -80,8 +82,9 @@ def _trace_and_export(fn, example, input_names, output_names, dynamic) -> bytes:
 
 
 def features(params: Params) -> int:
-    """Inputs per sample of the MLP ``params`` (its first layer's fan-in less the context inputs)."""
-    return params["l0.weight"].shape[0] - (params["context"].shape[0] if "context" in params else 0)
+    """Inputs per sample of the MLP ``params`` (its first layer's fan-in less the context inputs; BMAML's
+    particles stack networks on a leading axis)."""
+    return params["l0.weight"].shape[-2] - (params["context"].shape[-1] if "context" in params else 0)
 
 
 def forward_graph(params: Params, fn: Callable[[Params, torch.Tensor], torch.Tensor], n_features: int, output: str) -> bytes:
@@ -136,10 +139,10 @@ def selftest_vectors(params: Params, inner: InnerLoop, pilots: np.ndarray, oneho
     return {k: v.numpy().astype(np.float32) for k, v in vectors.items()}
 
 
-def demod_selftest(params: Params, inner: InnerLoop, tasks: DemodTasks) -> dict[str, np.ndarray]:
+def demod_selftest(params: Params, inner: InnerLoop, tasks: DemodTasks, fn=forward) -> dict[str, np.ndarray]:
     frame = tasks.frames(tasks.devices("test", 1), SELFTEST_PILOTS, SELFTEST_SAMPLES, tasks.rng("test", 99))
     onehot = np.eye(tasks.config.order, dtype=np.float32)[frame.y_tr[0]]
-    return selftest_vectors(params, inner, frame.x_tr[0], onehot, frame.x_va[0])
+    return selftest_vectors(params, inner, frame.x_tr[0], onehot, frame.x_va[0], fn=fn)
 
 
 def release_fields(out: str | Path, security_counter: int, expires: str | None) -> dict:
@@ -206,22 +209,25 @@ class Receiver:
 
 def mlp_model(params: Params) -> dict:
     sizes = [features(params), *(params[f"l{i}.bias"].shape[-1] for i in range(len(params)) if f"l{i}.bias" in params)]
-    return {"kind": "mlp", "sizes": sizes, "context": int(params["context"].shape[0]) if "context" in params else 0,
-            "activation": "relu", "weight_layout": "in_out", "output": "log_softmax"}
+    stacked = params["l0.weight"].dim() == 3
+    return {"kind": "mlp", "sizes": sizes, "context": int(params["context"].shape[-1]) if "context" in params else 0,
+            "activation": "relu", "weight_layout": "in_out",
+            **({"particles": int(params["l0.weight"].shape[0]), "output": "log_mean_softmax"} if stacked else {"output": "log_softmax"})}
 
 
 def demod_receiver(run_dir: Path, steps: int | None) -> Receiver:
     run = load_run(run_dir)
     task, train = configs_from_run(run.config)
     if train.algo not in EXPORTABLE:
-        why = "its module selection" if get_algorithm(train.algo).modular else "its ensemble predictive (a posterior over weights)"
+        why = "its module selection" if get_algorithm(train.algo).modular else "its sampled Gaussian ensemble (draws a device would have to reproduce)"
         raise UserError(f"'{run_dir}' is an {train.algo} run: {why} is not exportable yet; export a run of {', '.join(EXPORTABLE)}")
     inner = train.inner()
     if steps is not None:
         inner = dataclasses.replace(inner, steps=steps)
     params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
-    return Receiver(params, inner, train.algo, task_section(task), demod_selftest(params, inner, DemodTasks(task, seed=train.seed)),
-                    {"run": str(run_dir), "algo": train.algo, "seed": train.seed})
+    fn = functools.partial(log_predictive, posterior=inner.posterior, samples=inner.samples)   # the MLP itself for a point θ
+    return Receiver(params, inner, train.algo, task_section(task), demod_selftest(params, inner, DemodTasks(task, seed=train.seed), fn),
+                    {"run": str(run_dir), "algo": train.algo, "seed": train.seed}, forward=fn)
 
 
 def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=None) -> Bundle:

@@ -55,7 +55,7 @@ def free_energy(q: Params, prior: Params, x: Tensor, onehot: Tensor, samples: in
     (w = 1 is the variational free energy; w < 1 tempers the prior's pull)."""
     draws = gaussian_samples(q, samples)
     expected = vmap(task_loss, in_dims=(0, None, None))(draws, x, onehot).mean()
-    return expected + kl_weight * gaussian_kl(q, prior, with_means) / x.shape[0]
+    return expected + kl_weight * gaussian_kl(q, prior, with_means) / sample_count(x)
 
 
 def gaussian_adapt(params: Params, x: Tensor, onehot: Tensor, lr: float, steps: int, samples: int,
@@ -67,7 +67,7 @@ def gaussian_adapt(params: Params, x: Tensor, onehot: Tensor, lr: float, steps: 
     (forward-backward) step: μ ← (μ − α g + κ μ_p)/(1 + κ) with κ = wα/σ_p²N. A tight prior keeps
     its mean, a wide one lets the pilots move it as MAML would."""
     q = dict(params)
-    n = x.shape[0]
+    n = sample_count(x)
     for _ in range(steps):
         g = grad(free_energy)(q, params, x, onehot, samples, kl_weight, False)
         stepped = {}
@@ -81,18 +81,31 @@ def gaussian_adapt(params: Params, x: Tensor, onehot: Tensor, lr: float, steps: 
     return q
 
 
+def sample_count(x: Tensor) -> Tensor:
+    """The number of samples N as a tensor: a Python int from ``x.shape`` would be frozen into an exported graph
+    at the example's pilot count."""
+    return x.new_ones(x.shape[0]).sum()
+
+
+def lower_median(t: Tensor) -> Tensor:
+    """``torch.median`` of all entries (the lower median), written with ``topk``: ONNX has no median operator,
+    and this way the adaptation step exports."""
+    flat = t.flatten()
+    return torch.topk(flat, (flat.shape[0] - 1) // 2 + 1, largest=False).values.max()   # max: whatever order TopK returns
+
+
 def svgd_adapt(params: Params, x: Tensor, onehot: Tensor, lr: float, steps: int) -> Params:
     """Eq. 2.37 with log p(ϕ|D) = −N·L(ϕ) (no extra prior term: θ's particles carry the prior) and an RBF
     kernel whose bandwidth follows the median heuristic. Written with the mean loss L, so the driving
     term's step is α and the repulsive term is scaled by 1/N."""
     particles = dict(params)
-    n = x.shape[0]
+    n = sample_count(x)
     for _ in range(steps):
         count = next(iter(particles.values())).shape[0]
         losses = vmap(grad(task_loss), in_dims=(0, None, None))(particles, x, onehot)
         flat = torch.cat([v.reshape(count, -1) for v in particles.values()], dim=1)
         sq = (flat[:, None, :] - flat[None, :, :]).pow(2).sum(-1)             # cdist's gradient is NaN at 0
-        bandwidth = (sq.median() / math.log(count + 1)).clamp_min(1e-8)
+        bandwidth = (lower_median(sq) / math.log(count + 1)).clamp_min(1e-8)
         kernel = torch.exp(-sq / bandwidth)                                    # [m, j] = κ(ϕ_m, ϕ_j)
         pull = kernel.sum(0)                                                   # Σ_m κ(ϕ_m, ϕ_j)
         moved = {}

@@ -11,7 +11,7 @@ from metaedge.deploy.bundle import read_bundle
 from metaedge.sdk.algorithms import EXPORTABLE
 from metaedge.sdk.algorithms.core import adapt
 from metaedge.sdk.export import export_onnx
-from metaedge.sdk.models.mlp import forward
+from metaedge.sdk.algorithms.bayes import log_predictive
 from metaedge.sdk.tasks.demod import DemodConfig
 from metaedge.sdk.training import TrainConfig, Trainer
 
@@ -53,8 +53,8 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     theta = {k: v.detach().clone() for k, v in trainer.params.items()}
     rng = np.random.default_rng(0)
     samples = rng.normal(0, 2, size=(200, 2)).astype(np.float32)
-    with torch.no_grad():
-        expected = forward(theta, torch.from_numpy(samples)).exp().numpy()
+    with torch.no_grad():   # BMAML: the particles' mean probability; the network itself for a point θ
+        expected = log_predictive(theta, torch.from_numpy(samples), trainer.inner.posterior, trainer.inner.samples).exp().numpy()
     assert np.abs(backend.predict(samples) - expected).max() <= 1e-5
     # k chained steps on the device against k steps of the torch inner loop
     k = 5
@@ -88,9 +88,10 @@ def test_selftest_passes_and_bundle_round_trips(bundles, algo):
 
 @pytest.mark.slow
 def test_reference_bundle_is_at_most_64_kib(bundles):
-    """The issue's size budget holds for the reference algorithms; Meta-SGD also ships a step size per weight."""
+    """The issue's size budget holds for the reference algorithms; Meta-SGD also ships a step size per weight,
+    BMAML one network per particle (5) and an SVGD step."""
     for algo, (_, bundle) in bundles.items():
-        budget = 96 * 1024 if algo == "metasgd" else 64 * 1024
+        budget = {"metasgd": 96 * 1024, "bmaml": 160 * 1024}.get(algo, 64 * 1024)
         assert bundle.size() <= budget, (algo, bundle.size())
 
 
