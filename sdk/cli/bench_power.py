@@ -14,6 +14,7 @@ EXAMPLES = """
 examples:
   metaedge bench power --json > power.json           # ~10 min on 2 cores; also writes power.png
   metaedge bench power --periods 1,5,50 --methods joint,fomaml,modular
+  metaedge bench power --inner-steps 5 --inner-lr 0.05 --periods 2,100   # more adaptation per period
   metaedge bench power --quick                       # seconds: the machinery, not the figures
 """
 
@@ -28,6 +29,8 @@ def register(benches) -> None:
     b.add_argument("--methods", type=str_list, default=None, help="default joint,fomaml,reptile,modular")
     b.add_argument("--periods", type=int_list, default=None, help="meta-training periods K (default 1,2,5,10,20,50,100)")
     b.add_argument("--iterations", type=positive_int, default=None, help="outer steps per run (default 500)")
+    b.add_argument("--inner-steps", type=positive_int, default=None, help="adaptation steps (default 1, eq. 5.30)")
+    b.add_argument("--inner-lr", type=float, default=None, help="adaptation step size α (default 0.01)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--plot", type=Path, default=Path("power.png"), help="sum-rate vs K as PNG (default power.png)")
     b.add_argument("--quick", action="store_true", help="tiny budget, for tests of the machinery")
@@ -46,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise UserError(f"--methods: unknown method '{unknown[0]}'; choose from {', '.join(METHODS)}")
-    changes = {"period_grid": tuple(sorted(set(args.periods))) if args.periods else None, "iterations": args.iterations}
+    if args.inner_lr is not None and not args.inner_lr > 0:
+        raise UserError(f"--inner-lr {args.inner_lr} must be a positive number")
+    changes = {"period_grid": tuple(sorted(set(args.periods))) if args.periods else None, "iterations": args.iterations,
+               "inner_steps": args.inner_steps, "inner_lr": args.inner_lr}
     cfg = dataclasses.replace(PowerBench(seed=args.seed), **{k: v for k, v in changes.items() if v is not None})
     if args.quick:
         cfg = quick(cfg)
