@@ -89,24 +89,34 @@ def plot_sinusoid(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _line_with_band(ax, curve: dict[str, dict], value: str, label: str, floor: float | None = None) -> None:
+    """One method's curve {x: {value, "ci95"}} as a line with its 95 % band (clipped at ``floor`` for log axes)."""
+    clip = (lambda v: max(v, floor)) if floor is not None else (lambda v: v)  # noqa: E731
+    xs = [int(x) for x in curve]
+    line, = ax.plot(xs, [clip(p[value]) for p in curve.values()], marker="o", label=label)
+    ax.fill_between(xs, [clip(p["ci95"][0]) for p in curve.values()], [clip(p["ci95"][1]) for p in curve.values()],
+                    alpha=0.15, color=line.get_color())
+
+
+def _save(plt, fig, axes, path: Path, legend_size: int = 8) -> None:
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_link(report: dict, path: Path) -> None:
     """BLER with 95 % intervals against adaptation steps on new channels (monograph Figure 5.7)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in report["methods"]:
-        curve = report["bler"][method]
-        steps = [int(s) for s in curve]
-        line, = ax.plot(steps, [max(p["ser"], 1e-5) for p in curve.values()], marker="o", label=method)
-        ax.fill_between(steps, [max(p["ci95"][0], 1e-5) for p in curve.values()], [max(p["ci95"][1], 1e-5) for p in curve.values()],
-                        alpha=0.15, color=line.get_color())
+        _line_with_band(ax, report["bler"][method], "ser", method, floor=1e-5)
     link = report["setup"]["link"]
     ax.set(xscale="symlog", yscale="log", xlabel="adaptation steps on the new channel", ylabel="block error rate",
            title=f"{link['bits']} bits, {link['uses']} channel uses, {link['taps']} taps, Eb/N0 {link['ebn0_db']:g} dB")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, [ax], path)
 
 
 def plot_prediction(report: dict, path: Path) -> None:
@@ -122,11 +132,7 @@ def plot_prediction(report: dict, path: Path) -> None:
         hz = r["setup"]["channel"]["doppler_hz"]
         ax.set(xscale="log", xlabel="training samples N_tr", ylabel="NMSE (dB)", title=f"{regime} fading ({hz[0]:g}-{hz[1]:g} Hz)")
         ax.set_xticks(r["setup"]["sample_grid"], [str(n) for n in r["setup"]["sample_grid"]])
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, axes[0], path, legend_size=7)
 
 
 def plot_power(report: dict, path: Path) -> None:
@@ -134,17 +140,9 @@ def plot_power(report: dict, path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in report["methods"]:
-        curve = report["sum_rate"][method]
-        ks = [int(k) for k in curve]
-        line, = ax.plot(ks, [p["sum_rate"] for p in curve.values()], marker="o", label=method)
-        ax.fill_between(ks, [p["ci95"][0] for p in curve.values()], [p["ci95"][1] for p in curve.values()], alpha=0.15,
-                        color=line.get_color())
+        _line_with_band(ax, report["sum_rate"][method], "sum_rate", method)
     ax.axhline(report["full_power"]["sum_rate"], color="black", linestyle=":", label="full power")
     ax.axhline(report["optimised"]["sum_rate"], color="0.4", linestyle="--", label="optimised per slot (oracle)")
     ax.set(xscale="log", xlabel="meta-training periods K", ylabel="sum-rate (bit/s/Hz per slot)",
            title="REGNN power control on new topologies")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, [ax], path)

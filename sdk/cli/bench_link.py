@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import count_list, positive_int, str_list
-from metaedge.sdk.errors import UserError
+from metaedge.sdk.cli.parsing import chosen, count_list, positive_int, str_list
 
 EXAMPLES = """
 examples:
@@ -46,10 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from metaedge.sdk.plots import plot_link
     from metaedge.sdk.tasks.link import LinkConfig
 
-    methods = tuple(args.methods or METHODS)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise UserError(f"--methods: unknown method '{unknown[0]}'; choose from {', '.join(METHODS)}")
+    methods = chosen(args.methods, METHODS)
     cfg = LinkBench(link=LinkConfig(ebn0_db=args.ebn0), seed=args.seed)
     changes = {"iterations": args.iterations, "steps": tuple(sorted(set(args.steps))) if args.steps else None,
                "test_channels": args.test_channels}

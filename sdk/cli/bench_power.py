@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import int_list, positive_int, str_list
+from metaedge.sdk.cli.parsing import chosen, int_list, positive_int, str_list
 from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
@@ -45,10 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from metaedge.sdk.bench_power import METHODS, PowerBench, quick, run_benchmark
     from metaedge.sdk.plots import plot_power
 
-    methods = tuple(args.methods or METHODS)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise UserError(f"--methods: unknown method '{unknown[0]}'; choose from {', '.join(METHODS)}")
+    methods = chosen(args.methods, METHODS)
     if args.inner_lr is not None and not args.inner_lr > 0:
         raise UserError(f"--inner-lr {args.inner_lr} must be a positive number")
     changes = {"period_grid": tuple(sorted(set(args.periods))) if args.periods else None, "iterations": args.iterations,

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import int_list, positive_int, str_list
+from metaedge.sdk.cli.parsing import chosen, int_list, positive_int, str_list
 from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
@@ -46,9 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from metaedge.sdk.plots import plot_prediction
     from metaedge.sdk.tasks.channels import DOPPLER, ChannelConfig
 
-    unknown = [d for d in args.doppler if d not in DOPPLER]
-    if unknown:
-        raise UserError(f"--doppler: unknown regime '{unknown[0]}'; use slow, fast or both")
+    chosen(args.doppler, tuple(DOPPLER), "--doppler", "regime")
     if args.rank not in ("meta", "aic") and not (args.rank.isdigit() and int(args.rank) >= 1):
         raise UserError(f"--rank '{args.rank}' must be meta, aic or a positive number")
     if not args.lam > 0 or not args.slot > 0 or any(n < 1 for n in args.samples):

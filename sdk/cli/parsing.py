@@ -86,3 +86,14 @@ def read_bundle_arg(path):
         return read_bundle(path)
     except BundleError as e:
         raise UserError(f"{path}: {e}") from None
+
+
+def chosen(given: list[str] | None, allowed: tuple[str, ...], flag: str = "--methods", what: str = "method") -> tuple[str, ...]:
+    """The user's choice from ``allowed`` (all of them when not given), or a UserError naming the first unknown one."""
+    from metaedge.sdk.errors import UserError
+
+    picked = tuple(given or allowed)
+    unknown = [m for m in picked if m not in allowed]
+    if unknown:
+        raise UserError(f"{flag}: unknown {what} '{unknown[0]}'; choose from {', '.join(allowed)}")
+    return picked
