@@ -39,6 +39,7 @@ TRAINABLE = tuple(a + suffix for a in ("maml", "metasgd", "fomaml", "joint") for
 class LinkBench:
     link: LinkConfig = LinkConfig()
     hidden: tuple[int, ...] = (16,)
+    rtn_taps: int = 0             # > 0: the decoder starts with a radio-transformer network estimating that many taps
     iterations: int = 20_000
     meta_channels: int = 100      # K
     tasks_per_batch: int = 20
@@ -63,10 +64,13 @@ def algorithm_of(method: str) -> str:
     return method.removesuffix("-rx")
 
 
+def spec_of(cfg: LinkBench) -> AutoencoderSpec:
+    return AutoencoderSpec(messages=cfg.link.messages, uses=cfg.link.uses, hidden=cfg.hidden, rtn_taps=cfg.rtn_taps)
+
+
 def initial(method: str, cfg: LinkBench) -> dict[str, torch.Tensor]:
     """The network's initialisation, with Meta-SGD's step sizes (all α) where the method learns them."""
-    spec = AutoencoderSpec(messages=cfg.link.messages, uses=cfg.link.uses, hidden=cfg.hidden)
-    init = spec.init(np.random.default_rng([cfg.seed, 1]))
+    init = spec_of(cfg).init(np.random.default_rng([cfg.seed, 1]))
     if method != "scratch" and get_algorithm(algorithm_of(method)).learned_steps:
         init.update({STEP_PREFIX + k: np.full_like(v, cfg.inner_lr) for k, v in list(init.items())})
     return {k: torch.from_numpy(v) for k, v in init.items()}
@@ -132,9 +136,9 @@ def run_benchmark(cfg: LinkBench, methods: tuple[str, ...] = METHODS, progress: 
     for method in methods:
         theta = train(method, cfg, (lambda it, _theta, _loss, m=method: progress(m, it)) if progress else None)
         results[method] = bler_curve(method, theta, cfg)
-    setup = {**asdict(cfg), "link": cfg.link.to_dict(), "noise_var": cfg.link.noise_var,
-             "encoder": list(AutoencoderSpec(cfg.link.messages, cfg.link.uses, cfg.hidden).encoder.sizes),
-             "decoder": list(AutoencoderSpec(cfg.link.messages, cfg.link.uses, cfg.hidden).decoder.sizes)}
+    spec = spec_of(cfg)
+    setup = {**asdict(cfg), "link": cfg.link.to_dict(), "noise_var": cfg.link.noise_var, "encoder": list(spec.encoder.sizes),
+             "decoder": list(spec.decoder.sizes), **({"rtn": list(spec.rtn.sizes)} if cfg.rtn_taps else {})}
     return {"benchmark": "link", "setup": setup, "methods": list(methods), "bler": results}
 
 

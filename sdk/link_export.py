@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaedge.sdk.bench_link import algorithm_of, decoder_only
+from metaedge.sdk.bench_link import algorithm_of, decoder_only, spec_of
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.export import Receiver, selftest_vectors
+from metaedge.sdk.export import Receiver, mlp_model, selftest_vectors
 from metaedge.sdk.models import autoencoder
 from metaedge.sdk.models.autoencoder import DECODER
 from metaedge.sdk.algorithms.core import STEP_PREFIX, InnerLoop
@@ -75,9 +75,11 @@ def link_receiver(run_dir: Path, steps: int | None) -> Receiver:
     pilots = env.pilots(cfg.link.messages)
     payload = env.messages((1, SELFTEST_SAMPLES), rng)
     selftest = selftest_vectors(params, inner, received(cfg.link, book, channel, pilots[None], rng)[0],
-                                np.eye(cfg.link.messages, dtype=np.float32)[pilots], received(cfg.link, book, channel, payload, rng)[0])
+                                np.eye(cfg.link.messages, dtype=np.float32)[pilots], received(cfg.link, book, channel, payload, rng)[0],
+                                fn=autoencoder.receiver_log_probs)
+    model = {**mlp_model(params), **({"rtn": list(spec_of(cfg).rtn.sizes), "rtn_activation": "tanh"} if cfg.rtn_taps else {})}
     return Receiver(params, inner, algorithm_of(method), task_section(cfg.link, book), selftest,
-                    {"run": str(run_dir), "algo": method, "seed": cfg.seed})
+                    {"run": str(run_dir), "algo": method, "seed": cfg.seed}, model=model, forward=autoencoder.receiver_log_probs)
 
 
 

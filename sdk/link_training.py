@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 from metaedge.deploy import tensors
-from metaedge.sdk.bench_link import LinkBench, bler_curve, initial, train
+from metaedge.sdk.bench_link import LinkBench, bler_curve, initial, spec_of, train
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.models.autoencoder import AutoencoderSpec
 from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
 from metaedge.sdk.tasks.link import LinkConfig
 
@@ -21,10 +20,12 @@ VAL_MESSAGES = 2000
 
 
 def run_config(method: str, cfg: LinkBench, steps: int, val_every: int) -> dict:
-    spec = AutoencoderSpec(cfg.link.messages, cfg.link.uses, cfg.hidden)
-    train_fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("link", "hidden", "steps", "test_channels", "test_messages")}
+    spec = spec_of(cfg)
+    train_fields = {k: v for k, v in dataclasses.asdict(cfg).items()
+                    if k not in ("link", "hidden", "rtn_taps", "steps", "test_channels", "test_messages")}
     return {"format": RUN_FORMAT, "version": RUN_VERSION, "task": {"name": "link", **cfg.link.to_dict()},
-            "model": {"kind": MODEL_KIND, "messages": spec.messages, "uses": spec.uses, "hidden": list(spec.hidden)},
+            "model": {"kind": MODEL_KIND, "messages": spec.messages, "uses": spec.uses, "hidden": list(spec.hidden),
+                      "rtn_taps": spec.rtn_taps},
             "train": {"method": method, **train_fields, "steps": steps, "val_every": val_every}}
 
 
@@ -33,7 +34,8 @@ def bench_config(config: dict) -> tuple[str, LinkBench, int]:
     try:
         link = LinkConfig(**{k: v for k, v in config["task"].items() if k != "name"})
         t = config["train"]
-        cfg = LinkBench(link=link, hidden=tuple(config["model"]["hidden"]), iterations=t["iterations"],
+        cfg = LinkBench(link=link, hidden=tuple(config["model"]["hidden"]), rtn_taps=int(config["model"].get("rtn_taps", 0)),
+                        iterations=t["iterations"],
                         meta_channels=t["meta_channels"], tasks_per_batch=t["tasks_per_batch"], inner_lr=t["inner_lr"],
                         outer_lr=t["outer_lr"], seed=t["seed"])
         return t["method"], cfg, int(t["steps"])

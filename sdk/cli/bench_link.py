@@ -14,6 +14,7 @@ examples:
   metaedge bench link --json > link.json            # also writes link.png
   metaedge bench link --methods maml,joint --steps 0,1,10,100,1000,10000
   metaedge bench link --ebn0 10 --plot link-10db.png
+  metaedge bench link --rtn --plot link-rtn.png       # decoders with a radio-transformer network
   metaedge bench link --quick                        # seconds: the machinery, not the figures
 """
 
@@ -29,6 +30,7 @@ def register(benches) -> None:
     b.add_argument("--iterations", type=positive_int, default=None, help="meta-iterations per method (default 20000)")
     b.add_argument("--steps", type=count_list, default=None, help="adaptation-step grid (default 0,1,2,5,10,100,1000)")
     b.add_argument("--ebn0", type=float, default=15.0, help="Eb/N0 in dB (default 15)")
+    b.add_argument("--rtn", action="store_true", help="decoders start with a radio-transformer network (inverse filter, 3 taps)")
     b.add_argument("--test-channels", type=positive_int, default=None, help="new channels tested on (default 100)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--plot", type=Path, default=Path("link.png"), help="BLER vs steps as PNG (default link.png)")
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from metaedge.sdk.tasks.link import LinkConfig
 
     methods = chosen(args.methods, METHODS)
-    cfg = LinkBench(link=LinkConfig(ebn0_db=args.ebn0), seed=args.seed)
+    cfg = LinkBench(link=LinkConfig(ebn0_db=args.ebn0), rtn_taps=3 if args.rtn else 0, seed=args.seed)
     changes = {"iterations": args.iterations, "steps": tuple(sorted(set(args.steps))) if args.steps else None,
                "test_channels": args.test_channels}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     steps = [str(s) for s in cfg.steps]
     print(f"BLER on {cfg.test_channels} new channels vs adaptation steps (Eb/N0 {cfg.link.ebn0_db:g} dB, "
-          f"{cfg.link.bits} bits over {cfg.link.uses} channel uses, {cfg.link.taps} taps)")
+          f"{cfg.link.bits} bits over {cfg.link.uses} channel uses, {cfg.link.taps} taps{', RTN decoders' if cfg.rtn_taps else ''})")
     print(format_table(["method", *steps], [[m, *(f"{report['bler'][m][s]['ser']:.2e}" for s in steps)] for m in methods]))
     print(f"\nwritten: {args.plot}")
     return 0

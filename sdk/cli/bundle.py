@@ -151,7 +151,9 @@ def summary(bundle) -> str:
         model = m["model"]
         adapted = ", ".join(algo["adapts"]) if len(algo["adapts"]) < len(m["parameters"]) else "all parameters"
         shape = (f"features {'→'.join(map(str, model['features']))}, graph filters of order {model['taps']}" if model["kind"] == "regnn"
-                 else '→'.join(map(str, model['sizes'])) + (f" + {model['context']} context inputs" if model["context"] else ""))
+                 else '→'.join(map(str, model['sizes'])) + (f" + {model['context']} context inputs" if model["context"] else "")
+                 + (f" after a radio-transformer network {'→'.join(map(str, model['rtn']))} ({model['rtn_activation']})"
+                    if "rtn" in model else ""))
         lines += [f"model       {model['kind']} {shape}, {params:,} parameters",
                   f"algorithm   {algo['name']}: {algo['inner_steps']} step(s) of SGD, lr {algo['inner_lr']:g}, adapts {adapted}"]
     lines += [

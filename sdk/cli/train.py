@@ -107,6 +107,7 @@ def register(sub) -> None:
     k.add_argument("--taps", type=positive_int, default=3, help="L, channel taps (default 3)")
     k.add_argument("--ebn0", type=float, default=15.0, help="Eb/N0 in dB (default 15)")
     k.add_argument("--hidden", type=int_list, default=[16], help="hidden widths of encoder and decoder (default 16)")
+    k.add_argument("--rtn", action="store_true", help="the decoder starts with a radio-transformer network (3-tap inverse filter)")
     k.add_argument("--val-every", type=positive_int, default=1000, help="validate every N iterations (default 1000)")
     k.add_argument("--seed", type=int, default=0)
     k.add_argument("--json", action="store_true", help="print the final state as JSON")
@@ -200,6 +201,7 @@ def run_link(args: argparse.Namespace) -> int:
     if any(h < 1 for h in args.hidden):
         raise UserError(f"--hidden {args.hidden} must list positive layer widths")
     cfg = LinkBench(link=LinkConfig(bits=args.bits, uses=args.uses, taps=args.taps, ebn0_db=args.ebn0), hidden=tuple(args.hidden),
+                    rtn_taps=3 if args.rtn else 0,
                     iterations=args.iterations, meta_channels=args.meta_channels, tasks_per_batch=args.tasks_per_batch,
                     inner_lr=args.inner_lr, outer_lr=args.outer_lr, seed=args.seed)
     return train_and_report(args, f"link-{args.method}", cfg.iterations, "val_bler",

@@ -150,3 +150,41 @@ def test_a_run_that_adapts_the_encoder_is_not_exported(tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", str(run), "--out", str(tmp_path / "b")]) == 2
     assert "metaedge train link --method maml-rx" in capsys.readouterr().err
+
+
+def test_the_radio_transformer_is_an_inverse_filter_before_the_decoder():
+    theta = initial("maml", LinkBench(rtn_taps=3))
+    decoder = autoencoder.part(theta, autoencoder.DECODER)
+    y = torch.randn(7, 8)
+    # an RTN whose output layer always says w = [1, 0, 0] leaves y as it is
+    identity = {**decoder, "rtn.l2.weight": torch.zeros(8, 6), "rtn.l2.bias": torch.tensor([1.0, 0, 0, 0, 0, 0])}
+    torch.testing.assert_close(autoencoder.equalised(identity, y), y)
+    # w = [0, 1, 0] delays the block by one use
+    delay = {**decoder, "rtn.l2.weight": torch.zeros(8, 6), "rtn.l2.bias": torch.tensor([0.0, 1, 0, 0, 0, 0])}
+    shifted = autoencoder.equalised(delay, y)
+    torch.testing.assert_close(shifted[:, 1:4], y[:, 0:3])
+    torch.testing.assert_close(shifted[:, 5:8], y[:, 4:7])
+    assert float(shifted[:, 0].abs().max()) == 0.0
+
+
+def test_a_receiver_with_a_radio_transformer_exports_and_adapts_on_the_device(tmp_path):
+    from metaedge.backends.onnx import OnnxBackend
+    from metaedge.deploy.bundle import read_bundle
+    from metaedge.deploy.tensors import load
+    from metaedge.sdk.link_export import link_frames, receiver_params
+
+    run = tmp_path / "run"
+    assert main(["train", "link", "--rtn", "--out", str(run), "--iterations", "20", "--val-every", "20", "--quiet"]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "b")]) == 0
+    bundle = read_bundle(tmp_path / "b")
+    assert bundle.manifest["model"]["rtn"] == [8, 8, 8, 6]
+    backend = OnnxBackend()
+    backend.load(bundle)
+    assert backend.selftest().passed
+    theta = {k: torch.from_numpy(v) for k, v in load(run / "theta.safetensors")[0].items()}
+    pilots, labels, payload, _ = link_frames(bundle.manifest["task"], 1, 16, 100, seed=2)
+    backend.reset()
+    backend.adapt(pilots[0], labels[0])
+    host = adapt(receiver_params(theta), torch.from_numpy(pilots[0]), onehot(labels[0], 16), InnerLoop(lr=0.1, steps=1))
+    expected = autoencoder.receiver_log_probs(host, torch.from_numpy(payload[0])).exp().detach().numpy()
+    np.testing.assert_allclose(backend.predict(payload[0]), expected, atol=1e-5)
