@@ -94,7 +94,7 @@ def register(sub) -> None:
                                      "carries the encoder's codebook; the others adapt both ends through the channel simulator.",
                          epilog=LINK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     k.add_argument("--out", type=Path, required=True, help="run directory to create")
-    k.add_argument("--method", default="metasgd-rx", help="metasgd-rx (default) | maml-rx | fomaml-rx | joint-rx | maml | "
+    k.add_argument("--method", default="maml-rx", help="maml-rx (default) | metasgd-rx | fomaml-rx | joint-rx | maml | "
                                                        "metasgd | fomaml | joint")
     k.add_argument("--iterations", type=positive_int, default=20_000, help="outer steps (default 20000)")
     k.add_argument("--tasks-per-batch", type=positive_int, default=20, help="channels per outer step (default 20)")
@@ -107,7 +107,8 @@ def register(sub) -> None:
     k.add_argument("--taps", type=positive_int, default=3, help="L, channel taps (default 3)")
     k.add_argument("--ebn0", type=float, default=15.0, help="Eb/N0 in dB (default 15)")
     k.add_argument("--hidden", type=int_list, default=[16], help="hidden widths of encoder and decoder (default 16)")
-    k.add_argument("--rtn", action="store_true", help="the decoder starts with a radio-transformer network (3-tap inverse filter)")
+    k.add_argument("--rtn", action=argparse.BooleanOptionalAction, default=True,
+                   help="the decoder starts with a radio-transformer network, a 3-tap inverse filter (default; --no-rtn: without)")
     k.add_argument("--val-every", type=positive_int, default=1000, help="validate every N iterations (default 1000)")
     k.add_argument("--seed", type=int, default=0)
     k.add_argument("--json", action="store_true", help="print the final state as JSON")
@@ -179,8 +180,8 @@ examples:
 
 LINK_EXAMPLES = """
 examples:
-  metaedge train link --out runs/link                       # Meta-SGD, decoder adapts: deployable (~3 min)
-  metaedge train link --method maml-rx --out runs/link-maml
+  metaedge train link --out runs/link                       # MAML, decoder with RTN adapts: deployable (~6 min)
+  metaedge train link --no-rtn --method metasgd-rx --out runs/link-sgd
   metaedge train link --method maml --out runs/link-full     # both ends adapt (simulator only; not exportable)
   metaedge export runs/link --out bundles/link && metaedge inspect bundles/link
 """

@@ -184,7 +184,7 @@ def test_a_learned_link_receiver_on_the_device_matches_the_host(device, tmp_path
     from metaedge.deploy.tensors import load
     from metaedge.sdk.algorithms.core import InnerLoop, adapt
     from metaedge.sdk.link_export import link_frames, receiver_params
-    from metaedge.sdk.models import forward
+    from metaedge.sdk.models import autoencoder
 
     run, bundle = tmp_path / "run", tmp_path / "bundle"
     cli("train", "link", "--out", str(run), "--iterations", "200", "--val-every", "100", "--quiet")
@@ -196,14 +196,14 @@ def test_a_learned_link_receiver_on_the_device_matches_the_host(device, tmp_path
     assert report["metric"] == "BLER" and sum(report["reliability"]["count"]) == 10 * 400
     with DeviceClient(device.url) as client:
         task = client.call("info")[0]["task"]
-        # the host: the same frames through the run's decoder (Meta-SGD steps), adapted one step in torch
+        # the host: the same frames through the run's receiver (decoder and RTN), adapted one step in torch
         pilots, labels, payload, messages = link_frames(task, 10, 16, 400, seed=4)
         theta = {k: torch.from_numpy(v) for k, v in load(run / "theta.safetensors")[0].items()}
         errors = []
         for p, c, x, m in zip(pilots, labels, payload, messages):
             onehot = torch.nn.functional.one_hot(torch.from_numpy(c), 16).float()
             decoder = adapt(receiver_params(theta), torch.from_numpy(p), onehot, InnerLoop(lr=0.1, steps=1))
-            errors.append((forward(decoder, torch.from_numpy(x)).argmax(-1).numpy() != m).mean())
+            errors.append((autoencoder.receiver_log_probs(decoder, torch.from_numpy(x)).argmax(-1).numpy() != m).mean())
         assert report["ser"] == pytest.approx(float(np.mean(errors)), abs=2e-3)
         assert report["ser"] < 0.9    # 200 iterations already learn something; chance is 15/16
         # I/Q pairs of a demodulator are not this receiver's input: one clear refusal, and it keeps serving
