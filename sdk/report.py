@@ -95,15 +95,15 @@ def link_section(out: Path, budget: Budget, seed: int, quick: bool, quiet: bool)
     from metaedge.sdk.bench_link import LinkBench, quick as quick_link, run_benchmark
     from metaedge.sdk.plots import plot_link
 
-    cfg = LinkBench(iterations=budget.link_iterations, seed=seed)
+    cfg = LinkBench(iterations=budget.link_iterations, rtn_taps=3, seed=seed)   # decoders with a radio-transformer network
     cfg = quick_link(cfg) if quick else cfg
     methods = ("maml", "maml-rx", "metasgd-rx", "joint", "scratch")
     report = run_benchmark(cfg, methods)
     plot_link(report, out / "link-bler.png")
     steps = [str(s) for s in cfg.steps]
     section = Section("Learned encoder/decoder over fading channels (§5.3)",
-                      f"metaedge bench link --iterations {cfg.iterations} --methods {','.join(methods)} --seed {seed}", seed)
-    section.tables.append((f"BLER on {cfg.test_channels} new channels vs adaptation steps", ["method", *steps],
+                      f"metaedge bench link --rtn --iterations {cfg.iterations} --methods {','.join(methods)} --seed {seed}", seed)
+    section.tables.append((f"BLER on {cfg.test_channels} new channels vs adaptation steps (decoders with an RTN)", ["method", *steps],
                            [[m, *(f"{report['bler'][m][s]['ser']:.2e}" for s in steps)] for m in methods]))
     section.figures.append(("link-bler.png", "BLER vs adaptation steps"))
     section.data = report
