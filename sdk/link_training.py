@@ -11,7 +11,7 @@ from typing import Callable
 from metaedge.deploy import tensors
 from metaedge.sdk.bench_link import LinkBench, bler_curve, initial, spec_of, train
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
+from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
 from metaedge.sdk.tasks.link import LinkConfig
 
 MODEL_KIND = "autoencoder"
@@ -84,14 +84,8 @@ def load_link_run(path: Path) -> tuple[dict, dict]:
     if not is_link_run(config):
         raise UserError(f"'{path}' is not a learned-link run (train one with 'metaedge train link --out {path}')")
     method, cfg, _ = bench_config(config)
-    file = path / THETA
-    if not file.is_file():
-        raise UserError(f"'{path}' has no {THETA} yet (training stopped before its first validation)")
-    try:
-        theta, _ = tensors.load(file)
-    except tensors.TensorFileError as e:
-        raise UserError(f"{file} is corrupt: {e}; retrain the run") from None
+    theta = read_theta(path, "retrain it with 'metaedge train link'")
     expected = {k: tuple(v.shape) for k, v in initial(method, cfg).items()}
     if {k: tuple(v.shape) for k, v in theta.items()} != expected:
-        raise UserError(f"{file} does not match the model in {CONFIG}; retrain or restore the run directory")
+        raise UserError(f"{path / THETA} does not match the model in {CONFIG}; retrain or restore the run directory")
     return config, theta

@@ -18,7 +18,7 @@ from metaedge.sdk.errors import UserError
 from metaedge.sdk.export import Receiver, selftest_vectors
 from metaedge.sdk.models import regnn
 from metaedge.sdk.models.regnn import RegnnSpec
-from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
+from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
 from metaedge.sdk.tasks.power import PowerConfig, PowerTasks
 
 MODEL_KIND = "regnn"
@@ -57,9 +57,9 @@ def load_power_run(path: Path) -> tuple[str, PowerBench, dict[str, torch.Tensor]
         cfg = PowerBench(power=PowerConfig(**task), model=RegnnSpec(tuple(config["model"]["features"]), config["model"]["taps"]),
                          **{k: t[k] for k in ("iterations", "tasks_per_batch", "inner_lr", "inner_steps", "outer_lr", "modules",
                                               "proposals", "train_slots", "val_slots", "test_periods", "test_slots", "seed")})
-        theta = {k: torch.from_numpy(v) for k, v in tensors.load(path / THETA)[0].items()}
-    except (KeyError, TypeError, tensors.TensorFileError) as e:
+    except (KeyError, TypeError) as e:
         raise UserError(f"'{path}' is an incomplete or corrupt power-control run ({e}); retrain it") from None
+    theta = {k: torch.from_numpy(v) for k, v in read_theta(path, "retrain it with 'metaedge train power'").items()}
     return t["method"], cfg, theta
 
 

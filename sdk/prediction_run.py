@@ -16,7 +16,7 @@ from metaedge.deploy import tensors
 from metaedge.deploy.bundle import Bundle, write_bundle
 from metaedge.sdk.bench_prediction import PredictionBench, Split, biases, frame_nmse, meta_rank
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.rundir import CONFIG, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
+from metaedge.sdk.rundir import CONFIG, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
 from metaedge.sdk.tasks.channels import ChannelConfig, ChannelFrames
 
 MODEL_KIND = "linear-predictor"
@@ -60,9 +60,9 @@ def load_prediction_run(path: Path) -> tuple[dict, PredictionBench, np.ndarray]:
         task = {k: tuple(v) if isinstance(v, list) else v for k, v in config["task"].items() if k != "name"}
         cfg = PredictionBench(channel=ChannelConfig(**task), window=pr.Window(config["model"]["window"], config["model"]["lag"]),
                               lam=config["train"]["lam"], seed=config["train"]["seed"])
-        theta, _ = tensors.load(path / THETA)
+        theta = read_theta(path, "retrain it with 'metaedge train prediction'")
         bias = theta["bias.re"] + 1j * theta["bias.im"]
-    except (KeyError, TypeError, tensors.TensorFileError) as e:
+    except (KeyError, TypeError) as e:
         raise UserError(f"'{path}' is an incomplete or corrupt prediction run ({e}); retrain it") from None
     return config, cfg, bias
 

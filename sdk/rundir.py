@@ -83,25 +83,34 @@ def read_best_theta(path: Path, names: tuple[str, ...]) -> list[np.ndarray]:
         raise UserError(f"{file} is corrupt ({e}); retrain the run") from None
 
 
+# model kinds whose runs other commands load, and what to do with them instead (name, export, evaluation)
+OTHER_KINDS = {
+    "regnn": ("power-control", "'metaedge export RUN --out DIR'", "metaedge bench power"),
+    "linear-predictor": ("channel-prediction", "--target linear", "metaedge bench prediction"),
+    "autoencoder": ("learned-link", "'metaedge export RUN --out DIR'", "metaedge bench link"),
+    "born": ("Born-machine", "--target qiskit", "metaedge bench qiskit"),
+}
+
+
+def read_theta(path: Path, hint: str) -> dict[str, np.ndarray]:
+    """The run's best θ, or a UserError: missing (with ``hint``, what to do) or corrupt."""
+    file = path / THETA
+    if not file.is_file():
+        raise UserError(f"'{path}' has no {THETA} yet (training stopped before its first validation); {hint}")
+    try:
+        return tensors.load(file)[0]
+    except tensors.TensorFileError as e:
+        raise UserError(f"{file} is corrupt: {e}; retrain or restore the run directory") from None
+
+
 def load_run(path: str | os.PathLike) -> Run:
     """Config and best θ of a finished (or interrupted) run."""
     path = Path(path)
     config = read_config(path)
-    if config["model"].get("kind") == "regnn":
-        raise UserError(f"'{path}' is a power-control run: export it with 'metaedge export {path} --out DIR', evaluate it with 'metaedge bench power'")
-    if config["model"].get("kind") == "linear-predictor":
-        raise UserError(f"'{path}' is a channel-prediction run: export it with --target linear, evaluate it with 'metaedge bench prediction'")
-    if config["model"].get("kind") == "autoencoder":
-        raise UserError(f"'{path}' is a learned-link run: export it with 'metaedge export {path} --out DIR', evaluate it with 'metaedge bench link'")
-    if config["model"].get("kind") == "born":
-        raise UserError(f"'{path}' is a Born-machine run: export it with --target qiskit, evaluate it with 'metaedge bench qiskit'")
-    file = path / THETA
-    if not file.is_file():
-        raise UserError(f"'{path}' has no {THETA} yet (training stopped before its first validation); resume it with 'metaedge train demod --out {path} --resume'")
-    try:
-        theta, _ = tensors.load(file)
-    except tensors.TensorFileError as e:
-        raise UserError(f"{file} is corrupt: {e}; retrain or restore the run directory") from None
+    other = OTHER_KINDS.get(config["model"].get("kind"))
+    if other:
+        raise UserError(f"'{path}' is a {other[0]} run: export it with {other[1].replace('RUN', str(path))}, evaluate it with '{other[2]}'")
+    theta = read_theta(path, f"resume it with 'metaedge train demod --out {path} --resume'")
     try:
         expected = MLPSpec.from_dict(config["model"]).shapes()
     except (KeyError, TypeError, ValueError) as e:
@@ -114,5 +123,5 @@ def load_run(path: str | os.PathLike) -> Run:
         raise UserError(f"{path / CONFIG} has an invalid train section ({e})") from None
     got = {k: tuple(v.shape) for k, v in theta.items()}
     if got != expected:
-        raise UserError(f"{file} does not match the model in {CONFIG} (expected {expected}, found {got}); retrain or restore the run directory")
+        raise UserError(f"{path / THETA} does not match the model in {CONFIG} (expected {expected}, found {got}); retrain or restore the run directory")
     return Run(path=path, config=config, theta=theta)
