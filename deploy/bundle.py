@@ -69,8 +69,9 @@ class Bundle:
 
 
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
-    """Canonical encoding: UTF-8 JSON, sorted keys, two-space indent, trailing newline."""
-    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    """Canonical encoding: UTF-8 JSON on one line, sorted keys, no spaces, trailing newline (half the bytes of an
+    indented manifest; ``metaedge inspect`` is how people read one)."""
+    return (json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
 def sha256(data: bytes) -> str:

@@ -30,13 +30,24 @@ DEFAULT = "edge-small"
 
 
 def required_ram(manifest: dict, profile: Profile) -> int:
-    """Working set of a bundle on this profile: θ twice (θ and the adapted φ), graphs or circuit, one full frame."""
+    """Working set of a bundle on this profile: θ twice (θ and the adapted φ), graphs or circuit, one full frame, and a
+    Gaussian posterior's weight draws (float32, both streams)."""
     parameters = sum((8 if p.get("dtype") == "float64" else 4) * _count(p["shape"]) for p in manifest["parameters"])
+    drawn = _draw_bytes(manifest.get("algorithm", {}).get("noise"), {p["name"]: _count(p["shape"]) for p in manifest["parameters"]})
     graphs = sum(e["size"] for role, e in manifest["artifacts"].items() if role in ("forward", "adapt_step", "circuit"))
     task = manifest["task"]
     outputs, features, payload = int(task.get("outputs", task.get("classes", 0))), len(task["features"]), profile.payload_limit(task)
     frame = 4 * (features * profile.max_pilots + features * payload + outputs * payload)
-    return 2 * parameters + graphs + frame
+    return 2 * parameters + graphs + frame + drawn
+
+
+def _draw_bytes(noise: object, sizes: dict[str, int]) -> int:
+    if not isinstance(noise, dict):
+        return 0
+    try:
+        return 4 * sum(int(noise[stream]["draws"]) for stream in ("adapt", "predict")) * sum(sizes[n] for n in noise["parameters"])
+    except (KeyError, TypeError, ValueError):
+        return 0   # malformed: the backend refuses the bundle when it loads it
 
 
 def _count(shape: list[int]) -> int:

@@ -2,8 +2,9 @@
 
 One frame = reset to θ, K adaptation steps on the pilots, inference on the payload. Measured
 in one run, alternating variants in blocks, one thread each: the ONNX backend in each of its
-adaptation modes (an ONNX ``Loop``, the device's default; IO binding; a plain
-``session.run`` step loop), and eager torch on the same parameters and data. Then a real device process on loopback: the round trip of a
+adaptation modes the bundle allows (an ONNX ``Loop``, the device's default when the bundle has
+one; IO binding; a plain ``session.run`` step loop), eager torch on the same parameters and
+data, and eager torch's inference alone, which bounds the ratio a device can reach. Then a real device process on loopback: the round trip of a
 frame through the protocol, and the process's peak memory.
 """
 from __future__ import annotations
@@ -29,7 +30,6 @@ from metaedge.sdk.stats import percentiles
 
 
 BLOCK = 10  # frames per variant before switching
-DEVICE_MODE = "onnx_loop"  # the variant the device runs by default (OnnxBackend's default mode)
 
 
 def _torch_frame(theta: dict, inner: InnerLoop, classes: int):
@@ -39,6 +39,19 @@ def _torch_frame(theta: dict, inner: InnerLoop, classes: int):
         with torch.no_grad():
             return forward(adapted, torch.from_numpy(payload)).exp().numpy()
     return run
+
+
+def _torch_forward_only(theta: dict):
+    """Eager torch's inference alone (no adaptation): with a free adaptation, the best a device whose
+    inference is as fast as torch's could do; torch's frame over it bounds the attainable ratio."""
+    def run(pilots, labels, payload):
+        with torch.no_grad():
+            return forward(theta, torch.from_numpy(payload)).exp().numpy()
+    return run
+
+
+def _variant(mode: str) -> str:
+    return "onnx_loop" if mode == "onnx_loop" else f"onnx_{mode}"
 
 
 def _onnx_frame(backend: OnnxBackend):
@@ -64,14 +77,16 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
                       adapt=None if len(adapts) == len(theta) else tuple(adapts))
     variants = {}
     for mode in OnnxBackend.MODES:
-        name = f"onnx_{mode}".replace("onnx_onnx_", "onnx_")
         backend = OnnxBackend(threads=1, mode=mode)
         backend.load(bundle)
         backend.steps = k
-        variants[name] = _onnx_frame(backend)
+        if mode == OnnxBackend().mode:
+            device_mode = _variant(backend.effective_mode)  # what a device runs: the default, or its fallback
+        variants.setdefault(_variant(backend.effective_mode), _onnx_frame(backend))
     variants["torch_eager"] = _torch_frame(theta, inner, classes)
     reference = variants["torch_eager"](x_p, y_p, x)
     agreement = {n: float(np.abs(f(x_p, y_p, x) - reference).max()) for n, f in variants.items() if n != "torch_eager"}
+    variants["torch_forward_only"] = _torch_forward_only(theta)
     # Variants alternate in blocks: frame by frame, torch's large code path evicts ORT's from the
     # caches and slows it 1.5-1.8x (measured), which a device without torch never sees.
     samples = {n: [] for n in variants}
@@ -88,8 +103,9 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
         "repeats": repeats, "threads": 1,
         "median_us": median_us,
         "p90_us": {n: percentiles(s, (90,), scale=1e6)["p90"] for n, s in samples.items()},
-        "device_mode": DEVICE_MODE,
-        "torch_over_onnx": median_us["torch_eager"] / median_us[DEVICE_MODE],
+        "device_mode": device_mode,
+        "torch_over_onnx": median_us["torch_eager"] / median_us[device_mode],
+        "torch_over_torch_forward_only": median_us["torch_eager"] / median_us["torch_forward_only"],
         "max_abs_prob_diff_vs_torch": agreement,
         "bundle_bytes": bundle.size(), "packed_bytes": len(pack(bundle)),
         "environment": {"onnxruntime": ort.__version__, "torch": torch.__version__, "python": sys.version.split()[0]},

@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from metaedge.deploy import tensors
+from metaedge.deploy import noise as noise_generator, tensors
 from metaedge.deploy.bundle import Bundle, write_bundle
-from metaedge.sdk.algorithms import EXPORTABLE, get_algorithm
-from metaedge.sdk.algorithms.bayes import log_predictive
+from metaedge.sdk.algorithms import EXPORTABLE
+from metaedge.sdk.algorithms.bayes import LOGSTD_PREFIX, log_predictive, means
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.receivers import ENSEMBLE
 from metaedge.sdk.models.mlp import Params, forward
 from metaedge.sdk.onnx_loop import loop_model
 from metaedge.sdk.rundir import load_run, read_config
@@ -35,7 +36,7 @@ from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks, pilot_symbols
 from metaedge.sdk.training import configs_from_run
 
 OPSET = 18
-SELFTEST_SAMPLES, SELFTEST_PILOTS, SELFTEST_ATOL = 64, 8, 1e-4
+SELFTEST_SAMPLES, SELFTEST_PILOTS, SELFTEST_ATOL = 16, 8, 1e-4   # 16 samples × all classes per check catch a wrong graph
 
 
 def _export_graph(fn, example: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str],
@@ -87,49 +88,69 @@ def features(params: Params) -> int:
     return params["l0.weight"].shape[-2] - (params["context"].shape[-1] if "context" in params else 0)
 
 
-def forward_graph(params: Params, fn: Callable[[Params, torch.Tensor], torch.Tensor], n_features: int, output: str) -> bytes:
-    names = list(params)
+def forward_graph(params: Params, fn: Callable[..., torch.Tensor], n_features: int, output: str,
+                  noise: Params | None = None) -> bytes:
+    """``fn(params, samples)`` as a graph; with ``noise`` (a Gaussian posterior's predictive draws) those are
+    inputs ``noise.<name>`` too, passed to ``fn`` as ``noise=``."""
+    names, drawn = list(params), list(noise or {})
     x = torch.zeros(7, n_features)
 
     def graph(*args):
-        return fn(dict(zip(names, args[:-1])), args[-1])
+        current = dict(zip(names, args[:len(names)]))
+        if drawn:
+            return fn(current, args[-1], noise=dict(zip(drawn, args[len(names):-1])))
+        return fn(current, args[-1])
 
-    return _export_graph(graph, (*params.values(), x), [*names, "samples"], [output], {"samples": "N"})
+    return _export_graph(graph, (*params.values(), *(noise or {}).values(), x), [*names, *(f"noise.{k}" for k in drawn), "samples"],
+                         [output], {"samples": "N"})
 
 
-def adapt_step_graph(params: Params, inner: InnerLoop, n_features: int, classes: int | None) -> bytes:
-    """One step; a proximal step (λ > 0) also reads θ's adapted parameters as ``anchor.<name>`` inputs. A
-    classifier's step reads the pilots' one-hot classes; a predictor's (``classes`` None) reads the pilots alone."""
-    names, keys = list(params), inner.keys(params)
-    anchors = [f"anchor.{k}" for k in keys] if inner.prox else []
+def anchored(inner: InnerLoop) -> bool:
+    """Whether every step reads θ besides the current parameters: a proximal term's centre, a Gaussian prior."""
+    return inner.prox > 0 or inner.posterior == "gaussian"
+
+
+def adapt_step_graph(params: Params, inner: InnerLoop, n_features: int, classes: int | None,
+                     noise: Params | None = None) -> bytes:
+    """One step; a proximal step (λ > 0) and a Gaussian posterior's (whose prior is θ at every step) also read θ's
+    adapted parameters as ``anchor.<name>`` inputs, the Gaussian step its draws ``noise`` as ``noise.<name>``. A classifier's step reads the pilots' one-hot
+    classes; a predictor's (``classes`` None) reads the pilots alone."""
+    names, keys, drawn = list(params), inner.keys(params), list(noise or {})
+    anchors = [f"anchor.{k}" for k in keys] if anchored(inner) else []
     one = dataclasses.replace(inner, steps=1)
     labelled = classes is not None
 
     def fn(*args):
         current = dict(zip(names, args[:len(names)]))
-        anchor = dict(zip(keys, args[len(names):len(names) + len(anchors)])) if anchors else None
+        fixed = args[len(names):len(names) + len(anchors) + len(drawn)]
+        anchor = dict(zip(keys, fixed[:len(anchors)])) if anchors else None
+        draws = dict(zip(drawn, fixed[len(anchors):])) if drawn else None
         pilots = args[-2] if labelled else args[-1]
         target = args[-1] if labelled else torch.zeros(pilots.shape[0], 1)
-        adapted = adapt(current, pilots, target, one, anchor=anchor)
+        adapted = adapt(current, pilots, target, one, anchor=anchor, noise=draws)
         return tuple(adapted[k] for k in keys)
 
     # distinct tensors: the tracer would merge an anchor with its parameter if given the same object
-    example = (*params.values(), *(params[k].clone() for k in keys if anchors), torch.zeros(5, n_features),
-               *([torch.eye(classes)[:5]] if labelled else []))
-    inputs = [*names, *anchors, "pilot_samples", *(["pilot_onehot"] if labelled else [])]
+    example = (*params.values(), *(params[k].clone() for k in keys if anchors), *(noise or {}).values(),
+               torch.zeros(5, n_features), *([torch.eye(classes)[:5]] if labelled else []))
+    inputs = [*names, *anchors, *(f"noise.{k}" for k in drawn), "pilot_samples", *(["pilot_onehot"] if labelled else [])]
     return _export_graph(fn, example, inputs, [f"adapted.{k}" for k in keys],
                          {"pilot_samples": "P", **({"pilot_onehot": "P"} if labelled else {})})
 
 
 def selftest_vectors(params: Params, inner: InnerLoop, pilots: np.ndarray, onehot: np.ndarray | None, samples: np.ndarray,
-                     fn: Callable[[Params, torch.Tensor], torch.Tensor] = forward, output: str = "log_probs") -> dict[str, np.ndarray]:
+                     fn: Callable[[Params, torch.Tensor], torch.Tensor] = forward, output: str = "log_probs",
+                     noise: dict[str, Params] | None = None) -> dict[str, np.ndarray]:
     """Inputs and torch's outputs for a forward pass (``fn``) on ``samples`` and a full adaptation (``inner.steps``
-    steps) on ``pilots`` with one-hot classes ``onehot`` (None for a predictor, whose pilots carry no labels)."""
+    steps) on ``pilots`` with one-hot classes ``onehot`` (None for a predictor, whose pilots carry no labels);
+    a Gaussian posterior's with the bundle's draws ``noise`` (streams "adapt" and "predict")."""
     x_p, x = (torch.as_tensor(a, dtype=torch.float32) for a in (pilots, samples))
     target = torch.as_tensor(onehot, dtype=torch.float32) if onehot is not None else torch.zeros(len(x_p), 1)
+    if noise:
+        fn = functools.partial(fn, noise=noise["predict"])
     with torch.no_grad():
         vectors = {"forward.samples": x, f"forward.{output}": fn(params, x)}
-    adapted = {k: v.detach() for k, v in adapt(params, x_p, target, inner).items()}
+    adapted = {k: v.detach() for k, v in adapt(params, x_p, target, inner, noise=noise["adapt"] if noise else None).items()}
     vectors["adapt.pilot_samples"] = x_p
     if onehot is not None:
         vectors["adapt.pilot_onehot"] = target
@@ -139,10 +160,26 @@ def selftest_vectors(params: Params, inner: InnerLoop, pilots: np.ndarray, oneho
     return {k: v.numpy().astype(np.float32) for k, v in vectors.items()}
 
 
-def demod_selftest(params: Params, inner: InnerLoop, tasks: DemodTasks, fn=forward) -> dict[str, np.ndarray]:
+def demod_selftest(params: Params, inner: InnerLoop, tasks: DemodTasks, fn=forward,
+                   noise: dict[str, Params] | None = None) -> dict[str, np.ndarray]:
     frame = tasks.frames(tasks.devices("test", 1), SELFTEST_PILOTS, SELFTEST_SAMPLES, tasks.rng("test", 99))
     onehot = np.eye(tasks.config.order, dtype=np.float32)[frame.y_tr[0]]
-    return selftest_vectors(params, inner, frame.x_tr[0], onehot, frame.x_va[0], fn=fn)
+    return selftest_vectors(params, inner, frame.x_tr[0], onehot, frame.x_va[0], fn=fn, noise=noise)
+
+
+def gaussian_noise(params: Params, inner: InnerLoop, seed: int, ensemble: int) -> dict:
+    """The manifest's ``algorithm.noise`` of a Gaussian posterior (spec §7.4): ``inner.samples`` draws for every
+    adaptation step and ``ensemble`` for the predictive, from two streams of the run's seed."""
+    return {"generator": noise_generator.GENERATOR, "parameters": list(means(params)),
+            "adapt": {"seed": 2 * seed, "draws": inner.samples}, "predict": {"seed": 2 * seed + 1, "draws": ensemble}}
+
+
+def noise_tensors(section: dict, params: Params) -> dict[str, Params]:
+    """The draws of ``section`` (``algorithm.noise``) as tensors, stream → name → [draws, *shape]."""
+    shapes = [(k, list(params[k].shape)) for k in section["parameters"]]
+    return {stream: {k: torch.from_numpy(v) for k, v in
+                     noise_generator.weight_noise(section[stream]["seed"], section[stream]["draws"], shapes).items()}
+            for stream in ("adapt", "predict")}
 
 
 def release_fields(out: str | Path, security_counter: int, expires: str | None) -> dict:
@@ -174,20 +211,28 @@ def task_section(task: DemodConfig) -> dict:
 
 
 def export_onnx(run_dir: str | Path, out: str | Path, security_counter: int = 1, steps: int | None = None,
-                key=None, expires: str | None = None) -> Bundle:
+                key=None, expires: str | None = None, ensemble: int | None = None) -> Bundle:
     """Write the bundle of a trained run for the ONNX target; ``steps`` sets the device's adaptation budget
-    (default: the inner steps the run was trained with); ``key`` (Ed25519) signs it; ``expires``
+    (default: the inner steps the run was trained with); ``ensemble`` the weight draws a Gaussian posterior's
+    predictive averages (default: as many as ``metaedge eval``); ``key`` (Ed25519) signs it; ``expires``
     (UTC, 2027-01-31T00:00:00Z) is when devices stop accepting it. A learned-link run exports its receiver, a
     power-control run its allocator."""
     if steps is not None and steps < 1:
         raise UserError(f"--steps {steps} must be at least 1")
+    if ensemble is not None and not 1 <= ensemble <= noise_generator.MAX_DRAWS:
+        raise UserError(f"--ensemble {ensemble} must lie in [1, {noise_generator.MAX_DRAWS}]")
     release = release_fields(out, security_counter, expires)
     from metaedge.sdk.link_export import link_receiver
     from metaedge.sdk.power_run import power_receiver
 
     kind = read_config(Path(run_dir))["model"].get("kind")
-    receivers = {"autoencoder": link_receiver, "regnn": power_receiver}
-    return write_onnx_bundle(out, release, receivers.get(kind, demod_receiver)(Path(run_dir), steps), key)
+    if kind in ("autoencoder", "regnn"):
+        if ensemble is not None:
+            raise UserError("--ensemble applies to runs with a Gaussian posterior (vbmaml) only")
+        receiver = {"autoencoder": link_receiver, "regnn": power_receiver}[kind](Path(run_dir), steps)
+    else:
+        receiver = demod_receiver(Path(run_dir), steps, ensemble)
+    return write_onnx_bundle(out, release, receiver, key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,29 +250,36 @@ class Receiver:
     forward: Callable[[Params, torch.Tensor], torch.Tensor] = forward
     output: str = "log_probs"
     loss: str = "cross_entropy_mean_onehot"
+    noise: dict | None = None                 # a Gaussian posterior's draws (the manifest's algorithm.noise, spec §7.4)
 
 
 def mlp_model(params: Params) -> dict:
     sizes = [features(params), *(params[f"l{i}.bias"].shape[-1] for i in range(len(params)) if f"l{i}.bias" in params)]
-    stacked = params["l0.weight"].dim() == 3
+    stacked, gaussian = params["l0.weight"].dim() == 3, any(k.startswith(LOGSTD_PREFIX) for k in params)
+    output = {"particles": int(params["l0.weight"].shape[0]), "output": "log_mean_softmax"} if stacked else \
+        {"posterior": "gaussian", "output": "log_mean_softmax"} if gaussian else {"output": "log_softmax"}
     return {"kind": "mlp", "sizes": sizes, "context": int(params["context"].shape[-1]) if "context" in params else 0,
-            "activation": "relu", "weight_layout": "in_out",
-            **({"particles": int(params["l0.weight"].shape[0]), "output": "log_mean_softmax"} if stacked else {"output": "log_softmax"})}
+            "activation": "relu", "weight_layout": "in_out", **output}
 
 
-def demod_receiver(run_dir: Path, steps: int | None) -> Receiver:
+def demod_receiver(run_dir: Path, steps: int | None, ensemble: int | None = None) -> Receiver:
     run = load_run(run_dir)
     task, train = configs_from_run(run.config)
     if train.algo not in EXPORTABLE:
-        why = "its module selection" if get_algorithm(train.algo).modular else "its sampled Gaussian ensemble (draws a device would have to reproduce)"
-        raise UserError(f"'{run_dir}' is an {train.algo} run: {why} is not exportable yet; export a run of {', '.join(EXPORTABLE)}")
+        raise UserError(f"'{run_dir}' is a {train.algo} run: its module selection is not exportable yet; export a run of "
+                        f"{', '.join(EXPORTABLE)}")
     inner = train.inner()
     if steps is not None:
         inner = dataclasses.replace(inner, steps=steps)
+    if ensemble is not None and inner.posterior != "gaussian":
+        raise UserError(f"--ensemble applies to runs with a Gaussian posterior (vbmaml), not to '{run_dir}' ({train.algo})")
     params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
-    fn = functools.partial(log_predictive, posterior=inner.posterior, samples=inner.samples)   # the MLP itself for a point θ
-    return Receiver(params, inner, train.algo, task_section(task), demod_selftest(params, inner, DemodTasks(task, seed=train.seed), fn),
-                    {"run": str(run_dir), "algo": train.algo, "seed": train.seed}, forward=fn)
+    noise = gaussian_noise(params, inner, train.seed, ensemble or ENSEMBLE) if inner.posterior == "gaussian" else None
+    samples = noise["predict"]["draws"] if noise else inner.samples
+    fn = functools.partial(log_predictive, posterior=inner.posterior, samples=samples)   # the MLP itself for a point θ
+    selftest = demod_selftest(params, inner, DemodTasks(task, seed=train.seed), fn, noise_tensors(noise, params) if noise else None)
+    return Receiver(params, inner, train.algo, task_section(task), selftest,
+                    {"run": str(run_dir), "algo": train.algo, "seed": train.seed}, forward=fn, noise=noise)
 
 
 def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=None) -> Bundle:
@@ -235,8 +287,18 @@ def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=No
     n_features, classes = len(task["features"]), task.get("classes")
     width = classes if classes is not None else task["outputs"]
     adapted = inner.keys(params)
+    draws = noise_tensors(receiver.noise, params) if receiver.noise else {}
+
+    def noise_inputs(stream: str) -> list[dict]:
+        return [{"name": f"noise.{k}", "role": "noise", "stream": stream, "parameter": k, "shape": list(v.shape),
+                 "dtype": "float32"} for k, v in draws.get(stream, {}).items()]
+
+    # the Loop graph pays only from two steps on (one step: 173 µs against 155 µs stepping; five: 215
+    # against 339, `metaedge bench device`); a one-step bundle leaves out its 10 KB
+    loop = inner.steps > 1
     step_inputs = [*({"name": k, "role": "parameter"} for k in params),
-                   *({"name": f"anchor.{k}", "role": "anchor", "parameter": k} for k in adapted if inner.prox),
+                   *({"name": f"anchor.{k}", "role": "anchor", "parameter": k} for k in adapted if anchored(inner)),
+                   *noise_inputs("adapt"),
                    {"name": "pilot_samples", "role": "pilot_samples", "shape": ["P", n_features], "dtype": "float32"},
                    *([{"name": "pilot_onehot", "role": "pilot_labels_onehot", "shape": ["P", classes], "dtype": "float32"}]
                      if classes is not None else [])]
@@ -247,28 +309,28 @@ def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=No
         "task": task,
         "model": receiver.model or mlp_model(params),
         "algorithm": {"name": receiver.algo, "inner_lr": inner.lr, "inner_steps": inner.steps, "adapts": list(adapted),
-                      "loss": receiver.loss, "prox": inner.prox},
+                      "loss": receiver.loss, "prox": inner.prox, **({"noise": receiver.noise} if receiver.noise else {})},
         "parameters": [{"name": k, "shape": list(v.shape), "dtype": "float32", "adapts": k in adapted} for k, v in params.items()],
         "graphs": {
             "opset": OPSET,
-            "forward": {"inputs": [*({"name": k, "role": "parameter"} for k in params),
+            "forward": {"inputs": [*({"name": k, "role": "parameter"} for k in params), *noise_inputs("predict"),
                                    {"name": "samples", "role": "samples", "shape": ["N", n_features], "dtype": "float32"}],
                         "outputs": [{"name": receiver.output, "role": "log_probabilities" if classes is not None else "outputs",
                                      "shape": ["N", width], "dtype": "float32"}]},
             "adapt_step": {"inputs": step_inputs, "outputs": step_outputs},
-            "adapt_loop": {"inputs": [*step_inputs, {"name": "steps", "role": "steps", "shape": [], "dtype": "int64"}],
-                           "outputs": step_outputs},
+            **({"adapt_loop": {"inputs": [*step_inputs, {"name": "steps", "role": "steps", "shape": [], "dtype": "int64"}],
+                               "outputs": step_outputs}} if loop else {}),
         },
         "selftest": {"atol": SELFTEST_ATOL, "pilots": len(receiver.selftest["adapt.pilot_samples"]),
                      "samples": len(receiver.selftest["forward.samples"])},
         "source": receiver.source,
     }
-    step = adapt_step_graph(params, inner, n_features, classes)
+    step = adapt_step_graph(params, inner, n_features, classes, draws.get("adapt"))
     artifacts = {
         "theta": ("theta.safetensors", tensors.dumps({k: v.numpy() for k, v in params.items()})),
-        "forward": ("forward.onnx", forward_graph(params, receiver.forward, n_features, receiver.output)),
+        "forward": ("forward.onnx", forward_graph(params, receiver.forward, n_features, receiver.output, draws.get("predict"))),
         "adapt_step": ("adapt_step.onnx", step),
-        "adapt_loop": ("adapt_loop.onnx", loop_model(step, list(adapted))),
+        **({"adapt_loop": ("adapt_loop.onnx", loop_model(step, list(adapted)))} if loop else {}),
         "selftest": ("selftest.safetensors", tensors.dumps(receiver.selftest)),
     }
     return write_bundle(out, manifest, artifacts, key=key)

@@ -183,8 +183,9 @@ class Trainer:
     def start(self, resume: bool) -> None:
         """Create the run directory, or load its checkpoint when resuming."""
         if resume:
-            saved = read_config(self.dir)
-            if saved["task"] != run_config(self.task_cfg, self.cfg)["task"]:
+            # a field added to the task after the run was written holds its default, which is what the run used
+            saved_task, _ = configs_from_run(read_config(self.dir))
+            if saved_task != self.task_cfg:
                 raise UserError(f"--resume: the task configuration differs from the one in {self.dir / CONFIG}; drop the task flags to resume as it was")
             self._load_checkpoint()
             if self.state["stop_reason"] == "reached --iterations" and self.state["iteration"] < self.cfg.iterations:

@@ -38,7 +38,8 @@ def trusted(signing_keys):
 
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory, signing_keys):
-    """A briefly trained CAVIA run exported to a signed ONNX bundle: (run dir, bundle dir). Shared: export takes seconds."""
+    """A briefly trained two-step CAVIA run exported to a signed ONNX bundle (with the optional Loop graph, which
+    only multi-step bundles carry): (run dir, bundle dir). Shared: export takes seconds."""
     from metaedge.deploy.signing import load_private
     from metaedge.sdk.export import export_onnx
     from metaedge.sdk.tasks.demod import DemodConfig
@@ -46,7 +47,7 @@ def trained_bundle(tmp_path_factory, signing_keys):
 
     root = tmp_path_factory.mktemp("trained")
     trainer = Trainer(root / "run", DemodConfig(pilots=8, val_pilots=32),
-                      TrainConfig(algo="cavia", iterations=3, meta_devices=10, val_devices=3, val_every=3, inner_lr=1.0))
+                      TrainConfig(algo="cavia", iterations=3, meta_devices=10, val_devices=3, val_every=3, inner_lr=1.0, inner_steps=2))
     trainer.start(resume=False)
     trainer.run()
     export_onnx(root / "run", root / "bundle", key=load_private(signing_keys[0]))
@@ -92,3 +93,26 @@ def lava_python() -> str:
         return find()
     except UserError as e:
         pytest.fail(str(e))
+
+
+@pytest.fixture
+def rewritten():
+    """``rewritten(bundle_path, tmp_path, change_manifest, files)``: a copy of a bundle with replaced artifact files
+    (hashes updated) and an edited manifest, read back."""
+    import json
+    import shutil
+
+    from metaedge.deploy.bundle import MANIFEST, manifest_bytes, read_bundle, sha256
+
+    def rewrite(bundle_path, tmp_path, change_manifest=lambda m: None, files=None):
+        copy = tmp_path / "b"
+        shutil.copytree(bundle_path, copy)
+        manifest = json.loads((copy / MANIFEST).read_text())
+        for role, data in (files or {}).items():
+            (copy / manifest["artifacts"][role]["path"]).write_bytes(data)
+            manifest["artifacts"][role].update(size=len(data), sha256=sha256(data))
+        change_manifest(manifest)
+        (copy / MANIFEST).write_bytes(manifest_bytes(manifest))
+        return read_bundle(copy)
+
+    return rewrite

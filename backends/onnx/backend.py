@@ -5,10 +5,10 @@ parameters; the backend runs it ``inner_steps`` times, feeding the adapted param
 back, then ``forward`` on the payload. One intra-op thread by default, as on a small device.
 
 Three ways to run the inner loop, measured by ``metaedge bench device``:
-- ``onnx_loop`` (default, fastest: 260–280 µs against 297–359 µs for ``iobinding`` for a
-  5-step frame, side by side): all steps in one call of the bundle's optional
-  ``adapt_loop`` graph (an ONNX ``Loop`` around ``adapt_step``), IO-bound; bundles without
-  it fall back to ``iobinding``;
+- ``onnx_loop`` (default, fastest from two steps on: 215 µs against 339 µs for ``iobinding``
+  to adapt in 5 steps, 173 against 155 µs in one, side by side): all steps in one call of the
+  bundle's optional ``adapt_loop`` graph (an ONNX ``Loop`` around ``adapt_step``), IO-bound;
+  one-step bundles leave that graph out, and bundles without it fall back to ``iobinding``;
 - ``iobinding``: θ is converted to ONNX Runtime values once at load; adapted parameters
   pass from step to step and into ``forward`` as ORT values, no numpy copies;
 - ``step_loop``: a plain ``session.run`` per step with numpy feeds.
@@ -24,6 +24,7 @@ import onnxruntime as ort
 
 from metaedge.backends.base import AdaptReport, BackendError, Resources, SelftestReport
 from metaedge.deploy.bundle import Bundle
+from metaedge.deploy.noise import weight_draws
 
 
 class OnnxBackend:
@@ -72,17 +73,17 @@ class OnnxBackend:
                 raise BackendError(f"θ lacks parameter {p['name']} of shape {p['shape']}")
         self.theta = {k: theta[k].astype(np.float32) for k in order}
         self.adapted_names = [p["name"] for p in manifest["parameters"] if p["adapts"]]
-        # proximal steps (iMAML, Prox-MAML, ALSET) read θ's adapted parameters as anchors (spec §7.2)
-        anchors = [i for i in manifest["graphs"]["adapt_step"]["inputs"] if i.get("role") == "anchor"]
-        if any(i.get("parameter") not in self.adapted_names for i in anchors):
-            raise BackendError("adapt_step has an anchor input for a parameter that does not adapt")
-        self.anchors = {i["name"]: self.theta[i["parameter"]] for i in anchors}
+        try:
+            draws = weight_draws(manifest["algorithm"].get("noise"), self.theta)
+        except ValueError as e:
+            raise BackendError(str(e)) from None
+        self.fixed = {role: self._fixed_inputs(role, draws) for role in ("adapt_step", "forward")}
         self.forward_session = self._session("forward")
         self.adapt_session = self._session("adapt_step")
         self._check_io("forward", self.forward_session)
         self._check_io("adapt_step", self.adapt_session)
         self.theta_ort = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in self.theta.items()}
-        self.anchors_ort = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in self.anchors.items()}
+        self.fixed_ort = {role: {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in fixed.items()} for role, fixed in self.fixed.items()}
         self.effective_mode = self.mode
         if self.mode == "onnx_loop":
             if "adapt_loop" in bundle.artifacts:
@@ -91,6 +92,23 @@ class OnnxBackend:
             else:
                 self.effective_mode = "iobinding"
         self.reset()
+
+    def _fixed_inputs(self, role: str, draws: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """A graph's inputs that stay the same every frame: a proximal step's anchors, θ's adapted parameters
+        (iMAML, Prox-MAML, ALSET; spec §7.2), and a Gaussian posterior's weight draws (spec §7.4)."""
+        fixed = {}
+        for spec in self.bundle.manifest["graphs"][role]["inputs"]:
+            if spec.get("role") == "anchor":
+                if role != "adapt_step" or spec.get("parameter") not in self.adapted_names:
+                    raise BackendError(f"{role} has an anchor input for a parameter that does not adapt")
+                fixed[spec["name"]] = self.theta[spec["parameter"]]
+            elif spec.get("role") == "noise":
+                value = draws.get(spec.get("stream"), {}).get(spec.get("parameter"))
+                if value is None:
+                    raise BackendError(f"{role} input '{spec['name']}' reads draws of stream '{spec.get('stream')}' for "
+                                       f"parameter '{spec.get('parameter')}', which algorithm.noise does not define")
+                fixed[spec["name"]] = value
+        return fixed
 
     def _check_io(self, role: str, session: ort.InferenceSession) -> None:
         spec = self.bundle.manifest["graphs"][role]
@@ -115,7 +133,7 @@ class OnnxBackend:
         pilots = np.ascontiguousarray(pilot_samples, np.float32)
         labels = {"pilot_onehot": self.onehot_table[pilot_labels]} if self.classifier else {}
         if self.effective_mode == "step_loop":
-            feeds = {**self.params, **self.anchors, "pilot_samples": pilots, **labels}
+            feeds = {**self.params, **self.fixed["adapt_step"], "pilot_samples": pilots, **labels}
             for _ in range(self.steps):
                 feeds.update(zip(self.adapted_names, self.adapt_session.run(None, feeds)))
             self.current.update({k: ort.OrtValue.ortvalue_from_numpy(feeds[k]) for k in self.adapted_names})
@@ -128,7 +146,7 @@ class OnnxBackend:
                 binding.bind_cpu_input(name, value)
             if loop:
                 binding.bind_cpu_input("steps", np.array(self.steps, np.int64))
-            for name, value in self.anchors_ort.items():
+            for name, value in self.fixed_ort["adapt_step"].items():
                 binding.bind_ortvalue_input(name, value)
             for name, value in self.current.items():
                 binding.bind_ortvalue_input(name, value)
@@ -148,9 +166,9 @@ class OnnxBackend:
         """The forward graph's output: log-probabilities (classifier) or the outputs (predictor)."""
         samples = np.ascontiguousarray(samples, np.float32)
         if self.effective_mode == "step_loop":
-            return self.forward_session.run(None, {**self.params, "samples": samples})[0]
+            return self.forward_session.run(None, {**self.params, **self.fixed["forward"], "samples": samples})[0]
         binding = self.forward_session.io_binding()
-        for name, value in self.current.items():
+        for name, value in (self.current | self.fixed_ort["forward"]).items():
             binding.bind_ortvalue_input(name, value)
         binding.bind_cpu_input("samples", samples)
         binding.bind_output(self.output, "cpu")

@@ -71,8 +71,8 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
-# Not yet exportable: the Gaussian posterior's sampled ensemble and module selection.
-EXPORTABLE = tuple(name for name, a in ALGORITHMS.items() if a.posterior in ("point", "particles") and not a.modular)
+# Not yet exportable: module selection (a device would search module combinations on the pilots).
+EXPORTABLE = tuple(name for name, a in ALGORITHMS.items() if not a.modular)
 
 
 def get_algorithm(name: str) -> Algorithm:

@@ -32,10 +32,13 @@ def means(params: Params) -> Params:
     return {k: v for k, v in params.items() if not k.startswith(LOGSTD_PREFIX)}
 
 
-def gaussian_samples(params: Params, count: int) -> Params:
-    """``count`` weight draws μ + σ·ε from the diagonal Gaussian, stacked on a leading axis."""
+def gaussian_samples(params: Params, count: int, noise: Params | None = None) -> Params:
+    """``count`` weight draws μ + σ·ε from the diagonal Gaussian, stacked on a leading axis; ε fresh from torch's
+    generator, or ``noise`` (name → [count, *shape]): the fixed draws an exported receiver reproduces."""
     mu = means(params)
-    return {k: v + params[LOGSTD_PREFIX + k].exp() * torch.randn((count, *v.shape), dtype=v.dtype) for k, v in mu.items()}
+    if noise is None:
+        noise = {k: torch.randn((count, *v.shape), dtype=v.dtype) for k, v in mu.items()}
+    return {k: v + params[LOGSTD_PREFIX + k].exp() * noise[k] for k, v in mu.items()}
 
 
 def gaussian_kl(q: Params, p: Params, with_means: bool = True) -> Tensor:
@@ -50,33 +53,35 @@ def gaussian_kl(q: Params, p: Params, with_means: bool = True) -> Tensor:
 
 
 def free_energy(q: Params, prior: Params, x: Tensor, onehot: Tensor, samples: int, kl_weight: float = 1.0,
-                with_means: bool = True) -> Tensor:
+                with_means: bool = True, noise: Params | None = None) -> Tensor:
     """Eq. 2.32 per pilot: E_q[cross-entropy] (``samples`` reparameterised draws) + w·KL(q ‖ prior) / N
     (w = 1 is the variational free energy; w < 1 tempers the prior's pull)."""
-    draws = gaussian_samples(q, samples)
+    draws = gaussian_samples(q, samples, noise)
     expected = vmap(task_loss, in_dims=(0, None, None))(draws, x, onehot).mean()
     return expected + kl_weight * gaussian_kl(q, prior, with_means) / sample_count(x)
 
 
 def gaussian_adapt(params: Params, x: Tensor, onehot: Tensor, lr: float, steps: int, samples: int,
-                   kl_weight: float = 1.0) -> Params:
+                   kl_weight: float = 1.0, noise: Params | None = None, prior: Params | None = None) -> Params:
     """``steps`` steps on the free energy from q = prior = θ, means and log-stds both adapting.
 
     The KL's pull on the means, (μ_q − μ_p)²/2σ_p²N, is stiff where the prior is tight (plain
     gradient descent diverges once α > 2σ_p²N), so each step takes it exactly — a proximal
     (forward-backward) step: μ ← (μ − α g + κ μ_p)/(1 + κ) with κ = wα/σ_p²N. A tight prior keeps
-    its mean, a wide one lets the pilots move it as MAML would."""
+    its mean, a wide one lets the pilots move it as MAML would. Fixed ``noise`` serves every step (a device's
+    draws); ``prior`` (default: ``params``) is θ when a device starts a step from an adapted q."""
     q = dict(params)
+    prior = params if prior is None else {**params, **prior}
     n = sample_count(x)
     for _ in range(steps):
-        g = grad(free_energy)(q, params, x, onehot, samples, kl_weight, False)
+        g = grad(free_energy)(q, prior, x, onehot, samples, kl_weight, False, noise)
         stepped = {}
         for k, v in q.items():
             if k.startswith(LOGSTD_PREFIX):
                 stepped[k] = v - lr * g[k]
             else:
-                kappa = kl_weight * lr / (n * torch.exp(2 * params[LOGSTD_PREFIX + k]))
-                stepped[k] = (v - lr * g[k] + kappa * params[k]) / (1 + kappa)
+                kappa = kl_weight * lr / (n * torch.exp(2 * prior[LOGSTD_PREFIX + k]))
+                stepped[k] = (v - lr * g[k] + kappa * prior[k]) / (1 + kappa)
         q = stepped
     return q
 
@@ -118,20 +123,21 @@ def svgd_adapt(params: Params, x: Tensor, onehot: Tensor, lr: float, steps: int)
     return particles
 
 
-def weight_samples(params: Params, posterior: str, samples: int) -> Params:
-    """The weights the predictive averages over, on a leading axis: Gaussian draws, the particles, or θ itself."""
+def weight_samples(params: Params, posterior: str, samples: int, noise: Params | None = None) -> Params:
+    """The weights the predictive averages over, on a leading axis: Gaussian draws (fresh, or from ``noise``), the
+    particles, or θ itself."""
     if posterior == "gaussian":
-        return gaussian_samples(params, samples)
+        return gaussian_samples(params, samples, noise)
     if posterior == "particles":
         return params
     return {k: v[None] for k, v in params.items()}
 
 
-def log_predictive(params: Params, x: Tensor, posterior: str, samples: int) -> Tensor:
+def log_predictive(params: Params, x: Tensor, posterior: str, samples: int, noise: Params | None = None) -> Tensor:
     """log of the predictive p(y|x) = mean over weights of p(y|x, w) (eq. 2.35), [n, classes]."""
     if posterior == "point":
         return forward(params, x)
-    draws = weight_samples(params, posterior, samples)
+    draws = weight_samples(params, posterior, samples, noise)
     logp = vmap(forward, in_dims=(0, None))(draws, x)
     return torch.logsumexp(logp, dim=0) - math.log(logp.shape[0])
 

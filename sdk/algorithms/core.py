@@ -64,13 +64,15 @@ def step_size(params: Params, key: str, inner: InnerLoop):
     return params.get(STEP_PREFIX + key, inner.lr)
 
 
-def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop, anchor: Params | None = None) -> Params:
+def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop, anchor: Params | None = None,
+          noise: Params | None = None) -> Params:
     """φ = θ − α∘∇L_tr(θ), repeated ``inner.steps`` times; differentiable with respect to θ (and α).
     The proximal term pulls toward ``anchor`` (default: the starting parameters — θ; a device taking
     one step at a time passes θ). A Gaussian posterior steps on the free energy instead, particles
-    by SVGD; a modular θ picks one module per layer."""
+    by SVGD, its prior being ``anchor`` (default: the starting parameters); a modular θ picks one module per
+    layer. ``noise``: the Gaussian form's fixed draws (an exported receiver's), else fresh ones."""
     if inner.posterior == "gaussian":
-        return bayes.gaussian_adapt(params, x, onehot, inner.lr, inner.steps, inner.samples, inner.kl_weight)
+        return bayes.gaussian_adapt(params, x, onehot, inner.lr, inner.steps, inner.samples, inner.kl_weight, noise, anchor)
     if inner.posterior == "particles":
         return bayes.svgd_adapt(params, x, onehot, inner.lr, inner.steps)
     if inner.assignment == "anneal":

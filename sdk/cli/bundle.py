@@ -11,6 +11,7 @@ EXPORT_EXAMPLES = """
 examples:
   metaedge export runs/demo/cavia --target onnx --out bundles/cavia
   metaedge export runs/maml --out bundles/maml-v7 --security-counter 7
+  metaedge export runs/vbmaml --out bundles/vbmaml --ensemble 20
   metaedge export runs/born-meta --target qiskit --out bundles/born --shots 512
   metaedge export runs/snn-fomaml --target loihi --out bundles/snn
   metaedge export runs/pred --target linear --out bundles/pred
@@ -36,6 +37,9 @@ def register(sub) -> None:
     e.add_argument("--security-counter", type=int, default=1, help="monotonic counter a device uses against rollback (default 1)")
     e.add_argument("--steps", type=int, default=None, help="adaptation steps on the device (default: the run's inner steps)")
     e.add_argument("--shots", type=int, default=None, help="qiskit only: shots per parameter setting (default: the run's, 256)")
+    e.add_argument("--ensemble", type=int, default=None,
+                   help="vbmaml runs only: weight draws the device's predictive averages (default 100, as metaedge eval; "
+                        "fewer cost less per frame)")
     e.add_argument("--key", type=Path, help="Ed25519 private key to sign with (metaedge keys generate)")
     e.add_argument("--expires", help="UTC time after which devices refuse to install it, e.g. 2027-01-31T00:00:00Z")
     e.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -63,6 +67,8 @@ def register(sub) -> None:
 def run_export(args: argparse.Namespace) -> int:
     if args.shots is not None and args.target != "qiskit":
         raise UserError("--shots applies to the qiskit target only")
+    if args.ensemble is not None and args.target != "onnx":
+        raise UserError("--ensemble applies to the onnx target only (vbmaml runs)")
 
     if args.steps is not None and args.target == "loihi":
         raise UserError("--steps does not apply to the loihi target: the rule adapts while the pilots are presented "
@@ -87,7 +93,8 @@ def run_export(args: argparse.Namespace) -> int:
     else:
         from metaedge.sdk.export import export_onnx
 
-        bundle = _bundle_errors(lambda: export_onnx(args.run, args.out, args.security_counter, args.steps, key, args.expires))
+        bundle = _bundle_errors(lambda: export_onnx(args.run, args.out, args.security_counter, args.steps, key, args.expires,
+                                                    args.ensemble))
     print(json.dumps(bundle.manifest, indent=2) if args.json else summary(bundle))
     return 0
 
@@ -154,8 +161,12 @@ def summary(bundle) -> str:
                  else '→'.join(map(str, model['sizes'])) + (f" + {model['context']} context inputs" if model["context"] else "")
                  + (f" after a radio-transformer network {'→'.join(map(str, model['rtn']))} ({model['rtn_activation']})"
                     if "rtn" in model else ""))
+        noise = algo.get("noise")
+        step = "free-energy" if noise else "SVGD" if "particles" in model else "SGD"
+        posterior = (f"; Gaussian posterior, {noise['adapt']['draws']} weight draws per step, predictive over "
+                     f"{noise['predict']['draws']}" if noise else f"; ensemble of {model['particles']} particles" if "particles" in model else "")
         lines += [f"model       {model['kind']} {shape}, {params:,} parameters",
-                  f"algorithm   {algo['name']}: {algo['inner_steps']} step(s) of SGD, lr {algo['inner_lr']:g}, adapts {adapted}"]
+                  f"algorithm   {algo['name']}: {algo['inner_steps']} {step} step(s), lr {algo['inner_lr']:g}, adapts {adapted}{posterior}"]
     lines += [
         f"security    counter {m['security_counter']}, " + (f"expires {m['expires']}, " if "expires" in m else "")
         + ("signed (manifest.sig)" if bundle.signature else "UNSIGNED"),

@@ -1,7 +1,5 @@
 """The ONNX backend as a device runs it: bad bundles refused, frames independent, Python 3.10 / numpy < 2 too."""
-import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,7 +8,7 @@ import pytest
 
 from metaedge.backends.base import BackendError
 from metaedge.backends.onnx import OnnxBackend
-from metaedge.deploy.bundle import MANIFEST, manifest_bytes, read_bundle, sha256
+from metaedge.deploy.bundle import read_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,19 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def bundle_path(trained_bundle):
     return trained_bundle[1]
-
-
-def rewritten(bundle_path, tmp_path, change_manifest=lambda m: None, files=None):
-    """A copy of the bundle with replaced artifact files (hashes updated) and an edited manifest."""
-    copy = tmp_path / "b"
-    shutil.copytree(bundle_path, copy)
-    manifest = json.loads((copy / MANIFEST).read_text())
-    for role, data in (files or {}).items():
-        (copy / manifest["artifacts"][role]["path"]).write_bytes(data)
-        manifest["artifacts"][role].update(size=len(data), sha256=sha256(data))
-    change_manifest(manifest)
-    (copy / MANIFEST).write_bytes(manifest_bytes(manifest))
-    return read_bundle(copy)
 
 
 def test_frames_start_from_theta_every_time(bundle_path):
@@ -47,7 +32,7 @@ def test_frames_start_from_theta_every_time(bundle_path):
     np.testing.assert_allclose(first.sum(-1), 1.0, rtol=1e-5)
 
 
-def test_wrong_target_and_mismatched_graph_io_are_refused(bundle_path, tmp_path):
+def test_wrong_target_and_mismatched_graph_io_are_refused(bundle_path, tmp_path, rewritten):
     class OtherTarget(OnnxBackend):
         target = "loihi"
 
@@ -58,13 +43,13 @@ def test_wrong_target_and_mismatched_graph_io_are_refused(bundle_path, tmp_path)
         OnnxBackend().load(broken)
 
 
-def test_a_graph_that_onnxruntime_cannot_load_is_refused(bundle_path, tmp_path):
+def test_a_graph_that_onnxruntime_cannot_load_is_refused(bundle_path, tmp_path, rewritten):
     broken = rewritten(bundle_path, tmp_path, files={"forward": b"\x08\x07not an onnx model at all"})
     with pytest.raises(BackendError, match="cannot be loaded by ONNX Runtime"):
         OnnxBackend().load(broken)
 
 
-def test_selftest_fails_when_the_vectors_disagree(bundle_path, tmp_path):
+def test_selftest_fails_when_the_vectors_disagree(bundle_path, tmp_path, rewritten):
     from metaedge.deploy import tensors
 
     vectors, _ = tensors.load(bundle_path / "selftest.safetensors")
@@ -93,7 +78,7 @@ def test_unknown_adaptation_mode_and_thread_count_are_refused():
         OnnxBackend(threads=0)
 
 
-def test_a_bundle_without_the_optional_loop_graph_falls_back_to_stepping(bundle_path, tmp_path):
+def test_a_bundle_without_the_optional_loop_graph_falls_back_to_stepping(bundle_path, tmp_path, rewritten):
     def drop_loop(manifest):
         del manifest["artifacts"]["adapt_loop"], manifest["graphs"]["adapt_loop"]
 
@@ -102,7 +87,7 @@ def test_a_bundle_without_the_optional_loop_graph_falls_back_to_stepping(bundle_
     assert backend.effective_mode == "iobinding" and backend.selftest().passed
 
 
-def test_runtime_diagnostics_never_reach_stdout(bundle_path, tmp_path, capfd):
+def test_runtime_diagnostics_never_reach_stdout(bundle_path, tmp_path, capfd, rewritten):
     """A device serving over stdio uses stdout as the protocol stream. Some corrupt models make ONNX
     Runtime print an "EP Error" diagnostic; find one among seeded mutations and check where it went."""
     from metaedge.sdk.bench_fuzz import mutate

@@ -92,8 +92,8 @@ def test_artifact_tampered_after_signing(device, make_variant):
 
 def test_manifest_tampered_after_signing(device, make_variant):
     path = make_variant()
-    raw = (path / MANIFEST).read_bytes().replace(b'"inner_lr": 1.0', b'"inner_lr": 9.0')
-    assert b'"inner_lr": 9.0' in raw
+    raw = (path / MANIFEST).read_bytes().replace(b'"inner_lr":1.0', b'"inner_lr":9.0')
+    assert b'"inner_lr":9.0' in raw
     (path / MANIFEST).write_bytes(raw)  # manifest.sig still holds the signature of the original
     refused(device, pack(read_bundle(path)), "does not verify with any trusted key")
 

@@ -58,7 +58,7 @@ def test_update_cycle_and_persistence(tmp_path, image):
     device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
     telemetry, out = frame(device)
-    assert out["decisions"].shape == (100,) and telemetry["steps"] == 1 and telemetry["slot"] == 0
+    assert out["decisions"].shape == (100,) and telemetry["steps"] == 2 and telemetry["slot"] == 0   # the bundle's K
     info = device.info()
     assert info["task"]["classes"] == 16 and info["resources"]["parameters"] == 1896  # 2+10 → 10 → 30 → 30 → 16
     assert np.all((out["confidence"] > 0) & (out["confidence"] <= 1))

@@ -155,12 +155,13 @@ def test_bayesian_runs_train_and_evaluate_from_the_cli_with_calibration(tmp_path
     entry = report["methods"][0]
     assert 0.0 <= entry["ser"]["8"]["ece"] <= 1.0 and sum(entry["reliability"]["8"]["count"]) == 4 * 200
     assert (tmp_path / "rel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if algo == "vbmaml":   # the Gaussian ensemble's draws do not export; BMAML's particles do (tests/sdk/test_export.py)
-        assert main(["export", str(run), "--out", str(tmp_path / "bundle")]) != 0
+    # both export (tests/sdk/test_export.py checks them on the device); --ensemble is the Gaussian form's alone
+    ensemble = ["--ensemble", "10"] if algo == "vbmaml" else []
+    assert main(["export", str(run), "--out", str(tmp_path / "bundle"), *ensemble]) == 0
+    if algo == "bmaml":
+        assert main(["export", str(run), "--out", str(tmp_path / "other"), "--ensemble", "10"]) != 0
         err = capsys.readouterr().err
-        assert "is an vbmaml run: its sampled Gaussian ensemble" in err and len(err.strip().splitlines()) == 1
-    else:
-        assert main(["export", str(run), "--out", str(tmp_path / "bundle")]) == 0
+        assert "--ensemble applies to runs with a Gaussian posterior (vbmaml)" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bad_bayesian_flags_are_one_line_errors(tmp_path, capsys):

@@ -10,7 +10,7 @@ from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import read_bundle
 from metaedge.sdk.algorithms import EXPORTABLE
 from metaedge.sdk.algorithms.core import adapt
-from metaedge.sdk.export import export_onnx
+from metaedge.sdk.export import export_onnx, noise_tensors
 from metaedge.sdk.algorithms.bayes import log_predictive
 from metaedge.sdk.tasks.demod import DemodConfig
 from metaedge.sdk.training import TrainConfig, Trainer
@@ -51,10 +51,15 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     backend = OnnxBackend(mode=mode)
     backend.load(bundle)
     theta = {k: v.detach().clone() for k, v in trainer.params.items()}
+    # vbmaml: the draws the bundle names, which the device generates (spec §7.4)
+    section = bundle.manifest["algorithm"].get("noise")
+    noise = noise_tensors(section, theta) if section else {"adapt": None, "predict": None}
+    assert (section is not None) == (algo == "vbmaml")
     rng = np.random.default_rng(0)
     samples = rng.normal(0, 2, size=(200, 2)).astype(np.float32)
-    with torch.no_grad():   # BMAML: the particles' mean probability; the network itself for a point θ
-        expected = log_predictive(theta, torch.from_numpy(samples), trainer.inner.posterior, trainer.inner.samples).exp().numpy()
+    with torch.no_grad():   # BMAML: the particles' mean probability; vbmaml: the draws'; the network itself for a point θ
+        expected = log_predictive(theta, torch.from_numpy(samples), trainer.inner.posterior, trainer.inner.samples,
+                                  noise["predict"]).exp().numpy()
     assert np.abs(backend.predict(samples) - expected).max() <= 1e-5
     # k chained steps on the device against k steps of the torch inner loop
     k = 5
@@ -65,7 +70,7 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     backend.adapt(pilots, labels)
     inner = trainer.inner
     reference = adapt(theta, torch.from_numpy(pilots), torch.nn.functional.one_hot(torch.from_numpy(labels), 16).float(),
-                      dataclasses.replace(inner, steps=k))
+                      dataclasses.replace(inner, steps=k), noise=noise["adapt"])
     for name in theta:
         assert np.abs(backend.params[name] - reference[name].detach().numpy()).max() <= 1e-5, name
     changed = [n for n in theta if not np.array_equal(backend.params[n], theta[n].numpy())]
@@ -87,12 +92,21 @@ def test_selftest_passes_and_bundle_round_trips(bundles, algo):
 
 
 @pytest.mark.slow
-def test_reference_bundle_is_at_most_64_kib(bundles):
+def test_reference_bundle_is_at_most_64_kib(bundles, tmp_path):
     """The issue's size budget holds for the reference algorithms; Meta-SGD also ships a step size per weight,
-    BMAML one network per particle (5) and an SVGD step."""
+    BMAML one network per particle (5) and an SVGD step, vbmaml a log-std per weight and a free-energy step (it
+    still fits the 128 KiB slot of the default device profile). Only multi-step bundles carry the Loop graph, so the
+    demo's one-step Meta-SGD bundle fits the budget too."""
     for algo, (_, bundle) in bundles.items():
-        budget = {"metasgd": 96 * 1024, "bmaml": 160 * 1024}.get(algo, 64 * 1024)
+        budget = {"metasgd": 96 * 1024, "bmaml": 160 * 1024, "vbmaml": 128 * 1024}.get(algo, 64 * 1024)
         assert bundle.size() <= budget, (algo, bundle.size())
+        steps = bundle.manifest["algorithm"]["inner_steps"]
+        assert ("adapt_loop" in bundle.artifacts) == ("adapt_loop" in bundle.manifest["graphs"]) == (steps > 1), algo
+    one_step = export_onnx(bundles["metasgd"][1].path.parent / "metasgd", tmp_path / "metasgd-1", steps=1)
+    assert "adapt_loop" not in one_step.artifacts and one_step.size() <= 64 * 1024, one_step.size()
+    backend = OnnxBackend()
+    backend.load(one_step)
+    assert backend.effective_mode == "iobinding" and backend.selftest().passed
 
 
 @pytest.mark.slow
@@ -131,3 +145,66 @@ def test_an_anchor_for_a_parameter_that_does_not_adapt_is_refused(bundles):
     tampered = dataclasses.replace(bundle, manifest=manifest)
     with pytest.raises(BackendError, match="anchor input for a parameter that does not adapt"):
         OnnxBackend().load(tampered)
+
+
+@pytest.mark.slow
+def test_a_gaussian_bundle_predicts_with_the_draws_its_seed_names(bundles, tmp_path, rewritten):
+    """The device generates vbmaml's draws from the manifest's seeds: another seed gives other probabilities (so
+    the self-test really checks the generator), and --ensemble sets how many draws the predictive averages."""
+    trainer, bundle = bundles["vbmaml"]
+    backend = OnnxBackend()
+    backend.load(bundle)
+    assert backend.selftest().passed
+    samples = np.random.default_rng(1).normal(0, 2, size=(50, 2)).astype(np.float32)
+    before = backend.predict(samples)
+
+    def reseed(manifest):
+        manifest["algorithm"]["noise"]["predict"]["seed"] += 1
+
+    other = OnnxBackend()
+    other.load(rewritten(bundle.path, tmp_path, reseed))
+    assert np.abs(other.predict(samples) - before).max() > 1e-3
+    assert not other.selftest().passed
+    small = export_onnx(bundle.path.parent / "vbmaml", tmp_path / "small", ensemble=7)
+    assert small.manifest["algorithm"]["noise"]["predict"]["draws"] == 7
+    assert [i["shape"][0] for i in small.manifest["graphs"]["forward"]["inputs"] if i["role"] == "noise"] == [7] * 8
+    backend.load(small)
+    assert backend.selftest().passed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change,fragment", [
+    (lambda n: n.update(generator="mt19937"), "generator must be 'splitmix64-box-muller'"),
+    (lambda n: n["predict"].update(draws=0), "algorithm.noise.predict must be"),
+    (lambda n: n["adapt"].update(seed=-1), "algorithm.noise.adapt must be"),
+    (lambda n: n.update(parameters=["l0.weight", "l9.weight"]), "distinct parameters of θ"),
+    (lambda n: n.update(parameters=["l1.weight"]), "which algorithm.noise does not define"),
+])
+def test_a_gaussian_bundle_with_a_bad_noise_section_is_refused(bundles, tmp_path, change, fragment, rewritten):
+    from metaedge.backends.base import BackendError
+
+    _, bundle = bundles["vbmaml"]
+    with pytest.raises(BackendError, match=fragment):
+        OnnxBackend().load(rewritten(bundle.path, tmp_path, lambda m: change(m["algorithm"]["noise"])))
+
+
+def test_a_modular_run_is_refused_with_the_runs_that_export(tmp_path):
+    from metaedge.sdk.errors import UserError
+
+    t = Trainer(tmp_path / "run", TASK, TrainConfig(algo="modular", iterations=1, meta_devices=20, val_devices=3, val_every=1))
+    t.start(resume=False)
+    t.run()
+    with pytest.raises(UserError, match="module selection is not exportable yet; export a run of maml, .*vbmaml"):
+        export_onnx(tmp_path / "run", tmp_path / "bundle")
+
+
+@pytest.mark.slow
+def test_a_gaussian_bundle_fits_and_serves_frames_on_a_device_process(bundles, tmp_path):
+    """The default device profile takes the vbmaml bundle (slot and RAM, draws included) and serves its frames."""
+    from metaedge.sdk.bench_device import device_process
+    from metaedge.sdk.cli.deploy import stream_frames
+
+    _, bundle = bundles["vbmaml"]
+    with device_process(bundle.path, tmp_path / "device") as (_, url):
+        report = stream_frames(url, frames=3, pilots=8, symbols=200, seed=0)
+    assert report["metric"] == "SER" and report["frames"] == 3 and 0 <= report["ser"] <= 1 and 0 <= report["ece"] <= 1

@@ -1,4 +1,5 @@
 """The outer loop: it learns, resumes exactly, stops early, and survives a diverging run."""
+import dataclasses
 import json
 
 import numpy as np
@@ -50,6 +51,21 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, algo):
     for k in straight.params:
         torch.testing.assert_close(second.params[k], straight.params[k], rtol=0, atol=1e-6)
     assert json.loads((tmp_path / "b" / "curves.json").read_text()) == json.loads((tmp_path / "a" / "curves.json").read_text())
+
+
+def test_a_run_written_before_a_task_field_existed_resumes_and_a_changed_task_does_not(tmp_path):
+    first = trainer(tmp_path / "run", iterations=2, val_every=2)
+    first.start(resume=False)
+    first.run()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    del config["task"]["phase_max_deg"]   # as an older MetaEdge wrote it: the field held its default
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    again = trainer(tmp_path / "run", iterations=4, val_every=2)
+    again.start(resume=True)
+    assert again.state["iteration"] == 2
+    changed = Trainer(tmp_path / "run", dataclasses.replace(TASK, snr_db=TASK.snr_db + 1), again.cfg)
+    with pytest.raises(UserError, match="task configuration differs"):
+        changed.start(resume=True)
 
 
 def test_early_stopping_after_patience_validations(tmp_path):
