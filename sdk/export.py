@@ -24,7 +24,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from metaedge.deploy import noise as noise_generator, tensors
 from metaedge.deploy.bundle import Bundle, write_bundle
-from metaedge.sdk.algorithms import EXPORTABLE
+from metaedge.sdk.algorithms import get_algorithm, modular
 from metaedge.sdk.algorithms.bayes import LOGSTD_PREFIX, log_predictive, means
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
 from metaedge.sdk.errors import UserError
@@ -256,7 +256,8 @@ class Receiver:
 def mlp_model(params: Params) -> dict:
     sizes = [features(params), *(params[f"l{i}.bias"].shape[-1] for i in range(len(params)) if f"l{i}.bias" in params)]
     stacked, gaussian = params["l0.weight"].dim() == 3, any(k.startswith(LOGSTD_PREFIX) for k in params)
-    output = {"particles": int(params["l0.weight"].shape[0]), "output": "log_mean_softmax"} if stacked else \
+    output = {"modules": int(params["l0.weight"].shape[0]), "output": "log_softmax"} if modular.ASSIGNMENT in params else \
+        {"particles": int(params["l0.weight"].shape[0]), "output": "log_mean_softmax"} if stacked else \
         {"posterior": "gaussian", "output": "log_mean_softmax"} if gaussian else {"output": "log_softmax"}
     return {"kind": "mlp", "sizes": sizes, "context": int(params["context"].shape[-1]) if "context" in params else 0,
             "activation": "relu", "weight_layout": "in_out", **output}
@@ -265,9 +266,6 @@ def mlp_model(params: Params) -> dict:
 def demod_receiver(run_dir: Path, steps: int | None, ensemble: int | None = None) -> Receiver:
     run = load_run(run_dir)
     task, train = configs_from_run(run.config)
-    if train.algo not in EXPORTABLE:
-        raise UserError(f"'{run_dir}' is a {train.algo} run: its module selection is not exportable yet; export a run of "
-                        f"{', '.join(EXPORTABLE)}")
     inner = train.inner()
     if steps is not None:
         inner = dataclasses.replace(inner, steps=steps)
@@ -277,9 +275,24 @@ def demod_receiver(run_dir: Path, steps: int | None, ensemble: int | None = None
     noise = gaussian_noise(params, inner, train.seed, ensemble or ENSEMBLE) if inner.posterior == "gaussian" else None
     samples = noise["predict"]["draws"] if noise else inner.samples
     fn = functools.partial(log_predictive, posterior=inner.posterior, samples=samples)   # the MLP itself for a point θ
+    if get_algorithm(train.algo).modular:
+        params, inner, fn = deployed_modular(params, inner, steps, run_dir)
     selftest = demod_selftest(params, inner, DemodTasks(task, seed=train.seed), fn, noise_tensors(noise, params) if noise else None)
     return Receiver(params, inner, train.algo, task_section(task), selftest,
                     {"run": str(run_dir), "algo": train.algo, "seed": train.seed}, forward=fn, noise=noise)
+
+
+def deployed_modular(params: Params, inner: InnerLoop, steps: int | None, run_dir: Path):
+    """A modular run as a device runs it (spec §7.5): the modules plus assignment logits, the only adapted
+    parameter; an annealing run's device searches every assignment (one step: the search is exact), a relaxed
+    run's takes its gradient steps on the logits."""
+    count, depth = params["l0.weight"].shape[0], len(modular.layers(params))
+    if count ** depth > modular.MAX_ASSIGNMENTS:
+        raise UserError(f"'{run_dir}' has {count} modules in each of {depth} layers: a device would score {count ** depth:,} "
+                        f"assignments per frame (at most {modular.MAX_ASSIGNMENTS:,}); train with fewer --modules")
+    exhaustive = inner.assignment != "relaxed"
+    inner = dataclasses.replace(inner, adapt=(modular.ASSIGNMENT,), steps=steps or (1 if exhaustive else inner.steps))
+    return modular.deployable(params), inner, modular.assigned_forward
 
 
 def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=None) -> Bundle:
@@ -309,7 +322,9 @@ def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=No
         "task": task,
         "model": receiver.model or mlp_model(params),
         "algorithm": {"name": receiver.algo, "inner_lr": inner.lr, "inner_steps": inner.steps, "adapts": list(adapted),
-                      "loss": receiver.loss, "prox": inner.prox, **({"noise": receiver.noise} if receiver.noise else {})},
+                      "loss": receiver.loss, "prox": inner.prox, **({"noise": receiver.noise} if receiver.noise else {}),
+                      **({"assignment": "relaxed" if inner.assignment == "relaxed" else "exhaustive"}
+                         if modular.ASSIGNMENT in params else {})},
         "parameters": [{"name": k, "shape": list(v.shape), "dtype": "float32", "adapts": k in adapted} for k, v in params.items()],
         "graphs": {
             "opset": OPSET,

@@ -71,8 +71,7 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
-# Not yet exportable: module selection (a device would search module combinations on the pilots).
-EXPORTABLE = tuple(name for name, a in ALGORITHMS.items() if not a.modular)
+EXPORTABLE = tuple(ALGORITHMS)   # every one exports to an ONNX bundle (docs/bundle-format.md)
 
 
 def get_algorithm(name: str) -> Algorithm:

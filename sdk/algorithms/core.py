@@ -70,7 +70,9 @@ def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop, anchor: P
     The proximal term pulls toward ``anchor`` (default: the starting parameters — θ; a device taking
     one step at a time passes θ). A Gaussian posterior steps on the free energy instead, particles
     by SVGD, its prior being ``anchor`` (default: the starting parameters); a modular θ picks one module per
-    layer. ``noise``: the Gaussian form's fixed draws (an exported receiver's), else fresh ones."""
+    layer (a deployed one, with assignment logits, searches every assignment or steps on the logits). ``noise``: the Gaussian form's fixed draws (an exported receiver's), else fresh ones."""
+    if modular.ASSIGNMENT in params:   # a deployed modular receiver: only its assignment logits adapt
+        return modular.adapt_assignment(params, x, onehot, inner.steps if inner.assignment == "relaxed" else None, inner.lr)
     if inner.posterior == "gaussian":
         return bayes.gaussian_adapt(params, x, onehot, inner.lr, inner.steps, inner.samples, inner.kl_weight, noise, anchor)
     if inner.posterior == "particles":

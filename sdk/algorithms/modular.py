@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.func import grad
+from torch.func import grad, vmap
 
-from metaedge.sdk.models import Params, task_loss
+from metaedge.sdk.models import Params, forward, task_loss
 
 ANNEAL_T0, ANNEAL_T1 = 0.5, 0.005   # temperatures of the first and last proposal (the loss is a cross-entropy in nats)
 
@@ -58,9 +58,59 @@ def anneal(params: Params, x: Tensor, onehot: Tensor, proposals: int) -> Params:
     return assemble(params, best.detach())
 
 
-def relaxed(params: Params, x: Tensor, onehot: Tensor, lr: float, steps: int) -> Params:
-    count, depth = next(iter(params.values())).shape[0], len(layers(params))
-    logits = torch.zeros(depth, count, dtype=next(iter(params.values())).dtype)
+def relaxed_logits(params: Params, x: Tensor, onehot: Tensor, lr: float, steps: int, logits: Tensor) -> Tensor:
+    """``steps`` gradient steps of size ``lr`` on the per-layer module logits, from ``logits``."""
     for _ in range(steps):
         logits = logits - lr * grad(lambda z: task_loss(mixture(params, z), x, onehot))(logits)
-    return mixture(params, logits)
+    return logits
+
+
+def relaxed(params: Params, x: Tensor, onehot: Tensor, lr: float, steps: int) -> Params:
+    count, depth = next(iter(params.values())).shape[0], len(layers(params))
+    start = torch.zeros(depth, count, dtype=next(iter(params.values())).dtype)
+    return mixture(params, relaxed_logits(params, x, onehot, lr, steps, start))
+
+
+# -- the deployed form (docs/bundle-format.md §7.5) ----------------------------------------------
+# A device keeps every module and adapts only the assignment: per-layer logits whose softmax mixes the
+# modules. Annealing's random proposals would have to be reproduced, so a device instead searches all
+# M^L assignments on the pilots and takes the best, which annealing approximates; logits of 0 for the
+# chosen module and UNCHOSEN for the others make the mixture that network exactly.
+ASSIGNMENT = "assignment"
+UNCHOSEN = -1e4           # exp(−10⁴) underflows to 0 in float32
+MAX_ASSIGNMENTS = 4096    # M^L networks a device scores per frame
+
+
+def deployable(params: Params) -> Params:
+    """θ as a device holds it: the modules and the assignment logits, 0 (a uniform mixture) until adapted."""
+    count, depth = next(iter(params.values())).shape[0], len(layers(params))
+    return {**params, ASSIGNMENT: torch.zeros(depth, count, dtype=next(iter(params.values())).dtype)}
+
+
+def modules_of(params: Params) -> Params:
+    return {k: v for k, v in params.items() if k != ASSIGNMENT}
+
+
+def assigned_forward(params: Params, x: Tensor) -> Tensor:
+    """Class log-probabilities of the network the assignment logits select (or mix)."""
+    return forward(mixture(modules_of(params), params[ASSIGNMENT]), x)
+
+
+def best_assignment(params: Params, x: Tensor, onehot: Tensor) -> Tensor:
+    """Logits selecting the assignment with the lowest loss on (x, onehot) among all M^L, lowest index on ties."""
+    count, depth = next(iter(params.values())).shape[0], len(layers(params))
+    combos = torch.cartesian_prod(*[torch.arange(count)] * depth).reshape(count ** depth, depth)   # row-major
+    names = layers(params)
+    networks = {k: v[combos[:, names.index(k.split(".")[0])]] for k, v in params.items()}
+    losses = vmap(task_loss, in_dims=(0, None, None))(networks, x, onehot)
+    chosen = combos.index_select(0, torch.argmin(losses).reshape(1))[0]   # a tensor index: traceable, exportable
+    selected = chosen[:, None] == torch.arange(count)[None, :]
+    return torch.where(selected, torch.zeros((), dtype=x.dtype), torch.full((), UNCHOSEN, dtype=x.dtype))
+
+
+def adapt_assignment(params: Params, x: Tensor, onehot: Tensor, relaxed_steps: int | None, lr: float) -> Params:
+    """The device's adaptation: the best assignment (``relaxed_steps`` None), or gradient steps on the logits."""
+    modules = modules_of(params)
+    if relaxed_steps is None:
+        return {**params, ASSIGNMENT: best_assignment(modules, x, onehot)}
+    return {**params, ASSIGNMENT: relaxed_logits(modules, x, onehot, lr, relaxed_steps, params[ASSIGNMENT])}

@@ -8,7 +8,7 @@ import torch
 
 from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import read_bundle
-from metaedge.sdk.algorithms import EXPORTABLE
+from metaedge.sdk.algorithms import EXPORTABLE, modular
 from metaedge.sdk.algorithms.core import adapt
 from metaedge.sdk.export import export_onnx, noise_tensors
 from metaedge.sdk.algorithms.bayes import log_predictive
@@ -51,6 +51,10 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     backend = OnnxBackend(mode=mode)
     backend.load(bundle)
     theta = {k: v.detach().clone() for k, v in trainer.params.items()}
+    inner = trainer.inner
+    if algo == "modular":   # the device holds the modules and adapts assignment logits (spec §7.5)
+        theta = modular.deployable(theta)
+        inner = dataclasses.replace(inner, adapt=(modular.ASSIGNMENT,))
     # vbmaml: the draws the bundle names, which the device generates (spec §7.4)
     section = bundle.manifest["algorithm"].get("noise")
     noise = noise_tensors(section, theta) if section else {"adapt": None, "predict": None}
@@ -58,8 +62,8 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     rng = np.random.default_rng(0)
     samples = rng.normal(0, 2, size=(200, 2)).astype(np.float32)
     with torch.no_grad():   # BMAML: the particles' mean probability; vbmaml: the draws'; the network itself for a point θ
-        expected = log_predictive(theta, torch.from_numpy(samples), trainer.inner.posterior, trainer.inner.samples,
-                                  noise["predict"]).exp().numpy()
+        expected = (modular.assigned_forward(theta, torch.from_numpy(samples)) if algo == "modular" else
+                    log_predictive(theta, torch.from_numpy(samples), inner.posterior, inner.samples, noise["predict"])).exp().numpy()
     assert np.abs(backend.predict(samples) - expected).max() <= 1e-5
     # k chained steps on the device against k steps of the torch inner loop
     k = 5
@@ -68,7 +72,6 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     backend.steps = k
     backend.reset()
     backend.adapt(pilots, labels)
-    inner = trainer.inner
     reference = adapt(theta, torch.from_numpy(pilots), torch.nn.functional.one_hot(torch.from_numpy(labels), 16).float(),
                       dataclasses.replace(inner, steps=k), noise=noise["adapt"])
     for name in theta:
@@ -88,7 +91,8 @@ def test_selftest_passes_and_bundle_round_trips(bundles, algo):
     report = backend.selftest()
     assert report.passed, report
     model_parameters = [p["name"] for p in bundle.manifest["parameters"] if not p["name"].startswith("lr.")]
-    assert bundle.manifest["algorithm"]["adapts"] == (["context"] if algo == "cavia" else model_parameters)
+    only = {"cavia": ["context"], "modular": [modular.ASSIGNMENT]}
+    assert bundle.manifest["algorithm"]["adapts"] == only.get(algo, model_parameters)
 
 
 @pytest.mark.slow
@@ -188,14 +192,44 @@ def test_a_gaussian_bundle_with_a_bad_noise_section_is_refused(bundles, tmp_path
         OnnxBackend().load(rewritten(bundle.path, tmp_path, lambda m: change(m["algorithm"]["noise"])))
 
 
-def test_a_modular_run_is_refused_with_the_runs_that_export(tmp_path):
-    from metaedge.sdk.errors import UserError
+@pytest.mark.slow
+def test_a_modular_device_picks_the_assignment_with_the_lowest_pilot_loss(bundles):
+    """An annealing run's device searches all M^L assignments: its adapted network is one module per layer, and
+    no other assignment fits the pilots better."""
+    import itertools
 
-    t = Trainer(tmp_path / "run", TASK, TrainConfig(algo="modular", iterations=1, meta_devices=20, val_devices=3, val_every=1))
+    from metaedge.sdk.models import task_loss
+
+    trainer, bundle = bundles["modular"]
+    assert bundle.manifest["algorithm"]["assignment"] == "exhaustive" and bundle.manifest["model"]["modules"] == 3
+    backend = OnnxBackend()
+    backend.load(bundle)
+    rng = np.random.default_rng(3)
+    pilots = rng.normal(0, 2, size=(8, 2)).astype(np.float32)
+    labels = rng.integers(0, 16, size=8)
+    backend.reset()
+    backend.adapt(pilots, labels)
+    logits = backend.params[modular.ASSIGNMENT]
+    chosen = logits.argmax(-1)
+    assert np.array_equal(logits == 0, np.eye(3, dtype=bool)[chosen])   # exactly one module per layer
+    modules = {k: v.detach() for k, v in trainer.params.items()}
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(labels), 16).float()
+    loss = {c: float(task_loss(modular.assemble(modules, torch.tensor(c)), torch.from_numpy(pilots), onehot))
+            for c in itertools.product(range(3), repeat=4)}
+    assert loss[tuple(chosen)] == pytest.approx(min(loss.values()), abs=1e-6)
+@pytest.mark.slow
+def test_a_relaxed_modular_run_exports_its_logit_steps(tmp_path):
+    t = Trainer(tmp_path / "run", TASK, TrainConfig(algo="modular", assignment="relaxed", iterations=2, inner_steps=3,
+                                                   inner_lr=1.0, meta_devices=20, val_devices=3, val_every=2))
     t.start(resume=False)
     t.run()
-    with pytest.raises(UserError, match="module selection is not exportable yet; export a run of maml, .*vbmaml"):
-        export_onnx(tmp_path / "run", tmp_path / "bundle")
+    bundle = export_onnx(tmp_path / "run", tmp_path / "bundle")
+    assert bundle.manifest["algorithm"]["assignment"] == "relaxed" and bundle.manifest["algorithm"]["inner_steps"] == 3
+    backend = OnnxBackend()
+    backend.load(bundle)
+    assert backend.effective_mode == "onnx_loop" and backend.selftest().passed
+    backend.adapt(np.zeros((4, 2), np.float32), np.arange(4))
+    assert np.abs(backend.params[modular.ASSIGNMENT]).max() > 0   # the logits moved from the uniform mixture
 
 
 @pytest.mark.slow
