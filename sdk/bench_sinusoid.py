@@ -35,7 +35,8 @@ class SinusoidBench:
     outer_lr: float = 1e-3
     inner_lr: float = 0.01
     inner_steps: int = 5
-    prox: float = 1.0           # iMAML's λ
+    prox: float = 10.0          # iMAML's λ: with α = 0.01 and 5 steps, λ = 1 or 3 leaves the test loss flat for 300
+                                # iterations (3.87, 3.71) and λ = 10 learns (3.49 → 2.71; MAML 3.18 → 1.91)
     particles: int = 5          # BMAML's M
     hidden: tuple[int, ...] = (40, 40)
     eval_every: int = 100

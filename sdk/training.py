@@ -62,7 +62,7 @@ class TrainConfig:
     kl_weight: float = 0.1         # vbmaml: weight of the KL term (1: eq. 2.32; 1 stalls with 4 pilots, see docs)
     particles: int = 5             # bmaml: particles M of the ensemble
     modules: int = 3               # modular: candidate modules per layer
-    assignment: str = "anneal"     # modular: "anneal" (simulated annealing) or "relaxed" (softmax mixture)
+    assignment: str = "anneal"     # modular: "anneal" (simulated annealing), "exhaustive" (all M^L) or "relaxed" (softmax mixture)
     proposals: int = 40            # modular: annealing proposals per task
     sharp_in: float = 0.05         # sharpmaml: perturbation radii α_in, α_ot (eq. 2.14)
     sharp_out: float = 0.05
@@ -95,7 +95,8 @@ class TrainConfig:
             (self.sharp_in >= 0 and self.sharp_out >= 0, f"--sharp-in {self.sharp_in} and --sharp-out {self.sharp_out} must be 0 or more"),
             (self.es_directions >= 1 and self.es_delta > 0, f"--es-directions {self.es_directions} must be ≥ 1 and --es-delta {self.es_delta} > 0"),
             (self.modules >= 2 and self.proposals >= 1, f"--modules {self.modules} must be ≥ 2 and --proposals {self.proposals} ≥ 1"),
-            (self.assignment in ("anneal", "relaxed"), f"--assignment '{self.assignment}' is unknown; use anneal or relaxed"),
+            (self.assignment in ("anneal", "exhaustive", "relaxed"),
+             f"--assignment '{self.assignment}' is unknown; use anneal, exhaustive or relaxed"),
             (self.particles >= 2, f"--particles {self.particles} must be at least 2 (SVGD moves particles relative to each other)"),
         ]
         for ok, message in checks:

@@ -79,6 +79,8 @@ def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop, anchor: P
         return bayes.svgd_adapt(params, x, onehot, inner.lr, inner.steps)
     if inner.assignment == "anneal":
         return modular.anneal(params, x, onehot, inner.proposals)
+    if inner.assignment == "exhaustive":
+        return modular.exhaustive(params, x, onehot)
     if inner.assignment == "relaxed":
         return modular.relaxed(params, x, onehot, inner.lr, inner.steps)
     keys = inner.keys(params)

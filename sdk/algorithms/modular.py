@@ -5,7 +5,8 @@ The assignment is chosen on the task's training pilots (what a device has at tes
 writes the validation loss of meta-training), by either
 - ``anneal``: simulated annealing over assignments — propose one layer's module at random,
   accept by the Metropolis rule at a geometrically falling temperature, keep the best visited —
-  with a fixed number of proposals so it vmaps over tasks; or
+  with a fixed number of proposals so it vmaps over tasks;
+- ``exhaustive``: the best of all M^L assignments (what a deployed receiver computes); or
 - ``relaxed``: per-layer logits over the modules, a softmax-weighted mixture of the modules as
   the model, logits adapted by ``inner.steps`` gradient steps from 0 (uniform) — differentiable,
   so the outer gradient flows through the adaptation as in MAML.
@@ -96,15 +97,26 @@ def assigned_forward(params: Params, x: Tensor) -> Tensor:
     return forward(mixture(modules_of(params), params[ASSIGNMENT]), x)
 
 
-def best_assignment(params: Params, x: Tensor, onehot: Tensor) -> Tensor:
-    """Logits selecting the assignment with the lowest loss on (x, onehot) among all M^L, lowest index on ties."""
+def best_choice(params: Params, x: Tensor, onehot: Tensor) -> Tensor:
+    """The module per layer of the assignment with the lowest loss on (x, onehot) among all M^L (row-major
+    enumeration, the first among equal losses)."""
     count, depth = next(iter(params.values())).shape[0], len(layers(params))
-    combos = torch.cartesian_prod(*[torch.arange(count)] * depth).reshape(count ** depth, depth)   # row-major
+    combos = torch.cartesian_prod(*[torch.arange(count)] * depth).reshape(count ** depth, depth)
     names = layers(params)
     networks = {k: v[combos[:, names.index(k.split(".")[0])]] for k, v in params.items()}
     losses = vmap(task_loss, in_dims=(0, None, None))(networks, x, onehot)
-    chosen = combos.index_select(0, torch.argmin(losses).reshape(1))[0]   # a tensor index: traceable, exportable
-    selected = chosen[:, None] == torch.arange(count)[None, :]
+    return combos.index_select(0, torch.argmin(losses).reshape(1))[0]   # a tensor index: traceable, exportable
+
+
+def exhaustive(params: Params, x: Tensor, onehot: Tensor) -> Params:
+    """The network of the best assignment on the pilots (what a device computes; annealing approximates it)."""
+    return assemble(params, best_choice(params, x, onehot).detach())
+
+
+def best_assignment(params: Params, x: Tensor, onehot: Tensor) -> Tensor:
+    """Logits selecting ``best_choice``: 0 for the chosen module of each layer, UNCHOSEN for the others."""
+    count = next(iter(params.values())).shape[0]
+    selected = best_choice(params, x, onehot)[:, None] == torch.arange(count)[None, :]
     return torch.where(selected, torch.zeros((), dtype=x.dtype), torch.full((), UNCHOSEN, dtype=x.dtype))
 
 

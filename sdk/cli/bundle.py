@@ -162,7 +162,8 @@ def summary(bundle) -> str:
                  + (f" after a radio-transformer network {'→'.join(map(str, model['rtn']))} ({model['rtn_activation']})"
                     if "rtn" in model else ""))
         noise = algo.get("noise")
-        step = "free-energy" if noise else "SVGD" if "particles" in model else "SGD"
+        step = "free-energy" if noise else "SVGD" if "particles" in model else \
+            {"exhaustive": "exhaustive assignment-search", "relaxed": "assignment-logit"}.get(algo.get("assignment"), "SGD")
         posterior = (f"; Gaussian posterior, {noise['adapt']['draws']} weight draws per step, predictive over "
                      f"{noise['predict']['draws']}" if noise else f"; ensemble of {model['particles']} particles" if "particles" in model else "")
         lines += [f"model       {model['kind']} {shape}, {params:,} parameters",

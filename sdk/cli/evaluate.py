@@ -15,6 +15,7 @@ examples:
   metaedge eval runs/maml runs/fomaml runs/joint
   metaedge eval runs/* --pilots 1,2,4,8,16,32 --json > ser.json
   metaedge eval runs/maml --adapt-steps 5 --plot ser.png
+  metaedge eval runs/modular --pilots 8 --assignment exhaustive     # modules chosen as an exported device chooses them
   metaedge eval runs/maml runs/bmaml --pilots 8 --reliability reliability.png
 """
 
@@ -30,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--devices", type=positive_int, default=100, help="meta-test devices (default 100)")
     p.add_argument("--payload", type=positive_int, default=10_000, help="payload symbols per device (default 10000)")
     p.add_argument("--adapt-steps", type=int, default=None, help="adaptation steps for every learned method (default: each run's inner steps)")
+    p.add_argument("--assignment", choices=("anneal", "exhaustive", "relaxed"), default=None,
+                   help="modular runs: how each device's modules are chosen (default: the run's; exhaustive is what an "
+                        "exported bundle's device computes)")
     p.add_argument("--scratch-lr", type=float, default=0.1, help="step size of training from scratch (default 0.1)")
     p.add_argument("--no-baselines", action="store_true", help="skip training from scratch and the model-based receiver")
     p.add_argument("--seed", type=int, default=None, help="seed of the meta-test devices (default: the runs' seed)")
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reliability_pilots is not None and args.reliability_pilots not in args.pilots:
         raise UserError(f"--reliability-pilots {args.reliability_pilots} is not among --pilots {','.join(map(str, args.pilots))}; add it there")
     report = evaluate_runs(args.runs, args.pilots, args.devices, args.payload, args.adapt_steps, args.scratch_lr,
-                           baselines=not args.no_baselines, seed=args.seed, quiet=args.quiet)
+                           baselines=not args.no_baselines, seed=args.seed, quiet=args.quiet, assignment=args.assignment)
     report["command"] = "metaedge " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("metaedge") else None
     if args.plot:
         from metaedge.sdk.plots import plot_ser
@@ -64,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate_runs(runs: list[Path], pilots: list[int], devices: int, payload: int, adapt_steps: int | None,
-                  scratch_lr: float, baselines: bool, seed: int | None, quiet: bool) -> dict:
-    """Load runs, build receivers, evaluate them on the same meta-test devices."""
+                  scratch_lr: float, baselines: bool, seed: int | None, quiet: bool, assignment: str | None = None) -> dict:
+    """Load runs, build receivers, evaluate them on the same meta-test devices; ``assignment`` overrides how
+    modular runs choose their modules."""
     import dataclasses
 
     import numpy as np
@@ -91,11 +96,15 @@ def evaluate_runs(runs: list[Path], pilots: list[int], devices: int, payload: in
         raise UserError(f"max pilots {max(pilots)} + payload {payload} exceed the frame of {task.frame} symbols; lower --payload")
     tasks = DemodTasks(task, seed=configs[0][1].seed if seed is None else seed)
     names = [r.algo for r in loaded]
+    if assignment is not None and not any(train.inner().assignment for _, train in configs):
+        raise UserError("--assignment applies to modular runs, and none was given")
     receivers = []
     for run, (_, train), name in zip(loaded, configs, names):
         inner = train.inner()
         if adapt_steps is not None:
             inner = dataclasses.replace(inner, steps=adapt_steps)
+        if assignment is not None and inner.assignment:
+            inner = dataclasses.replace(inner, assignment=assignment)
         label = name if names.count(name) == 1 else f"{name} ({run.path.name})"
         params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
         receivers.append((LearnedReceiver(label, params, inner, task.order), {"run": str(run.path), "algo": run.algo}))

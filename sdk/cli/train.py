@@ -49,7 +49,8 @@ def register(sub) -> None:
     g.add_argument("--prior-std", type=float, help="vbmaml: initial std of the Gaussian prior, then meta-learned (default 0.05)")
     g.add_argument("--kl-weight", type=float, help="vbmaml: weight w of the KL term; 1 = the free energy of eq. 2.32 (default 0.1, a tempered posterior)")
     g.add_argument("--modules", type=positive_int, help="modular: candidate modules per layer (default 3)")
-    g.add_argument("--assignment", help="modular: anneal (simulated annealing, default) or relaxed (softmax mixture)")
+    g.add_argument("--assignment", help="modular: anneal (simulated annealing, default), exhaustive (the best of all "
+                                        "M^L assignments, as a device chooses) or relaxed (softmax mixture)")
     g.add_argument("--proposals", type=positive_int, help="modular: annealing proposals per task (default 40)")
     g.add_argument("--particles", type=positive_int, help="bmaml: particles of the SVGD ensemble (default 5)")
     g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.3)")

@@ -42,6 +42,18 @@ def test_annealing_finds_the_exhaustive_optimum_of_the_training_loss():
     assert float(task_loss(found, x, onehot)) == pytest.approx(losses[best], abs=1e-12)
 
 
+def test_exhaustive_search_picks_the_first_assignment_with_the_lowest_training_loss():
+    theta, batch = setup(modules=3)
+    x, onehot = batch[0][0], batch[1][0]
+    losses = {c: float(task_loss(modular.assemble(theta, torch.tensor(c)), x, onehot)) for c in itertools.product(range(3), repeat=2)}
+    best = min(losses, key=losses.get)   # the first of equal losses in row-major order, as the spec says
+    assert tuple(modular.best_choice(theta, x, onehot).tolist()) == best
+    chosen = modular.exhaustive(theta, x, onehot)
+    assert all(torch.equal(chosen[k], modular.assemble(theta, torch.tensor(best))[k]) for k in chosen)
+    logits = modular.best_assignment(theta, x, onehot)
+    assert torch.equal(logits.argmax(-1), torch.tensor(best)) and (logits != 0).sum() == 2 * 2
+
+
 def test_annealed_meta_gradient_reaches_exactly_the_selected_modules():
     theta, batch = setup(devices=1)
     algorithm = get_algorithm("modular")
@@ -75,7 +87,7 @@ def test_relaxed_assignment_meta_gradient_matches_finite_differences():
         assert float(grads[key][index]) == pytest.approx((value(plus) - value(minus)) / 2e-6, rel=1e-5, abs=1e-9)
 
 
-@pytest.mark.parametrize("assignment", ["anneal", "relaxed"])
+@pytest.mark.parametrize("assignment", ["anneal", "exhaustive", "relaxed"])
 def test_modular_trains_and_evaluates_from_the_cli(tmp_path, capsys, assignment):
     from metaedge.sdk.cli.main import main
 
@@ -84,5 +96,19 @@ def test_modular_trains_and_evaluates_from_the_cli(tmp_path, capsys, assignment)
                  "--iterations", "3", "--val-every", "3", "--val-devices", "4", "--meta-devices", "10", "--pilots", "8",
                  "--out", str(run), "--quiet"]) == 0
     assert main(["eval", str(run), "--pilots", "8", "--devices", "3", "--payload", "50", "--no-baselines", "--quiet"]) == 0
+    assert main(["eval", str(run), "--pilots", "8", "--devices", "3", "--payload", "50", "--no-baselines", "--quiet",
+                 "--assignment", "exhaustive"]) == 0
     assert main(["train", "demod", "--algo", "modular", "--assignment", "greedy", "--out", str(tmp_path / "bad")]) != 0
-    assert "--assignment 'greedy' is unknown; use anneal or relaxed" in capsys.readouterr().err
+    assert "--assignment 'greedy' is unknown; use anneal, exhaustive or relaxed" in capsys.readouterr().err
+
+
+def test_the_assignment_override_needs_a_modular_run(tmp_path, capsys):
+    from metaedge.sdk.cli.main import main
+
+    run = tmp_path / "maml"
+    assert main(["train", "demod", "--algo", "maml", "--iterations", "2", "--val-every", "2", "--val-devices", "4",
+                 "--meta-devices", "10", "--pilots", "8", "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--pilots", "8", "--devices", "3", "--payload", "50", "--assignment", "exhaustive"]) != 0
+    err = capsys.readouterr().err
+    assert "--assignment applies to modular runs" in err and len(err.strip().splitlines()) == 1
