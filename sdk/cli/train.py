@@ -81,7 +81,7 @@ def register(sub) -> None:
     b.add_argument("--steps", type=int, default=2, help="adaptation steps on the device (default 2)")
     b.add_argument("--lr", type=float, default=0.01, help="initial step size (meta learns one per angle; default 0.01)")
     b.add_argument("--shots", type=positive_int, default=256, help="device shots per parameter setting (default 256)")
-    b.add_argument("--pilots", type=positive_int, default=2, help="known pilots per frame (default 2)")
+    b.add_argument("--pilots", type=positive_int, default=1, help="known pilots per frame (default 1)")
     b.add_argument("--snr", type=float, default=10.0, help="SNR in dB (default 10)")
     b.add_argument("--phase-max", type=float, default=60.0, help="residual carrier phase range ± degrees (default 60)")
     b.add_argument("--seed", type=int, default=0)
