@@ -282,17 +282,18 @@ def demod_receiver(run_dir: Path, steps: int | None, ensemble: int | None = None
                     {"run": str(run_dir), "algo": train.algo, "seed": train.seed}, forward=fn, noise=noise)
 
 
-def deployed_modular(params: Params, inner: InnerLoop, steps: int | None, run_dir: Path):
+def deployed_modular(params: Params, inner: InnerLoop, steps: int | None, run_dir: Path,
+                     model: Callable[[Params, torch.Tensor], torch.Tensor] = forward):
     """A modular run as a device runs it (spec §7.5): the modules plus assignment logits, the only adapted
     parameter; an annealing run's device searches every assignment (one step: the search is exact), a relaxed
-    run's takes its gradient steps on the logits."""
-    count, depth = params["l0.weight"].shape[0], len(modular.layers(params))
+    run's takes its gradient steps on the logits. Returns θ, the inner loop and ``model``'s forward function."""
+    count, depth = next(iter(params.values())).shape[0], len(modular.layers(params))
     if count ** depth > modular.MAX_ASSIGNMENTS:
         raise UserError(f"'{run_dir}' has {count} modules in each of {depth} layers: a device would score {count ** depth:,} "
                         f"assignments per frame (at most {modular.MAX_ASSIGNMENTS:,}); train with fewer --modules")
     exhaustive = inner.assignment != "relaxed"
     inner = dataclasses.replace(inner, adapt=(modular.ASSIGNMENT,), steps=steps or (1 if exhaustive else inner.steps))
-    return modular.deployable(params), inner, modular.assigned_forward
+    return modular.deployable(params), inner, functools.partial(modular.assigned_forward, model=model)
 
 
 def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=None) -> Bundle:

@@ -15,14 +15,13 @@ import torch
 from metaedge.deploy import tensors
 from metaedge.sdk.bench_power import PowerBench, inner, new_topology_rates, train
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.export import Receiver, selftest_vectors
+from metaedge.sdk.export import Receiver, deployed_modular, selftest_vectors
 from metaedge.sdk.models import regnn
 from metaedge.sdk.models.regnn import RegnnSpec
 from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
 from metaedge.sdk.tasks.power import PowerConfig, PowerTasks
 
 MODEL_KIND = "regnn"
-EXPORTABLE = ("joint", "fomaml", "reptile")   # modular's module choice is not an SGD step (not exportable yet)
 
 
 def run_config(method: str, periods: int, cfg: PowerBench) -> dict:
@@ -71,19 +70,19 @@ def task_section(config: PowerConfig) -> dict:
 
 def power_receiver(run_dir: Path, steps: int | None) -> Receiver:
     method, cfg, theta = load_power_run(run_dir)
-    if method not in EXPORTABLE:
-        raise UserError(f"'{run_dir}' is a {method} run: its module selection is not exportable yet; export a run of "
-                        f"{', '.join(EXPORTABLE)}")
-    loop = inner(method, cfg)
+    loop, powers = inner(method, cfg), regnn.powers
     if steps is not None:
         loop = dataclasses.replace(loop, steps=steps)
+    if loop.assignment:   # modular: the device picks the best assignment of modules on the pilot slots (spec §7.5)
+        theta, loop, powers = deployed_modular(theta, loop, steps, run_dir, regnn.powers)
     env = PowerTasks(cfg.power, seed=cfg.seed)
     topology = env.topologies("val", 1)
     pilots, samples = (env.slots(topology, n, env.rng("val", 99 + n))[0] for n in (cfg.train_slots, 16))
-    model = {"kind": MODEL_KIND, "features": list(cfg.model.features), "taps": cfg.model.taps, "output": "sigmoid"}
+    model = {"kind": MODEL_KIND, "features": list(cfg.model.features), "taps": cfg.model.taps, "output": "sigmoid",
+             **({"modules": cfg.modules} if loop.assignment else {})}
     return Receiver(theta, loop, method, task_section(cfg.power),
-                    selftest_vectors(theta, loop, pilots, None, samples, fn=regnn.powers, output="outputs"),
-                    {"run": str(run_dir), "algo": method, "seed": cfg.seed}, model=model, forward=regnn.powers,
+                    selftest_vectors(theta, loop, pilots, None, samples, fn=powers, output="outputs"),
+                    {"run": str(run_dir), "algo": method, "seed": cfg.seed}, model=model, forward=powers,
                     output="outputs", loss="negative_sum_rate")
 
 

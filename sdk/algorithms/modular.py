@@ -15,6 +15,8 @@ gradient reaches exactly the selected modules.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 from torch.func import grad, vmap
@@ -92,9 +94,10 @@ def modules_of(params: Params) -> Params:
     return {k: v for k, v in params.items() if k != ASSIGNMENT}
 
 
-def assigned_forward(params: Params, x: Tensor) -> Tensor:
-    """Class log-probabilities of the network the assignment logits select (or mix)."""
-    return forward(mixture(modules_of(params), params[ASSIGNMENT]), x)
+def assigned_forward(params: Params, x: Tensor, model: Callable[[Params, Tensor], Tensor] = forward) -> Tensor:
+    """``model``'s output (default: the MLP's class log-probabilities) for the network the assignment logits select
+    (or mix)."""
+    return model(mixture(modules_of(params), params[ASSIGNMENT]), x)
 
 
 def best_choice(params: Params, x: Tensor, onehot: Tensor) -> Tensor:

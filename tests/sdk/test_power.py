@@ -113,9 +113,28 @@ def test_the_allocator_exports_and_the_onnx_device_adapts_without_labels(power_r
         np.testing.assert_allclose(backend.predict(x), regnn.powers(adapted, torch.from_numpy(x)).detach().numpy(), atol=1e-5)
 
 
-def test_a_modular_allocator_is_not_exported(tmp_path, capsys):
+def test_a_modular_allocator_exports_and_its_device_picks_the_best_assignment(tmp_path):
+    """The device holds every module and scores all assignments on the pilot slots (spec §7.5), as the host does."""
+    from metaedge.backends.onnx import OnnxBackend
+    from metaedge.deploy.bundle import read_bundle
+    from metaedge.sdk.algorithms import modular
+    from metaedge.sdk.power_run import load_power_run, power_frames
+
     run = tmp_path / "modular"
     assert main(["train", "power", "--method", "modular", "--out", str(run), "--iterations", "2", "--periods", "2", "--quiet"]) == 0
-    capsys.readouterr()
-    assert main(["export", str(run), "--out", str(tmp_path / "b")]) == 2
-    assert "module selection is not exportable yet" in capsys.readouterr().err
+    assert main(["export", str(run), "--out", str(tmp_path / "b")]) == 0
+    bundle = read_bundle(tmp_path / "b")
+    m = bundle.manifest
+    assert m["algorithm"]["adapts"] == [modular.ASSIGNMENT] and m["algorithm"]["assignment"] == "exhaustive"
+    assert m["model"]["modules"] == 3
+    backend = OnnxBackend()
+    backend.load(bundle)
+    assert backend.selftest().passed
+    pilots, slots = power_frames(m["task"], 1, 5, 30, seed=4)
+    _, _, theta = load_power_run(run)
+    backend.reset()
+    backend.adapt(pilots[0], None)
+    chosen = modular.best_choice(theta, torch.from_numpy(pilots[0]), torch.zeros(5, 1))
+    assert np.array_equal(backend.params[modular.ASSIGNMENT].argmax(-1), chosen.numpy())
+    expected = regnn.powers(modular.assemble(theta, chosen), torch.from_numpy(slots[0])).detach().numpy()
+    np.testing.assert_allclose(backend.predict(slots[0]), expected, atol=1e-5)
