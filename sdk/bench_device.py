@@ -25,6 +25,7 @@ import torch
 from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import Bundle, pack
 from metaedge.sdk.algorithms.core import InnerLoop, adapt
+from metaedge.sdk.errors import UserError
 from metaedge.sdk.models.mlp import forward
 from metaedge.sdk.stats import percentiles
 
@@ -62,19 +63,36 @@ def _onnx_frame(backend: OnnxBackend):
     return run
 
 
+def torch_unavailable(manifest: dict) -> str | None:
+    """Why eager torch cannot recompute a bundle's frame from its manifest alone, or None when it can: an MLP
+    classifier adapting by SGD (with Meta-SGD's rates, a CAVIA context or a proximal term)."""
+    model = manifest["model"]
+    for key, what in (("particles", "a particle ensemble"), ("posterior", "a Gaussian posterior"),
+                      ("modules", "a module assignment"), ("rtn", "a radio-transformer network")):
+        if key in model:
+            return what
+    return None if model.get("kind") == "mlp" else f"a {model.get('kind')} model"
+
+
 def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1000, steps: int | None = None) -> dict:
+    """One frame on the device's runtime in each adaptation mode, next to eager torch where torch can recompute the
+    bundle's frame (``torch_unavailable``); classifier bundles (demodulators, link decoders) only."""
     manifest = bundle.manifest
-    classes = int(manifest["task"]["classes"])
+    if "classes" not in manifest["task"]:
+        raise UserError(f"bench device times classifier bundles (demodulators, link decoders); this "
+                        f"{manifest['task'].get('name')} bundle predicts outputs: time it with 'metaedge run --json'")
+    classes, features = int(manifest["task"]["classes"]), len(manifest["task"]["features"])
     k = steps or int(manifest["algorithm"]["inner_steps"])
     rng = np.random.default_rng(0)
-    x_p = rng.normal(0, 2, (pilots, 2)).astype(np.float32)
+    x_p = rng.normal(0, 2, (pilots, features)).astype(np.float32)
     y_p = rng.integers(0, classes, pilots)
-    x = rng.normal(0, 2, (symbols, 2)).astype(np.float32)
+    x = rng.normal(0, 2, (symbols, features)).astype(np.float32)
     torch.set_num_threads(1)
     theta = {name: torch.from_numpy(a) for name, a in bundle.tensors("theta").items()}
     adapts = manifest["algorithm"]["adapts"]
-    inner = InnerLoop(lr=float(manifest["algorithm"]["inner_lr"]), steps=k,
+    inner = InnerLoop(lr=float(manifest["algorithm"]["inner_lr"]), steps=k, prox=float(manifest["algorithm"].get("prox") or 0.0),
                       adapt=None if len(adapts) == len(theta) else tuple(adapts))
+    unavailable = torch_unavailable(manifest)
     variants = {}
     for mode in OnnxBackend.MODES:
         backend = OnnxBackend(threads=1, mode=mode)
@@ -83,10 +101,12 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
         if mode == OnnxBackend().mode:
             device_mode = _variant(backend.effective_mode)  # what a device runs: the default, or its fallback
         variants.setdefault(_variant(backend.effective_mode), _onnx_frame(backend))
-    variants["torch_eager"] = _torch_frame(theta, inner, classes)
-    reference = variants["torch_eager"](x_p, y_p, x)
-    agreement = {n: float(np.abs(f(x_p, y_p, x) - reference).max()) for n, f in variants.items() if n != "torch_eager"}
-    variants["torch_forward_only"] = _torch_forward_only(theta)
+    agreement = None
+    if unavailable is None:
+        variants["torch_eager"] = _torch_frame(theta, inner, classes)
+        reference = variants["torch_eager"](x_p, y_p, x)
+        agreement = {n: float(np.abs(f(x_p, y_p, x) - reference).max()) for n, f in variants.items() if n != "torch_eager"}
+        variants["torch_forward_only"] = _torch_forward_only(theta)
     # Variants alternate in blocks: frame by frame, torch's large code path evicts ORT's from the
     # caches and slows it 1.5-1.8x (measured), which a device without torch never sees.
     samples = {n: [] for n in variants}
@@ -104,9 +124,10 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
         "median_us": median_us,
         "p90_us": {n: percentiles(s, (90,), scale=1e6)["p90"] for n, s in samples.items()},
         "device_mode": device_mode,
-        "torch_over_onnx": median_us["torch_eager"] / median_us[device_mode],
-        "torch_over_torch_forward_only": median_us["torch_eager"] / median_us["torch_forward_only"],
+        "torch_over_onnx": median_us["torch_eager"] / median_us[device_mode] if agreement else None,
+        "torch_over_torch_forward_only": median_us["torch_eager"] / median_us["torch_forward_only"] if agreement else None,
         "max_abs_prob_diff_vs_torch": agreement,
+        **({"torch_unavailable": f"eager torch cannot recompute the frame of {unavailable} from the manifest"} if unavailable else {}),
         "bundle_bytes": bundle.size(), "packed_bytes": len(pack(bundle)),
         "environment": {"onnxruntime": ort.__version__, "torch": torch.__version__, "python": sys.version.split()[0]},
     }

@@ -200,9 +200,11 @@ def run_device(args: argparse.Namespace) -> int:
     for name, us in med.items():
         print(f"  {name:<18} {us:8.1f} µs   p90 {report['p90_us'][name]:8.1f} µs")
     p = report["protocol"]
-    print(f"torch / onnx ({report['device_mode']}, the device's mode): {report['torch_over_onnx']:.1f}× "
-          f"(at most {report['torch_over_torch_forward_only']:.1f}× for a device whose adaptation were free and whose "
-          f"inference were as fast as torch's); bundle {report['bundle_bytes']:,} B; "
+    ratio = (f"torch / onnx ({report['device_mode']}, the device's mode): {report['torch_over_onnx']:.1f}× (at most "
+             f"{report['torch_over_torch_forward_only']:.1f}× for a device whose adaptation were free and whose inference "
+             f"were as fast as torch's)" if report["torch_over_onnx"] else f"{report['torch_unavailable']}; device mode "
+             f"{report['device_mode']}")
+    print(f"{ratio}; bundle {report['bundle_bytes']:,} B; "
           f"round trip median {p['round_trip_us']['p50']:.0f} µs (device {p['device_us']['p50']:.0f} µs); "
           f"device peak RSS {p['device_peak_rss_bytes'] / 2**20:.1f} MiB")
     return 0

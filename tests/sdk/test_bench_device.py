@@ -27,3 +27,19 @@ def test_soak_machinery(trained_bundle, tmp_path):
     report = bench_soak(trained_bundle[1], frames=300, pilots=8, symbols=50, state=tmp_path)
     assert report["device_frames"] == 300 and report["device_errors"] == 0
     assert report["fds_end"] == report["fds_after_warmup"] and report["frames_per_s"] > 0
+
+
+def test_bundles_torch_cannot_recompute_are_timed_without_it(trained_bundle, tmp_path, rewritten):
+    """Eager torch recomputes a plain MLP's frame from the manifest; for an ensemble, a Gaussian posterior or a module
+    assignment it cannot, so only the device's modes are timed; a predictor is refused with one line."""
+    import pytest
+
+    from metaedge.sdk.errors import UserError
+
+    gaussian = rewritten(trained_bundle[1], tmp_path / "g", lambda m: m["model"].update(posterior="gaussian"))
+    report = bench_device(gaussian, repeats=10, steps=1)
+    assert not any(n.startswith("torch") for n in report["median_us"]) and report["torch_over_onnx"] is None
+    assert "Gaussian posterior" in report["torch_unavailable"]
+    predictor = rewritten(trained_bundle[1], tmp_path / "p", lambda m: m["task"].pop("classes"))
+    with pytest.raises(UserError, match="bench device times classifier bundles"):
+        bench_device(predictor, repeats=10)
