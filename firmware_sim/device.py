@@ -285,24 +285,31 @@ class Device:
         labels = labels.astype(np.int64)
         self.backend.reset()
         before = self._pilot_loss(pilots, labels)
-        report = self.backend.adapt(pilots, labels)
-        after = self._pilot_loss(pilots, labels)
+        fused = getattr(self.backend, "fused", False)
+        if fused:   # adaptation and inference in one call; the pilots ride along to score the adapted receiver
+            log_probs, adapt_s = self.backend.frame(pilots, labels, np.concatenate([pilots, payload]))
+            after, infer, steps = _mean_loss(log_probs[:len(labels)], labels), 0.0, self.backend.steps
+            probs = np.exp(log_probs[len(labels):])
+        else:
+            report = self.backend.adapt(pilots, labels)
+            after, adapt_s, steps = self._pilot_loss(pilots, labels), report.seconds, report.steps
         fallback = None
         if not np.isfinite(after) or after > before + GUARD_NATS:
             # the adaptation diverged on these pilots: decode this frame with the meta-learned θ
             fallback = f"pilot loss {before:.3g} → {after:.3g} after adaptation; decoded with θ"
             self.backend.reset()
             self.stats.fallbacks += 1
-        start = time.perf_counter()
-        probs = self.backend.predict(payload)
-        infer = time.perf_counter() - start
+        if fallback or not fused:
+            start = time.perf_counter()
+            probs = self.backend.predict(payload)
+            infer = time.perf_counter() - start
         decisions = probs.argmax(-1)
         confidence = probs[np.arange(len(decisions)), decisions]
         self.stats.frames += 1
         self.stats.symbols += len(decisions)
-        self.stats.adapt_s += report.seconds
+        self.stats.adapt_s += adapt_s
         self.stats.infer_s += infer
-        telemetry = {"adapt_us": report.seconds * 1e6, "infer_us": infer * 1e6, "steps": report.steps,
+        telemetry = {"adapt_us": adapt_s * 1e6, "infer_us": infer * 1e6, "steps": steps, "fused": fused,
                      "pilots": int(pilots.shape[0]), "symbols": int(payload.shape[0]), "slot": self.running.slot,
                      "fallback": fallback}
         return telemetry, {"decisions": decisions.astype(np.int16), "confidence": confidence.astype(np.float32)}
@@ -328,12 +335,16 @@ class Device:
 
     def _pilot_loss(self, pilots: np.ndarray, labels: np.ndarray) -> float:
         """Mean −log p of the pilots' classes under the current parameters (the adaptation guard)."""
-        with np.errstate(all="ignore"):
-            log_probs = self.backend.log_probs(pilots)
-            return float(-log_probs[np.arange(len(labels)), labels].mean())
+        return _mean_loss(self.backend.log_probs(pilots), labels)
 
     def stats_report(self) -> dict:
         s = self.stats
         per = lambda total: total / s.frames * 1e6 if s.frames else None  # noqa: E731
         return {"frames": s.frames, "errors": s.errors, "fallbacks": s.fallbacks, "symbols": s.symbols, "mean_adapt_us": per(s.adapt_s),
                 "mean_infer_us": per(s.infer_s), "boot_events": s.boots[-10:], "running": self.running.slot, "mode": self.running.mode}
+
+
+def _mean_loss(log_probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean −log p of ``labels`` under class log-probabilities [n, classes] (NaN or ∞ when they are)."""
+    with np.errstate(all="ignore"):
+        return float(-log_probs[np.arange(len(labels)), labels].mean())

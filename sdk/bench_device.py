@@ -2,8 +2,9 @@
 
 One frame = reset to θ, K adaptation steps on the pilots, inference on the payload. Measured
 in one run, alternating variants in blocks, one thread each: the ONNX backend in each of its
-adaptation modes the bundle allows (an ONNX ``Loop``, the device's default when the bundle has
-one; IO binding; a plain ``session.run`` step loop), eager torch on the same parameters and
+adaptation modes the bundle allows (the fused frame graph of a one-step bundle, which a device runs;
+an ONNX ``Loop``, the device's default for a multi-step bundle; IO binding; a plain ``session.run``
+step loop), eager torch on the same parameters and
 data, and eager torch's inference alone, which bounds the ratio a device can reach. Then a real device process on loopback: the round trip of a
 frame through the protocol, and the process's peak memory.
 """
@@ -55,6 +56,12 @@ def _variant(mode: str) -> str:
     return "onnx_loop" if mode == "onnx_loop" else f"onnx_{mode}"
 
 
+def _fused_frame(backend: OnnxBackend):
+    def run(pilots, labels, payload):
+        return np.exp(backend.frame(pilots, labels, payload)[0])
+    return run
+
+
 def _onnx_frame(backend: OnnxBackend):
     def run(pilots, labels, payload):
         backend.reset()
@@ -99,7 +106,11 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
         backend.load(bundle)
         backend.steps = k
         if mode == OnnxBackend().mode:
-            device_mode = _variant(backend.effective_mode)  # what a device runs: the default, or its fallback
+            # what a device runs: the fused frame graph of a one-step bundle, else the default mode or its fallback
+            fused = backend.fused and k == int(manifest["algorithm"]["inner_steps"])
+            device_mode = "onnx_frame" if fused else _variant(backend.effective_mode)
+            if fused:
+                variants["onnx_frame"] = _fused_frame(backend)
         variants.setdefault(_variant(backend.effective_mode), _onnx_frame(backend))
     agreement = None
     if unavailable is None:

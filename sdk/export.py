@@ -110,32 +110,59 @@ def anchored(inner: InnerLoop) -> bool:
     return inner.prox > 0 or inner.posterior == "gaussian"
 
 
-def adapt_step_graph(params: Params, inner: InnerLoop, n_features: int, classes: int | None,
-                     noise: Params | None = None) -> bytes:
-    """One step; a proximal step (λ > 0) and a Gaussian posterior's (whose prior is θ at every step) also read θ's
-    adapted parameters as ``anchor.<name>`` inputs, the Gaussian step its draws ``noise`` as ``noise.<name>``. A classifier's step reads the pilots' one-hot
-    classes; a predictor's (``classes`` None) reads the pilots alone."""
+def _adaptation_signature(params: Params, inner: InnerLoop, n_features: int, classes: int | None, noise: Params | None):
+    """Inputs of a graph that adapts on pilots (spec §7.2) — the parameters, anchors, draws, pilots and (classifier)
+    one-hot classes: their names, example tensors, dynamic axes, and a function from the traced arguments to
+    (parameters, anchor, draws, pilots, target)."""
     names, keys, drawn = list(params), inner.keys(params), list(noise or {})
     anchors = [f"anchor.{k}" for k in keys] if anchored(inner) else []
-    one = dataclasses.replace(inner, steps=1)
     labelled = classes is not None
 
-    def fn(*args):
+    def unpack(args):
         current = dict(zip(names, args[:len(names)]))
         fixed = args[len(names):len(names) + len(anchors) + len(drawn)]
         anchor = dict(zip(keys, fixed[:len(anchors)])) if anchors else None
         draws = dict(zip(drawn, fixed[len(anchors):])) if drawn else None
         pilots = args[-2] if labelled else args[-1]
         target = args[-1] if labelled else torch.zeros(pilots.shape[0], 1)
-        adapted = adapt(current, pilots, target, one, anchor=anchor, noise=draws)
-        return tuple(adapted[k] for k in keys)
+        return current, anchor, draws, pilots, target
 
     # distinct tensors: the tracer would merge an anchor with its parameter if given the same object
     example = (*params.values(), *(params[k].clone() for k in keys if anchors), *(noise or {}).values(),
                torch.zeros(5, n_features), *([torch.eye(classes)[:5]] if labelled else []))
     inputs = [*names, *anchors, *(f"noise.{k}" for k in drawn), "pilot_samples", *(["pilot_onehot"] if labelled else [])]
-    return _export_graph(fn, example, inputs, [f"adapted.{k}" for k in keys],
-                         {"pilot_samples": "P", **({"pilot_onehot": "P"} if labelled else {})})
+    return inputs, example, {"pilot_samples": "P", **({"pilot_onehot": "P"} if labelled else {})}, unpack
+
+
+def adapt_step_graph(params: Params, inner: InnerLoop, n_features: int, classes: int | None,
+                     noise: Params | None = None) -> bytes:
+    """One step; a proximal step (λ > 0) and a Gaussian posterior's (whose prior is θ at every step) also read θ's
+    adapted parameters as ``anchor.<name>`` inputs, the Gaussian step its draws ``noise`` as ``noise.<name>``. A
+    classifier's step reads the pilots' one-hot classes; a predictor's (``classes`` None) reads the pilots alone."""
+    inputs, example, dynamic, unpack = _adaptation_signature(params, inner, n_features, classes, noise)
+    keys, one = inner.keys(params), dataclasses.replace(inner, steps=1)
+
+    def fn(*args):
+        current, anchor, draws, pilots, target = unpack(args)
+        adapted = adapt(current, pilots, target, one, anchor=anchor, noise=draws)
+        return tuple(adapted[k] for k in keys)
+
+    return _export_graph(fn, example, inputs, [f"adapted.{k}" for k in keys], dynamic)
+
+
+def frame_graph(params: Params, inner: InnerLoop, n_features: int, classes: int | None,
+                fn: Callable[[Params, torch.Tensor], torch.Tensor], output: str) -> bytes:
+    """A whole frame in one graph (spec §7.6): ``adapt_step``'s inputs and ``samples`` → ``fn`` on the samples at the
+    parameters ``inner.steps`` steps produce. One call instead of two (and the adapted parameters never leave the
+    runtime) is what makes a one-step frame cheap on a device."""
+    inputs, example, dynamic, unpack = _adaptation_signature(params, inner, n_features, classes, None)
+
+    def graph(*args):
+        current, anchor, _, pilots, target = unpack(args[:-1])
+        return fn(adapt(current, pilots, target, inner, anchor=anchor), args[-1])
+
+    return _export_graph(graph, (*example, torch.zeros(7, n_features)), [*inputs, "samples"], [output],
+                         {**dynamic, "samples": "N"})
 
 
 def selftest_vectors(params: Params, inner: InnerLoop, pilots: np.ndarray, onehot: np.ndarray | None, samples: np.ndarray,
@@ -308,8 +335,10 @@ def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=No
                  "dtype": "float32"} for k, v in draws.get(stream, {}).items()]
 
     # the Loop graph pays only from two steps on (one step: 173 µs against 155 µs stepping; five: 215
-    # against 339, `metaedge bench device`); a one-step bundle leaves out its 10 KB
+    # against 339, `metaedge bench device`); a one-step bundle carries the fused frame graph instead (a
+    # Gaussian posterior's draws aside)
     loop = inner.steps > 1
+    fused = not loop and not receiver.noise
     step_inputs = [*({"name": k, "role": "parameter"} for k in params),
                    *({"name": f"anchor.{k}", "role": "anchor", "parameter": k} for k in adapted if anchored(inner)),
                    *noise_inputs("adapt"),
@@ -317,6 +346,9 @@ def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=No
                    *([{"name": "pilot_onehot", "role": "pilot_labels_onehot", "shape": ["P", classes], "dtype": "float32"}]
                      if classes is not None else [])]
     step_outputs = [{"name": f"adapted.{k}", "role": "parameter", "parameter": k} for k in adapted]
+    samples_input = {"name": "samples", "role": "samples", "shape": ["N", n_features], "dtype": "float32"}
+    forward_outputs = [{"name": receiver.output, "role": "log_probabilities" if classes is not None else "outputs",
+                        "shape": ["N", width], "dtype": "float32"}]
     manifest = {
         "target": "onnx",
         **release,
@@ -329,13 +361,12 @@ def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=No
         "parameters": [{"name": k, "shape": list(v.shape), "dtype": "float32", "adapts": k in adapted} for k, v in params.items()],
         "graphs": {
             "opset": OPSET,
-            "forward": {"inputs": [*({"name": k, "role": "parameter"} for k in params), *noise_inputs("predict"),
-                                   {"name": "samples", "role": "samples", "shape": ["N", n_features], "dtype": "float32"}],
-                        "outputs": [{"name": receiver.output, "role": "log_probabilities" if classes is not None else "outputs",
-                                     "shape": ["N", width], "dtype": "float32"}]},
+            "forward": {"inputs": [*({"name": k, "role": "parameter"} for k in params), *noise_inputs("predict"), samples_input],
+                        "outputs": forward_outputs},
             "adapt_step": {"inputs": step_inputs, "outputs": step_outputs},
             **({"adapt_loop": {"inputs": [*step_inputs, {"name": "steps", "role": "steps", "shape": [], "dtype": "int64"}],
                                "outputs": step_outputs}} if loop else {}),
+            **({"frame": {"inputs": [*step_inputs, samples_input], "outputs": forward_outputs}} if fused else {}),
         },
         "selftest": {"atol": SELFTEST_ATOL, "pilots": len(receiver.selftest["adapt.pilot_samples"]),
                      "samples": len(receiver.selftest["forward.samples"])},
@@ -347,6 +378,8 @@ def write_onnx_bundle(out: str | Path, release: dict, receiver: Receiver, key=No
         "forward": ("forward.onnx", forward_graph(params, receiver.forward, n_features, receiver.output, draws.get("predict"))),
         "adapt_step": ("adapt_step.onnx", step),
         **({"adapt_loop": ("adapt_loop.onnx", loop_model(step, list(adapted)))} if loop else {}),
+        **({"frame": ("frame.onnx", frame_graph(params, inner, n_features, classes, receiver.forward, receiver.output))}
+           if fused else {}),
         "selftest": ("selftest.safetensors", tensors.dumps(receiver.selftest)),
     }
     return write_bundle(out, manifest, artifacts, key=key)

@@ -104,3 +104,24 @@ def test_runtime_diagnostics_never_reach_stdout(bundle_path, tmp_path, capfd, re
         if "EP Error" in captured.err:
             return  # the diagnostic was printed, and on stderr
     pytest.fail("no mutation made ONNX Runtime print its diagnostic; the check did not run")
+
+
+def test_a_one_step_bundle_runs_its_frame_in_one_call(trained_bundle, tmp_path):
+    """One-step bundles carry the fused frame graph (spec §7.6): the same log-probabilities as stepping, and the
+    backend stays at θ."""
+    from metaedge.sdk.export import export_onnx
+
+    bundle = export_onnx(trained_bundle[0], tmp_path / "one", steps=1)
+    assert "frame" in bundle.artifacts and "adapt_loop" not in bundle.artifacts
+    fused, stepping = OnnxBackend(), OnnxBackend(mode="step_loop")
+    fused.load(bundle)
+    stepping.load(bundle)
+    assert fused.fused and not stepping.fused and fused.selftest().checks == stepping.selftest().checks + 1
+    rng = np.random.default_rng(5)
+    pilots, labels = rng.normal(0, 2, (8, 2)).astype(np.float32), rng.integers(0, 16, 8)
+    samples = rng.normal(0, 2, (300, 2)).astype(np.float32)
+    out, seconds = fused.frame(pilots, labels, samples)
+    stepping.reset()
+    stepping.adapt(pilots, labels)
+    np.testing.assert_allclose(out, stepping.forward(samples), atol=1e-5)
+    assert seconds > 0 and all(np.array_equal(v, fused.theta[k]) for k, v in fused.params.items())

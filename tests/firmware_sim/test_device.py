@@ -215,3 +215,20 @@ def test_a_diverging_adaptation_falls_back_to_theta(tmp_path, image, monkeypatch
     assert device.stats_report()["fallbacks"] == 1
     monkeypatch.undo()
     assert device.frame({"pilots": pilots, "payload": payload})[0]["fallback"] is None  # ordinary frames adapt as usual
+
+
+def test_a_one_step_bundle_is_served_by_its_fused_frame(tmp_path, trained_bundle):
+    """The device runs a one-step bundle's frame graph and still guards the adaptation: the decisions equal those of
+    the stepping path on the same frame."""
+    from metaedge.sdk.export import export_onnx
+
+    one = pack(export_onnx(trained_bundle[0], tmp_path / "one", steps=1, key=None))
+    device = Device(tmp_path / "fused", "onnx", PROFILE, trusted_keys=KEYS, allow_unsigned=True)
+    deploy(device, one)
+    telemetry, out = frame(device)
+    assert telemetry["fused"] is True and telemetry["infer_us"] == 0.0 and telemetry["steps"] == 1
+    device.backend.frame_session = None   # the same device, stepping instead
+    stepped_telemetry, stepped = frame(device)
+    assert stepped_telemetry["fused"] is False
+    assert np.array_equal(out["decisions"], stepped["decisions"])
+    np.testing.assert_allclose(out["confidence"], stepped["confidence"], atol=1e-5)

@@ -16,6 +16,15 @@ def test_variants_agree_and_report_medians(trained_bundle):
     assert report["frame"]["steps"] == 3 and report["torch_over_onnx"] > 0
 
 
+def test_a_one_step_bundle_is_timed_with_its_fused_frame(trained_bundle, tmp_path):
+    from metaedge.sdk.export import export_onnx
+
+    report = bench_device(export_onnx(trained_bundle[0], tmp_path / "one", steps=1), repeats=20)
+    assert report["device_mode"] == "onnx_frame"
+    assert set(report["median_us"]) == {"onnx_frame", "onnx_iobinding", "onnx_step_loop", "torch_eager", "torch_forward_only"}
+    assert all(d <= 1e-5 for d in report["max_abs_prob_diff_vs_torch"].values()), report["max_abs_prob_diff_vs_torch"]
+
+
 def test_round_trip_through_a_real_device(trained_bundle, tmp_path):
     report = bench_round_trip(trained_bundle[1], frames=5, pilots=8, symbols=200, state=tmp_path)
     assert report["round_trip_us"]["p50"] > 0 and report["device_peak_rss_bytes"] > 1 << 20
