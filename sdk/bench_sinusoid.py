@@ -10,6 +10,7 @@ training and N validation samples.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -68,7 +69,8 @@ def train_curve(method: str, n: int, k: int, cfg: SinusoidBench) -> list[dict]:
 
     def evaluate(it: int, theta: dict, _loss: float) -> None:
         if it % cfg.eval_every == 0 or it == cfg.iterations:
-            curve.append({"iteration": it, "test_loss": test_loss(theta, test, inner)})
+            loss = test_loss(theta, test, inner)
+            curve.append({"iteration": it, "test_loss": loss if math.isfinite(loss) else None})   # None: diverged
 
     fit(algorithm.objective, {name: torch.from_numpy(v) for name, v in init.items()}, inner, batch, cfg.iterations, cfg.outer_lr, evaluate)
     return curve
@@ -95,7 +97,7 @@ def run_benchmark(cfg: SinusoidBench, methods: tuple[str, ...] = METHODS, progre
                 progress(f"{method} N={n} K={k}")
         return runs[(method, n, k)]
 
-    best = lambda c: min(point["test_loss"] for point in c)  # noqa: E731
+    best = lambda c: min((p["test_loss"] for p in c if p["test_loss"] is not None), default=None)  # noqa: E731
     panels = {
         "a_loss_vs_iterations": {m: curve(m, cfg.samples, cfg.tasks) for m in methods},
         "b_best_loss_vs_samples": {m: {str(n): best(curve(m, n, cfg.tasks)) for n in cfg.sample_grid} for m in methods},

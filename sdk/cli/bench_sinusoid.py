@@ -65,9 +65,13 @@ def run(args: argparse.Namespace) -> int:
 
     print("best test MSE vs samples per task N (K = %d)" % cfg.tasks)
     print(format_table(["method", *map(str, cfg.sample_grid)],
-                       [[m, *(f"{report['b_best_loss_vs_samples'][m][str(n)]:.3f}" for n in cfg.sample_grid)] for m in args.methods]))
+                       [[m, *(loss_cell(report['b_best_loss_vs_samples'][m][str(n)]) for n in cfg.sample_grid)] for m in args.methods]))
     print("\nbest test MSE vs meta-training tasks K (N = %d)" % cfg.samples)
     print(format_table(["method", *map(str, cfg.task_grid)],
-                       [[m, *(f"{report['c_best_loss_vs_tasks'][m][str(k)]:.3f}" for k in cfg.task_grid)] for m in args.methods]))
+                       [[m, *(loss_cell(report['c_best_loss_vs_tasks'][m][str(k)]) for k in cfg.task_grid)] for m in args.methods]))
     print(f"\nwritten: {args.plot}")
     return 0
+
+
+def loss_cell(loss: float | None) -> str:
+    return "diverged" if loss is None else f"{loss:.3f}"

@@ -50,6 +50,24 @@ def test_sinusoid_benchmark_writes_three_panels(tmp_path, capsys):
     assert main(["bench", "sinusoid", "--methods", "nope"]) != 0
 
 
+def test_a_diverged_evaluation_is_null_and_the_best_loss_skips_it(monkeypatch, capsys):
+    """A run whose test loss turns NaN (iMAML on the sinusoid at 5000 iterations did) reports null there, valid JSON,
+    and its best loss comes from the finite evaluations; a run without any has none."""
+    import math
+
+    from metaedge.sdk import bench_sinusoid
+
+    losses = iter([3.0, 2.0, math.nan, math.nan] * 100)
+    monkeypatch.setattr(bench_sinusoid, "test_loss", lambda *a: next(losses))
+    cfg = bench_sinusoid.SinusoidBench(iterations=4, eval_every=1, test_tasks=2, test_points=3, sample_grid=(10,), task_grid=(1000,))
+    report = bench_sinusoid.run_benchmark(cfg, ("maml",))
+    assert [p["test_loss"] for p in report["a_loss_vs_iterations"]["maml"]] == [3.0, 2.0, None, None]
+    assert report["b_best_loss_vs_samples"]["maml"]["10"] == 2.0
+    json.loads(json.dumps(report, allow_nan=False))
+    monkeypatch.setattr(bench_sinusoid, "test_loss", lambda *a: math.nan)
+    assert bench_sinusoid.run_benchmark(cfg, ("maml",))["b_best_loss_vs_samples"]["maml"]["10"] is None
+
+
 def test_algorithms_benchmark_tables_every_algorithm(tmp_path, capsys):
     assert main(["bench", "algorithms", "--quick", "--algos", "maml,vbmaml,bmaml,modular", "--out", str(tmp_path), "--quiet"]) == 0
     report = json.loads((tmp_path / "algorithms.json").read_text())
