@@ -178,15 +178,11 @@ class OnnxBackend:
 
     def frame(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray | None, samples: np.ndarray) -> tuple[np.ndarray, float]:
         """The forward output on ``samples`` after adapting θ on the pilots, and the seconds it took: one call of the
-        bundle's fused ``frame`` graph when it has one (and the mode is not ``step_loop``), else reset, adapt and
-        forward. The adapted parameters stay inside the runtime: afterwards the backend is at θ."""
-        start = time.perf_counter()
+        bundle's fused ``frame`` graph (callers check ``fused``). The adapted parameters stay inside the runtime:
+        afterwards the backend is still at θ."""
         if self.frame_session is None:
-            self.reset()
-            self.adapt(pilot_samples, pilot_labels)
-            out = self.forward(samples)
-            self.reset()
-            return out, time.perf_counter() - start
+            raise BackendError("this bundle has no fused frame graph (or the mode is step_loop): reset, adapt and predict")
+        start = time.perf_counter()
         feeds = {**self.theta, **self.fixed["adapt_step"], "pilot_samples": np.ascontiguousarray(pilot_samples, np.float32),
                  **({"pilot_onehot": self.onehot_table[pilot_labels]} if self.classifier else {}),
                  "samples": np.ascontiguousarray(samples, np.float32)}
