@@ -10,7 +10,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 .PHONY: demo test env bench clean help
 
 help:
-	@echo "make demo   meta-train 5 algorithms on the demodulation task, evaluate, deploy the best to a simulated device"
+	@echo "make demo   meta-train 6 algorithms on the demodulation task, evaluate, deploy Meta-SGD to a simulated device"
 	@echo "make test   run the test suite (both environments)"
 	@echo "make bench  batched meta-training core vs per-task loop (JSON in docs/benchmarks/meta-train.json)"
 	@echo "make env    build .venv (Python 3.11+, everything) and .venv-lava (Python 3.10, Lava, no torch)"

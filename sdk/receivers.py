@@ -43,7 +43,7 @@ class LearnedReceiver:
     classes: int
 
     def budget(self) -> dict:
-        return {"steps": self.inner.steps, "lr": self.inner.lr, "adapts": "context" if self.inner.adapt else "all"}
+        return {"steps": self.inner.steps, "lr": self.inner.lr, "adapts": ",".join(self.inner.adapt) if self.inner.adapt else "all"}
 
     @torch.no_grad()
     def _predict(self, adapted: Params, x_payload: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,10 @@
 
 Chosen by measurement on validation devices (never the meta-test devices); the README
 records the runs. What differs between algorithms is the inner loop: CAVIA adapts only
-10 context inputs and needs a larger step than full-network MAML.
+10 context inputs and needs a larger step than full-network MAML; FOMAML adapts only the
+input layer (its first-order meta-gradient cannot teach a one-step update of the whole
+network to undo a channel; an input-layer step can: validation SER over 1-32 pilots 0.73
+with every layer, 0.45 with the input layer, α from {0.1, 0.3, 1.0} on validation).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ COMMON = {"tasks_per_batch": 5, "outer_lr": 3e-3, "iterations": 6000, "val_every
 
 RECIPES: dict[str, dict] = {
     "maml": {"inner_lr": 0.1, "inner_steps": 1},
-    "fomaml": {"inner_lr": 0.1, "inner_steps": 1},
+    "fomaml": {"inner_lr": 0.3, "inner_steps": 1, "adapt": "input"},  # all layers: validation SER 0.73; input layer: 0.45
     "reptile": {"inner_lr": 0.3, "inner_steps": 5},  # one Reptile step is nearly joint learning
     "cavia": {"inner_lr": 1.0, "inner_steps": 1},
     "metasgd": {"inner_lr": 0.1, "inner_steps": 1},

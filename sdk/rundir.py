@@ -118,7 +118,7 @@ def load_run(path: str | os.PathLike) -> Run:
     try:
         algorithm = get_algorithm(config["train"]["algo"])
         stack = config["train"].get("modules" if algorithm.modular else "particles", 0)
-        expected = algorithm.theta_shapes(expected, int(stack))
+        expected = algorithm.theta_shapes(expected, int(stack), config["train"].get("adapt", "all"))
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path / CONFIG} has an invalid train section ({e})") from None
     got = {k: tuple(v.shape) for k, v in theta.items()}

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from metaedge.deploy import tensors
-from metaedge.sdk.algorithms import compiled_meta_gradient, get_algorithm, meta_gradient, to_batch
+from metaedge.sdk.algorithms import ADAPTED, PARTIAL_ADAPTATION, compiled_meta_gradient, get_algorithm, meta_gradient, to_batch
 from metaedge.sdk.algorithms.bayes import LOGSTD_PREFIX
 from metaedge.sdk.algorithms.core import STEP_PREFIX, InnerLoop
 from metaedge.sdk.errors import UserError
@@ -69,6 +69,7 @@ class TrainConfig:
     es_directions: int = 16        # esmaml: random directions n and smoothing δ of the ES estimators
     es_delta: float = 0.02
     es_hessian: bool = False       # esmaml: the (I − αH_es) correction of eq. 2.18
+    adapt: str = "all"             # which parameters the inner loop adapts: "all" or "input" (the first layer, ADAPTED)
 
     def __post_init__(self) -> None:
         algorithm = get_algorithm(self.algo)
@@ -98,6 +99,10 @@ class TrainConfig:
             (self.assignment in ("anneal", "exhaustive", "relaxed"),
              f"--assignment '{self.assignment}' is unknown; use anneal, exhaustive or relaxed"),
             (self.particles >= 2, f"--particles {self.particles} must be at least 2 (SVGD moves particles relative to each other)"),
+            (self.adapt in ADAPTED, f"--adapt '{self.adapt}' is unknown; use {' or '.join(ADAPTED)}"),
+            (self.adapt == "all" or self.algo in PARTIAL_ADAPTATION,
+             f"--adapt {self.adapt} works with {', '.join(PARTIAL_ADAPTATION)} (their meta-gradient reaches the parameters "
+             f"that do not adapt); {self.algo} needs --adapt all"),
         ]
         for ok, message in checks:
             if not ok:
@@ -108,7 +113,7 @@ class TrainConfig:
             self.inner_lr, self.inner_steps, self.prox, solver=self.solver, solver_steps=self.solver_steps, samples=self.samples,
             kl_weight=self.kl_weight, assignment=self.assignment, proposals=self.proposals,
             sharp_in=self.sharp_in, sharp_out=self.sharp_out, es_directions=self.es_directions, es_delta=self.es_delta,
-            es_hessian=self.es_hessian)
+            es_hessian=self.es_hessian, adapt=ADAPTED.get(self.adapt))
 
     def pilot_counts(self, task: DemodConfig) -> list[int]:
         """Pilot counts seen in meta-training and validated on: task.pilots, or powers of two spanning the range."""
@@ -145,8 +150,9 @@ def initial_theta(spec: MLPSpec, train: TrainConfig, rng: np.random.Generator) -
         draws = [spec.init(rng) for _ in range(train.modules if algorithm.modular else train.particles)]
         return {k: np.stack([d[k] for d in draws]) for k in draws[0]}
     init = spec.init(rng)
-    if algorithm.learned_steps:  # Meta-SGD: one step size per entry, starting at --inner-lr
-        init.update({STEP_PREFIX + k: np.full_like(v, train.inner_lr) for k, v in list(init.items())})
+    if algorithm.learned_steps:  # Meta-SGD: one step size per entry of what adapts, starting at --inner-lr
+        adapted = train.inner().keys(init)
+        init.update({STEP_PREFIX + k: np.full_like(init[k], train.inner_lr) for k in adapted})
     if algorithm.posterior == "gaussian":   # the prior's log-std net, one entry per weight
         init.update({LOGSTD_PREFIX + k: np.full_like(v, np.log(train.prior_std)) for k, v in list(init.items())})
     return init

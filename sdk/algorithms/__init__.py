@@ -9,6 +9,15 @@ from metaedge.sdk.algorithms.core import STEP_PREFIX, InnerLoop, Objective, adap
 from metaedge.sdk.errors import UserError
 
 
+# --adapt: the parameters the inner loop moves. Adapting the input layer alone lets a receiver undo a device's
+# channel (a linear map of the received I/Q) while the layers after it stay the meta-learned demapper; the device
+# then adapts 30 numbers instead of 1,786.
+ADAPTED: dict[str, tuple[str, ...] | None] = {"all": None, "input": ("l0.weight", "l0.bias")}
+# algorithms whose meta-gradient reaches parameters that do not adapt (Reptile's θ − φ, iMAML's implicit gradient
+# and Prox-MAML's λ(θ − φ) are zero there, so those parameters would never learn)
+PARTIAL_ADAPTATION = ("maml", "fomaml", "metasgd")
+
+
 @dataclass(frozen=True)
 class Algorithm:
     name: str
@@ -26,17 +35,22 @@ class Algorithm:
         """θ holds several networks on a leading axis (particles or modules)."""
         return self.posterior == "particles" or self.modular
 
-    def theta_shapes(self, model: dict[str, tuple[int, ...]], stack: int) -> dict[str, tuple[int, ...]]:
-        """Names and shapes of what this algorithm meta-learns, given the network's own parameter shapes
-        and, for stacked forms, the number of particles or modules."""
+    def theta_shapes(self, model: dict[str, tuple[int, ...]], stack: int, adapt: str = "all") -> dict[str, tuple[int, ...]]:
+        """Names and shapes of what this algorithm meta-learns, given the network's own parameter shapes,
+        for stacked forms the number of particles or modules, and what adapts (``ADAPTED``; Meta-SGD learns a
+        step size for each adapted entry)."""
         if self.stacked:
             return {k: (stack, *shape) for k, shape in model.items()}
-        prefixes = [STEP_PREFIX] * self.learned_steps + [LOGSTD_PREFIX] * (self.posterior == "gaussian")
-        return {**model, **{p + k: shape for p in prefixes for k, shape in model.items()}}
+        adapted = ADAPTED[adapt] or tuple(model)
+        steps = {STEP_PREFIX + k: model[k] for k in adapted} if self.learned_steps else {}
+        posterior = {LOGSTD_PREFIX + k: shape for k, shape in model.items()} if self.posterior == "gaussian" else {}
+        return {**model, **steps, **posterior}
 
-    def inner(self, lr: float, steps: int, prox: float = 1.0, assignment: str = "anneal", **options) -> InnerLoop:
-        """This algorithm's inner loop; ``options`` are further ``InnerLoop`` fields (solver, samples, …)."""
-        return InnerLoop(lr=lr, steps=steps, adapt=("context",) if self.context else None,
+    def inner(self, lr: float, steps: int, prox: float = 1.0, assignment: str = "anneal",
+              adapt: tuple[str, ...] | None = None, **options) -> InnerLoop:
+        """This algorithm's inner loop; ``adapt`` names the parameters that adapt (None: all; CAVIA: its
+        context, always); ``options`` are further ``InnerLoop`` fields (solver, samples, …)."""
+        return InnerLoop(lr=lr, steps=steps, adapt=("context",) if self.context else adapt,
                          prox=prox if self.proximal else 0.0, posterior=self.posterior,
                          assignment=assignment if self.modular else "", **options)
 

@@ -53,6 +53,8 @@ def register(sub) -> None:
                                         "M^L assignments, as a device chooses) or relaxed (softmax mixture)")
     g.add_argument("--proposals", type=positive_int, help="modular: annealing proposals per task (default 40)")
     g.add_argument("--particles", type=positive_int, help="bmaml: particles of the SVGD ensemble (default 5)")
+    g.add_argument("--adapt", help="maml, fomaml, metasgd: all (every parameter adapts, as published) | input (the first "
+                                   "layer alone: the device adapts 30 numbers; recipe: fomaml input, else all)")
     g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.3)")
     g.add_argument("--outer-lr", type=float, help="outer step size β (recipe: 3e-3)")
     g.add_argument("--outer-opt", help="adam | sgd (default adam; sgd with reptile is eq. 2.23 literally)")
@@ -327,7 +329,7 @@ def run_born(args: argparse.Namespace) -> int:
 
 RECIPE_FLAGS = ("iterations", "tasks_per_batch", "inner_steps", "inner_lr", "outer_lr", "outer_opt", "val_every", "patience",
                 "prox", "solver", "solver_steps", "samples", "prior_std", "kl_weight", "particles", "modules", "assignment", "proposals", "sharp_in", "sharp_out", "es_directions",
-                "es_delta", "es_hessian")
+                "es_delta", "es_hessian", "adapt")
 
 
 def run(args: argparse.Namespace) -> int:

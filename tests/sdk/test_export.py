@@ -16,6 +16,8 @@ from metaedge.sdk.tasks.demod import DemodConfig
 from metaedge.sdk.training import TrainConfig, Trainer
 
 TASK = DemodConfig(pilots=8, val_pilots=32)
+# every algorithm, and Meta-SGD adapting its input layer alone (--adapt input: step sizes for that layer only)
+CASES = (*EXPORTABLE, "metasgd:input")
 
 
 @pytest.fixture(scope="module")
@@ -23,18 +25,19 @@ def bundles(tmp_path_factory):
     """One briefly trained run per algorithm, exported."""
     root = tmp_path_factory.mktemp("export")
     out = {}
-    for algo in EXPORTABLE:
+    for case in CASES:
+        algo, _, adapted = case.partition(":")
         steps = 2 if algo != "joint" else 1
-        t = Trainer(root / algo, TASK, TrainConfig(algo=algo, iterations=4, inner_steps=steps, inner_lr=0.3,
+        t = Trainer(root / case, TASK, TrainConfig(algo=algo, iterations=4, inner_steps=steps, inner_lr=0.3, adapt=adapted or "all",
                                                    meta_devices=20, val_devices=3, val_every=4))
         t.start(resume=False)
         t.run()
-        out[algo] = (t, export_onnx(root / algo, root / f"{algo}.bundle"))
+        out[case] = (t, export_onnx(root / case, root / f"{case}.bundle"))
     return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", EXPORTABLE)
+@pytest.mark.parametrize("algo", CASES)
 def test_graphs_pass_the_full_checker_and_are_plain_onnx(bundles, algo):
     _, bundle = bundles[algo]
     for role in ("forward", "adapt_step"):
@@ -45,7 +48,7 @@ def test_graphs_pass_the_full_checker_and_are_plain_onnx(bundles, algo):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", OnnxBackend.MODES)
-@pytest.mark.parametrize("algo", EXPORTABLE)
+@pytest.mark.parametrize("algo", CASES)
 def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     trainer, bundle = bundles[algo]
     backend = OnnxBackend(mode=mode)
@@ -81,7 +84,7 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", EXPORTABLE)
+@pytest.mark.parametrize("algo", CASES)
 def test_selftest_passes_and_bundle_round_trips(bundles, algo):
     _, bundle = bundles[algo]
     again = read_bundle(bundle.path)
@@ -91,7 +94,7 @@ def test_selftest_passes_and_bundle_round_trips(bundles, algo):
     report = backend.selftest()
     assert report.passed, report
     model_parameters = [p["name"] for p in bundle.manifest["parameters"] if not p["name"].startswith("lr.")]
-    only = {"cavia": ["context"], "modular": [modular.ASSIGNMENT]}
+    only = {"cavia": ["context"], "modular": [modular.ASSIGNMENT], "metasgd:input": ["l0.weight", "l0.bias"]}
     assert bundle.manifest["algorithm"]["adapts"] == only.get(algo, model_parameters)
 
 

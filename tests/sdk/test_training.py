@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from metaedge.deploy import tensors
+from metaedge.sdk.algorithms.core import adapt
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.rundir import load_run
 from metaedge.sdk.tasks.demod import DemodConfig
@@ -109,6 +110,8 @@ def test_a_used_directory_needs_resume(tmp_path):
     ({"tasks_per_batch": 80}, "exceeds --meta-devices"),
     ({"outer_opt": "rmsprop"}, "--outer-opt"),
     ({"inner_steps": 0}, "--inner-steps"),
+    ({"adapt": "first"}, "--adapt 'first' is unknown; use all or input"),
+    ({"algo": "reptile", "adapt": "input"}, "reptile needs --adapt all"),
 ])
 def test_impossible_training_configurations_are_refused(changes, fragment):
     with pytest.raises(UserError, match=fragment):
@@ -134,3 +137,21 @@ def test_compiled_training_with_varying_pilot_counts(tmp_path):
     t.start(resume=False)
     state = t.run()
     assert state["iteration"] == 12 and np.isfinite(state["best_val_ser"])
+
+
+@pytest.mark.parametrize("algo", ["fomaml", "maml", "metasgd"])
+def test_input_layer_adaptation_moves_only_that_layer_and_the_rest_still_learns(tmp_path, algo):
+    """--adapt input: the inner loop moves the first layer alone, while the meta-gradient still reaches every
+    layer (else the demapper behind it would never learn); Meta-SGD keeps step sizes for that layer only, and the
+    run loads back with them."""
+    t = trainer(tmp_path / "run", algo=algo, adapt="input", iterations=3, val_every=3)
+    assert t.inner.adapt == ("l0.weight", "l0.bias")
+    assert sorted(k for k in t.params if k.startswith("lr.")) == (["lr.l0.bias", "lr.l0.weight"] if algo == "metasgd" else [])
+    before = {k: v.detach().clone() for k, v in t.params.items()}
+    t.start(resume=False)
+    t.run()
+    assert all(not torch.equal(before[k], t.params[k]) for k in t.params), "every meta-learned tensor moves"
+    x, y = torch.randn(6, 2), torch.nn.functional.one_hot(torch.arange(6) % 4, 4).float()
+    adapted = adapt({k: v.detach() for k, v in t.params.items()}, x, y, t.inner)
+    assert [k for k in t.params if not torch.equal(adapted[k], t.params[k])] == ["l0.weight", "l0.bias"]
+    assert set(load_run(tmp_path / "run").theta) == set(t.params)
