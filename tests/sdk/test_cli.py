@@ -41,6 +41,8 @@ def assert_one_line_error(code, out, err, fragment):
     (["train", "demod", "--out", "X", "--inner-lr", "-1"], "--inner-lr -1.0 must be a positive number"),
     (["train", "demod", "--out", "X", "--order", "8"], "not a square QAM order"),
     (["train", "demod", "--out", "X", "--iterations", "0"], "0 must be at least 1"),
+    (["train", "demod", "--out", "X", "--algo", "reptile", "--adapt", "input"], "reptile needs --adapt all"),
+    (["train", "demod", "--out", "X", "--adapt", "last"], "--adapt 'last' is unknown; use all or input"),
     (["train", "demod"], "the following arguments are required: --out"),
     (["train", "demod", "--out", "NOPE", "--resume"], "does not exist"),
     (["train"], "required: TASK"),
