@@ -5,12 +5,17 @@ on the same MLP (1→40→40→1), optimiser and adaptation budget; three panels
 
 Test loss: mean squared error on ``test_points`` inputs of each of ``test_tasks`` held-out tasks,
 after adapting on N samples of that task (BMAML: of the particles' mean prediction). Every
-method adapts with the same α and steps at test; during meta-training each task gives N
-training and N validation samples.
+method adapts at test as it did in meta-training: MAML, BMAML and joint learning's fine-tuning
+take the same steps, iMAML solves its proximal problem (more steps of the same size,
+``prox_steps``), and BMAML's SVGD step has its own size (``svgd_lr``: SVGD divides it among the
+particles); during meta-training each task gives N training and N validation samples.
+The runs are independent, so ``jobs`` > 1 trains them in parallel processes.
 """
 from __future__ import annotations
 
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -35,9 +40,14 @@ class SinusoidBench:
     tasks_per_batch: int = 10
     outer_lr: float = 1e-3
     inner_lr: float = 0.01
+    svgd_lr: float = 0.05       # BMAML's α: SVGD averages over the M particles, so each moves about 2α/M per step;
+                                # at K = 5, N = 10, 2000 iterations the best α of {0.01, 0.025, 0.05} was 0.05 for
+                                # BMAML (1.09; 0.01: 1.56) and 0.01 for MAML (1.05; 0.05: 2.57)
     inner_steps: int = 5
-    prox: float = 10.0          # iMAML's λ: with α = 0.01 and 5 steps, λ = 1 or 3 leaves the test loss flat for 300
-                                # iterations (3.87, 3.71) and λ = 10 learns (3.49 → 2.71; MAML 3.18 → 1.91)
+    prox: float = 3.0           # iMAML's λ of the proximal problem
+    prox_steps: int = 40        # iMAML's inner steps: its implicit meta-gradient assumes the proximal problem solved,
+                                # which 5 steps of α = 0.01 are not — iMAML then diverged (λ = 10: NaN from iteration
+                                # 1500; 20 steps: still 1.05 at 2000); 40 steps with λ = 3 learn steadily (0.68 at 3000)
     particles: int = 5          # BMAML's M
     hidden: tuple[int, ...] = (40, 40)
     eval_every: int = 100
@@ -54,7 +64,8 @@ def train_curve(method: str, n: int, k: int, cfg: SinusoidBench) -> list[dict]:
     """Meta-train ``method`` on K = ``k`` tasks with N = ``n`` samples; test loss every ``eval_every`` iterations."""
     torch.manual_seed(cfg.seed)
     algorithm = get_algorithm(method)
-    inner = algorithm.inner(cfg.inner_lr, cfg.inner_steps, prox=cfg.prox)
+    lr = cfg.svgd_lr if algorithm.posterior == "particles" else cfg.inner_lr
+    inner = algorithm.inner(lr, cfg.prox_steps if algorithm.proximal else cfg.inner_steps, prox=cfg.prox)
     spec = MLPSpec(sizes=(1, *cfg.hidden, 1))
     init = initial_theta(spec, TrainConfig(algo=method, particles=cfg.particles), np.random.default_rng([cfg.seed, 1]))
     env = SinusoidTasks(seed=cfg.seed)
@@ -86,15 +97,28 @@ def test_loss(theta, test, inner) -> float:
     return float(((prediction - y_te) ** 2).mean())
 
 
-def run_benchmark(cfg: SinusoidBench, methods: tuple[str, ...] = METHODS, progress: Callable[[str], None] | None = None) -> dict:
-    """All three panels; the (N, K) run of panel (a) is shared with panels (b) and (c)."""
+def run_benchmark(cfg: SinusoidBench, methods: tuple[str, ...] = METHODS, progress: Callable[[str], None] | None = None,
+                  jobs: int = 1) -> dict:
+    """All three panels; the (N, K) run of panel (a) is shared with panels (b) and (c). ``jobs`` processes
+    train the runs in parallel (one torch thread each)."""
+    keys = list(dict.fromkeys([(m, cfg.samples, cfg.tasks) for m in methods] + [(m, n, cfg.tasks) for m in methods for n in cfg.sample_grid]
+                              + [(m, cfg.samples, k) for m in methods for k in cfg.task_grid]))
     runs: dict[tuple[str, int, int], list[dict]] = {}
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
+                                 initargs=(1,)) as pool:
+            futures = {pool.submit(train_curve, *key, cfg): key for key in keys}
+            for done in as_completed(futures):
+                runs[futures[done]] = done.result()
+                if progress:
+                    progress("{} N={} K={}".format(*futures[done]))
+    else:
+        for key in keys:
+            runs[key] = train_curve(*key, cfg)
+            if progress:
+                progress("{} N={} K={}".format(*key))
 
     def curve(method: str, n: int, k: int) -> list[dict]:
-        if (method, n, k) not in runs:
-            runs[(method, n, k)] = train_curve(method, n, k, cfg)
-            if progress:
-                progress(f"{method} N={n} K={k}")
         return runs[(method, n, k)]
 
     best = lambda c: min((p["test_loss"] for p in c if p["test_loss"] is not None), default=None)  # noqa: E731

@@ -12,7 +12,7 @@ from metaedge.sdk.errors import UserError
 EXAMPLES = """
 examples:
   metaedge bench sinusoid --json > sinusoid.json       # ~10 min on 2 cores; also writes sinusoid.png
-  metaedge bench sinusoid --iterations 5000 --plot fig.png
+  metaedge bench sinusoid --iterations 5000 --plot fig.png --jobs 2   # the runs in 2 processes
   metaedge bench sinusoid --quick                      # seconds: the machinery, not the figures
 """
 
@@ -29,6 +29,7 @@ def register(benches) -> None:
     s.add_argument("--samples", type=int_list, default=[2, 5, 10, 20], help="N grid of panel (b) (default 2,5,10,20)")
     s.add_argument("--tasks", type=int_list, default=[5, 20, 100, 1000], help="K grid of panel (c) (default 5,20,100,1000)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--jobs", type=positive_int, default=1, help="train the runs in N parallel processes (default 1)")
     s.add_argument("--plot", type=Path, default=Path("sinusoid.png"), help="the three panels as PNG (default sinusoid.png)")
     s.add_argument("--quick", action="store_true", help="tiny budget, for tests of the machinery")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                             samples=cfg.samples, tasks=cfg.tasks, sample_grid=cfg.sample_grid, task_grid=cfg.task_grid, seed=args.seed)
     total = len(args.methods) * (1 + len(set(cfg.sample_grid) - {cfg.samples}) + len(set(cfg.task_grid) - {cfg.tasks}))
     with tqdm(total=total, desc="sinusoid", disable=args.quiet or None, file=sys.stderr) as bar:
-        report = run_benchmark(cfg, tuple(args.methods), progress=lambda _: bar.update())
+        report = run_benchmark(cfg, tuple(args.methods), progress=lambda _: bar.update(), jobs=args.jobs)
     plot_sinusoid(report, args.plot)
     report["plot"] = str(args.plot)
     if args.json:

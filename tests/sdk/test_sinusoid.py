@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from metaedge.sdk.algorithms import bayes
@@ -79,3 +80,29 @@ def test_algorithms_benchmark_tables_every_algorithm(tmp_path, capsys):
     assert (tmp_path / "reliability.png").read_bytes()[:8] == PNG
     assert main(["bench", "algorithms", "--quick", "--pilots", "1,4", "--out", str(tmp_path / "x")]) != 0
     assert "must include 8" in capsys.readouterr().err
+
+
+def test_each_method_adapts_with_its_own_procedure(monkeypatch):
+    """iMAML's implicit gradient assumes the proximal problem solved: the benchmark gives it ``prox_steps`` steps
+    (in training and at test); SVGD shares its step among the particles, so BMAML has its own ``svgd_lr``; MAML
+    takes the shared α and steps."""
+    from metaedge.sdk import bench_sinusoid
+
+    seen = {}
+    monkeypatch.setattr(bench_sinusoid, "fit", lambda objective, theta, inner, *a: seen.setdefault(len(seen), inner))
+    cfg = bench_sinusoid.SinusoidBench(iterations=1, inner_lr=0.02, svgd_lr=0.08, inner_steps=3, prox_steps=7, prox=2.0,
+                                       test_tasks=2, test_points=3)
+    for method in ("maml", "imaml", "bmaml"):
+        bench_sinusoid.train_curve(method, 5, 10, cfg)
+    assert [(i.lr, i.steps, i.prox) for i in seen.values()] == [(0.02, 3, 0.0), (0.02, 7, 2.0), (0.08, 3, 0.0)]
+
+
+@pytest.mark.slow
+def test_parallel_runs_give_the_same_report():
+    """--jobs trains the runs in separate processes; each run seeds itself, so the report is the serial one."""
+    from metaedge.sdk import bench_sinusoid
+
+    cfg = bench_sinusoid.SinusoidBench(iterations=2, eval_every=1, tasks_per_batch=2, test_tasks=2, test_points=3, hidden=(4,),
+                                       particles=2, prox_steps=2, sample_grid=(2, 5), task_grid=(3, 5), samples=5, tasks=5)
+    serial = bench_sinusoid.run_benchmark(cfg, ("maml", "bmaml"))
+    assert bench_sinusoid.run_benchmark(cfg, ("maml", "bmaml"), jobs=2) == serial
