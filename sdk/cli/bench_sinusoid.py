@@ -11,8 +11,8 @@ from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
 examples:
-  metaedge bench sinusoid --json > sinusoid.json       # ~10 min on 2 cores; also writes sinusoid.png
-  metaedge bench sinusoid --iterations 5000 --plot fig.png --jobs 2   # the runs in 2 processes
+  metaedge bench sinusoid --jobs 2 --json > sinusoid.json   # the runs in 2 processes; also writes sinusoid.png
+  metaedge bench sinusoid --iterations 5000 --samples 2,5,10 --tasks 5,50,1000 --jobs 2   # the README's figures
   metaedge bench sinusoid --quick                      # seconds: the machinery, not the figures
 """
 
