@@ -17,7 +17,7 @@ import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -105,27 +105,27 @@ def run_benchmark(cfg: SinusoidBench, methods: tuple[str, ...] = METHODS, progre
     keys = list(dict.fromkeys([(m, cfg.samples, cfg.tasks) for m in methods] + [(m, n, cfg.tasks) for m in methods for n in cfg.sample_grid]
                               + [(m, cfg.samples, k) for m in methods for k in cfg.task_grid]))
     runs: dict[tuple[str, int, int], list[dict]] = {}
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
-                                 initargs=(1,)) as pool:
-            futures = {pool.submit(train_curve, *key, cfg): key for key in keys}
-            for done in as_completed(futures):
-                runs[futures[done]] = done.result()
-                if progress:
-                    progress("{} N={} K={}".format(*futures[done]))
-    else:
-        for key in keys:
-            runs[key] = train_curve(*key, cfg)
-            if progress:
-                progress("{} N={} K={}".format(*key))
-
-    def curve(method: str, n: int, k: int) -> list[dict]:
-        return runs[(method, n, k)]
+    for key, curve in _train_all(keys, cfg, jobs):
+        runs[key] = curve
+        if progress:
+            progress("{} N={} K={}".format(*key))
 
     best = lambda c: min((p["test_loss"] for p in c if p["test_loss"] is not None), default=None)  # noqa: E731
     panels = {
-        "a_loss_vs_iterations": {m: curve(m, cfg.samples, cfg.tasks) for m in methods},
-        "b_best_loss_vs_samples": {m: {str(n): best(curve(m, n, cfg.tasks)) for n in cfg.sample_grid} for m in methods},
-        "c_best_loss_vs_tasks": {m: {str(k): best(curve(m, cfg.samples, k)) for k in cfg.task_grid} for m in methods},
+        "a_loss_vs_iterations": {m: runs[(m, cfg.samples, cfg.tasks)] for m in methods},
+        "b_best_loss_vs_samples": {m: {str(n): best(runs[(m, n, cfg.tasks)]) for n in cfg.sample_grid} for m in methods},
+        "c_best_loss_vs_tasks": {m: {str(k): best(runs[(m, cfg.samples, k)]) for k in cfg.task_grid} for m in methods},
     }
     return {"benchmark": "sinusoid", "setup": {**asdict(cfg), "model": [1, *cfg.hidden, 1]}, "methods": list(methods), **panels}
+
+
+def _train_all(keys: list[tuple[str, int, int]], cfg: SinusoidBench, jobs: int) -> Iterator[tuple[tuple[str, int, int], list[dict]]]:
+    """(key, curve) for every (method, N, K) run, as each finishes: in this process, or in ``jobs`` spawned ones."""
+    if jobs <= 1:
+        yield from ((key, train_curve(*key, cfg)) for key in keys)
+        return
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
+                             initargs=(1,)) as pool:
+        futures = {pool.submit(train_curve, *key, cfg): key for key in keys}
+        for done in as_completed(futures):
+            yield futures[done], done.result()
