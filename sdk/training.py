@@ -150,11 +150,11 @@ def initial_theta(spec: MLPSpec, train: TrainConfig, rng: np.random.Generator) -
         draws = [spec.init(rng) for _ in range(train.modules if algorithm.modular else train.particles)]
         return {k: np.stack([d[k] for d in draws]) for k in draws[0]}
     init = spec.init(rng)
-    if algorithm.learned_steps:  # Meta-SGD: one step size per entry of what adapts, starting at --inner-lr
-        adapted = train.inner().keys(init)
-        init.update({STEP_PREFIX + k: np.full_like(init[k], train.inner_lr) for k in adapted})
-    if algorithm.posterior == "gaussian":   # the prior's log-std net, one entry per weight
-        init.update({LOGSTD_PREFIX + k: np.full_like(v, np.log(train.prior_std)) for k, v in list(init.items())})
+    # beside the network (theta_shapes names them): Meta-SGD's step sizes start at --inner-lr, the Gaussian prior's
+    # log-std net at log --prior-std
+    start = {STEP_PREFIX: train.inner_lr, LOGSTD_PREFIX: np.log(train.prior_std)}
+    extra = {k: shape for k, shape in algorithm.theta_shapes(spec.shapes(), 0, train.adapt).items() if k not in init}
+    init.update({k: np.full(shape, start[k.split(".")[0] + "."], np.float32) for k, shape in extra.items()})
     return init
 
 
