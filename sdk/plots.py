@@ -136,13 +136,26 @@ def plot_prediction(report: dict, path: Path) -> None:
 
 
 def plot_power(report: dict, path: Path) -> None:
-    """Sum-rate with 95 % intervals against meta-training periods K (monograph Figure 5.11)."""
+    """Sum-rate with 95 % intervals against meta-training periods K (monograph Figure 5.11) and, beside it, each
+    method's paired difference to joint learning on the same topologies (the intervals of the means overlap
+    because topologies differ far more than methods do)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    paired = [m for m in report["methods"] if m != "joint" and "vs_joint" in next(iter(report["sum_rate"][m].values()))]
+    fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(11 if paired else 6, 4), squeeze=False)
+    ax = axes[0, 0]
     for method in report["methods"]:
         _line_with_band(ax, report["sum_rate"][method], "sum_rate", method)
     ax.axhline(report["full_power"]["sum_rate"], color="black", linestyle=":", label="full power")
     ax.axhline(report["optimised"]["sum_rate"], color="0.4", linestyle="--", label="optimised per slot (oracle)")
     ax.set(xscale="log", xlabel="meta-training periods K", ylabel="sum-rate (bit/s/Hz per slot)",
            title="REGNN power control on new topologies")
-    _save(plt, fig, [ax], path)
+    if paired:
+        diff = axes[0, 1]
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]     # each method keeps its colour of the left panel
+        diff.set_prop_cycle(color=[colours[report["methods"].index(m) % len(colours)] for m in paired])
+        for method in paired:
+            _line_with_band(diff, {k: v["vs_joint"] for k, v in report["sum_rate"][method].items()}, "diff", method)
+        diff.axhline(0, color=colours[report["methods"].index("joint") % len(colours)], label="joint")
+        diff.set(xscale="log", xlabel="meta-training periods K", ylabel="minus joint learning (bit/s/Hz per slot)",
+                 title="paired difference to joint learning")
+    _save(plt, fig, list(axes[0]), path)

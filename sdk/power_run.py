@@ -64,7 +64,7 @@ def load_power_run(path: Path) -> tuple[str, PowerBench, dict[str, torch.Tensor]
 
 def task_section(config: PowerConfig) -> dict:
     v = config.max_links
-    return {"name": "power", "features": [f"G[{j},{i}]" for j in range(v) for i in range(v)] + ["noise"], "outputs": v,
+    return {"name": "power", "features": [f"G[{j},{i}]" for j in range(v) for i in range(v)] + ["noise", "coupling"], "outputs": v,
             "pilot_sequence": None, **config.to_dict()}
 
 
@@ -96,6 +96,5 @@ def power_frames(task: dict, frames: int, pilots: int, slots: int, seed: int) ->
 
 
 def sum_rates(samples: np.ndarray, powers: np.ndarray) -> np.ndarray:
-    """Sum-rate of each slot [N] for samples [N, V² + 1] and powers [N, V] (eq. 5.26)."""
-    g, noise = regnn.gains(torch.tensor(samples, dtype=torch.float64))
-    return regnn.sum_rate(g, noise, torch.tensor(powers, dtype=torch.float64)).numpy()
+    """Sum-rate of each slot [N] for samples [N, V² + 2] and powers [N, V] (eq. 5.26)."""
+    return regnn.sum_rate(*regnn.gains(torch.tensor(samples, dtype=torch.float64)), torch.tensor(powers, dtype=torch.float64)).numpy()

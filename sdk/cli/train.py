@@ -141,10 +141,11 @@ def register(sub) -> None:
                          epilog=POWER_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     w.add_argument("--out", type=Path, required=True, help="run directory to create")
     w.add_argument("--method", default="fomaml", choices=("fomaml", "reptile", "joint", "modular"),
-                   help="fomaml (default), reptile, joint or modular (modular does not export yet)")
+                   help="fomaml (default), reptile, joint or modular")
     w.add_argument("--periods", type=positive_int, default=100, help="meta-training periods (topologies) K (default 100)")
     w.add_argument("--iterations", type=positive_int, default=500, help="outer steps (default 500)")
-    w.add_argument("--inner-lr", type=float, default=0.01, help="adaptation step size α (default 0.01)")
+    w.add_argument("--inner-lr", type=float, help="adaptation step size α (default 0.1)")
+    w.add_argument("--inner-steps", type=positive_int, help="adaptation steps on a period's slots (default 5)")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--json", action="store_true", help="print the final state as JSON")
     w.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -253,9 +254,10 @@ def run_power(args: argparse.Namespace) -> int:
     from metaedge.sdk.bench_power import PowerBench
     from metaedge.sdk.power_run import train_power
 
-    if not args.inner_lr > 0:
+    if args.inner_lr is not None and not args.inner_lr > 0:
         raise UserError(f"--inner-lr {args.inner_lr} must be a positive number")
-    cfg = PowerBench(iterations=args.iterations, inner_lr=args.inner_lr, seed=args.seed)
+    given = {"inner_lr": args.inner_lr, "inner_steps": args.inner_steps}
+    cfg = PowerBench(iterations=args.iterations, seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     return train_and_report(args, f"power-{args.method}", cfg.iterations, "meta_loss", "validation sum-rate (bit/s/Hz per slot)",
                             lambda progress: train_power(args.out, args.method, args.periods, cfg, progress), best="val_sum_rate")
 

@@ -45,15 +45,15 @@ def is_regnn(params: Params) -> bool:
     return "l0.filter" in params
 
 
-def gains(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Samples [N, V² + 1] → gain matrices [N, V, V] and noise powers [N]."""
-    v = math.isqrt(x.shape[-1] - 1)
-    return x[:, :-1].reshape(-1, v, v), x[:, -1]
+def gains(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Samples [N, V² + 2] → gain matrices [N, V, V], noise powers [N] and interference couplings [N]."""
+    v = math.isqrt(x.shape[-1] - 2)
+    return x[:, :-2].reshape(-1, v, v), x[:, -2], x[:, -1]
 
 
 def powers(params: Params, x: Tensor) -> Tensor:
     """Transmit powers [N, V] in [0, 1] for the slots ``x``."""
-    g, _ = gains(x)
+    g, _, _ = gains(x)
     shift = g / g.flatten(1).norm(dim=-1).clamp_min(1e-30)[:, None, None]
     direct = torch.diagonal(g, dim1=-2, dim2=-1)
     active = (direct > 0).to(g.dtype)
@@ -72,14 +72,14 @@ def powers(params: Params, x: Tensor) -> Tensor:
     return z[..., 0]
 
 
-def sum_rate(g: Tensor, noise: Tensor, p: Tensor) -> Tensor:
-    """Σ_j log2(1 + G[j,j] p_j / (σ² + Σ_{i≠j} G[i,j] p_i)) per slot (eq. 5.26): [N]."""
+def sum_rate(g: Tensor, noise: Tensor, coupling: Tensor, p: Tensor) -> Tensor:
+    """Σ_j log2(1 + G[j,j] p_j / (σ² + c Σ_{i≠j} G[i,j] p_i)) per slot (eq. 5.26, the interference scaled by the
+    period's coupling c): [N]."""
     direct = torch.diagonal(g, dim1=-2, dim2=-1) * p
     interference = (g.transpose(-1, -2) @ p[..., None])[..., 0] - direct
-    return torch.log2(1 + direct / (noise[:, None] + interference)).sum(-1)
+    return torch.log2(1 + direct / (noise[:, None] + coupling[:, None] * interference)).sum(-1)
 
 
 def task_loss(params: Params, x: Tensor, _target: Tensor) -> Tensor:
     """−mean sum-rate over the slots (eq. 5.28)."""
-    g, noise = gains(x)
-    return -sum_rate(g, noise, powers(params, x)).mean()
+    return -sum_rate(*gains(x), powers(params, x)).mean()

@@ -7,13 +7,21 @@ receiver at a distance uniform in ``link_distance`` from its transmitter in a ra
 gain from transmitter j to receiver i is d_ji^(−``pathloss``) times Rayleigh fading |h|² ~ Exp(1),
 fresh in every slot; transmitter j interferes with receiver i only when d_ji < ``interference_range``
 (the interference graph), else the gain is 0. Powers lie in [0, 1]. The noise power of a period is
-log-uniform in ``noise`` (receivers of different quality, or other-cell interference): the allocator
-sees only the gains, so this is what a new period must adapt to.
+log-uniform in ``noise`` (receivers of different quality, or other-cell interference).
+
+What a new period must adapt to: the gains the allocator is given for interfering links are estimates
+(measuring all V² gains in every slot is not practical; they come from the links' positions and a nominal
+propagation model), and the interference the receivers actually see differs from them by a factor c common
+to the period, log-uniform in ``coupling`` — the propagation environment between links (walls, foliage,
+antenna orientations). Neither c nor the noise power is an input of the allocator; both enter only the
+sum-rate, so a period's few slots are the only way to learn them. c matters: with c = 0.1 nearly every
+link should transmit at full power, with c = 10 only a well-separated subset, and an allocator trained for
+one end loses up to half the sum-rate at the other (measured when this model was chosen).
 
 Arrays are padded to ``links[1]`` links so that tasks of different sizes batch: padded links have zero
 gains everywhere, so they neither transmit usefully nor interfere, and they add 0 to the sum-rate.
 A sample is one slot: its gain matrix G (G[j, i] from transmitter j to receiver i, row-major) followed
-by the noise power.
+by the noise power and the interference coupling c.
 """
 from __future__ import annotations
 
@@ -35,12 +43,13 @@ class PowerConfig:
     interference_range: float = 40.0
     pathloss: float = 2.2
     noise: tuple[float, float] = (1e-5, 1e-2)
+    coupling: tuple[float, float] = (0.1, 10.0)
 
     def __post_init__(self) -> None:
         if not 2 <= self.links[0] <= self.links[1] <= 256:
             raise UserError(f"links {self.links} must be a range LOW-HIGH with 2 ≤ LOW ≤ HIGH ≤ 256")
-        if not 0 < self.link_distance[0] <= self.link_distance[1] or not 0 < self.noise[0] <= self.noise[1] or self.pathloss <= 0:
-            raise UserError("link distances, noise and path-loss exponent must be positive (distances LOW ≤ HIGH)")
+        if not all(0 < low <= high for low, high in (self.link_distance, self.noise, self.coupling)) or self.pathloss <= 0:
+            raise UserError("link distances, noise, coupling and path-loss exponent must be positive ranges LOW ≤ HIGH")
 
     @property
     def max_links(self) -> int:
@@ -57,9 +66,9 @@ class PowerTasks:
     def rng(self, split: str, index: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, _SPLIT_STREAM[split], index])
 
-    def topologies(self, split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Large-scale gains [count, V_max, V_max] (0 outside the interference graph and for padded links) and
-        noise powers [count]."""
+    def topologies(self, split: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Large-scale gains [count, V_max, V_max] (0 outside the interference graph and for padded links), noise
+        powers [count] and interference couplings [count]."""
         c, rng, v_max = self.config, self.rng(split), self.config.max_links
         sizes = rng.integers(c.links[0], c.links[1] + 1, count)
         side = np.sqrt(sizes * c.area_per_link)[:, None, None]
@@ -70,11 +79,15 @@ class PowerTasks:
         active = np.arange(v_max)[None, :] < sizes[:, None]
         edges = (distance < c.interference_range) | np.eye(v_max, dtype=bool)
         noise = np.exp(rng.uniform(*np.log(c.noise), count))
-        return np.where(edges & active[:, :, None] & active[:, None, :], np.maximum(distance, 1.0) ** -c.pathloss, 0.0), noise
+        coupling = np.exp(rng.uniform(*np.log(c.coupling), count))
+        large_scale = np.where(edges & active[:, :, None] & active[:, None, :], np.maximum(distance, 1.0) ** -c.pathloss, 0.0)
+        return large_scale, noise, coupling
 
-    def slots(self, topologies: tuple[np.ndarray, np.ndarray], count: int, rng: np.random.Generator) -> np.ndarray:
-        """Samples [tasks, count, V_max² + 1], float32: each slot's faded gains and the period's noise power."""
-        large_scale, noise = topologies
+    def slots(self, topologies: tuple[np.ndarray, np.ndarray, np.ndarray], count: int, rng: np.random.Generator) -> np.ndarray:
+        """Samples [tasks, count, V_max² + 2], float32: each slot's faded gains, then the period's noise power
+        and interference coupling."""
+        large_scale, noise, coupling = topologies
         fading = rng.exponential(1.0, (len(large_scale), count, *large_scale.shape[1:]))
         gains = (large_scale[:, None] * fading).reshape(len(large_scale), count, -1)
-        return np.concatenate([gains, np.broadcast_to(noise[:, None, None], (*gains.shape[:2], 1))], -1).astype(np.float32)
+        hidden = np.broadcast_to(np.stack([noise, coupling], -1)[:, None, :], (*gains.shape[:2], 2))
+        return np.concatenate([gains, hidden], -1).astype(np.float32)

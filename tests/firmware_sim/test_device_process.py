@@ -278,7 +278,7 @@ def test_a_power_allocator_on_the_device_matches_the_host(device, tmp_path, sign
     pilots, slots = power_frames(task, 6, 5, 40, seed=1)
     host = []
     for p, x in zip(pilots, slots):
-        adapted = adapt(theta, torch.from_numpy(p), torch.zeros(5, 1), InnerLoop(lr=cfg.inner_lr, steps=1))
+        adapted = adapt(theta, torch.from_numpy(p), torch.zeros(5, 1), InnerLoop(lr=cfg.inner_lr, steps=cfg.inner_steps))
         host.append(sum_rates(x, regnn.powers(adapted, torch.from_numpy(x)).detach().numpy()).mean())
     np.testing.assert_allclose(report["per_frame_sum_rate"], host, rtol=1e-4)
     assert device.stop() == 0

@@ -17,35 +17,49 @@ def slots(count=4, split="test"):
     return env.topologies(split, 6), env.slots(env.topologies(split, 6), count, env.rng(split, 1))
 
 
-def test_sum_rate_is_eq_5_26():
+def test_sum_rate_is_eq_5_26_with_the_interference_scaled_by_the_coupling():
     rng = np.random.default_rng(0)
-    g, p, noise = rng.exponential(1.0, (3, 3)), rng.uniform(0, 1, 3), 0.1
-    expected = sum(math.log2(1 + g[j, j] * p[j] / (noise + sum(g[i, j] * p[i] for i in range(3) if i != j))) for j in range(3))
-    got = regnn.sum_rate(torch.tensor(g)[None], torch.tensor([noise], dtype=torch.float64), torch.tensor(p)[None])
+    g, p, noise, c = rng.exponential(1.0, (3, 3)), rng.uniform(0, 1, 3), 0.1, 2.5
+    expected = sum(math.log2(1 + g[j, j] * p[j] / (noise + c * sum(g[i, j] * p[i] for i in range(3) if i != j))) for j in range(3))
+    got = regnn.sum_rate(*(torch.tensor(v, dtype=torch.float64)[None] for v in (g, noise, c, p)))
     assert float(got) == pytest.approx(expected, rel=1e-9)
 
 
 def test_topologies_vary_in_size_and_interfere_only_within_range():
-    (large_scale, noise), x = slots()
+    (large_scale, noise, coupling), x = slots()
     links = (np.diagonal(large_scale, axis1=1, axis2=2) > 0).sum(1)
     assert links.min() >= 10 and links.max() <= 20 and len(set(links)) > 1
     assert ((large_scale > 0).sum((1, 2)) < links ** 2).all()            # not everyone interferes with everyone
-    assert ((1e-5 <= noise) & (noise <= 1e-2)).all()
-    assert x.shape == (6, 4, 20 * 20 + 1) and np.allclose(x[:, :, -1], noise[:, None])
+    assert ((1e-5 <= noise) & (noise <= 1e-2)).all() and ((0.1 <= coupling) & (coupling <= 10)).all()
+    assert x.shape == (6, 4, 20 * 20 + 2) and np.allclose(x[:, :, -2], noise[:, None]) and np.allclose(x[:, :, -1], coupling[:, None])
+
+
+def test_the_coupling_is_hidden_from_the_allocator_but_changes_the_best_powers():
+    """What adaptation is for: the allocator's powers do not depend on c, the sum-rate and its gradient do."""
+    theta = initial("joint", PowerBench())
+    _, x = slots()
+    weak, strong = (torch.from_numpy(x[0]).clone() for _ in range(2))
+    weak[:, -1], strong[:, -1] = 0.1, 10.0
+    torch.testing.assert_close(regnn.powers(theta, weak), regnn.powers(theta, strong))
+    unused = torch.zeros(len(weak), 1)
+    assert regnn.task_loss(theta, strong, unused) > regnn.task_loss(theta, weak, unused) + 1.0   # more interference, less rate
+    g_weak, g_strong = (torch.func.grad(regnn.task_loss)(theta, s, unused)["l2.bias"] for s in (weak, strong))
+    assert g_weak.item() < 2 * g_strong.item() < 0     # raising every power pays far more when c is small
 
 
 def test_padded_links_change_nothing_and_the_policy_is_permutation_equivariant():
     theta = initial("joint", PowerBench())
-    (large_scale, _), x = slots()
+    _, x = slots()
     x = torch.from_numpy(x[0])
-    g, noise = regnn.gains(x)
+    g, noise, coupling = regnn.gains(x)
     v = int((torch.diagonal(g[0]) > 0).sum())
-    unpadded = torch.cat([g[:, :v, :v].reshape(len(g), -1), noise[:, None]], -1)
+    hidden = torch.stack([noise, coupling], -1)
+    unpadded = torch.cat([g[:, :v, :v].reshape(len(g), -1), hidden], -1)
     p_full, p_small = regnn.powers(theta, x), regnn.powers(theta, unpadded)
     torch.testing.assert_close(p_full[:, :v], p_small)
-    torch.testing.assert_close(regnn.sum_rate(g, noise, p_full), regnn.sum_rate(g[:, :v, :v], noise, p_small))
+    torch.testing.assert_close(regnn.sum_rate(g, noise, coupling, p_full), regnn.sum_rate(g[:, :v, :v], noise, coupling, p_small))
     perm = torch.randperm(v)
-    permuted = torch.cat([g[:, :v, :v][:, perm][:, :, perm].reshape(len(g), -1), noise[:, None]], -1)
+    permuted = torch.cat([g[:, :v, :v][:, perm][:, :, perm].reshape(len(g), -1), hidden], -1)
     torch.testing.assert_close(regnn.powers(theta, permuted), p_small[:, perm])
 
 
@@ -82,6 +96,16 @@ def test_bad_power_flags_get_one_line(argv, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--inner-lr", "-0.1"], "--inner-lr -0.1 must be a positive number"),
+    (["--inner-steps", "0"], "argument --inner-steps"),
+])
+def test_bad_train_power_flags_get_one_line(argv, message, tmp_path, capsys):
+    assert main(["train", "power", "--out", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def power_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("power") / "run"
@@ -98,7 +122,7 @@ def test_the_allocator_exports_and_the_onnx_device_adapts_without_labels(power_r
     assert main(["export", str(power_run), "--out", str(tmp_path / "b")]) == 0
     bundle = read_bundle(tmp_path / "b")
     m = bundle.manifest
-    assert m["task"]["outputs"] == 20 and "classes" not in m["task"] and len(m["task"]["features"]) == 401
+    assert m["task"]["outputs"] == 20 and "classes" not in m["task"] and m["task"]["features"][-2:] == ["noise", "coupling"] and len(m["task"]["features"]) == 402
     assert [i["name"] for i in m["graphs"]["adapt_step"]["inputs"]][-1] == "pilot_samples"   # no labels
     assert m["algorithm"]["loss"] == "negative_sum_rate"
     backend = OnnxBackend()
@@ -109,7 +133,7 @@ def test_the_allocator_exports_and_the_onnx_device_adapts_without_labels(power_r
     for p, x in zip(pilots, slots):
         backend.reset()
         backend.adapt(p, None)
-        adapted = adapt(theta, torch.from_numpy(p), torch.zeros(5, 1), InnerLoop(lr=cfg.inner_lr, steps=1))
+        adapted = adapt(theta, torch.from_numpy(p), torch.zeros(5, 1), InnerLoop(lr=cfg.inner_lr, steps=cfg.inner_steps))
         np.testing.assert_allclose(backend.predict(x), regnn.powers(adapted, torch.from_numpy(x)).detach().numpy(), atol=1e-5)
 
 
