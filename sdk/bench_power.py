@@ -24,6 +24,7 @@ from metaedge.sdk.algorithms.core import adapt
 from metaedge.sdk.algorithms.outer import fit
 from metaedge.sdk.models import regnn
 from metaedge.sdk.models.regnn import RegnnSpec
+from metaedge.sdk.runs_parallel import run_all
 from metaedge.sdk.tasks.power import PowerConfig, PowerTasks
 
 METHODS = ("joint", "fomaml", "reptile", "modular")
@@ -118,24 +119,32 @@ def optimised_powers_rate(g: torch.Tensor, noise: torch.Tensor, coupling: torch.
         return regnn.sum_rate(g, noise, coupling, torch.sigmoid(z))
 
 
-def run_benchmark(cfg: PowerBench, methods: tuple[str, ...] = METHODS, progress: Callable[[str, int], None] | None = None) -> dict:
+def trained_rates(method: str, periods: int, cfg: PowerBench) -> np.ndarray:
+    """One run of the benchmark: ``method`` trained on ``periods`` periods, its sum-rate on each test topology."""
+    return new_topology_rates(method, train(method, periods, cfg), cfg)
+
+
+def run_benchmark(cfg: PowerBench, methods: tuple[str, ...] = METHODS, progress: Callable[[str, int], None] | None = None,
+                  jobs: int = 1) -> dict:
+    """Every method at every K; ``jobs`` processes train the runs in parallel (one torch thread each)."""
     from metaedge.sdk.stats import summarise
 
+    per_topology: dict[tuple[str, int], np.ndarray] = {}
+    for (method, k), result in run_all(trained_rates, [(m, k) for k in cfg.period_grid for m in methods], jobs, cfg):
+        per_topology[(method, k)] = result
+        if progress:
+            progress(method, k)
     rates: dict[str, dict[str, dict]] = {m: {} for m in methods}
     for k in cfg.period_grid:
-        per_topology = {}
         for method in methods:
-            per_topology[method] = new_topology_rates(method, train(method, k, cfg), cfg)
-            result = summarise(per_topology[method])
+            result = summarise(per_topology[(method, k)])
             rates[method][str(k)] = {"sum_rate": result["ser"], "ci95": result["ci95"]}
-            if progress:
-                progress(method, k)
         # paired over the same test topologies (far tighter than the intervals of the means): every method against
         # joint learning, and the black-box methods against modular meta-learning (the published comparison)
         for reference, compared in (("joint", methods), ("modular", [m for m in methods if m in BLACK_BOX])):
             if reference in methods:
                 for method in compared:
-                    diff = summarise(per_topology[method] - per_topology[reference])
+                    diff = summarise(per_topology[(method, k)] - per_topology[(reference, k)])
                     rates[method][str(k)][f"vs_{reference}"] = {"diff": diff["ser"], "ci95": diff["ci95"]}
     references = {name: summarise(new_topology_rates(method, None, cfg)) for name, method in (("full_power", None), ("optimised", "optimised"))}
     setup = {**asdict(cfg), "parameters": sum(int(np.prod(s)) for s in cfg.model.shapes().values())}

@@ -14,10 +14,8 @@ The runs are independent, so ``jobs`` > 1 trains them in parallel processes.
 from __future__ import annotations
 
 import math
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +26,7 @@ from metaedge.sdk.algorithms.outer import fit
 from metaedge.sdk.algorithms.bayes import mean_prediction
 from metaedge.sdk.algorithms.core import adapt
 from metaedge.sdk.models.mlp import MLPSpec
+from metaedge.sdk.runs_parallel import run_all
 from metaedge.sdk.tasks.sinusoid import SinusoidTasks
 from metaedge.sdk.training import TrainConfig, initial_theta
 
@@ -105,7 +104,7 @@ def run_benchmark(cfg: SinusoidBench, methods: tuple[str, ...] = METHODS, progre
     keys = list(dict.fromkeys([(m, cfg.samples, cfg.tasks) for m in methods] + [(m, n, cfg.tasks) for m in methods for n in cfg.sample_grid]
                               + [(m, cfg.samples, k) for m in methods for k in cfg.task_grid]))
     runs: dict[tuple[str, int, int], list[dict]] = {}
-    for key, curve in _train_all(keys, cfg, jobs):
+    for key, curve in run_all(train_curve, keys, jobs, cfg):
         runs[key] = curve
         if progress:
             progress("{} N={} K={}".format(*key))
@@ -117,15 +116,3 @@ def run_benchmark(cfg: SinusoidBench, methods: tuple[str, ...] = METHODS, progre
         "c_best_loss_vs_tasks": {m: {str(k): best(runs[(m, cfg.samples, k)]) for k in cfg.task_grid} for m in methods},
     }
     return {"benchmark": "sinusoid", "setup": {**asdict(cfg), "model": [1, *cfg.hidden, 1]}, "methods": list(methods), **panels}
-
-
-def _train_all(keys: list[tuple[str, int, int]], cfg: SinusoidBench, jobs: int) -> Iterator[tuple[tuple[str, int, int], list[dict]]]:
-    """(key, curve) for every (method, N, K) run, as each finishes: in this process, or in ``jobs`` spawned ones."""
-    if jobs <= 1:
-        yield from ((key, train_curve(*key, cfg)) for key in keys)
-        return
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
-                             initargs=(1,)) as pool:
-        futures = {pool.submit(train_curve, *key, cfg): key for key in keys}
-        for done in as_completed(futures):
-            yield futures[done], done.result()

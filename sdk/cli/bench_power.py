@@ -12,7 +12,7 @@ from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
 examples:
-  metaedge bench power --json > power.json           # ~10 min on 2 cores; also writes power.png
+  metaedge bench power --jobs 2 --json > power.json  # ~5 min on 2 cores; also writes power.png
   metaedge bench power --periods 1,5,50 --methods joint,fomaml,modular
   metaedge bench power --inner-steps 1 --inner-lr 0.1 --periods 2,100    # one step, as in eq. 5.30
   metaedge bench power --train-slots 2 --json > power-2.json             # scarcer data per period
@@ -34,6 +34,7 @@ def register(benches) -> None:
     b.add_argument("--inner-lr", type=float, default=None, help="adaptation step size α (default 0.1)")
     b.add_argument("--train-slots", type=positive_int, default=None,
                    help="slots N_tr a period adapts on, in meta-training and on a new topology (default 5)")
+    b.add_argument("--jobs", type=positive_int, default=1, help="train the runs in N parallel processes (default 1)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--plot", type=Path, default=Path("power.png"), help="sum-rate vs K as PNG (default power.png)")
     b.add_argument("--quick", action="store_true", help="tiny budget, for tests of the machinery")
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         def progress(method: str, k: int) -> None:
             bar.set_description(f"power {method} K={k}")
             bar.update()
-        report = run_benchmark(cfg, methods, progress)
+        report = run_benchmark(cfg, methods, progress, jobs=args.jobs)
     plot_power(report, args.plot)
     report["plot"] = str(args.plot)
     if args.json:

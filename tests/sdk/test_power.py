@@ -86,6 +86,15 @@ def test_bench_power_quick_writes_json_and_plot(tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
+def test_parallel_runs_give_the_same_report():
+    """--jobs trains the runs in separate processes; each run seeds itself, so the report is the serial one."""
+    from metaedge.sdk.bench_power import quick, run_benchmark
+
+    cfg = quick(PowerBench())
+    assert run_benchmark(cfg, ("joint", "fomaml", "modular"), jobs=2) == run_benchmark(cfg, ("joint", "fomaml", "modular"))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--methods", "joint,maml"], "unknown method 'maml'"),
     (["--periods", "0,5"], "argument --periods: '0,5' must list positive integers"),
