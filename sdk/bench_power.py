@@ -1,11 +1,12 @@
 """The power-control benchmark (monograph §5.5, Figure 5.11): sum-rate on new network topologies against the
 number of meta-training periods K, for a REGNN trained jointly (eq. 5.28), meta-trained by FOMAML or
 Reptile (black box, eq. 5.29-5.30), or as a set of modules per layer (modular, eq. 5.31-5.33, with the
-assignment chosen by simulated annealing on the period's training slots).
+assignment chosen on the period's training slots: by simulated annealing in meta-training, as the best of
+all M^L assignments on a new topology, which is what a device computes).
 
 Each period k has a fixed data set: N_tr training and N_va validation slots (channel realisations of its
 topology). A test period adapts on its N_tr slots the same way (``inner_steps`` SGD steps from θ; the
-module choice for modular; joint learning fine-tunes like the black-box methods) and is scored on fresh
+best module choice for modular; joint learning fine-tunes like the black-box methods) and is scored on fresh
 slots of its topology. References: every link at full power, and powers optimised for each scored slot by
 an oracle that knows its gains, noise and interference coupling.
 """
@@ -59,8 +60,10 @@ def initial(method: str, cfg: PowerBench) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.stack([d[k] for d in draws])) for k in draws[0]}
 
 
-def inner(method: str, cfg: PowerBench):
-    return get_algorithm(method).inner(cfg.inner_lr, cfg.inner_steps, proposals=cfg.proposals)
+def inner(method: str, cfg: PowerBench, assignment: str = "anneal"):
+    """The adaptation of ``method``; modular meta-learning picks its modules by annealing in meta-training and by
+    ``assignment`` on a new topology ("exhaustive": the exact argmin of eq. 5.32 over all M^L, what a device does)."""
+    return get_algorithm(method).inner(cfg.inner_lr, cfg.inner_steps, proposals=cfg.proposals, assignment=assignment)
 
 
 def period_data(env: PowerTasks, split: str, periods: int, slots: int, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +101,7 @@ def new_topology_rates(method: str | None, theta: dict | None, cfg: PowerBench, 
         return vmap(regnn.sum_rate)(g, noise, coupling, (torch.diagonal(g, dim1=-2, dim2=-1) > 0).float()).mean(-1).numpy()
     if method == "optimised":
         return optimised_powers_rate(g.flatten(0, 1), noise.flatten(0, 1), coupling.flatten(0, 1)).reshape(g.shape[:2]).mean(-1).numpy()
-    loop = inner(method, cfg)
+    loop = inner(method, cfg, assignment="exhaustive")
     unused = torch.zeros(cfg.train_slots, 1)
     adapted = vmap(lambda x: adapt(theta, x, unused, loop), randomness="different")(torch.from_numpy(adaptation))
     with torch.no_grad():
