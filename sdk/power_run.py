@@ -50,6 +50,7 @@ def load_power_run(path: Path) -> tuple[str, PowerBench, dict[str, torch.Tensor]
     config = read_config(path)
     if config["model"].get("kind") != MODEL_KIND:
         raise UserError(f"'{path}' is not a power-control run (train one with 'metaedge train power --out {path}')")
+    _require_coupling(config.get("task", {}), f"'{path}' is a power-control run", "retrain it with 'metaedge train power'")
     try:
         task = {k: tuple(v) if isinstance(v, list) else v for k, v in config["task"].items() if k != "name"}
         t = config["train"]
@@ -86,8 +87,16 @@ def power_receiver(run_dir: Path, steps: int | None) -> Receiver:
                     output="outputs", loss="negative_sum_rate")
 
 
+def _require_coupling(task: dict, what: str, fix: str) -> None:
+    """Runs and bundles made before the interference coupling existed were trained on another task (c = 1) and
+    take samples without it: refuse them by name rather than mis-score them."""
+    if isinstance(task, dict) and "coupling" not in task:
+        raise UserError(f"{what} from before the interference coupling (its task has no 'coupling'); {fix}")
+
+
 def power_frames(task: dict, frames: int, pilots: int, slots: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Frames of new topologies (meta-test split): ``pilots`` slots to adapt on and ``slots`` slots to allocate."""
+    _require_coupling(task, "the device runs a power allocator", "re-export its run with this version and deploy it")
     config = PowerConfig(**{f.name: tuple(task[f.name]) if isinstance(task[f.name], list) else task[f.name]
                             for f in dataclasses.fields(PowerConfig)})
     env = PowerTasks(config, seed=seed)

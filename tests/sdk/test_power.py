@@ -146,6 +146,25 @@ def test_the_allocator_exports_and_the_onnx_device_adapts_without_labels(power_r
         np.testing.assert_allclose(backend.predict(x), regnn.powers(adapted, torch.from_numpy(x)).detach().numpy(), atol=1e-5)
 
 
+def test_runs_and_bundles_from_before_the_coupling_are_refused_by_name(power_run, tmp_path, capsys):
+    """They were trained with c = 1 and their samples lack the coupling: mis-scoring them silently would be worse."""
+    import shutil
+
+    from metaedge.sdk.errors import UserError
+    from metaedge.sdk.power_run import power_frames
+
+    old = tmp_path / "old"
+    shutil.copytree(power_run, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["task"]["coupling"]
+    (old / "config.json").write_text(json.dumps(config))
+    assert main(["export", str(old), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "from before the interference coupling" in err and "retrain it" in err and len(err.splitlines()) == 1
+    with pytest.raises(UserError, match="re-export its run"):
+        power_frames(config["task"], 1, 5, 5, seed=0)
+
+
 def test_a_modular_allocator_exports_and_its_device_picks_the_best_assignment(tmp_path):
     """The device holds every module and scores all assignments on the pilot slots (spec §7.5), as the host does."""
     from metaedge.backends.onnx import OnnxBackend
