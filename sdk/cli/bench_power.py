@@ -12,7 +12,7 @@ from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
 examples:
-  metaedge bench power --jobs 2 --json > power.json  # ~5 min on 2 cores; also writes power.png
+  metaedge bench power --jobs 2 --json > power.json  # ~12 min on 2 cores; also writes power.png
   metaedge bench power --periods 1,5,50 --methods joint,fomaml,modular
   metaedge bench power --inner-steps 1 --inner-lr 0.1 --periods 2,100    # one step, as in eq. 5.30
   metaedge bench power --train-slots 2 --json > power-2.json             # scarcer data per period
@@ -29,7 +29,7 @@ def register(benches) -> None:
                            epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--methods", type=str_list, default=None, help="default joint,fomaml,reptile,modular")
     b.add_argument("--periods", type=int_list, default=None, help="meta-training periods K (default 1,2,5,10,20,50,100)")
-    b.add_argument("--iterations", type=positive_int, default=None, help="outer steps per run (default 500)")
+    b.add_argument("--iterations", type=positive_int, default=None, help="outer steps per run (default 2000)")
     b.add_argument("--inner-steps", type=positive_int, default=None, help="adaptation steps (default 5; eq. 5.30 takes 1)")
     b.add_argument("--inner-lr", type=float, default=None, help="adaptation step size α (default 0.1)")
     b.add_argument("--train-slots", type=positive_int, default=None,

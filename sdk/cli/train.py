@@ -143,7 +143,7 @@ def register(sub) -> None:
     w.add_argument("--method", default="fomaml", choices=("fomaml", "reptile", "joint", "modular"),
                    help="fomaml (default), reptile, joint or modular")
     w.add_argument("--periods", type=positive_int, default=100, help="meta-training periods (topologies) K (default 100)")
-    w.add_argument("--iterations", type=positive_int, default=500, help="outer steps (default 500)")
+    w.add_argument("--iterations", type=positive_int, help="outer steps (default 2000)")
     w.add_argument("--inner-lr", type=float, help="adaptation step size α (default 0.1)")
     w.add_argument("--inner-steps", type=positive_int, help="adaptation steps on a period's slots (default 5)")
     w.add_argument("--seed", type=int, default=0)
@@ -244,7 +244,7 @@ def run_prediction(args: argparse.Namespace) -> int:
 
 POWER_EXAMPLES = """
 examples:
-  metaedge train power --out runs/power                       # FOMAML on 100 topologies (~10 s)
+  metaedge train power --out runs/power                       # FOMAML on 100 topologies (~1 min)
   metaedge train power --method joint --periods 5 --out runs/power-joint
   metaedge export runs/power --out bundles/power && metaedge inspect bundles/power
 """
@@ -256,8 +256,8 @@ def run_power(args: argparse.Namespace) -> int:
 
     if args.inner_lr is not None and not args.inner_lr > 0:
         raise UserError(f"--inner-lr {args.inner_lr} must be a positive number")
-    given = {"inner_lr": args.inner_lr, "inner_steps": args.inner_steps}
-    cfg = PowerBench(iterations=args.iterations, seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+    given = {"iterations": args.iterations, "inner_lr": args.inner_lr, "inner_steps": args.inner_steps}
+    cfg = PowerBench(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     return train_and_report(args, f"power-{args.method}", cfg.iterations, "meta_loss", "validation sum-rate (bit/s/Hz per slot)",
                             lambda progress: train_power(args.out, args.method, args.periods, cfg, progress), best="val_sum_rate")
 
