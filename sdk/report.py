@@ -137,6 +137,7 @@ def prediction_section(out: Path, budget: Budget, seed: int, quick: bool, quiet:
 def power_section(out: Path, budget: Budget, seed: int, quick: bool, quiet: bool) -> Section:
     from metaedge.sdk.bench_power import PowerBench, quick as quick_power, run_benchmark
     from metaedge.sdk.plots import plot_power
+    from metaedge.sdk.stats import paired_text
 
     cfg = PowerBench(iterations=budget.power_iterations, period_grid=budget.power_periods, seed=seed)
     report = run_benchmark(quick_power(cfg) if quick else cfg, jobs=os.cpu_count() or 1)   # the same report as serial
@@ -147,10 +148,9 @@ def power_section(out: Path, budget: Budget, seed: int, quick: bool, quiet: bool
     section.tables.append((f"sum-rate (bit/s/Hz per slot) on new topologies vs K; full power {report['full_power']['sum_rate']:.2f}, "
                            f"optimised per slot (oracle) {report['optimised']['sum_rate']:.2f}",
                            ["method", *grid], [[m, *(f"{report['sum_rate'][m][k]['sum_rate']:.2f}" for k in grid)] for m in report["methods"]]))
-    paired = lambda d: f"{d['diff']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"  # noqa: E731
     section.tables.append(("black-box minus modular meta-learning on the same topologies (95 % interval): the published "
                            "figure has modular ahead with few periods and black-box with many",
-                           ["method", *grid], [[m, *(paired(report["sum_rate"][m][k]["vs_modular"]) for k in grid)]
+                           ["method", *grid], [[m, *(paired_text(report["sum_rate"][m][k]["vs_modular"]) for k in grid)]
                                                for m in report["methods"] if "vs_modular" in report["sum_rate"][m][grid[0]]]))
     section.figures.append(("power-sum-rate.png", "sum-rate vs meta-training periods"))
     section.data = report

@@ -15,6 +15,11 @@ def summarise(per_device: np.ndarray) -> dict:
     return {"ser": mean, "ci95": [mean - half, mean + half]}
 
 
+def paired_text(difference: dict) -> str:
+    """A paired difference {"diff", "ci95"} as "+0.24 [+0.13, +0.35]"."""
+    return f"{difference['diff']:+.2f} [{difference['ci95'][0]:+.2f}, {difference['ci95'][1]:+.2f}]"
+
+
 def percentiles(values, quantiles=(50, 90, 99), scale: float = 1.0) -> dict:
     """{"p50": …, "p90": …} of ``values`` times ``scale`` (e.g. 1e6 for seconds → µs)."""
     return {f"p{q}": float(np.percentile(values, q) * scale) for q in quantiles}

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     from metaedge.sdk.cli.main import format_table
+    from metaedge.sdk.stats import paired_text
 
     grid = [str(k) for k in cfg.period_grid]
     print(f"sum-rate (bit/s/Hz per slot) on {cfg.test_periods} new topologies vs meta-training periods K "
@@ -77,11 +78,7 @@ def run(args: argparse.Namespace) -> int:
         compared = [m for m in methods if f"vs_{reference}" in report["sum_rate"][m][grid[0]] and m != reference]
         if compared:
             print(f"\ndifference to {name} on the same topologies (95 % interval)")
-            print(format_table(["method", *grid], [[m, *(_diff(report["sum_rate"][m][k][f"vs_{reference}"]) for k in grid)]
+            print(format_table(["method", *grid], [[m, *(paired_text(report["sum_rate"][m][k][f"vs_{reference}"]) for k in grid)]
                                                    for m in compared]))
     print(f"\nwritten: {args.plot}")
     return 0
-
-
-def _diff(d: dict) -> str:
-    return f"{d['diff']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
