@@ -70,6 +70,7 @@ class TrainConfig:
     es_delta: float = 0.02
     es_hessian: bool = False       # esmaml: the (I − αH_es) correction of eq. 2.18
     adapt: str = "all"             # which parameters the inner loop adapts: "all" or "input" (the first layer, ADAPTED)
+    inner_data: str = "support"    # reptile: "support" (every step on D_tr, eq. 2.22) or "pooled" (minibatches of D_tr ∪ D_va)
 
     def __post_init__(self) -> None:
         algorithm = get_algorithm(self.algo)
@@ -103,6 +104,10 @@ class TrainConfig:
             (self.adapt == "all" or self.algo in PARTIAL_ADAPTATION,
              f"--adapt {self.adapt} works with {', '.join(PARTIAL_ADAPTATION)} (their meta-gradient reaches the parameters "
              f"that do not adapt); {self.algo} needs --adapt all"),
+            (self.inner_data in ("support", "pooled"), f"--inner-data '{self.inner_data}' is unknown; use support or pooled"),
+            (self.inner_data == "support" or self.algo == "reptile",
+             f"--inner-data pooled works with reptile only (the others' meta-gradient needs D_va held out); {self.algo} "
+             "needs --inner-data support"),
         ]
         for ok, message in checks:
             if not ok:
@@ -113,7 +118,7 @@ class TrainConfig:
             self.inner_lr, self.inner_steps, self.prox, solver=self.solver, solver_steps=self.solver_steps, samples=self.samples,
             kl_weight=self.kl_weight, assignment=self.assignment, proposals=self.proposals,
             sharp_in=self.sharp_in, sharp_out=self.sharp_out, es_directions=self.es_directions, es_delta=self.es_delta,
-            es_hessian=self.es_hessian, adapt=ADAPTED.get(self.adapt))
+            es_hessian=self.es_hessian, adapt=ADAPTED.get(self.adapt), pooled=self.inner_data == "pooled")
 
     def pilot_counts(self, task: DemodConfig) -> list[int]:
         """Pilot counts seen in meta-training and validated on: task.pilots, or powers of two spanning the range."""

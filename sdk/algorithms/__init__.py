@@ -60,7 +60,8 @@ ALGORITHMS: dict[str, Algorithm] = {
     for a in (
         Algorithm("maml", maml.objective, "MAML, second order through the inner steps (eq. 2.1-2.3)"),
         Algorithm("fomaml", fomaml.objective, "first-order MAML (eq. 2.16-2.17)"),
-        Algorithm("reptile", reptile.objective, "Reptile, pseudo-gradient theta - phi (eq. 2.22-2.23)"),
+        Algorithm("reptile", reptile.objective, "Reptile, pseudo-gradient theta - phi (eq. 2.22-2.23); pooled: steps on "
+                  "minibatches of pilots and validation symbols"),
         Algorithm("cavia", maml.objective, "CAVIA, only context inputs adapt (eq. 2.39-2.40)", context=True),
         Algorithm("metasgd", maml.objective, "Meta-SGD: MAML with per-parameter step sizes meta-learned with theta",
                   learned_steps=True),

@@ -31,7 +31,7 @@ class InnerLoop:
     ``solver_steps`` and ``solver`` set how iMAML's implicit meta-gradient is solved.
     ``posterior`` "gaussian" or "particles" makes the adapted model a distribution (see ``bayes``);
     ``samples`` is the number of reparameterised draws of the Gaussian form in training; the
-    ``sharp_*`` and ``es_*`` fields belong to Sharp-MAML and ES-MAML."""
+    ``sharp_*`` and ``es_*`` fields belong to Sharp-MAML and ES-MAML, ``pooled`` to Reptile."""
 
     lr: float = 0.1
     steps: int = 1
@@ -49,6 +49,7 @@ class InnerLoop:
     es_hessian: bool = False              # ES-MAML: the (I − αH_es) correction of eq. 2.18 (else eq. 2.19)
     assignment: str = ""                  # modular: "anneal" or "relaxed" choice of one module per layer (eq. 2.38b)
     proposals: int = 40                   # modular: simulated-annealing proposals per task
+    pooled: bool = False                  # Reptile: inner steps on successive minibatches of D_tr ∪ D_va (see ``reptile``)
 
     def keys(self, params: Params) -> tuple[str, ...]:
         if self.adapt is not None:

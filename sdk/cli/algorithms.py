@@ -21,13 +21,14 @@ def run(args: argparse.Namespace) -> int:
 
     rows = [{"name": a.name, "summary": a.summary, "exportable": a.name in EXPORTABLE,
              "inner_lr": recipe(a.name)["inner_lr"], "inner_steps": recipe(a.name)["inner_steps"],
-             "adapts": "context" if a.context else recipe(a.name).get("adapt", "all")} for a in ALGORITHMS.values()]
+             "adapts": "context" if a.context else recipe(a.name).get("adapt", "all"),
+             "inner_data": recipe(a.name).get("inner_data", "support")} for a in ALGORITHMS.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
         recipe_text = f"α={r['inner_lr']:g}, {r['inner_steps']} step{'s' if r['inner_steps'] != 1 else ''}" + (
-            f", {r['adapts']}" if r["adapts"] != "all" else "")
+            f", {r['adapts']}" if r["adapts"] != "all" else "") + (f", {r['inner_data']}" if r["inner_data"] != "support" else "")
         export = "exports" if r["exportable"] else "no export yet"
-        print(f"{r['name']:<10} {recipe_text:<23} {export:<14} {r['summary']}")
+        print(f"{r['name']:<10} {recipe_text:<25} {export:<14} {r['summary']}")
     return 0

@@ -35,7 +35,7 @@ def register(sub) -> None:
                                                   "`metaedge algorithms` describes them)")
     g.add_argument("--iterations", type=positive_int, help="meta-iterations (recipe: 6000)")
     g.add_argument("--tasks-per-batch", type=positive_int, help="devices per meta-batch (recipe: 5)")
-    g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; reptile and imaml 5)")
+    g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; imaml 5, reptile 10)")
     g.add_argument("--prox", type=float, help="imaml, proxmaml, alset: λ of the proximal term λ/2‖φ − θ‖² (default 1.0)")
     g.add_argument("--solver", help="imaml, alset: inverse-Hessian solver cg | neumann | stochastic (alset; eq. 3.7) "
                                     "(default cg; alset stochastic)")
@@ -55,7 +55,9 @@ def register(sub) -> None:
     g.add_argument("--particles", type=positive_int, help="bmaml: particles of the SVGD ensemble (default 5)")
     g.add_argument("--adapt", help="maml, fomaml, metasgd: all (every parameter adapts, as published) | input (the first "
                                    "layer alone: the device adapts 30 numbers; recipe: fomaml input, else all)")
-    g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.3)")
+    g.add_argument("--inner-data", help="reptile: support (every inner step on the pilots, eq. 2.22) | pooled (step j on the "
+                                        "j-th pilot-sized minibatch of the device's pilots and validation symbols; recipe)")
+    g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.05)")
     g.add_argument("--outer-lr", type=float, help="outer step size β (recipe: 3e-3)")
     g.add_argument("--outer-opt", help="adam | sgd (default adam; sgd with reptile is eq. 2.23 literally)")
     g.add_argument("--hidden", type=int_list, default=[10, 30, 30], help="hidden widths (default 10,30,30)")
@@ -331,7 +333,7 @@ def run_born(args: argparse.Namespace) -> int:
 
 RECIPE_FLAGS = ("iterations", "tasks_per_batch", "inner_steps", "inner_lr", "outer_lr", "outer_opt", "val_every", "patience",
                 "prox", "solver", "solver_steps", "samples", "prior_std", "kl_weight", "particles", "modules", "assignment", "proposals", "sharp_in", "sharp_out", "es_directions",
-                "es_delta", "es_hessian", "adapt")
+                "es_delta", "es_hessian", "adapt", "inner_data")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -93,14 +93,7 @@ def test_reptile_update_interpolates_towards_adapted_parameters():
     params, batch = tiny_problem()
     lr, beta = 0.3, 0.25
     g, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=2))
-    phis = []
-    for x_tr, y_tr, *_ in zip(*batch):
-        phi = dict(params)
-        for _ in range(2):
-            theta = {k: v.clone().requires_grad_(True) for k, v in phi.items()}
-            gs = torch.autograd.grad(task_loss(theta, x_tr, y_tr), list(theta.values()))
-            phi = {k: (theta[k] - lr * gi).detach() for k, gi in zip(theta, gs)}
-        phis.append(phi)
+    phis = [reptile_target(params, [(x_tr, y_tr)] * 2, lr) for x_tr, y_tr, *_ in zip(*batch)]
     leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     opt = torch.optim.SGD(list(leaves.values()), lr=beta)
     for k in leaves:
@@ -109,6 +102,39 @@ def test_reptile_update_interpolates_towards_adapted_parameters():
     for k in params:
         expected = (1 - beta) * params[k] + beta * torch.stack([p[k] for p in phis]).mean(0)
         torch.testing.assert_close(leaves[k].detach(), expected)
+
+
+def reptile_target(params, batches, lr):
+    """φ after one plain SGD step of size ``lr`` on each (x, y) of ``batches`` in turn, written without the core."""
+    phi = dict(params)
+    for x, y in batches:
+        theta = {k: v.clone().requires_grad_(True) for k, v in phi.items()}
+        gs = torch.autograd.grad(task_loss(theta, x, y), list(theta.values()))
+        phi = {k: (theta[k] - lr * gi).detach() for k, gi in zip(theta, gs)}
+    return phi
+
+
+def test_pooled_reptile_steps_through_support_then_validation_minibatches():
+    """With pooled data, step j uses rows j·|D_tr| … (j+1)·|D_tr| − 1 of D_tr ∪ D_va (wrapping round), so the
+    pseudo-gradient θ − φ differs from the support-only one; a single pooled step is eq. 2.22 exactly."""
+    params, batch = tiny_problem(pilots=3, val=5)
+    lr, steps = 0.3, 4
+    pooled, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=steps, pooled=True))
+    support, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=steps))
+    expected = {k: torch.zeros_like(v) for k, v in params.items()}
+    for x_tr, y_tr, x_va, y_va in zip(*batch):
+        x, y = torch.cat([x_tr, x_va]), torch.cat([y_tr, y_va])          # 8 rows: steps take 0-2, 3-5, 6-7+0, 1-3
+        rows = [[0, 1, 2], [3, 4, 5], [6, 7, 0], [1, 2, 3]]
+        phi = reptile_target(params, [(x[r], y[r]) for r in rows], lr)
+        for k in params:
+            expected[k] += (params[k] - phi[k]) / len(batch[0])
+    for k in params:
+        torch.testing.assert_close(pooled[k], expected[k])
+    assert max(float((pooled[k] - support[k]).abs().max()) for k in params) > 1e-3
+    one_pooled, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=1, pooled=True))
+    one_support, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=1))
+    for k in params:
+        torch.testing.assert_close(one_pooled[k], one_support[k])
 
 
 def test_cavia_adapts_only_the_context_and_matches_the_loop():

@@ -43,6 +43,8 @@ def assert_one_line_error(code, out, err, fragment):
     (["train", "demod", "--out", "X", "--iterations", "0"], "0 must be at least 1"),
     (["train", "demod", "--out", "X", "--algo", "reptile", "--adapt", "input"], "reptile needs --adapt all"),
     (["train", "demod", "--out", "X", "--adapt", "last"], "--adapt 'last' is unknown; use all or input"),
+    (["train", "demod", "--out", "X", "--algo", "fomaml", "--inner-data", "pooled"], "fomaml needs --inner-data support"),
+    (["train", "demod", "--out", "X", "--algo", "reptile", "--inner-data", "all"], "--inner-data 'all' is unknown"),
     (["train", "demod"], "the following arguments are required: --out"),
     (["train", "demod", "--out", "NOPE", "--resume"], "does not exist"),
     (["train"], "required: TASK"),

@@ -155,3 +155,17 @@ def test_input_layer_adaptation_moves_only_that_layer_and_the_rest_still_learns(
     adapted = adapt({k: v.detach() for k, v in t.params.items()}, x, y, t.inner)
     assert [k for k in t.params if not torch.equal(adapted[k], t.params[k])] == ["l0.weight", "l0.bias"]
     assert set(load_run(tmp_path / "run").theta) == set(t.params)
+
+
+def test_pooled_reptile_trains_differently_and_its_run_records_the_choice(tmp_path):
+    from metaedge.sdk.rundir import read_config
+    from metaedge.sdk.training import configs_from_run
+
+    runs = {}
+    for data in ("support", "pooled"):
+        runs[data] = trainer(tmp_path / data, algo="reptile", inner_steps=3, inner_lr=0.05, inner_data=data, iterations=30, val_every=30)
+        runs[data].start(resume=False)
+        runs[data].run()
+    assert runs["pooled"].inner.pooled and not runs["support"].inner.pooled
+    assert max(float((runs["pooled"].params[k] - runs["support"].params[k]).abs().max()) for k in runs["pooled"].params) > 1e-4
+    assert configs_from_run(read_config(tmp_path / "pooled"))[1].inner_data == "pooled"
