@@ -84,6 +84,8 @@ def plot_sinusoid(report: dict, path: Path) -> None:
     for ax, grid in ((b, setup["sample_grid"]), (c, setup["task_grid"])):
         ax.set_xticks(list(grid), [str(v) for v in grid])
     a.legend(fontsize=8)
+    if setup.get("repeats", 1) > 1:
+        fig.suptitle(f"means over {setup['repeats']} task draws (seeds {setup['seed']}-{setup['seed'] + setup['repeats'] - 1})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -51,6 +51,23 @@ def test_sinusoid_benchmark_writes_three_panels(tmp_path, capsys):
     assert main(["bench", "sinusoid", "--methods", "nope"]) != 0
 
 
+def test_repeated_task_draws_average_the_points_and_pair_each_method_with_maml(tmp_path, capsys):
+    assert main(["bench", "sinusoid", "--quick", "--methods", "maml,bmaml", "--samples", "2,10", "--tasks", "5", "--repeats", "3",
+                 "--json", "--quiet", "--plot", str(tmp_path / "s.png")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    draws = report["draws"]["c"]
+    assert len(draws["maml"]["5"]) == 3 and len(set(draws["maml"]["5"])) == 3          # three different task draws
+    assert report["c_best_loss_vs_tasks"]["bmaml"]["5"] == pytest.approx(np.mean(draws["bmaml"]["5"]))
+    pair = report["vs_maml"]["b"]["bmaml"]["2"]
+    diff = np.subtract(report["draws"]["b"]["bmaml"]["2"], report["draws"]["b"]["maml"]["2"])
+    assert pair["diff"] == pytest.approx(diff.mean())
+    assert pair["ci95"][1] - pair["diff"] == pytest.approx(4.303 * diff.std(ddof=1) / np.sqrt(3), rel=1e-3)   # t, 2 dof
+    assert main(["bench", "sinusoid", "--quick", "--methods", "maml", "--samples", "10", "--tasks", "5", "--json", "--quiet",
+                 "--plot", str(tmp_path / "one.png")]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert "vs_maml" not in single and single["c_best_loss_vs_tasks"]["maml"]["5"] == draws["maml"]["5"][0]   # draw 0 = --seed 0
+
+
 def test_a_diverged_evaluation_is_null_and_the_best_loss_skips_it(monkeypatch, capsys):
     """A run whose test loss turns NaN (iMAML on the sinusoid at 5000 iterations did) reports null there, valid JSON,
     and its best loss comes from the finite evaluations; a run without any has none."""
@@ -93,7 +110,7 @@ def test_each_method_adapts_with_its_own_procedure(monkeypatch):
     cfg = bench_sinusoid.SinusoidBench(iterations=1, inner_lr=0.02, svgd_lr=0.08, inner_steps=3, prox_steps=7, prox=2.0,
                                        test_tasks=2, test_points=3)
     for method in ("maml", "imaml", "bmaml"):
-        bench_sinusoid.train_curve(method, 5, 10, cfg)
+        bench_sinusoid.train_curve(method, 5, 10, 0, cfg)
     assert [(i.lr, i.steps, i.prox) for i in seen.values()] == [(0.02, 3, 0.0), (0.02, 7, 2.0), (0.08, 3, 0.0)]
 
 
