@@ -88,6 +88,16 @@ def test_fomaml_update_is_validation_gradient_at_adapted_parameters():
         torch.testing.assert_close(g[k], expected[k])
 
 
+def reptile_target(params, batches, lr):
+    """φ after one plain SGD step of size ``lr`` on each (x, y) of ``batches`` in turn, written without the core."""
+    phi = dict(params)
+    for x, y in batches:
+        theta = {k: v.clone().requires_grad_(True) for k, v in phi.items()}
+        gs = torch.autograd.grad(task_loss(theta, x, y), list(theta.values()))
+        phi = {k: (theta[k] - lr * gi).detach() for k, gi in zip(theta, gs)}
+    return phi
+
+
 def test_reptile_update_interpolates_towards_adapted_parameters():
     """Eq. 2.23: SGD with step β on the Reptile objective gives θ ← (1 − β)θ + β·mean φ_k."""
     params, batch = tiny_problem()
@@ -102,16 +112,6 @@ def test_reptile_update_interpolates_towards_adapted_parameters():
     for k in params:
         expected = (1 - beta) * params[k] + beta * torch.stack([p[k] for p in phis]).mean(0)
         torch.testing.assert_close(leaves[k].detach(), expected)
-
-
-def reptile_target(params, batches, lr):
-    """φ after one plain SGD step of size ``lr`` on each (x, y) of ``batches`` in turn, written without the core."""
-    phi = dict(params)
-    for x, y in batches:
-        theta = {k: v.clone().requires_grad_(True) for k, v in phi.items()}
-        gs = torch.autograd.grad(task_loss(theta, x, y), list(theta.values()))
-        phi = {k: (theta[k] - lr * gi).detach() for k, gi in zip(theta, gs)}
-    return phi
 
 
 def test_pooled_reptile_steps_through_support_then_validation_minibatches():
