@@ -49,12 +49,12 @@ def _setup(algo_name: str, count: int, steps: int | None):
     train = TrainConfig(algo=algo_name)
     spec = train.model(task)
     algo = get_algorithm(algo_name)
-    steps = recipe(algo_name)["inner_steps"] if steps is None else steps
-    pooled = recipe(algo_name).get("inner_data") == "pooled"
+    own = recipe(algo_name)
+    steps = own["inner_steps"] if steps is None else steps
     params = {k: torch.from_numpy(v) for k, v in initial_theta(spec, train, np.random.default_rng(0)).items()}
     frames = tasks.frames(tasks.devices("train", count), task.pilots, task.val_pilots, tasks.rng("train", 1))
     batch = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, task.order)
-    return task, spec, algo, algo.inner(0.1, steps, pooled=pooled), params, batch
+    return task, spec, algo, algo.inner(0.1, steps, pooled=own.get("inner_data") == "pooled"), params, batch
 
 
 def _status_kib(key: str) -> int:
