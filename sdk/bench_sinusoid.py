@@ -120,20 +120,20 @@ def run_benchmark(cfg: SinusoidBench, methods: tuple[str, ...] = METHODS, progre
             progress("{} N={} K={} seed {}".format(*key))
 
     best = lambda c: min((p["test_loss"] for p in c if p["test_loss"] is not None), default=None)  # noqa: E731
-    draws = lambda m, n, k: [best(runs[(m, n, k, seed)]) for seed in seeds]  # noqa: E731
+    draws = lambda n, k: {m: [best(runs[(m, n, k, seed)]) for seed in seeds] for m in methods}  # noqa: E731
+    # panel → its points, each with every method's best loss per draw
+    points = {"b": {str(n): draws(n, cfg.tasks) for n in cfg.sample_grid}, "c": {str(k): draws(cfg.samples, k) for k in cfg.task_grid}}
     panels = {
         "a_loss_vs_iterations": {m: mean_curve([runs[(m, cfg.samples, cfg.tasks, seed)] for seed in seeds]) for m in methods},
-        "b_best_loss_vs_samples": {m: {str(n): mean_or_none(draws(m, n, cfg.tasks)) for n in cfg.sample_grid} for m in methods},
-        "c_best_loss_vs_tasks": {m: {str(k): mean_or_none(draws(m, cfg.samples, k)) for k in cfg.task_grid} for m in methods},
+        "b_best_loss_vs_samples": {m: {x: mean_or_none(d[m]) for x, d in points["b"].items()} for m in methods},
+        "c_best_loss_vs_tasks": {m: {x: mean_or_none(d[m]) for x, d in points["c"].items()} for m in methods},
     }
     report = {"benchmark": "sinusoid", "setup": {**asdict(cfg), "model": [1, *cfg.hidden, 1]}, "methods": list(methods), **panels}
     if cfg.repeats > 1:
-        grids = {"b": [(n, cfg.tasks) for n in cfg.sample_grid], "c": [(cfg.samples, k) for k in cfg.task_grid]}
-        point = lambda panel, n, k: str(n if panel == "b" else k)  # noqa: E731
-        report["draws"] = {p: {m: {point(p, n, k): draws(m, n, k) for n, k in grid} for m in methods} for p, grid in grids.items()}
+        report["draws"] = {p: {m: {x: d[m] for x, d in grid.items()} for m in methods} for p, grid in points.items()}
         if "maml" in methods:
-            report["vs_maml"] = {p: {m: {point(p, n, k): paired_over_draws(draws(m, n, k), draws("maml", n, k)) for n, k in grid}
-                                     for m in methods if m != "maml"} for p, grid in grids.items()}
+            report["vs_maml"] = {p: {m: {x: paired_over_draws(d[m], d["maml"]) for x, d in grid.items()} for m in methods if m != "maml"}
+                                 for p, grid in points.items()}
     return report
 
 

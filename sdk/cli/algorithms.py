@@ -20,9 +20,9 @@ def run(args: argparse.Namespace) -> int:
     from metaedge.sdk.recipes import recipe
 
     rows = [{"name": a.name, "summary": a.summary, "exportable": a.name in EXPORTABLE,
-             "inner_lr": recipe(a.name)["inner_lr"], "inner_steps": recipe(a.name)["inner_steps"],
-             "adapts": "context" if a.context else recipe(a.name).get("adapt", "all"),
-             "inner_data": recipe(a.name).get("inner_data", "support")} for a in ALGORITHMS.values()]
+             "inner_lr": own["inner_lr"], "inner_steps": own["inner_steps"],
+             "adapts": "context" if a.context else own.get("adapt", "all"),
+             "inner_data": own.get("inner_data", "support")} for a, own in ((a, recipe(a.name)) for a in ALGORITHMS.values())]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
