@@ -72,9 +72,13 @@ def plot_sinusoid(report: dict, path: Path) -> None:
     for method in report["methods"]:
         curve = report["a_loss_vs_iterations"][method]
         a.plot([p["iteration"] for p in curve], [p["test_loss"] for p in curve], label=method)
-        for ax, key in ((b, "b_best_loss_vs_samples"), (c, "c_best_loss_vs_tasks")):
+        for ax, key, panel in ((b, "b_best_loss_vs_samples", "b"), (c, "c_best_loss_vs_tasks", "c")):
             points = report[key][method]
-            ax.plot([int(x) for x in points], list(points.values()), marker="o", label=method)
+            line, = ax.plot([int(x) for x in points], list(points.values()), marker="o", label=method)
+            if "draws" in report:   # every draw as a dot: the spread the mean hides
+                for x, values in report["draws"][panel][method].items():
+                    kept = [v for v in values if v is not None]   # None: a diverged draw
+                    ax.scatter([int(x)] * len(kept), kept, s=9, alpha=0.45, color=line.get_color())
     setup = report["setup"]
     a.set(xlabel="meta-training iteration", ylabel="test MSE", yscale="log", title=f"(a) N = {setup['samples']}, K = {setup['tasks']}")
     b.set(xlabel="samples per task N", ylabel="best test MSE", xscale="log", yscale="log", title=f"(b) K = {setup['tasks']}")
@@ -85,7 +89,8 @@ def plot_sinusoid(report: dict, path: Path) -> None:
         ax.set_xticks(list(grid), [str(v) for v in grid])
     a.legend(fontsize=8)
     if setup.get("repeats", 1) > 1:
-        fig.suptitle(f"means over {setup['repeats']} task draws (seeds {setup['seed']}-{setup['seed'] + setup['repeats'] - 1})", fontsize=9)
+        fig.suptitle(f"lines: means over {setup['repeats']} task draws (seeds {setup['seed']}-{setup['seed'] + setup['repeats'] - 1}); "
+                     "dots: each draw", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
