@@ -3,7 +3,8 @@
     config.json          task, model and training configuration (format "metaedge-run", version 1)
     theta.safetensors    θ with the best validation SER (float32, names of MLPSpec.shapes)
     checkpoint.safetensors  latest θ and optimizer state; training state in __metadata__["state"]
-    curves.json          one record per validation: iteration, meta-loss, validation SER and loss
+    curves.json          one record per validation: iteration, meta-loss, validation SER (proximal algorithms:
+                         prox_residual, how far the inner steps end from the proximal minimum)
     curves.png           the same, plotted
 """
 from __future__ import annotations

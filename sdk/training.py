@@ -21,7 +21,7 @@ import torch
 from metaedge.deploy import tensors
 from metaedge.sdk.algorithms import ADAPTED, PARTIAL_ADAPTATION, compiled_meta_gradient, get_algorithm, meta_gradient, to_batch
 from metaedge.sdk.algorithms.bayes import LOGSTD_PREFIX
-from metaedge.sdk.algorithms.core import STEP_PREFIX, InnerLoop
+from metaedge.sdk.algorithms.core import STEP_PREFIX, InnerLoop, proximal_residual
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.evaluation import evaluate
 from metaedge.sdk.models.mlp import MLPSpec
@@ -251,6 +251,16 @@ class Trainer:
         result = evaluate([(receiver, {})], self.tasks, counts, self.cfg.val_devices, VAL_PAYLOAD, split="val")[0]
         return float(np.mean([result.ser[p]["ser"] for p in counts]))
 
+    def proximal_residual(self) -> float:
+        """Median over validation devices (at most 16, the largest pilot count) of how far the inner steps end from
+        the proximal minimum (``core.proximal_residual``): the check that a proximal algorithm's meta-gradient holds."""
+        devices = self.tasks.devices("val", min(self.cfg.val_devices, 16))
+        frames = self.tasks.frames(devices, self.task_cfg.pilots, 1, self.tasks.rng("val", 2))
+        x, onehot, _, _ = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
+        theta = {k: v.detach() for k, v in self.params.items()}
+        residuals = torch.func.vmap(proximal_residual, in_dims=(None, 0, 0, None))(theta, x, onehot, self.inner)
+        return float(residuals.median())
+
     def _pilots(self) -> int:
         """This meta-batch's pilot count: fixed, or log-uniform over the configured range."""
         if not self.cfg.pilots_min:
@@ -292,7 +302,10 @@ class Trainer:
 
     def _validation(self, iteration: int, meta_loss: float) -> None:
         ser = self.validate()
-        self.curves.append({"iteration": iteration, "meta_loss": meta_loss, "val_ser": ser})
+        record = {"iteration": iteration, "meta_loss": meta_loss, "val_ser": ser}
+        if self.algorithm.proximal:
+            record["prox_residual"] = self.proximal_residual()
+        self.curves.append(record)
         best = self.state["best_val_ser"]
         if best is None or ser < best:
             self.state.update(best_val_ser=ser, best_iteration=iteration, bad_validations=0)

@@ -95,6 +95,18 @@ def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop, anchor: P
     return {**params, **fast}
 
 
+def proximal_residual(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Tensor:
+    """How far the inner steps are from the proximal minimum: ‖∇L_tr(φ) + λ(φ − θ)‖ / ‖∇L_tr(θ)‖ (0 at the
+    minimum, 1 where the steps made no progress). iMAML's and Prox-MAML's meta-gradients assume it near 0; steps too
+    large for the loss's curvature oscillate and leave it near 1."""
+    keys = inner.keys(params)
+    phi = adapt(params, x, onehot, inner)
+    loss_grad = lambda p: grad(lambda f: task_loss({**params, **f}, x, onehot))({k: p[k] for k in keys})  # noqa: E731
+    at_phi, at_theta = loss_grad(phi), loss_grad(params)
+    norm = lambda g: torch.sqrt(sum((v ** 2).sum() for v in g.values()))  # noqa: E731
+    return norm({k: at_phi[k] + inner.prox * (phi[k] - params[k]) for k in keys}) / norm(at_theta).clamp_min(1e-12)
+
+
 def predictive_loss(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Tensor:
     """Loss of the predictive distribution (eq. 2.35); the plain loss for a point estimate."""
     return bayes.predictive_loss(params, x, onehot, inner.posterior, inner.samples)

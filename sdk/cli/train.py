@@ -35,7 +35,7 @@ def register(sub) -> None:
                                                   "`metaedge algorithms` describes them)")
     g.add_argument("--iterations", type=positive_int, help="meta-iterations (recipe: 6000)")
     g.add_argument("--tasks-per-batch", type=positive_int, help="devices per meta-batch (recipe: 5)")
-    g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; imaml 5, reptile 10)")
+    g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; imaml 40, reptile 10)")
     g.add_argument("--prox", type=float, help="imaml, proxmaml, alset: λ of the proximal term λ/2‖φ − θ‖² (default 1.0)")
     g.add_argument("--solver", help="imaml, alset: inverse-Hessian solver cg | neumann | stochastic (alset; eq. 3.7) "
                                     "(default cg; alset stochastic)")
@@ -57,7 +57,7 @@ def register(sub) -> None:
                                    "layer alone: the device adapts 30 numbers; recipe: fomaml input, else all)")
     g.add_argument("--inner-data", help="reptile: support (every inner step on the pilots, eq. 2.22) | pooled (step j on the "
                                         "j-th pilot-sized minibatch of the device's pilots and validation symbols; recipe)")
-    g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.05)")
+    g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.05; imaml 0.02)")
     g.add_argument("--outer-lr", type=float, help="outer step size β (recipe: 3e-3)")
     g.add_argument("--outer-opt", help="adam | sgd (default adam; sgd with reptile is eq. 2.23 literally)")
     g.add_argument("--hidden", type=int_list, default=[10, 30, 30], help="hidden widths (default 10,30,30)")
@@ -398,11 +398,30 @@ def train_with_progress(trainer, quiet: bool, label: str | None = None) -> dict:
         bar.update(iteration - bar.n)
         if trainer.curves and iteration == trainer.curves[-1]["iteration"]:
             c = trainer.curves[-1]
-            bar.set_postfix(loss=f"{c['meta_loss']:.3f}", val_ser=f"{c['val_ser']:.4f}")
+            bar.set_postfix(loss=f"{c['meta_loss']:.3f}", val_ser=f"{c['val_ser']:.4f}",
+                            **({"prox_residual": f"{c['prox_residual']:.3f}"} if "prox_residual" in c else {}))
 
     try:
         state = trainer.run(progress)
     finally:
         bar.close()
     plot_curves(trainer.curves, trainer.dir / "curves.png", title=f"{trainer.cfg.algo}: {trainer.dir}")
+    warn_if_unsolved(trainer)
     return state
+
+
+UNSOLVED = 0.2   # proximal residual above which the meta-gradient is not to be trusted (iMAML on the demodulator: 0.03 at
+                 # the end of the run that learned, 0.27-0.66 through runs that did not; docs/results/algorithms.md)
+
+
+def warn_if_unsolved(trainer) -> None:
+    """One line on stderr when the kept θ's inner steps end far from the proximal minimum their meta-gradient assumes."""
+    best = next((c for c in trainer.curves if c["iteration"] == trainer.state["best_iteration"]), None)
+    if best is not None and best.get("prox_residual", 0.0) > UNSOLVED:
+        from metaedge.sdk.recipes import recipe
+
+        own = recipe("imaml")
+        print(f"{trainer.cfg.algo}: warning: at the kept iteration {best['iteration']} the inner steps end far from the proximal "
+              f"minimum (gradient {best['prox_residual']:.2f} of the starting one; curves.json prox_residual), so the "
+              f"meta-gradient was unreliable; retrain with a smaller --inner-lr and more --inner-steps "
+              f"(iMAML's recipe: {own['inner_steps']} steps of {own['inner_lr']:g})", file=sys.stderr)

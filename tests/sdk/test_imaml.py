@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metaedge.sdk.algorithms import get_algorithm, meta_gradient, to_batch
-from metaedge.sdk.algorithms.core import InnerLoop, adapt, implicit_gradient
+from metaedge.sdk.algorithms.core import InnerLoop, adapt, implicit_gradient, proximal_residual
 from metaedge.sdk.models.mlp import MLPSpec, task_loss
 from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
@@ -107,3 +107,28 @@ def test_imaml_trains_and_exports_from_the_cli_and_refuses_a_zero_lambda(tmp_pat
     capsys.readouterr()
     assert main(["train", "demod", "--algo", "imaml", "--prox", "0", "--out", str(tmp_path / "bad")]) != 0
     assert "--prox 0.0 must be a positive number" in capsys.readouterr().err
+
+
+def test_the_proximal_residual_is_one_before_any_step_and_vanishes_at_the_minimum():
+    spec = MLPSpec(sizes=(2, 8, 4))
+    params = {k: torch.from_numpy(v) for k, v in spec.init(np.random.default_rng(0)).items()}
+    tasks = DemodTasks(DemodConfig(order=4), seed=0)
+    frame = tasks.frames(tasks.devices("train", 1), 8, 1, tasks.rng("train", 1))
+    x, onehot = torch.as_tensor(frame.x_tr[0]), torch.nn.functional.one_hot(torch.as_tensor(frame.y_tr[0]), 4).float()
+    assert float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=0, prox=2.0))) == pytest.approx(1.0)
+    assert float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=300, prox=2.0))) < 1e-3
+    assert 0.2 < float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=2, prox=2.0))) < 1.0
+
+
+@pytest.mark.parametrize("steps, warned", [(1, True), (200, False)])
+def test_training_records_the_proximal_residual_and_warns_when_the_steps_stop_short(tmp_path, capsys, steps, warned):
+    import json
+
+    from metaedge.sdk.cli.main import main
+
+    assert main(["train", "demod", "--algo", "imaml", "--iterations", "2", "--val-every", "1", "--val-devices", "4",
+                 "--meta-devices", "10", "--pilots", "8", "--hidden", "8", "--inner-lr", "0.2", "--inner-steps", str(steps),
+                 "--prox", "2.0", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    curves = json.loads((tmp_path / "run" / "curves.json").read_text())
+    assert [c["iteration"] for c in curves] == [1, 2] and all(0 <= c["prox_residual"] for c in curves)
+    assert ("the inner steps end far from the proximal minimum" in capsys.readouterr().err) == warned
