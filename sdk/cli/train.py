@@ -35,7 +35,7 @@ def register(sub) -> None:
                                                   "`metaedge algorithms` describes them)")
     g.add_argument("--iterations", type=positive_int, help="meta-iterations (recipe: 6000)")
     g.add_argument("--tasks-per-batch", type=positive_int, help="devices per meta-batch (recipe: 5)")
-    g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; imaml 40, reptile 10)")
+    g.add_argument("--inner-steps", type=int, help="inner SGD steps (recipe: 1; imaml, alset 40; reptile 10)")
     g.add_argument("--prox", type=float, help="imaml, proxmaml, alset: λ of the proximal term λ/2‖φ − θ‖² (default 1.0)")
     g.add_argument("--solver", help="imaml, alset: inverse-Hessian solver cg | neumann | stochastic (alset; eq. 3.7) "
                                     "(default cg; alset stochastic)")
@@ -57,7 +57,7 @@ def register(sub) -> None:
                                    "layer alone: the device adapts 30 numbers; recipe: fomaml input, else all)")
     g.add_argument("--inner-data", help="reptile: support (every inner step on the pilots, eq. 2.22) | pooled (step j on the "
                                         "j-th pilot-sized minibatch of the device's pilots and validation symbols; recipe)")
-    g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.05; imaml 0.02)")
+    g.add_argument("--inner-lr", type=float, help="inner step size α (recipe: 0.1; cavia 1.0; reptile 0.05; imaml, alset 0.02)")
     g.add_argument("--outer-lr", type=float, help="outer step size β (recipe: 3e-3)")
     g.add_argument("--outer-opt", help="adam | sgd (default adam; sgd with reptile is eq. 2.23 literally)")
     g.add_argument("--hidden", type=int_list, default=[10, 30, 30], help="hidden widths (default 10,30,30)")
