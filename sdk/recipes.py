@@ -22,14 +22,14 @@ RECIPES: dict[str, dict] = {
     "reptile": {"inner_lr": 0.05, "inner_steps": 10, "inner_data": "pooled"},
     "cavia": {"inner_lr": 1.0, "inner_steps": 1},
     "metasgd": {"inner_lr": 0.1, "inner_steps": 1},
-    # iMAML's implicit meta-gradient holds only where the proximal problem (λ = 1, TrainConfig.prox) is solved; meta-training
-    # sharpens θ (top Hessian eigenvalue of a device's loss 0.4-0.6 at the initialisation, 17-120 after), and steps of
-    # 0.1 then oscillate. Best validation SER (pilots 4-8, 16 devices per batch; 500 or 1000 iterations): 5 steps of 0.1
+    # iMAML's implicit meta-gradient holds only where the proximal problem (λ = 1, TrainConfig.prox) is solved: 5 steps of
+    # 0.1 are too few on the flat initial loss, and more steps of 0.1 turn unstable as meta-training sharpens θ (top
+    # Hessian eigenvalue of a device's loss 0.4-0.6 at the initialisation, 17-120 after). Best validation SER (pilots 4-8, 16 devices per batch; 500 or 1000 iterations): 5 steps of 0.1
     # 0.85 (500); 20 of 0.1 0.45 (500); 40 of 0.1 0.50 (1000); λ = 5, 10 of 0.1 0.74 (1000); 40 of 0.02 0.27 (1000,
     # still falling with a steadily falling meta-loss)
     "imaml": {"inner_lr": 0.02, "inner_steps": 40},
     "sharpmaml": {"inner_lr": 0.1, "inner_steps": 1},
-    "proxmaml": {"inner_lr": 0.1, "inner_steps": 5},  # as iMAML: steps toward the proximal minimum
+    "proxmaml": {"inner_lr": 0.1, "inner_steps": 5},  # steps toward the proximal minimum; 40 of 0.02 did not help (0.485 vs 0.511)
     "esmaml": {"inner_lr": 0.1, "inner_steps": 1},
     # ALSET solves iMAML's problem, so it takes iMAML's steps. Best validation SER (pilots 4-8, 16 devices per batch):
     # 5 steps of 0.1 0.53 at iteration 250, its meta-loss then diverging; 40 of 0.02 0.23 at 500 (of 1000)
