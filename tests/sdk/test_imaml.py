@@ -61,12 +61,17 @@ def test_closed_form_meta_solution_is_a_stationary_point_of_the_implicit_meta_gr
                                  {"w": prox_solution(away, t[0], t[1], lam)}, lam, 5)["w"] for t in tasks).abs().max() > 1e-2
 
 
-def test_proximal_inner_steps_reach_the_proximal_minimum():
+def one_qpsk_device():
+    """A small network's θ and one QPSK device's 8 pilots (x, one-hot labels)."""
     spec = MLPSpec(sizes=(2, 8, 4))
     params = {k: torch.from_numpy(v) for k, v in spec.init(np.random.default_rng(0)).items()}
     tasks = DemodTasks(DemodConfig(order=4), seed=0)
     frame = tasks.frames(tasks.devices("train", 1), 8, 1, tasks.rng("train", 1))
-    x, onehot = torch.as_tensor(frame.x_tr[0]), torch.nn.functional.one_hot(torch.as_tensor(frame.y_tr[0]), 4).float()
+    return params, torch.as_tensor(frame.x_tr[0]), torch.nn.functional.one_hot(torch.as_tensor(frame.y_tr[0]), 4).float()
+
+
+def test_proximal_inner_steps_reach_the_proximal_minimum():
+    params, x, onehot = one_qpsk_device()
     inner = InnerLoop(lr=0.2, steps=300, prox=2.0)
     phi = adapt(params, x, onehot, inner)
     g = torch.func.grad(lambda p: task_loss(p, x, onehot))(phi)
@@ -110,11 +115,7 @@ def test_imaml_trains_and_exports_from_the_cli_and_refuses_a_zero_lambda(tmp_pat
 
 
 def test_the_proximal_residual_is_one_before_any_step_and_vanishes_at_the_minimum():
-    spec = MLPSpec(sizes=(2, 8, 4))
-    params = {k: torch.from_numpy(v) for k, v in spec.init(np.random.default_rng(0)).items()}
-    tasks = DemodTasks(DemodConfig(order=4), seed=0)
-    frame = tasks.frames(tasks.devices("train", 1), 8, 1, tasks.rng("train", 1))
-    x, onehot = torch.as_tensor(frame.x_tr[0]), torch.nn.functional.one_hot(torch.as_tensor(frame.y_tr[0]), 4).float()
+    params, x, onehot = one_qpsk_device()
     assert float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=0, prox=2.0))) == pytest.approx(1.0)
     assert float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=300, prox=2.0))) < 1e-3
     assert 0.2 < float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=2, prox=2.0))) < 1.0
