@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import os
-import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,26 +19,10 @@ import numpy as np
 
 from metaedge.deploy import tensors
 from metaedge.deploy.jsonobj import json_object
-
-FORMAT = "metaedge-bundle"
-VERSION = 1
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"          # detached signature over manifest.json (a later format feature)
-MAX_MANIFEST = 1 << 20              # bytes
-MAX_CLASSES = 1 << 16               # task.classes: a one-hot row per pilot must stay small
-MAX_FEATURES = 1 << 10              # task.features: inputs per received sample
-# Artifact roles each target requires; a reader rejects targets it does not know.
-REQUIRED_ROLES = {"onnx": ("theta", "forward", "adapt_step", "selftest"), "qiskit": ("theta", "circuit", "selftest"),
-                  "loihi": ("theta", "selftest"), "linear": ("theta", "selftest")}
-TARGETS = tuple(REQUIRED_ROLES)
-_ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
+from metaedge.deploy.manifest import (FORMAT, MANIFEST_FILE, MAX_MANIFEST, SIGNATURE_FILE, VERSION, BundleError,
+                                      Manifest, parse)
 
 PACKED_MAGIC = b"MEBNDL\x00\x01"   # packed form, version 1 (§11 of the specification)
-
-
-class BundleError(ValueError):
-    """A bundle a reader must reject; the message names the reason and the place."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +30,14 @@ class Bundle:
     """A verified bundle: its manifest (parsed and exact bytes), every artifact by role, and its signature."""
 
     path: Path | None
-    manifest: dict
+    manifest: Manifest
     artifacts: dict[str, bytes]
     manifest_raw: bytes = b""
     signature: bytes = b""      # detached Ed25519 signature over manifest_raw; empty if unsigned
 
     @property
     def target(self) -> str:
-        return self.manifest["target"]
+        return self.manifest.target
 
     def tensors(self, role: str) -> dict[str, np.ndarray]:
         """A safetensors artifact (θ, self-test vectors) as arrays."""
@@ -94,7 +77,7 @@ def write_bundle(out: str | os.PathLike, manifest: dict, artifacts: Mapping[str,
         table[role] = {"path": name, "size": len(data), "sha256": sha256(data)}
     full = {**manifest, "format": FORMAT, "version": VERSION, "artifacts": table}
     raw = manifest_bytes(full)
-    (out / MANIFEST).write_bytes(raw)
+    (out / MANIFEST_FILE).write_bytes(raw)
     if key is not None:
         sign_bundle(out, key)
     return read_bundle(out)
@@ -106,7 +89,7 @@ def sign_bundle(path: str | os.PathLike, key) -> bytes:
 
     path = Path(path)
     signature = sign(read_bundle(path).manifest_raw, key)
-    (path / SIGNATURE).write_bytes(signature)
+    (path / SIGNATURE_FILE).write_bytes(signature)
     return signature
 
 
@@ -115,106 +98,43 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"'{path}' is not a bundle directory")
-    file = path / MANIFEST
+    file = path / MANIFEST_FILE
     if not file.is_file():
-        raise BundleError(f"'{path}' has no {MANIFEST}")
+        raise BundleError(f"'{path}' has no {MANIFEST_FILE}")
     raw = file.read_bytes()
     manifest = parse_manifest(raw)
     artifacts = {}
-    for role, entry in manifest["artifacts"].items():
-        artifact = path / entry["path"]
+    for role, entry in manifest.artifacts.items():
+        artifact = path / entry.path
         if not artifact.is_file():
-            raise BundleError(f"artifact '{role}': file {entry['path']} is missing")
-        if artifact.stat().st_size != entry["size"]:
-            raise BundleError(f"artifact '{role}': {entry['path']} has {artifact.stat().st_size} bytes, the manifest says {entry['size']}")
+            raise BundleError(f"artifact '{role}': file {entry.path} is missing")
+        if artifact.stat().st_size != entry.size:
+            raise BundleError(f"artifact '{role}': {entry.path} has {artifact.stat().st_size} bytes, the manifest says {entry.size}")
         artifacts[role] = artifact.read_bytes()
-    signature = (path / SIGNATURE).read_bytes() if (path / SIGNATURE).is_file() else b""
+    signature = (path / SIGNATURE_FILE).read_bytes() if (path / SIGNATURE_FILE).is_file() else b""
     return verify(manifest, artifacts, path, raw, signature)
 
 
-def check_task(manifest: dict) -> None:
-    """The task members a device sizes its frames by (§4): ``features``, and ``classes`` for a classifier or
-    ``outputs`` for a predictor."""
-    task = manifest.get("task")
-    if not isinstance(task, dict):
-        raise BundleError("manifest has no task section")
-    if "outputs" in task:
-        if type(task["outputs"]) is not int or not 1 <= task["outputs"] <= MAX_FEATURES:
-            raise BundleError(f"task.outputs must be an integer in [1, {MAX_FEATURES}]")
-    elif type(task.get("classes")) is not int or not 2 <= task["classes"] <= MAX_CLASSES:
-        raise BundleError(f"task.classes must be an integer in [2, {MAX_CLASSES}]")
-    features = task.get("features")
-    if (not isinstance(features, list) or not 1 <= len(features) <= MAX_FEATURES
-            or not all(isinstance(f, str) for f in features)):
-        raise BundleError(f"task.features must list 1 to {MAX_FEATURES} feature names")
-
-
-def parse_manifest(raw: bytes) -> dict:
-    """Decode and validate the manifest's structure (not the artifacts)."""
+def parse_manifest(raw: bytes) -> Manifest:
+    """Decode the manifest's bytes and validate every section (``manifest.parse``)."""
     if len(raw) > MAX_MANIFEST:
         raise BundleError(f"manifest of {len(raw)} bytes exceeds the {MAX_MANIFEST}-byte limit")
-    manifest = json_object(raw, BundleError, "manifest")
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"manifest format is {manifest.get('format')!r}, not '{FORMAT}'")
-    if manifest.get("version") != VERSION:
-        raise BundleError(f"bundle format version {manifest.get('version')!r} is not supported (this reader: {VERSION})")
-    if manifest.get("target") not in TARGETS:
-        raise BundleError(f"target {manifest.get('target')!r} is unknown; expected one of {', '.join(TARGETS)}")
-    counter = manifest.get("security_counter")
-    if type(counter) is not int or not 0 <= counter < 2**32:
-        raise BundleError("security_counter must be an integer in [0, 2^32)")
-    if "expires" in manifest:
-        expires(manifest)
-    table = manifest.get("artifacts")
-    if not isinstance(table, dict) or not table:
-        raise BundleError("manifest has no artifact table")
-    seen = set()
-    for role, entry in table.items():
-        if not isinstance(entry, dict) or set(entry) != {"path", "size", "sha256"}:
-            raise BundleError(f"artifact '{role}': entry must have exactly path, size and sha256")
-        name, size, digest = entry["path"], entry["size"], entry["sha256"]
-        if not isinstance(name, str) or not _ARTIFACT_NAME.match(name) or name in (MANIFEST, SIGNATURE) or name in seen:
-            raise BundleError(f"artifact '{role}': path {name!r} is not a plain, unique file name")
-        if type(size) is not int or size < 0:
-            raise BundleError(f"artifact '{role}': size must be a non-negative integer")
-        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise BundleError(f"artifact '{role}': sha256 must be 64 lowercase hex digits")
-        seen.add(name)
-    return manifest
+    return parse(json_object(raw, BundleError, "manifest"))
 
 
-def expires(manifest: dict):
-    """The manifest's expiry as an aware UTC datetime, or None; BundleError if malformed."""
-    from datetime import datetime, timezone
-
-    value = manifest.get("expires")
-    if value is None:
-        return None
-    try:
-        moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ") if isinstance(value, str) else None
-    except ValueError:
-        moment = None
-    if moment is None:
-        raise BundleError(f"expires {value!r} is not a UTC time of the form 2027-01-31T00:00:00Z")
-    return moment.replace(tzinfo=timezone.utc)
-
-
-def verify(manifest: dict, artifacts: Mapping[str, bytes], path: Path | None = None,
+def verify(manifest: Manifest, artifacts: Mapping[str, bytes], path: Path | None = None,
            manifest_raw: bytes | None = None, signature: bytes = b"") -> Bundle:
-    """Check every artifact against the manifest's size and SHA-256 and the target's required roles."""
-    table = manifest["artifacts"]
-    missing = [r for r in REQUIRED_ROLES[manifest["target"]] if r not in table]
-    if missing:
-        raise BundleError(f"target '{manifest['target']}' needs artifacts {', '.join(missing)}, which the manifest does not list")
+    """Check every artifact against the manifest's size and SHA-256 (the required roles were checked at parse)."""
+    table = manifest.artifacts
     if set(artifacts) != set(table):
         raise BundleError(f"artifacts {sorted(set(table) ^ set(artifacts))} do not match the manifest")
     for role, data in artifacts.items():
         entry = table[role]
-        if len(data) != entry["size"]:
-            raise BundleError(f"artifact '{role}': {len(data)} bytes, the manifest says {entry['size']}")
-        if sha256(data) != entry["sha256"]:
+        if len(data) != entry.size:
+            raise BundleError(f"artifact '{role}': {len(data)} bytes, the manifest says {entry.size}")
+        if sha256(data) != entry.sha256:
             raise BundleError(f"artifact '{role}': SHA-256 does not match the manifest (tampered or corrupt)")
-    raw = manifest_bytes(manifest) if manifest_raw is None else manifest_raw
+    raw = manifest_bytes(manifest.raw) if manifest_raw is None else manifest_raw
     return Bundle(path=path, manifest=manifest, artifacts=dict(artifacts), manifest_raw=raw, signature=signature)
 
 
@@ -222,7 +142,7 @@ def pack(bundle: Bundle) -> bytes:
     """The packed form (one blob, for upload and flash): magic, manifest, artifacts by sorted role, signature."""
     raw, signature = bundle.manifest_raw, bundle.signature
     parts = [PACKED_MAGIC, struct.pack("<I", len(raw)), raw]
-    parts += [bundle.artifacts[role] for role in sorted(bundle.manifest["artifacts"])]
+    parts += [bundle.artifacts[role] for role in sorted(bundle.manifest.artifacts)]
     parts += [struct.pack("<I", len(signature)), signature]
     return b"".join(parts)
 
@@ -242,8 +162,8 @@ def unpack(blob: bytes) -> Bundle:
     manifest = parse_manifest(raw)
     offset += length
     artifacts = {}
-    for role in sorted(manifest["artifacts"]):
-        size = manifest["artifacts"][role]["size"]
+    for role in sorted(manifest.artifacts):
+        size = manifest.artifacts[role].size
         if offset + size > len(blob):
             raise BundleError(f"packed bundle is truncated inside artifact '{role}'")
         artifacts[role] = blob[offset:offset + size]

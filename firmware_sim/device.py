@@ -7,47 +7,25 @@ its images and keeps serving whatever a client sends.
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from metaedge.backends.base import Backend, BackendError
-from metaedge.deploy.bundle import Bundle, BundleError, check_task, expires, unpack
+from metaedge.backends import registry
+from metaedge.backends.base import Backend, BackendError, Frame, Resources
+from metaedge.deploy.bundle import Bundle, BundleError, unpack
+from metaedge.deploy.manifest import Task
 from metaedge.deploy.signing import SignatureError, verify
 from metaedge.firmware_sim import boot as bootsm
 from metaedge.firmware_sim.flash import Flash
 from metaedge.firmware_sim.profile import Profile, required_ram
 
 FLASH_FILE = "flash.img"
-GUARD_NATS = 0.5   # an adaptation may not raise the mean pilot loss by more than this (nats)
 
 
 class DeviceError(Exception):
     """A refused request; the message is the reason the client sees."""
-
-
-def make_backend(target: str, threads: int, options: dict | None = None) -> Backend:
-    """The backend for ``target``; ``options`` are target-specific (qiskit: ``backend`` and ``seed``; loihi: ``engine``, ``fixed_point``)."""
-    options = options or {}
-    if target == "onnx":
-        from metaedge.backends.onnx import OnnxBackend
-
-        return OnnxBackend(threads=threads)
-    if target == "qiskit":
-        from metaedge.backends.qiskit.backend import QiskitBackend
-
-        return QiskitBackend(backend=options.get("backend", "ideal"), seed=int(options.get("seed", 0)))
-    if target == "loihi":
-        from metaedge.backends.loihi.backend import LoihiBackend
-
-        return LoihiBackend(engine=options.get("engine", "lava"), fixed_point=bool(options.get("fixed_point", False)))
-    if target == "linear":
-        from metaedge.backends.linear.backend import LinearBackend
-
-        return LinearBackend()
-    raise DeviceError(f"this device build has no '{target}' backend")
 
 
 @dataclass
@@ -89,6 +67,7 @@ class Device:
         self.stats = Stats()
         self.upload_session: Upload | None = None
         self.backend: Backend | None = None
+        self.resources: Resources | None = None
         self.bundle: Bundle | None = None
         self.running = bootsm.BootResult(None, "none")
         self.reset()
@@ -103,8 +82,8 @@ class Device:
         try:
             bundle = unpack(image)
             self._admit(bundle, installing=False)
-            backend = make_backend(bundle.target, self.profile.threads, self.backend_options)
-            backend.load(bundle)
+            backend = registry.create(bundle.target, self.profile.threads, self.backend_options)
+            resources = backend.load(bundle)
             if not backend.selftest().passed:
                 backend.close()
                 return False
@@ -112,7 +91,7 @@ class Device:
             if backend is not None:
                 backend.close()
             return False
-        self.backend, self.bundle = backend, bundle
+        self.backend, self.bundle, self.resources = backend, bundle, resources
         return True
 
     def _admit(self, bundle: Bundle, installing: bool) -> None:
@@ -125,19 +104,15 @@ class Device:
             except SignatureError as e:
                 raise DeviceError(str(e)) from None
         floor = self.flash.boot_state().counter
-        if bundle.manifest["security_counter"] < floor:
-            raise DeviceError(f"rollback refused: security counter {bundle.manifest['security_counter']} is below "
+        manifest = bundle.manifest
+        if manifest.security_counter < floor:
+            raise DeviceError(f"rollback refused: security counter {manifest.security_counter} is below "
                               f"{floor}, the counter of the confirmed image")
-        deadline = expires(bundle.manifest)
-        if installing and deadline is not None and self.clock() > deadline:
-            raise DeviceError(f"bundle expired at {bundle.manifest['expires']}: refusing to install it "
+        if installing and manifest.expires is not None and self.clock() > manifest.expires:
+            raise DeviceError(f"bundle expired at {manifest.raw['expires']}: refusing to install it "
                               "(a stale or frozen update channel; ask for a fresh release)")
         if bundle.target != self.target:
             raise DeviceError(f"wrong target: bundle is for '{bundle.target}', this device runs '{self.target}'")
-        try:
-            check_task(bundle.manifest)
-        except BundleError as e:
-            raise DeviceError(f"bundle refused: {e}") from None
         needed = required_ram(bundle.manifest, self.profile)
         if needed > self.profile.ram:
             raise DeviceError(f"bundle does not fit: needs {needed:,} bytes of RAM, the {self.profile.name} profile has {self.profile.ram:,}")
@@ -145,7 +120,7 @@ class Device:
     def reset(self) -> dict:
         """Reboot: the boot state machine picks what runs (trial of a pending image, revert, or the confirmed one)."""
         self.close()
-        self.bundle, self.upload_session = None, None
+        self.bundle, self.resources, self.upload_session = None, None, None
         self.running = bootsm.boot(self.flash, self._start)
         self.stats.boots.extend(self.running.events)
         return {"slot": self.running.slot, "mode": self.running.mode, "events": self.running.events}
@@ -160,12 +135,11 @@ class Device:
     def info(self) -> dict:
         task = None
         if self.bundle is not None:
-            t = self.bundle.manifest["task"]
             # the whole task section: a client needs it to send what the receiver was trained for
-            task = {**t, "algorithm": self.bundle.manifest["algorithm"]["name"]}
+            task = {**self.bundle.manifest.task.raw, "algorithm": self.bundle.manifest.algorithm.name}
         return {"target": self.target, "profile": self.profile.to_dict(), "running": self.running.slot,
                 "mode": self.running.mode, "image_capacity": self.flash.image_capacity, "task": task,
-                "resources": asdict(self.backend.resources()) if self.backend else None}
+                "resources": asdict(self.resources) if self.resources else None}
 
     def list_images(self) -> dict:
         state = self.flash.boot_state()
@@ -180,8 +154,8 @@ class Device:
                 if image is not None:
                     try:
                         manifest = unpack(image).manifest
-                        entry.update(algorithm=manifest["algorithm"]["name"], security_counter=manifest["security_counter"],
-                                     expires=manifest.get("expires"))
+                        entry.update(algorithm=manifest.algorithm.name, security_counter=manifest.security_counter,
+                                     expires=manifest.raw.get("expires"))
                     except BundleError as e:
                         entry.update(error=str(e))
             images.append(entry)
@@ -233,7 +207,7 @@ class Device:
             raise DeviceError(f"uploaded image is not a valid bundle: {e}") from None
         self._admit(bundle, installing=True)
         self.flash.commit_header(session.slot, session.length, digest)
-        return {"sha256": digest.hex(), "algorithm": bundle.manifest["algorithm"]["name"]}
+        return {"sha256": digest.hex(), "algorithm": bundle.manifest.algorithm.name}
 
     def upload_status(self) -> dict:
         s = self.upload_session
@@ -251,91 +225,61 @@ class Device:
     def confirm(self) -> dict:
         if self.running.mode != "trial":
             raise DeviceError("nothing to confirm: the running image is not on trial (test and reset first)")
-        bootsm.confirm(self.flash, self.running, counter=int(self.bundle.manifest["security_counter"]))
+        bootsm.confirm(self.flash, self.running, counter=self.bundle.manifest.security_counter)
         return {"slot": self.running.slot, "confirmed": True}
 
     # -- runtime -------------------------------------------------------------------------------
     def frame(self, arrays: dict) -> tuple[dict, dict]:
-        """Adapt on the frame's pilots from θ, demodulate its payload; decisions, confidence, telemetry."""
+        """Adapt on the frame's pilots from θ, decide its payload; decisions and confidence (a classifier) or outputs
+        (a predictor), and telemetry."""
         if self.backend is None:
             raise DeviceError("no image is running: deploy and confirm a bundle first")
-        pilots, payload = arrays.get("pilots"), arrays.get("payload")
-        task = self.bundle.manifest["task"]
-        features = task["features"]
-        for name, value, limit in (("pilots", pilots, self.profile.max_pilots), ("payload", payload, self.profile.payload_limit(task))):
-            if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.ndim != 2 or value.shape[1] != len(features):
-                raise DeviceError(f"'{name}' must be a float32 array of shape [n, {len(features)}] ({', '.join(features)})")
-            if not 1 <= value.shape[0] <= limit:
-                raise DeviceError(f"'{name}' has {value.shape[0]} samples; this device takes 1 to {limit}")
-            if not np.isfinite(value).all():
-                raise DeviceError(f"'{name}' contains NaN or infinite values")
-        if "outputs" in task:
-            return self._prediction_frame(pilots, payload)
-        classes = int(task["classes"])
-        labels = arrays.get("labels")
-        if labels is None:
-            sequence = self.bundle.manifest["task"]["pilot_sequence"]
-            if sequence is None:
-                raise DeviceError("this bundle has no known pilot sequence: send 'labels' with the pilots")
-            labels = np.resize(np.asarray(sequence), pilots.shape[0])
-        elif not isinstance(labels, np.ndarray) or labels.shape != (pilots.shape[0],) or labels.dtype.kind not in "iu":
-            raise DeviceError("'labels' must be an integer array with one class per pilot")
-        if labels.min() < 0 or labels.max() >= classes:
-            raise DeviceError(f"pilot labels must lie in [0, {classes})")
-        labels = labels.astype(np.int64)
-        self.backend.reset()
-        before = self._pilot_loss(pilots, labels)
-        fused = getattr(self.backend, "fused", False)
-        if fused:   # adaptation and inference in one call; the pilots ride along to score the adapted receiver
-            log_probs, adapt_s = self.backend.frame(pilots, labels, np.concatenate([pilots, payload]))
-            after, infer, steps = _mean_loss(log_probs[:len(labels)], labels), 0.0, self.backend.steps
-            probs = np.exp(log_probs[len(labels):])
-        else:
-            report = self.backend.adapt(pilots, labels)
-            after, adapt_s, steps = self._pilot_loss(pilots, labels), report.seconds, report.steps
-        fallback = None
-        if not np.isfinite(after) or after > before + GUARD_NATS:
-            # the adaptation diverged on these pilots: decode this frame with the meta-learned θ
-            fallback = f"pilot loss {before:.3g} → {after:.3g} after adaptation; decoded with θ"
-            self.backend.reset()
-            self.stats.fallbacks += 1
-        if fallback or not fused:
-            start = time.perf_counter()
-            probs = self.backend.predict(payload)
-            infer = time.perf_counter() - start
-        decisions = probs.argmax(-1)
-        confidence = probs[np.arange(len(decisions)), decisions]
-        self.stats.frames += 1
-        self.stats.symbols += len(decisions)
-        self.stats.adapt_s += adapt_s
-        self.stats.infer_s += infer
-        telemetry = {"adapt_us": adapt_s * 1e6, "infer_us": infer * 1e6, "steps": steps, "fused": fused,
-                     "pilots": int(pilots.shape[0]), "symbols": int(payload.shape[0]), "slot": self.running.slot,
-                     "fallback": fallback}
-        return telemetry, {"decisions": decisions.astype(np.int16), "confidence": confidence.astype(np.float32)}
-
-    def _prediction_frame(self, pilots: np.ndarray, payload: np.ndarray) -> tuple[dict, dict]:
-        """A predictor's frame: fit on the pilots (no labels: the pilots are the past of the signal), predict from the
-        payload. The closed form cannot diverge, so there is no fallback."""
-        self.backend.reset()
+        task = self.bundle.manifest.task
+        pilots = self._samples(arrays, "pilots", self.profile.max_pilots)
+        payload = self._samples(arrays, "payload", self.profile.payload_limit(task))
+        labels = None if task.predictor else self._pilot_labels(arrays.get("labels"), len(pilots), task)
+        frame = Frame(pilots=pilots, labels=labels, payload=payload)
         try:
-            report = self.backend.adapt(pilots, None)
-            start = time.perf_counter()
-            outputs = self.backend.predict(payload)
+            result = self.backend.frame(frame)
         except BackendError as e:
             raise DeviceError(str(e)) from None
-        infer = time.perf_counter() - start
         self.stats.frames += 1
-        self.stats.symbols += len(outputs)
-        self.stats.adapt_s += report.seconds
-        self.stats.infer_s += infer
-        telemetry = {"adapt_us": report.seconds * 1e6, "infer_us": infer * 1e6, "steps": report.steps,
-                     "pilots": int(pilots.shape[0]), "symbols": int(len(outputs)), "slot": self.running.slot, "fallback": None}
-        return telemetry, {"outputs": outputs.astype(np.float32)}
+        self.stats.symbols += len(result.outputs)
+        self.stats.adapt_s += result.adapt_s
+        self.stats.infer_s += result.infer_s
+        self.stats.fallbacks += result.fallback is not None
+        telemetry = {"adapt_us": result.adapt_s * 1e6, "infer_us": result.infer_s * 1e6, "steps": result.steps,
+                     "fused": result.fused, "pilots": int(frame.pilots.shape[0]), "symbols": int(len(result.outputs)),
+                     "slot": self.running.slot, "fallback": result.fallback}
+        if task.predictor:
+            return telemetry, {"outputs": result.outputs.astype(np.float32)}
+        decisions = result.outputs.argmax(-1)
+        confidence = result.outputs[np.arange(len(decisions)), decisions]
+        return telemetry, {"decisions": decisions.astype(np.int16), "confidence": confidence.astype(np.float32)}
 
-    def _pilot_loss(self, pilots: np.ndarray, labels: np.ndarray) -> float:
-        """Mean −log p of the pilots' classes under the current parameters (the adaptation guard)."""
-        return _mean_loss(self.backend.log_probs(pilots), labels)
+    def _samples(self, arrays: dict, name: str, limit: int) -> np.ndarray:
+        features = self.bundle.manifest.task.features
+        value = arrays.get(name)
+        if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.ndim != 2 or value.shape[1] != len(features):
+            raise DeviceError(f"'{name}' must be a float32 array of shape [n, {len(features)}] ({', '.join(features)})")
+        if not 1 <= value.shape[0] <= limit:
+            raise DeviceError(f"'{name}' has {value.shape[0]} samples; this device takes 1 to {limit}")
+        if not np.isfinite(value).all():
+            raise DeviceError(f"'{name}' contains NaN or infinite values")
+        return value
+
+    @staticmethod
+    def _pilot_labels(labels: object, count: int, task: Task) -> np.ndarray:
+        """The pilots' classes: sent with the frame, or the bundle's known pilot sequence."""
+        if labels is None:
+            if task.pilot_sequence is None:
+                raise DeviceError("this bundle has no known pilot sequence: send 'labels' with the pilots")
+            return np.resize(np.asarray(task.pilot_sequence, np.int64), count)
+        if not isinstance(labels, np.ndarray) or labels.shape != (count,) or labels.dtype.kind not in "iu":
+            raise DeviceError("'labels' must be an integer array with one class per pilot")
+        if labels.min() < 0 or labels.max() >= task.classes:
+            raise DeviceError(f"pilot labels must lie in [0, {task.classes})")
+        return labels.astype(np.int64)
 
     def stats_report(self) -> dict:
         s = self.stats
@@ -343,8 +287,3 @@ class Device:
         return {"frames": s.frames, "errors": s.errors, "fallbacks": s.fallbacks, "symbols": s.symbols, "mean_adapt_us": per(s.adapt_s),
                 "mean_infer_us": per(s.infer_s), "boot_events": s.boots[-10:], "running": self.running.slot, "mode": self.running.mode}
 
-
-def _mean_loss(log_probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean −log p of ``labels`` under class log-probabilities [n, classes] (NaN or ∞ when they are)."""
-    with np.errstate(all="ignore"):
-        return float(-log_probs[np.arange(len(labels)), labels].mean())

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from metaedge.deploy.manifest import RAM_ROLES, Manifest, Task
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -13,10 +15,10 @@ class Profile:
     max_symbols: int        # payload symbols per frame
     threads: int = 1        # intra-op threads of the runtime
 
-    def payload_limit(self, task: dict) -> int:
+    def payload_limit(self, task: Task) -> int:
         """Payload samples per frame: ``max_symbols`` symbols, or for a predictor (whose samples are whole channel
         vectors, and whose outputs are as large) as many as pilots."""
-        return self.max_pilots if "outputs" in task else self.max_symbols
+        return self.max_pilots if task.predictor else self.max_symbols
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -29,15 +31,16 @@ PROFILES = {p.name: p for p in (
 DEFAULT = "edge-small"
 
 
-def required_ram(manifest: dict, profile: Profile) -> int:
+def required_ram(manifest: Manifest, profile: Profile) -> int:
     """Working set of a bundle on this profile: θ twice (θ and the adapted φ), graphs or circuit, one full frame, and a
     Gaussian posterior's weight draws (float32, both streams)."""
-    parameters = sum((8 if p.get("dtype") == "float64" else 4) * _count(p["shape"]) for p in manifest["parameters"])
-    drawn = _draw_bytes(manifest.get("algorithm", {}).get("noise"), {p["name"]: _count(p["shape"]) for p in manifest["parameters"]})
-    graphs = sum(e["size"] for role, e in manifest["artifacts"].items() if role in ("forward", "adapt_step", "circuit"))
-    task = manifest["task"]
-    outputs, features, payload = int(task.get("outputs", task.get("classes", 0))), len(task["features"]), profile.payload_limit(task)
-    frame = 4 * (features * profile.max_pilots + features * payload + outputs * payload)
+    parameters = sum(p.nbytes for p in manifest.parameters)
+    drawn = _draw_bytes(manifest.algorithm.raw.get("noise"), {p.name: p.count for p in manifest.parameters})
+    graphs = sum(a.size for role, a in manifest.artifacts.items() if role in RAM_ROLES)
+    task = manifest.task
+    payload = profile.payload_limit(task)
+    features = len(task.features)
+    frame = 4 * (features * profile.max_pilots + features * payload + task.width * payload)
     return 2 * parameters + graphs + frame + drawn
 
 
@@ -48,10 +51,3 @@ def _draw_bytes(noise: object, sizes: dict[str, int]) -> int:
         return 4 * sum(int(noise[stream]["draws"]) for stream in ("adapt", "predict")) * sum(sizes[n] for n in noise["parameters"])
     except (KeyError, TypeError, ValueError):
         return 0   # malformed: the backend refuses the bundle when it loads it
-
-
-def _count(shape: list[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n

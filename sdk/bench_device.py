@@ -58,7 +58,7 @@ def _variant(mode: str) -> str:
 
 def _fused_frame(backend: OnnxBackend):
     def run(pilots, labels, payload):
-        return np.exp(backend.frame(pilots, labels, payload)[0])
+        return np.exp(backend.run_fused(pilots, labels, payload))
     return run
 
 
@@ -84,7 +84,7 @@ def torch_unavailable(manifest: dict) -> str | None:
 def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1000, steps: int | None = None) -> dict:
     """One frame on the device's runtime in each adaptation mode, next to eager torch where torch can recompute the
     bundle's frame (``torch_unavailable``); classifier bundles (demodulators, link decoders) only."""
-    manifest = bundle.manifest
+    manifest = bundle.manifest.raw
     if "classes" not in manifest["task"]:
         raise UserError(f"bench device times classifier bundles (demodulators, link decoders); this "
                         f"{manifest['task'].get('name')} bundle predicts outputs: time it with 'metaedge run --json'")

@@ -21,6 +21,7 @@ from metaedge.deploy import tensors, wire
 from metaedge.backends.base import BackendError
 from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import Bundle, BundleError, pack, parse_manifest, sha256, unpack
+from metaedge.deploy.manifest import parse
 
 HANG_S = 1.0
 
@@ -51,8 +52,9 @@ def mutate(seed: bytes, rng: np.random.Generator, corpus: list[bytes]) -> bytes:
 def graph_reader(bundle: Bundle, role: str) -> Callable[[bytes], object]:
     """Load a bundle whose ``role`` graph is replaced (hashes updated, so ONNX Runtime itself parses it) and self-test it."""
     def read(graph: bytes) -> object:
-        entry = {**bundle.manifest["artifacts"][role], "size": len(graph), "sha256": sha256(graph)}
-        manifest = {**bundle.manifest, "artifacts": {**bundle.manifest["artifacts"], role: entry}}
+        raw = bundle.manifest.raw
+        entry = {**raw["artifacts"][role], "size": len(graph), "sha256": sha256(graph)}
+        manifest = parse({**raw, "artifacts": {**raw["artifacts"], role: entry}})
         backend = OnnxBackend()
         with contextlib.redirect_stderr(io.StringIO()):  # ONNX Runtime's diagnostics on broken graphs are expected here
             backend.load(dataclasses.replace(bundle, manifest=manifest, artifacts={**bundle.artifacts, role: graph}))

@@ -211,7 +211,7 @@ def noise_tensors(section: dict, params: Params) -> dict[str, Params]:
 
 def release_fields(out: str | Path, security_counter: int, expires: str | None) -> dict:
     """Checks shared by every target's export; returns the manifest's security counter and expiry."""
-    from metaedge.deploy.bundle import BundleError, expires as parse_expiry
+    from metaedge.deploy.manifest import BundleError, parse_expiry
 
     if not 0 <= security_counter < 2**32:
         raise UserError(f"--security-counter {security_counter} must lie in [0, 2^32)")
@@ -219,7 +219,7 @@ def release_fields(out: str | Path, security_counter: int, expires: str | None) 
         raise UserError(f"'{out}' already exists and is not empty; choose another --out or remove it")
     fields = {"security_counter": security_counter, **({"expires": expires} if expires else {})}
     try:
-        parse_expiry(fields)
+        parse_expiry(expires)
     except BundleError as e:
         raise UserError(f"--expires: {e}") from None
     return fields

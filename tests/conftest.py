@@ -102,17 +102,18 @@ def rewritten():
     import json
     import shutil
 
-    from metaedge.deploy.bundle import MANIFEST, manifest_bytes, read_bundle, sha256
+    from metaedge.deploy.bundle import manifest_bytes, read_bundle, sha256
+    from metaedge.deploy.manifest import MANIFEST_FILE
 
     def rewrite(bundle_path, tmp_path, change_manifest=lambda m: None, files=None):
         copy = tmp_path / "b"
         shutil.copytree(bundle_path, copy)
-        manifest = json.loads((copy / MANIFEST).read_text())
+        manifest = json.loads((copy / MANIFEST_FILE).read_text())
         for role, data in (files or {}).items():
             (copy / manifest["artifacts"][role]["path"]).write_bytes(data)
             manifest["artifacts"][role].update(size=len(data), sha256=sha256(data))
         change_manifest(manifest)
-        (copy / MANIFEST).write_bytes(manifest_bytes(manifest))
+        (copy / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
         return read_bundle(copy)
 
     return rewrite

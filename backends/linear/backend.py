@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 
-from metaedge.backends.base import AdaptReport, BackendError, Resources, SelftestReport
+from metaedge.backends.base import AdaptReport, BackendError, Receiver, Resources, SelftestReport
 from metaedge.backends.linear import predictor as pr
+from metaedge.deploy import manifest as m
 from metaedge.deploy.bundle import Bundle
 
 
@@ -25,28 +26,34 @@ def to_rows(channels: np.ndarray) -> np.ndarray:
     return np.concatenate([channels.real, channels.imag], -1).astype(np.float32)
 
 
-class LinearBackend:
+class LinearBackend(Receiver):
     target = "linear"
 
     def __init__(self) -> None:
         self.bundle: Bundle | None = None
         self.fitted = None
 
-    def load(self, bundle: Bundle) -> None:
+    @classmethod
+    def configure(cls, threads: int, options: dict) -> "LinearBackend":
+        return cls()
+
+    def load(self, bundle: Bundle) -> Resources:
         if bundle.target != self.target:
             raise BackendError(f"bundle target is '{bundle.target}', this device runs '{self.target}'")
+        if not bundle.manifest.task.predictor:
+            raise BackendError("the linear target runs predictors: task.outputs is missing")
         try:
-            p = bundle.manifest["predictor"]
+            p = bundle.manifest.section("predictor")
             self.form, self.lam, self.rank = p["form"], float(p["lam"]), p["rank"]
             self.window = pr.Window(length=int(p["window"]), lag=int(p["lag"]))
-            self.entries = len(bundle.manifest["task"]["features"]) // 2
+            self.entries = len(bundle.manifest.task.features) // 2
         except (KeyError, TypeError, ValueError) as e:
             raise BackendError(f"manifest 'predictor' section is invalid: {e}") from None
         if self.form not in pr.FORMS or not (self.lam > 0) or self.window.length < 1 or self.window.lag < 1:
             raise BackendError(f"predictor form must be one of {', '.join(pr.FORMS)}, lam > 0, window and lag ≥ 1")
         if self.rank != "aic" and not (type(self.rank) is int and 1 <= self.rank <= self.entries):
             raise BackendError(f"predictor rank must be 'aic' or an integer in [1, {self.entries}]")
-        theta = bundle.tensors("theta")
+        theta = bundle.tensors(m.THETA)
         d = self.window.length * (self.entries if self.form == "naive" else 1)
         shape = (d, self.entries if self.form == "naive" else 1)
         if any(theta.get(k) is None or theta[k].shape != shape or not np.isfinite(theta[k]).all() for k in ("bias.re", "bias.im")):
@@ -54,16 +61,15 @@ class LinearBackend:
         self.bias = theta["bias.re"].astype(np.float64) + 1j * theta["bias.im"].astype(np.float64)
         self.bundle = bundle
         self.fitted = None
-
-    def min_pilots(self) -> int:
-        return self.window.slots(1)
+        size = self.bias.size * 16
+        return Resources(parameter_bytes=2 * size, artifact_bytes=bundle.size(), parameters=2 * self.bias.size)
 
     def adapt(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray | None = None) -> AdaptReport:
         start = time.perf_counter()
         channels = to_complex(pilot_samples)
         samples = len(channels) - self.window.length - self.window.lag + 1
         if samples < 1:
-            raise BackendError(f"a frame needs at least {self.min_pilots()} pilot channels (window {self.window.length} + lag "
+            raise BackendError(f"a frame needs at least {self.window.slots(1)} pilot channels (window {self.window.length} + lag "
                                f"{self.window.lag} − 1); got {len(channels)}")
         self.fitted = pr.fit(self.form, self.window, self.lam, channels, samples, self.bias, self.rank)
         return AdaptReport(steps=1, seconds=time.perf_counter() - start)
@@ -78,12 +84,9 @@ class LinearBackend:
     def reset(self) -> None:
         self.fitted = None
 
-    def resources(self) -> Resources:
-        size = self.bias.size * 16
-        return Resources(parameter_bytes=2 * size, artifact_bytes=self.bundle.size() if self.bundle else 0, parameters=2 * self.bias.size)
-
     def selftest(self) -> SelftestReport:
-        vectors = self.bundle.tensors("selftest")
+        vectors = self.bundle.tensors(m.SELFTEST)
+        atol = self.bundle.manifest.selftest.atol
         try:
             self.reset()
             self.adapt(vectors["pilots"])
@@ -91,8 +94,7 @@ class LinearBackend:
             self.reset()
             error = float(np.abs(got - vectors["predictions"]).max())
         except (KeyError, ValueError, BackendError, np.linalg.LinAlgError):
-            return SelftestReport(False, float("inf"), float(self.bundle.manifest["selftest"]["atol"]), 1)
-        atol = float(self.bundle.manifest["selftest"]["atol"])
+            return SelftestReport(False, float("inf"), atol, 1)
         return SelftestReport(error <= atol, error, atol, 1)
 
     def close(self) -> None:

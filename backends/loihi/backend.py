@@ -14,15 +14,16 @@ import time
 
 import numpy as np
 
-from metaedge.backends.base import AdaptReport, BackendError, Resources, SelftestReport
+from metaedge.backends.base import AdaptReport, BackendError, Receiver, Resources, SelftestReport
 from metaedge.backends.loihi.network import SnnSpec, encode, fixed_point, probabilities, stream_length, teacher
+from metaedge.deploy import manifest as m
 from metaedge.deploy.bundle import Bundle
 
 ENGINES = ("lava", "reference", "loihi2")
 FIXED_AGREEMENT = 0.9   # fixed point: self-test payload decisions that must match the floating-point host's
 
 
-class LoihiBackend:
+class LoihiBackend(Receiver):
     target = "loihi"
 
     def __init__(self, engine: str = "lava", timeout_s: float = 120.0, fixed_point: bool = False) -> None:
@@ -34,17 +35,21 @@ class LoihiBackend:
         self.receiver = None
         self.bundle: Bundle | None = None
 
+    @classmethod
+    def configure(cls, threads: int, options: dict) -> "LoihiBackend":
+        return cls(engine=options.get("engine", "lava"), fixed_point=bool(options.get("fixed_point", False)))
+
     # -- loading -----------------------------------------------------------------------------
-    def load(self, bundle: Bundle) -> None:
+    def load(self, bundle: Bundle) -> Resources:
         if bundle.target != self.target:
             raise BackendError(f"bundle target is '{bundle.target}', this device runs '{self.target}'")
         try:
-            self.spec = SnnSpec.from_dict(bundle.manifest["snn"])
+            self.spec = SnnSpec.from_dict(bundle.manifest.section("snn"))
         except (KeyError, TypeError, ValueError) as e:
             raise BackendError(f"manifest 'snn' section is invalid: {e}") from None
-        if bundle.manifest["task"]["classes"] != self.spec.classes:
-            raise BackendError(f"task has {bundle.manifest['task']['classes']} classes, the network {self.spec.classes} output neurons")
-        tensors = bundle.tensors("theta")
+        if bundle.manifest.task.classes != self.spec.classes:
+            raise BackendError(f"task has {bundle.manifest.task.classes} classes, the network {self.spec.classes} output neurons")
+        tensors = bundle.tensors(m.THETA)
         shapes = {"theta": (self.spec.classes, self.spec.hidden), "input_weights": (self.spec.hidden, self.spec.inputs)}
         for name, shape in shapes.items():
             if name not in tensors or tensors[name].shape != shape or not np.isfinite(tensors[name]).all():
@@ -56,6 +61,8 @@ class LoihiBackend:
         self.close()
         self.receiver = self._build()
         self.bundle = bundle
+        count = 2 * self.theta.size + self.w_in.size
+        return Resources(parameter_bytes=8 * count, artifact_bytes=bundle.size(), parameters=count)
 
     def _build(self):
         if self.engine == "reference":
@@ -120,18 +127,15 @@ class LoihiBackend:
         return np.log(self.predict(samples))
 
     def weights(self) -> np.ndarray:
+        """The plastic synapses' weights now (the self-test and the Lava parity checks read them)."""
         return self.receiver.weights()
-
-    def resources(self) -> Resources:
-        count = 2 * self.theta.size + self.w_in.size
-        return Resources(parameter_bytes=8 * count, artifact_bytes=self.bundle.size(), parameters=count)
 
     # -- self-test ----------------------------------------------------------------------------
     def selftest(self) -> SelftestReport:
         """Adapt on the host's pilots and decode its payload: weights within atol and output spikes identical;
         in fixed point, payload decisions agreeing with the host's on ≥ FIXED_AGREEMENT of the symbols."""
-        vectors = self.bundle.tensors("selftest")
-        atol = float(self.bundle.manifest.get("selftest", {}).get("atol", 1e-5))
+        vectors = self.bundle.tensors(m.SELFTEST)
+        atol = self.bundle.manifest.selftest.atol
         try:
             self.reset()
             self.adapt(vectors["adapt.pilot_samples"], vectors["adapt.pilot_labels"].astype(np.int64))

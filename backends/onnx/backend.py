@@ -4,18 +4,16 @@ The bundle's ``adapt_step`` graph maps (parameters, pilots, one-hot labels) to t
 parameters; the backend runs it ``inner_steps`` times, feeding the adapted parameters
 back, then ``forward`` on the payload. One intra-op thread by default, as on a small device.
 
-Three ways to run the inner loop, measured by ``metaedge bench device``:
-- ``onnx_loop`` (default, fastest from two steps on: 215 µs against 339 µs for ``iobinding``
-  to adapt in 5 steps, 173 against 155 µs in one, side by side): all steps in one call of the
-  bundle's optional ``adapt_loop`` graph (an ONNX ``Loop`` around ``adapt_step``), IO-bound;
-  one-step bundles leave that graph out, and bundles without it fall back to ``iobinding``;
+Three ways to run the inner loop (``metaedge bench device`` times them side by side):
+- ``onnx_loop`` (default): all steps in one call of the bundle's optional ``adapt_loop``
+  graph (an ONNX ``Loop`` around ``adapt_step``), which saves a runtime call per step;
+  bundles without that graph (one-step bundles leave it out) fall back to ``iobinding``;
 - ``iobinding``: θ is converted to ONNX Runtime values once at load; adapted parameters
   pass from step to step and into ``forward`` as ORT values, no numpy copies;
 - ``step_loop``: a plain ``session.run`` per step with numpy feeds.
 
-A one-step bundle also carries a fused ``frame`` graph (adaptation and inference in one call): ``frame``
-runs it in every mode but ``step_loop`` — 206 µs against 298 µs for adapt and forward as two IO-bound
-calls, and 1236 µs for eager torch, side by side (``metaedge bench device``).
+A one-step bundle carries a fused ``frame`` graph instead: adaptation and inference in one
+call, which every mode but ``step_loop`` uses for a whole frame.
 """
 from __future__ import annotations
 
@@ -26,12 +24,13 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from metaedge.backends.base import AdaptReport, BackendError, Resources, SelftestReport
+from metaedge.backends.base import AdaptReport, BackendError, Frame, Receiver, Resources, SelftestReport
+from metaedge.deploy import manifest as m
 from metaedge.deploy.bundle import Bundle
 from metaedge.deploy.noise import weight_draws
 
 
-class OnnxBackend:
+class OnnxBackend(Receiver):
     target = "onnx"
 
     MODES = ("onnx_loop", "iobinding", "step_loop")
@@ -44,8 +43,18 @@ class OnnxBackend:
         self.threads, self.mode = threads, mode
         self.bundle: Bundle | None = None
 
+    @classmethod
+    def configure(cls, threads: int, options: dict) -> "OnnxBackend":
+        return cls(threads=threads, mode=options.get("mode", "onnx_loop"))
+
     # -- loading -----------------------------------------------------------------------------
     def _session(self, role: str) -> ort.InferenceSession:
+        """A session for the graph ``role``, whose input and output names are checked against the manifest."""
+        session = self._open(role)
+        self._check_io(role, session)
+        return session
+
+    def _open(self, role: str) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -58,75 +67,74 @@ class OnnxBackend:
         except Exception as e:  # onnxruntime raises its own exception types for invalid models
             raise BackendError(f"graph '{role}' cannot be loaded by ONNX Runtime: {e}") from None
 
-    def load(self, bundle: Bundle) -> None:
+    def load(self, bundle: Bundle) -> Resources:
         if bundle.target != self.target:
             raise BackendError(f"bundle target is '{bundle.target}', this device runs '{self.target}'")
         self.bundle = bundle
         manifest = bundle.manifest
-        self.algorithm = manifest["algorithm"]
+        if manifest.algorithm.inner_steps is None:
+            raise BackendError("algorithm.inner_steps is missing: an ONNX bundle says how many steps to adapt")
         # a classifier adapts on labelled pilots and returns class probabilities; a predictor (task.outputs)
         # adapts on its pilots alone and returns its outputs (bundle-format.md §6)
-        self.classifier = "outputs" not in manifest["task"]
-        self.output = manifest["graphs"]["forward"]["outputs"][0]["name"]
-        self.steps = int(self.algorithm["inner_steps"])
-        self.onehot_table = np.eye(int(manifest["task"]["classes"]), dtype=np.float32) if self.classifier else None
-        theta = bundle.tensors("theta")
-        order = [p["name"] for p in manifest["parameters"]]
-        for p in manifest["parameters"]:
-            if p["name"] not in theta or list(theta[p["name"]].shape) != p["shape"]:
-                raise BackendError(f"θ lacks parameter {p['name']} of shape {p['shape']}")
-        self.theta = {k: theta[k].astype(np.float32) for k in order}
-        self.adapted_names = [p["name"] for p in manifest["parameters"] if p["adapts"]]
+        self.classifier = not manifest.task.predictor
+        self.output = manifest.graphs[m.FORWARD].outputs[0].name
+        self.steps = manifest.algorithm.inner_steps
+        self.onehot_table = np.eye(manifest.task.classes, dtype=np.float32) if self.classifier else None
+        theta = bundle.tensors(m.THETA)
+        for p in manifest.parameters:
+            if p.name not in theta or theta[p.name].shape != p.shape:
+                raise BackendError(f"θ lacks parameter {p.name} of shape {list(p.shape)}")
+        self.theta = {p.name: theta[p.name].astype(np.float32) for p in manifest.parameters}
+        self.adapted_names = manifest.adapted
         try:
-            draws = weight_draws(manifest["algorithm"].get("noise"), self.theta)
+            draws = weight_draws(manifest.algorithm.raw.get("noise"), self.theta)
         except ValueError as e:
             raise BackendError(str(e)) from None
-        self.fixed = {role: self._fixed_inputs(role, draws) for role in ("adapt_step", "forward")}
-        self.forward_session = self._session("forward")
-        self.adapt_session = self._session("adapt_step")
-        self._check_io("forward", self.forward_session)
-        self._check_io("adapt_step", self.adapt_session)
+        self.fixed = {role: self._fixed_inputs(role, draws) for role in (m.ADAPT_STEP, m.FORWARD)}
+        self.forward_session = self._session(m.FORWARD)
+        self.adapt_session = self._session(m.ADAPT_STEP)
         self.theta_ort = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in self.theta.items()}
         self.fixed_ort = {role: {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in fixed.items()} for role, fixed in self.fixed.items()}
         # one-step bundles carry a fused frame graph (spec §7.6): adaptation and inference in one call
         self.frame_session = None
-        if "frame" in bundle.artifacts and self.mode != "step_loop":
-            self.frame_session = self._session("frame")
-            self._check_io("frame", self.frame_session)
+        if m.FRAME in bundle.artifacts and self.mode != "step_loop":
+            self.frame_session = self._session(m.FRAME)
         self.effective_mode = self.mode
         if self.mode == "onnx_loop":
-            if "adapt_loop" in bundle.artifacts:
-                self.loop_session = self._session("adapt_loop")
-                self._check_io("adapt_loop", self.loop_session)
+            if m.ADAPT_LOOP in bundle.artifacts:
+                self.loop_session = self._session(m.ADAPT_LOOP)
             else:
                 self.effective_mode = "iobinding"
         self.reset()
+        count = sum(v.size for v in self.theta.values())
+        return Resources(parameter_bytes=2 * 4 * count, artifact_bytes=self.bundle.size(), parameters=int(count))
 
     def _fixed_inputs(self, role: str, draws: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """A graph's inputs that stay the same every frame: a proximal step's anchors, θ's adapted parameters
         (iMAML, Prox-MAML, ALSET; spec §7.2), and a Gaussian posterior's weight draws (spec §7.4)."""
         fixed = {}
-        for spec in self.bundle.manifest["graphs"][role]["inputs"]:
-            if spec.get("role") == "anchor":
-                if role != "adapt_step" or spec.get("parameter") not in self.adapted_names:
+        for port in self.bundle.manifest.graphs[role].inputs:
+            if port.role == m.ROLE_ANCHOR:
+                if role != m.ADAPT_STEP or port.parameter not in self.adapted_names:
                     raise BackendError(f"{role} has an anchor input for a parameter that does not adapt")
-                fixed[spec["name"]] = self.theta[spec["parameter"]]
-            elif spec.get("role") == "noise":
-                value = draws.get(spec.get("stream"), {}).get(spec.get("parameter"))
+                fixed[port.name] = self.theta[port.parameter]
+            elif port.role == m.ROLE_NOISE:
+                value = draws.get(port.stream, {}).get(port.parameter)
                 if value is None:
-                    raise BackendError(f"{role} input '{spec['name']}' reads draws of stream '{spec.get('stream')}' for "
-                                       f"parameter '{spec.get('parameter')}', which algorithm.noise does not define")
-                fixed[spec["name"]] = value
+                    raise BackendError(f"{role} input '{port.name}' reads draws of stream '{port.stream}' for "
+                                       f"parameter '{port.parameter}', which algorithm.noise does not define")
+                fixed[port.name] = value
         return fixed
 
     def _check_io(self, role: str, session: ort.InferenceSession) -> None:
-        spec = self.bundle.manifest["graphs"][role]
-        want_in = [i["name"] for i in spec["inputs"]]
-        want_out = [o["name"] for o in spec["outputs"]]
+        graph = self.bundle.manifest.graphs.get(role)
+        if graph is None:
+            raise BackendError(f"the bundle carries graph '{role}' but graphs.{role} does not declare its inputs and outputs")
         got_in = [i.name for i in session.get_inputs()]
         got_out = [o.name for o in session.get_outputs()]
-        if got_in != want_in or got_out != want_out:
-            raise BackendError(f"graph '{role}' has inputs {got_in} and outputs {got_out}; the manifest declares {want_in} and {want_out}")
+        if got_in != graph.input_names or got_out != graph.output_names:
+            raise BackendError(f"graph '{role}' has inputs {got_in} and outputs {got_out}; the manifest declares "
+                               f"{graph.input_names} and {graph.output_names}")
 
     # -- per frame ---------------------------------------------------------------------------
     def reset(self) -> None:
@@ -140,9 +148,9 @@ class OnnxBackend:
     def adapt(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray) -> AdaptReport:
         start = time.perf_counter()
         pilots = np.ascontiguousarray(pilot_samples, np.float32)
-        labels = {"pilot_onehot": self.onehot_table[pilot_labels]} if self.classifier else {}
+        labels = {m.PILOT_ONEHOT: self.onehot_table[pilot_labels]} if self.classifier else {}
         if self.effective_mode == "step_loop":
-            feeds = {**self.params, **self.fixed["adapt_step"], "pilot_samples": pilots, **labels}
+            feeds = {**self.params, **self.fixed[m.ADAPT_STEP], m.PILOT_SAMPLES: pilots, **labels}
             for _ in range(self.steps):
                 feeds.update(zip(self.adapted_names, self.adapt_session.run(None, feeds)))
             self.current.update({k: ort.OrtValue.ortvalue_from_numpy(feeds[k]) for k in self.adapted_names})
@@ -150,12 +158,12 @@ class OnnxBackend:
             loop = self.effective_mode == "onnx_loop"
             session = self.loop_session if loop else self.adapt_session
             binding = session.io_binding()
-            binding.bind_cpu_input("pilot_samples", pilots)
+            binding.bind_cpu_input(m.PILOT_SAMPLES, pilots)
             for name, value in labels.items():
                 binding.bind_cpu_input(name, value)
             if loop:
-                binding.bind_cpu_input("steps", np.array(self.steps, np.int64))
-            for name, value in self.fixed_ort["adapt_step"].items():
+                binding.bind_cpu_input(m.STEPS, np.array(self.steps, np.int64))
+            for name, value in self.fixed_ort[m.ADAPT_STEP].items():
                 binding.bind_ortvalue_input(name, value)
             for name, value in self.current.items():
                 binding.bind_ortvalue_input(name, value)
@@ -163,7 +171,7 @@ class OnnxBackend:
                 # fresh output buffers every call: ORT reuses bound outputs, which are the next step's inputs
                 binding.clear_binding_outputs()
                 for name in self.adapted_names:
-                    binding.bind_output(f"adapted.{name}", "cpu")
+                    binding.bind_output(m.adapted_name(name), "cpu")
                 session.run_with_iobinding(binding)
                 outputs = binding.get_outputs()
                 for name, value in zip(self.adapted_names, outputs):
@@ -173,31 +181,34 @@ class OnnxBackend:
 
     @property
     def fused(self) -> bool:
-        """Whether ``frame`` runs the bundle's fused graph (one call per frame)."""
+        """Whether frames run the bundle's fused graph (one call per frame)."""
         return self.frame_session is not None
 
-    def frame(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray | None, samples: np.ndarray) -> tuple[np.ndarray, float]:
-        """The forward output on ``samples`` after adapting θ on the pilots, and the seconds it took: one call of the
-        bundle's fused ``frame`` graph (callers check ``fused``). The adapted parameters stay inside the runtime:
-        afterwards the backend is still at θ."""
-        if self.frame_session is None:
-            raise BackendError("this bundle has no fused frame graph (or the mode is step_loop): reset, adapt and predict")
+    def fused_log_probs(self, frame: Frame) -> tuple[np.ndarray, float, int] | None:
+        """One call of the bundle's fused ``frame`` graph on the pilots followed by the payload: the adapted
+        parameters stay inside the runtime, and the backend is still at θ afterwards."""
+        if self.frame_session is None or frame.labels is None:
+            return None
         start = time.perf_counter()
-        feeds = {**self.theta, **self.fixed["adapt_step"], "pilot_samples": np.ascontiguousarray(pilot_samples, np.float32),
-                 **({"pilot_onehot": self.onehot_table[pilot_labels]} if self.classifier else {}),
-                 "samples": np.ascontiguousarray(samples, np.float32)}
-        out = self.frame_session.run(None, feeds)[0]
-        return out, time.perf_counter() - start
+        out = self.run_fused(frame.pilots, frame.labels, np.concatenate([frame.pilots, frame.payload]))
+        return out, time.perf_counter() - start, self.steps
+
+    def run_fused(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray | None, samples: np.ndarray) -> np.ndarray:
+        """The forward output on ``samples`` after adapting θ on the pilots, by the fused graph."""
+        feeds = {**self.theta, **self.fixed[m.ADAPT_STEP], m.PILOT_SAMPLES: np.ascontiguousarray(pilot_samples, np.float32),
+                 **({m.PILOT_ONEHOT: self.onehot_table[pilot_labels]} if self.classifier else {}),
+                 m.SAMPLES: np.ascontiguousarray(samples, np.float32)}
+        return self.frame_session.run(None, feeds)[0]
 
     def forward(self, samples: np.ndarray) -> np.ndarray:
         """The forward graph's output: log-probabilities (classifier) or the outputs (predictor)."""
         samples = np.ascontiguousarray(samples, np.float32)
         if self.effective_mode == "step_loop":
-            return self.forward_session.run(None, {**self.params, **self.fixed["forward"], "samples": samples})[0]
+            return self.forward_session.run(None, {**self.params, **self.fixed[m.FORWARD], m.SAMPLES: samples})[0]
         binding = self.forward_session.io_binding()
-        for name, value in (self.current | self.fixed_ort["forward"]).items():
+        for name, value in (self.current | self.fixed_ort[m.FORWARD]).items():
             binding.bind_ortvalue_input(name, value)
-        binding.bind_cpu_input("samples", samples)
+        binding.bind_cpu_input(m.SAMPLES, samples)
         binding.bind_output(self.output, "cpu")
         self.forward_session.run_with_iobinding(binding)
         return binding.get_outputs()[0].numpy()
@@ -213,15 +224,11 @@ class OnnxBackend:
     def close(self) -> None:
         """Nothing outlives this backend's objects."""
 
-    def resources(self) -> Resources:
-        count = sum(v.size for v in self.theta.values())
-        return Resources(parameter_bytes=2 * 4 * count, artifact_bytes=self.bundle.size(), parameters=int(count))
-
     # -- acceptance --------------------------------------------------------------------------
     def selftest(self) -> SelftestReport:
         """Replay the bundle's vectors: a forward pass from θ and a full adaptation."""
-        vectors = self.bundle.tensors("selftest")
-        tolerance = float(self.bundle.manifest["selftest"]["atol"])
+        vectors = self.bundle.tensors(m.SELFTEST)
+        tolerance = self.bundle.manifest.selftest.atol
         try:
             self.reset()
             errors = [np.abs(self.forward(vectors["forward.samples"]) - vectors[f"forward.{self.output}"]).max()]
@@ -230,7 +237,7 @@ class OnnxBackend:
             errors += [np.abs(self.params[k] - vectors[f"adapt.{k}"]).max() for k in self.adapted_names]
             errors.append(np.abs(self.forward(vectors["forward.samples"]) - vectors[f"adapt.{self.output}"]).max())
             if self.fused:   # the fused graph must compute the same frame
-                fused, _ = self.frame(vectors["adapt.pilot_samples"], labels, vectors["forward.samples"])
+                fused = self.run_fused(vectors["adapt.pilot_samples"], labels, vectors["forward.samples"])
                 errors.append(np.abs(fused - vectors[f"adapt.{self.output}"]).max())
         except KeyError as e:
             raise BackendError(f"self-test vectors lack {e}") from None

@@ -14,18 +14,19 @@ import time
 
 import numpy as np
 
-from metaedge.backends.base import AdaptReport, BackendError, Resources, SelftestReport
+from metaedge.backends.base import AdaptReport, BackendError, Receiver, Resources, SelftestReport
 from metaedge.backends.qiskit.circuit import load_qpy
 from metaedge.backends.qiskit.model import BornSpec, ensemble_log_probs, pilot_log_likelihood
 from metaedge.backends.qiskit.ratio import log_density_ratio, pairwise_features
 from metaedge.backends.qiskit.shift import shift_gradient, shift_settings
 from metaedge.backends.qiskit.targets import Executor, parse_target
+from metaedge.deploy import manifest as m
 from metaedge.deploy.bundle import Bundle
 
 SMOKE_SHOTS = 64
 
 
-class QiskitBackend:
+class QiskitBackend(Receiver):
     target = "qiskit"
 
     def __init__(self, backend: str = "ideal", seed: int = 0) -> None:
@@ -33,14 +34,17 @@ class QiskitBackend:
         self.backend_name, self.seed = backend, seed
         self.bundle: Bundle | None = None
 
+    @classmethod
+    def configure(cls, threads: int, options: dict) -> "QiskitBackend":
+        return cls(backend=options.get("backend", "ideal"), seed=int(options.get("seed", 0)))
+
     # -- loading -----------------------------------------------------------------------------
-    def load(self, bundle: Bundle) -> None:
+    def load(self, bundle: Bundle) -> Resources:
         if bundle.target != self.target:
             raise BackendError(f"bundle target is '{bundle.target}', this device runs '{self.target}'")
-        manifest = bundle.manifest
         try:
-            born, algorithm = manifest["born"], manifest["algorithm"]
-            self.spec = BornSpec.from_dict(born)
+            algorithm = bundle.manifest.algorithm.raw
+            self.spec = BornSpec.from_dict(bundle.manifest.section("born"))
             self.steps, self.kl_weight = int(algorithm["inner_steps"]), float(algorithm["kl_weight"])
             self.shots, self.predict_shots = int(algorithm["shots"]), int(algorithm["predict_shots"])
             self.prior_shots = int(algorithm["prior_shots"])
@@ -49,13 +53,13 @@ class QiskitBackend:
         if min(self.shots, self.predict_shots, self.prior_shots) < 1 or self.steps < 0:
             raise BackendError("shots must be ≥ 1 and inner_steps ≥ 0")
         try:
-            self.circuit = load_qpy(bundle.artifacts["circuit"])
+            self.circuit = load_qpy(bundle.artifacts[m.CIRCUIT])
         except Exception as e:  # QPY raises several error types for foreign or corrupt data
             raise BackendError(f"artifact 'circuit' is not a readable QPY circuit: {e}") from None
         if self.circuit.num_qubits != self.spec.qubits or self.circuit.num_parameters != self.spec.parameters:
             raise BackendError(f"circuit has {self.circuit.num_qubits} qubits and {self.circuit.num_parameters} parameters; "
                                f"the manifest says {self.spec.qubits} and {self.spec.parameters}")
-        theta = bundle.tensors("theta")
+        theta = bundle.tensors(m.THETA)
         for name in ("theta", "lr"):
             if name not in theta or theta[name].shape != (self.spec.parameters,) or not np.isfinite(theta[name]).all():
                 raise BackendError(f"θ artifact lacks a finite '{name}' of shape ({self.spec.parameters},)")
@@ -66,6 +70,8 @@ class QiskitBackend:
         self.prior = self.executor.distributions(self.theta[None], self.prior_shots)[0]
         self.prior_ensemble = self.executor.distributions(self.theta[None], self.predict_shots)[0]
         self.reset()
+        return Resources(parameter_bytes=2 * 8 * self.spec.parameters, artifact_bytes=bundle.size(),
+                         parameters=2 * self.spec.parameters, costs=self._costs())
 
     def _executor(self, target: str) -> Executor:
         try:
@@ -96,11 +102,7 @@ class QiskitBackend:
     def close(self) -> None:
         """Nothing outlives this backend's objects."""
 
-    def resources(self) -> Resources:
-        return Resources(parameter_bytes=2 * 8 * self.spec.parameters, artifact_bytes=self.bundle.size(),
-                         parameters=2 * self.spec.parameters)
-
-    def costs(self) -> dict:
+    def _costs(self) -> dict:
         """Per step and per frame: circuits and shots; and the transpiled circuit's depth and two-qubit gates."""
         settings = 2 * self.spec.parameters + 1
         return {**self.executor.costs(), "circuits_per_step": settings, "shots_per_step": settings * self.shots,
@@ -110,8 +112,8 @@ class QiskitBackend:
     # -- self-test ----------------------------------------------------------------------------
     def selftest(self) -> SelftestReport:
         """Replay the host's exact computation on the exact target, then sample once on this target."""
-        vectors = self.bundle.tensors("selftest")
-        atol = float(self.bundle.manifest.get("selftest", {}).get("atol", 1e-6))
+        vectors = self.bundle.tensors(m.SELFTEST)
+        atol = self.bundle.manifest.selftest.atol
         try:
             exact = self._executor("exact")
             prior = exact.distributions(self.theta[None], 1)[0]

@@ -86,14 +86,16 @@ def run_powercut(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from metaedge.deploy.bundle import manifest_bytes, pack
+    from metaedge.deploy.manifest import parse
     from metaedge.firmware_sim import powercut
     from metaedge.firmware_sim.device import Device
     from metaedge.firmware_sim.profile import DEFAULT, PROFILES
 
     old = read_bundle_arg(args.bundle)
-    manifest = {**old.manifest, "security_counter": old.manifest["security_counter"] + 1,
-                "selftest": {**old.manifest["selftest"], "atol": old.manifest["selftest"]["atol"] * 2}}
-    new = dataclasses.replace(old, manifest=manifest, manifest_raw=manifest_bytes(manifest), signature=b"")
+    raw = old.manifest.raw
+    manifest = {**raw, "security_counter": raw["security_counter"] + 1,
+                "selftest": {**raw["selftest"], "atol": raw["selftest"]["atol"] * 2}}
+    new = dataclasses.replace(old, manifest=parse(manifest), manifest_raw=manifest_bytes(manifest), signature=b"")
     images = [pack(dataclasses.replace(old, signature=b"")), pack(new)]
     make = lambda state: Device(state, "onnx", PROFILES[DEFAULT], allow_unsigned=True)  # noqa: E731 — trust is tested elsewhere
     frame = powercut.default_frame()

@@ -95,7 +95,7 @@ def run_export(args: argparse.Namespace) -> int:
 
         bundle = _bundle_errors(lambda: export_onnx(args.run, args.out, args.security_counter, args.steps, key, args.expires,
                                                     args.ensemble))
-    print(json.dumps(bundle.manifest, indent=2) if args.json else summary(bundle))
+    print(json.dumps(bundle.manifest.raw, indent=2) if args.json else summary(bundle))
     return 0
 
 
@@ -103,7 +103,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from metaedge.sdk.cli.parsing import read_bundle_arg
 
     bundle = read_bundle_arg(args.bundle)
-    print(json.dumps(bundle.manifest, indent=2) if args.json else summary(bundle))
+    print(json.dumps(bundle.manifest.raw, indent=2) if args.json else summary(bundle))
     return 0
 
 
@@ -126,7 +126,7 @@ def _bundle_errors(action):
 
 
 def summary(bundle) -> str:
-    m = bundle.manifest
+    m = bundle.manifest.raw
     algo, task = m["algorithm"], m["task"]
     params = sum(int(__import__("math").prod(p["shape"])) for p in m["parameters"])
     lines = [

@@ -63,7 +63,7 @@ def device_quality(priors: dict[str, BornRun], target: str, devices: int, seed: 
         for name, prior in priors.items():
             bundle = write_born_bundle(prior, prior.inner, Path(tmp) / name.replace(" ", "-"), name, {"security_counter": 1})
             backend = QiskitBackend(target, seed=seed)
-            backend.load(bundle)
+            resources = backend.load(bundle)
             scores, adapt_s, frame_s = Scores.empty(), [], []
             for d in range(devices):
                 start = time.perf_counter()
@@ -76,7 +76,7 @@ def device_quality(priors: dict[str, BornRun], target: str, devices: int, seed: 
                 if progress:
                     progress(1)
             out[name] = {**scores.summary(), "seconds_per_frame": statistics.median(frame_s),
-                         "seconds_per_step": statistics.median(adapt_s) / max(backend.steps, 1), "costs": backend.costs()}
+                         "seconds_per_step": statistics.median(adapt_s) / max(backend.steps, 1), "costs": resources.costs}
     return out
 
 

@@ -10,7 +10,8 @@ import pytest
 from metaedge.backends.base import BackendError
 from metaedge.backends.linear import predictor as pr
 from metaedge.backends.linear.backend import LinearBackend, to_complex
-from metaedge.deploy.bundle import MANIFEST, manifest_bytes, read_bundle
+from metaedge.deploy.bundle import manifest_bytes, read_bundle
+from metaedge.deploy.manifest import MANIFEST_FILE
 from metaedge.sdk.cli.main import main
 from metaedge.sdk.prediction_run import prediction_frames
 
@@ -29,7 +30,7 @@ def test_the_device_fits_and_predicts_exactly_as_the_host(prediction_bundle):
     backend = LinearBackend()
     backend.load(bundle)
     assert backend.selftest().passed
-    task, p = bundle.manifest["task"], bundle.manifest["predictor"]
+    task, p = bundle.manifest.raw["task"], bundle.manifest.raw["predictor"]
     pilots, history, _ = prediction_frames(task, 3, 4, 10, seed=1)
     from metaedge.deploy.tensors import load
 
@@ -49,9 +50,9 @@ def test_bad_predictor_bundles_and_frames_are_refused(prediction_bundle, tmp_pat
     _, path = prediction_bundle
     copy = tmp_path / "b"
     shutil.copytree(path, copy)
-    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
     manifest["predictor"]["rank"] = 99
-    (copy / MANIFEST).write_bytes(manifest_bytes(manifest))
+    (copy / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
     with pytest.raises(BackendError, match="rank must be 'aic' or an integer in \\[1, 16\\]"):
         LinearBackend().load(read_bundle(copy))
     backend = LinearBackend()

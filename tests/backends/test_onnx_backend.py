@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metaedge.backends.base import BackendError
+from metaedge.backends.base import BackendError, Frame
 from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import read_bundle
 
@@ -120,8 +120,14 @@ def test_a_one_step_bundle_runs_its_frame_in_one_call(trained_bundle, tmp_path):
     rng = np.random.default_rng(5)
     pilots, labels = rng.normal(0, 2, (8, 2)).astype(np.float32), rng.integers(0, 16, 8)
     samples = rng.normal(0, 2, (300, 2)).astype(np.float32)
-    out, seconds = fused.frame(pilots, labels, samples)
+    out = fused.run_fused(pilots, labels, samples)
     stepping.reset()
     stepping.adapt(pilots, labels)
     np.testing.assert_allclose(out, stepping.forward(samples), atol=1e-5)
-    assert seconds > 0 and all(np.array_equal(v, fused.theta[k]) for k, v in fused.params.items())
+    assert all(np.array_equal(v, fused.theta[k]) for k, v in fused.params.items())
+    # the device's one call per frame: the same probabilities, and the frame says it was fused
+    result, stepped = fused.frame(Frame(pilots, labels, samples)), stepping.frame(Frame(pilots, labels, samples))
+    assert result.fused and not stepped.fused and result.steps == stepped.steps == 1 and result.adapt_s > 0
+    assert result.fallback is None and stepped.fallback is None
+    np.testing.assert_allclose(result.outputs, stepped.outputs, atol=1e-5)
+    np.testing.assert_allclose([result.loss_before, result.loss_after], [stepped.loss_before, stepped.loss_after], atol=1e-5)

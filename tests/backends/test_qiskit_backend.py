@@ -114,7 +114,7 @@ def test_ibm_target_without_an_account_fails_with_a_clear_message(born_bundle, t
 
 def test_ideal_backend_passes_its_selftest_and_adapts(born_bundle):
     backend = QiskitBackend("ideal", seed=0)
-    backend.load(read_bundle(born_bundle))
+    resources = backend.load(read_bundle(born_bundle))
     report = backend.selftest()
     assert report.passed and report.max_error < 1e-9
     from metaedge.sdk.quantum.evaluation import test_frames
@@ -128,7 +128,7 @@ def test_ideal_backend_passes_its_selftest_and_adapts(born_bundle):
         assert np.allclose(probs.sum(-1), 1.0, atol=1e-5)
         errors.append((probs.argmax(-1) != frames.y_va[d]).mean())
     assert np.mean(errors) < 0.2        # QPSK; a random guess errs 75 % of the time
-    assert backend.costs()["circuits_per_step"] == 2 * backend.spec.parameters + 1
+    assert resources.costs["circuits_per_step"] == 2 * backend.spec.parameters + 1
 
 
 def test_corrupt_circuit_or_theta_is_refused(born_bundle, tmp_path):
@@ -138,8 +138,8 @@ def test_corrupt_circuit_or_theta_is_refused(born_bundle, tmp_path):
     from metaedge.deploy.bundle import write_bundle
 
     bundle = read_bundle(born_bundle)
-    files = {role: (e["path"], bundle.artifacts[role]) for role, e in bundle.manifest["artifacts"].items()}
-    manifest = {k: v for k, v in bundle.manifest.items() if k not in ("artifacts", "format", "version")}
+    files = {role: (e["path"], bundle.artifacts[role]) for role, e in bundle.manifest.raw["artifacts"].items()}
+    manifest = {k: v for k, v in bundle.manifest.raw.items() if k not in ("artifacts", "format", "version")}
     bad_qpy = write_bundle(tmp_path / "qpy", manifest, {**files, "circuit": ("circuit.qpy", b"QISKIT\x0dgarbage")})
     with pytest.raises(BackendError, match="not a readable QPY circuit"):
         QiskitBackend("ideal").load(bad_qpy)

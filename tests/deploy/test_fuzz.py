@@ -56,7 +56,7 @@ def test_packed_bundle_reader(packed, data):
         bundle = unpack(blob)
     except BundleError:
         return
-    assert hashlib.sha256(bundle.artifacts["theta"]).hexdigest() == bundle.manifest["artifacts"]["theta"]["sha256"]
+    assert hashlib.sha256(bundle.artifacts["theta"]).hexdigest() == bundle.manifest.raw["artifacts"]["theta"]["sha256"]
 
 
 @FUZZ

@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from metaedge.deploy.bundle import MANIFEST, SIGNATURE, manifest_bytes, pack, read_bundle, sign_bundle
+from metaedge.deploy.bundle import manifest_bytes, pack, read_bundle, sign_bundle
+from metaedge.deploy.manifest import MANIFEST_FILE, SIGNATURE_FILE
 from metaedge.deploy.signing import generate, load_private
 from metaedge.firmware_sim.device import Device, DeviceError
 from metaedge.firmware_sim.profile import PROFILES
@@ -23,10 +24,10 @@ def make_variant(trained_bundle, signing_keys, tmp_path):
     def variant(key=signing_keys[0], **changes):
         out = tmp_path / f"variant{next(counter)}"
         shutil.copytree(trained_bundle[1], out)
-        (out / SIGNATURE).unlink(missing_ok=True)
-        manifest = json.loads((out / MANIFEST).read_text())
+        (out / SIGNATURE_FILE).unlink(missing_ok=True)
+        manifest = json.loads((out / MANIFEST_FILE).read_text())
         manifest.update(changes)
-        (out / MANIFEST).write_bytes(manifest_bytes(manifest))
+        (out / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
         if key is not None:
             sign_bundle(out, load_private(key))
         return out
@@ -92,9 +93,9 @@ def test_artifact_tampered_after_signing(device, make_variant):
 
 def test_manifest_tampered_after_signing(device, make_variant):
     path = make_variant()
-    raw = (path / MANIFEST).read_bytes().replace(b'"inner_lr":1.0', b'"inner_lr":9.0')
+    raw = (path / MANIFEST_FILE).read_bytes().replace(b'"inner_lr":1.0', b'"inner_lr":9.0')
     assert b'"inner_lr":9.0' in raw
-    (path / MANIFEST).write_bytes(raw)  # manifest.sig still holds the signature of the original
+    (path / MANIFEST_FILE).write_bytes(raw)  # manifest.sig still holds the signature of the original
     refused(device, pack(read_bundle(path)), "does not verify with any trusted key")
 
 
@@ -109,7 +110,7 @@ def test_mix_and_match_of_artifacts_from_another_signed_bundle(device, make_vari
         read_bundle(mixed)
     # and the other way round: this bundle's signed manifest with the other bundle's (signed) manifest swapped in
     (mixed / "selftest.safetensors").write_bytes((trained_bundle[1] / "selftest.safetensors").read_bytes())
-    (mixed / MANIFEST).write_bytes((other / MANIFEST).read_bytes())
+    (mixed / MANIFEST_FILE).write_bytes((other / MANIFEST_FILE).read_bytes())
     refused(device, pack(read_bundle(mixed)), "does not verify with any trusted key")
 
 

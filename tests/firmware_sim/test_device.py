@@ -181,7 +181,7 @@ def test_malformed_frames_are_refused_and_the_device_keeps_serving(tmp_path, ima
 def test_frames_use_the_known_pilot_sequence_when_labels_are_omitted(tmp_path, image, trained_bundle):
     device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
-    sequence = read_bundle(trained_bundle[1]).manifest["task"]["pilot_sequence"]
+    sequence = read_bundle(trained_bundle[1]).manifest.raw["task"]["pilot_sequence"]
     rng = np.random.default_rng(0)
     pilots, payload = rng.normal(0, 2, (5, 2)).astype(np.float32), rng.normal(0, 2, (30, 2)).astype(np.float32)
     implicit = device.frame({"pilots": pilots, "payload": payload})[1]
@@ -232,3 +232,51 @@ def test_a_one_step_bundle_is_served_by_its_fused_frame(tmp_path, trained_bundle
     assert stepped_telemetry["fused"] is False
     assert np.array_equal(out["decisions"], stepped["decisions"])
     np.testing.assert_allclose(out["confidence"], stepped["confidence"], atol=1e-5)
+
+
+class ProtocolOnly:
+    """A real ONNX backend seen through the backend protocol alone: the device must need nothing else."""
+
+    target = "onnx"
+
+    def __init__(self, inner) -> None:
+        self._inner, self.calls = inner, []
+
+    @classmethod
+    def configure(cls, threads, options):
+        from metaedge.backends.onnx import OnnxBackend
+
+        return cls(OnnxBackend.configure(threads, options))
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the device used '{name}', which is not in the backend protocol")
+
+    def load(self, bundle):
+        self.calls.append("load")
+        return self._inner.load(bundle)
+
+    def frame(self, frame):
+        self.calls.append("frame")
+        return self._inner.frame(frame)
+
+    def selftest(self):
+        self.calls.append("selftest")
+        return self._inner.selftest()
+
+    def close(self):
+        self.calls.append("close")
+        self._inner.close()
+
+
+def test_the_device_serves_through_the_backend_protocol_alone(tmp_path, image, monkeypatch):
+    from metaedge.backends import registry
+
+    monkeypatch.setitem(registry._BACKENDS, "onnx", ProtocolOnly)
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
+    deploy(device, image)
+    telemetry, out = frame(device)
+    assert out["decisions"].shape == (100,) and telemetry["steps"] == 2
+    assert device.info()["resources"]["parameters"] == 1896 and device.stats_report()["frames"] == 1
+    assert device.backend.calls == ["load", "selftest", "frame"]
+    device.reset()
+    assert device.backend.calls == ["load", "selftest"]     # a reset closed the old receiver and booted it again

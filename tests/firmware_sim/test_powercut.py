@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from metaedge.deploy.bundle import MANIFEST, manifest_bytes, pack, read_bundle, sign_bundle
+from metaedge.deploy.bundle import manifest_bytes, pack, read_bundle, sign_bundle
+from metaedge.deploy.manifest import MANIFEST_FILE
 from metaedge.deploy.signing import load_private
 from metaedge.firmware_sim import powercut
 from metaedge.firmware_sim.device import Device
@@ -21,10 +22,10 @@ def images(trained_bundle, signing_keys, tmp_path_factory):
     """The old image (counter 1) and a new one (counter 2, other self-test tolerance so its bytes differ)."""
     new = tmp_path_factory.mktemp("new") / "b"
     shutil.copytree(trained_bundle[1], new)
-    manifest = json.loads((new / MANIFEST).read_text())
+    manifest = json.loads((new / MANIFEST_FILE).read_text())
     manifest.update(security_counter=2)
     manifest["selftest"]["atol"] = 2e-4
-    (new / MANIFEST).write_bytes(manifest_bytes(manifest))
+    (new / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
     sign_bundle(new, load_private(signing_keys[0]))
     return pack(read_bundle(trained_bundle[1])), pack(read_bundle(new))
 

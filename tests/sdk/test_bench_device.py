@@ -9,7 +9,7 @@ def test_variants_agree_and_report_medians(trained_bundle):
     variants = {"onnx_step_loop", "onnx_iobinding", "torch_eager", "torch_forward_only"}
     # a one-step bundle carries no Loop graph, so its device steps with IO binding
     loop = "adapt_loop" in bundle.artifacts
-    assert loop == (bundle.manifest["algorithm"]["inner_steps"] > 1)
+    assert loop == (bundle.manifest.raw["algorithm"]["inner_steps"] > 1)
     assert set(report["median_us"]) == variants | ({"onnx_loop"} if loop else set())
     assert report["device_mode"] == ("onnx_loop" if loop else "onnx_iobinding")
     assert all(d <= 1e-5 for d in report["max_abs_prob_diff_vs_torch"].values()), report["max_abs_prob_diff_vs_torch"]
@@ -49,6 +49,11 @@ def test_bundles_torch_cannot_recompute_are_timed_without_it(trained_bundle, tmp
     report = bench_device(gaussian, repeats=10, steps=1)
     assert not any(n.startswith("torch") for n in report["median_us"]) and report["torch_over_onnx"] is None
     assert "Gaussian posterior" in report["torch_unavailable"]
-    predictor = rewritten(trained_bundle[1], tmp_path / "p", lambda m: m["task"].pop("classes"))
+    def as_predictor(m):
+        m["task"].pop("classes")
+        m["task"].update(outputs=16, pilot_sequence=None)
+        m["graphs"]["forward"]["outputs"][0].update(role="outputs")
+
+    predictor = rewritten(trained_bundle[1], tmp_path / "p", as_predictor)
     with pytest.raises(UserError, match="bench device times classifier bundles"):
         bench_device(predictor, repeats=10)

@@ -59,7 +59,7 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
         theta = modular.deployable(theta)
         inner = dataclasses.replace(inner, adapt=(modular.ASSIGNMENT,))
     # vbmaml: the draws the bundle names, which the device generates (spec §7.4)
-    section = bundle.manifest["algorithm"].get("noise")
+    section = bundle.manifest.raw["algorithm"].get("noise")
     noise = noise_tensors(section, theta) if section else {"adapt": None, "predict": None}
     assert (section is not None) == (algo == "vbmaml")
     rng = np.random.default_rng(0)
@@ -93,9 +93,9 @@ def test_selftest_passes_and_bundle_round_trips(bundles, algo):
     backend.load(again)
     report = backend.selftest()
     assert report.passed, report
-    model_parameters = [p["name"] for p in bundle.manifest["parameters"] if not p["name"].startswith("lr.")]
+    model_parameters = [p["name"] for p in bundle.manifest.raw["parameters"] if not p["name"].startswith("lr.")]
     only = {"cavia": ["context"], "modular": [modular.ASSIGNMENT], "metasgd:input": ["l0.weight", "l0.bias"]}
-    assert bundle.manifest["algorithm"]["adapts"] == only.get(algo, model_parameters)
+    assert bundle.manifest.raw["algorithm"]["adapts"] == only.get(algo, model_parameters)
 
 
 @pytest.mark.slow
@@ -107,8 +107,8 @@ def test_reference_bundle_is_at_most_64_kib(bundles, tmp_path):
     for algo, (_, bundle) in bundles.items():
         budget = {"metasgd": 96 * 1024, "bmaml": 160 * 1024, "vbmaml": 128 * 1024}.get(algo, 64 * 1024)
         assert bundle.size() <= budget, (algo, bundle.size())
-        steps = bundle.manifest["algorithm"]["inner_steps"]
-        assert ("adapt_loop" in bundle.artifacts) == ("adapt_loop" in bundle.manifest["graphs"]) == (steps > 1), algo
+        steps = bundle.manifest.raw["algorithm"]["inner_steps"]
+        assert ("adapt_loop" in bundle.artifacts) == ("adapt_loop" in bundle.manifest.raw["graphs"]) == (steps > 1), algo
     one_step = export_onnx(bundles["metasgd"][1].path.parent / "metasgd", tmp_path / "metasgd-1", steps=1)
     assert "adapt_loop" not in one_step.artifacts and one_step.size() <= 64 * 1024, one_step.size()
     backend = OnnxBackend()
@@ -123,10 +123,10 @@ def test_proximal_bundles_anchor_every_step_at_theta(bundles, algo):
     import onnxruntime as ort
 
     trainer, bundle = bundles[algo]
-    inputs = bundle.manifest["graphs"]["adapt_step"]["inputs"]
+    inputs = bundle.manifest.raw["graphs"]["adapt_step"]["inputs"]
     anchors = [i for i in inputs if i["role"] == "anchor"]
-    assert bundle.manifest["algorithm"]["prox"] == trainer.inner.prox > 0
-    assert [a["parameter"] for a in anchors] == bundle.manifest["algorithm"]["adapts"]
+    assert bundle.manifest.raw["algorithm"]["prox"] == trainer.inner.prox > 0
+    assert [a["parameter"] for a in anchors] == bundle.manifest.raw["algorithm"]["adapts"]
     session = ort.InferenceSession(bundle.artifacts["adapt_step"], providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     moved = {k: v.detach().numpy() + rng.normal(0, 0.1, v.shape).astype(np.float32) for k, v in trainer.params.items()}
@@ -135,7 +135,7 @@ def test_proximal_bundles_anchor_every_step_at_theta(bundles, algo):
     at_self = session.run(None, {**moved, **{a["name"]: moved[a["parameter"]] for a in anchors}, **pilots})
     plain = adapt({k: torch.from_numpy(v) for k, v in moved.items()}, torch.from_numpy(pilots["pilot_samples"]),
                   torch.from_numpy(pilots["pilot_onehot"]), dataclasses.replace(trainer.inner, steps=1, prox=0.0))
-    for name, value in zip(bundle.manifest["algorithm"]["adapts"], at_self):
+    for name, value in zip(bundle.manifest.raw["algorithm"]["adapts"], at_self):
         assert np.abs(value - plain[name].detach().numpy()).max() <= 1e-5
     assert max(np.abs(a - b).max() for a, b in zip(at_theta, at_self)) > 1e-3
 
@@ -145,11 +145,12 @@ def test_an_anchor_for_a_parameter_that_does_not_adapt_is_refused(bundles):
     import copy
 
     from metaedge.backends.base import BackendError
+    from metaedge.deploy.manifest import parse
 
     _, bundle = bundles["imaml"]
-    manifest = copy.deepcopy(bundle.manifest)
+    manifest = copy.deepcopy(bundle.manifest.raw)
     next(i for i in manifest["graphs"]["adapt_step"]["inputs"] if i["role"] == "anchor")["parameter"] = "nonexistent"
-    tampered = dataclasses.replace(bundle, manifest=manifest)
+    tampered = dataclasses.replace(bundle, manifest=parse(manifest))
     with pytest.raises(BackendError, match="anchor input for a parameter that does not adapt"):
         OnnxBackend().load(tampered)
 
@@ -173,8 +174,8 @@ def test_a_gaussian_bundle_predicts_with_the_draws_its_seed_names(bundles, tmp_p
     assert np.abs(other.predict(samples) - before).max() > 1e-3
     assert not other.selftest().passed
     small = export_onnx(bundle.path.parent / "vbmaml", tmp_path / "small", ensemble=7)
-    assert small.manifest["algorithm"]["noise"]["predict"]["draws"] == 7
-    assert [i["shape"][0] for i in small.manifest["graphs"]["forward"]["inputs"] if i["role"] == "noise"] == [7] * 8
+    assert small.manifest.raw["algorithm"]["noise"]["predict"]["draws"] == 7
+    assert [i["shape"][0] for i in small.manifest.raw["graphs"]["forward"]["inputs"] if i["role"] == "noise"] == [7] * 8
     backend.load(small)
     assert backend.selftest().passed
 
@@ -204,7 +205,7 @@ def test_a_modular_device_picks_the_assignment_with_the_lowest_pilot_loss(bundle
     from metaedge.sdk.models import task_loss
 
     trainer, bundle = bundles["modular"]
-    assert bundle.manifest["algorithm"]["assignment"] == "exhaustive" and bundle.manifest["model"]["modules"] == 3
+    assert bundle.manifest.raw["algorithm"]["assignment"] == "exhaustive" and bundle.manifest.raw["model"]["modules"] == 3
     backend = OnnxBackend()
     backend.load(bundle)
     rng = np.random.default_rng(3)
@@ -227,7 +228,7 @@ def test_a_relaxed_modular_run_exports_its_logit_steps(tmp_path):
     t.start(resume=False)
     t.run()
     bundle = export_onnx(tmp_path / "run", tmp_path / "bundle")
-    assert bundle.manifest["algorithm"]["assignment"] == "relaxed" and bundle.manifest["algorithm"]["inner_steps"] == 3
+    assert bundle.manifest.raw["algorithm"]["assignment"] == "relaxed" and bundle.manifest.raw["algorithm"]["inner_steps"] == 3
     backend = OnnxBackend()
     backend.load(bundle)
     assert backend.effective_mode == "onnx_loop" and backend.selftest().passed

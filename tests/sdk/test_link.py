@@ -121,7 +121,7 @@ def test_a_link_run_exports_a_receiver_bundle_with_the_codebook(link_run, tmp_pa
 
     assert main(["export", str(link_run), "--out", str(tmp_path / "b")]) == 0
     bundle = read_bundle(tmp_path / "b")
-    m = bundle.manifest
+    m = bundle.manifest.raw
     assert m["task"]["name"] == "link" and len(m["task"]["features"]) == 8 and m["task"]["classes"] == 16
     assert m["model"]["sizes"] == [8, 16, 16] and m["model"]["rtn"] == [8, 8, 8, 6] and m["algorithm"]["inner_steps"] == 2
     book = np.asarray(m["task"]["codebook"])
@@ -176,12 +176,12 @@ def test_a_receiver_with_a_radio_transformer_exports_and_adapts_on_the_device(tm
     assert main(["train", "link", "--method", "metasgd-rx", "--out", str(run), "--iterations", "20", "--val-every", "20", "--quiet"]) == 0
     assert main(["export", str(run), "--out", str(tmp_path / "b")]) == 0
     bundle = read_bundle(tmp_path / "b")
-    assert bundle.manifest["model"]["rtn"] == [8, 8, 8, 6]
+    assert bundle.manifest.raw["model"]["rtn"] == [8, 8, 8, 6]
     backend = OnnxBackend()
     backend.load(bundle)
     assert backend.selftest().passed
     theta = {k: torch.from_numpy(v) for k, v in load(run / "theta.safetensors")[0].items()}
-    pilots, labels, payload, _ = link_frames(bundle.manifest["task"], 1, 16, 100, seed=2)
+    pilots, labels, payload, _ = link_frames(bundle.manifest.raw["task"], 1, 16, 100, seed=2)
     backend.reset()
     backend.adapt(pilots[0], labels[0])
     host = adapt(receiver_params(theta), torch.from_numpy(pilots[0]), onehot(labels[0], 16), InnerLoop(lr=0.1, steps=1))  # Meta-SGD's lr.*

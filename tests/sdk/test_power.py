@@ -130,7 +130,7 @@ def test_the_allocator_exports_and_the_onnx_device_adapts_without_labels(power_r
 
     assert main(["export", str(power_run), "--out", str(tmp_path / "b")]) == 0
     bundle = read_bundle(tmp_path / "b")
-    m = bundle.manifest
+    m = bundle.manifest.raw
     assert m["task"]["outputs"] == 20 and "classes" not in m["task"] and m["task"]["features"][-2:] == ["noise", "coupling"] and len(m["task"]["features"]) == 402
     assert [i["name"] for i in m["graphs"]["adapt_step"]["inputs"]][-1] == "pilot_samples"   # no labels
     assert m["algorithm"]["loss"] == "negative_sum_rate"
@@ -176,7 +176,7 @@ def test_a_modular_allocator_exports_and_its_device_picks_the_best_assignment(tm
     assert main(["train", "power", "--method", "modular", "--out", str(run), "--iterations", "2", "--periods", "2", "--quiet"]) == 0
     assert main(["export", str(run), "--out", str(tmp_path / "b")]) == 0
     bundle = read_bundle(tmp_path / "b")
-    m = bundle.manifest
+    m = bundle.manifest.raw
     assert m["algorithm"]["adapts"] == [modular.ASSIGNMENT] and m["algorithm"]["assignment"] == "exhaustive"
     assert m["model"]["modules"] == 3
     backend = OnnxBackend()

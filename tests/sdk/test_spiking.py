@@ -71,7 +71,7 @@ def test_meta_learned_start_beats_zero_and_random_starts_on_new_devices(snn_bund
 
 def test_loihi_bundle_manifest_and_reference_engine_selftest(snn_bundle, capsys):
     bundle = read_bundle(snn_bundle[1])
-    m = bundle.manifest
+    m = bundle.manifest.raw
     assert m["target"] == "loihi" and m["algorithm"]["rule"]["dw"] == "u0*x1*y2 - u0*x1*y3"
     assert m["snn"]["classes"] == m["task"]["classes"] == 4 and bundle.signature
     backend = LoihiBackend(engine="reference")
