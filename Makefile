@@ -7,11 +7,12 @@ PY        := $(VENV)/bin/python
 LAVA_PY   := $(LAVA_VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test env bench clean help
+.PHONY: demo test lint env bench clean help
 
 help:
 	@echo "make demo   meta-train 6 algorithms on the demodulation task, evaluate, deploy Meta-SGD to a simulated device"
-	@echo "make test   run the test suite (both environments)"
+	@echo "make test   check lint and format (ruff), then run the test suite (both environments)"
+	@echo "make lint   ruff check and ruff format --check over the source tree"
 	@echo "make bench  batched meta-training core vs per-task loop (JSON in docs/benchmarks/meta-train.json)"
 	@echo "make env    build .venv (Python 3.11+, everything) and .venv-lava (Python 3.10, Lava, no torch)"
 	@echo "make clean  remove the environments and demo output"
@@ -34,8 +35,14 @@ $(LAVA_VENV)/.installed: pyproject.toml setup.py constraints/lava.txt
 demo: env
 	$(VENV)/bin/metaedge demo
 
+SOURCES := sdk deploy backends firmware_sim tests
+
+lint: env
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+
 # pytest exits 5 when it collected no tests: that must fail, not pass silently.
-test: env
+test: env lint
 	@METAEDGE_LAVA_PYTHON=$(abspath $(LAVA_PY)) $(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

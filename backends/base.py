@@ -6,6 +6,7 @@ then one ``frame`` per received frame (adapt on the pilots from θ, decide the p
 the frame procedure of a receiver that adapts in place (reset to θ, adapt, predict) with
 the adaptation guard; a backend built on it implements those steps and inherits ``frame``.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,7 +17,7 @@ import numpy as np
 
 from metaedge.deploy.bundle import Bundle
 
-GUARD_NATS = 0.5   # an adaptation may not raise the mean pilot loss by more than this (nats)
+GUARD_NATS = 0.5  # an adaptation may not raise the mean pilot loss by more than this (nats)
 
 
 class BackendError(RuntimeError):
@@ -27,9 +28,9 @@ class BackendError(RuntimeError):
 class Frame:
     """One received frame as the backend sees it (validated by the device)."""
 
-    pilots: np.ndarray              # [P, F] float32
-    labels: np.ndarray | None       # [P] int64, the class of each pilot; None for a predictor, whose pilots carry none
-    payload: np.ndarray             # [N, F] float32
+    pilots: np.ndarray  # [P, F] float32
+    labels: np.ndarray | None  # [P] int64, the class of each pilot; None for a predictor, whose pilots carry none
+    payload: np.ndarray  # [N, F] float32
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,10 @@ class FrameResult:
     steps: int
     adapt_s: float
     infer_s: float
-    loss_before: float | None = None     # mean −log p of the pilots' classes at θ (classifiers)
-    loss_after: float | None = None      # … after adaptation
-    fused: bool = False                  # adaptation and inference ran as one call
-    fallback: str | None = None          # why the adapted receiver was not used, if it was not
+    loss_before: float | None = None  # mean −log p of the pilots' classes at θ (classifiers)
+    loss_after: float | None = None  # … after adaptation
+    fused: bool = False  # adaptation and inference ran as one call
+    fallback: str | None = None  # why the adapted receiver was not used, if it was not
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,10 @@ class SelftestReport:
 class Resources:
     """What the loaded receiver needs, for the device profile's resource check and ``info``."""
 
-    parameter_bytes: int     # θ plus the adapted copy
-    artifact_bytes: int      # bundle bytes kept in flash
-    parameters: int          # scalar parameters
-    costs: dict = field(default_factory=dict)   # target-specific execution costs (circuits and shots per frame, …)
+    parameter_bytes: int  # θ plus the adapted copy
+    artifact_bytes: int  # bundle bytes kept in flash
+    parameters: int  # scalar parameters
+    costs: dict = field(default_factory=dict)  # target-specific execution costs (circuits and shots per frame, …)
 
 
 class Backend(Protocol):
@@ -79,7 +80,7 @@ class Backend(Protocol):
 
     def selftest(self) -> SelftestReport: ...
 
-    def close(self) -> None: ...                 # release the runtime (Lava's processes); idempotent
+    def close(self) -> None: ...  # release the runtime (Lava's processes); idempotent
 
 
 class Receiver:
@@ -130,16 +131,23 @@ class Receiver:
             start = time.perf_counter()
             probs = self.predict(frame.payload)
             infer_s = time.perf_counter() - start
-        return FrameResult(outputs=probs, steps=steps, adapt_s=adapt_s, infer_s=infer_s, loss_before=before,
-                           loss_after=after, fused=fused is not None, fallback=fallback)
+        return FrameResult(
+            outputs=probs,
+            steps=steps,
+            adapt_s=adapt_s,
+            infer_s=infer_s,
+            loss_before=before,
+            loss_after=after,
+            fused=fused is not None,
+            fallback=fallback,
+        )
 
     def _predictor_frame(self, frame: Frame) -> FrameResult:
         """A predictor fits on its pilots (the past of the signal) and predicts from the payload; no guard."""
         report = self.adapt(frame.pilots, None)
         start = time.perf_counter()
         outputs = self.predict(frame.payload)
-        return FrameResult(outputs=outputs, steps=report.steps, adapt_s=report.seconds,
-                           infer_s=time.perf_counter() - start)
+        return FrameResult(outputs=outputs, steps=report.steps, adapt_s=report.seconds, infer_s=time.perf_counter() - start)
 
 
 def mean_loss(log_probs: np.ndarray, labels: np.ndarray) -> float:

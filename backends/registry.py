@@ -5,6 +5,7 @@ and its target-specific options (qiskit: ``backend``, ``seed``; loihi: ``engine`
 ``fixed_point``). The runtimes (onnxruntime, Lava, Qiskit) are imported on first use, so a
 device build carries only the runtime of its own target.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,8 +20,12 @@ _BACKENDS: dict[str, str | type] = {
     "linear": "metaedge.backends.linear.backend:LinearBackend",
 }
 # the runtime each target needs, for the message a device without it prints
-RUNTIMES = {"onnx": "onnxruntime (pip install 'metaedge[onnx]')", "qiskit": "qiskit-aer (pip install 'metaedge[quantum]')",
-            "loihi": "lava-nc in Python 3.10 (pip install 'metaedge[loihi]')", "linear": "numpy"}
+RUNTIMES = {
+    "onnx": "onnxruntime (pip install 'metaedge[onnx]')",
+    "qiskit": "qiskit-aer (pip install 'metaedge[quantum]')",
+    "loihi": "lava-nc in Python 3.10 (pip install 'metaedge[loihi]')",
+    "linear": "numpy",
+}
 
 
 def register(target: str, backend: str | type) -> None:
@@ -43,8 +48,7 @@ def backend_class(target: str) -> type:
     try:
         return getattr(importlib.import_module(module), name)
     except ImportError as e:
-        raise BackendError(f"the '{target}' backend needs {RUNTIMES.get(target, 'its runtime')}, which is not "
-                           f"importable here ({e})") from None
+        raise BackendError(f"the '{target}' backend needs {RUNTIMES.get(target, 'its runtime')}, which is not importable here ({e})") from None
 
 
 def create(target: str, threads: int = 1, options: Mapping | None = None) -> Backend:

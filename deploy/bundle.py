@@ -5,6 +5,7 @@ and SHA-256. This module writes and reads bundles with numpy and the standard li
 alone, so a device can verify what it receives. ``read_bundle`` checks everything the
 specification says a reader must reject and raises ``BundleError`` with the reason.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,10 +20,9 @@ import numpy as np
 
 from metaedge.deploy import tensors
 from metaedge.deploy.jsonobj import json_object
-from metaedge.deploy.manifest import (FORMAT, MANIFEST_FILE, MAX_MANIFEST, SIGNATURE_FILE, VERSION, BundleError,
-                                      Manifest, parse)
+from metaedge.deploy.manifest import FORMAT, MANIFEST_FILE, MAX_MANIFEST, SIGNATURE_FILE, VERSION, BundleError, Manifest, parse
 
-PACKED_MAGIC = b"MEBNDL\x00\x01"   # packed form, version 1 (§11 of the specification)
+PACKED_MAGIC = b"MEBNDL\x00\x01"  # packed form, version 1 (§11 of the specification)
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Bundle:
     manifest: Manifest
     artifacts: dict[str, bytes]
     manifest_raw: bytes = b""
-    signature: bytes = b""      # detached Ed25519 signature over manifest_raw; empty if unsigned
+    signature: bytes = b""  # detached Ed25519 signature over manifest_raw; empty if unsigned
 
     @property
     def target(self) -> str:
@@ -122,8 +122,9 @@ def parse_manifest(raw: bytes) -> Manifest:
     return parse(json_object(raw, BundleError, "manifest"))
 
 
-def verify(manifest: Manifest, artifacts: Mapping[str, bytes], path: Path | None = None,
-           manifest_raw: bytes | None = None, signature: bytes = b"") -> Bundle:
+def verify(
+    manifest: Manifest, artifacts: Mapping[str, bytes], path: Path | None = None, manifest_raw: bytes | None = None, signature: bytes = b""
+) -> Bundle:
     """Check every artifact against the manifest's size and SHA-256 (the required roles were checked at parse)."""
     table = manifest.artifacts
     if set(artifacts) != set(table):
@@ -158,7 +159,7 @@ def unpack(blob: bytes) -> Bundle:
         raise BundleError(f"packed manifest length {length} exceeds the {MAX_MANIFEST}-byte limit")
     if offset + length > len(blob):
         raise BundleError(f"packed bundle is truncated inside its manifest ({len(blob)} of {offset + length} bytes)")
-    raw = blob[offset:offset + length]
+    raw = blob[offset : offset + length]
     manifest = parse_manifest(raw)
     offset += length
     artifacts = {}
@@ -166,7 +167,7 @@ def unpack(blob: bytes) -> Bundle:
         size = manifest.artifacts[role].size
         if offset + size > len(blob):
             raise BundleError(f"packed bundle is truncated inside artifact '{role}'")
-        artifacts[role] = blob[offset:offset + size]
+        artifacts[role] = blob[offset : offset + size]
         offset += size
     if offset + 4 > len(blob):
         raise BundleError("packed bundle is truncated before its signature field")

@@ -1,4 +1,5 @@
 """The host side of the device protocol: one connection, one request at a time."""
+
 from __future__ import annotations
 
 import hashlib
@@ -62,7 +63,7 @@ class DeviceClient:
         digest = hashlib.sha256(image).hexdigest()
         header: dict = {}
         for offset in range(0, len(image), chunk):
-            piece = image[offset:offset + chunk]
+            piece = image[offset : offset + chunk]
             header, _ = self.call("image.upload", {"chunk": piece}, offset=offset, length=len(image), sha256=digest)
             if progress:
                 progress(len(piece))

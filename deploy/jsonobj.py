@@ -1,4 +1,5 @@
 """Decoding of untrusted JSON headers (manifests, tensor-file headers, protocol headers)."""
+
 from __future__ import annotations
 
 import json

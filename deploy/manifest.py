@@ -6,6 +6,7 @@ constants, readers get a ``Manifest`` whose fields were checked when it was pars
 sections that only one backend reads (``snn``, ``born``, ``predictor``, ``circuit``) stay as
 JSON objects (``Manifest.section``) and are validated by that backend's own spec class.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,21 +18,25 @@ from typing import Any
 FORMAT = "metaedge-bundle"
 VERSION = 1
 MANIFEST_FILE = "manifest.json"
-SIGNATURE_FILE = "manifest.sig"          # detached signature over manifest.json
-MAX_MANIFEST = 1 << 20                   # bytes
-MAX_CLASSES = 1 << 16                    # task.classes: a one-hot row per pilot must stay small
-MAX_FEATURES = 1 << 10                   # task.features and task.outputs
+SIGNATURE_FILE = "manifest.sig"  # detached signature over manifest.json
+MAX_MANIFEST = 1 << 20  # bytes
+MAX_CLASSES = 1 << 16  # task.classes: a one-hot row per pilot must stay small
+MAX_FEATURES = 1 << 10  # task.features and task.outputs
 EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 # -- artifact roles (§3) ---------------------------------------------------------------------------
 THETA, SELFTEST = "theta", "selftest"
 FORWARD, ADAPT_STEP, ADAPT_LOOP, FRAME = "forward", "adapt_step", "adapt_loop", "frame"
 CIRCUIT = "circuit"
-REQUIRED_ROLES = {"onnx": (THETA, FORWARD, ADAPT_STEP, SELFTEST), "qiskit": (THETA, CIRCUIT, SELFTEST),
-                  "loihi": (THETA, SELFTEST), "linear": (THETA, SELFTEST)}
+REQUIRED_ROLES = {
+    "onnx": (THETA, FORWARD, ADAPT_STEP, SELFTEST),
+    "qiskit": (THETA, CIRCUIT, SELFTEST),
+    "loihi": (THETA, SELFTEST),
+    "linear": (THETA, SELFTEST),
+}
 TARGETS = tuple(REQUIRED_ROLES)
-GRAPH_ROLES = (FORWARD, ADAPT_STEP, ADAPT_LOOP, FRAME)     # artifacts that are ONNX graphs
-RAM_ROLES = (FORWARD, ADAPT_STEP, CIRCUIT)                  # artifacts a device keeps loaded while it serves
+GRAPH_ROLES = (FORWARD, ADAPT_STEP, ADAPT_LOOP, FRAME)  # artifacts that are ONNX graphs
+RAM_ROLES = (FORWARD, ADAPT_STEP, CIRCUIT)  # artifacts a device keeps loaded while it serves
 
 # -- graph input and output names (§7) -------------------------------------------------------------
 SAMPLES, PILOT_SAMPLES, PILOT_ONEHOT, STEPS = "samples", "pilot_samples", "pilot_onehot", "steps"
@@ -57,8 +62,7 @@ def noise_name(parameter: str) -> str:
 ROLE_PARAMETER, ROLE_ANCHOR, ROLE_NOISE, ROLE_STEPS = "parameter", "anchor", "noise", "steps"
 ROLE_SAMPLES, ROLE_PILOT_SAMPLES, ROLE_PILOT_ONEHOT = "samples", "pilot_samples", "pilot_labels_onehot"
 ROLE_LOG_PROBS, ROLE_OUTPUTS = "log_probabilities", "outputs"
-PORT_ROLES = (ROLE_PARAMETER, ROLE_ANCHOR, ROLE_NOISE, ROLE_STEPS, ROLE_SAMPLES, ROLE_PILOT_SAMPLES, ROLE_PILOT_ONEHOT,
-              ROLE_LOG_PROBS, ROLE_OUTPUTS)
+PORT_ROLES = (ROLE_PARAMETER, ROLE_ANCHOR, ROLE_NOISE, ROLE_STEPS, ROLE_SAMPLES, ROLE_PILOT_SAMPLES, ROLE_PILOT_ONEHOT, ROLE_LOG_PROBS, ROLE_OUTPUTS)
 
 PARAMETER_DTYPES = ("float32", "float64")
 _ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -203,9 +207,19 @@ def parse(raw: Any) -> Manifest:
     parameters = _parameters(raw.get("parameters"))
     algorithm = _algorithm(raw.get("algorithm"), parameters)
     graphs, opset = _graphs(raw.get("graphs"), target, task)
-    return Manifest(target=target, security_counter=counter, expires=parse_expiry(raw.get("expires")),
-                    artifacts=artifacts, task=task, algorithm=algorithm, parameters=parameters, graphs=graphs,
-                    opset=opset, selftest=_selftest(raw.get("selftest")), raw=raw)
+    return Manifest(
+        target=target,
+        security_counter=counter,
+        expires=parse_expiry(raw.get("expires")),
+        artifacts=artifacts,
+        task=task,
+        algorithm=algorithm,
+        parameters=parameters,
+        graphs=graphs,
+        opset=opset,
+        selftest=_selftest(raw.get("selftest")),
+        raw=raw,
+    )
 
 
 def parse_expiry(value: Any) -> datetime | None:
@@ -229,8 +243,7 @@ def _artifacts(table: Any, target: str) -> dict[str, Artifact]:
         if not isinstance(entry, dict) or set(entry) != {"path", "size", "sha256"}:
             raise BundleError(f"artifact '{role}': entry must have exactly path, size and sha256")
         name, size, digest = entry["path"], entry["size"], entry["sha256"]
-        if (not isinstance(name, str) or not _ARTIFACT_NAME.match(name) or name in (MANIFEST_FILE, SIGNATURE_FILE)
-                or name in seen):
+        if not isinstance(name, str) or not _ARTIFACT_NAME.match(name) or name in (MANIFEST_FILE, SIGNATURE_FILE) or name in seen:
             raise BundleError(f"artifact '{role}': path {name!r} is not a plain, unique file name")
         if type(size) is not int or size < 0:
             raise BundleError(f"artifact '{role}': size must be a non-negative integer")
@@ -256,13 +269,11 @@ def parse_task(task: Any) -> Task:
     elif type(classes) is not int or not 2 <= classes <= MAX_CLASSES:
         raise BundleError(f"task.classes must be an integer in [2, {MAX_CLASSES}]")
     features = task.get("features")
-    if (not isinstance(features, list) or not 1 <= len(features) <= MAX_FEATURES
-            or not all(isinstance(f, str) for f in features)):
+    if not isinstance(features, list) or not 1 <= len(features) <= MAX_FEATURES or not all(isinstance(f, str) for f in features):
         raise BundleError(f"task.features must list 1 to {MAX_FEATURES} feature names")
     sequence = task.get("pilot_sequence")
     if sequence is not None:
-        if (classes is None or not isinstance(sequence, list) or not sequence
-                or not all(type(c) is int and 0 <= c < classes for c in sequence)):
+        if classes is None or not isinstance(sequence, list) or not sequence or not all(type(c) is int and 0 <= c < classes for c in sequence):
             raise BundleError("task.pilot_sequence must be null or a non-empty list of class indices in [0, classes)")
         sequence = tuple(sequence)
     name = task.get("name")
@@ -319,8 +330,15 @@ def _algorithm(section: Any, parameters: tuple[Parameter, ...]) -> Algorithm:
     loss = section.get("loss")
     if loss is not None and not isinstance(loss, str):
         raise BundleError("algorithm.loss must be a string")
-    return Algorithm(name=section["name"], inner_steps=steps, inner_lr=_number(section, "inner_lr", "algorithm"),
-                     prox=_number(section, "prox", "algorithm") or 0.0, adapts=adapts, loss=loss, raw=section)
+    return Algorithm(
+        name=section["name"],
+        inner_steps=steps,
+        inner_lr=_number(section, "inner_lr", "algorithm"),
+        prox=_number(section, "prox", "algorithm") or 0.0,
+        adapts=adapts,
+        loss=loss,
+        raw=section,
+    )
 
 
 def _graphs(section: Any, target: str, task: Task) -> tuple[dict[str, Graph], int | None]:
@@ -336,8 +354,9 @@ def _graphs(section: Any, target: str, task: Task) -> tuple[dict[str, Graph], in
         entry = section[role]
         if not isinstance(entry, dict):
             raise BundleError(f"graphs.{role} must be an object with inputs and outputs")
-        graphs[role] = Graph(*(tuple(_port(port, f"graphs.{role}.{side}[{i}]") for i, port in enumerate(_list(entry, side, role)))
-                               for side in ("inputs", "outputs")))
+        graphs[role] = Graph(
+            *(tuple(_port(port, f"graphs.{role}.{side}[{i}]") for i, port in enumerate(_list(entry, side, role))) for side in ("inputs", "outputs"))
+        )
     for role in (FORWARD, ADAPT_STEP):
         if role not in graphs:
             raise BundleError(f"graphs.{role} is missing")

@@ -9,6 +9,7 @@ u₁ = (hi + ½)/2³², u₂ = (lo + ½)/2³² in (0, 1), and the Box–Muller t
 √(−2 ln u₁)·cos(2π u₂), computed in float64 and rounded to float32, the normal. Every value
 depends on its index alone, so a stream is a few vectorised numpy operations.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,7 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 def standard_normal(seed: int, count: int) -> np.ndarray:
     """The first ``count`` values of the stream of ``seed`` (an integer in [0, 2⁶⁴)), float32."""
     index = np.arange(1, count + 1, dtype=np.uint64)
-    with np.errstate(over="ignore"):   # uint64 arithmetic is meant to wrap
+    with np.errstate(over="ignore"):  # uint64 arithmetic is meant to wrap
         z = np.uint64(seed) + index * _GOLDEN
         z = (z ^ (z >> np.uint64(30))) * _MIX1
         z = (z ^ (z >> np.uint64(27))) * _MIX2
@@ -42,7 +43,7 @@ def weight_noise(seed: int, draws: int, shapes: Sequence[tuple[str, Sequence[int
     rows = standard_normal(seed, draws * sum(sizes)).reshape(draws, sum(sizes))
     noise, start = {}, 0
     for (name, shape), size in zip(shapes, sizes):
-        noise[name] = np.ascontiguousarray(rows[:, start:start + size].reshape(draws, *shape))
+        noise[name] = np.ascontiguousarray(rows[:, start : start + size].reshape(draws, *shape))
         start += size
     return noise
 
@@ -65,6 +66,6 @@ def weight_draws(section: object, params: dict[str, np.ndarray]) -> dict[str, di
         entry = section.get(stream)
         seed, count = (entry.get("seed"), entry.get("draws")) if isinstance(entry, dict) else (None, None)
         if type(seed) is not int or not 0 <= seed < 2**64 or type(count) is not int or not 1 <= count <= MAX_DRAWS:
-            raise ValueError(f"algorithm.noise.{stream} must be {{\"seed\": integer in [0, 2^64), \"draws\": integer in [1, {MAX_DRAWS}]}}")
+            raise ValueError(f'algorithm.noise.{stream} must be {{"seed": integer in [0, 2^64), "draws": integer in [1, {MAX_DRAWS}]}}')
         draws[stream] = weight_noise(seed, count, [(n, params[n].shape) for n in names])
     return draws

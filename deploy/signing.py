@@ -5,6 +5,7 @@ stored as ``manifest.sig`` beside it (and in the packed form's signature field).
 PEM files: private keys PKCS#8, public keys SubjectPublicKeyInfo. A key's id is the first
 16 hex digits of the SHA-256 of its raw 32-byte public key.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -6,6 +6,7 @@ JSON maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (
 relative to the buffer) and may hold "__metadata__": {str: str}. The reader rejects
 anything malformed with ``TensorFileError`` so that a device can read untrusted files.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,15 @@ from metaedge.deploy.jsonobj import json_object
 
 MAX_HEADER = 100 * 1024 * 1024
 _DTYPES = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
 
@@ -57,11 +64,11 @@ def loads(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     n = int.from_bytes(blob[:8], "little")
     if n > MAX_HEADER or 8 + n > len(blob):
         raise TensorFileError(f"header length {n} exceeds the file ({len(blob)} bytes) or the {MAX_HEADER}-byte limit")
-    header = json_object(blob[8:8 + n], TensorFileError, "header")
+    header = json_object(blob[8 : 8 + n], TensorFileError, "header")
     metadata = header.pop("__metadata__", {}) or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise TensorFileError("__metadata__ must map strings to strings")
-    buffer = memoryview(blob)[8 + n:]
+    buffer = memoryview(blob)[8 + n :]
     tensors, spans = {}, []
     for name, info in header.items():
         tensors[name] = _tensor(name, info, buffer)

@@ -7,6 +7,7 @@ UTF-8 JSON object; arrays travel as raw little-endian attachments described, in 
 ``fatal`` ones (a length beyond the limit, a closed stream) lose the framing, so the
 connection must be dropped; the others (CRC, JSON, attachments) leave the stream in step.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import numpy as np
 
 from metaedge.deploy.jsonobj import json_object
 
-MAX_MESSAGE = 8 << 20          # bytes of payload
+MAX_MESSAGE = 8 << 20  # bytes of payload
 MAX_HEADER = 64 << 10
 DTYPES = {"f4": np.dtype("<f4"), "i4": np.dtype("<i4"), "i2": np.dtype("<i2"), "u1": np.dtype("u1"), "bytes": np.dtype("u1")}
 
@@ -77,20 +78,25 @@ def decode_payload(payload: bytes) -> tuple[dict, dict[str, np.ndarray | bytes]]
     (n,) = struct.unpack_from("<I", payload)
     if n > MAX_HEADER or 4 + n > len(payload):
         raise WireError(f"header length {n} exceeds the payload or the {MAX_HEADER}-byte limit")
-    header = json_object(payload[4:4 + n], WireError, "header")
+    header = json_object(payload[4 : 4 + n], WireError, "header")
     blobs = header.get("blobs", [])
     if not isinstance(blobs, list):
         raise WireError("header 'blobs' must be a list")
     arrays, offset = {}, 4 + n
     for blob in blobs:
-        if not (isinstance(blob, dict) and isinstance(blob.get("name"), str) and blob.get("dtype") in DTYPES
-                and isinstance(blob.get("shape"), list) and all(type(s) is int and 0 <= s < 1 << 31 for s in blob["shape"])):
+        if not (
+            isinstance(blob, dict)
+            and isinstance(blob.get("name"), str)
+            and blob.get("dtype") in DTYPES
+            and isinstance(blob.get("shape"), list)
+            and all(type(s) is int and 0 <= s < 1 << 31 for s in blob["shape"])
+        ):
             raise WireError(f"attachment descriptor {str(blob)[:80]} is invalid (needs name, dtype in {sorted(DTYPES)}, shape)")
         dtype = DTYPES[blob["dtype"]]
         size = int(np.prod(blob["shape"], dtype=np.int64)) * dtype.itemsize
         if offset + size > len(payload):
             raise WireError(f"attachment '{blob['name']}' runs past the end of the message")
-        data = payload[offset:offset + size]
+        data = payload[offset : offset + size]
         arrays[blob["name"]] = data if blob["dtype"] == "bytes" else np.frombuffer(data, dtype).reshape(blob["shape"])
         offset += size
     if offset != len(payload):

@@ -7,6 +7,7 @@
 verify (``start`` loads, checks and self-tests it) and records every decision in the
 trailer before acting on it, so a power cut at any write leaves a state it can boot from.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,8 +18,8 @@ from metaedge.firmware_sim.flash import Flash
 
 @dataclass
 class BootResult:
-    slot: int | None            # the running slot, None: no bootable image
-    mode: str                   # "confirmed" | "trial" | "none"
+    slot: int | None  # the running slot, None: no bootable image
+    mode: str  # "confirmed" | "trial" | "none"
     events: list[str] = field(default_factory=list)
 
 
@@ -32,7 +33,7 @@ def boot(flash: Flash, start: Callable[[int], bool]) -> BootResult:
         flash.write_boot_state(state)
     if state.pending is not None:
         slot = state.pending
-        state = state.next(pending=None, trial=slot)   # one-shot: recorded before the attempt
+        state = state.next(pending=None, trial=slot)  # one-shot: recorded before the attempt
         flash.write_boot_state(state)
         if start(slot):
             events.append(f"trial boot of slot {slot}")

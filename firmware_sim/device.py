@@ -4,6 +4,7 @@ Each public method is one protocol operation (docs/device-protocol.md §3). Bad 
 raise ``DeviceError``, which the server returns as an error response; the device keeps
 its images and keeps serving whatever a client sends.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,9 +53,17 @@ class Device:
     ``allow_unsigned`` (development only) it accepts unsigned bundles. ``clock`` gives UTC now;
     ``backend_options`` configure the backend (qiskit: ``{"backend": "noisy:FakeManilaV2", "seed": 0}``)."""
 
-    def __init__(self, state_dir: str | Path, target: str, profile: Profile, flash: Flash | None = None,
-                 trusted_keys: list | None = None, allow_unsigned: bool = False, clock=None,
-                 backend_options: dict | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: str | Path,
+        target: str,
+        profile: Profile,
+        flash: Flash | None = None,
+        trusted_keys: list | None = None,
+        allow_unsigned: bool = False,
+        clock=None,
+        backend_options: dict | None = None,
+    ) -> None:
         from datetime import datetime, timezone
 
         if not trusted_keys and not allow_unsigned:
@@ -106,11 +115,11 @@ class Device:
         floor = self.flash.boot_state().counter
         manifest = bundle.manifest
         if manifest.security_counter < floor:
-            raise DeviceError(f"rollback refused: security counter {manifest.security_counter} is below "
-                              f"{floor}, the counter of the confirmed image")
+            raise DeviceError(f"rollback refused: security counter {manifest.security_counter} is below {floor}, the counter of the confirmed image")
         if installing and manifest.expires is not None and self.clock() > manifest.expires:
-            raise DeviceError(f"bundle expired at {manifest.raw['expires']}: refusing to install it "
-                              "(a stale or frozen update channel; ask for a fresh release)")
+            raise DeviceError(
+                f"bundle expired at {manifest.raw['expires']}: refusing to install it (a stale or frozen update channel; ask for a fresh release)"
+            )
         if bundle.target != self.target:
             raise DeviceError(f"wrong target: bundle is for '{bundle.target}', this device runs '{self.target}'")
         needed = required_ram(bundle.manifest, self.profile)
@@ -137,25 +146,38 @@ class Device:
         if self.bundle is not None:
             # the whole task section: a client needs it to send what the receiver was trained for
             task = {**self.bundle.manifest.task.raw, "algorithm": self.bundle.manifest.algorithm.name}
-        return {"target": self.target, "profile": self.profile.to_dict(), "running": self.running.slot,
-                "mode": self.running.mode, "image_capacity": self.flash.image_capacity, "task": task,
-                "resources": asdict(self.resources) if self.resources else None}
+        return {
+            "target": self.target,
+            "profile": self.profile.to_dict(),
+            "running": self.running.slot,
+            "mode": self.running.mode,
+            "image_capacity": self.flash.image_capacity,
+            "task": task,
+            "resources": asdict(self.resources) if self.resources else None,
+        }
 
     def list_images(self) -> dict:
         state = self.flash.boot_state()
         images = []
         for slot in (0, 1):
             header = self.flash.header(slot)
-            entry = {"slot": slot, "valid": header is not None, "active": slot == self.running.slot,
-                     "confirmed": slot == state.confirmed, "pending": slot == state.pending, "trial": slot == state.trial}
+            entry = {
+                "slot": slot,
+                "valid": header is not None,
+                "active": slot == self.running.slot,
+                "confirmed": slot == state.confirmed,
+                "pending": slot == state.pending,
+                "trial": slot == state.trial,
+            }
             if header:
                 entry.update(size=header[0], sha256=header[1].hex())
                 image = self.flash.verified_image(slot)
                 if image is not None:
                     try:
                         manifest = unpack(image).manifest
-                        entry.update(algorithm=manifest.algorithm.name, security_counter=manifest.security_counter,
-                                     expires=manifest.raw.get("expires"))
+                        entry.update(
+                            algorithm=manifest.algorithm.name, security_counter=manifest.security_counter, expires=manifest.raw.get("expires")
+                        )
                     except BundleError as e:
                         entry.update(error=str(e))
             images.append(entry)
@@ -186,7 +208,9 @@ class Device:
         if session is None or (session.length, session.sha256) != (length, sha256.lower()):
             raise DeviceError("no upload in progress for this image: start again at offset 0")
         if offset != session.received:
-            raise DeviceError(f"upload offset {offset} does not continue the upload, which has {session.received} bytes; resume at {session.received}")
+            raise DeviceError(
+                f"upload offset {offset} does not continue the upload, which has {session.received} bytes; resume at {session.received}"
+            )
         if offset + len(chunk) > length:
             raise DeviceError(f"chunk runs past the declared image length ({offset + len(chunk)} > {length})")
         self.flash.write_image(session.slot, offset, chunk)
@@ -248,9 +272,16 @@ class Device:
         self.stats.adapt_s += result.adapt_s
         self.stats.infer_s += result.infer_s
         self.stats.fallbacks += result.fallback is not None
-        telemetry = {"adapt_us": result.adapt_s * 1e6, "infer_us": result.infer_s * 1e6, "steps": result.steps,
-                     "fused": result.fused, "pilots": int(frame.pilots.shape[0]), "symbols": int(len(result.outputs)),
-                     "slot": self.running.slot, "fallback": result.fallback}
+        telemetry = {
+            "adapt_us": result.adapt_s * 1e6,
+            "infer_us": result.infer_s * 1e6,
+            "steps": result.steps,
+            "fused": result.fused,
+            "pilots": int(frame.pilots.shape[0]),
+            "symbols": int(len(result.outputs)),
+            "slot": self.running.slot,
+            "fallback": result.fallback,
+        }
         if task.predictor:
             return telemetry, {"outputs": result.outputs.astype(np.float32)}
         decisions = result.outputs.argmax(-1)
@@ -284,6 +315,14 @@ class Device:
     def stats_report(self) -> dict:
         s = self.stats
         per = lambda total: total / s.frames * 1e6 if s.frames else None  # noqa: E731
-        return {"frames": s.frames, "errors": s.errors, "fallbacks": s.fallbacks, "symbols": s.symbols, "mean_adapt_us": per(s.adapt_s),
-                "mean_infer_us": per(s.infer_s), "boot_events": s.boots[-10:], "running": self.running.slot, "mode": self.running.mode}
-
+        return {
+            "frames": s.frames,
+            "errors": s.errors,
+            "fallbacks": s.fallbacks,
+            "symbols": s.symbols,
+            "mean_adapt_us": per(s.adapt_s),
+            "mean_infer_us": per(s.infer_s),
+            "boot_events": s.boots[-10:],
+            "running": self.running.slot,
+            "mode": self.running.mode,
+        }

@@ -14,6 +14,7 @@ CRC-32; a write goes to the record with the older sequence number, so a write to
 power cut leaves the previous state readable. Every modification goes through
 ``Flash.write``, the single place where power cuts can be injected.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,9 +29,9 @@ SLOT_MAGIC = b"MESLOT01"
 TRAILER_MAGIC = b"METRLR01"
 HEADER_SIZE = 64
 RECORD_SIZE = 64
-NONE = 0xFF            # "no slot" in a trailer field
-_HEADER = struct.Struct("<8sI32s")       # magic, image length, sha256; then u32 CRC of these 44 bytes
-_RECORD = struct.Struct("<8sIBBBI")      # magic, sequence, confirmed, pending, trial, security counter; then u32 CRC
+NONE = 0xFF  # "no slot" in a trailer field
+_HEADER = struct.Struct("<8sI32s")  # magic, image length, sha256; then u32 CRC of these 44 bytes
+_RECORD = struct.Struct("<8sIBBBI")  # magic, sequence, confirmed, pending, trial, security counter; then u32 CRC
 
 
 class PowerCut(Exception):
@@ -42,10 +43,10 @@ class BootState:
     """What the trailer records. Slots are 0 or 1; None means no slot."""
 
     sequence: int = 0
-    confirmed: int | None = None   # the image the device trusts
-    pending: int | None = None     # an image the operator asked to test on the next boot
-    trial: int | None = None       # the image booted on trial and not yet confirmed
-    counter: int = 0               # security counter of the confirmed image
+    confirmed: int | None = None  # the image the device trusts
+    pending: int | None = None  # an image the operator asked to test on the next boot
+    trial: int | None = None  # the image booted on trial and not yet confirmed
+    counter: int = 0  # security counter of the confirmed image
 
     def next(self, **changes) -> "BootState":
         return replace(self, sequence=self.sequence + 1, **changes)
@@ -56,7 +57,7 @@ class Flash:
         self.path = Path(path)
         self.slot_size = slot_size
         self.size = 2 * slot_size + 2 * RECORD_SIZE
-        self.write_hook = write_hook     # called before every write; raises PowerCut to inject a fault
+        self.write_hook = write_hook  # called before every write; raises PowerCut to inject a fault
         self.writes = 0
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ class Flash:
     def header(self, slot: int) -> tuple[int, bytes] | None:
         """(image length, sha256) of a valid slot header, else None."""
         raw = self.read(self.slot_offset(slot), HEADER_SIZE)
-        head, (crc,) = raw[:_HEADER.size], struct.unpack_from("<I", raw, _HEADER.size)
+        head, (crc,) = raw[: _HEADER.size], struct.unpack_from("<I", raw, _HEADER.size)
         magic, length, digest = _HEADER.unpack(head)
         if magic != SLOT_MAGIC or zlib.crc32(head) != crc or length > self.image_capacity:
             return None
@@ -127,7 +128,7 @@ class Flash:
 
     def _read_record(self, index: int) -> BootState | None:
         raw = self.read(self._record_offset(index), RECORD_SIZE)
-        body, (crc,) = raw[:_RECORD.size], struct.unpack_from("<I", raw, _RECORD.size)
+        body, (crc,) = raw[: _RECORD.size], struct.unpack_from("<I", raw, _RECORD.size)
         magic, seq, confirmed, pending, trial, counter = _RECORD.unpack(body)
         if magic != TRAILER_MAGIC or zlib.crc32(body) != crc:
             return None

@@ -7,6 +7,7 @@ After every cut the device restarts on the same flash and must boot a verified i
 or the new one), serve a frame with the decisions that image gives, and never run an image
 whose slot does not verify.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,8 @@ import numpy as np
 from metaedge.firmware_sim.device import FLASH_FILE, Device
 from metaedge.firmware_sim.flash import RECORD_SIZE, PowerCut
 
-CHUNK = 1024                       # small upload chunks: more writes, more cut points
-TRAILER_SPLITS = (4, 8, 12, 13, 14, 15, 19, 22)   # inside magic, sequence, slot flags, counter, CRC
+CHUNK = 1024  # small upload chunks: more writes, more cut points
+TRAILER_SPLITS = (4, 8, 12, 13, 14, 15, 19, 22)  # inside magic, sequence, slot flags, counter, CRC
 
 
 @dataclass
@@ -32,14 +33,19 @@ class Report:
     failures: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"scenario": self.scenario, "writes": self.writes, "cuts": self.cuts,
-                "failures": len(self.failures), "failure_examples": self.failures[:5]}
+        return {
+            "scenario": self.scenario,
+            "writes": self.writes,
+            "cuts": self.cuts,
+            "failures": len(self.failures),
+            "failure_examples": self.failures[:5],
+        }
 
 
 def _upload_and_test(device: Device, image: bytes) -> None:
     digest = hashlib.sha256(image).hexdigest()
     for offset in range(0, len(image), CHUNK):
-        device.upload(offset, len(image), digest, image[offset:offset + CHUNK])
+        device.upload(offset, len(image), digest, image[offset : offset + CHUNK])
     device.test(digest)
 
 
@@ -65,7 +71,7 @@ class _Cutter:
 
     def __init__(self, flash_path: Path, cut_at: int | None, keep: int | None) -> None:
         self.path, self.cut_at, self.keep = flash_path, cut_at, keep
-        self.writes: list[tuple[int, int]] = []   # (offset, length) of each write, in order
+        self.writes: list[tuple[int, int]] = []  # (offset, length) of each write, in order
 
     def __call__(self, offset: int, data: bytes) -> None:
         self.writes.append((offset, len(data)))
@@ -78,8 +84,16 @@ class _Cutter:
         raise PowerCut(f"power cut at write {len(self.writes)}")
 
 
-def run(scenario: str, base_state: Path, work: Path, image: bytes, make_device: Callable[..., Device],
-        frame: dict, expected: dict[str, np.ndarray], progress: Callable[[], None] | None = None) -> Report:
+def run(
+    scenario: str,
+    base_state: Path,
+    work: Path,
+    image: bytes,
+    make_device: Callable[..., Device],
+    frame: dict,
+    expected: dict[str, np.ndarray],
+    progress: Callable[[], None] | None = None,
+) -> Report:
     """Cut power at every write of ``scenario``; ``expected`` maps image sha256 → decisions on ``frame``."""
     report = Report(scenario)
     state = work / "state"

@@ -1,4 +1,5 @@
 """Device profiles: what a simulated device offers a receiver (docs/device-protocol.md §5)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -9,11 +10,11 @@ from metaedge.deploy.manifest import RAM_ROLES, Manifest, Task
 @dataclass(frozen=True)
 class Profile:
     name: str
-    slot_size: int          # bytes of flash per image slot (header included)
-    ram: int                # bytes for the receiver's working set: θ, the adapted copy, graphs, one frame
-    max_pilots: int         # pilots per frame
-    max_symbols: int        # payload symbols per frame
-    threads: int = 1        # intra-op threads of the runtime
+    slot_size: int  # bytes of flash per image slot (header included)
+    ram: int  # bytes for the receiver's working set: θ, the adapted copy, graphs, one frame
+    max_pilots: int  # pilots per frame
+    max_symbols: int  # payload symbols per frame
+    threads: int = 1  # intra-op threads of the runtime
 
     def payload_limit(self, task: Task) -> int:
         """Payload samples per frame: ``max_symbols`` symbols, or for a predictor (whose samples are whole channel
@@ -24,10 +25,13 @@ class Profile:
         return asdict(self)
 
 
-PROFILES = {p.name: p for p in (
-    Profile("edge-small", slot_size=128 << 10, ram=2 << 20, max_pilots=256, max_symbols=16_384),
-    Profile("edge-tiny", slot_size=64 << 10, ram=128 << 10, max_pilots=32, max_symbols=1_024),
-)}
+PROFILES = {
+    p.name: p
+    for p in (
+        Profile("edge-small", slot_size=128 << 10, ram=2 << 20, max_pilots=256, max_symbols=16_384),
+        Profile("edge-tiny", slot_size=64 << 10, ram=128 << 10, max_pilots=32, max_symbols=1_024),
+    )
+}
 DEFAULT = "edge-small"
 
 
@@ -50,4 +54,4 @@ def _draw_bytes(noise: object, sizes: dict[str, int]) -> int:
     try:
         return 4 * sum(int(noise[stream]["draws"]) for stream in ("adapt", "predict")) * sum(sizes[n] for n in noise["parameters"])
     except (KeyError, TypeError, ValueError):
-        return 0   # malformed: the backend refuses the bundle when it loads it
+        return 0  # malformed: the backend refuses the bundle when it loads it

@@ -5,6 +5,7 @@ bad arguments, a malformed frame, a corrupt message — gets ``{"ok": false, "er
 and the device keeps serving; only a message whose length field breaks the framing closes
 that connection (the stream cannot be resynchronised), never the device.
 """
+
 from __future__ import annotations
 
 import signal

@@ -1,1 +1,2 @@
-"""Host side: task families, models, meta-learning algorithms, training, evaluation, export and the command line (the only package that imports torch)."""
+"""Host side: task families, the meta-learning core and algorithms, exporters, benchmarks and the command line
+(the only package that imports torch)."""

@@ -4,6 +4,7 @@ Confidence is the probability a receiver gives its decision; a calibrated receiv
 with that frequency. Bins are equal-width over [0, 1] (10 by default, as is customary);
 ECE = Σ_b (n_b / N) · |accuracy_b − confidence_b|.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,3 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
     ece = float(np.sum(np.abs(acc_sum - conf_sum)) / max(len(confidence), 1))
     as_list = lambda a: [None if c == 0 else float(v) for v, c in zip(a, count)]  # noqa: E731
     return {"bins": bins, "count": count.tolist(), "confidence": as_list(mean_conf), "accuracy": as_list(accuracy), "ece": ece}
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    return reliability(confidence, correct, bins)["ece"]

@@ -1,4 +1,5 @@
 """PNG figures: training curves and SER-vs-pilots. Agg backend, no display needed."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,7 +40,7 @@ def plot_ser(results: list[dict], pilots: list[int], path: Path, title: str) -> 
         lo = [r["ser"][str(p)]["ci95"][0] for p in pilots]
         hi = [r["ser"][str(p)]["ci95"][1] for p in pilots]
         reference = r.get("algo") == "model-based"
-        line, = ax.plot(pilots, ser, marker="o", label=r["name"], **({"color": "black", "linestyle": "--"} if reference else {}))
+        (line,) = ax.plot(pilots, ser, marker="o", label=r["name"], **({"color": "black", "linestyle": "--"} if reference else {}))
         ax.fill_between(pilots, lo, hi, alpha=0.15, color=line.get_color())
     ax.set(xscale="log", yscale="log", xlabel="pilots at meta-test", ylabel="symbol error rate", title=title)
     ax.set_xticks(pilots, [str(p) for p in pilots])
@@ -74,10 +75,10 @@ def plot_sinusoid(report: dict, path: Path) -> None:
         a.plot([p["iteration"] for p in curve], [p["test_loss"] for p in curve], label=method)
         for ax, key, panel in ((b, "b_best_loss_vs_samples", "b"), (c, "c_best_loss_vs_tasks", "c")):
             points = report[key][method]
-            line, = ax.plot([int(x) for x in points], list(points.values()), marker="o", label=method)
-            if "draws" in report:   # every draw as a dot: the spread the mean hides
+            (line,) = ax.plot([int(x) for x in points], list(points.values()), marker="o", label=method)
+            if "draws" in report:  # every draw as a dot: the spread the mean hides
                 for x, values in report["draws"][panel][method].items():
-                    kept = [v for v in values if v is not None]   # None: a diverged draw
+                    kept = [v for v in values if v is not None]  # None: a diverged draw
                     ax.scatter([int(x)] * len(kept), kept, s=9, alpha=0.45, color=line.get_color())
     setup = report["setup"]
     a.set(xlabel="meta-training iteration", ylabel="test MSE", yscale="log", title=f"(a) N = {setup['samples']}, K = {setup['tasks']}")
@@ -89,8 +90,10 @@ def plot_sinusoid(report: dict, path: Path) -> None:
         ax.set_xticks(list(grid), [str(v) for v in grid])
     a.legend(fontsize=8)
     if setup.get("repeats", 1) > 1:
-        fig.suptitle(f"lines: means over {setup['repeats']} task draws (seeds {setup['seed']}-{setup['seed'] + setup['repeats'] - 1}); "
-                     "dots: each draw", fontsize=9)
+        fig.suptitle(
+            f"lines: means over {setup['repeats']} task draws (seeds {setup['seed']}-{setup['seed'] + setup['repeats'] - 1}); dots: each draw",
+            fontsize=9,
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -100,9 +103,10 @@ def _line_with_band(ax, curve: dict[str, dict], value: str, label: str, floor: f
     """One method's curve {x: {value, "ci95"}} as a line with its 95 % band (clipped at ``floor`` for log axes)."""
     clip = (lambda v: max(v, floor)) if floor is not None else (lambda v: v)  # noqa: E731
     xs = [int(x) for x in curve]
-    line, = ax.plot(xs, [clip(p[value]) for p in curve.values()], marker="o", label=label)
-    ax.fill_between(xs, [clip(p["ci95"][0]) for p in curve.values()], [clip(p["ci95"][1]) for p in curve.values()],
-                    alpha=0.15, color=line.get_color())
+    (line,) = ax.plot(xs, [clip(p[value]) for p in curve.values()], marker="o", label=label)
+    ax.fill_between(
+        xs, [clip(p["ci95"][0]) for p in curve.values()], [clip(p["ci95"][1]) for p in curve.values()], alpha=0.15, color=line.get_color()
+    )
 
 
 def _save(plt, fig, axes, path: Path, legend_size: int = 8) -> None:
@@ -121,8 +125,13 @@ def plot_link(report: dict, path: Path) -> None:
     for method in report["methods"]:
         _line_with_band(ax, report["bler"][method], "ser", method, floor=1e-5)
     link = report["setup"]["link"]
-    ax.set(xscale="symlog", yscale="log", xlabel="adaptation steps on the new channel", ylabel="block error rate",
-           title=f"{link['bits']} bits, {link['uses']} channel uses, {link['taps']} taps, Eb/N0 {link['ebn0_db']:g} dB")
+    ax.set(
+        xscale="symlog",
+        yscale="log",
+        xlabel="adaptation steps on the new channel",
+        ylabel="block error rate",
+        title=f"{link['bits']} bits, {link['uses']} channel uses, {link['taps']} taps, Eb/N0 {link['ebn0_db']:g} dB",
+    )
     _save(plt, fig, [ax], path)
 
 
@@ -134,8 +143,14 @@ def plot_prediction(report: dict, path: Path) -> None:
     for ax, (regime, r) in zip(axes[0], regimes.items()):
         for name, curve in r["nmse_db"].items():
             scheme, form = name.split("-")
-            ax.plot([int(n) for n in curve], list(curve.values()), marker="o", label=name,
-                    linestyle="-" if form == "lstd" else "--", color={"conventional": "C0", "joint": "C1", "meta": "C2"}[scheme])
+            ax.plot(
+                [int(n) for n in curve],
+                list(curve.values()),
+                marker="o",
+                label=name,
+                linestyle="-" if form == "lstd" else "--",
+                color={"conventional": "C0", "joint": "C1", "meta": "C2"}[scheme],
+            )
         hz = r["setup"]["channel"]["doppler_hz"]
         ax.set(xscale="log", xlabel="training samples N_tr", ylabel="NMSE (dB)", title=f"{regime} fading ({hz[0]:g}-{hz[1]:g} Hz)")
         ax.set_xticks(r["setup"]["sample_grid"], [str(n) for n in r["setup"]["sample_grid"]])
@@ -154,15 +169,18 @@ def plot_power(report: dict, path: Path) -> None:
         _line_with_band(ax, report["sum_rate"][method], "sum_rate", method)
     ax.axhline(report["full_power"]["sum_rate"], color="black", linestyle=":", label="full power")
     ax.axhline(report["optimised"]["sum_rate"], color="0.4", linestyle="--", label="optimised per slot (oracle)")
-    ax.set(xscale="log", xlabel="meta-training periods K", ylabel="sum-rate (bit/s/Hz per slot)",
-           title="REGNN power control on new topologies")
+    ax.set(xscale="log", xlabel="meta-training periods K", ylabel="sum-rate (bit/s/Hz per slot)", title="REGNN power control on new topologies")
     if paired:
         diff = axes[0, 1]
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]     # each method keeps its colour of the left panel
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # each method keeps its colour of the left panel
         diff.set_prop_cycle(color=[colours[report["methods"].index(m) % len(colours)] for m in paired])
         for method in paired:
             _line_with_band(diff, {k: v["vs_joint"] for k, v in report["sum_rate"][method].items()}, "diff", method)
         diff.axhline(0, color=colours[report["methods"].index("joint") % len(colours)], label="joint")
-        diff.set(xscale="log", xlabel="meta-training periods K", ylabel="minus joint learning (bit/s/Hz per slot)",
-                 title="paired difference to joint learning")
+        diff.set(
+            xscale="log",
+            xlabel="meta-training periods K",
+            ylabel="minus joint learning (bit/s/Hz per slot)",
+            title="paired difference to joint learning",
+        )
     _save(plt, fig, list(axes[0]), path)

@@ -1,12 +1,13 @@
 """A run directory: everything one meta-training run produced, readable without our code.
 
-    config.json          task, model and training configuration (format "metaedge-run", version 1)
-    theta.safetensors    θ with the best validation SER (float32, names of MLPSpec.shapes)
-    checkpoint.safetensors  latest θ and optimizer state; training state in __metadata__["state"]
-    curves.json          one record per validation: iteration, meta-loss, validation SER (proximal algorithms:
-                         prox_residual, how far the inner steps end from the proximal minimum)
-    curves.png           the same, plotted
+config.json          task, model and training configuration (format "metaedge-run", version 1)
+theta.safetensors    θ with the best validation SER (float32, names of MLPSpec.shapes)
+checkpoint.safetensors  latest θ and optimizer state; training state in __metadata__["state"]
+curves.json          one record per validation: iteration, meta-loss, validation SER (proximal algorithms:
+                     prox_residual, how far the inner steps end from the proximal minimum)
+curves.png           the same, plotted
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from metaedge.deploy import tensors
-from metaedge.sdk.algorithms import get_algorithm
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.meta import get_algorithm
 from metaedge.sdk.models.mlp import MLPSpec
 
 RUN_FORMAT = "metaedge-run"
@@ -124,5 +125,7 @@ def load_run(path: str | os.PathLike) -> Run:
         raise UserError(f"{path / CONFIG} has an invalid train section ({e})") from None
     got = {k: tuple(v.shape) for k, v in theta.items()}
     if got != expected:
-        raise UserError(f"{path / THETA} does not match the model in {CONFIG} (expected {expected}, found {got}); retrain or restore the run directory")
+        raise UserError(
+            f"{path / THETA} does not match the model in {CONFIG} (expected {expected}, found {got}); retrain or restore the run directory"
+        )
     return Run(path=path, config=config, theta=theta)

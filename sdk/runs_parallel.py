@@ -1,5 +1,6 @@
 """Independent benchmark runs, in this process or in parallel ones: each run seeds itself, so where it runs does
 not change its result, and a 2-core machine finishes a sweep of small models in about half the time."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -15,8 +16,7 @@ def run_all(run: Callable[..., Any], keys: list[tuple[Hashable, ...]], jobs: int
     if jobs <= 1:
         yield from ((key, run(*key, *shared)) for key in keys)
         return
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
-                             initargs=(1,)) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,)) as pool:
         futures = {pool.submit(run, *key, *shared): key for key in keys}
         for done in as_completed(futures):
             yield futures[done], done.result()

@@ -1,4 +1,5 @@
 """Statistics shared by host-side evaluation and device runs; numpy only."""
+
 from __future__ import annotations
 
 import numpy as np

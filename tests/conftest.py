@@ -1,4 +1,5 @@
 """Shared fixtures. Tests mirror the source folders: tests/sdk, tests/deploy, ..."""
+
 import os
 
 import pytest
@@ -41,31 +42,33 @@ def trained_bundle(tmp_path_factory, signing_keys):
     """A briefly trained two-step CAVIA run exported to a signed ONNX bundle (with the optional Loop graph, which
     only multi-step bundles carry): (run dir, bundle dir). Shared: export takes seconds."""
     from metaedge.deploy.signing import load_private
-    from metaedge.sdk.export import export_onnx
-    from metaedge.sdk.tasks.demod import DemodConfig
-    from metaedge.sdk.training import TrainConfig, Trainer
+    from metaedge.sdk.families.demod.task import DemodConfig
+    from metaedge.sdk.families.demod.training import TrainConfig, Trainer
+    from metaedge.sdk.targets import export
 
     root = tmp_path_factory.mktemp("trained")
-    trainer = Trainer(root / "run", DemodConfig(pilots=8, val_pilots=32),
-                      TrainConfig(algo="cavia", iterations=3, meta_devices=10, val_devices=3, val_every=3, inner_lr=1.0, inner_steps=2))
+    trainer = Trainer(
+        root / "run",
+        DemodConfig(pilots=8, val_pilots=32),
+        TrainConfig(algo="cavia", iterations=3, meta_devices=10, val_devices=3, val_every=3, inner_lr=1.0, inner_steps=2),
+    )
     trainer.start(resume=False)
     trainer.run()
-    export_onnx(root / "run", root / "bundle", key=load_private(signing_keys[0]))
+    export("onnx", root / "run", root / "bundle", key=load_private(signing_keys[0]))
     return root / "run", root / "bundle"
 
 
 @pytest.fixture(scope="session")
 def born_bundle(tmp_path_factory):
     """A briefly meta-trained Born machine (5 qubits) exported for the qiskit target."""
-    from metaedge.sdk.quantum.export import export_qiskit
-    from metaedge.sdk.quantum.learning import InnerConfig
-    from metaedge.sdk.quantum.training import BornTrainConfig, default_task, make_spec, train_born
+    from metaedge.sdk.families.demod.born.learning import InnerConfig
+    from metaedge.sdk.families.demod.born.training import BornTrainConfig, default_task, make_spec, train_born
+    from metaedge.sdk.targets import export
 
     root = tmp_path_factory.mktemp("born")
     task = default_task()
-    train_born(root / "run", task, make_spec(task, 5, 2), InnerConfig(),
-               BornTrainConfig(iterations=40, val_devices=64, val_every=20))
-    export_qiskit(root / "run", root / "bundle")
+    train_born(root / "run", task, make_spec(task, 5, 2), InnerConfig(), BornTrainConfig(iterations=40, val_devices=64, val_every=20))
+    export("qiskit", root / "run", root / "bundle")
     return root / "bundle"
 
 
@@ -74,13 +77,12 @@ def snn_bundle(tmp_path_factory, signing_keys):
     """A briefly meta-trained spiking receiver (FOMAML with the rule) exported, signed, for the loihi target: (run, bundle)."""
     from metaedge.backends.loihi.network import SnnSpec
     from metaedge.deploy.signing import load_private
-    from metaedge.sdk.spiking.export import export_loihi
-    from metaedge.sdk.spiking.training import SnnTrainConfig, default_task, train_snn
+    from metaedge.sdk.families.demod.snn.training import SnnTrainConfig, default_task, train_snn
+    from metaedge.sdk.targets import export
 
     root = tmp_path_factory.mktemp("snn")
-    train_snn(root / "run", default_task(), SnnSpec(), SnnTrainConfig(iterations=20, tasks_per_batch=32, val_devices=50,
-                                                                       val_every=10))
-    export_loihi(root / "run", root / "bundle", key=load_private(signing_keys[0]))
+    train_snn(root / "run", default_task(), SnnSpec(), SnnTrainConfig(iterations=20, tasks_per_batch=32, val_devices=50, val_every=10))
+    export("loihi", root / "run", root / "bundle", key=load_private(signing_keys[0]))
     return root / "run", root / "bundle"
 
 

@@ -4,6 +4,7 @@ Runs in the Lava environment (.venv-lava: Python 3.10, numpy < 2, no torch), whi
 Makefile builds and points to with METAEDGE_LAVA_PYTHON. The environment is required, not
 optional: a missing one fails the test with the command that builds it.
 """
+
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +47,11 @@ def test_device_side_modules_import_in_the_lava_environment_without_torch():
     assert result.returncode == 0, result.stderr + result.stdout
     assert "(3, 10)" in result.stdout, result.stdout
     listed = result.stdout.split("modules:")[1].split()
-    on_disk = {f"metaedge.{p.parent.relative_to(ROOT).as_posix().replace('/', '.')}.{p.stem}".replace(".__init__", "")
-               for folder in DEVICE_SIDE for p in (ROOT / folder).rglob("*.py")}
+    on_disk = {
+        f"metaedge.{p.parent.relative_to(ROOT).as_posix().replace('/', '.')}.{p.stem}".replace(".__init__", "")
+        for folder in DEVICE_SIDE
+        for p in (ROOT / folder).rglob("*.py")
+    }
     without_runtime = {m for m in on_disk if m.startswith("metaedge.backends.qiskit")}  # no qiskit there
     assert on_disk - without_runtime <= set(listed), f"modules not imported: {on_disk - without_runtime - set(listed)}"
 

@@ -1,4 +1,5 @@
 """scripts/find-python: the Makefile's interpreter discovery, and its message when none exists."""
+
 import os
 import subprocess
 from pathlib import Path

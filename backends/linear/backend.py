@@ -5,6 +5,7 @@ their targets; for the decomposed form the basis comes from the same channels; t
 solution toward Θ (``predictor.fit``); the payload's windows are mapped δ slots ahead (``predictor.predict``).
 Channels travel as real rows [Re h_0 … Re h_{S−1}, Im h_0 … Im h_{S−1}], float32; the arithmetic is float64.
 """
+
 from __future__ import annotations
 
 import time
@@ -69,15 +70,17 @@ class LinearBackend(Receiver):
         channels = to_complex(pilot_samples)
         samples = len(channels) - self.window.length - self.window.lag + 1
         if samples < 1:
-            raise BackendError(f"a frame needs at least {self.window.slots(1)} pilot channels (window {self.window.length} + lag "
-                               f"{self.window.lag} − 1); got {len(channels)}")
+            raise BackendError(
+                f"a frame needs at least {self.window.slots(1)} pilot channels (window {self.window.length} + lag "
+                f"{self.window.lag} − 1); got {len(channels)}"
+            )
         self.fitted = pr.fit(self.form, self.window, self.lam, channels, samples, self.bias, self.rank)
         return AdaptReport(steps=1, seconds=time.perf_counter() - start)
 
     def predict(self, samples: np.ndarray) -> np.ndarray:
         if len(samples) < self.window.length:
             raise BackendError(f"the payload needs at least {self.window.length} channels (one window)")
-        if self.fitted is None:   # no pilots yet: the bias itself predicts (naive), or nothing to project on
+        if self.fitted is None:  # no pilots yet: the bias itself predicts (naive), or nothing to project on
             raise BackendError("adapt on the frame's pilots first")
         return to_rows(pr.predict(self.form, self.window, *self.fitted, to_complex(samples)))
 

@@ -17,6 +17,7 @@ few samples fit it and its meta-learned bias cannot overfit the meta-training fr
 chosen by Akaike's criterion on each frame's eigenvalues (Wax–Kailath), or by the meta-validation
 loss ("meta").
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,19 +30,19 @@ FORMS = ("naive", "lstd")
 
 @dataclass(frozen=True)
 class Window:
-    length: int = 5    # L (the published N = 5 past channels)
-    lag: int = 3       # δ
+    length: int = 5  # L (the published N = 5 past channels)
+    lag: int = 3  # δ
 
     def inputs(self, channels: np.ndarray, first: int, count: int) -> np.ndarray:
         """Windows [..., count, L·S] ending at slots first … first+count−1 of ``channels`` [..., T, S]; a window
         holds slots i−L+1 … i, newest first."""
-        idx = first + np.arange(count)[:, None] - np.arange(self.length)[None, :]        # [count, L]
-        x = channels[..., idx, :]                                                         # [..., count, L, S]
+        idx = first + np.arange(count)[:, None] - np.arange(self.length)[None, :]  # [count, L]
+        x = channels[..., idx, :]  # [..., count, L, S]
         return x.reshape(*x.shape[:-2], -1)
 
     def targets(self, channels: np.ndarray, first: int, count: int) -> np.ndarray:
         """The channels δ slots after each window's end: [..., count, S]."""
-        return channels[..., first + self.lag:first + self.lag + count, :]
+        return channels[..., first + self.lag : first + self.lag + count, :]
 
     def pairs(self, channels: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         return self.inputs(channels, first, count), self.targets(channels, first, count)
@@ -73,7 +74,7 @@ def meta_bias(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.nda
     Ỹ_k = Y_va,k − X_va,k A_k⁻¹ X_tr,kᴴ Y_tr,k; Θ is the least-squares solution over all frames."""
     d = x_tr.shape[-1]
     a = np.swapaxes(x_tr.conj(), -1, -2) @ x_tr + lam / 2 * np.eye(d)
-    a_inv_xva = np.swapaxes(np.linalg.solve(np.swapaxes(a, -1, -2), np.swapaxes(x_va, -1, -2)), -1, -2)   # X_va A⁻¹
+    a_inv_xva = np.swapaxes(np.linalg.solve(np.swapaxes(a, -1, -2), np.swapaxes(x_va, -1, -2)), -1, -2)  # X_va A⁻¹
     x_tilde = lam / 2 * a_inv_xva
     y_tilde = y_va - a_inv_xva @ (np.swapaxes(x_tr.conj(), -1, -2) @ y_tr)
     return np.linalg.lstsq(x_tilde.reshape(-1, d), y_tilde.reshape(-1, y_tilde.shape[-1]), rcond=None)[0]
@@ -96,12 +97,12 @@ def subspace(channels: np.ndarray, rank: int | None = None) -> tuple[np.ndarray,
 def aic_rank(values: np.ndarray, samples: int) -> np.ndarray:
     """Wax–Kailath AIC: the number of signal eigenvalues, per frame, from descending eigenvalues [..., S]
     of a covariance estimated from ``samples`` vectors."""
-    s = min(values.shape[-1], samples - 1)   # with T ≤ S samples only T − 1 eigenvalues are informative
+    s = min(values.shape[-1], samples - 1)  # with T ≤ S samples only T − 1 eigenvalues are informative
     lam = np.clip(values[..., :s], 1e-12, None)
     scores = []
     for r in range(s):
         tail = lam[..., r:]
-        log_ratio = np.log(tail).mean(-1) - np.log(tail.mean(-1))   # log(geometric / arithmetic mean)
+        log_ratio = np.log(tail).mean(-1) - np.log(tail.mean(-1))  # log(geometric / arithmetic mean)
         scores.append(-2 * samples * (s - r) * log_ratio + 2 * r * (2 * s - r))
     return np.argmin(np.stack(scores, -1), -1)
 
@@ -129,8 +130,9 @@ def lstd_basis(seen: np.ndarray, rank: int | str) -> tuple[np.ndarray, np.ndarra
     return basis, (np.arange(s) < np.clip(r, 1, s)[..., None]).astype(float)
 
 
-def training_pairs(form: str, window: Window, channels: np.ndarray, first: int, count: int,
-                   basis: np.ndarray | None = None, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def training_pairs(
+    form: str, window: Window, channels: np.ndarray, first: int, count: int, basis: np.ndarray | None = None, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Regression pairs of windows ending at first … first+count−1: channel windows (naive) or per-path amplitude
     windows (lstd; masked paths are zero rows, which no least-squares fit sees)."""
     if form == "naive":
@@ -139,20 +141,20 @@ def training_pairs(form: str, window: Window, channels: np.ndarray, first: int, 
     return path_inputs(window, d, first, count), path_targets(window, d, first, count)
 
 
-def fit(form: str, window: Window, lam: float, channels: np.ndarray, samples: int, bias: np.ndarray | None,
-        rank: int | str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def fit(
+    form: str, window: Window, lam: float, channels: np.ndarray, samples: int, bias: np.ndarray | None, rank: int | str
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """A frame's predictor from its first ``samples`` windows (the channels of slots 0 … N + L + δ − 2): the ridge
     solution toward ``bias`` (eq. 2.11, mean loss), with, for lstd, the basis and mask from those same slots.
     Returns (filters, basis, mask); batched over leading axes."""
     basis = mask = None
     if form == "lstd":
-        basis, mask = lstd_basis(channels[..., :window.slots(samples), :], rank)
+        basis, mask = lstd_basis(channels[..., : window.slots(samples), :], rank)
     x, y = training_pairs(form, window, channels, window.length - 1, samples, basis, mask)
     return ridge(*per_sample(x, y), lam, bias), basis, mask
 
 
-def predict(form: str, window: Window, filters: np.ndarray, basis: np.ndarray | None, mask: np.ndarray | None,
-            history: np.ndarray) -> np.ndarray:
+def predict(form: str, window: Window, filters: np.ndarray, basis: np.ndarray | None, mask: np.ndarray | None, history: np.ndarray) -> np.ndarray:
     """ĥ δ slots after the end of every full window in ``history`` [..., T, S]: [..., T − L + 1, S]."""
     count = history.shape[-2] - window.length + 1
     if form == "naive":

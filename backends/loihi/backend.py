@@ -8,6 +8,7 @@ Engines: ``lava`` (the device: Lava's Loihi 2 simulation; needs the Lava environ
 and ``loihi2`` (``Loihi2HwCfg``, real Loihi 2 through Intel's proprietary lava-loihi package;
 untested here, see docs/bundle-format.md §14.8).
 """
+
 from __future__ import annotations
 
 import time
@@ -20,7 +21,7 @@ from metaedge.deploy import manifest as m
 from metaedge.deploy.bundle import Bundle
 
 ENGINES = ("lava", "reference", "loihi2")
-FIXED_AGREEMENT = 0.9   # fixed point: self-test payload decisions that must match the floating-point host's
+FIXED_AGREEMENT = 0.9  # fixed point: self-test payload decisions that must match the floating-point host's
 
 
 class LoihiBackend(Receiver):
@@ -72,16 +73,19 @@ class LoihiBackend(Receiver):
         try:
             from metaedge.backends.loihi.lava_net import LavaReceiver
         except ImportError as e:
-            raise BackendError(f"Lava is not importable here ({e}); run the Loihi device with the Lava environment: "
-                               ".venv-lava/bin/metaedge device serve --target loihi …") from None
+            raise BackendError(
+                f"Lava is not importable here ({e}); run the Loihi device with the Lava environment: "
+                ".venv-lava/bin/metaedge device serve --target loihi …"
+            ) from None
         if self.engine == "loihi2":
             from lava.utils.loihi import is_installed
 
             if not is_installed():
-                raise BackendError("engine 'loihi2' runs on Loihi 2 hardware and needs Intel's lava-loihi package "
-                                   "(available to INRC members), which is not installed; use --engine lava for the simulation")
-        return LavaReceiver(self.spec, self.w_in, self.theta, timeout_s=self.timeout_s, hardware=self.engine == "loihi2",
-                            fixed=self.fixed)
+                raise BackendError(
+                    "engine 'loihi2' runs on Loihi 2 hardware and needs Intel's lava-loihi package "
+                    "(available to INRC members), which is not installed; use --engine lava for the simulation"
+                )
+        return LavaReceiver(self.spec, self.w_in, self.theta, timeout_s=self.timeout_s, hardware=self.engine == "loihi2", fixed=self.fixed)
 
     def close(self) -> None:
         """Stop the engine's runtime (Lava's processes and shared memory)."""
@@ -101,7 +105,7 @@ class LoihiBackend(Receiver):
             return self.receiver.run_stream(inputs, teach)
         except BackendError:
             if getattr(self.receiver, "stopped", False):
-                self.receiver = None        # the runtime was torn down; a reset builds a new one
+                self.receiver = None  # the runtime was torn down; a reset builds a new one
             raise
 
     def reset(self) -> None:
@@ -143,15 +147,17 @@ class LoihiBackend(Receiver):
             samples = vectors["predict.samples"]
             spikes = self.output_spikes(samples)
             if self.fixed is not None:
-                agree = float(np.mean(probabilities(self.spec, spikes, len(samples)).argmax(-1)
-                                      == probabilities(self.spec, vectors["predict.spikes"], len(samples)).argmax(-1)))
-                return SelftestReport(passed=agree >= FIXED_AGREEMENT, max_error=1.0 - agree,
-                                      tolerance=1.0 - FIXED_AGREEMENT, checks=1)
+                agree = float(
+                    np.mean(
+                        probabilities(self.spec, spikes, len(samples)).argmax(-1)
+                        == probabilities(self.spec, vectors["predict.spikes"], len(samples)).argmax(-1)
+                    )
+                )
+                return SelftestReport(passed=agree >= FIXED_AGREEMENT, max_error=1.0 - agree, tolerance=1.0 - FIXED_AGREEMENT, checks=1)
             mismatches = float(np.abs(spikes - vectors["predict.spikes"]).sum())
         except (KeyError, ValueError) as e:
             raise BackendError(f"self-test vectors are unusable: {e}") from None
         finally:
             self.reset()
         worst = max(weight_error, mismatches)
-        return SelftestReport(passed=bool(np.isfinite(worst) and weight_error <= atol and mismatches == 0),
-                              max_error=worst, tolerance=atol, checks=2)
+        return SelftestReport(passed=bool(np.isfinite(worst) and weight_error <= atol and mismatches == 0), max_error=worst, tolerance=atol, checks=2)

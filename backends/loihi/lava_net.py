@@ -9,6 +9,7 @@ Every run is a whole ring buffer (``spec.chunk`` symbols), so buffer index and s
 stay aligned; the state (u, v, Dense buffers, traces) is zeroed before each stream, and
 θ is written with ``weights.set`` — the network is never rebuilt per frame.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -25,20 +26,19 @@ from lava.proc.io.source import RingBuffer as SpikeSource
 from lava.proc.lif.process import LIF
 
 from metaedge.backends.base import BackendError
-from metaedge.backends.loihi.network import (HIDDEN_EXP, RULE, TRACE_IMPULSE, VOLTAGE_SHIFT, FixedPoint, SnnSpec,
-                                             decay_int)
+from metaedge.backends.loihi.network import HIDDEN_EXP, RULE, TRACE_IMPULSE, VOLTAGE_SHIFT, FixedPoint, SnnSpec, decay_int
 from metaedge.backends.loihi.processes.error_lif import ErrorLIF
 
-FIXED_SEED = 0   # the fixed-point learning engine rounds stochastically
+FIXED_SEED = 0  # the fixed-point learning engine rounds stochastically
 
 
 def learning_rule(spec: SnnSpec, fixed: FixedPoint | None = None) -> Loihi3FLearningRule:
     # every trace gets a positive τ: in the float model an unused trace with τ = 0 becomes NaN
     if fixed is None:
-        return Loihi3FLearningRule(dw=RULE, x1_impulse=spec.trace_impulse, x1_tau=spec.trace_tau, x2_impulse=0.0, x2_tau=1.0,
-                                   t_epoch=1)
-    return Loihi3FLearningRule(dw=fixed.rule, x1_impulse=TRACE_IMPULSE, x1_tau=int(round(spec.trace_tau)), x2_impulse=0,
-                               x2_tau=1, t_epoch=1, rng_seed=FIXED_SEED)
+        return Loihi3FLearningRule(dw=RULE, x1_impulse=spec.trace_impulse, x1_tau=spec.trace_tau, x2_impulse=0.0, x2_tau=1.0, t_epoch=1)
+    return Loihi3FLearningRule(
+        dw=fixed.rule, x1_impulse=TRACE_IMPULSE, x1_tau=int(round(spec.trace_tau)), x2_impulse=0, x2_tau=1, t_epoch=1, rng_seed=FIXED_SEED
+    )
 
 
 class LavaReceiver:
@@ -49,8 +49,9 @@ class LavaReceiver:
     tears the runtime down (its processes killed, its shared memory unlinked) and raises
     ``BackendError``; the receiver is then ``stopped``."""
 
-    def __init__(self, spec: SnnSpec, w_in: np.ndarray, theta: np.ndarray, timeout_s: float = 120.0,
-                 hardware: bool = False, fixed: FixedPoint | None = None) -> None:
+    def __init__(
+        self, spec: SnnSpec, w_in: np.ndarray, theta: np.ndarray, timeout_s: float = 120.0, hardware: bool = False, fixed: FixedPoint | None = None
+    ) -> None:
         """``fixed``: run Lava's fixed-point models with θ as integers (``FixedPoint``); None: floating point."""
         from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
         from lava.utils.weightutils import SignMode
@@ -62,20 +63,34 @@ class LavaReceiver:
             self.dense = Dense(weights=w_in)
             self.hidden = LIF(shape=(spec.hidden,), du=spec.hidden_du, dv=spec.hidden_dv, vth=spec.hidden_vth)
             self.plastic = LearningDense(weights=theta, learning_rule=learning_rule(spec))
-            self.out = ErrorLIF(shape=(spec.classes,), du=spec.out_du, dv=spec.out_dv, vth=spec.out_vth,
-                                learning_rate=spec.learning_rate, surrogate_width=spec.surrogate_width,
-                                learning_rule=learning_rule(spec))
+            self.out = ErrorLIF(
+                shape=(spec.classes,),
+                du=spec.out_du,
+                dv=spec.out_dv,
+                vth=spec.out_vth,
+                learning_rate=spec.learning_rate,
+                surrogate_width=spec.surrogate_width,
+                learning_rule=learning_rule(spec),
+            )
         else:
-            scale = 2 ** fixed.weight_exp
-            self.dense = Dense(weights=np.round(w_in * 2 ** HIDDEN_EXP).astype(np.int64))
-            self.hidden = LIF(shape=(spec.hidden,), du=decay_int(spec.hidden_du, 1), dv=decay_int(spec.hidden_dv, 0),
-                              vth=int(round(spec.hidden_vth * 2 ** HIDDEN_EXP)))
-            self.plastic = LearningDense(weights=fixed.quantise(theta), learning_rule=learning_rule(spec, fixed),
-                                         sign_mode=SignMode.MIXED)
-            self.out = ErrorLIF(shape=(spec.classes,), du=decay_int(spec.out_du, 1), dv=decay_int(spec.out_dv, 0),
-                                vth=int(round(spec.out_vth * scale)), learning_rate=float(fixed.y_scale),
-                                surrogate_width=spec.surrogate_width * scale * 2 ** VOLTAGE_SHIFT,
-                                learning_rule=learning_rule(spec, fixed))
+            scale = 2**fixed.weight_exp
+            self.dense = Dense(weights=np.round(w_in * 2**HIDDEN_EXP).astype(np.int64))
+            self.hidden = LIF(
+                shape=(spec.hidden,),
+                du=decay_int(spec.hidden_du, 1),
+                dv=decay_int(spec.hidden_dv, 0),
+                vth=int(round(spec.hidden_vth * 2**HIDDEN_EXP)),
+            )
+            self.plastic = LearningDense(weights=fixed.quantise(theta), learning_rule=learning_rule(spec, fixed), sign_mode=SignMode.MIXED)
+            self.out = ErrorLIF(
+                shape=(spec.classes,),
+                du=decay_int(spec.out_du, 1),
+                dv=decay_int(spec.out_dv, 0),
+                vth=int(round(spec.out_vth * scale)),
+                learning_rate=float(fixed.y_scale),
+                surrogate_width=spec.surrogate_width * scale * 2**VOLTAGE_SHIFT,
+                learning_rule=learning_rule(spec, fixed),
+            )
         self.teacher = SpikeSource(data=np.zeros((spec.classes, self.length), dtype=self._dtype))
         self.sink = SpikeSink(shape=(spec.classes,), buffer=self.length)
         self.source.s_out.connect(self.dense.s_in)
@@ -92,7 +107,7 @@ class LavaReceiver:
         self.timesteps = 0
         self.stopped = False
         _LIVE.add(self)
-        self._guarded(self._run_chunk)   # compiles the network and starts its runtime processes, on silence
+        self._guarded(self._run_chunk)  # compiles the network and starts its runtime processes, on silence
 
     def _run_chunk(self) -> None:
         self.source.run(condition=RunSteps(num_steps=self.length, blocking=True), run_cfg=self.run_cfg)
@@ -115,8 +130,9 @@ class LavaReceiver:
         worker.join(self.timeout_s)
         if worker.is_alive() or "error" in result:
             self._teardown()
-            reason = (f"did not answer within {self.timeout_s:g} s" if worker.is_alive()
-                      else f"failed: {type(result['error']).__name__}: {result['error']}")
+            reason = (
+                f"did not answer within {self.timeout_s:g} s" if worker.is_alive() else f"failed: {type(result['error']).__name__}: {result['error']}"
+            )
             raise BackendError(f"the Lava runtime {reason}; it was stopped (processes killed, shared memory freed)")
         return result.get("value")
 
@@ -133,8 +149,7 @@ class LavaReceiver:
         return values if self.fixed is None else self.fixed.weights(values)
 
     def _zero_state(self) -> None:
-        for var in (self.hidden.u, self.hidden.v, self.out.u, self.out.v, self.dense.a_buff, self.plastic.a_buff,
-                    self.plastic.x1, self.plastic.x2):
+        for var in (self.hidden.u, self.hidden.v, self.out.u, self.out.v, self.dense.a_buff, self.plastic.a_buff, self.plastic.x1, self.plastic.x2):
             var.set(np.zeros(var.shape, dtype=self._dtype))
 
     def _chunk(self, inputs: np.ndarray, teacher: np.ndarray) -> np.ndarray:
@@ -177,7 +192,7 @@ class LavaReceiver:
         for actor in list(infra.actors):
             if actor.is_alive():
                 actor.kill()
-            multiprocessing.Process.join(actor, 5)   # Lava's SystemProcess.join takes no timeout
+            multiprocessing.Process.join(actor, 5)  # Lava's SystemProcess.join takes no timeout
         smm = infra.smm
         if smm is not None and smm._manager is not None:
             for handle in smm._shared_memory_handles:

@@ -25,6 +25,7 @@ Output layer. One LIF neuron per class on plastic synapses θ (classes × hidden
 the neuron with the most spikes in the window; ties go to the earliest first spike, then to
 the lowest index. Confidence: p_i ∝ count_i + ½ + 10⁻³·earliness_i (earliness ∈ [0, 1)).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,10 +33,10 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-RULE = "u0*x1*y2 - u0*x1*y3"   # Lava's dw string: Δw = x1·(y2 − y3), e⁺ on y2 and e⁻ on y3 (a sign fixed point can carry)
-Y_TRACE_TAU = 65535            # Loihi3FLearningRule's y traces: τ = 2^16 − 1, impulse 0
-LATENCY = 2             # steps from an input spike to the output layer's response
-TIE_BREAK = 1e-3        # weight of a first spike's earliness in the confidence
+RULE = "u0*x1*y2 - u0*x1*y3"  # Lava's dw string: Δw = x1·(y2 − y3), e⁺ on y2 and e⁻ on y3 (a sign fixed point can carry)
+Y_TRACE_TAU = 65535  # Loihi3FLearningRule's y traces: τ = 2^16 − 1, impulse 0
+LATENCY = 2  # steps from an input spike to the output layer's response
+TIE_BREAK = 1e-3  # weight of a first spike's earliness in the confidence
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,11 @@ class SnnSpec:
     """Everything that fixes the network's dynamics; the bundle's ``snn`` section."""
 
     classes: int = 4
-    grid: int = 8                  # receptive fields per rail
-    field_range: float = 1.75      # centres span [−range, range] after gain control
-    field_width: float = 0.8       # σ in grid spacings
-    steps: int = 8                 # T: presentation steps per symbol
-    gap: int = 2                   # G: silent steps after each symbol (≥ LATENCY)
+    grid: int = 8  # receptive fields per rail
+    field_range: float = 1.75  # centres span [−range, range] after gain control
+    field_width: float = 0.8  # σ in grid spacings
+    steps: int = 8  # T: presentation steps per symbol
+    gap: int = 2  # G: silent steps after each symbol (≥ LATENCY)
     hidden_weight: float = 1.0
     hidden_du: float = 1.0
     hidden_dv: float = 0.5
@@ -55,11 +56,11 @@ class SnnSpec:
     out_du: float = 1.0
     out_dv: float = 0.5
     out_vth: float = 1.0
-    trace_tau: float = 2.0         # τ of the pre-synaptic trace x1
+    trace_tau: float = 2.0  # τ of the pre-synaptic trace x1
     trace_impulse: float = 1.0
-    learning_rate: float = 0.05    # η, carried by the error factors y2/y3
-    surrogate_width: float = 0.5   # post_i = 1 / (1 + |v_i − vth| / width)²
-    chunk: int = 16                # symbols per Lava run (ring-buffer length = chunk · period)
+    learning_rate: float = 0.05  # η, carried by the error factors y2/y3
+    surrogate_width: float = 0.5  # post_i = 1 / (1 + |v_i − vth| / width)²
+    chunk: int = 16  # symbols per Lava run (ring-buffer length = chunk · period)
 
     def __post_init__(self) -> None:
         checks = [
@@ -68,9 +69,13 @@ class SnnSpec:
             (self.steps >= 1 and self.gap >= LATENCY, f"steps must be ≥ 1 and gap ≥ {LATENCY}"),
             (self.chunk >= 1, "chunk must be ≥ 1"),
             (all(0.0 <= d <= 1.0 for d in (self.hidden_du, self.hidden_dv, self.out_du, self.out_dv)), "decays must lie in [0, 1]"),
-            (all(x > 0 and math.isfinite(x) for x in (self.field_range, self.field_width, self.hidden_vth, self.out_vth,
-                                                       self.trace_tau, self.surrogate_width)),
-             "ranges, widths, thresholds and τ must be positive"),
+            (
+                all(
+                    x > 0 and math.isfinite(x)
+                    for x in (self.field_range, self.field_width, self.hidden_vth, self.out_vth, self.trace_tau, self.surrogate_width)
+                ),
+                "ranges, widths, thresholds and τ must be positive",
+            ),
             (math.isfinite(self.learning_rate) and self.learning_rate >= 0, "learning_rate must be ≥ 0"),
         ]
         for ok, message in checks:
@@ -120,7 +125,7 @@ def rates(spec: SnnSpec, samples: np.ndarray) -> np.ndarray:
     """Input firing rates [..., n, inputs] in [0, 1] for gain-controlled samples [..., n, 2]."""
     centres = np.linspace(-spec.field_range, spec.field_range, spec.grid)
     sigma = spec.field_width * (centres[1] - centres[0])
-    diff = samples[..., :, :, None] - centres                   # [..., n, 2, grid]
+    diff = samples[..., :, :, None] - centres  # [..., n, 2, grid]
     a = np.exp(-0.5 * np.square(diff / sigma))
     return a.reshape(*samples.shape[:-1], spec.inputs)
 
@@ -129,10 +134,10 @@ def encode(spec: SnnSpec, samples: np.ndarray, length: int | None = None) -> np.
     """Input spike raster [..., steps, inputs] (float 0/1) of a block [..., n, 2] of received samples.
 
     ``length`` pads the stream with silent steps (to whole Lava chunks)."""
-    a = rates(spec, gain_control(samples))                      # [..., n, inputs]
+    a = rates(spec, gain_control(samples))  # [..., n, inputs]
     k = np.arange(1, spec.steps + 1)[:, None]
     # accumulator 0.5 + k·a crosses an integer at step k exactly when floor(0.5 + k·a) > floor(0.5 + (k−1)·a)
-    spikes = np.floor(0.5 + k * a[..., None, :]) > np.floor(0.5 + (k - 1) * a[..., None, :])   # [..., n, T, inputs]
+    spikes = np.floor(0.5 + k * a[..., None, :]) > np.floor(0.5 + (k - 1) * a[..., None, :])  # [..., n, T, inputs]
     n = samples.shape[-2]
     out = np.zeros((*samples.shape[:-2], n, spec.period, spec.inputs))
     out[..., :, : spec.steps, :] = spikes
@@ -143,9 +148,9 @@ def encode(spec: SnnSpec, samples: np.ndarray, length: int | None = None) -> np.
 def teacher(spec: SnnSpec, labels: np.ndarray, length: int | None = None) -> np.ndarray:
     """Teacher raster [..., steps, classes]: +1 for the label's neuron, −1 for the others, during each window; 0 elsewhere."""
     n = labels.shape[-1]
-    one_hot = np.eye(spec.classes)[labels] * 2.0 - 1.0          # [..., n, K]
+    one_hot = np.eye(spec.classes)[labels] * 2.0 - 1.0  # [..., n, K]
     out = np.zeros((*labels.shape[:-1], n, spec.period, spec.classes))
-    out[..., :, LATENCY: LATENCY + spec.steps, :] = one_hot[..., None, :]
+    out[..., :, LATENCY : LATENCY + spec.steps, :] = one_hot[..., None, :]
     return _pad(out.reshape(*labels.shape[:-1], n * spec.period, spec.classes), length)
 
 
@@ -167,8 +172,8 @@ def stream_length(spec: SnnSpec, symbols: int) -> int:
 
 def window_counts(spec: SnnSpec, out_spikes: np.ndarray, symbols: int) -> tuple[np.ndarray, np.ndarray]:
     """Spike counts and first-spike step (T when none) per symbol: [..., symbols, classes] each."""
-    idx = np.arange(symbols)[:, None] * spec.period + LATENCY + np.arange(spec.steps)[None, :]   # 0-based steps
-    win = out_spikes[..., idx, :]                                # [..., symbols, T, K]
+    idx = np.arange(symbols)[:, None] * spec.period + LATENCY + np.arange(spec.steps)[None, :]  # 0-based steps
+    win = out_spikes[..., idx, :]  # [..., symbols, T, K]
     counts = win.sum(-2)
     fired = win > 0
     first = np.where(fired.any(-2), fired.argmax(-2), spec.steps)
@@ -184,20 +189,28 @@ def probabilities(spec: SnnSpec, out_spikes: np.ndarray, symbols: int) -> np.nda
 
 def rule_section(spec: SnnSpec) -> dict:
     """The three-factor rule as the bundle states it (the arguments of Lava's ``Loihi3FLearningRule``)."""
-    return {"dw": RULE, "t_epoch": 1, "x1_tau": spec.trace_tau, "x1_impulse": spec.trace_impulse,
-            "x2_tau": 1.0, "x2_impulse": 0.0, "y_tau": Y_TRACE_TAU, "y_impulse": 0.0,
-            "y2": "learning_rate * post * max(e, 0)", "y3": "learning_rate * post * max(-e, 0)",
-            "error": "e_i = |c_i| * ([c_i > 0] - s_i), teacher c_i in {-1, 0, +1}",
-            "post": "1 / (1 + |v_i - out_vth| / surrogate_width)^2, membrane before reset"}
-
+    return {
+        "dw": RULE,
+        "t_epoch": 1,
+        "x1_tau": spec.trace_tau,
+        "x1_impulse": spec.trace_impulse,
+        "x2_tau": 1.0,
+        "x2_impulse": 0.0,
+        "y_tau": Y_TRACE_TAU,
+        "y_impulse": 0.0,
+        "y2": "learning_rate * post * max(e, 0)",
+        "y3": "learning_rate * post * max(-e, 0)",
+        "error": "e_i = |c_i| * ([c_i > 0] - s_i), teacher c_i in {-1, 0, +1}",
+        "post": "1 / (1 + |v_i - out_vth| / surrogate_width)^2, membrane before reset",
+    }
 
 
 # -- fixed point (Lava's fixed_pt models; informative, docs/bundle-format.md §14.8) --------------
-WEIGHT_LIMIT = 254        # mixed-sign 8-bit weights: 8-bit magnitude plus sign, even values in [−256, 254]
-HIDDEN_EXP = 6            # fixed input weights and hidden threshold are scaled by 2^6
-TRACE_IMPULSE = 16        # x1 impulse in trace units (7-bit traces, 0…127)
-Y_LIMIT = 127             # y2/y3 = round(y_scale · post · e±) are 7-bit third factors
-VOLTAGE_SHIFT = 6         # Loihi aligns activations and thresholds 6 bits up inside the neuron
+WEIGHT_LIMIT = 254  # mixed-sign 8-bit weights: 8-bit magnitude plus sign, even values in [−256, 254]
+HIDDEN_EXP = 6  # fixed input weights and hidden threshold are scaled by 2^6
+TRACE_IMPULSE = 16  # x1 impulse in trace units (7-bit traces, 0…127)
+Y_LIMIT = 127  # y2/y3 = round(y_scale · post · e±) are 7-bit third factors
+VOLTAGE_SHIFT = 6  # Loihi aligns activations and thresholds 6 bits up inside the neuron
 
 
 @dataclass(frozen=True)
@@ -215,7 +228,7 @@ class FixedPoint:
 
     @property
     def learning_rate(self) -> float:
-        return TRACE_IMPULSE * self.y_scale * self.mantissa * 2.0 ** self.exponent / 8 / 2.0 ** self.weight_exp
+        return TRACE_IMPULSE * self.y_scale * self.mantissa * 2.0**self.exponent / 8 / 2.0**self.weight_exp
 
     @property
     def rule(self) -> str:
@@ -223,10 +236,10 @@ class FixedPoint:
         return f"{c}*u0*x1*y2 - {c}*u0*x1*y3"
 
     def quantise(self, theta: np.ndarray) -> np.ndarray:
-        return np.clip(2 * np.round(np.asarray(theta) * 2.0 ** self.weight_exp / 2), -WEIGHT_LIMIT - 2, WEIGHT_LIMIT).astype(np.int64)
+        return np.clip(2 * np.round(np.asarray(theta) * 2.0**self.weight_exp / 2), -WEIGHT_LIMIT - 2, WEIGHT_LIMIT).astype(np.int64)
 
     def weights(self, quantised: np.ndarray) -> np.ndarray:
-        return np.asarray(quantised, dtype=np.float64) / 2.0 ** self.weight_exp
+        return np.asarray(quantised, dtype=np.float64) / 2.0**self.weight_exp
 
 
 def fixed_point(spec: SnnSpec, theta: np.ndarray) -> FixedPoint:
@@ -235,8 +248,8 @@ def fixed_point(spec: SnnSpec, theta: np.ndarray) -> FixedPoint:
     with 7-bit factors, and the factor scale that brings η_fixed closest to η."""
     largest = max(float(np.abs(theta).max()), spec.out_vth)
     weight_exp = int(np.clip(np.floor(np.log2(WEIGHT_LIMIT / 2 / largest)), 0, 10))
-    target = spec.learning_rate * 8 * 2.0 ** weight_exp / TRACE_IMPULSE      # = y_scale · m · 2^e
-    constants = sorted((m * 2.0 ** e, m, e) for m in range(1, 8) for e in range(-7, 9))
+    target = spec.learning_rate * 8 * 2.0**weight_exp / TRACE_IMPULSE  # = y_scale · m · 2^e
+    constants = sorted((m * 2.0**e, m, e) for m in range(1, 8) for e in range(-7, 9))
     value, m, e = next((c for c in constants if c[0] * Y_LIMIT >= target), constants[-1])
     return FixedPoint(weight_exp, m, e, int(np.clip(round(target / value), 1, Y_LIMIT)))
 

@@ -14,6 +14,7 @@ Per timestep t, in Lava's order (``Loihi2SimCfg`` floating point, ``t_epoch`` = 
 The same Δw summed without applying it is the rule's own estimate of −η·∂L/∂w (eq. 6.4),
 which first-order meta-learning uses on the validation pilots.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ Y_TRACE_DECAY = math.exp(-1.0 / Y_TRACE_TAU)
 
 def hidden_spikes(spec: SnnSpec, w_in: np.ndarray, inputs: np.ndarray) -> np.ndarray:
     """Hidden-layer spikes [..., steps, hidden] for input rasters [..., steps, inputs]."""
-    drive = inputs @ w_in.T                                        # W_in·s_in(t), delivered at t + 1
+    drive = inputs @ w_in.T  # W_in·s_in(t), delivered at t + 1
     batch = inputs.shape[:-2]
     u = np.zeros((*batch, spec.hidden))
     v = np.zeros_like(u)
@@ -44,13 +45,12 @@ def hidden_spikes(spec: SnnSpec, w_in: np.ndarray, inputs: np.ndarray) -> np.nda
 
 @dataclass(frozen=True)
 class OutputRun:
-    spikes: np.ndarray       # [..., steps, classes]
-    weights: np.ndarray      # [..., classes, hidden] after the stream
-    rule_sum: np.ndarray     # [..., classes, hidden] Σ_t Δw(t), whether applied or not
+    spikes: np.ndarray  # [..., steps, classes]
+    weights: np.ndarray  # [..., classes, hidden] after the stream
+    rule_sum: np.ndarray  # [..., classes, hidden] Σ_t Δw(t), whether applied or not
 
 
-def output_layer(spec: SnnSpec, theta: np.ndarray, hidden: np.ndarray, teacher: np.ndarray | None,
-                 apply: bool = True) -> OutputRun:
+def output_layer(spec: SnnSpec, theta: np.ndarray, hidden: np.ndarray, teacher: np.ndarray | None, apply: bool = True) -> OutputRun:
     """Run the plastic layer from weights ``theta`` [..., classes, hidden] over hidden spikes.
 
     ``teacher`` [..., steps, classes] (None: learning off) drives the rule; ``apply=False``
@@ -62,7 +62,7 @@ def output_layer(spec: SnnSpec, theta: np.ndarray, hidden: np.ndarray, teacher: 
     u = np.zeros((*batch, spec.classes))
     v = np.zeros_like(u)
     x1 = np.zeros((*batch, spec.hidden))
-    pending = np.zeros_like(u)                                     # the plastic Dense's buffer
+    pending = np.zeros_like(u)  # the plastic Dense's buffer
     out = np.zeros((*batch, steps, spec.classes))
     trace_decay = math.exp(-1.0 / spec.trace_tau)
     for t in range(steps):

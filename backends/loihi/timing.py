@@ -5,6 +5,7 @@ JSON object: the build time, per frame the adaptation and decoding wall times an
 decisions, and Lava timesteps per second. Run by ``metaedge bench loihi`` in the Lava
 environment; it needs Lava, not torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def time_frames(bundle_path: str, frames_path: str, fixed_point: bool = False) -
             decisions = backend.predict(payload).argmax(-1)
             t2 = time.perf_counter()
             steps = stream_length(backend.spec, len(labels)) + stream_length(backend.spec, len(payload))
-            records.append({"adapt_s": t1 - t0, "decode_s": t2 - t1, "timesteps": steps, "steps_per_s": steps / (t2 - t0),
-                            "decisions": decisions.tolist()})
+            records.append(
+                {"adapt_s": t1 - t0, "decode_s": t2 - t1, "timesteps": steps, "steps_per_s": steps / (t2 - t0), "decisions": decisions.tolist()}
+            )
     finally:
         backend.close()
     return {"build_s": build, "frames": records}

@@ -1,4 +1,5 @@
 """The ONNX Runtime backend."""
+
 from metaedge.backends.onnx.backend import OnnxBackend
 
 __all__ = ["OnnxBackend"]

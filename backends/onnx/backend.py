@@ -15,6 +15,7 @@ Three ways to run the inner loop (``metaedge bench device`` times them side by s
 A one-step bundle carries a fused ``frame`` graph instead: adaptation and inference in one
 call, which every mode but ``step_loop`` uses for a whole frame.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -121,8 +122,10 @@ class OnnxBackend(Receiver):
             elif port.role == m.ROLE_NOISE:
                 value = draws.get(port.stream, {}).get(port.parameter)
                 if value is None:
-                    raise BackendError(f"{role} input '{port.name}' reads draws of stream '{port.stream}' for "
-                                       f"parameter '{port.parameter}', which algorithm.noise does not define")
+                    raise BackendError(
+                        f"{role} input '{port.name}' reads draws of stream '{port.stream}' for "
+                        f"parameter '{port.parameter}', which algorithm.noise does not define"
+                    )
                 fixed[port.name] = value
         return fixed
 
@@ -133,8 +136,9 @@ class OnnxBackend(Receiver):
         got_in = [i.name for i in session.get_inputs()]
         got_out = [o.name for o in session.get_outputs()]
         if got_in != graph.input_names or got_out != graph.output_names:
-            raise BackendError(f"graph '{role}' has inputs {got_in} and outputs {got_out}; the manifest declares "
-                               f"{graph.input_names} and {graph.output_names}")
+            raise BackendError(
+                f"graph '{role}' has inputs {got_in} and outputs {got_out}; the manifest declares {graph.input_names} and {graph.output_names}"
+            )
 
     # -- per frame ---------------------------------------------------------------------------
     def reset(self) -> None:
@@ -195,9 +199,13 @@ class OnnxBackend(Receiver):
 
     def run_fused(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray | None, samples: np.ndarray) -> np.ndarray:
         """The forward output on ``samples`` after adapting θ on the pilots, by the fused graph."""
-        feeds = {**self.theta, **self.fixed[m.ADAPT_STEP], m.PILOT_SAMPLES: np.ascontiguousarray(pilot_samples, np.float32),
-                 **({m.PILOT_ONEHOT: self.onehot_table[pilot_labels]} if self.classifier else {}),
-                 m.SAMPLES: np.ascontiguousarray(samples, np.float32)}
+        feeds = {
+            **self.theta,
+            **self.fixed[m.ADAPT_STEP],
+            m.PILOT_SAMPLES: np.ascontiguousarray(pilot_samples, np.float32),
+            **({m.PILOT_ONEHOT: self.onehot_table[pilot_labels]} if self.classifier else {}),
+            m.SAMPLES: np.ascontiguousarray(samples, np.float32),
+        }
         return self.frame_session.run(None, feeds)[0]
 
     def forward(self, samples: np.ndarray) -> np.ndarray:
@@ -236,7 +244,7 @@ class OnnxBackend(Receiver):
             self.adapt(vectors["adapt.pilot_samples"], labels)
             errors += [np.abs(self.params[k] - vectors[f"adapt.{k}"]).max() for k in self.adapted_names]
             errors.append(np.abs(self.forward(vectors["forward.samples"]) - vectors[f"adapt.{self.output}"]).max())
-            if self.fused:   # the fused graph must compute the same frame
+            if self.fused:  # the fused graph must compute the same frame
                 fused = self.run_fused(vectors["adapt.pilot_samples"], labels, vectors["forward.samples"])
                 errors.append(np.abs(fused - vectors[f"adapt.{self.output}"]).max())
         except KeyError as e:

@@ -8,6 +8,7 @@ and ``prior_shots`` samples of q(·|θ) drawn once at load. The payload is decid
 ensemble of ``predict_shots`` weight samples of the adapted circuit. On the ``exact`` target
 every distribution and the log-ratio are exact (the self-test uses that).
 """
+
 from __future__ import annotations
 
 import time
@@ -57,8 +58,10 @@ class QiskitBackend(Receiver):
         except Exception as e:  # QPY raises several error types for foreign or corrupt data
             raise BackendError(f"artifact 'circuit' is not a readable QPY circuit: {e}") from None
         if self.circuit.num_qubits != self.spec.qubits or self.circuit.num_parameters != self.spec.parameters:
-            raise BackendError(f"circuit has {self.circuit.num_qubits} qubits and {self.circuit.num_parameters} parameters; "
-                               f"the manifest says {self.spec.qubits} and {self.spec.parameters}")
+            raise BackendError(
+                f"circuit has {self.circuit.num_qubits} qubits and {self.circuit.num_parameters} parameters; "
+                f"the manifest says {self.spec.qubits} and {self.spec.parameters}"
+            )
         theta = bundle.tensors(m.THETA)
         for name in ("theta", "lr"):
             if name not in theta or theta[name].shape != (self.spec.parameters,) or not np.isfinite(theta[name]).all():
@@ -70,8 +73,9 @@ class QiskitBackend(Receiver):
         self.prior = self.executor.distributions(self.theta[None], self.prior_shots)[0]
         self.prior_ensemble = self.executor.distributions(self.theta[None], self.predict_shots)[0]
         self.reset()
-        return Resources(parameter_bytes=2 * 8 * self.spec.parameters, artifact_bytes=bundle.size(),
-                         parameters=2 * self.spec.parameters, costs=self._costs())
+        return Resources(
+            parameter_bytes=2 * 8 * self.spec.parameters, artifact_bytes=bundle.size(), parameters=2 * self.spec.parameters, costs=self._costs()
+        )
 
     def _executor(self, target: str) -> Executor:
         try:
@@ -88,8 +92,20 @@ class QiskitBackend(Receiver):
 
     def adapt(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray) -> AdaptReport:
         start = time.perf_counter()
-        self.phi = adapt_angles(self.executor, self.spec, self.theta, self.lr, self.prior, self.prior_shots, pilot_samples, pilot_labels,
-                                self.steps, self.kl_weight, self.shots, self.features)
+        self.phi = adapt_angles(
+            self.executor,
+            self.spec,
+            self.theta,
+            self.lr,
+            self.prior,
+            self.prior_shots,
+            pilot_samples,
+            pilot_labels,
+            self.steps,
+            self.kl_weight,
+            self.shots,
+            self.features,
+        )
         self.ensemble = self.executor.distributions(self.phi[None], self.predict_shots)[0]
         return AdaptReport(steps=self.steps, seconds=time.perf_counter() - start)
 
@@ -105,9 +121,13 @@ class QiskitBackend(Receiver):
     def _costs(self) -> dict:
         """Per step and per frame: circuits and shots; and the transpiled circuit's depth and two-qubit gates."""
         settings = 2 * self.spec.parameters + 1
-        return {**self.executor.costs(), "circuits_per_step": settings, "shots_per_step": settings * self.shots,
-                "circuits_per_frame": self.steps * settings + 1,
-                "shots_per_frame": self.steps * settings * self.shots + self.predict_shots}
+        return {
+            **self.executor.costs(),
+            "circuits_per_step": settings,
+            "shots_per_step": settings * self.shots,
+            "circuits_per_frame": self.steps * settings + 1,
+            "shots_per_frame": self.steps * settings * self.shots + self.predict_shots,
+        }
 
     # -- self-test ----------------------------------------------------------------------------
     def selftest(self) -> SelftestReport:
@@ -117,12 +137,27 @@ class QiskitBackend(Receiver):
         try:
             exact = self._executor("exact")
             prior = exact.distributions(self.theta[None], 1)[0]
-            phi = adapt_angles(exact, self.spec, self.theta, self.lr, prior, 1, vectors["adapt.pilot_samples"],
-                               vectors["adapt.pilot_labels"].astype(np.int64), self.steps, self.kl_weight, 1, self.features)
+            phi = adapt_angles(
+                exact,
+                self.spec,
+                self.theta,
+                self.lr,
+                prior,
+                1,
+                vectors["adapt.pilot_samples"],
+                vectors["adapt.pilot_labels"].astype(np.int64),
+                self.steps,
+                self.kl_weight,
+                1,
+                self.features,
+            )
             adapted = exact.distributions(phi[None], 1)[0]
             log_probs = ensemble_log_probs(self.spec, vectors["predict.samples"], adapted)
-            errors = [np.abs(prior - vectors["prior.probabilities"]).max(), np.abs(phi - vectors["adapt.phi"]).max(),
-                      np.abs(log_probs - vectors["predict.log_probs"]).max()]
+            errors = [
+                np.abs(prior - vectors["prior.probabilities"]).max(),
+                np.abs(phi - vectors["adapt.phi"]).max(),
+                np.abs(log_probs - vectors["predict.log_probs"]).max(),
+            ]
             smoke = self.executor.distributions(self.theta[None], SMOKE_SHOTS)[0]
         except (KeyError, ValueError) as e:
             raise BackendError(f"self-test vectors are unusable: {e}") from None
@@ -131,9 +166,20 @@ class QiskitBackend(Receiver):
         return SelftestReport(passed=passed, max_error=worst, tolerance=atol, checks=len(errors) + 1)
 
 
-def adapt_angles(executor: Executor, spec: BornSpec, theta: np.ndarray, lr: np.ndarray, prior: np.ndarray,
-                 prior_shots: int, pilot_samples: np.ndarray, pilot_labels: np.ndarray, steps: int, kl_weight: float,
-                 shots: int, features: np.ndarray) -> np.ndarray:
+def adapt_angles(
+    executor: Executor,
+    spec: BornSpec,
+    theta: np.ndarray,
+    lr: np.ndarray,
+    prior: np.ndarray,
+    prior_shots: int,
+    pilot_samples: np.ndarray,
+    pilot_labels: np.ndarray,
+    steps: int,
+    kl_weight: float,
+    shots: int,
+    features: np.ndarray,
+) -> np.ndarray:
     """ϕ after ``steps`` parameter-shift steps on the free energy, from θ; ``prior``: q(·|θ) (frequencies of ``prior_shots``)."""
     nll = -pilot_log_likelihood(spec, pilot_samples, pilot_labels)
     phi = theta.copy()

@@ -1,4 +1,5 @@
 """The Born machine as a Qiskit circuit, and its QPY form in a bundle."""
+
 from __future__ import annotations
 
 import io

@@ -18,6 +18,7 @@ The ansatz is hardware-efficient: ``layers`` + 1 layers of RY rotations, one per
 with a chain of CX gates (q → q + 1) between successive layers — the linear coupling of
 5-qubit IBM devices. Parameter k is the RY angle of qubit k mod n in layer k // n.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-CLASSES = 4              # QPSK
+CLASSES = 4  # QPSK
 MAX_QUBITS = 12
 
 
@@ -35,7 +36,7 @@ class BornSpec:
 
     qubits: int = 5
     layers: int = 2
-    logit_scale: float = 1.0     # κ
+    logit_scale: float = 1.0  # κ
 
     def __post_init__(self) -> None:
         if not 1 <= self.qubits <= MAX_QUBITS:
@@ -51,7 +52,7 @@ class BornSpec:
 
     @property
     def outcomes(self) -> int:
-        return 2 ** self.qubits
+        return 2**self.qubits
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +81,7 @@ def uniform_prior(spec: BornSpec) -> np.ndarray:
 
 def weight_table(qubits: int) -> np.ndarray:
     """[2^n, n] float64: row k holds the weights w = 2b − 1 of outcome k (b_i = bit i of k)."""
-    k = np.arange(2 ** qubits)[:, None]
+    k = np.arange(2**qubits)[:, None]
     bits = (k >> np.arange(qubits)[None, :]) & 1
     return 2.0 * bits - 1.0
 

@@ -15,6 +15,7 @@ hundred shots estimate well. The ansatz's entanglers couple neighbours, so low-o
 carry most of the ratio; where they do not, the estimate is the closest pairwise
 exponential-family ratio (a bias, stated in the bundle specification).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ Every parameter k of the ansatz drives one RY(ϕ_k) = exp(−iϕ_k Y/2), so for 
 not depend on ϕ, ∂_k E_{q(·|ϕ)}[f] = ½(E at ϕ + π/2·e_k − E at ϕ − π/2·e_k). One adaptation
 step evaluates the 2P + 1 settings of ``shift_settings`` in a single PUB.
 """
+
 from __future__ import annotations
 
 import numpy as np

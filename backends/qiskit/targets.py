@@ -7,6 +7,7 @@ basis of a ``qiskit_ibm_runtime.fake_provider`` device; FakeManilaV2 by default)
 account). The circuit is transpiled once to the target's ISA; each call binds a parameter
 array and sends all settings as one PUB.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,10 @@ def parse_target(text: str) -> tuple[str, str | None]:
         return kind, name or DEFAULT_NOISY
     if kind == "ibm" and name:
         return kind, name
-    raise BackendError(f"quantum backend '{text}' is unknown; use exact, ideal, noisy:FakeManilaV2 (any "
-                       "qiskit_ibm_runtime.fake_provider device) or ibm:<backend name>")
+    raise BackendError(
+        f"quantum backend '{text}' is unknown; use exact, ideal, noisy:FakeManilaV2 (any "
+        "qiskit_ibm_runtime.fake_provider device) or ibm:<backend name>"
+    )
 
 
 class Executor:
@@ -63,8 +66,7 @@ class Executor:
 
         factory = getattr(fake_provider, self.name, None)
         if not isinstance(factory, type) or not self.name.startswith("Fake"):
-            raise BackendError(f"'{self.name}' is not a fake IBM device; see qiskit_ibm_runtime.fake_provider "
-                               f"(e.g. {DEFAULT_NOISY}, FakeSherbrooke)")
+            raise BackendError(f"'{self.name}' is not a fake IBM device; see qiskit_ibm_runtime.fake_provider (e.g. {DEFAULT_NOISY}, FakeSherbrooke)")
         device = factory()
         if device.num_qubits < self.qubits:
             raise BackendError(f"{self.name} has {device.num_qubits} qubits; this circuit needs {self.qubits}")
@@ -79,9 +81,11 @@ class Executor:
             service = QiskitRuntimeService()
             backend = service.backend(self.name)
         except Exception as e:  # the runtime raises several account and network error types
-            raise BackendError(f"IBM Quantum backend '{self.name}' is not reachable ({type(e).__name__}: {e}); "
-                               "save an account first with QiskitRuntimeService.save_account(token=..., "
-                               "channel='ibm_quantum_platform')") from None
+            raise BackendError(
+                f"IBM Quantum backend '{self.name}' is not reachable ({type(e).__name__}: {e}); "
+                "save an account first with QiskitRuntimeService.save_account(token=..., "
+                "channel='ibm_quantum_platform')"
+            ) from None
         if backend.num_qubits < self.qubits:
             raise BackendError(f"{self.name} has {backend.num_qubits} qubits; this circuit needs {self.qubits}")
         self.isa = _transpile(self.circuit, backend)
@@ -96,17 +100,21 @@ class Executor:
             # independent samples from call to call
             self.sampler.options.run_options["seed_simulator"] = int(self.rng.integers(2**31))
         result = self.sampler.run([(self.isa, settings, shots)]).result()[0]
-        bits = result.data.meas.to_bool_array(order="little")          # [S, shots, n], column i = qubit i
+        bits = result.data.meas.to_bool_array(order="little")  # [S, shots, n], column i = qubit i
         index = outcome_index(bits)
-        counts = np.stack([np.bincount(row, minlength=2 ** self.qubits) for row in index.reshape(len(settings), -1)])
+        counts = np.stack([np.bincount(row, minlength=2**self.qubits) for row in index.reshape(len(settings), -1)])
         return counts / shots
 
     def costs(self) -> dict:
         """Transpiled depth and gate counts of the circuit this target runs."""
         ops = self.isa.count_ops()
         two_qubit = sum(count for name, count in ops.items() if name in ("cx", "cz", "ecr", "rzz", "swap"))
-        return {"target": self.target, "depth": self.isa.depth(), "two_qubit_gates": int(two_qubit),
-                "gates": {k: int(v) for k, v in ops.items() if k not in ("measure", "barrier")}}
+        return {
+            "target": self.target,
+            "depth": self.isa.depth(),
+            "two_qubit_gates": int(two_qubit),
+            "gates": {k: int(v) for k, v in ops.items() if k not in ("measure", "barrier")},
+        }
 
 
 def _transpile(circuit: QuantumCircuit, backend) -> QuantumCircuit:

@@ -1,4 +1,5 @@
 """``metaedge bench``: speed benchmarks with JSON output."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import int_list, positive_int, read_bundle_arg, str_list
+from metaedge.sdk.cli.parsing import add_command, add_seed, int_list, positive_int, read_bundle_arg, str_list
 from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
@@ -20,33 +21,44 @@ examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="speed benchmarks (JSON with --json)")
+    p = add_command(sub, "bench", help="speed benchmarks (JSON with --json)")
     benches = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK", parser_class=type(p))
-    m = benches.add_parser("meta-train", help="batched core vs per-task loop: tasks/s and meta-gradient agreement",
-                           description="Times one meta-gradient of the batched core (eager and torch.compile'd) against "
-                                       "the per-task loop of the incumbent libraries on the same tasks, and checks that "
-                                       "both give the same meta-gradient (within 1e-5).",
-                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = add_command(
+        benches,
+        "meta-train",
+        help="batched core vs per-task loop: tasks/s and meta-gradient agreement",
+        description="Times one meta-gradient of the batched core (eager and torch.compile'd) against "
+        "the per-task loop of the incumbent libraries on the same tasks, and checks that "
+        "both give the same meta-gradient (within 1e-5).",
+        examples=EXAMPLES,
+    )
     m.add_argument("--algos", type=str_list, default=["fomaml", "maml"], help="algorithms, or 'all' (default fomaml,maml)")
-    m.add_argument("--memory-steps", type=int_list, default=[], metavar="K,K,...",
-                   help="also measure peak memory of maml, fomaml and imaml at these inner step counts (e.g. 1,5,10)")
+    m.add_argument(
+        "--memory-steps",
+        type=int_list,
+        default=[],
+        metavar="K,K,...",
+        help="also measure peak memory of maml, fomaml and imaml at these inner step counts (e.g. 1,5,10)",
+    )
     m.add_argument("--tasks", type=int_list, default=[5, 32], help="tasks per batch (default 5,32)")
     m.add_argument("--repeats", type=positive_int, default=30, help="timed repeats per configuration (default 30)")
     m.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd variant (saves ~30 s per configuration)")
     m.add_argument("--json", action="store_true")
     m.set_defaults(handler=run_meta_train)
-    d = benches.add_parser("device", help="device-side cost of a frame: ONNX Runtime vs eager torch, protocol round trip",
-                           description="Times one frame (reset, K adaptation steps on the pilots, inference on the payload) "
-                                       "on one core with the ONNX backend (ONNX Loop, IO binding, step loop) and with eager torch, "
-                                       "alternating per repeat; then deploys the bundle to a real device process and times "
-                                       "frames through the protocol and reports its peak memory.",
-                           epilog="examples:\n  metaedge bench device --bundle bundles/cavia --json\n"
-                                  "  metaedge bench device --bundle bundles/cavia --steps 5",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = add_command(
+        benches,
+        "device",
+        help="device-side cost of a frame: ONNX Runtime vs eager torch, protocol round trip",
+        description="Times one frame (reset, K adaptation steps on the pilots, inference on the payload) "
+        "on one core with the ONNX backend (ONNX Loop, IO binding, step loop) and with eager torch, "
+        "alternating per repeat; then deploys the bundle to a real device process and times "
+        "frames through the protocol and reports its peak memory.",
+        examples="examples:\n  metaedge bench device --bundle bundles/cavia --json\n  metaedge bench device --bundle bundles/cavia --inner-steps 5",
+    )
     d.add_argument("--bundle", type=Path, required=True, help="an exported bundle (metaedge export)")
     d.add_argument("--pilots", type=positive_int, default=8)
     d.add_argument("--symbols", type=positive_int, default=1000)
-    d.add_argument("--steps", type=positive_int, default=None, help="adaptation steps (default: the bundle's)")
+    d.add_argument("--inner-steps", type=positive_int, default=None, help="adaptation steps (default: the bundle's)")
     d.add_argument("--repeats", type=positive_int, default=300)
     d.add_argument("--frames", type=positive_int, default=200, help="frames through the protocol (default 200)")
     d.add_argument("--json", action="store_true")
@@ -66,13 +78,16 @@ def register(sub) -> None:
 
 
 def register_powercut(benches) -> None:
-    p = benches.add_parser("powercut", help="cut power at every flash write of an update and a revert; count failures",
-                           description="Runs a full update (upload, test, trial boot, confirm) and a revert on a simulated "
-                                       "device and cuts power at every flash write, before it and torn halfway (trailer "
-                                       "writes also torn at their magic and flag bytes); after each cut the device reboots "
-                                       "and must run a verified image that decodes a frame exactly as that image does.",
-                           epilog="examples:\n  metaedge bench powercut --bundle runs/demo/bundle --json",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(
+        benches,
+        "powercut",
+        help="cut power at every flash write of an update and a revert; count failures",
+        description="Runs a full update (upload, test, trial boot, confirm) and a revert on a simulated "
+        "device and cuts power at every flash write, before it and torn halfway (trailer "
+        "writes also torn at their magic and flag bytes); after each cut the device reboots "
+        "and must run a verified image that decodes a frame exactly as that image does.",
+        examples="examples:\n  metaedge bench powercut --bundle runs/demo/bundle --json",
+    )
     p.add_argument("--bundle", type=Path, required=True, help="the image to update from (a second one is derived from it)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_powercut)
@@ -93,8 +108,7 @@ def run_powercut(args: argparse.Namespace) -> int:
 
     old = read_bundle_arg(args.bundle)
     raw = old.manifest.raw
-    manifest = {**raw, "security_counter": raw["security_counter"] + 1,
-                "selftest": {**raw["selftest"], "atol": raw["selftest"]["atol"] * 2}}
+    manifest = {**raw, "security_counter": raw["security_counter"] + 1, "selftest": {**raw["selftest"], "atol": raw["selftest"]["atol"] * 2}}
     new = dataclasses.replace(old, manifest=parse(manifest), manifest_raw=manifest_bytes(manifest), signature=b"")
     images = [pack(dataclasses.replace(old, signature=b"")), pack(new)]
     make = lambda state: Device(state, "onnx", PROFILES[DEFAULT], allow_unsigned=True)  # noqa: E731 — trust is tested elsewhere
@@ -102,15 +116,21 @@ def run_powercut(args: argparse.Namespace) -> int:
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        expected = {hashlib.sha256(img).hexdigest(): powercut.decisions_of(make, work / f"ref{i}", img, frame)
-                    for i, img in enumerate(images)}
+        expected = {hashlib.sha256(img).hexdigest(): powercut.decisions_of(make, work / f"ref{i}", img, frame) for i, img in enumerate(images)}
         powercut.prepare(work / "base", images[0], make)
         for scenario in powercut.SCENARIOS:
             with tqdm(desc=f"cuts during {scenario}", disable=None, file=sys.stderr) as bar:
-                reports.append(powercut.run(scenario, work / "base", work / scenario, images[1], make, frame, expected,
-                                            progress=bar.update).to_dict())
-    report = {"benchmark": "powercut", "image_bytes": len(images[1]), "chunk": powercut.CHUNK, "scenarios": reports,
-              "cuts": sum(r["cuts"] for r in reports), "failures": sum(r["failures"] for r in reports)}
+                reports.append(
+                    powercut.run(scenario, work / "base", work / scenario, images[1], make, frame, expected, progress=bar.update).to_dict()
+                )
+    report = {
+        "benchmark": "powercut",
+        "image_bytes": len(images[1]),
+        "chunk": powercut.CHUNK,
+        "scenarios": reports,
+        "cuts": sum(r["cuts"] for r in reports),
+        "failures": sum(r["failures"] for r in reports),
+    }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -121,15 +141,18 @@ def run_powercut(args: argparse.Namespace) -> int:
 
 
 def register_fuzz(benches) -> None:
-    p = benches.add_parser("fuzz", help="mutated inputs against every reader of untrusted bytes; crashes and hangs",
-                           description="Feeds seeded mutations of a valid packed bundle, its manifest, a safetensors file "
-                                       "and a protocol message to their readers; each must accept or refuse with its own "
-                                       "typed error. Reports crashes (any other exception) and hangs (> 1 s).",
-                           epilog="examples:\n  metaedge bench fuzz --bundle runs/demo/bundle --count 100000 --json",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(
+        benches,
+        "fuzz",
+        help="mutated inputs against every reader of untrusted bytes; crashes and hangs",
+        description="Feeds seeded mutations of a valid packed bundle, its manifest, a safetensors file "
+        "and a protocol message to their readers; each must accept or refuse with its own "
+        "typed error. Reports crashes (any other exception) and hangs (> 1 s).",
+        examples="examples:\n  metaedge bench fuzz --bundle runs/demo/bundle --count 100000 --json",
+    )
     p.add_argument("--bundle", type=Path, required=True, help="a valid bundle: the seed of the mutations")
     p.add_argument("--count", type=positive_int, default=100_000, help="mutated inputs in all (default 100000)")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_fuzz)
 
@@ -137,7 +160,7 @@ def register_fuzz(benches) -> None:
 def run_fuzz(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from metaedge.sdk.bench_fuzz import bench_fuzz
+    from metaedge.sdk.bench.fuzz import bench_fuzz
 
     bundle = read_bundle_arg(args.bundle)
     with tqdm(total=args.count, desc="fuzz", disable=None, file=sys.stderr) as bar:
@@ -146,17 +169,22 @@ def run_fuzz(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         for name, t in report["targets"].items():
-            print(f"{name:<17} {t['inputs']:>7} inputs: {t['accepted']:>6} accepted, {t['refused']:>7} refused, "
-                  f"{t['crashes']} crashes, {t['hangs']} hangs, slowest {t['max_s'] * 1e3:.1f} ms")
+            print(
+                f"{name:<17} {t['inputs']:>7} inputs: {t['accepted']:>6} accepted, {t['refused']:>7} refused, "
+                f"{t['crashes']} crashes, {t['hangs']} hangs, slowest {t['max_s'] * 1e3:.1f} ms"
+            )
         total = report["total"]
         print(f"total: {total['inputs']} inputs, {total['crashes']} crashes, {total['hangs']} hangs")
     return 0 if report["total"]["crashes"] == report["total"]["hangs"] == 0 else 1
 
 
 def register_soak(benches) -> None:
-    p = benches.add_parser("soak", help="many frames against one device process: throughput, latency, memory, fds",
-                           epilog="examples:\n  metaedge bench soak --bundle runs/demo/bundle --frames 100000 --json",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(
+        benches,
+        "soak",
+        help="many frames against one device process: throughput, latency, memory, fds",
+        examples="examples:\n  metaedge bench soak --bundle runs/demo/bundle --frames 100000 --json",
+    )
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--frames", type=positive_int, default=100_000, help="frames in all (default 100000)")
     p.add_argument("--pilots", type=positive_int, default=8)
@@ -170,7 +198,7 @@ def run_soak(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from metaedge.sdk.bench_device import bench_soak
+    from metaedge.sdk.bench.device import bench_soak
 
     read_bundle_arg(args.bundle)
     with tempfile.TemporaryDirectory() as state, tqdm(total=args.frames, desc="soak", disable=None, file=sys.stderr) as bar:
@@ -179,19 +207,21 @@ def run_soak(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         lat = report["round_trip_us"]
-        print(f"{report['frames']} frames in {report['seconds']:.0f} s ({report['frames_per_s']:.0f}/s); round trip p50 "
-              f"{lat['p50']:.0f} µs, p99 {lat['p99']:.0f} µs, p99.9 {lat['p99.9']:.0f} µs; RSS growth "
-              f"{report['rss_growth_percent']:+.2f} %; fds {report['fds_after_warmup']} → {report['fds_end']}")
+        print(
+            f"{report['frames']} frames in {report['seconds']:.0f} s ({report['frames_per_s']:.0f}/s); round trip p50 "
+            f"{lat['p50']:.0f} µs, p99 {lat['p99']:.0f} µs, p99.9 {lat['p99.9']:.0f} µs; RSS growth "
+            f"{report['rss_growth_percent']:+.2f} %; fds {report['fds_after_warmup']} → {report['fds_end']}"
+        )
     return 0
 
 
 def run_device(args: argparse.Namespace) -> int:
     import tempfile
 
-    from metaedge.sdk.bench_device import bench_device, bench_round_trip
+    from metaedge.sdk.bench.device import bench_device, bench_round_trip
 
     bundle = read_bundle_arg(args.bundle)
-    report = bench_device(bundle, args.repeats, args.pilots, args.symbols, args.steps)
+    report = bench_device(bundle, args.repeats, args.pilots, args.symbols, args.inner_steps)
     with tempfile.TemporaryDirectory() as state:
         report["protocol"] = bench_round_trip(args.bundle, args.frames, args.pilots, args.symbols, Path(state))
     if args.json:
@@ -202,13 +232,18 @@ def run_device(args: argparse.Namespace) -> int:
     for name, us in med.items():
         print(f"  {name:<18} {us:8.1f} µs   p90 {report['p90_us'][name]:8.1f} µs")
     p = report["protocol"]
-    ratio = (f"torch / onnx ({report['device_mode']}, the device's mode): {report['torch_over_onnx']:.1f}× (at most "
-             f"{report['torch_over_torch_forward_only']:.1f}× for a device whose adaptation were free and whose inference "
-             f"were as fast as torch's)" if report["torch_over_onnx"] else f"{report['torch_unavailable']}; device mode "
-             f"{report['device_mode']}")
-    print(f"{ratio}; bundle {report['bundle_bytes']:,} B; "
-          f"round trip median {p['round_trip_us']['p50']:.0f} µs (device {p['device_us']['p50']:.0f} µs); "
-          f"device peak RSS {p['device_peak_rss_bytes'] / 2**20:.1f} MiB")
+    ratio = (
+        f"torch / onnx ({report['device_mode']}, the device's mode): {report['torch_over_onnx']:.1f}× (at most "
+        f"{report['torch_over_torch_forward_only']:.1f}× for a device whose adaptation were free and whose inference "
+        f"were as fast as torch's)"
+        if report["torch_over_onnx"]
+        else f"{report['torch_unavailable']}; device mode {report['device_mode']}"
+    )
+    print(
+        f"{ratio}; bundle {report['bundle_bytes']:,} B; "
+        f"round trip median {p['round_trip_us']['p50']:.0f} µs (device {p['device_us']['p50']:.0f} µs); "
+        f"device peak RSS {p['device_peak_rss_bytes'] / 2**20:.1f} MiB"
+    )
     return 0
 
 
@@ -217,16 +252,22 @@ def mib(value: float | None) -> str:
 
 
 def run_meta_train(args: argparse.Namespace) -> int:
-    from metaedge.sdk.algorithms import ALGORITHMS
-    from metaedge.sdk.bench import bench_meta_train
+    from metaedge.sdk.bench.meta_train import bench_meta_train
     from metaedge.sdk.cli.main import format_table
+    from metaedge.sdk.meta import ALGORITHMS
 
     algos = list(ALGORITHMS) if args.algos == ["all"] else args.algos
     unknown = [a for a in algos if a not in ALGORITHMS]
     if unknown:
         raise UserError(f"--algos: unknown {', '.join(unknown)}; choose from {', '.join(ALGORITHMS)} or all")
-    report = bench_meta_train(algos, args.tasks, args.repeats, compile=not args.no_compile,
-                              progress=lambda what: print(f"bench: {what} done", file=sys.stderr), memory_steps=args.memory_steps)
+    report = bench_meta_train(
+        algos,
+        args.tasks,
+        args.repeats,
+        compile=not args.no_compile,
+        progress=lambda what: print(f"bench: {what} done", file=sys.stderr),
+        memory_steps=args.memory_steps,
+    )
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -235,16 +276,27 @@ def run_meta_train(args: argparse.Namespace) -> int:
         for variant in ("batched", "compiled"):
             if variant in r["median_ms"]:
                 diff = r["max_abs_grad_diff_vs_loop"]
-                rows.append([f"{r['algo']} × {r['tasks']}", variant, f"{r['median_ms'][variant]:.2f}",
-                             f"{r['median_ms']['loop']:.2f}", f"{r['tasks_per_s'][variant]:.0f}",
-                             f"{r['speedup_vs_loop'][variant]:.1f}×", "random" if diff is None else f"{diff[variant]:.1e}",
-                             mib(r["peak_memory_mib"])])
+                rows.append(
+                    [
+                        f"{r['algo']} × {r['tasks']}",
+                        variant,
+                        f"{r['median_ms'][variant]:.2f}",
+                        f"{r['median_ms']['loop']:.2f}",
+                        f"{r['tasks_per_s'][variant]:.0f}",
+                        f"{r['speedup_vs_loop'][variant]:.1f}×",
+                        "random" if diff is None else f"{diff[variant]:.1e}",
+                        mib(r["peak_memory_mib"]),
+                    ]
+                )
     env = report["environment"]
     print(f"meta-gradient, median of {report['repeats']} (torch {env['torch']}, {env['threads']} threads)")
     print(format_table(["algo × tasks", "core", "core ms", "loop ms", "tasks/s", "speedup", "max |Δgrad|", "peak MiB"], rows))
     if report["memory_vs_inner_steps"]:
         print("\npeak memory of one meta-gradient vs inner steps (MiB)")
-        print(format_table(["algo", "inner steps", "tasks", "peak MiB"],
-                           [[m["algo"], str(m["inner_steps"]), str(m["tasks"]), mib(m["peak_memory_mib"])]
-                            for m in report["memory_vs_inner_steps"]]))
+        print(
+            format_table(
+                ["algo", "inner steps", "tasks", "peak MiB"],
+                [[m["algo"], str(m["inner_steps"]), str(m["tasks"]), mib(m["peak_memory_mib"])] for m in report["memory_vs_inner_steps"]],
+            )
+        )
     return 0

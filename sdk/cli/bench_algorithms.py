@@ -7,6 +7,7 @@ the same fresh devices. Reported per algorithm: SER with 95 % intervals and ECE 
 count, the meta-training time (validations excluded), and the peak memory one meta-gradient
 adds. Finished runs in ``--out`` are reused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import int_list, positive_int, pilot_range, str_list
+from metaedge.sdk.cli.parsing import add_command, add_reporting, add_seed, int_list, pilot_range, positive_int, str_list
 from metaedge.sdk.errors import UserError
 
 PILOTS = [1, 4, 8, 16]
@@ -28,49 +29,43 @@ examples:
 
 
 def register(benches) -> None:
-    b = benches.add_parser("algorithms", help="every algorithm on the demodulation task: SER, ECE, time, memory",
-                           description="Meta-train every algorithm on the same demodulation task and budget, evaluate SER and "
-                                       "expected calibration error at 1, 4, 8 and 16 pilots on the same fresh devices, and "
-                                       "report meta-training time and peak memory. Writes OUT/algorithms.json, "
-                                       "OUT/algorithms.md and OUT/reliability.png (at 8 pilots).",
-                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b = add_command(
+        benches,
+        "algorithms",
+        help="every algorithm on the demodulation task: SER, ECE, time, memory",
+        description="Meta-train every algorithm on the same demodulation task and budget, evaluate SER and "
+        "expected calibration error at 1, 4, 8 and 16 pilots on the same fresh devices, and "
+        "report meta-training time and peak memory. Writes OUT/algorithms.json, "
+        "OUT/algorithms.md and OUT/reliability.png (at 8 pilots).",
+        examples=EXAMPLES,
+    )
     b.add_argument("--out", type=Path, default=Path("runs/algorithms"), help="runs and results (default runs/algorithms)")
     b.add_argument("--algos", type=str_list, default=None, help="algorithms (default: all; see metaedge algorithms)")
     b.add_argument("--iterations", type=positive_int, default=2000, help="meta-iterations per algorithm (default 2000)")
-    b.add_argument("--train-pilots", type=pilot_range, default=(4, 8), metavar="N|LOW-HIGH",
-                   help="pilots per meta-training task (default 4-8: the published 4 and the 8 of the calibration target)")
+    b.add_argument(
+        "--train-pilots",
+        type=pilot_range,
+        default=(4, 8),
+        metavar="N|LOW-HIGH",
+        help="pilots per meta-training task (default 4-8: the published 4 and the 8 of the calibration target)",
+    )
     b.add_argument("--pilots", type=int_list, default=PILOTS, help="pilot counts at meta-test (default 1,4,8,16)")
     b.add_argument("--devices", type=positive_int, default=200, help="meta-test devices (default 200)")
     b.add_argument("--payload", type=positive_int, default=2000, help="payload symbols per device (default 2000)")
-    b.add_argument("--seed", type=int, default=0)
+    add_seed(b)
     b.add_argument("--fresh", action="store_true", help="retrain even if --out holds finished runs")
     b.add_argument("--quick", action="store_true", help="tiny budget and model, for tests of the machinery")
-    b.add_argument("--json", action="store_true", help="print the results as JSON")
-    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_reporting(b, "results")
     b.set_defaults(handler=run)
 
 
-def train_config(algo: str, iterations: int, pilots_min: int, seed: int, quick: bool):
-    """The common budget, with the algorithm's own rate and steps where its recipe needs them."""
-    from metaedge.sdk.recipes import recipe
-    from metaedge.sdk.training import TrainConfig
-
-    own = recipe(algo)
-    fields = {**own, "algo": algo, "iterations": iterations, "tasks_per_batch": 16, "inner_steps": max(own["inner_steps"], 2),
-              "pilots_min": pilots_min, "seed": seed, "val_every": max(iterations // 8, 1), "patience": 8}
-    if quick:
-        fields.update(tasks_per_batch=2, meta_devices=8, val_devices=2, hidden=(4,), particles=2, modules=2, proposals=3,
-                      samples=1, es_directions=2, solver_steps=2)
-    return TrainConfig(**fields)
-
-
 def run(args: argparse.Namespace) -> int:
-    from metaedge.sdk.algorithms import ALGORITHMS, get_algorithm
-    from metaedge.sdk.bench import peak_memory_mib
-    from metaedge.sdk.cli.evaluate import evaluate_runs
-    from metaedge.sdk.cli.train import train_or_reuse
+    from metaedge.sdk.bench.meta_train import peak_memory_mib
+    from metaedge.sdk.families.demod.bench import train_config
+    from metaedge.sdk.families.demod.runs import evaluate_runs, train_or_reuse
+    from metaedge.sdk.families.demod.task import DemodConfig
+    from metaedge.sdk.meta import ALGORITHMS, get_algorithm
     from metaedge.sdk.plots import plot_reliability
-    from metaedge.sdk.tasks.demod import DemodConfig
 
     algos = args.algos or list(ALGORITHMS)
     for algo in algos:
@@ -83,22 +78,45 @@ def run(args: argparse.Namespace) -> int:
     for algo in algos:
         train = train_config(algo, 4 if args.quick else args.iterations, low, args.seed, args.quick)
         state = train_or_reuse(args.out / algo, task, train, args.fresh, args.quiet)
-        timing[algo] = {"train_seconds": state.get("train_seconds"), "iterations": state["iteration"],
-                        "best_iteration": state["best_iteration"], "inner_steps": train.inner_steps, "inner_lr": train.inner_lr,
-                        "peak_memory_mib": peak_memory_mib(algo, train.tasks_per_batch, train.inner_steps)}
+        timing[algo] = {
+            "train_seconds": state.get("train_seconds"),
+            "iterations": state["iteration"],
+            "best_iteration": state["best_iteration"],
+            "inner_steps": train.inner_steps,
+            "inner_lr": train.inner_lr,
+            "peak_memory_mib": peak_memory_mib(algo, train.tasks_per_batch, train.inner_steps),
+        }
         runs.append(args.out / algo)
-    report = evaluate_runs(runs, args.pilots, 3 if args.quick else args.devices, 50 if args.quick else args.payload,
-                           adapt_steps=None, scratch_lr=0.1, baselines=True, seed=None, quiet=args.quiet)
+    report = evaluate_runs(
+        runs,
+        args.pilots,
+        3 if args.quick else args.devices,
+        50 if args.quick else args.payload,
+        adapt_steps=None,
+        scratch_lr=0.1,
+        baselines=True,
+        seed=None,
+        quiet=args.quiet,
+    )
     for method in report["methods"]:
         method.update(timing.get(method.get("algo"), {}))
     report["command"] = "metaedge " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("metaedge") else None
-    report["setup"] = {"iterations": args.iterations, "tasks_per_batch": 16, "train_pilots": [low, high], "snr_db": 18.0,
-                       "inner": "α and steps per algorithm (recipe, at least 2 steps)", "seed": args.seed}
+    report["setup"] = {
+        "iterations": args.iterations,
+        "tasks_per_batch": 16,
+        "train_pilots": [low, high],
+        "snr_db": 18.0,
+        "inner": "α and steps per algorithm (recipe, at least 2 steps)",
+        "seed": args.seed,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "algorithms.json").write_text(json.dumps(report, indent=2))
     (args.out / "algorithms.md").write_text(markdown_table(report))
-    plot_reliability({m["name"]: m["reliability"]["8"] for m in report["methods"] if m.get("algo") in ("maml", "vbmaml", "bmaml", "model-based")},
-                     args.out / "reliability.png", "16-QAM, 18 dB, 8 pilots")
+    plot_reliability(
+        {m["name"]: m["reliability"]["8"] for m in report["methods"] if m.get("algo") in ("maml", "vbmaml", "bmaml", "model-based")},
+        args.out / "reliability.png",
+        "16-QAM, 18 dB, 8 pilots",
+    )
     print(json.dumps(report, indent=2) if args.json else markdown_table(report))
     return 0
 
@@ -112,7 +130,10 @@ def markdown_table(report: dict) -> str:
         ece = [f"{m['ser'][str(p)]['ece']:.4f}" for p in pilots]
         seconds = m.get("train_seconds")
         memory = m.get("peak_memory_mib")
-        lines.append("| " + " | ".join([m["name"], *ser, *ece, "" if seconds is None else f"{seconds:.0f}",
-                                         "" if memory is None else f"{memory:.1f}"]) + " |")
-    return (f"SER (±95 % over {report['devices']} devices × {report['payload']} symbols) and ECE (10 bins) per pilot count; "
-            "meta-training time without validations; peak memory of one meta-gradient.\n\n" + "\n".join(lines) + "\n")
+        lines.append(
+            "| " + " | ".join([m["name"], *ser, *ece, "" if seconds is None else f"{seconds:.0f}", "" if memory is None else f"{memory:.1f}"]) + " |"
+        )
+    return (
+        f"SER (±95 % over {report['devices']} devices × {report['payload']} symbols) and ECE (10 bins) per pilot count; "
+        "meta-training time without validations; peak memory of one meta-gradient.\n\n" + "\n".join(lines) + "\n"
+    )

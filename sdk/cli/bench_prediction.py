@@ -1,12 +1,12 @@
 """``metaedge bench prediction``: channel prediction of monograph §5.4, Figure 5.9, as JSON and a PNG."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from metaedge.sdk.cli.parsing import chosen, int_list, positive_int, str_list
+from metaedge.sdk.cli.parsing import add_benchmark, add_command, chosen, int_list, positive_int, str_list
 from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
@@ -18,33 +18,34 @@ examples:
 
 
 def register(benches) -> None:
-    b = benches.add_parser("prediction", help="multi-antenna channel prediction: NMSE vs training samples (§5.4)",
-                           description="Linear predictors of a multi-antenna frequency-selective channel (N_R = 2, N_T = 4, "
-                                       "W = 2; window 5, lag 3) fitted per frame by ridge regression toward a bias that is "
-                                       "0 (conventional), jointly learned, or meta-learned in closed form (iMAML, eq. 2.12); "
-                                       "naive and with the long-short-term decomposition. Channels: a clustered multipath "
-                                       "model whose geometry and Doppler change from frame to frame (sdk/tasks/channels.py).",
-                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b = add_command(
+        benches,
+        "prediction",
+        help="multi-antenna channel prediction: NMSE vs training samples (§5.4)",
+        description="Linear predictors of a multi-antenna frequency-selective channel (N_R = 2, N_T = 4, "
+        "W = 2; window 5, lag 3) fitted per frame by ridge regression toward a bias that is "
+        "0 (conventional), jointly learned, or meta-learned in closed form (iMAML, eq. 2.12); "
+        "naive and with the long-short-term decomposition. Channels: a clustered multipath "
+        "model whose geometry and Doppler change from frame to frame (sdk/tasks/channels.py).",
+        examples=EXAMPLES,
+    )
     b.add_argument("--doppler", type=str_list, default=["slow", "fast"], help="regimes: slow (1-10 Hz), fast (20-200 Hz); default both")
     b.add_argument("--samples", type=int_list, default=[1, 2, 5, 10, 20], help="training samples N_tr per frame (default 1,2,5,10,20)")
     b.add_argument("--lam", type=float, default=1.0, help="ridge λ toward the bias (default 1)")
     b.add_argument("--rank", default="meta", help="LSTD rank R: meta (meta-validation, default), aic (per frame) or a number")
     b.add_argument("--frames", type=positive_int, default=500, help="meta-training frames K, and as many test frames (default 500)")
     b.add_argument("--slot", type=float, default=1e-3, help="slot duration in seconds (default 0.001)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--plot", type=Path, default=Path("prediction.png"), help="NMSE vs N_tr as PNG (default prediction.png)")
-    b.add_argument("--quick", action="store_true", help="tiny budget, for tests of the machinery")
-    b.add_argument("--json", action="store_true", help="print the results as JSON")
-    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_benchmark(b, "prediction.png", "NMSE vs N_tr")
     b.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from metaedge.sdk.bench_prediction import PredictionBench, quick, run_benchmark
+    from metaedge.sdk.families.prediction.bench import quick, run_benchmark
+    from metaedge.sdk.families.prediction.learning import PredictionBench
+    from metaedge.sdk.families.prediction.task import DOPPLER, ChannelConfig
     from metaedge.sdk.plots import plot_prediction
-    from metaedge.sdk.tasks.channels import DOPPLER, ChannelConfig
 
     chosen(args.doppler, tuple(DOPPLER), "--doppler", "regime")
     if args.rank not in ("meta", "aic") and not (args.rank.isdigit() and int(args.rank) >= 1):
@@ -54,9 +55,15 @@ def run(args: argparse.Namespace) -> int:
     reports = {}
     with tqdm(total=len(args.doppler) * len(args.samples), desc="prediction", disable=args.quiet or None, file=sys.stderr) as bar:
         for regime in args.doppler:
-            cfg = PredictionBench(channel=ChannelConfig(doppler_hz=DOPPLER[regime], slot_s=args.slot), lam=args.lam,
-                                  meta_frames=args.frames, test_frames=args.frames, sample_grid=tuple(args.samples),
-                                  rank=args.rank, seed=args.seed)
+            cfg = PredictionBench(
+                channel=ChannelConfig(doppler_hz=DOPPLER[regime], slot_s=args.slot),
+                lam=args.lam,
+                meta_frames=args.frames,
+                test_frames=args.frames,
+                sample_grid=tuple(args.samples),
+                rank=args.rank,
+                seed=args.seed,
+            )
             if args.quick:
                 cfg = quick(cfg)
             bar.set_description(f"prediction {regime}")
@@ -76,5 +83,3 @@ def run(args: argparse.Namespace) -> int:
         print()
     print(f"written: {args.plot}")
     return 0
-
-

@@ -3,19 +3,20 @@
 Runs land in ``--out`` (default runs/demo); a finished run with the same configuration is
 reused, an interrupted one resumed, so running the demo twice costs only the evaluation.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import positive_int, str_list
+from metaedge.sdk.cli.parsing import add_command, add_reporting, positive_int, str_list
 from metaedge.sdk.errors import UserError
 
 ALGOS = ["maml", "fomaml", "reptile", "cavia", "metasgd", "joint"]
 PILOTS = [1, 2, 4, 8, 16, 32]
-TRAIN_PILOTS = (1, 32)   # each meta-batch draws its pilot count log-uniformly from this range
-ADAPT_STEPS = 1          # the common adaptation budget at meta-test: one SGD step, as published and as trained
+TRAIN_PILOTS = (1, 32)  # each meta-batch draws its pilot count log-uniformly from this range
+ADAPT_STEPS = 1  # the common adaptation budget at meta-test: one SGD step, as published and as trained
 EXAMPLES = """
 examples:
   metaedge demo                       # ~4 min on 2 CPU cores: 6 algorithms, SER table, device run, plots
@@ -28,38 +29,44 @@ examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="meta-train every algorithm, evaluate, print the SER table",
-                       description="Meta-train MAML, FOMAML, Reptile, CAVIA, Meta-SGD and joint learning on the "
-                                   "demodulation task (monograph §5.2) with 1-32 pilots per frame, then adapt each with one "
-                                   "SGD step on the pilots of 100 fresh devices and measure the SER on 10^4 payload symbols, "
-                                   "next to training from scratch and the model-based receiver (MMSE + ML); then deploy "
-                                   "Meta-SGD to a simulated device and run the same frames there.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(
+        sub,
+        "demo",
+        help="meta-train every algorithm, evaluate, print the SER table",
+        description="Meta-train MAML, FOMAML, Reptile, CAVIA, Meta-SGD and joint learning on the "
+        "demodulation task (monograph §5.2) with 1-32 pilots per frame, then adapt each with one "
+        "SGD step on the pilots of 100 fresh devices and measure the SER on 10^4 payload symbols, "
+        "next to training from scratch and the model-based receiver (MMSE + ML); then deploy "
+        "Meta-SGD to a simulated device and run the same frames there.",
+        examples=EXAMPLES,
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the runs go (default runs/demo)")
     p.add_argument("--algos", type=str_list, default=ALGOS, help=f"algorithms (default {','.join(ALGOS)})")
     p.add_argument("--iterations", type=positive_int, help="meta-iterations per algorithm (default: each recipe's)")
     p.add_argument("--devices", type=positive_int, default=100, help="meta-test devices (default 100)")
     p.add_argument("--payload", type=positive_int, default=10_000, help="payload symbols per device (default 10000)")
     p.add_argument("--fresh", action="store_true", help="retrain even if --out holds finished runs")
-    p.add_argument("--target", choices=("onnx", "qiskit", "loihi", "none"), default="onnx",
-                   help="after the host evaluation, export the --device-algo run, deploy it to a simulated device of "
-                        "this target and run the same frames there (default onnx; none: host only); qiskit runs the "
-                        "Born-machine demo instead (QPSK, meta vs joint vs uniform prior, a noisy FakeManilaV2 device); "
-                        "loihi the spiking-receiver demo (three-factor rule on a Lava device)")
+    p.add_argument(
+        "--target",
+        choices=("onnx", "qiskit", "loihi", "none"),
+        default="onnx",
+        help="after the host evaluation, export the --device-algo run, deploy it to a simulated device of "
+        "this target and run the same frames there (default onnx; none: host only); qiskit runs the "
+        "Born-machine demo instead (QPSK, meta vs joint vs uniform prior, a noisy FakeManilaV2 device); "
+        "loihi the spiking-receiver demo (three-factor rule on a Lava device)",
+    )
     p.add_argument("--device-algo", default="metasgd", help="which run goes to the device (default metasgd)")
-    p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_reporting(p, "the evaluation")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from metaedge.sdk.algorithms import get_algorithm
-    from metaedge.sdk.cli.evaluate import evaluate_runs, ser_table
-    from metaedge.sdk.cli.train import train_or_reuse
+    from metaedge.sdk.cli.evaluate import ser_table
+    from metaedge.sdk.families.demod.runs import evaluate_runs, train_or_reuse
+    from metaedge.sdk.families.demod.task import DemodConfig
+    from metaedge.sdk.families.demod.training import TrainConfig
+    from metaedge.sdk.meta import get_algorithm
     from metaedge.sdk.plots import plot_ser
-    from metaedge.sdk.recipes import recipe
-    from metaedge.sdk.tasks.demod import DemodConfig
-    from metaedge.sdk.training import TrainConfig
 
     if args.target == "qiskit":
         from metaedge.sdk.cli.demo_qiskit import run_qiskit_demo
@@ -75,16 +82,17 @@ def run(args: argparse.Namespace) -> int:
     runs = []
     for algo in args.algos:
         path = args.out / algo
-        train = TrainConfig(**{**recipe(algo), "algo": algo, "pilots_min": TRAIN_PILOTS[0],
-                               **({"iterations": args.iterations} if args.iterations else {})})
+        train = TrainConfig(algo=algo, pilots_min=TRAIN_PILOTS[0], iterations=args.iterations)
         state = train_or_reuse(path, task, train, args.fresh, args.quiet)
         if not args.quiet:
             print(f"{algo}: best validation SER {state['best_val_ser']:.4f} at iteration {state['best_iteration']}")
         runs.append(path)
-    report = evaluate_runs(runs, PILOTS, args.devices, args.payload, adapt_steps=ADAPT_STEPS, scratch_lr=0.1,
-                           baselines=True, seed=None, quiet=args.quiet)
-    report["command"] = ("metaedge eval " + " ".join(str(r) for r in runs)
-                         + f" --adapt-steps {ADAPT_STEPS} --devices {args.devices} --payload {args.payload}")
+    report = evaluate_runs(
+        runs, PILOTS, args.devices, args.payload, adapt_steps=ADAPT_STEPS, scratch_lr=0.1, baselines=True, seed=None, quiet=args.quiet
+    )
+    report["command"] = (
+        "metaedge eval " + " ".join(str(r) for r in runs) + f" --inner-steps {ADAPT_STEPS} --devices {args.devices} --payload {args.payload}"
+    )
     plot_ser(report["methods"], PILOTS, args.out / "ser.png", title="16-QAM, 20 dB, I/Q imbalance, Rayleigh")
     if args.target != "none":
         if args.device_algo not in args.algos:
@@ -105,16 +113,15 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     import shutil
 
     from metaedge.deploy.client import DeviceClient
-    from metaedge.sdk.cli.deploy import score_frames, send_frames
-    from metaedge.sdk.export import export_onnx
-    from metaedge.sdk.plots import plot_ser
-    from metaedge.sdk.receivers import ModelBasedReceiver
-    from metaedge.sdk.stats import summarise
-    from metaedge.sdk.tasks.demod import DemodTasks
-    from metaedge.sdk.training import configs_from_run
-    from metaedge.sdk.rundir import read_config
-
     from metaedge.deploy.signing import generate, load_private
+    from metaedge.sdk.device_frames import score_frames, send_frames
+    from metaedge.sdk.families.demod.receivers import ModelBasedReceiver
+    from metaedge.sdk.families.demod.task import DemodTasks
+    from metaedge.sdk.families.demod.training import configs_from_run
+    from metaedge.sdk.plots import plot_ser
+    from metaedge.sdk.rundir import read_config
+    from metaedge.sdk.stats import summarise
+    from metaedge.sdk.targets import export
 
     run = args.out / args.device_algo
     bundle_dir, state, keys = args.out / "bundle", args.out / "device", args.out / "keys"
@@ -123,7 +130,7 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     if not (keys / "metaedge.key").is_file():
         generate(keys)  # the demo's own release key; the device trusts only it
     # the same adaptation budget as the host evaluation; signed, as every device requires
-    export_onnx(run, bundle_dir, steps=ADAPT_STEPS, key=load_private(keys / "metaedge.key"))
+    export("onnx", run, bundle_dir, inner_steps=ADAPT_STEPS, key=load_private(keys / "metaedge.key"))
     task, train = configs_from_run(read_config(run))
     tasks = DemodTasks(task, seed=train.seed)
     devs = tasks.devices("test", args.devices)
@@ -138,21 +145,35 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
                 device_errors = score_frames(result, frame.y_va)
                 result.pop("reliability")
                 mb_errors = (reference.probabilities(frame.x_tr[:, :p], frame.y_tr[:, :p], frame.x_va).argmax(-1) != frame.y_va).mean(1)
-                rows.append({"pilots": p, "device": summarise(device_errors), "host": host_ser[str(p)],
-                             "vs_model_based": summarise(device_errors - mb_errors), "model_based": summarise(mb_errors),
-                             **result})
-    curves = [{"name": f"{args.device_algo} on the {args.target} device", "algo": args.device_algo,
-               "ser": {str(r["pilots"]): r["device"] for r in rows}},
-              {"name": "model-based (MMSE + ML)", "algo": "model-based", "ser": {str(r["pilots"]): r["model_based"] for r in rows}}]
+                rows.append(
+                    {
+                        "pilots": p,
+                        "device": summarise(device_errors),
+                        "host": host_ser[str(p)],
+                        "vs_model_based": summarise(device_errors - mb_errors),
+                        "model_based": summarise(mb_errors),
+                        **result,
+                    }
+                )
+    curves = [
+        {"name": f"{args.device_algo} on the {args.target} device", "algo": args.device_algo, "ser": {str(r["pilots"]): r["device"] for r in rows}},
+        {"name": "model-based (MMSE + ML)", "algo": "model-based", "ser": {str(r["pilots"]): r["model_based"] for r in rows}},
+    ]
     plot_ser(curves, PILOTS, args.out / "device-ser.png", title=f"{args.device_algo} adapted on the simulated {args.target} device")
-    return {"target": args.target, "algo": args.device_algo, "bundle": str(bundle_dir),
-            "bundle_bytes": sum(f.stat().st_size for f in bundle_dir.iterdir()), "devices": args.devices,
-            "payload": args.payload, "rows": rows, "plot": str(args.out / "device-ser.png")}
+    return {
+        "target": args.target,
+        "algo": args.device_algo,
+        "bundle": str(bundle_dir),
+        "bundle_bytes": sum(f.stat().st_size for f in bundle_dir.iterdir()),
+        "devices": args.devices,
+        "payload": args.payload,
+        "rows": rows,
+        "plot": str(args.out / "device-ser.png"),
+    }
 
 
 @__import__("contextlib").contextmanager
-def deployed_device(target: str, state: Path, public_key: Path, bundle: Path, extra: tuple[str, ...] = (),
-                    python: str | None = None):
+def deployed_device(target: str, state: Path, public_key: Path, bundle: Path, extra: tuple[str, ...] = (), python: str | None = None):
     """A device process of ``target`` (run by ``python``, default this interpreter) that trusts ``public_key``,
     with ``bundle`` deployed and confirmed: yields its URL."""
     import contextlib
@@ -162,9 +183,26 @@ def deployed_device(target: str, state: Path, public_key: Path, bundle: Path, ex
 
     from metaedge.sdk.cli.main import main
 
-    proc = subprocess.Popen([python or sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", target,
-                             "--state", str(state), "--listen", "127.0.0.1:0", "--trusted-key", str(public_key), *extra],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            python or sys.executable,
+            "-m",
+            "metaedge.sdk.cli.main",
+            "device",
+            "serve",
+            "--target",
+            target,
+            "--state",
+            str(state),
+            "--listen",
+            "127.0.0.1:0",
+            "--trusted-key",
+            str(public_key),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = "tcp://" + proc.stdout.readline().split()[-1]
         with contextlib.redirect_stdout(io.StringIO()):
@@ -183,9 +221,19 @@ def device_table(device: dict) -> str:
     for r in device["rows"]:
         vs = r["vs_model_based"]
         mark = "*" if vs["ci95"][1] < 0 else "-" if vs["ci95"][0] > 0 else " "
-        rows.append([str(r["pilots"]), f"{r['device']['ser']:.4f}{mark}", f"{r['host']['ser']:.4f}", f"{r['model_based']['ser']:.4f}",
-                     f"{r['device_us']['p50']:.0f}", f"{r['round_trip_us']['p50']:.0f}"])
-    head = (f"{device['algo']} deployed to a simulated {device['target']} device ({device['bundle_bytes']:,}-byte bundle): "
-            f"the same {device['devices']} devices × {device['payload']} symbols, adapted on the device")
+        rows.append(
+            [
+                str(r["pilots"]),
+                f"{r['device']['ser']:.4f}{mark}",
+                f"{r['host']['ser']:.4f}",
+                f"{r['model_based']['ser']:.4f}",
+                f"{r['device_us']['p50']:.0f}",
+                f"{r['round_trip_us']['p50']:.0f}",
+            ]
+        )
+    head = (
+        f"{device['algo']} deployed to a simulated {device['target']} device ({device['bundle_bytes']:,}-byte bundle): "
+        f"the same {device['devices']} devices × {device['payload']} symbols, adapted on the device"
+    )
     table = format_table(["pilots", "device SER", "host SER", "model-based", "device µs", "round trip µs"], rows)
     return head + "\n" + table + f"\n*: fewer errors than model-based (paired, 95 %); written: {device['plot']}"

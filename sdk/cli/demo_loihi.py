@@ -5,6 +5,7 @@ compares them with θ = 0 on new devices, exports the FOMAML bundle signed, star
 device with the Lava environment's interpreter, deploys, and runs new devices' frames
 through the protocol: the rule adapts the synapses on the pilots of every frame.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,13 @@ def run_loihi_demo(args: argparse.Namespace) -> int:
     from metaedge.deploy.signing import generate, load_private
     from metaedge.sdk.cli.bench_loihi import train_default
     from metaedge.sdk.cli.demo import deployed_device
-    from metaedge.sdk.cli.deploy import stream_frames
     from metaedge.sdk.cli.main import format_table
+    from metaedge.sdk.device_frames import stream as stream_frames
+    from metaedge.sdk.families.demod.snn.bench import quality, test_frames
+    from metaedge.sdk.families.demod.snn.training import load_snn_run
     from metaedge.sdk.lava_env import lava_python
     from metaedge.sdk.rundir import write_json
-    from metaedge.sdk.spiking.bench import quality, test_frames
-    from metaedge.sdk.spiking.export import export_loihi
-    from metaedge.sdk.spiking.training import load_snn_run
+    from metaedge.sdk.targets import export
 
     interpreter = lava_python()
     out = args.out / "loihi"
@@ -50,10 +51,12 @@ def run_loihi_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(path, ignore_errors=True)
     if not (keys / "metaedge.key").is_file():
         generate(keys)
-    export_loihi(run.path, bundle, key=load_private(keys / "metaedge.key"))
+    export("loihi", run.path, bundle, key=load_private(keys / "metaedge.key"))
     if not args.quiet:
-        print(f"demo: Loihi device (Lava) with the FOMAML bundle; {DEVICE_FRAMES} frames of {run.task.pilots} pilots + "
-              f"{DEVICE_SYMBOLS} symbols", file=sys.stderr)
+        print(
+            f"demo: Loihi device (Lava) with the FOMAML bundle; {DEVICE_FRAMES} frames of {run.task.pilots} pilots + {DEVICE_SYMBOLS} symbols",
+            file=sys.stderr,
+        )
     with deployed_device("loihi", state, keys / "metaedge.pub", bundle, python=interpreter) as url:
         with contextlib.redirect_stdout(io.StringIO()):
             protocol = stream_frames(url, DEVICE_FRAMES, run.task.pilots, DEVICE_SYMBOLS, seed=1)
@@ -62,12 +65,14 @@ def run_loihi_demo(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    rows = [[name, f"{r['ser']:.4f}", f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]", f"{r['without_adaptation']:.4f}"]
-            for name, r in host.items()]
-    print(f"spiking receiver, QPSK, {run.task.pilots} pilots, on-chip three-factor rule; {HOST_DEVICES} new devices "
-          "(host reference = Lava's dynamics)")
+    rows = [[name, f"{r['ser']:.4f}", f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]", f"{r['without_adaptation']:.4f}"] for name, r in host.items()]
+    print(
+        f"spiking receiver, QPSK, {run.task.pilots} pilots, on-chip three-factor rule; {HOST_DEVICES} new devices (host reference = Lava's dynamics)"
+    )
     print(format_table(["start", "SER after adaptation", "95 % CI", "no adaptation"], rows))
-    print(f"\nFOMAML bundle on a Loihi device (Lava): SER {protocol['ser']:.4f} over {protocol['frames']} new devices × "
-          f"{protocol['symbols']} symbols; device time per frame median {protocol['device_us']['p50'] / 1e6:.1f} s")
+    print(
+        f"\nFOMAML bundle on a Loihi device (Lava): SER {protocol['ser']:.4f} over {protocol['frames']} new devices × "
+        f"{protocol['symbols']} symbols; device time per frame median {protocol['device_us']['p50'] / 1e6:.1f} s"
+    )
     print(f"written: {out / 'loihi.json'}")
     return 0

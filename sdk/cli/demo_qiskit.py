@@ -5,6 +5,7 @@ with the uniform prior exactly and on the noisy FakeManilaV2 target (``metaedge 
 qiskit``), then exports the meta-learned bundle signed, deploys it to a qiskit device
 process and runs new devices' frames through the protocol.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,12 @@ def run_qiskit_demo(args: argparse.Namespace) -> int:
     from metaedge.deploy.signing import generate, load_private
     from metaedge.sdk.cli.bench_qiskit import render, train_default
     from metaedge.sdk.cli.demo import deployed_device
-    from metaedge.sdk.cli.deploy import stream_frames
+    from metaedge.sdk.device_frames import stream as stream_frames
+    from metaedge.sdk.families.demod.born.bench import bench_qiskit
+    from metaedge.sdk.families.demod.born.training import load_born_run
     from metaedge.sdk.plots import plot_reliability
-    from metaedge.sdk.quantum.bench import bench_qiskit
-    from metaedge.sdk.quantum.export import export_qiskit
-    from metaedge.sdk.quantum.training import load_born_run
     from metaedge.sdk.rundir import write_json
+    from metaedge.sdk.targets import export
 
     out = args.out / "qiskit"
     out.mkdir(parents=True, exist_ok=True)
@@ -45,14 +46,17 @@ def run_qiskit_demo(args: argparse.Namespace) -> int:
         print(f"bench: exact evaluation on 300 devices, then {DEVICE_FRAMES} devices per prior on {NOISY}", file=sys.stderr)
     report = bench_qiskit(runs["meta"], runs["joint"], exact_devices=300, device_frames=DEVICE_FRAMES, targets=(NOISY,))
     exact = report["exact"]["results"]
-    plot_reliability({n: exact[n]["reliability"] for n in ("meta-learned", "point-estimate BNN", "joint")},
-                     out / "reliability.png", "Born-machine BNN, exact ensemble")
+    plot_reliability(
+        {n: exact[n]["reliability"] for n in ("meta-learned", "point-estimate BNN", "joint")},
+        out / "reliability.png",
+        "Born-machine BNN, exact ensemble",
+    )
     keys, bundle, state = args.out / "keys", out / "bundle", out / "device"
     for path in (bundle, state):
         shutil.rmtree(path, ignore_errors=True)
     if not (keys / "metaedge.key").is_file():
         generate(keys)
-    export_qiskit(out / "born-meta", bundle, key=load_private(keys / "metaedge.key"))
+    export("qiskit", out / "born-meta", bundle, key=load_private(keys / "metaedge.key"))
     with deployed_device("qiskit", state, keys / "metaedge.pub", bundle, ("--backend", NOISY)) as url:
         with contextlib.redirect_stdout(io.StringIO()):
             report["protocol"] = stream_frames(url, DEVICE_FRAMES, runs["meta"].task.pilots, 1000, seed=1)
@@ -62,7 +66,9 @@ def run_qiskit_demo(args: argparse.Namespace) -> int:
         return 0
     p = report["protocol"]
     print(render(report))
-    print(f"\nmeta-learned bundle deployed to a {NOISY} device process: SER {p['ser']:.4f} over {p['frames']} new devices × "
-          f"{p['symbols']} symbols, {p['pilots']} pilots; device time per frame median {p['device_us']['p50'] / 1e3:.0f} ms")
+    print(
+        f"\nmeta-learned bundle deployed to a {NOISY} device process: SER {p['ser']:.4f} over {p['frames']} new devices × "
+        f"{p['symbols']} symbols, {p['pilots']} pilots; device time per frame median {p['device_us']['p50'] / 1e3:.0f} ms"
+    )
     print(f"written: {out / 'qiskit.json'}, {out / 'reliability.png'}")
     return 0

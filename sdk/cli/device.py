@@ -1,10 +1,13 @@
 """``metaedge device``: run a simulated edge device, and manage one over its protocol."""
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
+from metaedge.sdk.cli.parsing import add_command
+from metaedge.sdk.device_frames import call, connect
 from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
@@ -19,34 +22,56 @@ examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("device", help="run or manage a simulated edge device", epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "device", help="run or manage a simulated edge device", examples=EXAMPLES)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(p))
-    s = actions.add_parser("serve", help="start a device (a process with a flash image on disk)", epilog=EXAMPLES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--target", default="onnx", choices=("onnx", "qiskit", "loihi", "linear"),
-                   help="backend the device runs (default onnx; loihi needs the Lava environment's interpreter)")
-    s.add_argument("--engine", default="lava", choices=("lava", "reference", "loihi2"),
-                   help="loihi target only: lava (Loihi 2 simulation, default), reference (the host simulator in numpy) "
-                        "or loihi2 (real Loihi 2; needs Intel's lava-loihi package)")
-    s.add_argument("--fixed-point", action="store_true",
-                   help="loihi target only: Lava's fixed_pt models (8-bit weights, integer learning engine) instead of floating point")
-    s.add_argument("--backend", default="noisy:FakeManilaV2",
-                   help="qiskit target only: where circuits run — ideal, noisy:<Fake device> (default noisy:FakeManilaV2), "
-                        "ibm:<backend> (needs a saved IBM Quantum account)")
+    s = add_command(actions, "serve", help="start a device (a process with a flash image on disk)", examples=EXAMPLES)
+    s.add_argument(
+        "--target",
+        default="onnx",
+        choices=("onnx", "qiskit", "loihi", "linear"),
+        help="backend the device runs (default onnx; loihi needs the Lava environment's interpreter)",
+    )
+    s.add_argument(
+        "--engine",
+        default="lava",
+        choices=("lava", "reference", "loihi2"),
+        help="loihi target only: lava (Loihi 2 simulation, default), reference (the host simulator in numpy) "
+        "or loihi2 (real Loihi 2; needs Intel's lava-loihi package)",
+    )
+    s.add_argument(
+        "--fixed-point",
+        action="store_true",
+        help="loihi target only: Lava's fixed_pt models (8-bit weights, integer learning engine) instead of floating point",
+    )
+    s.add_argument(
+        "--backend",
+        default="noisy:FakeManilaV2",
+        help="qiskit target only: where circuits run — ideal, noisy:<Fake device> (default noisy:FakeManilaV2), "
+        "ibm:<backend> (needs a saved IBM Quantum account)",
+    )
     s.add_argument("--seed", type=int, default=0, help="qiskit target only: seed of the simulator's shot stream")
     s.add_argument("--state", type=Path, required=True, help="directory holding the device's flash image")
     s.add_argument("--listen", default="127.0.0.1:7410", help="HOST:PORT on loopback (port 0: any free port), or 'stdio'")
     s.add_argument("--profile", default=None, help="device profile: edge-small (default) or edge-tiny")
     s.add_argument("--threads", type=int, default=None, help="runtime threads (default: the profile's, 1)")
-    s.add_argument("--trusted-key", type=Path, action="append", default=[], metavar="PUB",
-                   help="Ed25519 public key whose signatures the device accepts (repeat for rotation)")
+    s.add_argument(
+        "--trusted-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="Ed25519 public key whose signatures the device accepts (repeat for rotation)",
+    )
     s.add_argument("--allow-unsigned", action="store_true", help="development only: accept unsigned bundles")
     s.set_defaults(handler=run_serve)
-    for name, help_text in (("info", "target, profile and running image"), ("list", "the two image slots"),
-                            ("reset", "reboot: trial-boot a tested image, or revert an unconfirmed one"),
-                            ("confirm", "make the image on trial permanent"), ("stats", "frames served, latency, boot events")):
-        a = actions.add_parser(name, help=help_text)
+    for name, help_text in (
+        ("info", "target, profile and running image"),
+        ("list", "the two image slots"),
+        ("reset", "reboot: trial-boot a tested image, or revert an unconfirmed one"),
+        ("confirm", "make the image on trial permanent"),
+        ("stats", "frames served, latency, boot events"),
+    ):
+        a = add_command(actions, name, help=help_text)
         a.add_argument("--device", required=True, help="tcp://HOST:PORT")
         a.add_argument("--json", action="store_true")
         a.set_defaults(handler=run_management, op={"list": "image.list", "confirm": "image.confirm"}.get(name, name))
@@ -79,9 +104,11 @@ def run_serve(args: argparse.Namespace) -> int:
         import importlib.util
 
         if args.engine != "reference" and importlib.util.find_spec("lava") is None:
-            raise UserError("Lava is not installed in this environment (it needs Python 3.10): start the device with "
-                            "the Lava environment, e.g. '.venv-lava/bin/metaedge device serve --target loihi …' "
-                            "(built by 'make env'), or use --engine reference")
+            raise UserError(
+                "Lava is not installed in this environment (it needs Python 3.10): start the device with "
+                "the Lava environment, e.g. '.venv-lava/bin/metaedge device serve --target loihi …' "
+                "(built by 'make env'), or use --engine reference"
+            )
         if args.fixed_point and args.engine == "reference":
             raise UserError("--fixed-point runs on Lava's fixed_pt models; it needs --engine lava")
         options = {"engine": args.engine, "fixed_point": args.fixed_point}
@@ -98,8 +125,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except SignatureError as e:
         raise UserError(f"--trusted-key: {e}") from None
     try:
-        device = Device(args.state, args.target, profile, trusted_keys=keys, allow_unsigned=args.allow_unsigned,
-                        backend_options=options)
+        device = Device(args.state, args.target, profile, trusted_keys=keys, allow_unsigned=args.allow_unsigned, backend_options=options)
     except ValueError as e:
         raise UserError(f"--state {args.state}: {e}") from None
     if args.listen == "stdio":
@@ -112,26 +138,6 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def connect(url: str):
-    from metaedge.deploy.client import DeviceClient
-
-    try:
-        return DeviceClient(url)
-    except (ValueError, ConnectionError) as e:
-        raise UserError(str(e)) from None
-
-
-def call(client, op: str, arrays=None, **args):
-    from metaedge.deploy.client import DeviceRequestError
-
-    try:
-        return client.call(op, arrays, **args)
-    except DeviceRequestError as e:
-        raise UserError(f"the device refused '{op}': {e}") from None
-    except ConnectionError as e:
-        raise UserError(str(e)) from None
-
-
 def run_management(args: argparse.Namespace) -> int:
     with connect(args.device) as client:
         header, _ = call(client, args.op)
@@ -141,9 +147,12 @@ def run_management(args: argparse.Namespace) -> int:
     elif args.op == "image.list":
         for image in header["images"]:
             flags = [f for f in ("active", "confirmed", "pending", "trial") if image[f]]
-            desc = (f"{image.get('algorithm', '?')}, counter {image.get('security_counter', '?')}, {image['size']:,} B, "
-                    f"sha256 {image['sha256'][:16]}…" + (f", expires {image['expires']}" if image.get("expires") else "")
-                    if image["valid"] else "empty")
+            desc = (
+                f"{image.get('algorithm', '?')}, counter {image.get('security_counter', '?')}, {image['size']:,} B, "
+                f"sha256 {image['sha256'][:16]}…" + (f", expires {image['expires']}" if image.get("expires") else "")
+                if image["valid"]
+                else "empty"
+            )
             print(f"slot {image['slot']}: {desc}  [{' '.join(flags)}]")
     else:
         print("\n".join(f"{k}: {v}" for k, v in header.items()))

@@ -1,4 +1,5 @@
 """Entry point of the ``metaedge`` command. Each subcommand lives in its own module."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,12 @@ examples:
 def build_parser() -> Parser:
     from metaedge.sdk.cli import algorithms, bench, bundle, demo, deploy, device, evaluate, report, train
 
-    parser = Parser(prog="metaedge", description="Meta-learned receivers from host to edge hardware.",
-                    epilog=EXAMPLES, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    parser = Parser(
+        prog="metaedge",
+        description="Meta-learned receivers from host to edge hardware.",
+        epilog=EXAMPLES,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for module in (train, evaluate, algorithms, bundle, device, deploy, bench, demo, report):
         module.register(sub)
@@ -42,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] in {"torch", "onnx", "onnxscript", "onnxruntime", "qiskit", "qiskit_aer", "lava", "matplotlib", "tqdm"}:
-            print(f"metaedge: error: this command needs the Python package '{e.name}', which is not installed; "
-                  "install the matching extra, e.g. pip install 'metaedge[train]'", file=sys.stderr)
+            print(
+                f"metaedge: error: this command needs the Python package '{e.name}', which is not installed; "
+                "install the matching extra, e.g. pip install 'metaedge[train]'",
+                file=sys.stderr,
+            )
             return 2
         raise
     except KeyboardInterrupt:

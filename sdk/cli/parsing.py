@@ -1,14 +1,52 @@
 """Argument parsing that answers bad input with one line, never a usage dump or traceback."""
+
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 from metaedge.sdk.errors import UserError
+
+# flags renamed so that one notion has one name in every command (docs/cli.md); the old names get a hint
+RENAMED = {
+    "--method": "--algo",
+    "--methods": "--algos",
+    "--adapt-steps": "--inner-steps",
+    "--lr": "--inner-lr",
+    "--meta-lr": "--outer-lr",
+    "--steps": "--inner-steps (adaptation steps) or --timesteps (a spiking receiver's)",
+}
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D102 — argparse's hook
-        raise UserError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        hints = [f"{old} is now {new}" for old, new in RENAMED.items() if re.search(rf"(?<![\w-]){old}(?![\w-])", message)]
+        raise UserError(f"{self.prog}: {message}{''.join('; ' + h for h in hints)} (see '{self.prog} --help')")
+
+
+def add_command(sub, name: str, help: str, description: str | None = None, examples: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand whose help keeps the examples' line breaks."""
+    return sub.add_parser(name, help=help, description=description, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_reporting(p, what: str = "the results", progress: bool = True) -> None:
+    """--json (print ``what`` as JSON instead of tables) and, for long commands, --quiet (no progress bars)."""
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+    if progress:
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_seed(p, what: str = "the simulated devices and channels") -> None:
+    p.add_argument("--seed", type=int, default=0, help=f"seed of {what} (default 0)")
+
+
+def add_benchmark(p, plot: str, what: str) -> None:
+    """A benchmark's --plot (``what`` as a PNG, default ``plot``), --quick, --seed, --json and --quiet."""
+    p.add_argument("--plot", type=Path, default=Path(plot), help=f"{what} as PNG (default {plot})")
+    p.add_argument("--quick", action="store_true", help="tiny budget, for tests of the machinery")
+    add_seed(p)
+    add_reporting(p)
 
 
 def int_list(text: str, minimum: int = 1) -> list[int]:
@@ -55,27 +93,45 @@ def pilot_range(text: str) -> tuple[int, int]:
 
 
 def add_task_flags(p: argparse.ArgumentParser) -> None:
-    """Flags of the demodulation task family (defaults: the published setup, FACTS.md)."""
+    """Flags of the demodulation task family (defaults: the published setup of Park et al., IEEE TSP 2021)."""
     g = p.add_argument_group("task (monograph §5.2; defaults: published setup)")
     g.add_argument("--order", type=int, default=16, help="square QAM order: 4, 16, 64, 256 (default 16)")
     g.add_argument("--snr-db", type=float, default=20.0, help="Es/N0 in dB (default 20)")
     g.add_argument("--eps-max", type=float, default=0.15, help="amplitude imbalance ε = eps_max·Beta(a,b) (default 0.15)")
     g.add_argument("--delta-max-deg", type=float, default=15.0, help="phase imbalance δ = delta_max·Beta(a,b), degrees (default 15)")
     g.add_argument("--beta", type=float, nargs=2, default=(5.0, 2.0), metavar=("A", "B"), help="Beta shape parameters (default 5 2)")
-    g.add_argument("--pilots", type=pilot_range, default=(0, 4), metavar="N|LOW-HIGH",
-                   help="training pilots per task N_tr: a count, or a range drawn log-uniformly per meta-batch (default 4)")
+    g.add_argument(
+        "--pilots",
+        type=pilot_range,
+        default=(0, 4),
+        metavar="N|LOW-HIGH",
+        help="training pilots per task N_tr: a count, or a range drawn log-uniformly per meta-batch (default 4)",
+    )
     g.add_argument("--val-pilots", type=int, default=160, help="validation pilots per meta-training task N_va (default 160)")
-    g.add_argument("--pilot-sequence", choices=("fixed", "random"), default="fixed",
-                   help="pilot symbols: a known fixed sequence covering the constellation, or random (default fixed)")
+    g.add_argument(
+        "--pilot-sequence",
+        choices=("fixed", "random"),
+        default="fixed",
+        help="pilot symbols: a known fixed sequence covering the constellation, or random (default fixed)",
+    )
     g.add_argument("--frame", type=int, default=20_000, help="symbols a frame holds (default 20000)")
 
 
 def task_config(args: argparse.Namespace):
-    from metaedge.sdk.tasks.demod import DemodConfig
+    from metaedge.sdk.families.demod.task import DemodConfig
 
-    return DemodConfig(order=args.order, snr_db=args.snr_db, eps_max=args.eps_max, delta_max_deg=args.delta_max_deg,
-                       beta_a=args.beta[0], beta_b=args.beta[1], pilots=args.pilots[1], val_pilots=args.val_pilots,
-                       pilot_sequence=args.pilot_sequence, frame=args.frame)
+    return DemodConfig(
+        order=args.order,
+        snr_db=args.snr_db,
+        eps_max=args.eps_max,
+        delta_max_deg=args.delta_max_deg,
+        beta_a=args.beta[0],
+        beta_b=args.beta[1],
+        pilots=args.pilots[1],
+        val_pilots=args.val_pilots,
+        pilot_sequence=args.pilot_sequence,
+        frame=args.frame,
+    )
 
 
 def read_bundle_arg(path):
@@ -88,7 +144,7 @@ def read_bundle_arg(path):
         raise UserError(f"{path}: {e}") from None
 
 
-def chosen(given: list[str] | None, allowed: tuple[str, ...], flag: str = "--methods", what: str = "method") -> tuple[str, ...]:
+def chosen(given: list[str] | None, allowed: tuple[str, ...], flag: str = "--algos", what: str = "algorithm") -> tuple[str, ...]:
     """The user's choice from ``allowed`` (all of them when not given), or a UserError naming the first unknown one."""
     from metaedge.sdk.errors import UserError
 

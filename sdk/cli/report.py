@@ -1,11 +1,12 @@
 """``metaedge report``: every task family's evaluation, as PNG figures and one HTML page."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import str_list
+from metaedge.sdk.cli.parsing import add_command, add_seed, str_list
 
 EXAMPLES = """
 examples:
@@ -16,15 +17,19 @@ examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="run the evaluation suites and write figures and an HTML page",
-                       description="Run the demodulation, learned-link, channel-prediction, power-control and device "
-                                   "evaluations and write PNG figures, report.json and index.html (tables and figures; "
-                                   "every section states the command and seed that reproduce it). Trained demodulators are "
-                                   "kept under OUT/runs and reused by a second run.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(
+        sub,
+        "report",
+        help="run the evaluation suites and write figures and an HTML page",
+        description="Run the demodulation, learned-link, channel-prediction, power-control and device "
+        "evaluations and write PNG figures, report.json and index.html (tables and figures; "
+        "every section states the command and seed that reproduce it). Trained demodulators are "
+        "kept under OUT/runs and reused by a second run.",
+        examples=EXAMPLES,
+    )
     p.add_argument("--out", type=Path, required=True, help="directory for index.html, report.json and the figures")
     p.add_argument("--sections", type=str_list, default=None, help="default demod,link,prediction,power,device")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--quick", action="store_true", help="tiny budgets, for tests of the machinery")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)

@@ -6,16 +6,19 @@ same definition is vmapped over tasks during meta-training, differentiated twice
 and traced into plain graphs at export. For CAVIA, ``params["context"]`` holds the task
 context vector, concatenated to every input sample.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 Params = dict[str, Tensor]
+Loss = Callable[[Params, Tensor, Tensor], Tensor]  # (parameters, samples, targets) → mean loss over the samples
 LAYER_BIAS = re.compile(r"^l(\d+)\.bias$")
 
 
@@ -81,8 +84,8 @@ def is_regressor(params: Params) -> bool:
 
 
 def task_loss(params: Params, x: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy −mean Σ onehot·log p, written with one-hot labels (exports exactly; FACTS.md), or for a
-    regressor the mean squared error against ``target`` [n, 1]."""
+    """Cross-entropy −mean Σ onehot·log p, written with one-hot labels (exports exactly, where integer labels with a
+    mean-reduced NLL do not), or for a regressor the mean squared error against ``target`` [n, 1]."""
     if is_regressor(params):
         return ((outputs(params, x) - target) ** 2).mean()
     return -(target * forward(params, x)).sum(-1).mean()

@@ -7,6 +7,7 @@
 
 Called by tests/backends/test_loihi_lava.py (they cannot import this module: it needs Lava).
 """
+
 import dataclasses
 import json
 import multiprocessing
@@ -52,10 +53,14 @@ def parity(bundle) -> dict:
     adapted = output_layer(spec, theta, hidden_spikes(spec, backend.w_in, encode(spec, pilots, n)), teacher(spec, labels, n))
     n = stream_length(spec, 30)
     decoded = output_layer(spec, adapted.weights, hidden_spikes(spec, backend.w_in, encode(spec, payload, n)), None)
-    return {"weight_error": float(np.abs(lava_weights - adapted.weights).max()),
-            "weight_change": float(np.abs(adapted.weights - theta).max()),
-            "spike_mismatches": int(np.abs(lava_spikes - decoded.spikes).sum()), "spikes": int(decoded.spikes.sum()),
-            "learning_off_change": float(np.abs(off - lava_weights).max()), "steps_per_s": steps / seconds}
+    return {
+        "weight_error": float(np.abs(lava_weights - adapted.weights).max()),
+        "weight_change": float(np.abs(adapted.weights - theta).max()),
+        "spike_mismatches": int(np.abs(lava_spikes - decoded.spikes).sum()),
+        "spikes": int(decoded.spikes.sum()),
+        "learning_off_change": float(np.abs(off - lava_weights).max()),
+        "steps_per_s": steps / seconds,
+    }
 
 
 def selftest(bundle) -> dict:
@@ -74,8 +79,7 @@ def selftest(bundle) -> dict:
         hardware = "loaded"
     except BackendError as e:
         hardware = str(e)
-    return {"passed": good.passed, "max_error": good.max_error, "tampered_passed": bad.passed,
-            "tampered_error": bad.max_error, "hardware": hardware}
+    return {"passed": good.passed, "max_error": good.max_error, "tampered_passed": bad.passed, "tampered_error": bad.max_error, "hardware": hardware}
 
 
 def failure(bundle) -> dict:
@@ -104,12 +108,19 @@ def failure(bundle) -> dict:
     children_after_fault = len(multiprocessing.active_children())
     leaked_after_fault = sorted(shm() - before)
     error_lif.PyErrorLIFModelFloat.run_spk = original
-    backend.load(bundle)                      # a fresh runtime serves again
+    backend.load(bundle)  # a fresh runtime serves again
     recovered = backend.selftest().passed
     backend.close()
-    return {"healthy": healthy, "error": error, "seconds": elapsed, "children_after_fault": children_after_fault,
-            "shm_leaked_after_fault": leaked_after_fault, "recovered": recovered,
-            "children_at_end": len(multiprocessing.active_children()), "shm_leaked_at_end": sorted(shm() - before)}
+    return {
+        "healthy": healthy,
+        "error": error,
+        "seconds": elapsed,
+        "children_after_fault": children_after_fault,
+        "shm_leaked_after_fault": leaked_after_fault,
+        "recovered": recovered,
+        "children_at_end": len(multiprocessing.active_children()),
+        "shm_leaked_at_end": sorted(shm() - before),
+    }
 
 
 def fixed(bundle) -> dict:
@@ -133,12 +144,20 @@ def fixed(bundle) -> dict:
         backend.close()
     start = fp.weights(fp.quantise(backend.theta))
     n = stream_length(spec, 8)
-    ref = output_layer(dc.replace(spec, learning_rate=fp.learning_rate), start,
-                       hidden_spikes(spec, backend.w_in, encode(spec, pilots, n)), teacher(spec, labels, n)).weights
+    ref = output_layer(
+        dc.replace(spec, learning_rate=fp.learning_rate), start, hidden_spikes(spec, backend.w_in, encode(spec, pilots, n)), teacher(spec, labels, n)
+    ).weights
     d_lava, d_ref = (lava_weights - start).ravel(), (ref - start).ravel()
-    return {"selftest_passed": report.passed, "disagreement": report.max_error, "eta": spec.learning_rate,
-            "eta_fixed": fp.learning_rate, "weight_exp": fp.weight_exp, "update_correlation": float(np.corrcoef(d_lava, d_ref)[0, 1]),
-            "update_ratio": float(np.abs(d_lava).sum() / np.abs(d_ref).sum()), "max_weight_error": float(np.abs(lava_weights - ref).max())}
+    return {
+        "selftest_passed": report.passed,
+        "disagreement": report.max_error,
+        "eta": spec.learning_rate,
+        "eta_fixed": fp.learning_rate,
+        "weight_exp": fp.weight_exp,
+        "update_correlation": float(np.corrcoef(d_lava, d_ref)[0, 1]),
+        "update_ratio": float(np.abs(d_lava).sum() / np.abs(d_ref).sum()),
+        "max_weight_error": float(np.abs(lava_weights - ref).max()),
+    }
 
 
 if __name__ == "__main__":

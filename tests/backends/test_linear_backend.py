@@ -1,5 +1,6 @@
 """The ``linear`` target (channel prediction, bundle-format.md §15): export, the device-side backend, refusals,
 and the same predictions under Python 3.10 / numpy < 2 (the Lava environment, no torch)."""
+
 import json
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from metaedge.backends.linear.backend import LinearBackend, to_complex
 from metaedge.deploy.bundle import manifest_bytes, read_bundle
 from metaedge.deploy.manifest import MANIFEST_FILE
 from metaedge.sdk.cli.main import main
-from metaedge.sdk.prediction_run import prediction_frames
+from metaedge.sdk.families.prediction.run import prediction_frames
 
 
 @pytest.fixture(scope="module")

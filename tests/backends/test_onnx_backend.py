@@ -1,4 +1,5 @@
 """The ONNX backend as a device runs it: bad bundles refused, frames independent, Python 3.10 / numpy < 2 too."""
+
 import os
 import subprocess
 from pathlib import Path
@@ -63,9 +64,11 @@ def test_selftest_fails_when_the_vectors_disagree(bundle_path, tmp_path, rewritt
 def test_bundle_runs_in_the_lava_environment(bundle_path):
     """Python 3.10, numpy < 2, no torch, that environment's onnxruntime: the self-test still passes."""
     lava = os.environ.get("METAEDGE_LAVA_PYTHON") or str(ROOT / ".venv-lava" / "bin" / "python")
-    script = ("import sys, numpy; from metaedge.deploy.bundle import read_bundle; from metaedge.backends.onnx import OnnxBackend; "
-              "b = OnnxBackend(); b.load(read_bundle(sys.argv[1])); r = b.selftest(); "
-              "print(sys.version_info[:2], numpy.__version__, r.passed, r.max_error); sys.exit(0 if r.passed else 1)")
+    script = (
+        "import sys, numpy; from metaedge.deploy.bundle import read_bundle; from metaedge.backends.onnx import OnnxBackend; "
+        "b = OnnxBackend(); b.load(read_bundle(sys.argv[1])); r = b.selftest(); "
+        "print(sys.version_info[:2], numpy.__version__, r.passed, r.max_error); sys.exit(0 if r.passed else 1)"
+    )
     result = subprocess.run([lava, "-c", script, str(bundle_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("(3, 10) 1.")
@@ -90,7 +93,7 @@ def test_a_bundle_without_the_optional_loop_graph_falls_back_to_stepping(bundle_
 def test_runtime_diagnostics_never_reach_stdout(bundle_path, tmp_path, capfd, rewritten):
     """A device serving over stdio uses stdout as the protocol stream. Some corrupt models make ONNX
     Runtime print an "EP Error" diagnostic; find one among seeded mutations and check where it went."""
-    from metaedge.sdk.bench_fuzz import mutate
+    from metaedge.sdk.bench.fuzz import mutate
 
     forward = read_bundle(bundle_path).artifacts["forward"]
     for seed in range(400):
@@ -109,9 +112,9 @@ def test_runtime_diagnostics_never_reach_stdout(bundle_path, tmp_path, capfd, re
 def test_a_one_step_bundle_runs_its_frame_in_one_call(trained_bundle, tmp_path):
     """One-step bundles carry the fused frame graph (spec §7.6): the same log-probabilities as stepping, and the
     backend stays at θ."""
-    from metaedge.sdk.export import export_onnx
+    from metaedge.sdk.targets import export
 
-    bundle = export_onnx(trained_bundle[0], tmp_path / "one", steps=1)
+    bundle = export("onnx", trained_bundle[0], tmp_path / "one", inner_steps=1)
     assert "frame" in bundle.artifacts and "adapt_loop" not in bundle.artifacts
     fused, stepping = OnnxBackend(), OnnxBackend(mode="step_loop")
     fused.load(bundle)

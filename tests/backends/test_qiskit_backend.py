@@ -1,4 +1,5 @@
 """The Born-machine backend with the real Qiskit and Aer: bit order, exactness, gradients, QPY, bad input."""
+
 import numpy as np
 import pytest
 import torch
@@ -11,19 +12,19 @@ from metaedge.backends.qiskit.ratio import log_density_ratio, pairwise_features
 from metaedge.backends.qiskit.shift import shift_gradient, shift_settings
 from metaedge.backends.qiskit.targets import Executor, parse_target
 from metaedge.deploy.bundle import read_bundle
-from metaedge.sdk.quantum.learning import InnerConfig, adapt
-from metaedge.sdk.quantum.simulator import BornSimulator
-from metaedge.sdk.quantum.training import default_task
+from metaedge.sdk.families.demod.born.learning import InnerConfig, adapt
+from metaedge.sdk.families.demod.born.simulator import BornSimulator
+from metaedge.sdk.families.demod.born.training import default_task
 
 
 def test_qubit_i_is_weight_i_little_endian_on_exact_and_sampled_targets():
     spec = BornSpec(qubits=3, layers=0)
-    angles = np.array([np.pi, 0.0, 0.0])          # flip qubit 0 only
+    angles = np.array([np.pi, 0.0, 0.0])  # flip qubit 0 only
     circuit = build_circuit(spec)
     exact = exact_distribution(circuit, angles)
     sampled = Executor(circuit, "ideal", seed=1).distributions(angles[None], 100)[0]
-    assert exact.argmax() == 1 and sampled[1] == 1.0          # outcome index 1 = bit 0 set
-    assert weight_table(3)[1].tolist() == [1.0, -1.0, -1.0]   # weight 0 = +1, the others −1
+    assert exact.argmax() == 1 and sampled[1] == 1.0  # outcome index 1 = bit 0 set
+    assert weight_table(3)[1].tolist() == [1.0, -1.0, -1.0]  # weight 0 = +1, the others −1
 
 
 def test_torch_simulator_matches_qiskit_statevector():
@@ -47,8 +48,12 @@ def test_parameter_shift_gradient_matches_finite_differences_of_exact_probabilit
     executor = Executor(build_circuit(spec), "exact")
     shifted = shift_gradient(executor.distributions(shift_settings(phi), 1), f)
     h = 1e-5
-    fd = np.array([(exact_distribution(executor.circuit, phi + h * e) - exact_distribution(executor.circuit, phi - h * e)) @ f / (2 * h)
-                   for e in np.eye(spec.parameters)])
+    fd = np.array(
+        [
+            (exact_distribution(executor.circuit, phi + h * e) - exact_distribution(executor.circuit, phi - h * e)) @ f / (2 * h)
+            for e in np.eye(spec.parameters)
+        ]
+    )
     assert np.abs(shifted - fd).max() < 1e-7
 
 
@@ -60,8 +65,9 @@ def test_device_free_energy_step_equals_host_autograd_step():
     x = rng.normal(size=(4, 2)).astype(np.float32)
     y = np.array([0, 1, 2, 3])
     inner = InnerConfig(steps=2)
-    host = adapt(BornSimulator(spec), torch.from_numpy(theta)[None],
-                 torch.from_numpy(pilot_log_likelihood(spec, x, y))[None], inner, lr=torch.from_numpy(lr))[0].numpy()
+    host = adapt(
+        BornSimulator(spec), torch.from_numpy(theta)[None], torch.from_numpy(pilot_log_likelihood(spec, x, y))[None], inner, lr=torch.from_numpy(lr)
+    )[0].numpy()
     executor = Executor(build_circuit(spec), "exact")
     prior = executor.distributions(theta[None], 1)[0]
     device = adapt_angles(executor, spec, theta, lr, prior, 1, x, y, inner.steps, inner.kl_weight, 1, pairwise_features(4))
@@ -71,9 +77,11 @@ def test_device_free_energy_step_equals_host_autograd_step():
 def test_density_ratio_recovers_the_log_ratio_of_product_distributions():
     rng = np.random.default_rng(3)
     n = 4
-    table = (weight_table(n) + 1) / 2                       # bits
-    def product(p):                                         # independent bits with P(b_i = 1) = p_i
+    table = (weight_table(n) + 1) / 2  # bits
+
+    def product(p):  # independent bits with P(b_i = 1) = p_i
         return np.prod(np.where(table == 1, p, 1 - p), axis=1)
+
     p, q = product(np.array([0.8, 0.3, 0.6, 0.5])), product(np.array([0.5, 0.5, 0.4, 0.7]))
     counts_p, counts_q = rng.multinomial(20000, p), rng.multinomial(20000, q)
     estimate = log_density_ratio(counts_p.astype(float), counts_q.astype(float), pairwise_features(n))
@@ -106,7 +114,7 @@ def test_fake_device_names_and_sizes_are_checked(born_bundle):
 
 
 def test_ibm_target_without_an_account_fails_with_a_clear_message(born_bundle, tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))            # no saved account
+    monkeypatch.setenv("HOME", str(tmp_path))  # no saved account
     monkeypatch.setenv("QISKIT_IBM_TOKEN", "")
     with pytest.raises(BackendError, match="save an account first"):
         QiskitBackend("ibm:ibm_brisbane").load(read_bundle(born_bundle))
@@ -117,7 +125,7 @@ def test_ideal_backend_passes_its_selftest_and_adapts(born_bundle):
     resources = backend.load(read_bundle(born_bundle))
     report = backend.selftest()
     assert report.passed and report.max_error < 1e-9
-    from metaedge.sdk.quantum.evaluation import test_frames
+    from metaedge.sdk.families.demod.born.evaluation import test_frames
 
     frames = test_frames(default_task(), 5, seed=0)
     errors = []
@@ -127,7 +135,7 @@ def test_ideal_backend_passes_its_selftest_and_adapts(born_bundle):
         probs = backend.predict(frames.x_va[d])
         assert np.allclose(probs.sum(-1), 1.0, atol=1e-5)
         errors.append((probs.argmax(-1) != frames.y_va[d]).mean())
-    assert np.mean(errors) < 0.2        # QPSK; a random guess errs 75 % of the time
+    assert np.mean(errors) < 0.2  # QPSK; a random guess errs 75 % of the time
     assert resources.costs["circuits_per_step"] == 2 * backend.spec.parameters + 1
 
 

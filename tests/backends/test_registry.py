@@ -1,4 +1,5 @@
 """The target registry: every backend implements the whole device contract, and a device needs nothing more."""
+
 import inspect
 
 import pytest

@@ -1,4 +1,5 @@
 """The bundle reader refuses everything the specification says it must, each with its reason."""
+
 import json
 import shutil
 
@@ -18,16 +19,19 @@ ARTIFACTS = {
 _PORT = {"name": "w", "role": "parameter"}
 # the smallest complete ONNX manifest: one adapted parameter, a two-class task
 MANIFEST = {
-    "target": "onnx", "security_counter": 3,
+    "target": "onnx",
+    "security_counter": 3,
     "task": {"name": "demod", "features": ["I", "Q"], "classes": 2, "pilot_sequence": [0, 1]},
     "parameters": [{"name": "w", "shape": [2, 3], "dtype": "float32", "adapts": True}],
     "algorithm": {"name": "maml", "inner_lr": 0.1, "inner_steps": 1, "adapts": ["w"], "loss": "cross_entropy_mean_onehot"},
-    "graphs": {"opset": 18,
-               "forward": {"inputs": [_PORT, {"name": "samples", "role": "samples"}],
-                           "outputs": [{"name": "log_probs", "role": "log_probabilities"}]},
-               "adapt_step": {"inputs": [_PORT, {"name": "pilot_samples", "role": "pilot_samples"},
-                                         {"name": "pilot_onehot", "role": "pilot_labels_onehot"}],
-                              "outputs": [{"name": "adapted.w", "role": "parameter", "parameter": "w"}]}},
+    "graphs": {
+        "opset": 18,
+        "forward": {"inputs": [_PORT, {"name": "samples", "role": "samples"}], "outputs": [{"name": "log_probs", "role": "log_probabilities"}]},
+        "adapt_step": {
+            "inputs": [_PORT, {"name": "pilot_samples", "role": "pilot_samples"}, {"name": "pilot_onehot", "role": "pilot_labels_onehot"}],
+            "outputs": [{"name": "adapted.w", "role": "parameter", "parameter": "w"}],
+        },
+    },
     "selftest": {"atol": 1e-4, "pilots": 8, "samples": 16},
 }
 
@@ -60,43 +64,46 @@ def test_manifest_encoding_is_canonical(bundle_dir):
     assert raw == manifest_bytes(json.loads(raw))
 
 
-@pytest.mark.parametrize("change,fragment", [
-    (lambda m: m.update(format="zip"), "format is 'zip'"),
-    (lambda m: m.update(version=2), "version 2 is not supported"),
-    (lambda m: m.update(target="fpga"), "target 'fpga' is unknown"),
-    (lambda m: m.update(security_counter=-1), "security_counter"),
-    (lambda m: m.update(security_counter=1.5), "security_counter"),
-    (lambda m: m["artifacts"]["forward"].update(path="../../etc/passwd"), "not a plain, unique file name"),
-    (lambda m: m["artifacts"]["forward"].update(path="theta.safetensors"), "not a plain, unique file name"),
-    (lambda m: m["artifacts"]["forward"].update(path=MANIFEST_FILE), "not a plain, unique file name"),
-    (lambda m: m["artifacts"]["forward"].update(sha256="00" * 32), "SHA-256 does not match"),
-    (lambda m: m["artifacts"]["forward"].update(sha256="XYZ"), "64 lowercase hex"),
-    (lambda m: m["artifacts"]["forward"].update(size=8), "has 7 bytes, the manifest says 8"),
-    (lambda m: m["artifacts"]["forward"].update(extra=1), "exactly path, size and sha256"),
-    (lambda m: m["artifacts"].pop("adapt_step"), "needs artifacts adapt_step"),
-    (lambda m: m.update(artifacts={}), "no artifact table"),
-    # the typed sections, each checked once at parse time
-    (lambda m: m.pop("task"), "no task section"),
-    (lambda m: m["task"].update(classes=1), "task.classes must be an integer in \\[2, 65536\\]"),
-    (lambda m: m["task"].update(features="IQ"), "task.features must list"),
-    (lambda m: m["task"].update(pilot_sequence=[0, 2]), "pilot_sequence must be null or"),
-    (lambda m: m["task"].update(outputs=0), "task.outputs must be an integer"),
-    (lambda m: m["parameters"][0].update(shape=[2, -3]), "shape must be a list of non-negative integers"),
-    (lambda m: m["parameters"][0].update(dtype="int8"), "dtype must be one of"),
-    (lambda m: m["parameters"][0].update(adapts=1), "adapts must be true or false"),
-    (lambda m: m["parameters"].append(dict(m["parameters"][0])), "listed twice"),
-    (lambda m: m["algorithm"].update(adapts=[]), "disagrees with the parameters marked adapts"),
-    (lambda m: m["algorithm"].update(inner_steps=-1), "inner_steps must be a non-negative integer"),
-    (lambda m: m["algorithm"].update(inner_lr="0.1"), "algorithm.inner_lr must be a finite number"),
-    (lambda m: m.pop("algorithm"), "algorithm section"),
-    (lambda m: m["graphs"].pop("opset"), "integer opset"),
-    (lambda m: m["graphs"].pop("forward"), "graphs.forward is missing"),
-    (lambda m: m["graphs"]["forward"]["outputs"][0].update(role="outputs"), "one output, of role 'log_probabilities'"),
-    (lambda m: m["graphs"]["adapt_step"]["inputs"][1].update(role="pilots"), r"graphs.adapt_step.inputs\[1\] must have"),
-    (lambda m: m["selftest"].pop("atol"), "selftest.atol must be a finite number"),
-    (lambda m: m.pop("selftest"), "no selftest section"),
-    (lambda m: m.update(expires="tomorrow"), "not a UTC time"),
-])
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        (lambda m: m.update(format="zip"), "format is 'zip'"),
+        (lambda m: m.update(version=2), "version 2 is not supported"),
+        (lambda m: m.update(target="fpga"), "target 'fpga' is unknown"),
+        (lambda m: m.update(security_counter=-1), "security_counter"),
+        (lambda m: m.update(security_counter=1.5), "security_counter"),
+        (lambda m: m["artifacts"]["forward"].update(path="../../etc/passwd"), "not a plain, unique file name"),
+        (lambda m: m["artifacts"]["forward"].update(path="theta.safetensors"), "not a plain, unique file name"),
+        (lambda m: m["artifacts"]["forward"].update(path=MANIFEST_FILE), "not a plain, unique file name"),
+        (lambda m: m["artifacts"]["forward"].update(sha256="00" * 32), "SHA-256 does not match"),
+        (lambda m: m["artifacts"]["forward"].update(sha256="XYZ"), "64 lowercase hex"),
+        (lambda m: m["artifacts"]["forward"].update(size=8), "has 7 bytes, the manifest says 8"),
+        (lambda m: m["artifacts"]["forward"].update(extra=1), "exactly path, size and sha256"),
+        (lambda m: m["artifacts"].pop("adapt_step"), "needs artifacts adapt_step"),
+        (lambda m: m.update(artifacts={}), "no artifact table"),
+        # the typed sections, each checked once at parse time
+        (lambda m: m.pop("task"), "no task section"),
+        (lambda m: m["task"].update(classes=1), "task.classes must be an integer in \\[2, 65536\\]"),
+        (lambda m: m["task"].update(features="IQ"), "task.features must list"),
+        (lambda m: m["task"].update(pilot_sequence=[0, 2]), "pilot_sequence must be null or"),
+        (lambda m: m["task"].update(outputs=0), "task.outputs must be an integer"),
+        (lambda m: m["parameters"][0].update(shape=[2, -3]), "shape must be a list of non-negative integers"),
+        (lambda m: m["parameters"][0].update(dtype="int8"), "dtype must be one of"),
+        (lambda m: m["parameters"][0].update(adapts=1), "adapts must be true or false"),
+        (lambda m: m["parameters"].append(dict(m["parameters"][0])), "listed twice"),
+        (lambda m: m["algorithm"].update(adapts=[]), "disagrees with the parameters marked adapts"),
+        (lambda m: m["algorithm"].update(inner_steps=-1), "inner_steps must be a non-negative integer"),
+        (lambda m: m["algorithm"].update(inner_lr="0.1"), "algorithm.inner_lr must be a finite number"),
+        (lambda m: m.pop("algorithm"), "algorithm section"),
+        (lambda m: m["graphs"].pop("opset"), "integer opset"),
+        (lambda m: m["graphs"].pop("forward"), "graphs.forward is missing"),
+        (lambda m: m["graphs"]["forward"]["outputs"][0].update(role="outputs"), "one output, of role 'log_probabilities'"),
+        (lambda m: m["graphs"]["adapt_step"]["inputs"][1].update(role="pilots"), r"graphs.adapt_step.inputs\[1\] must have"),
+        (lambda m: m["selftest"].pop("atol"), "selftest.atol must be a finite number"),
+        (lambda m: m.pop("selftest"), "no selftest section"),
+        (lambda m: m.update(expires="tomorrow"), "not a UTC time"),
+    ],
+)
 def test_invalid_manifests_are_refused(bundle_dir, change, fragment):
     rewrite_manifest(bundle_dir, change)
     with pytest.raises(BundleError, match=fragment):
@@ -122,8 +129,10 @@ def test_missing_artifact_and_manifest_are_refused(bundle_dir, tmp_path):
         read_bundle(tmp_path / "nothing")
 
 
-@pytest.mark.parametrize("raw,fragment", [(b"\xff\xfe", "not UTF-8 JSON"), (b"[1, 2]", "not a JSON object"),
-                                          (b"{" * 10, "not UTF-8 JSON"), (b" " * (1 << 20 + 1), "exceeds")])
+@pytest.mark.parametrize(
+    "raw,fragment",
+    [(b"\xff\xfe", "not UTF-8 JSON"), (b"[1, 2]", "not a JSON object"), (b"{" * 10, "not UTF-8 JSON"), (b" " * (1 << 20 + 1), "exceeds")],
+)
 def test_garbled_manifests_are_refused(bundle_dir, raw, fragment):
     (bundle_dir / MANIFEST_FILE).write_bytes(raw)
     with pytest.raises(BundleError, match=fragment):
@@ -143,17 +152,21 @@ def test_writer_refuses_a_used_directory(bundle_dir):
 
 
 def test_packed_form_round_trips_and_refuses_damage(bundle_dir):
-    from metaedge.deploy.bundle import pack, unpack
-
     from dataclasses import replace
+
+    from metaedge.deploy.bundle import pack, unpack
 
     b = replace(read_bundle(bundle_dir), signature=b"sig")
     blob = pack(b)
     again = unpack(blob)
     assert again.manifest == b.manifest and again.artifacts == b.artifacts and again.signature == b"sig"
     assert again.manifest_raw == (bundle_dir / MANIFEST_FILE).read_bytes()
-    for damaged, fragment in [(blob[:-1], "truncated inside its signature"), (blob[:40], "truncated"),
-                              (b"XX" + blob[2:], "bad magic"), (blob + b"\0", "beyond its declared end")]:
+    for damaged, fragment in [
+        (blob[:-1], "truncated inside its signature"),
+        (blob[:40], "truncated"),
+        (b"XX" + blob[2:], "bad magic"),
+        (blob + b"\0", "beyond its declared end"),
+    ]:
         with pytest.raises(BundleError, match=fragment):
             unpack(damaged)
     flipped = bytearray(blob)

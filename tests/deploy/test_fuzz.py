@@ -3,6 +3,7 @@
 The longer run (100,000+ mutated inputs) is ``metaedge bench fuzz``; these keep the property
 in the test suite.
 """
+
 import hashlib
 import io
 
@@ -30,12 +31,12 @@ def mutated(draw, seed: bytes):
         elif kind == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=16))
         elif kind == "delete" and data:
-            del data[at:at + draw(st.integers(1, 16))]
+            del data[at : at + draw(st.integers(1, 16))]
         elif kind == "truncate":
             del data[at:]
         elif kind == "overwrite" and data:
             chunk = draw(st.binary(min_size=1, max_size=8))
-            data[at:at + len(chunk)] = chunk
+            data[at : at + len(chunk)] = chunk
     return bytes(data)
 
 
@@ -79,14 +80,17 @@ def test_protocol_frame_decoder(blob):
     assert isinstance(header, dict) and isinstance(arrays, dict)
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
 
 
 @FUZZ
-@given(manifest=st.dictionaries(st.sampled_from(["format", "version", "target", "security_counter", "artifacts", "expires"]),
-                                json_values, max_size=6))
+@given(
+    manifest=st.dictionaries(st.sampled_from(["format", "version", "target", "security_counter", "artifacts", "expires"]), json_values, max_size=6)
+)
 def test_manifest_parser_on_arbitrary_json(manifest):
     import json
 
@@ -97,9 +101,13 @@ def test_manifest_parser_on_arbitrary_json(manifest):
 
 
 @FUZZ
-@given(shape_p=st.tuples(st.integers(0, 300), st.integers(0, 3)), shape_x=st.tuples(st.integers(0, 50), st.integers(0, 3)),
-       dtype=st.sampled_from([np.float32, np.float64, np.int32]), special=st.sampled_from([0.0, np.nan, np.inf, 1e30]),
-       labels=st.one_of(st.none(), st.lists(st.integers(-5, 40), max_size=10)))
+@given(
+    shape_p=st.tuples(st.integers(0, 300), st.integers(0, 3)),
+    shape_x=st.tuples(st.integers(0, 50), st.integers(0, 3)),
+    dtype=st.sampled_from([np.float32, np.float64, np.int32]),
+    special=st.sampled_from([0.0, np.nan, np.inf, 1e30]),
+    labels=st.one_of(st.none(), st.lists(st.integers(-5, 40), max_size=10)),
+)
 def test_device_frames(shape_p, shape_x, dtype, special, labels, fuzz_device):
     from metaedge.firmware_sim.device import DeviceError
 
@@ -135,7 +143,7 @@ def fuzz_device(trained_bundle, tmp_path_factory):
 def test_target_artifact_reader(trained_bundle, data):
     """Mutated ONNX graphs with valid hashes reach ONNX Runtime: refused with BackendError or run."""
     from metaedge.backends.base import BackendError
-    from metaedge.sdk.bench_fuzz import graph_reader
+    from metaedge.sdk.bench.fuzz import graph_reader
 
     bundle = read_bundle(trained_bundle[1])
     role = data.draw(st.sampled_from(["forward", "adapt_step", "adapt_loop"]))

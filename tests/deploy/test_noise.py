@@ -1,5 +1,6 @@
 """The weight-draw generator a Gaussian bundle names (spec §7.4): exact against a scalar oracle, standard normal,
 laid out as specified, and checked before a device uses it."""
+
 import math
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_the_stream_is_standard_normal():
     # the normal's quantiles: P(x < −1.96) = P(x > 1.96) = 2.5 %, P(|x| < 1) = 68.27 %
     assert abs((x < -1.96).mean() - 0.025) < 0.002 and abs((x > 1.96).mean() - 0.025) < 0.002
     assert abs((np.abs(x) < 1).mean() - 0.6827) < 0.005
-    assert abs(np.corrcoef(x[:-1], x[1:])[0, 1]) < 0.01   # neighbours independent
+    assert abs(np.corrcoef(x[:-1], x[1:])[0, 1]) < 0.01  # neighbours independent
     assert not np.array_equal(standard_normal(0, 100), standard_normal(1, 100))
 
 
@@ -57,12 +58,17 @@ def test_a_section_defines_both_streams_and_bad_ones_are_refused():
     draws = weight_draws(section(), params)
     assert draws["adapt"]["w"].shape == (2, 2, 2) and draws["predict"]["w"].shape == (3, 2, 2)
     assert weight_draws(None, params) == {}
-    for bad, fragment in [(section(generator="pcg64"), "generator"), (section(parameters=["v"]), "parameters"),
-                          (section(parameters=["w", "w"]), "parameters"), (section(parameters=[]), "parameters"),
-                          (section(adapt={"seed": 0, "draws": MAX_DRAWS + 1}), "noise.adapt"),
-                          (section(predict={"seed": 2**64, "draws": 1}), "noise.predict"),
-                          (section(predict={"seed": True, "draws": 1}), "noise.predict"),
-                          (section(adapt=[0, 2]), "noise.adapt"), ([], "generator")]:
+    for bad, fragment in [
+        (section(generator="pcg64"), "generator"),
+        (section(parameters=["v"]), "parameters"),
+        (section(parameters=["w", "w"]), "parameters"),
+        (section(parameters=[]), "parameters"),
+        (section(adapt={"seed": 0, "draws": MAX_DRAWS + 1}), "noise.adapt"),
+        (section(predict={"seed": 2**64, "draws": 1}), "noise.predict"),
+        (section(predict={"seed": True, "draws": 1}), "noise.predict"),
+        (section(adapt=[0, 2]), "noise.adapt"),
+        ([], "generator"),
+    ]:
         with pytest.raises(ValueError, match=fragment):
             weight_draws(bad, params)
 
@@ -74,8 +80,10 @@ def test_the_lava_environment_draws_the_same_values():
     from pathlib import Path
 
     lava = os.environ.get("METAEDGE_LAVA_PYTHON") or str(Path(__file__).resolve().parents[2] / ".venv-lava" / "bin" / "python")
-    script = ("import sys, numpy; from metaedge.deploy.noise import standard_normal; "
-              "sys.stdout.write(numpy.__version__ + ' ' + standard_normal(2**64 - 3, 1000).tobytes().hex())")
+    script = (
+        "import sys, numpy; from metaedge.deploy.noise import standard_normal; "
+        "sys.stdout.write(numpy.__version__ + ' ' + standard_normal(2**64 - 3, 1000).tobytes().hex())"
+    )
     result = subprocess.run([lava, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     version, values = result.stdout.split()

@@ -1,4 +1,5 @@
 """The numpy safetensors codec: interoperable with the reference library, strict on bad input."""
+
 import json
 
 import numpy as np
@@ -10,8 +11,12 @@ from metaedge.deploy.tensors import TensorFileError
 
 
 def sample():
-    return {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "step": np.array(7, dtype=np.int64),
-            "mask": np.array([True, False]), "empty": np.zeros((0, 3), np.float32)}
+    return {
+        "w": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "step": np.array(7, dtype=np.int64),
+        "mask": np.array([True, False]),
+        "empty": np.zeros((0, 3), np.float32),
+    }
 
 
 def test_round_trip_with_metadata(tmp_path):
@@ -38,21 +43,29 @@ def with_header(header: dict, buffer: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + buffer
 
 
-@pytest.mark.parametrize("blob,fragment", [
-    (b"\x01\x02", "too short"),
-    ((10**9).to_bytes(8, "little") + b"{}", "exceeds"),
-    ((4).to_bytes(8, "little") + b"\xff\xfe{}", "not UTF-8 JSON"),
-    (with_header([], b""), "not a JSON object"),
-    (with_header({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4), "fall outside"),
-    (with_header({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8), "needs 12 bytes"),
-    (with_header({"a": {"dtype": "X9", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8), "unsupported dtype"),
-    (with_header({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8), "non-negative"),
-    (with_header({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                  "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12), "gap or overlap"),
-    (with_header({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8), "after the last tensor"),
-    (with_header({"a": {"dtype": "F32", "shape": [1]}}, b"\0" * 4), "exactly dtype, shape and data_offsets"),
-    (with_header({"__metadata__": {"k": 1}}, b""), "strings to strings"),
-])
+@pytest.mark.parametrize(
+    "blob,fragment",
+    [
+        (b"\x01\x02", "too short"),
+        ((10**9).to_bytes(8, "little") + b"{}", "exceeds"),
+        ((4).to_bytes(8, "little") + b"\xff\xfe{}", "not UTF-8 JSON"),
+        (with_header([], b""), "not a JSON object"),
+        (with_header({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4), "fall outside"),
+        (with_header({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8), "needs 12 bytes"),
+        (with_header({"a": {"dtype": "X9", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8), "unsupported dtype"),
+        (with_header({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8), "non-negative"),
+        (
+            with_header(
+                {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}},
+                b"\0" * 12,
+            ),
+            "gap or overlap",
+        ),
+        (with_header({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8), "after the last tensor"),
+        (with_header({"a": {"dtype": "F32", "shape": [1]}}, b"\0" * 4), "exactly dtype, shape and data_offsets"),
+        (with_header({"__metadata__": {"k": 1}}, b""), "strings to strings"),
+    ],
+)
 def test_malformed_files_are_refused_with_a_reason(blob, fragment):
     with pytest.raises(TensorFileError, match=fragment):
         tensors.loads(blob)

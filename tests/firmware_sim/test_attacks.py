@@ -1,5 +1,6 @@
 """One test per attack (after TUF's attack list): each is refused with a clear reason, and the
 running image keeps serving. Real Ed25519 keys, real bundles, the real ONNX backend."""
+
 import hashlib
 import json
 import shutil
@@ -47,7 +48,7 @@ def upload(device, image, chunk=4096, declared=None):
     digest = hashlib.sha256(image).hexdigest()
     result = {}
     for offset in range(0, len(image), chunk):
-        result = device.upload(offset, declared or len(image), digest, image[offset:offset + chunk])
+        result = device.upload(offset, declared or len(image), digest, image[offset : offset + chunk])
     return result
 
 
@@ -61,8 +62,7 @@ def install(device, image):
 
 def still_serving(device, slot=0):
     rng = np.random.default_rng(0)
-    telemetry, out = device.frame({"pilots": rng.normal(0, 2, (8, 2)).astype(np.float32),
-                                   "payload": rng.normal(0, 2, (50, 2)).astype(np.float32)})
+    telemetry, out = device.frame({"pilots": rng.normal(0, 2, (8, 2)).astype(np.float32), "payload": rng.normal(0, 2, (50, 2)).astype(np.float32)})
     assert telemetry["slot"] == slot and out["decisions"].shape == (50,)
     assert device.list_images()["images"][1 - slot]["valid"] is False or slot == 1
 
@@ -124,7 +124,7 @@ def test_rollback_to_a_lower_counter(device, make_variant):
 
 def test_replay_of_an_old_upload_session(device, make_variant):
     old = pack(read_bundle(make_variant(security_counter=1)))
-    recorded = [(offset, old[offset:offset + 4096]) for offset in range(0, len(old), 4096)]
+    recorded = [(offset, old[offset : offset + 4096]) for offset in range(0, len(old), 4096)]
     install(device, pack(read_bundle(make_variant(security_counter=2))))
     digest = hashlib.sha256(old).hexdigest()
     with pytest.raises(DeviceError, match="rollback refused"):
@@ -156,7 +156,7 @@ def test_oversized_upload_and_endless_data(device, make_variant):
     digest = hashlib.sha256(image).hexdigest()
     with pytest.raises(DeviceError, match="runs past the declared image length"):
         for offset in range(0, 10 * len(image), 4096):  # keeps sending past the declared end
-            device.upload(offset, len(image), digest, (image * 10)[offset:offset + 4096])
+            device.upload(offset, len(image), digest, (image * 10)[offset : offset + 4096])
     still_serving(device)
 
 
@@ -182,8 +182,8 @@ def test_key_rotation_with_two_trusted_keys(trusted, make_variant, tmp_path):
     new_private, new_public = generate(tmp_path / "next-release")
     stranger, _ = generate(tmp_path / "stranger")
     device = Device(tmp_path / "rotating", "onnx", PROFILE, trusted_keys=[*trusted, load_public(new_public)])
-    install(device, pack(read_bundle(make_variant(security_counter=1))))                      # old key
-    install(device, pack(read_bundle(make_variant(key=new_private, security_counter=2))))     # new key
+    install(device, pack(read_bundle(make_variant(security_counter=1))))  # old key
+    install(device, pack(read_bundle(make_variant(key=new_private, security_counter=2))))  # new key
     still_serving(device, slot=1)
     with pytest.raises(DeviceError, match="does not verify with any trusted key"):
         upload(device, pack(read_bundle(make_variant(key=stranger, security_counter=3))))

@@ -1,4 +1,5 @@
 """The device in-process with the real ONNX backend: update state machine, uploads, frames, bad input."""
+
 import hashlib
 
 import numpy as np
@@ -27,7 +28,7 @@ def upload(device, image, chunk=4096):
     digest = hashlib.sha256(image).hexdigest()
     result = {}
     for offset in range(0, len(image), chunk):
-        result = device.upload(offset, len(image), digest, image[offset:offset + chunk])
+        result = device.upload(offset, len(image), digest, image[offset : offset + chunk])
     return result
 
 
@@ -43,8 +44,7 @@ def deploy(device, image, confirm=True):
 
 def frame(device, n_pilots=8, n=100, seed=0):
     rng = np.random.default_rng(seed)
-    return device.frame({"pilots": rng.normal(0, 2, (n_pilots, 2)).astype(np.float32),
-                         "payload": rng.normal(0, 2, (n, 2)).astype(np.float32)})
+    return device.frame({"pilots": rng.normal(0, 2, (n_pilots, 2)).astype(np.float32), "payload": rng.normal(0, 2, (n, 2)).astype(np.float32)})
 
 
 def test_fresh_device_serves_management_only(tmp_path):
@@ -58,7 +58,7 @@ def test_update_cycle_and_persistence(tmp_path, image):
     device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
     telemetry, out = frame(device)
-    assert out["decisions"].shape == (100,) and telemetry["steps"] == 2 and telemetry["slot"] == 0   # the bundle's K
+    assert out["decisions"].shape == (100,) and telemetry["steps"] == 2 and telemetry["slot"] == 0  # the bundle's K
     info = device.info()
     assert info["task"]["classes"] == 16 and info["resources"]["parameters"] == 1896  # 2+10 → 10 → 30 → 30 → 16
     assert np.all((out["confidence"] > 0) & (out["confidence"] <= 1))
@@ -71,9 +71,9 @@ def test_update_cycle_and_persistence(tmp_path, image):
 def test_unconfirmed_update_reverts_on_the_next_boot(tmp_path, image):
     device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
-    deploy(device, image, confirm=False)            # second image on trial in slot 1
+    deploy(device, image, confirm=False)  # second image on trial in slot 1
     assert device.running.slot == 1 and device.running.mode == "trial"
-    restarted = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)   # power cut / reboot before confirm
+    restarted = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)  # power cut / reboot before confirm
     assert restarted.running.slot == 0 and restarted.running.mode == "confirmed"
     assert any("revert" in e for e in restarted.stats.boots)
 
@@ -89,9 +89,12 @@ def test_uploads_resume_and_refuse_gaps(tmp_path, image):
     assert result["complete"] and result["sha256"] == digest
 
 
-@pytest.mark.parametrize("damage,fragment", [
-    (lambda img: img[:-5] + b"XXXXX", "does not match its declared SHA-256"),
-])
+@pytest.mark.parametrize(
+    "damage,fragment",
+    [
+        (lambda img: img[:-5] + b"XXXXX", "does not match its declared SHA-256"),
+    ],
+)
 def test_corrupt_upload_is_refused_and_the_running_image_keeps_serving(tmp_path, image, damage, fragment):
     device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
@@ -99,7 +102,7 @@ def test_corrupt_upload_is_refused_and_the_running_image_keeps_serving(tmp_path,
     digest = hashlib.sha256(image).hexdigest()  # declared hash of the good image, bytes of the bad one
     with pytest.raises(DeviceError, match=fragment):
         for offset in range(0, len(bad), 4096):
-            device.upload(offset, len(bad), digest, bad[offset:offset + 4096])
+            device.upload(offset, len(bad), digest, bad[offset : offset + 4096])
     assert device.list_images()["images"][1]["valid"] is False
     assert frame(device)[1]["decisions"].shape == (100,)
 
@@ -158,17 +161,20 @@ def test_torn_trailer_write_keeps_the_previous_boot_state(tmp_path, image):
     assert older.sequence == state.sequence - 1
 
 
-@pytest.mark.parametrize("arrays,fragment", [
-    ({"pilots": np.full((4, 2), np.nan, np.float32)}, "NaN or infinite"),
-    ({"pilots": np.zeros((0, 2), np.float32)}, "takes 1 to"),
-    ({"pilots": np.zeros((300, 2), np.float32)}, "takes 1 to 256"),
-    ({"pilots": np.zeros((4, 3), np.float32)}, "shape \\[n, 2\\]"),
-    ({"pilots": np.zeros((4, 2), np.float64)}, "float32"),
-    ({"payload": np.zeros((20_000, 2), np.float32)}, "takes 1 to 16384"),
-    ({"labels": np.array([0, 1, 2, 99], np.int32)}, "must lie in \\[0, 16\\)"),
-    ({"labels": np.array([0, 1], np.int32)}, "one class per pilot"),
-    ({"pilots": None}, "must be a float32 array"),
-])
+@pytest.mark.parametrize(
+    "arrays,fragment",
+    [
+        ({"pilots": np.full((4, 2), np.nan, np.float32)}, "NaN or infinite"),
+        ({"pilots": np.zeros((0, 2), np.float32)}, "takes 1 to"),
+        ({"pilots": np.zeros((300, 2), np.float32)}, "takes 1 to 256"),
+        ({"pilots": np.zeros((4, 3), np.float32)}, "shape \\[n, 2\\]"),
+        ({"pilots": np.zeros((4, 2), np.float64)}, "float32"),
+        ({"payload": np.zeros((20_000, 2), np.float32)}, "takes 1 to 16384"),
+        ({"labels": np.array([0, 1, 2, 99], np.int32)}, "must lie in \\[0, 16\\)"),
+        ({"labels": np.array([0, 1], np.int32)}, "one class per pilot"),
+        ({"pilots": None}, "must be a float32 array"),
+    ],
+)
 def test_malformed_frames_are_refused_and_the_device_keeps_serving(tmp_path, image, arrays, fragment):
     device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)
@@ -220,14 +226,14 @@ def test_a_diverging_adaptation_falls_back_to_theta(tmp_path, image, monkeypatch
 def test_a_one_step_bundle_is_served_by_its_fused_frame(tmp_path, trained_bundle):
     """The device runs a one-step bundle's frame graph and still guards the adaptation: the decisions equal those of
     the stepping path on the same frame."""
-    from metaedge.sdk.export import export_onnx
+    from metaedge.sdk.targets import export
 
-    one = pack(export_onnx(trained_bundle[0], tmp_path / "one", steps=1, key=None))
+    one = pack(export("onnx", trained_bundle[0], tmp_path / "one", inner_steps=1, key=None))
     device = Device(tmp_path / "fused", "onnx", PROFILE, trusted_keys=KEYS, allow_unsigned=True)
     deploy(device, one)
     telemetry, out = frame(device)
     assert telemetry["fused"] is True and telemetry["infer_us"] == 0.0 and telemetry["steps"] == 1
-    device.backend.frame_session = None   # the same device, stepping instead
+    device.backend.frame_session = None  # the same device, stepping instead
     stepped_telemetry, stepped = frame(device)
     assert stepped_telemetry["fused"] is False
     assert np.array_equal(out["decisions"], stepped["decisions"])
@@ -279,4 +285,4 @@ def test_the_device_serves_through_the_backend_protocol_alone(tmp_path, image, m
     assert device.info()["resources"]["parameters"] == 1896 and device.stats_report()["frames"] == 1
     assert device.backend.calls == ["load", "selftest", "frame"]
     device.reset()
-    assert device.backend.calls == ["load", "selftest"]     # a reset closed the old receiver and booted it again
+    assert device.backend.calls == ["load", "selftest"]  # a reset closed the old receiver and booted it again

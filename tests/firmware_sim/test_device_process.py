@@ -1,4 +1,5 @@
 """A real device process on loopback: deploy through the CLI, frames through the protocol, garbage, power cuts."""
+
 import json
 import os
 import signal
@@ -15,7 +16,6 @@ from metaedge.deploy import wire
 from metaedge.deploy.client import DeviceClient
 from metaedge.sdk.cli.main import main
 
-
 ROOT = Path(__file__).resolve().parents[2]
 LAVA_PYTHON = os.environ.get("METAEDGE_LAVA_PYTHON") or str(ROOT / ".venv-lava" / "bin" / "python")
 
@@ -30,10 +30,22 @@ def _public_key(signing_keys):
 
 class DeviceProcess:
     def __init__(self, state: Path, python: str = sys.executable, target: str = "onnx") -> None:
-        cmd = [python, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", target, "--state", str(state),
-               "--listen", "127.0.0.1:0", "--trusted-key", PUBLIC_KEY[0]]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
+        cmd = [
+            python,
+            "-m",
+            "metaedge.sdk.cli.main",
+            "device",
+            "serve",
+            "--target",
+            target,
+            "--state",
+            str(state),
+            "--listen",
+            "127.0.0.1:0",
+            "--trusted-key",
+            PUBLIC_KEY[0],
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         line = self.proc.stdout.readline()
         assert line.startswith("listening on"), line + self.proc.stderr.read()
         self.url = "tcp://" + line.split()[-1]
@@ -80,7 +92,7 @@ def test_deploy_confirm_and_ser_through_the_protocol_matches_eval(device, traine
 def test_power_cut_during_a_trial_reverts_to_the_confirmed_image(device, trained_bundle, tmp_path, capsys):
     _, bundle = trained_bundle
     cli("deploy", str(bundle), "--device", device.url, "--confirm", "--quiet")
-    cli("deploy", str(bundle), "--device", device.url, "--quiet")       # second image, on trial in slot 1
+    cli("deploy", str(bundle), "--device", device.url, "--quiet")  # second image, on trial in slot 1
     with DeviceClient(device.url) as client:
         assert client.call("info")[0]["mode"] == "trial"
     device.power_cut()
@@ -157,8 +169,11 @@ def test_a_device_in_the_lava_environment_serves_frames(trained_bundle, tmp_path
 
 
 def test_stdio_transport(trained_bundle, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--state", str(tmp_path),
-                             "--listen", "stdio", "--allow-unsigned"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--state", str(tmp_path), "--listen", "stdio", "--allow-unsigned"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     proc.stdin.write(wire.encode({"op": "info", "seq": 1}) + wire.encode({"op": "nope", "seq": 2}))
     proc.stdin.close()
     first, second = wire.read_message(proc.stdout)[0], wire.read_message(proc.stdout)[0]
@@ -182,9 +197,9 @@ def test_a_learned_link_receiver_on_the_device_matches_the_host(device, tmp_path
 
     from metaedge.deploy.client import DeviceRequestError
     from metaedge.deploy.tensors import load
-    from metaedge.sdk.algorithms.core import InnerLoop, adapt
-    from metaedge.sdk.link_export import link_frames, receiver_params
-    from metaedge.sdk.models import autoencoder
+    from metaedge.sdk.families.link import model as autoencoder
+    from metaedge.sdk.families.link.export import link_frames, receiver_params
+    from metaedge.sdk.meta.core import InnerLoop, adapt
 
     run, bundle = tmp_path / "run", tmp_path / "bundle"
     cli("train", "link", "--out", str(run), "--iterations", "200", "--val-every", "100", "--quiet")
@@ -202,10 +217,10 @@ def test_a_learned_link_receiver_on_the_device_matches_the_host(device, tmp_path
         errors = []
         for p, c, x, m in zip(pilots, labels, payload, messages):
             onehot = torch.nn.functional.one_hot(torch.from_numpy(c), 16).float()
-            decoder = adapt(receiver_params(theta), torch.from_numpy(p), onehot, InnerLoop(lr=0.1, steps=1))
+            decoder = adapt(receiver_params(theta), torch.from_numpy(p), onehot, InnerLoop(lr=0.1, steps=1, loss=autoencoder.receiver_loss))
             errors.append((autoencoder.receiver_log_probs(decoder, torch.from_numpy(x)).argmax(-1).numpy() != m).mean())
         assert report["ser"] == pytest.approx(float(np.mean(errors)), abs=2e-3)
-        assert report["ser"] < 0.9    # 200 iterations already learn something; chance is 15/16
+        assert report["ser"] < 0.9  # 200 iterations already learn something; chance is 15/16
         # I/Q pairs of a demodulator are not this receiver's input: one clear refusal, and it keeps serving
         with pytest.raises(DeviceRequestError, match=r"shape \[n, 8\]"):
             client.call("frame", {"pilots": np.zeros((16, 2), np.float32), "payload": np.zeros((4, 2), np.float32)})
@@ -222,7 +237,7 @@ def test_a_channel_predictor_on_the_device_matches_the_host(tmp_path, signing_ke
     from metaedge.backends.linear.backend import to_complex
     from metaedge.deploy.client import DeviceRequestError
     from metaedge.deploy.tensors import load
-    from metaedge.sdk.prediction_run import prediction_frames
+    from metaedge.sdk.families.prediction.run import prediction_frames
 
     run, bundle = tmp_path / "run", tmp_path / "bundle"
     cli("train", "prediction", "--out", str(run), "--frames", "60", "--samples", "5")
@@ -243,7 +258,7 @@ def test_a_channel_predictor_on_the_device_matches_the_host(tmp_path, signing_ke
             fitted = pr.fit(config["form"], window, 1.0, to_complex(pilots), 5, theta["bias.re"] + 1j * theta["bias.im"], config["rank"])
             host = pr.nmse(pr.predict(config["form"], window, *fitted, to_complex(history)), truth).mean(1)
             np.testing.assert_allclose(report["per_frame_nmse"], host, rtol=1e-4)
-            assert report["nmse_db"] < -1.0     # the predictor predicts: 0 dB is predicting nothing
+            assert report["nmse_db"] < -1.0  # the predictor predicts: 0 dB is predicting nothing
             # too few pilot channels for one window: one clear refusal, and it keeps serving
             with pytest.raises(DeviceRequestError, match="needs at least 8 pilot channels"):
                 client.call("frame", {"pilots": pilots[0, :7], "payload": history[0]})
@@ -260,9 +275,9 @@ def test_a_power_allocator_on_the_device_matches_the_host(device, tmp_path, sign
     import numpy as np
     import torch
 
-    from metaedge.sdk.algorithms.core import InnerLoop, adapt
-    from metaedge.sdk.models import regnn
-    from metaedge.sdk.power_run import load_power_run, power_frames, sum_rates
+    from metaedge.sdk.families.power import model as regnn
+    from metaedge.sdk.families.power.run import load_power_run, power_frames, sum_rates
+    from metaedge.sdk.meta.core import InnerLoop, adapt
 
     run, bundle = tmp_path / "run", tmp_path / "bundle"
     cli("train", "power", "--out", str(run), "--iterations", "40", "--periods", "10", "--quiet")
@@ -278,7 +293,7 @@ def test_a_power_allocator_on_the_device_matches_the_host(device, tmp_path, sign
     pilots, slots = power_frames(task, 6, 5, 40, seed=1)
     host = []
     for p, x in zip(pilots, slots):
-        adapted = adapt(theta, torch.from_numpy(p), torch.zeros(5, 1), InnerLoop(lr=cfg.inner_lr, steps=cfg.inner_steps))
+        adapted = adapt(theta, torch.from_numpy(p), torch.zeros(5, 1), InnerLoop(lr=cfg.inner_lr, steps=cfg.inner_steps, loss=regnn.task_loss))
         host.append(sum_rates(x, regnn.powers(adapted, torch.from_numpy(x)).detach().numpy()).mean())
     np.testing.assert_allclose(report["per_frame_sum_rate"], host, rtol=1e-4)
     assert device.stop() == 0

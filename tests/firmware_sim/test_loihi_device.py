@@ -1,16 +1,17 @@
 """A loihi device in-process on the reference engine: a signed bundle whose network is malformed is
 refused at its trial boot, the running image keeps serving, and frames answer bad input clearly."""
+
 import json
 
 import numpy as np
 import pytest
+from test_device import deploy, upload
 
 from metaedge.deploy import tensors
 from metaedge.deploy.bundle import pack, read_bundle, write_bundle
 from metaedge.deploy.signing import load_private
 from metaedge.firmware_sim.device import Device, DeviceError
 from metaedge.firmware_sim.profile import PROFILES
-from test_device import deploy, upload
 
 PROFILE = PROFILES["edge-small"]
 
@@ -30,11 +31,16 @@ def variant(bundle, out, key, snn=None, theta=None, counter=2):
     return pack(write_bundle(out, manifest, artifacts, key=key))
 
 
-@pytest.mark.parametrize("change, reason", [({"snn": {"grid": 1}}, "grid"), ({"theta": np.zeros((4, 3))}, "theta shape"),
-                                            ({"theta": np.full((4, 64), np.nan)}, "NaN θ"),
-                                            ({"snn": {"learning_rate": 0.5}}, "self-test mismatch")])
-def test_malformed_loihi_bundle_fails_its_trial_and_the_device_keeps_serving(tmp_path, snn_bundle, signing_keys, trusted,
-                                                                           change, reason):
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"snn": {"grid": 1}}, "grid"),
+        ({"theta": np.zeros((4, 3))}, "theta shape"),
+        ({"theta": np.full((4, 64), np.nan)}, "NaN θ"),
+        ({"snn": {"learning_rate": 0.5}}, "self-test mismatch"),
+    ],
+)
+def test_malformed_loihi_bundle_fails_its_trial_and_the_device_keeps_serving(tmp_path, snn_bundle, signing_keys, trusted, change, reason):
     bundle = read_bundle(snn_bundle[1])
     device = Device(tmp_path / "dev", "loihi", PROFILE, trusted_keys=trusted, backend_options={"engine": "reference"})
     deploy(device, pack(bundle))
@@ -46,5 +52,4 @@ def test_malformed_loihi_bundle_fails_its_trial_and_the_device_keeps_serving(tmp
     again = device.frame({"pilots": np.ones((4, 2), np.float32), "payload": np.ones((10, 2), np.float32)})
     assert np.array_equal(again[1]["decisions"], good[1]["decisions"])
     with pytest.raises(DeviceError, match="pilot labels must lie in"):
-        device.frame({"pilots": np.ones((4, 2), np.float32), "payload": np.ones((3, 2), np.float32),
-                      "labels": np.array([0, 1, 2, 9])})
+        device.frame({"pilots": np.ones((4, 2), np.float32), "payload": np.ones((3, 2), np.float32), "labels": np.array([0, 1, 2, 9])})

@@ -1,5 +1,6 @@
 """A Loihi device process (Lava environment): signed deploy, frames through the protocol, bad input,
 a client killed mid-frame, and a shutdown that leaves no Lava process or shared memory behind."""
+
 import json
 import os
 import socket
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import lava_python
+
 from metaedge.deploy import wire
 from metaedge.deploy.client import DeviceClient, parse_device_url
 from metaedge.sdk.cli.main import main
@@ -34,8 +35,21 @@ def processes_mentioning(marker: str) -> list[int]:
 def loihi_device(tmp_path, signing_keys):
     state = tmp_path / "loihi-state"
     shm_before = set(os.listdir("/dev/shm"))
-    cmd = [lava_python(), "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", "loihi", "--state", str(state),
-           "--listen", "127.0.0.1:0", "--trusted-key", str(signing_keys[1])]
+    cmd = [
+        lava_python(),
+        "-m",
+        "metaedge.sdk.cli.main",
+        "device",
+        "serve",
+        "--target",
+        "loihi",
+        "--state",
+        str(state),
+        "--listen",
+        "127.0.0.1:0",
+        "--trusted-key",
+        str(signing_keys[1]),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("listening on"), line + proc.stderr.read()
@@ -51,8 +65,8 @@ def test_loihi_device_end_to_end_and_clean_shutdown(loihi_device, snn_bundle, ca
     capsys.readouterr()
     assert main(["run", "--device", url, "--frames", "2", "--pilots", "4", "--symbols", "48", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["ser"] < 0.5                                # QPSK: guessing errs 75 %
-    assert len(processes_mentioning(marker)) > 3              # Lava runs the network as several processes
+    assert result["ser"] < 0.5  # QPSK: guessing errs 75 %
+    assert len(processes_mentioning(marker)) > 3  # Lava runs the network as several processes
     with DeviceClient(url) as client:
         info, _ = client.call("info")
         assert info["target"] == "loihi" and info["mode"] == "confirmed"
@@ -63,10 +77,9 @@ def test_loihi_device_end_to_end_and_clean_shutdown(loihi_device, snn_bundle, ca
     # a client that sends a long frame and vanishes before the answer
     host, port = parse_device_url(url)
     with socket.create_connection((host, port)) as sock:
-        sock.sendall(wire.encode({"seq": 1, "op": "frame"}, {"pilots": np.ones((4, 2), np.float32),
-                                                           "payload": np.ones((400, 2), np.float32)}))
+        sock.sendall(wire.encode({"seq": 1, "op": "frame"}, {"pilots": np.ones((4, 2), np.float32), "payload": np.ones((400, 2), np.float32)}))
     time.sleep(0.5)
-    with DeviceClient(url, timeout=120) as client:           # still serving, with its image
+    with DeviceClient(url, timeout=120) as client:  # still serving, with its image
         telemetry, out = client.call("frame", {"pilots": np.ones((4, 2), np.float32), "payload": np.ones((6, 2), np.float32)})
         assert out["decisions"].shape == (6,) and telemetry["steps"] == 4 * 10
         stats, _ = client.call("stats")

@@ -1,5 +1,6 @@
 """Cut power at every flash write of an update and of a revert: the device always comes back
 with a verified image that decodes correctly (zero failures)."""
+
 import hashlib
 import json
 import math
@@ -36,8 +37,7 @@ def test_power_cut_at_every_write(scenario, images, trusted, tmp_path):
     old, new = images
     make = lambda state: Device(state, "onnx", PROFILE, trusted_keys=trusted)  # noqa: E731
     frame = powercut.default_frame()
-    expected = {hashlib.sha256(img).hexdigest(): powercut.decisions_of(make, tmp_path / f"ref{i}", img, frame)
-                for i, img in enumerate((old, new))}
+    expected = {hashlib.sha256(img).hexdigest(): powercut.decisions_of(make, tmp_path / f"ref{i}", img, frame) for i, img in enumerate((old, new))}
     powercut.prepare(tmp_path / "base", old, make)
     report = powercut.run(scenario, tmp_path / "base", tmp_path / "work", new, make, frame, expected)
     # every chunk of the upload is a write, and the trailer's records more; each cut clean and torn, trailer splits too

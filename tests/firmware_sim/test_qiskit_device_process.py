@@ -1,4 +1,5 @@
 """A qiskit device process on the noisy FakeManilaV2 target: signed deploy, frames, bad input, still serving."""
+
 import json
 import shutil
 import subprocess
@@ -13,9 +14,23 @@ from metaedge.sdk.cli.main import main
 
 @pytest.fixture
 def noisy_device(tmp_path, signing_keys):
-    cmd = [sys.executable, "-m", "metaedge.sdk.cli.main", "device", "serve", "--target", "qiskit", "--backend",
-           "noisy:FakeManilaV2", "--state", str(tmp_path / "state"), "--listen", "127.0.0.1:0",
-           "--trusted-key", str(signing_keys[1])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "metaedge.sdk.cli.main",
+        "device",
+        "serve",
+        "--target",
+        "qiskit",
+        "--backend",
+        "noisy:FakeManilaV2",
+        "--state",
+        str(tmp_path / "state"),
+        "--listen",
+        "127.0.0.1:0",
+        "--trusted-key",
+        str(signing_keys[1]),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("listening on"), line + proc.stderr.read()
@@ -35,7 +50,7 @@ def test_noisy_qiskit_device_end_to_end_through_the_protocol(noisy_device, born_
     capsys.readouterr()
     assert main(["run", "--device", noisy_device, "--frames", "3", "--pilots", "4", "--symbols", "200", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["ser"] < 0.25              # QPSK with a ±60° phase: guessing errs 75 %
+    assert result["ser"] < 0.25  # QPSK with a ±60° phase: guessing errs 75 %
     with DeviceClient(noisy_device) as client:
         info, _ = client.call("info")
         assert info["target"] == "qiskit" and info["task"]["channel"] == "phase"

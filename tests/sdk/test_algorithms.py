@@ -1,14 +1,15 @@
 """The batched core against independent references: double backward, finite differences, formulas."""
+
 import numpy as np
 import pytest
 import torch
 from torch.func import grad
 
-from metaedge.sdk.algorithms import ALGORITHMS, InnerLoop, get_algorithm, meta_gradient, to_batch
-from metaedge.sdk.algorithms.reference import per_task_meta_gradient
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.meta import ALGORITHMS, InnerLoop, get_algorithm, meta_gradient, to_batch
+from metaedge.sdk.meta.reference import per_task_meta_gradient
 from metaedge.sdk.models.mlp import MLPSpec, task_loss
-from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
 
 def tiny_problem(tasks=3, context=0, dtype=torch.float64, order=4, pilots=3, val=5, seed=0):
@@ -123,7 +124,7 @@ def test_pooled_reptile_steps_through_support_then_validation_minibatches():
     support, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=steps))
     expected = {k: torch.zeros_like(v) for k, v in params.items()}
     for x_tr, y_tr, x_va, y_va in zip(*batch):
-        x, y = torch.cat([x_tr, x_va]), torch.cat([y_tr, y_va])          # 8 rows: steps take 0-2, 3-5, 6-7+0, 1-3
+        x, y = torch.cat([x_tr, x_va]), torch.cat([y_tr, y_va])  # 8 rows: steps take 0-2, 3-5, 6-7+0, 1-3
         rows = [[0, 1, 2], [3, 4, 5], [6, 7, 0], [1, 2, 3]]
         phi = reptile_target(params, [(x[r], y[r]) for r in rows], lr)
         for k in params:
@@ -163,7 +164,7 @@ def test_every_algorithm_runs_batched_on_the_default_model():
     dt = DemodTasks(seed=0)
     f = dt.frames(dt.devices("train", 5), 4, 160, np.random.default_rng(0))
     batch = to_batch(f.x_tr, f.y_tr, f.x_va, f.y_va, 16)
-    from metaedge.sdk.training import TrainConfig, initial_theta
+    from metaedge.sdk.families.demod.training import TrainConfig, initial_theta
 
     for name, algo in ALGORITHMS.items():
         s = MLPSpec(context=10) if algo.context else spec
@@ -181,7 +182,7 @@ def test_unknown_algorithm_names_the_choices():
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["maml", "fomaml"])
 def test_compiled_meta_gradient_equals_the_eager_one(algo):
-    from metaedge.sdk.algorithms import compiled_meta_gradient
+    from metaedge.sdk.meta import compiled_meta_gradient
 
     params, batch = tiny_problem(tasks=4, dtype=torch.float32)
     inner = InnerLoop(lr=0.1, steps=2)
@@ -193,7 +194,7 @@ def test_compiled_meta_gradient_equals_the_eager_one(algo):
 
 
 def test_metasgd_with_uniform_step_sizes_is_maml_and_learns_its_step_sizes():
-    from metaedge.sdk.algorithms.core import STEP_PREFIX
+    from metaedge.sdk.meta.core import STEP_PREFIX
 
     params, batch = tiny_problem()
     inner = InnerLoop(lr=0.3, steps=2)

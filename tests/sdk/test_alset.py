@@ -1,12 +1,13 @@
 """ALSET (Algorithm 10): MAML and iMAML recovered as special cases (§3.2.3), and the stochastic
 Neumann estimator (3.7) unbiased for the truncated series."""
+
 import numpy as np
 import torch
 
-from metaedge.sdk.algorithms import alset, get_algorithm, meta_gradient, to_batch
-from metaedge.sdk.algorithms.core import InnerLoop, adapt
-from metaedge.sdk.models.mlp import MLPSpec
-from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
+from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.meta import alset, get_algorithm, meta_gradient, to_batch
+from metaedge.sdk.meta.core import InnerLoop, adapt
+from metaedge.sdk.models.mlp import MLPSpec, task_loss
 
 F64 = torch.float64
 
@@ -25,11 +26,11 @@ def test_alset_on_problem_3_11_is_maml():
     expected, _ = meta_gradient(maml.objective, params, batch, maml.inner(lr, 1))
     total = {k: torch.zeros_like(v) for k, v in params.items()}
     for t in range(3):
-        f, g = alset.maml_problem(*(b[t] for b in batch), lr)
-        phi = alset.lower_steps(g, params, params, lr, 1)       # one step of size α on g from θ lands on its minimiser
+        f, g = alset.maml_problem(*(b[t] for b in batch), lr, task_loss)
+        phi = alset.lower_steps(g, params, params, lr, 1)  # one step of size α on g from θ lands on its minimiser
         one_step = adapt(params, batch[0][t], batch[1][t], InnerLoop(lr=lr, steps=1))
         assert all(torch.allclose(phi[k], one_step[k], atol=1e-12) for k in params)
-        h = alset.hypergradient(f, g, params, phi, "cg", 1, 1 / lr)   # ∇²_ϕϕ g = I/α: one CG step is exact
+        h = alset.hypergradient(f, g, params, phi, "cg", 1, 1 / lr)  # ∇²_ϕϕ g = I/α: one CG step is exact
         total = {k: total[k] + h[k] / 3 for k in total}
     for k in params:
         assert torch.allclose(total[k], expected[k], atol=1e-10), k
@@ -46,7 +47,7 @@ def test_alset_on_problem_3_14_is_imaml():
 
 def test_stochastic_neumann_estimator_is_unbiased_for_the_truncated_series_which_approaches_the_inverse():
     params, batch = setup(devices=1)
-    f, g = alset.imaml_problem(*(b[0] for b in batch), 2.0)
+    f, g = alset.imaml_problem(*(b[0] for b in batch), 2.0, task_loss)
     phi = alset.lower_steps(g, params, params, 0.1, 5)
     rhs = torch.func.grad(f, argnums=1)(params, phi)
     exact = alset.inverse_hessian_product(g, params, phi, rhs, "cg", 60, 10.0)
@@ -58,13 +59,35 @@ def test_stochastic_neumann_estimator_is_unbiased_for_the_truncated_series_which
     draw = lambda _: flat(alset.inverse_hessian_product(g, params, phi, rhs, "stochastic", 8, 10.0))  # noqa: E731
     draws = torch.func.vmap(draw, randomness="different")(torch.arange(4000))
     assert float((draws.mean(0) - short).norm() / short.norm()) < 0.05
-    assert float(draws.std(0).norm()) > 0.1 * float(short.norm())     # it is a random estimator, not the series itself
+    assert float(draws.std(0).norm()) > 0.1 * float(short.norm())  # it is a random estimator, not the series itself
 
 
 def test_alset_trains_from_the_cli_and_rejects_a_stochastic_solver_elsewhere(tmp_path, capsys):
     from metaedge.sdk.cli.main import main
 
-    assert main(["train", "demod", "--algo", "alset", "--iterations", "3", "--val-every", "3", "--val-devices", "4",
-                 "--meta-devices", "10", "--pilots", "8", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "demod",
+                "--algo",
+                "alset",
+                "--iterations",
+                "3",
+                "--val-every",
+                "3",
+                "--val-devices",
+                "4",
+                "--meta-devices",
+                "10",
+                "--pilots",
+                "8",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["train", "demod", "--algo", "imaml", "--solver", "stochastic", "--out", str(tmp_path / "bad")]) != 0
     assert "use cg or neumann (or stochastic with alset)" in capsys.readouterr().err

@@ -1,15 +1,16 @@
 """Bayesian MAML (§2.4): the Gaussian free energy and SVGD against independent oracles (torch.distributions,
 autograd of the kernel, finite differences with common random numbers), and the receivers and CLI."""
+
 import numpy as np
 import pytest
 import torch
 
-from metaedge.sdk.algorithms import bayes, get_algorithm, meta_gradient, to_batch
-from metaedge.sdk.algorithms.core import InnerLoop, adapt
+from metaedge.sdk.families.demod.receivers import LearnedReceiver
+from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.families.demod.training import TrainConfig, initial_theta
+from metaedge.sdk.meta import bayes, get_algorithm, meta_gradient, to_batch
+from metaedge.sdk.meta.core import InnerLoop, adapt
 from metaedge.sdk.models.mlp import MLPSpec, forward, task_loss
-from metaedge.sdk.receivers import LearnedReceiver
-from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
-from metaedge.sdk.training import TrainConfig, initial_theta
 
 
 def theta_for(algo: str, seed: int = 0, dtype=torch.float32, **train):
@@ -27,9 +28,12 @@ def frame_batch(devices: int = 3, pilots: int = 6, val: int = 10, seed: int = 0,
 def test_gaussian_kl_equals_torch_distributions():
     q, p = theta_for("vbmaml", 0), theta_for("vbmaml", 1)
     q = {k: v + (0.3 if k.startswith(bayes.LOGSTD_PREFIX) else 0.0) for k, v in q.items()}
-    oracle = sum(torch.distributions.kl_divergence(
-        torch.distributions.Normal(q[k], q["logstd." + k].exp()), torch.distributions.Normal(p[k], p["logstd." + k].exp())).sum()
-        for k in bayes.means(q))
+    oracle = sum(
+        torch.distributions.kl_divergence(
+            torch.distributions.Normal(q[k], q["logstd." + k].exp()), torch.distributions.Normal(p[k], p["logstd." + k].exp())
+        ).sum()
+        for k in bayes.means(q)
+    )
     assert torch.allclose(bayes.gaussian_kl(q, p), oracle, rtol=1e-5) and float(oracle) > 1.0
     assert float(bayes.gaussian_kl(p, p)) == pytest.approx(0.0, abs=1e-5)
 
@@ -38,7 +42,7 @@ def test_gaussian_step_is_the_proximal_step_on_the_free_energy():
     """With a narrow posterior the sampled gradient is the point gradient, so one step moves the means by
     −α∇L(μ)/(1 + κ), κ = α/σ²N (the KL's pull taken exactly), and the log-stds by −α∂F/∂log s."""
     theta = theta_for("vbmaml", prior_std=0.05)
-    theta = {k: (v - 9.0 if k.startswith(bayes.LOGSTD_PREFIX) else v) for k, v in theta.items()}   # σ ≈ 6e-6
+    theta = {k: (v - 9.0 if k.startswith(bayes.LOGSTD_PREFIX) else v) for k, v in theta.items()}  # σ ≈ 6e-6
     x, onehot = (t[0] for t in frame_batch()[:2])
     lr, n = 0.3, x.shape[0]
     g = torch.func.grad(lambda p: task_loss(p, x, onehot))(bayes.means(theta))
@@ -58,14 +62,14 @@ def test_a_certain_prior_does_not_move_and_a_vague_one_adapts_like_maml():
     assert torch.allclose(bayes.log_predictive(q, x_va, "gaussian", 5), forward(bayes.means(tight), x_va), atol=1e-4)
     vague = theta_for("vbmaml", prior_std=1e3)
     q = adapt(vague, x, onehot, InnerLoop(lr=0.3, steps=1, posterior="gaussian", samples=1))
-    assert max(float((q[k] - vague[k]).abs().max()) for k in bayes.means(vague)) > 1e-3   # the samples' noise moves it
+    assert max(float((q[k] - vague[k]).abs().max()) for k in bayes.means(vague)) > 1e-3  # the samples' noise moves it
 
 
 def test_svgd_step_equals_the_formula_with_the_kernel_gradient_from_autograd():
     particles = theta_for("bmaml", particles=4, dtype=torch.float64)
     x, onehot = (t[0] for t in frame_batch(dtype=torch.float64)[:2])
     lr, n, count = 0.2, x.shape[0], 4
-    moved = bayes.svgd_adapt(particles, x, onehot, lr, 1)
+    moved = bayes.svgd_adapt(particles, x, onehot, lr, 1, task_loss)
 
     flat = torch.cat([v.reshape(count, -1) for v in particles.values()], 1)
     shapes = [(k, v.shape[1:], v[0].numel()) for k, v in particles.items()]
@@ -78,10 +82,10 @@ def test_svgd_step_equals_the_formula_with_the_kernel_gradient_from_autograd():
         for m in range(count):
             a = flat[m].clone().requires_grad_(True)
             kernel = torch.exp(-((a - flat[j]) ** 2).sum() / h)
-            grad_kernel, = torch.autograd.grad(kernel, a)
+            (grad_kernel,) = torch.autograd.grad(kernel, a)
             log_posterior = torch.func.grad(lambda f: -n * task_loss(unflat(f), x, onehot))(flat[m])
             step += kernel.detach() * log_posterior + grad_kernel
-        expected.append(flat[j] + lr / n * step / count)      # eq. 2.37 with log p = −N·L and step α/N
+        expected.append(flat[j] + lr / n * step / count)  # eq. 2.37 with log p = −N·L and step α/N
     got = torch.cat([v.reshape(count, -1) for v in moved.values()], 1)
     assert torch.allclose(got, torch.stack(expected), atol=1e-10)
 
@@ -90,7 +94,7 @@ def test_svgd_repulsion_keeps_particles_apart():
     """Without the repulsive term every particle would fall to the same mode; with it they stay spread."""
     particles = theta_for("bmaml", particles=4)
     x, onehot = (t[0] for t in frame_batch(pilots=16)[:2])
-    moved = bayes.svgd_adapt(particles, x, onehot, 0.5, 50)
+    moved = bayes.svgd_adapt(particles, x, onehot, 0.5, 50, task_loss)
     spread = lambda p: float(torch.cat([v.reshape(4, -1) for v in p.values()], 1).std(0).mean())  # noqa: E731
     assert spread(moved) > 0.5 * spread(particles)
     assert float(task_loss({k: v[0] for k, v in moved.items()}, x, onehot)) < float(task_loss({k: v[0] for k, v in particles.items()}, x, onehot))
@@ -134,9 +138,10 @@ def test_bayesian_receiver_averages_a_seeded_ensemble(algo):
     probs = receiver.probabilities(f.x_tr, f.y_tr, f.x_va)
     assert probs.shape == (3, 50, 4) and np.allclose(probs.sum(-1), 1.0, atol=1e-5)
     assert np.array_equal(probs, receiver.probabilities(f.x_tr, f.y_tr, f.x_va))
-    point = LearnedReceiver("mean", bayes.means(theta) if algo == "vbmaml" else {k: v[0] for k, v in theta.items()},
-                            InnerLoop(lr=0.1, steps=2), 4).probabilities(f.x_tr, f.y_tr, f.x_va)
-    assert probs.max(-1).mean() < point.max(-1).mean()   # averaging over weights softens the decisions
+    point = LearnedReceiver(
+        "mean", bayes.means(theta) if algo == "vbmaml" else {k: v[0] for k, v in theta.items()}, InnerLoop(lr=0.1, steps=2), 4
+    ).probabilities(f.x_tr, f.y_tr, f.x_va)
+    assert probs.max(-1).mean() < point.max(-1).mean()  # averaging over weights softens the decisions
 
 
 @pytest.mark.parametrize("algo, flag", [("vbmaml", ["--prior-std", "0.05", "--samples", "2"]), ("bmaml", ["--particles", "3"])])
@@ -146,11 +151,53 @@ def test_bayesian_runs_train_and_evaluate_from_the_cli_with_calibration(tmp_path
     from metaedge.sdk.cli.main import main
 
     run = tmp_path / algo
-    assert main(["train", "demod", "--algo", algo, *flag, "--iterations", "4", "--val-every", "2", "--val-devices", "4",
-                 "--meta-devices", "10", "--pilots", "4", "--inner-steps", "2", "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "demod",
+                "--algo",
+                algo,
+                *flag,
+                "--iterations",
+                "4",
+                "--val-every",
+                "2",
+                "--val-devices",
+                "4",
+                "--meta-devices",
+                "10",
+                "--pilots",
+                "4",
+                "--inner-steps",
+                "2",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["eval", str(run), "--pilots", "4,8", "--devices", "4", "--payload", "200", "--json", "--quiet",
-                 "--reliability", str(tmp_path / "rel.png")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(run),
+                "--pilots",
+                "4,8",
+                "--devices",
+                "4",
+                "--payload",
+                "200",
+                "--json",
+                "--quiet",
+                "--reliability",
+                str(tmp_path / "rel.png"),
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     entry = report["methods"][0]
     assert 0.0 <= entry["ser"]["8"]["ece"] <= 1.0 and sum(entry["reliability"]["8"]["count"]) == 4 * 200

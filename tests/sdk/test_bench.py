@@ -1,7 +1,8 @@
 """The meta-train benchmark's machinery (not its speed: speed is measured by 'metaedge bench')."""
+
 import json
 
-from metaedge.sdk.bench import bench_meta_train
+from metaedge.sdk.bench.meta_train import bench_meta_train
 from metaedge.sdk.cli.main import main
 
 
@@ -20,12 +21,11 @@ def test_bench_cli_json(capsys):
 
 
 def test_every_algorithm_is_benchmarked_against_its_own_per_task_loop_with_peak_memory():
-    from metaedge.sdk.algorithms import ALGORITHMS
+    from metaedge.sdk.meta import ALGORITHMS
 
-    report = bench_meta_train([a for a in ALGORITHMS if a not in ("fomaml", "maml")], [2], repeats=1, compile=False,
-                              memory_steps=[1, 8])
+    report = bench_meta_train([a for a in ALGORITHMS if a not in ("fomaml", "maml")], [2], repeats=1, compile=False, memory_steps=[1, 8])
     for r in report["results"]:
-        if r["algo"] in ("esmaml", "vbmaml", "alset", "modular"):   # random draws differ between loop and batch
+        if r["algo"] in ("esmaml", "vbmaml", "alset", "modular"):  # random draws differ between loop and batch
             assert r["grads_equal"] is None and r["max_abs_grad_diff_vs_loop"] is None
         else:
             assert r["grads_equal"], (r["algo"], r["max_abs_grad_diff_vs_loop"])

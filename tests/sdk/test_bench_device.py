@@ -1,6 +1,7 @@
 """The device benchmark's machinery: every variant computes the same frame; a real device answers."""
+
 from metaedge.deploy.bundle import read_bundle
-from metaedge.sdk.bench_device import bench_device, bench_round_trip
+from metaedge.sdk.bench.device import bench_device, bench_round_trip
 
 
 def test_variants_agree_and_report_medians(trained_bundle):
@@ -17,9 +18,9 @@ def test_variants_agree_and_report_medians(trained_bundle):
 
 
 def test_a_one_step_bundle_is_timed_with_its_fused_frame(trained_bundle, tmp_path):
-    from metaedge.sdk.export import export_onnx
+    from metaedge.sdk.targets import export
 
-    report = bench_device(export_onnx(trained_bundle[0], tmp_path / "one", steps=1), repeats=20)
+    report = bench_device(export("onnx", trained_bundle[0], tmp_path / "one", inner_steps=1), repeats=20)
     assert report["device_mode"] == "onnx_frame"
     assert set(report["median_us"]) == {"onnx_frame", "onnx_iobinding", "onnx_step_loop", "torch_eager", "torch_forward_only"}
     assert all(d <= 1e-5 for d in report["max_abs_prob_diff_vs_torch"].values()), report["max_abs_prob_diff_vs_torch"]
@@ -31,7 +32,7 @@ def test_round_trip_through_a_real_device(trained_bundle, tmp_path):
 
 
 def test_soak_machinery(trained_bundle, tmp_path):
-    from metaedge.sdk.bench_device import bench_soak
+    from metaedge.sdk.bench.device import bench_soak
 
     report = bench_soak(trained_bundle[1], frames=300, pilots=8, symbols=50, state=tmp_path)
     assert report["device_frames"] == 300 and report["device_errors"] == 0
@@ -49,6 +50,7 @@ def test_bundles_torch_cannot_recompute_are_timed_without_it(trained_bundle, tmp
     report = bench_device(gaussian, repeats=10, steps=1)
     assert not any(n.startswith("torch") for n in report["median_us"]) and report["torch_over_onnx"] is None
     assert "Gaussian posterior" in report["torch_unavailable"]
+
     def as_predictor(m):
         m["task"].pop("classes")
         m["task"].update(outputs=16, pilot_sequence=None)

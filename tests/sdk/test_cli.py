@@ -1,4 +1,5 @@
 """The command line: one clear line and a non-zero exit for bad input; JSON where scripts read."""
+
 import json
 import subprocess
 import sys
@@ -8,8 +9,23 @@ import pytest
 
 from metaedge.sdk.cli.main import main
 
-SMALL = ["--order", "4", "--snr-db", "15", "--val-pilots", "32", "--hidden", "8,8", "--meta-devices", "30",
-         "--val-devices", "10", "--val-every", "10", "--quiet"]
+SMALL = [
+    "--order",
+    "4",
+    "--snr-db",
+    "15",
+    "--val-pilots",
+    "32",
+    "--hidden",
+    "8,8",
+    "--meta-devices",
+    "30",
+    "--val-devices",
+    "10",
+    "--val-every",
+    "10",
+    "--quiet",
+]
 
 
 def run_cli(capsys, *argv):
@@ -33,27 +49,30 @@ def assert_one_line_error(code, out, err, fragment):
     assert "Traceback" not in err + out
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["train", "demod", "--out", "X", "--bogus"], "unrecognized arguments: --bogus"),
-    (["train", "demod", "--out", "X", "--algo", "mamll"], "unknown algorithm 'mamll'"),
-    (["train", "demod", "--out", "X", "--pilots", "15000", "--val-pilots", "10000"], "exceed the frame"),
-    (["train", "demod", "--out", "X", "--snr-db", "nan"], "not a finite number"),
-    (["train", "demod", "--out", "X", "--inner-lr", "-1"], "--inner-lr -1.0 must be a positive number"),
-    (["train", "demod", "--out", "X", "--order", "8"], "not a square QAM order"),
-    (["train", "demod", "--out", "X", "--iterations", "0"], "0 must be at least 1"),
-    (["train", "demod", "--out", "X", "--algo", "reptile", "--adapt", "input"], "reptile needs --adapt all"),
-    (["train", "demod", "--out", "X", "--adapt", "last"], "--adapt 'last' is unknown; use all or input"),
-    (["train", "demod", "--out", "X", "--algo", "fomaml", "--inner-data", "pooled"], "fomaml needs --inner-data support"),
-    (["train", "demod", "--out", "X", "--algo", "reptile", "--inner-data", "all"], "--inner-data 'all' is unknown"),
-    (["train", "demod"], "the following arguments are required: --out"),
-    (["train", "demod", "--out", "NOPE", "--resume"], "does not exist"),
-    (["train"], "required: TASK"),
-    (["eval", "NOPE"], "run directory 'NOPE' does not exist"),
-    (["eval", "NOPE", "--pilots", "1,x"], "not a comma-separated list"),
-    (["bench", "meta-train", "--algos", "mamll"], "--algos: unknown mamll"),
-    (["bench", "meta-train", "--memory-steps", "0"], "must list positive integers"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["train", "demod", "--out", "X", "--bogus"], "unrecognized arguments: --bogus"),
+        (["train", "demod", "--out", "X", "--algo", "mamll"], "unknown algorithm 'mamll'"),
+        (["train", "demod", "--out", "X", "--pilots", "15000", "--val-pilots", "10000"], "exceed the frame"),
+        (["train", "demod", "--out", "X", "--snr-db", "nan"], "not a finite number"),
+        (["train", "demod", "--out", "X", "--inner-lr", "-1"], "--inner-lr -1.0 must be a positive number"),
+        (["train", "demod", "--out", "X", "--order", "8"], "not a square QAM order"),
+        (["train", "demod", "--out", "X", "--iterations", "0"], "0 must be at least 1"),
+        (["train", "demod", "--out", "X", "--algo", "reptile", "--adapt", "input"], "reptile needs --adapt all"),
+        (["train", "demod", "--out", "X", "--adapt", "last"], "--adapt 'last' is unknown; use all or input"),
+        (["train", "demod", "--out", "X", "--algo", "fomaml", "--inner-data", "pooled"], "fomaml needs --inner-data support"),
+        (["train", "demod", "--out", "X", "--algo", "reptile", "--inner-data", "all"], "--inner-data 'all' is unknown"),
+        (["train", "demod"], "the following arguments are required: --out"),
+        (["train", "demod", "--out", "NOPE", "--resume"], "does not exist"),
+        (["train"], "required: TASK"),
+        (["eval", "NOPE"], "run directory 'NOPE' does not exist"),
+        (["eval", "NOPE", "--pilots", "1,x"], "not a comma-separated list"),
+        (["bench", "meta-train", "--algos", "mamll"], "--algos: unknown mamll"),
+        (["bench", "meta-train", "--memory-steps", "0"], "must list positive integers"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
 def test_bad_input_gives_one_line(capsys, tmp_path, monkeypatch, argv, fragment):
     monkeypatch.chdir(tmp_path)
     assert_one_line_error(*run_cli(capsys, *argv), fragment)
@@ -88,8 +107,21 @@ def test_resume_extends_a_run(capsys, tmp_path, trained):
 
 
 def test_eval_json_has_one_entry_per_method_with_ser_per_pilot_count(capsys, tmp_path, trained):
-    code, out, err = run_cli(capsys, "eval", str(trained), "--pilots", "1,4", "--devices", "5", "--payload", "200",
-                             "--json", "--quiet", "--plot", str(tmp_path / "ser.png"))
+    code, out, err = run_cli(
+        capsys,
+        "eval",
+        str(trained),
+        "--pilots",
+        "1,4",
+        "--devices",
+        "5",
+        "--payload",
+        "200",
+        "--json",
+        "--quiet",
+        "--plot",
+        str(tmp_path / "ser.png"),
+    )
     assert code == 0, err
     report = json.loads(out)
     assert [m["name"] for m in report["methods"]] == ["fomaml", "scratch", "model-based (MMSE + ML)"]
@@ -114,3 +146,17 @@ def test_console_script_end_to_end(tmp_path):
     assert help_text.returncode == 0 and "examples:" in help_text.stdout
     bad = subprocess.run([exe, "eval", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["train", "power", "--method", "joint", "--out", "X"], "--method is now --algo"),
+        (["bench", "link", "--steps", "1,2"], "--steps is now --inner-steps"),
+        (["eval", "runs/x", "--adapt-steps", "5"], "--adapt-steps is now --inner-steps"),
+    ],
+)
+def test_renamed_flags_are_answered_with_their_new_name(argv, hint, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert hint in err and len(err.strip().splitlines()) == 1

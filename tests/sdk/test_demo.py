@@ -1,4 +1,5 @@
 """``metaedge demo`` end to end on a tiny budget: trains, reuses finished runs, evaluates, writes files."""
+
 import json
 
 import pytest
@@ -31,8 +32,25 @@ def test_demo_refuses_a_run_with_another_configuration(tmp_path, capsys):
 
 def test_demo_on_a_simulated_onnx_device_matches_the_host(tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--algos", "cavia", "--device-algo", "cavia", "--iterations", "10", "--devices", "4",
-            "--payload", "300", "--quiet", "--json", "--target", "onnx"]
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--algos",
+        "cavia",
+        "--device-algo",
+        "cavia",
+        "--iterations",
+        "10",
+        "--devices",
+        "4",
+        "--payload",
+        "300",
+        "--quiet",
+        "--json",
+        "--target",
+        "onnx",
+    ]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     rows = report["device"]["rows"]

@@ -1,8 +1,9 @@
 """The demodulation task generator against the published setup's formulas and statistics."""
+
 import numpy as np
 import pytest
 
-from metaedge.sdk.tasks.demod import ConfigError, DemodConfig, DemodTasks, Devices, iq_imbalance, qam_constellation
+from metaedge.sdk.families.demod.task import ConfigError, DemodConfig, DemodTasks, Devices, iq_imbalance, qam_constellation
 
 
 @pytest.mark.parametrize("order,energy", [(4, 2.0), (16, 10.0), (64, 42.0)])
@@ -84,22 +85,25 @@ def test_frames_shapes_and_split():
     assert batch.x_tr.dtype == np.float32 and batch.y_tr.max() < 16
 
 
-@pytest.mark.parametrize("changes,fragment", [
-    ({"pilots": 15_000, "val_pilots": 10_000}, "exceed the frame"),
-    ({"order": 8}, "not a square QAM order"),
-    ({"snr_db": float("nan")}, "not a finite number"),
-    ({"pilots": 0}, "at least 1"),
-    ({"eps_max": 1.5}, "eps_max"),
-    ({"beta_a": -1.0}, "shape parameters"),
-    ({"channel_var": -0.5}, "channel variance"),
-])
+@pytest.mark.parametrize(
+    "changes,fragment",
+    [
+        ({"pilots": 15_000, "val_pilots": 10_000}, "exceed the frame"),
+        ({"order": 8}, "not a square QAM order"),
+        ({"snr_db": float("nan")}, "not a finite number"),
+        ({"pilots": 0}, "at least 1"),
+        ({"eps_max": 1.5}, "eps_max"),
+        ({"beta_a": -1.0}, "shape parameters"),
+        ({"channel_var": -0.5}, "channel variance"),
+    ],
+)
 def test_impossible_configurations_are_refused(changes, fragment):
     with pytest.raises(ConfigError, match=fragment):
         DemodConfig(**changes)
 
 
 def test_fixed_pilot_sequence_is_known_and_covers_the_constellation():
-    from metaedge.sdk.tasks.demod import pilot_symbols
+    from metaedge.sdk.families.demod.task import pilot_symbols
 
     tasks = DemodTasks(DemodConfig(), seed=0)
     batch = tasks.frames(tasks.devices("train", 6), 20, 50, np.random.default_rng(0))

@@ -1,11 +1,12 @@
 """Meta-test evaluation: the model-based receiver, SER bookkeeping and the paired comparison."""
+
 import numpy as np
 import pytest
 
-from metaedge.sdk.evaluation import evaluate
+from metaedge.sdk.families.demod.evaluation import evaluate
+from metaedge.sdk.families.demod.receivers import ModelBasedReceiver
+from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.stats import summarise
-from metaedge.sdk.receivers import ModelBasedReceiver
-from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
 
 def model_based(tasks):

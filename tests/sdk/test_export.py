@@ -1,4 +1,5 @@
 """Export to the ONNX bundle: checker, parity with torch for every algorithm, self-test, round trip."""
+
 import dataclasses
 
 import numpy as np
@@ -8,16 +9,17 @@ import torch
 
 from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import read_bundle
-from metaedge.sdk.algorithms import EXPORTABLE, modular
-from metaedge.sdk.algorithms.core import adapt
-from metaedge.sdk.export import export_onnx, noise_tensors
-from metaedge.sdk.algorithms.bayes import log_predictive
-from metaedge.sdk.tasks.demod import DemodConfig
-from metaedge.sdk.training import TrainConfig, Trainer
+from metaedge.sdk.families.demod.task import DemodConfig
+from metaedge.sdk.families.demod.training import TrainConfig, Trainer
+from metaedge.sdk.meta import ALGORITHMS, modular
+from metaedge.sdk.meta.bayes import log_predictive
+from metaedge.sdk.meta.core import adapt
+from metaedge.sdk.targets import export
+from metaedge.sdk.targets.onnx import noise_tensors
 
 TASK = DemodConfig(pilots=8, val_pilots=32)
 # every algorithm, and Meta-SGD adapting its input layer alone (--adapt input: step sizes for that layer only)
-CASES = (*EXPORTABLE, "metasgd:input")
+CASES = (*ALGORITHMS, "metasgd:input")
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +30,16 @@ def bundles(tmp_path_factory):
     for case in CASES:
         algo, _, adapted = case.partition(":")
         steps = 2 if algo != "joint" else 1
-        t = Trainer(root / case, TASK, TrainConfig(algo=algo, iterations=4, inner_steps=steps, inner_lr=0.3, adapt=adapted or "all",
-                                                   meta_devices=20, val_devices=3, val_every=4))
+        t = Trainer(
+            root / case,
+            TASK,
+            TrainConfig(
+                algo=algo, iterations=4, inner_steps=steps, inner_lr=0.3, adapt=adapted or "all", meta_devices=20, val_devices=3, val_every=4
+            ),
+        )
         t.start(resume=False)
         t.run()
-        out[case] = (t, export_onnx(root / case, root / f"{case}.bundle"))
+        out[case] = (t, export("onnx", root / case, root / f"{case}.bundle"))
     return out
 
 
@@ -55,7 +62,7 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     backend.load(bundle)
     theta = {k: v.detach().clone() for k, v in trainer.params.items()}
     inner = trainer.inner
-    if algo == "modular":   # the device holds the modules and adapts assignment logits (spec §7.5)
+    if algo == "modular":  # the device holds the modules and adapts assignment logits (spec §7.5)
         theta = modular.deployable(theta)
         inner = dataclasses.replace(inner, adapt=(modular.ASSIGNMENT,))
     # vbmaml: the draws the bundle names, which the device generates (spec §7.4)
@@ -64,9 +71,16 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     assert (section is not None) == (algo == "vbmaml")
     rng = np.random.default_rng(0)
     samples = rng.normal(0, 2, size=(200, 2)).astype(np.float32)
-    with torch.no_grad():   # BMAML: the particles' mean probability; vbmaml: the draws'; the network itself for a point θ
-        expected = (modular.assigned_forward(theta, torch.from_numpy(samples)) if algo == "modular" else
-                    log_predictive(theta, torch.from_numpy(samples), inner.posterior, inner.samples, noise["predict"])).exp().numpy()
+    with torch.no_grad():  # BMAML: the particles' mean probability; vbmaml: the draws'; the network itself for a point θ
+        expected = (
+            (
+                modular.assigned_forward(theta, torch.from_numpy(samples))
+                if algo == "modular"
+                else log_predictive(theta, torch.from_numpy(samples), inner.posterior, inner.samples, noise["predict"])
+            )
+            .exp()
+            .numpy()
+        )
     assert np.abs(backend.predict(samples) - expected).max() <= 1e-5
     # k chained steps on the device against k steps of the torch inner loop
     k = 5
@@ -75,8 +89,13 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
     backend.steps = k
     backend.reset()
     backend.adapt(pilots, labels)
-    reference = adapt(theta, torch.from_numpy(pilots), torch.nn.functional.one_hot(torch.from_numpy(labels), 16).float(),
-                      dataclasses.replace(inner, steps=k), noise=noise["adapt"])
+    reference = adapt(
+        theta,
+        torch.from_numpy(pilots),
+        torch.nn.functional.one_hot(torch.from_numpy(labels), 16).float(),
+        dataclasses.replace(inner, steps=k),
+        noise=noise["adapt"],
+    )
     for name in theta:
         assert np.abs(backend.params[name] - reference[name].detach().numpy()).max() <= 1e-5, name
     changed = [n for n in theta if not np.array_equal(backend.params[n], theta[n].numpy())]
@@ -109,7 +128,7 @@ def test_reference_bundle_is_at_most_64_kib(bundles, tmp_path):
         assert bundle.size() <= budget, (algo, bundle.size())
         steps = bundle.manifest.raw["algorithm"]["inner_steps"]
         assert ("adapt_loop" in bundle.artifacts) == ("adapt_loop" in bundle.manifest.raw["graphs"]) == (steps > 1), algo
-    one_step = export_onnx(bundles["metasgd"][1].path.parent / "metasgd", tmp_path / "metasgd-1", steps=1)
+    one_step = export("onnx", bundles["metasgd"][1].path.parent / "metasgd", tmp_path / "metasgd-1", inner_steps=1)
     assert "adapt_loop" not in one_step.artifacts and one_step.size() <= 64 * 1024, one_step.size()
     backend = OnnxBackend()
     backend.load(one_step)
@@ -117,7 +136,7 @@ def test_reference_bundle_is_at_most_64_kib(bundles, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", [a for a in EXPORTABLE if a in ("imaml", "proxmaml", "alset")])
+@pytest.mark.parametrize("algo", ["imaml", "proxmaml", "alset"])
 def test_proximal_bundles_anchor_every_step_at_theta(bundles, algo):
     """The device feeds θ as the anchor of every step; fed the current parameters instead, the step is plain SGD."""
     import onnxruntime as ort
@@ -133,8 +152,12 @@ def test_proximal_bundles_anchor_every_step_at_theta(bundles, algo):
     pilots = {"pilot_samples": rng.normal(0, 2, (6, 2)).astype(np.float32), "pilot_onehot": np.eye(16, dtype=np.float32)[rng.integers(0, 16, 6)]}
     at_theta = session.run(None, {**moved, **{a["name"]: trainer.params[a["parameter"]].detach().numpy() for a in anchors}, **pilots})
     at_self = session.run(None, {**moved, **{a["name"]: moved[a["parameter"]] for a in anchors}, **pilots})
-    plain = adapt({k: torch.from_numpy(v) for k, v in moved.items()}, torch.from_numpy(pilots["pilot_samples"]),
-                  torch.from_numpy(pilots["pilot_onehot"]), dataclasses.replace(trainer.inner, steps=1, prox=0.0))
+    plain = adapt(
+        {k: torch.from_numpy(v) for k, v in moved.items()},
+        torch.from_numpy(pilots["pilot_samples"]),
+        torch.from_numpy(pilots["pilot_onehot"]),
+        dataclasses.replace(trainer.inner, steps=1, prox=0.0),
+    )
     for name, value in zip(bundle.manifest.raw["algorithm"]["adapts"], at_self):
         assert np.abs(value - plain[name].detach().numpy()).max() <= 1e-5
     assert max(np.abs(a - b).max() for a, b in zip(at_theta, at_self)) > 1e-3
@@ -173,7 +196,7 @@ def test_a_gaussian_bundle_predicts_with_the_draws_its_seed_names(bundles, tmp_p
     other.load(rewritten(bundle.path, tmp_path, reseed))
     assert np.abs(other.predict(samples) - before).max() > 1e-3
     assert not other.selftest().passed
-    small = export_onnx(bundle.path.parent / "vbmaml", tmp_path / "small", ensemble=7)
+    small = export("onnx", bundle.path.parent / "vbmaml", tmp_path / "small", ensemble=7)
     assert small.manifest.raw["algorithm"]["noise"]["predict"]["draws"] == 7
     assert [i["shape"][0] for i in small.manifest.raw["graphs"]["forward"]["inputs"] if i["role"] == "noise"] == [7] * 8
     backend.load(small)
@@ -181,13 +204,16 @@ def test_a_gaussian_bundle_predicts_with_the_draws_its_seed_names(bundles, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("change,fragment", [
-    (lambda n: n.update(generator="mt19937"), "generator must be 'splitmix64-box-muller'"),
-    (lambda n: n["predict"].update(draws=0), "algorithm.noise.predict must be"),
-    (lambda n: n["adapt"].update(seed=-1), "algorithm.noise.adapt must be"),
-    (lambda n: n.update(parameters=["l0.weight", "l9.weight"]), "distinct parameters of θ"),
-    (lambda n: n.update(parameters=["l1.weight"]), "which algorithm.noise does not define"),
-])
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        (lambda n: n.update(generator="mt19937"), "generator must be 'splitmix64-box-muller'"),
+        (lambda n: n["predict"].update(draws=0), "algorithm.noise.predict must be"),
+        (lambda n: n["adapt"].update(seed=-1), "algorithm.noise.adapt must be"),
+        (lambda n: n.update(parameters=["l0.weight", "l9.weight"]), "distinct parameters of θ"),
+        (lambda n: n.update(parameters=["l1.weight"]), "which algorithm.noise does not define"),
+    ],
+)
 def test_a_gaussian_bundle_with_a_bad_noise_section_is_refused(bundles, tmp_path, change, fragment, rewritten):
     from metaedge.backends.base import BackendError
 
@@ -202,7 +228,7 @@ def test_a_modular_device_picks_the_assignment_with_the_lowest_pilot_loss(bundle
     no other assignment fits the pilots better."""
     import itertools
 
-    from metaedge.sdk.models import task_loss
+    from metaedge.sdk.models.mlp import task_loss
 
     trainer, bundle = bundles["modular"]
     assert bundle.manifest.raw["algorithm"]["assignment"] == "exhaustive" and bundle.manifest.raw["model"]["modules"] == 3
@@ -215,32 +241,39 @@ def test_a_modular_device_picks_the_assignment_with_the_lowest_pilot_loss(bundle
     backend.adapt(pilots, labels)
     logits = backend.params[modular.ASSIGNMENT]
     chosen = logits.argmax(-1)
-    assert np.array_equal(logits == 0, np.eye(3, dtype=bool)[chosen])   # exactly one module per layer
+    assert np.array_equal(logits == 0, np.eye(3, dtype=bool)[chosen])  # exactly one module per layer
     modules = {k: v.detach() for k, v in trainer.params.items()}
     onehot = torch.nn.functional.one_hot(torch.from_numpy(labels), 16).float()
-    loss = {c: float(task_loss(modular.assemble(modules, torch.tensor(c)), torch.from_numpy(pilots), onehot))
-            for c in itertools.product(range(3), repeat=4)}
+    loss = {
+        c: float(task_loss(modular.assemble(modules, torch.tensor(c)), torch.from_numpy(pilots), onehot))
+        for c in itertools.product(range(3), repeat=4)
+    }
     assert loss[tuple(chosen)] == pytest.approx(min(loss.values()), abs=1e-6)
+
+
 @pytest.mark.slow
 def test_a_relaxed_modular_run_exports_its_logit_steps(tmp_path):
-    t = Trainer(tmp_path / "run", TASK, TrainConfig(algo="modular", assignment="relaxed", iterations=2, inner_steps=3,
-                                                   inner_lr=1.0, meta_devices=20, val_devices=3, val_every=2))
+    t = Trainer(
+        tmp_path / "run",
+        TASK,
+        TrainConfig(algo="modular", assignment="relaxed", iterations=2, inner_steps=3, inner_lr=1.0, meta_devices=20, val_devices=3, val_every=2),
+    )
     t.start(resume=False)
     t.run()
-    bundle = export_onnx(tmp_path / "run", tmp_path / "bundle")
+    bundle = export("onnx", tmp_path / "run", tmp_path / "bundle")
     assert bundle.manifest.raw["algorithm"]["assignment"] == "relaxed" and bundle.manifest.raw["algorithm"]["inner_steps"] == 3
     backend = OnnxBackend()
     backend.load(bundle)
     assert backend.effective_mode == "onnx_loop" and backend.selftest().passed
     backend.adapt(np.zeros((4, 2), np.float32), np.arange(4))
-    assert np.abs(backend.params[modular.ASSIGNMENT]).max() > 0   # the logits moved from the uniform mixture
+    assert np.abs(backend.params[modular.ASSIGNMENT]).max() > 0  # the logits moved from the uniform mixture
 
 
 @pytest.mark.slow
 def test_a_gaussian_bundle_fits_and_serves_frames_on_a_device_process(bundles, tmp_path):
     """The default device profile takes the vbmaml bundle (slot and RAM, draws included) and serves its frames."""
-    from metaedge.sdk.bench_device import device_process
-    from metaedge.sdk.cli.deploy import stream_frames
+    from metaedge.sdk.bench.device import device_process
+    from metaedge.sdk.device_frames import stream as stream_frames
 
     _, bundle = bundles["vbmaml"]
     with device_process(bundle.path, tmp_path / "device") as (_, url):

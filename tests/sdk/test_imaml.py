@@ -1,13 +1,14 @@
 """iMAML: the implicit meta-gradient against the ridge-regression closed forms (eq. 2.11–2.12), and the
 batched demodulation objective against a per-task loop."""
+
 import numpy as np
 import pytest
 import torch
 
-from metaedge.sdk.algorithms import get_algorithm, meta_gradient, to_batch
-from metaedge.sdk.algorithms.core import InnerLoop, adapt, implicit_gradient, proximal_residual
+from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.meta import get_algorithm, meta_gradient, to_batch
+from metaedge.sdk.meta.core import InnerLoop, adapt, implicit_gradient, proximal_residual
 from metaedge.sdk.models.mlp import MLPSpec, task_loss
-from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
 
 F64 = torch.float64
 
@@ -30,7 +31,7 @@ def sq(x, y):
 @pytest.mark.parametrize("solver, steps, lam", [("cg", 5, 2.0), ("neumann", 400, None)])
 def test_implicit_gradient_equals_the_derivative_through_the_closed_form_proximal_solution(solver, steps, lam):
     x_tr, y_tr, x_va, y_va = ridge_task(np.random.default_rng(0))
-    if lam is None:   # the Neumann series needs ‖∇²L_tr‖ < λ; ∇²L_tr = 2XᵀX
+    if lam is None:  # the Neumann series needs ‖∇²L_tr‖ < λ; ∇²L_tr = 2XᵀX
         lam = 1.5 * float(torch.linalg.eigvalsh(2 * x_tr.T @ x_tr).max())
     theta = torch.tensor(np.random.default_rng(1).normal(size=5), requires_grad=True)
     phi = prox_solution(theta, x_tr, y_tr, lam)
@@ -57,8 +58,21 @@ def test_closed_form_meta_solution_is_a_stationary_point_of_the_implicit_meta_gr
         total += implicit_gradient(sq(x_tr, y_tr), torch.func.grad(sq(x_va, y_va))(phi), phi, lam, 5)["w"]
     assert total.abs().max() < 1e-8
     away = theta_hat + 0.3
-    assert sum(implicit_gradient(sq(t[0], t[1]), torch.func.grad(sq(t[2], t[3]))({"w": prox_solution(away, t[0], t[1], lam)}),
-                                 {"w": prox_solution(away, t[0], t[1], lam)}, lam, 5)["w"] for t in tasks).abs().max() > 1e-2
+    assert (
+        sum(
+            implicit_gradient(
+                sq(t[0], t[1]),
+                torch.func.grad(sq(t[2], t[3]))({"w": prox_solution(away, t[0], t[1], lam)}),
+                {"w": prox_solution(away, t[0], t[1], lam)},
+                lam,
+                5,
+            )["w"]
+            for t in tasks
+        )
+        .abs()
+        .max()
+        > 1e-2
+    )
 
 
 def one_qpsk_device():
@@ -103,8 +117,32 @@ def test_imaml_trains_and_exports_from_the_cli_and_refuses_a_zero_lambda(tmp_pat
 
     from metaedge.sdk.cli.main import main
 
-    assert main(["train", "demod", "--algo", "imaml", "--iterations", "3", "--val-every", "3", "--val-devices", "4",
-                 "--meta-devices", "10", "--pilots", "8", "--prox", "2.0", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "demod",
+                "--algo",
+                "imaml",
+                "--iterations",
+                "3",
+                "--val-every",
+                "3",
+                "--val-devices",
+                "4",
+                "--meta-devices",
+                "10",
+                "--pilots",
+                "8",
+                "--prox",
+                "2.0",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "bundle")]) == 0
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["algorithm"]["prox"] == 2.0
@@ -127,9 +165,38 @@ def test_training_records_the_proximal_residual_and_warns_when_the_steps_stop_sh
 
     from metaedge.sdk.cli.main import main
 
-    assert main(["train", "demod", "--algo", "imaml", "--iterations", "2", "--val-every", "1", "--val-devices", "4",
-                 "--meta-devices", "10", "--pilots", "8", "--hidden", "8", "--inner-lr", "0.2", "--inner-steps", str(steps),
-                 "--prox", "2.0", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "demod",
+                "--algo",
+                "imaml",
+                "--iterations",
+                "2",
+                "--val-every",
+                "1",
+                "--val-devices",
+                "4",
+                "--meta-devices",
+                "10",
+                "--pilots",
+                "8",
+                "--hidden",
+                "8",
+                "--inner-lr",
+                "0.2",
+                "--inner-steps",
+                str(steps),
+                "--prox",
+                "2.0",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     curves = json.loads((tmp_path / "run" / "curves.json").read_text())
     assert [c["iteration"] for c in curves] == [1, 2] and all(0 <= c["prox_residual"] for c in curves)
     assert ("the inner steps end far from the proximal minimum" in capsys.readouterr().err) == warned

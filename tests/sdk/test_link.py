@@ -1,17 +1,19 @@
 """The learned link (monograph §5.3): channel, encoder, simulator draws, meta-learning, benchmark, export."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from metaedge.sdk.algorithms import get_algorithm, meta_gradient
-from metaedge.sdk.algorithms.core import InnerLoop, adapt
-from metaedge.sdk.algorithms.reference import per_task_meta_gradient
-from metaedge.sdk.bench_link import LinkBench, bler_curve, initial, inner_loop, onehot, train
 from metaedge.sdk.cli.main import main
-from metaedge.sdk.models import autoencoder, task_loss
-from metaedge.sdk.tasks.link import LinkConfig, LinkTasks
+from metaedge.sdk.families.link import model as autoencoder
+from metaedge.sdk.families.link.learning import LinkBench, bler_curve, initial, inner_loop, onehot, train
+from metaedge.sdk.families.link.model import task_loss
+from metaedge.sdk.families.link.task import LinkConfig, LinkTasks
+from metaedge.sdk.meta import get_algorithm, meta_gradient
+from metaedge.sdk.meta.core import InnerLoop, adapt
+from metaedge.sdk.meta.reference import per_task_meta_gradient
 
 
 def complex_of(real: np.ndarray) -> np.ndarray:
@@ -31,17 +33,17 @@ def test_channel_is_the_truncated_convolution_of_eq_5_11():
 def test_codewords_have_unit_power_per_channel_use():
     theta = initial("maml", LinkBench())
     codewords = autoencoder.encode(theta, torch.eye(16))
-    np.testing.assert_allclose((codewords ** 2).sum(-1).numpy(), 4.0, rtol=1e-5)
+    np.testing.assert_allclose((codewords**2).sum(-1).numpy(), 4.0, rtol=1e-5)
     assert len(set(map(tuple, codewords.detach().numpy().round(4)))) == 16
 
 
 def test_channels_and_noise_follow_the_published_statistics():
     env = LinkTasks(LinkConfig(), seed=3)
     taps = env.channels("train", 20_000)
-    assert taps.var(0) == pytest.approx(np.full(6, 1 / 6), rel=0.05)          # each tap CN(0, 1/3)
+    assert taps.var(0) == pytest.approx(np.full(6, 1 / 6), rel=0.05)  # each tap CN(0, 1/3)
     noise = env.noise((20_000,), env.rng("train", 1))
-    assert noise.var() == pytest.approx(LinkConfig().noise_var / 2, rel=0.03)   # N0/2 per real dimension
-    assert LinkConfig().noise_var == pytest.approx(1 / 10 ** 1.5)              # Eb = n/k = 1, Eb/N0 = 15 dB
+    assert noise.var() == pytest.approx(LinkConfig().noise_var / 2, rel=0.03)  # N0/2 per real dimension
+    assert LinkConfig().noise_var == pytest.approx(1 / 10**1.5)  # Eb = n/k = 1, Eb/N0 = 15 dB
     assert not np.isin(env.channels("test", 50), env.channels("train", 1000)).any()
 
 
@@ -60,9 +62,13 @@ def test_batched_maml_on_the_link_equals_the_per_task_loop():
     rng = env.rng("train", 0)
     channels = env.channels("train", 3)
     va = env.messages((3, 16), rng)
-    batch = (torch.from_numpy(env.draws(channels, env.pilots(16), rng)), onehot(np.tile(env.pilots(16), (3, 1)), 16),
-             torch.from_numpy(env.draws(channels, va, rng)), onehot(va, 16))
-    inner = InnerLoop(lr=0.1, steps=2)
+    batch = (
+        torch.from_numpy(env.draws(channels, env.pilots(16), rng)),
+        onehot(np.tile(env.pilots(16), (3, 1)), 16),
+        torch.from_numpy(env.draws(channels, va, rng)),
+        onehot(va, 16),
+    )
+    inner = InnerLoop(lr=0.1, steps=2, loss=task_loss)
     batched, _ = meta_gradient(get_algorithm("maml").objective, theta, batch, inner)
     looped, _ = per_task_meta_gradient(theta, batch, inner, second_order=True)
     for k in theta:
@@ -86,7 +92,7 @@ def test_meta_learning_beats_random_initialisation_after_one_step():
 
 def test_bench_link_quick_writes_json_and_plot(tmp_path, capsys):
     plot = tmp_path / "link.png"
-    assert main(["bench", "link", "--quick", "--methods", "maml-rx,joint,scratch", "--plot", str(plot), "--json", "--quiet"]) == 0
+    assert main(["bench", "link", "--quick", "--algos", "maml-rx,joint,scratch", "--plot", str(plot), "--json", "--quiet"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["methods"] == ["maml-rx", "joint", "scratch"]
     assert set(report["bler"]["joint"]) == {"0", "1", "2", "5"}
@@ -94,13 +100,16 @@ def test_bench_link_quick_writes_json_and_plot(tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["bench", "link", "--methods", "maml,nope"], "unknown method 'nope'"),
-    (["bench", "link", "--steps", "1,-2"], "must list integers of at least 0"),
-    (["train", "link", "--out", "X", "--method", "reptile"], "--method 'reptile' is unknown"),
-    (["train", "link", "--out", "X", "--taps", "9"], "--taps 9 must lie in 1..uses"),
-    (["train", "link", "--out", "X", "--inner-lr", "-1"], "--inner-lr -1.0 must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "link", "--algos", "maml,nope"], "unknown algorithm 'nope'"),
+        (["bench", "link", "--inner-steps", "1,-2"], "must list integers of at least 0"),
+        (["train", "link", "--out", "X", "--algo", "reptile"], "--algo 'reptile' is unknown"),
+        (["train", "link", "--out", "X", "--taps", "9"], "--taps 9 must lie in 1..uses"),
+        (["train", "link", "--out", "X", "--inner-lr", "-1"], "--inner-lr -1.0 must be a positive number"),
+    ],
+)
 def test_bad_link_flags_get_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -110,7 +119,7 @@ def test_bad_link_flags_get_one_line(argv, message, capsys):
 @pytest.fixture(scope="module")
 def link_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("link") / "run"
-    assert main(["train", "link", "--out", str(run), "--iterations", "60", "--val-every", "30", "--steps", "2", "--quiet"]) == 0
+    assert main(["train", "link", "--out", str(run), "--iterations", "60", "--val-every", "30", "--inner-steps", "2", "--quiet"]) == 0
     return run
 
 
@@ -131,24 +140,25 @@ def test_a_link_run_exports_a_receiver_bundle_with_the_codebook(link_run, tmp_pa
     backend.load(bundle)
     assert backend.selftest().passed
     # the device's decisions equal the host's decoder adapted the same way on the same received pilots
-    from metaedge.sdk.link_export import link_frames, receiver_params
+    from metaedge.sdk.families.link.export import link_frames, receiver_params
+
     pilots, labels, payload, _ = link_frames(m["task"], 1, 16, 200, seed=5)
     backend.reset()
     backend.adapt(pilots[0], labels[0])
     on_device = backend.predict(payload[0]).argmax(-1)
-    decoder = receiver_params(theta)   # the default receiver: the decoder and its radio-transformer network
+    decoder = receiver_params(theta)  # the default receiver: the decoder and its radio-transformer network
     assert set(decoder) == set(autoencoder.part(theta, autoencoder.DECODER)) and any(k.startswith("rtn.") for k in decoder)
-    host = adapt(decoder, torch.from_numpy(pilots[0]), onehot(labels[0], 16), InnerLoop(lr=0.1, steps=2))
+    host = adapt(decoder, torch.from_numpy(pilots[0]), onehot(labels[0], 16), InnerLoop(lr=0.1, steps=2, loss=autoencoder.receiver_loss))
     expected = autoencoder.receiver_log_probs(host, torch.from_numpy(payload[0])).argmax(-1).numpy()
-    assert (on_device == expected).mean() > 0.99   # float32 ties aside
+    assert (on_device == expected).mean() > 0.99  # float32 ties aside
 
 
 def test_a_run_that_adapts_the_encoder_is_not_exported(tmp_path, capsys):
     run = tmp_path / "full"
-    assert main(["train", "link", "--method", "maml", "--out", str(run), "--iterations", "2", "--val-every", "2", "--quiet"]) == 0
+    assert main(["train", "link", "--algo", "maml", "--out", str(run), "--iterations", "2", "--val-every", "2", "--quiet"]) == 0
     capsys.readouterr()
     assert main(["export", str(run), "--out", str(tmp_path / "b")]) == 2
-    assert "metaedge train link --method maml-rx" in capsys.readouterr().err
+    assert "metaedge train link --algo maml-rx" in capsys.readouterr().err
 
 
 def test_the_radio_transformer_is_an_inverse_filter_before_the_decoder():
@@ -170,10 +180,10 @@ def test_a_receiver_with_a_radio_transformer_exports_and_adapts_on_the_device(tm
     from metaedge.backends.onnx import OnnxBackend
     from metaedge.deploy.bundle import read_bundle
     from metaedge.deploy.tensors import load
-    from metaedge.sdk.link_export import link_frames, receiver_params
+    from metaedge.sdk.families.link.export import link_frames, receiver_params
 
     run = tmp_path / "run"
-    assert main(["train", "link", "--method", "metasgd-rx", "--out", str(run), "--iterations", "20", "--val-every", "20", "--quiet"]) == 0
+    assert main(["train", "link", "--algo", "metasgd-rx", "--out", str(run), "--iterations", "20", "--val-every", "20", "--quiet"]) == 0
     assert main(["export", str(run), "--out", str(tmp_path / "b")]) == 0
     bundle = read_bundle(tmp_path / "b")
     assert bundle.manifest.raw["model"]["rtn"] == [8, 8, 8, 6]
@@ -184,6 +194,8 @@ def test_a_receiver_with_a_radio_transformer_exports_and_adapts_on_the_device(tm
     pilots, labels, payload, _ = link_frames(bundle.manifest.raw["task"], 1, 16, 100, seed=2)
     backend.reset()
     backend.adapt(pilots[0], labels[0])
-    host = adapt(receiver_params(theta), torch.from_numpy(pilots[0]), onehot(labels[0], 16), InnerLoop(lr=0.1, steps=1))  # Meta-SGD's lr.*
+    host = adapt(
+        receiver_params(theta), torch.from_numpy(pilots[0]), onehot(labels[0], 16), InnerLoop(lr=0.1, steps=1, loss=autoencoder.receiver_loss)
+    )  # Meta-SGD's lr.*
     expected = autoencoder.receiver_log_probs(host, torch.from_numpy(payload[0])).exp().detach().numpy()
     np.testing.assert_allclose(backend.predict(payload[0]), expected, atol=1e-5)

@@ -1,23 +1,26 @@
 """Modular meta-learning (eq. 2.38): module assembly, simulated annealing against exhaustive search,
 the relaxed assignment's meta-gradient against finite differences, and training from the CLI."""
+
 import itertools
 
 import numpy as np
 import pytest
 import torch
 
-from metaedge.sdk.algorithms import get_algorithm, meta_gradient, modular, to_batch
+from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.families.demod.training import TrainConfig, initial_theta
+from metaedge.sdk.meta import get_algorithm, meta_gradient, modular, to_batch
 from metaedge.sdk.models.mlp import MLPSpec, task_loss
-from metaedge.sdk.tasks.demod import DemodConfig, DemodTasks
-from metaedge.sdk.training import TrainConfig, initial_theta
 
 F64 = torch.float64
 
 
 def setup(modules=3, devices=2, pilots=8, dtype=F64):
     spec = MLPSpec(sizes=(2, 6, 4))
-    theta = {k: torch.tensor(v, dtype=dtype) for k, v in
-             initial_theta(spec, TrainConfig(algo="modular", modules=modules), np.random.default_rng(0)).items()}
+    theta = {
+        k: torch.tensor(v, dtype=dtype)
+        for k, v in initial_theta(spec, TrainConfig(algo="modular", modules=modules), np.random.default_rng(0)).items()
+    }
     tasks = DemodTasks(DemodConfig(order=4), seed=0)
     f = tasks.frames(tasks.devices("train", devices), pilots, 10, tasks.rng("train", 1))
     return theta, tuple(t.to(dtype) for t in to_batch(f.x_tr, f.y_tr, f.x_va, f.y_va, 4))
@@ -38,7 +41,7 @@ def test_annealing_finds_the_exhaustive_optimum_of_the_training_loss():
     losses = {c: float(task_loss(modular.assemble(theta, torch.tensor(c)), x, onehot)) for c in itertools.product(range(4), repeat=2)}
     best = min(losses, key=losses.get)
     torch.manual_seed(0)
-    found = modular.anneal(theta, x, onehot, 60)
+    found = modular.anneal(theta, x, onehot, 60, task_loss)
     assert float(task_loss(found, x, onehot)) == pytest.approx(losses[best], abs=1e-12)
 
 
@@ -46,11 +49,11 @@ def test_exhaustive_search_picks_the_first_assignment_with_the_lowest_training_l
     theta, batch = setup(modules=3)
     x, onehot = batch[0][0], batch[1][0]
     losses = {c: float(task_loss(modular.assemble(theta, torch.tensor(c)), x, onehot)) for c in itertools.product(range(3), repeat=2)}
-    best = min(losses, key=losses.get)   # the first of equal losses in row-major order, as the spec says
-    assert tuple(modular.best_choice(theta, x, onehot).tolist()) == best
-    chosen = modular.exhaustive(theta, x, onehot)
+    best = min(losses, key=losses.get)  # the first of equal losses in row-major order, as the spec says
+    assert tuple(modular.best_choice(theta, x, onehot, task_loss).tolist()) == best
+    chosen = modular.exhaustive(theta, x, onehot, task_loss)
     assert all(torch.equal(chosen[k], modular.assemble(theta, torch.tensor(best))[k]) for k in chosen)
-    logits = modular.best_assignment(theta, x, onehot)
+    logits = modular.best_assignment(theta, x, onehot, task_loss)
     assert torch.equal(logits.argmax(-1), torch.tensor(best)) and (logits != 0).sum() == 2 * 2
 
 
@@ -61,7 +64,7 @@ def test_annealed_meta_gradient_reaches_exactly_the_selected_modules():
     torch.manual_seed(0)
     grads, _ = meta_gradient(algorithm.objective, theta, batch, inner)
     torch.manual_seed(0)
-    chosen = modular.anneal(theta, batch[0][0], batch[1][0], 60)
+    chosen = modular.anneal(theta, batch[0][0], batch[1][0], 60, task_loss)
     used = [next(m for m in range(3) if torch.equal(theta[f"{layer}.weight"][m], chosen[f"{layer}.weight"])) for layer in ("l0", "l1")]
     expected = torch.func.grad(lambda p: task_loss(p, batch[2][0], batch[3][0]))(chosen)
     for i, layer in enumerate(("l0", "l1")):
@@ -92,12 +95,40 @@ def test_modular_trains_and_evaluates_from_the_cli(tmp_path, capsys, assignment)
     from metaedge.sdk.cli.main import main
 
     run = tmp_path / assignment
-    assert main(["train", "demod", "--algo", "modular", "--assignment", assignment, "--modules", "2", "--proposals", "5",
-                 "--iterations", "3", "--val-every", "3", "--val-devices", "4", "--meta-devices", "10", "--pilots", "8",
-                 "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "demod",
+                "--algo",
+                "modular",
+                "--assignment",
+                assignment,
+                "--modules",
+                "2",
+                "--proposals",
+                "5",
+                "--iterations",
+                "3",
+                "--val-every",
+                "3",
+                "--val-devices",
+                "4",
+                "--meta-devices",
+                "10",
+                "--pilots",
+                "8",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["eval", str(run), "--pilots", "8", "--devices", "3", "--payload", "50", "--no-baselines", "--quiet"]) == 0
-    assert main(["eval", str(run), "--pilots", "8", "--devices", "3", "--payload", "50", "--no-baselines", "--quiet",
-                 "--assignment", "exhaustive"]) == 0
+    assert (
+        main(["eval", str(run), "--pilots", "8", "--devices", "3", "--payload", "50", "--no-baselines", "--quiet", "--assignment", "exhaustive"]) == 0
+    )
     assert main(["train", "demod", "--algo", "modular", "--assignment", "greedy", "--out", str(tmp_path / "bad")]) != 0
     assert "--assignment 'greedy' is unknown; use anneal, exhaustive or relaxed" in capsys.readouterr().err
 
@@ -106,8 +137,30 @@ def test_the_assignment_override_needs_a_modular_run(tmp_path, capsys):
     from metaedge.sdk.cli.main import main
 
     run = tmp_path / "maml"
-    assert main(["train", "demod", "--algo", "maml", "--iterations", "2", "--val-every", "2", "--val-devices", "4",
-                 "--meta-devices", "10", "--pilots", "8", "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "demod",
+                "--algo",
+                "maml",
+                "--iterations",
+                "2",
+                "--val-every",
+                "2",
+                "--val-devices",
+                "4",
+                "--meta-devices",
+                "10",
+                "--pilots",
+                "8",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["eval", str(run), "--pilots", "8", "--devices", "3", "--payload", "50", "--assignment", "exhaustive"]) != 0
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Power control (monograph §5.5): topologies, the sum-rate, the REGNN, meta-learning, the benchmark."""
+
 import json
 import math
 
@@ -6,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from metaedge.sdk.bench_power import PowerBench, initial, new_topology_rates, train
 from metaedge.sdk.cli.main import main
-from metaedge.sdk.models import regnn
-from metaedge.sdk.tasks.power import PowerConfig, PowerTasks
+from metaedge.sdk.families.power import model as regnn
+from metaedge.sdk.families.power.learning import PowerBench, initial, new_topology_rates, train
+from metaedge.sdk.families.power.task import PowerConfig, PowerTasks
 
 
 def slots(count=4, split="test"):
@@ -29,7 +30,7 @@ def test_topologies_vary_in_size_and_interfere_only_within_range():
     (large_scale, noise, coupling), x = slots()
     links = (np.diagonal(large_scale, axis1=1, axis2=2) > 0).sum(1)
     assert links.min() >= 10 and links.max() <= 20 and len(set(links)) > 1
-    assert ((large_scale > 0).sum((1, 2)) < links ** 2).all()            # not everyone interferes with everyone
+    assert ((large_scale > 0).sum((1, 2)) < links**2).all()  # not everyone interferes with everyone
     assert ((1e-5 <= noise) & (noise <= 1e-2)).all() and ((0.1 <= coupling) & (coupling <= 10)).all()
     assert x.shape == (6, 4, 20 * 20 + 2) and np.allclose(x[:, :, -2], noise[:, None]) and np.allclose(x[:, :, -1], coupling[:, None])
 
@@ -42,9 +43,9 @@ def test_the_coupling_is_hidden_from_the_allocator_but_changes_the_best_powers()
     weak[:, -1], strong[:, -1] = 0.1, 10.0
     torch.testing.assert_close(regnn.powers(theta, weak), regnn.powers(theta, strong))
     unused = torch.zeros(len(weak), 1)
-    assert regnn.task_loss(theta, strong, unused) > regnn.task_loss(theta, weak, unused) + 1.0   # more interference, less rate
+    assert regnn.task_loss(theta, strong, unused) > regnn.task_loss(theta, weak, unused) + 1.0  # more interference, less rate
     g_weak, g_strong = (torch.func.grad(regnn.task_loss)(theta, s, unused)["l2.bias"] for s in (weak, strong))
-    assert g_weak.item() < 2 * g_strong.item() < 0     # raising every power pays far more when c is small
+    assert g_weak.item() < 2 * g_strong.item() < 0  # raising every power pays far more when c is small
 
 
 def test_padded_links_change_nothing_and_the_policy_is_permutation_equivariant():
@@ -79,7 +80,7 @@ def test_modular_theta_stacks_modules_and_adapts_by_choosing_them():
 
 def test_bench_power_quick_writes_json_and_plot(tmp_path, capsys):
     plot = tmp_path / "power.png"
-    assert main(["bench", "power", "--quick", "--methods", "joint,modular", "--plot", str(plot), "--json", "--quiet"]) == 0
+    assert main(["bench", "power", "--quick", "--algos", "joint,modular", "--plot", str(plot), "--json", "--quiet"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["methods"] == ["joint", "modular"] and set(report["sum_rate"]["joint"]) == {"1", "2"}
     assert report["full_power"]["sum_rate"] > 0
@@ -89,26 +90,32 @@ def test_bench_power_quick_writes_json_and_plot(tmp_path, capsys):
 @pytest.mark.slow
 def test_parallel_runs_give_the_same_report():
     """--jobs trains the runs in separate processes; each run seeds itself, so the report is the serial one."""
-    from metaedge.sdk.bench_power import quick, run_benchmark
+    from metaedge.sdk.families.power.bench import quick, run_benchmark
 
     cfg = quick(PowerBench())
     assert run_benchmark(cfg, ("joint", "fomaml", "modular"), jobs=2) == run_benchmark(cfg, ("joint", "fomaml", "modular"))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--methods", "joint,maml"], "unknown method 'maml'"),
-    (["--periods", "0,5"], "argument --periods: '0,5' must list positive integers"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--algos", "joint,maml"], "unknown algorithm 'maml'"),
+        (["--periods", "0,5"], "argument --periods: '0,5' must list positive integers"),
+    ],
+)
 def test_bad_power_flags_get_one_line(argv, message, capsys):
     assert main(["bench", "power", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--inner-lr", "-0.1"], "--inner-lr -0.1 must be a positive number"),
-    (["--inner-steps", "0"], "argument --inner-steps"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--inner-lr", "-0.1"], "--inner-lr -0.1 must be a positive number"),
+        (["--inner-steps", "0"], "argument --inner-steps"),
+    ],
+)
 def test_bad_train_power_flags_get_one_line(argv, message, tmp_path, capsys):
     assert main(["train", "power", "--out", str(tmp_path / "run"), *argv]) == 2
     err = capsys.readouterr().err
@@ -125,14 +132,19 @@ def power_run(tmp_path_factory):
 def test_the_allocator_exports_and_the_onnx_device_adapts_without_labels(power_run, tmp_path):
     from metaedge.backends.onnx import OnnxBackend
     from metaedge.deploy.bundle import read_bundle
-    from metaedge.sdk.algorithms.core import InnerLoop, adapt
-    from metaedge.sdk.power_run import load_power_run, power_frames
+    from metaedge.sdk.families.power.run import load_power_run, power_frames
+    from metaedge.sdk.meta.core import InnerLoop, adapt
 
     assert main(["export", str(power_run), "--out", str(tmp_path / "b")]) == 0
     bundle = read_bundle(tmp_path / "b")
     m = bundle.manifest.raw
-    assert m["task"]["outputs"] == 20 and "classes" not in m["task"] and m["task"]["features"][-2:] == ["noise", "coupling"] and len(m["task"]["features"]) == 402
-    assert [i["name"] for i in m["graphs"]["adapt_step"]["inputs"]][-1] == "pilot_samples"   # no labels
+    assert (
+        m["task"]["outputs"] == 20
+        and "classes" not in m["task"]
+        and m["task"]["features"][-2:] == ["noise", "coupling"]
+        and len(m["task"]["features"]) == 402
+    )
+    assert [i["name"] for i in m["graphs"]["adapt_step"]["inputs"]][-1] == "pilot_samples"  # no labels
     assert m["algorithm"]["loss"] == "negative_sum_rate"
     backend = OnnxBackend()
     backend.load(bundle)
@@ -142,7 +154,7 @@ def test_the_allocator_exports_and_the_onnx_device_adapts_without_labels(power_r
     for p, x in zip(pilots, slots):
         backend.reset()
         backend.adapt(p, None)
-        adapted = adapt(theta, torch.from_numpy(p), torch.zeros(5, 1), InnerLoop(lr=cfg.inner_lr, steps=cfg.inner_steps))
+        adapted = adapt(theta, torch.from_numpy(p), torch.zeros(5, 1), InnerLoop(lr=cfg.inner_lr, steps=cfg.inner_steps, loss=regnn.task_loss))
         np.testing.assert_allclose(backend.predict(x), regnn.powers(adapted, torch.from_numpy(x)).detach().numpy(), atol=1e-5)
 
 
@@ -151,7 +163,7 @@ def test_runs_and_bundles_from_before_the_coupling_are_refused_by_name(power_run
     import shutil
 
     from metaedge.sdk.errors import UserError
-    from metaedge.sdk.power_run import power_frames
+    from metaedge.sdk.families.power.run import power_frames
 
     old = tmp_path / "old"
     shutil.copytree(power_run, old)
@@ -169,11 +181,11 @@ def test_a_modular_allocator_exports_and_its_device_picks_the_best_assignment(tm
     """The device holds every module and scores all assignments on the pilot slots (spec §7.5), as the host does."""
     from metaedge.backends.onnx import OnnxBackend
     from metaedge.deploy.bundle import read_bundle
-    from metaedge.sdk.algorithms import modular
-    from metaedge.sdk.power_run import load_power_run, power_frames
+    from metaedge.sdk.families.power.run import load_power_run, power_frames
+    from metaedge.sdk.meta import modular
 
     run = tmp_path / "modular"
-    assert main(["train", "power", "--method", "modular", "--out", str(run), "--iterations", "2", "--periods", "2", "--quiet"]) == 0
+    assert main(["train", "power", "--algo", "modular", "--out", str(run), "--iterations", "2", "--periods", "2", "--quiet"]) == 0
     assert main(["export", str(run), "--out", str(tmp_path / "b")]) == 0
     bundle = read_bundle(tmp_path / "b")
     m = bundle.manifest.raw
@@ -186,7 +198,7 @@ def test_a_modular_allocator_exports_and_its_device_picks_the_best_assignment(tm
     _, _, theta = load_power_run(run)
     backend.reset()
     backend.adapt(pilots[0], None)
-    chosen = modular.best_choice(theta, torch.from_numpy(pilots[0]), torch.zeros(5, 1))
+    chosen = modular.best_choice(theta, torch.from_numpy(pilots[0]), torch.zeros(5, 1), regnn.task_loss)
     assert np.array_equal(backend.params[modular.ASSIGNMENT].argmax(-1), chosen.numpy())
     expected = regnn.powers(modular.assemble(theta, chosen), torch.from_numpy(slots[0])).detach().numpy()
     np.testing.assert_allclose(backend.predict(slots[0]), expected, atol=1e-5)

@@ -1,13 +1,15 @@
 """Channel prediction (monograph §5.4): the generator, the closed forms of eq. 2.11-2.12, LSTD, the benchmark."""
+
 import json
 
 import numpy as np
 import pytest
 
 from metaedge.backends.linear import predictor as pr
-from metaedge.sdk.bench_prediction import PredictionBench, run_benchmark
 from metaedge.sdk.cli.main import main
-from metaedge.sdk.tasks.channels import DOPPLER, ChannelConfig, ChannelFrames
+from metaedge.sdk.families.prediction.bench import run_benchmark
+from metaedge.sdk.families.prediction.learning import PredictionBench
+from metaedge.sdk.families.prediction.task import DOPPLER, ChannelConfig, ChannelFrames
 
 
 def complex_normal(rng, *shape):
@@ -15,7 +17,7 @@ def complex_normal(rng, *shape):
 
 
 def test_windows_hold_the_last_L_channels_newest_first_and_target_delta_ahead():
-    h = np.arange(20)[:, None] * np.ones((1, 3))            # slot t holds t in every entry
+    h = np.arange(20)[:, None] * np.ones((1, 3))  # slot t holds t in every entry
     x, y = pr.Window(length=5, lag=3).pairs(h, first=4, count=2)
     np.testing.assert_array_equal(x[0].reshape(5, 3)[:, 0], [4, 3, 2, 1, 0])
     np.testing.assert_array_equal(y[:, 0], [7, 8])
@@ -35,7 +37,7 @@ def test_the_closed_form_meta_bias_minimises_the_validation_loss_after_adaptatio
     x_tr, y_tr = complex_normal(rng, k, 3, d), complex_normal(rng, k, 3, 2)
     x_va, y_va = complex_normal(rng, k, 5, d), complex_normal(rng, k, 5, 2)
 
-    def meta_loss(theta):   # eq. 5.22 evaluated directly: adapt by ridge toward θ, score on validation
+    def meta_loss(theta):  # eq. 5.22 evaluated directly: adapt by ridge toward θ, score on validation
         return sum(np.sum(np.abs(x_va[i] @ pr.ridge(x_tr[i], y_tr[i], 1.0, theta) - y_va[i]) ** 2) for i in range(k))
 
     best = pr.meta_bias(x_tr, y_tr, x_va, y_va, 1.0)
@@ -67,8 +69,7 @@ def test_channels_have_unit_power_and_fixed_geometry_within_a_frame():
 
 @pytest.mark.parametrize("regime", ["slow", "fast"])
 def test_meta_learned_decomposed_predictor_beats_conventional_learning(regime):
-    cfg = PredictionBench(channel=ChannelConfig(doppler_hz=DOPPLER[regime]), meta_frames=100, test_frames=100,
-                          sample_grid=(2, 10))
+    cfg = PredictionBench(channel=ChannelConfig(doppler_hz=DOPPLER[regime]), meta_frames=100, test_frames=100, sample_grid=(2, 10))
     nmse = run_benchmark(cfg)["nmse_db"]
     for n in ("2", "10"):
         assert nmse["meta-lstd"][n] < nmse["conventional-naive"][n] - 1.0
@@ -84,11 +85,14 @@ def test_bench_prediction_quick_writes_json_and_plot(tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--doppler", "medium"], "unknown regime 'medium'"),
-    (["--rank", "x"], "--rank 'x' must be meta, aic or a positive number"),
-    (["--lam", "0"], "--lam and --slot must be positive"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--doppler", "medium"], "unknown regime 'medium'"),
+        (["--rank", "x"], "--rank 'x' must be meta, aic or a positive number"),
+        (["--lam", "0"], "--lam and --slot must be positive"),
+    ],
+)
 def test_bad_prediction_flags_get_one_line(argv, message, capsys):
     assert main(["bench", "prediction", *argv]) == 2
     err = capsys.readouterr().err

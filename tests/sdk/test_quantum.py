@@ -1,4 +1,5 @@
 """Host side of the Born-machine receivers: meta-training, evaluation, calibration, CLI."""
+
 import json
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 from metaedge.backends.qiskit.model import uniform_prior
 from metaedge.sdk.calibration import reliability
 from metaedge.sdk.cli.main import main
-from metaedge.sdk.quantum.evaluation import evaluate_exact, tune_step_size
-from metaedge.sdk.quantum.learning import InnerConfig
-from metaedge.sdk.quantum.training import BornTrainConfig, default_task, load_born_run, make_spec, train_born
+from metaedge.sdk.families.demod.born.evaluation import evaluate_exact, tune_step_size
+from metaedge.sdk.families.demod.born.learning import InnerConfig
+from metaedge.sdk.families.demod.born.training import BornTrainConfig, default_task, load_born_run, make_spec, train_born
 
 
 def test_reliability_bins_and_ece_on_a_known_example():
@@ -36,17 +37,36 @@ def test_short_meta_training_beats_the_uninformed_prior_on_new_devices(tmp_path)
 
 def test_train_export_inspect_and_bench_through_the_cli(tmp_path, capsys):
     for method in ("meta", "joint"):
-        assert main(["train", "born", "--method", method, "--out", str(tmp_path / f"born-{method}"), "--iterations", "20",
-                     "--quiet", "--json"]) == 0
+        assert main(["train", "born", "--algo", method, "--out", str(tmp_path / f"born-{method}"), "--iterations", "20", "--quiet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["iterations"] == 20
     assert main(["export", str(tmp_path / "born-meta"), "--target", "qiskit", "--out", str(tmp_path / "bundle"), "--shots", "128"]) == 0
     capsys.readouterr()
     assert main(["inspect", str(tmp_path / "bundle"), "--json"]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["target"] == "qiskit" and manifest["algorithm"]["shots"] == 128 and manifest["circuit"]["qpy_version"] == 13
-    assert main(["bench", "qiskit", "--meta", str(tmp_path / "born-meta"), "--joint", str(tmp_path / "born-joint"),
-                 "--out", str(tmp_path / "bench"), "--exact-devices", "40", "--device-frames", "2", "--targets", "ideal",
-                 "--quiet", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "qiskit",
+                "--meta",
+                str(tmp_path / "born-meta"),
+                "--joint",
+                str(tmp_path / "born-joint"),
+                "--out",
+                str(tmp_path / "bench"),
+                "--exact-devices",
+                "40",
+                "--device-frames",
+                "2",
+                "--targets",
+                "ideal",
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert set(report["exact"]["results"]) == {"meta-learned", "joint", "uniform prior", "point-estimate BNN"}
     ideal = report["device"]["ideal"]["results"]["meta-learned"]
@@ -54,12 +74,15 @@ def test_train_export_inspect_and_bench_through_the_cli(tmp_path, capsys):
     assert (tmp_path / "bench" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "born", "--out", "X", "--qubits", "13"], "qubits 13 must lie in 1..12"),
-    (["export", "RUN", "--target", "qiskit", "--out", "B"], "does not exist"),
-    (["bench", "qiskit", "--targets", "noisy:FakeX,quantum"], "--targets: quantum backend 'quantum' is unknown"),
-    (["device", "serve", "--target", "qiskit", "--backend", "cloud", "--state", "S", "--allow-unsigned"], "--backend: quantum backend"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "born", "--out", "X", "--qubits", "13"], "qubits 13 must lie in 1..12"),
+        (["export", "RUN", "--target", "qiskit", "--out", "B"], "does not exist"),
+        (["bench", "qiskit", "--targets", "noisy:FakeX,quantum"], "--targets: quantum backend 'quantum' is unknown"),
+        (["device", "serve", "--target", "qiskit", "--backend", "cloud", "--state", "S", "--allow-unsigned"], "--backend: quantum backend"),
+    ],
+)
 def test_bad_input_gets_one_line(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2

@@ -1,4 +1,5 @@
 """``metaedge report``: every section renders, the page references every figure, each figure is a real PNG."""
+
 import json
 import re
 
@@ -15,7 +16,7 @@ def test_quick_report_renders_every_section_and_figure(tmp_path, capsys):
     page = (out / "index.html").read_text()
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) >= 6
-    assert sorted(set(re.findall(r"<img src='([^']+)'", page))) == pngs   # every figure referenced, none missing
+    assert sorted(set(re.findall(r"<img src='([^']+)'", page))) == pngs  # every figure referenced, none missing
     for name in pngs:
         image = matplotlib.image.imread(out / name)
         assert image.shape[0] > 100 and image.shape[1] > 100
@@ -23,7 +24,7 @@ def test_quick_report_renders_every_section_and_figure(tmp_path, capsys):
     assert [s["title"].split()[0] for s in report["sections"]] == ["Demodulation", "Learned", "Multi-antenna", "Power", "Device-side"]
     assert all(s["seed"] == 3 and s["command"].startswith("metaedge") for s in report["sections"])
     assert page.count("Reproduce: <code>metaedge") == 5 and "seed 3" in page
-    assert "http" not in page   # self-contained: no external resources
+    assert "http" not in page  # self-contained: no external resources
 
 
 def test_report_sections_are_checked(tmp_path, capsys):

@@ -1,17 +1,17 @@
 """Spiking receiver on the host: encoder, read-out, the rule's gradient, meta-training, export, CLI errors."""
+
 import json
 
 import numpy as np
 import pytest
 
 from metaedge.backends.loihi.backend import LoihiBackend
-from metaedge.backends.loihi.network import (LATENCY, SnnSpec, encode, gain_control, probabilities, rates, stream_length,
-                                             teacher, window_counts)
+from metaedge.backends.loihi.network import LATENCY, SnnSpec, encode, gain_control, probabilities, rates, stream_length, teacher, window_counts
 from metaedge.backends.loihi.reference import output_layer
 from metaedge.deploy.bundle import read_bundle
 from metaedge.sdk.cli.main import main
-from metaedge.sdk.spiking.training import Streams, adapted_ser, default_task, load_snn_run, rule_gradient
-from metaedge.sdk.tasks.demod import DemodTasks
+from metaedge.sdk.families.demod.snn.training import Streams, adapted_ser, default_task, load_snn_run, rule_gradient
+from metaedge.sdk.families.demod.task import DemodTasks
 
 SPEC = SnnSpec()
 
@@ -21,23 +21,23 @@ def test_encoder_fires_at_the_receptive_field_rates_and_stays_silent_in_the_gap(
     raster = encode(SPEC, samples).reshape(5, SPEC.period, SPEC.inputs)
     expected = rates(SPEC, gain_control(samples)) * SPEC.steps
     assert np.all(np.abs(raster[:, : SPEC.steps].sum(1) - expected) <= 1.0)
-    assert raster[:, SPEC.steps:].sum() == 0
+    assert raster[:, SPEC.steps :].sum() == 0
     assert np.allclose(np.mean(gain_control(samples) ** 2), 1.0)
 
 
 def test_teacher_marks_the_label_during_the_output_window_only():
     t = teacher(SPEC, np.array([2, 0]), stream_length(SPEC, 2))
     assert t.shape == (stream_length(SPEC, 2), SPEC.classes)
-    window = t[LATENCY: LATENCY + SPEC.steps]
+    window = t[LATENCY : LATENCY + SPEC.steps]
     assert np.all(window[:, 2] == 1) and np.all(window[:, [0, 1, 3]] == -1)
-    assert np.all(t[:LATENCY] == 0) and np.all(t[SPEC.period + LATENCY: SPEC.period + LATENCY + SPEC.steps, 0] == 1)
-    assert np.all(t[2 * SPEC.period:] == 0)
+    assert np.all(t[:LATENCY] == 0) and np.all(t[SPEC.period + LATENCY : SPEC.period + LATENCY + SPEC.steps, 0] == 1)
+    assert np.all(t[2 * SPEC.period :] == 0)
 
 
 def test_decision_counts_spikes_and_breaks_ties_by_the_earliest_first_spike():
     spikes = np.zeros((SPEC.period * 2, SPEC.classes))
-    spikes[LATENCY + 3, 1] = spikes[LATENCY + 1, 3] = 1          # symbol 0: one spike each, class 3 first
-    spikes[SPEC.period + LATENCY + np.arange(4), 2] = 1           # symbol 1: class 2 has the most
+    spikes[LATENCY + 3, 1] = spikes[LATENCY + 1, 3] = 1  # symbol 0: one spike each, class 3 first
+    spikes[SPEC.period + LATENCY + np.arange(4), 2] = 1  # symbol 1: class 2 has the most
     counts, first = window_counts(SPEC, spikes, 2)
     assert counts[0].tolist() == [0, 1, 0, 1] and first[0].tolist() == [SPEC.steps, 3, SPEC.steps, 1]
     p = probabilities(SPEC, spikes, 2)
@@ -63,9 +63,14 @@ def test_meta_learned_start_beats_zero_and_random_starts_on_new_devices(snn_bund
     tasks = DemodTasks(run.task, seed=11)
     frame = tasks.frames(tasks.devices("test", 150), run.task.pilots, 100, tasks.rng("test", 1))
     pilots, payload = Streams.encode(run.spec, frame.x_tr, frame.y_tr), Streams.encode(run.spec, frame.x_va, None)
-    ser = {name: adapted_ser(run.spec, theta, pilots, payload, frame.y_va).mean() for name, theta in {
-        "meta": run.theta, "zero": np.zeros_like(run.theta),
-        "random": np.random.default_rng(0).normal(scale=0.3, size=run.theta.shape)}.items()}
+    ser = {
+        name: adapted_ser(run.spec, theta, pilots, payload, frame.y_va).mean()
+        for name, theta in {
+            "meta": run.theta,
+            "zero": np.zeros_like(run.theta),
+            "random": np.random.default_rng(0).normal(scale=0.3, size=run.theta.shape),
+        }.items()
+    }
     assert ser["meta"] < ser["zero"] - 0.05 and ser["meta"] < ser["random"] - 0.05, ser
 
 
@@ -86,18 +91,25 @@ def test_loihi_bundle_manifest_and_reference_engine_selftest(snn_bundle, capsys)
 
 
 def test_train_snn_cli_and_its_errors(tmp_path, capsys):
-    assert main(["train", "snn", "--out", str(tmp_path / "r"), "--iterations", "4", "--tasks-per-batch", "8", "--quiet",
-                 "--json"]) == 0
+    assert main(["train", "snn", "--out", str(tmp_path / "r"), "--iterations", "4", "--tasks-per-batch", "8", "--quiet", "--json"]) == 0
     state = json.loads(capsys.readouterr().out)
     assert state["iterations"] == 4 and 0 <= state["best_val_ser"] <= 1
-    cases = [(["train", "snn", "--out", str(tmp_path / "x"), "--order", "5"], "not a square QAM order"),
-             (["train", "snn", "--out", str(tmp_path / "r")], "already exists"),
-             (["export", str(tmp_path / "r"), "--target", "loihi", "--out", str(tmp_path / "b"), "--steps", "2"],
-              "does not apply to the loihi target"),
-             (["device", "serve", "--target", "loihi", "--state", str(tmp_path / "s"), "--allow-unsigned"],
-              ".venv-lava/bin/metaedge device serve --target loihi"),
-             (["device", "serve", "--target", "loihi", "--engine", "reference", "--fixed-point", "--state", str(tmp_path / "s"),
-               "--allow-unsigned"], "--fixed-point runs on Lava's fixed_pt models")]
+    cases = [
+        (["train", "snn", "--out", str(tmp_path / "x"), "--order", "5"], "not a square QAM order"),
+        (["train", "snn", "--out", str(tmp_path / "r")], "already exists"),
+        (
+            ["export", str(tmp_path / "r"), "--target", "loihi", "--out", str(tmp_path / "b"), "--inner-steps", "2"],
+            "does not apply to the loihi target",
+        ),
+        (
+            ["device", "serve", "--target", "loihi", "--state", str(tmp_path / "s"), "--allow-unsigned"],
+            ".venv-lava/bin/metaedge device serve --target loihi",
+        ),
+        (
+            ["device", "serve", "--target", "loihi", "--engine", "reference", "--fixed-point", "--state", str(tmp_path / "s"), "--allow-unsigned"],
+            "--fixed-point runs on Lava's fixed_pt models",
+        ),
+    ]
     for argv, message in cases:
         assert main(argv) != 0
         err = capsys.readouterr().err
@@ -112,7 +124,8 @@ def test_export_refuses_a_run_of_another_kind(trained_bundle, tmp_path, capsys):
 @pytest.mark.lava
 def test_bench_quality_and_lava_timing_on_the_same_frames(snn_bundle):
     from conftest import lava_python
-    from metaedge.sdk.spiking.bench import lava_speed, paired, quality, starts_of, test_frames
+
+    from metaedge.sdk.families.demod.snn.bench import lava_speed, paired, quality, starts_of, test_frames
 
     run = load_snn_run(snn_bundle[0])
     frame = test_frames(run, 60, 60, seed=5)
@@ -129,7 +142,7 @@ def test_bench_quality_and_lava_timing_on_the_same_frames(snn_bundle):
 def test_demo_loihi_deploys_to_a_lava_device_and_runs_frames(snn_bundle, tmp_path, capsys):
     import shutil
 
-    for method in ("fomaml", "joint"):            # trained runs are reused, as on a second 'metaedge demo'
+    for method in ("fomaml", "joint"):  # trained runs are reused, as on a second 'metaedge demo'
         shutil.copytree(snn_bundle[0], tmp_path / "loihi" / f"snn-{method}")
     assert main(["demo", "--target", "loihi", "--out", str(tmp_path), "--quiet", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -1,4 +1,5 @@
 """The outer loop: it learns, resumes exactly, stops early, and survives a diverging run."""
+
 import dataclasses
 import json
 
@@ -7,18 +8,19 @@ import pytest
 import torch
 
 from metaedge.deploy import tensors
-from metaedge.sdk.algorithms.core import adapt
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.demod.task import DemodConfig
+from metaedge.sdk.families.demod.training import TrainConfig, Trainer, TrainingDiverged
+from metaedge.sdk.meta.core import adapt
 from metaedge.sdk.rundir import load_run
-from metaedge.sdk.tasks.demod import DemodConfig
-from metaedge.sdk.training import TrainConfig, Trainer, TrainingDiverged
 
 TASK = DemodConfig(order=4, snr_db=15.0, pilots=4, val_pilots=32)
 
 
 def trainer(path, **changes):
-    cfg = dict(algo="fomaml", iterations=60, tasks_per_batch=4, outer_lr=3e-3, hidden=(8, 8), meta_devices=50,
-               val_devices=20, val_every=30, patience=5)
+    cfg = dict(
+        algo="fomaml", iterations=60, tasks_per_batch=4, outer_lr=3e-3, hidden=(8, 8), meta_devices=50, val_devices=20, val_every=30, patience=5
+    )
     cfg.update(changes)
     t = Trainer(path, TASK, TrainConfig(**cfg))
     return t
@@ -36,7 +38,7 @@ def test_short_meta_training_lowers_validation_ser(tmp_path):
     assert run.algo == "maml" and set(run.theta) == set(t.params)
 
 
-@pytest.mark.parametrize("algo", ["fomaml", "esmaml"])   # ES-MAML: the objective's own random draws resume too
+@pytest.mark.parametrize("algo", ["fomaml", "esmaml"])  # ES-MAML: the objective's own random draws resume too
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path, algo):
     straight = trainer(tmp_path / "a", iterations=60, algo=algo)
     straight.start(resume=False)
@@ -59,7 +61,7 @@ def test_a_run_written_before_a_task_field_existed_resumes_and_a_changed_task_do
     first.start(resume=False)
     first.run()
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    del config["task"]["phase_max_deg"]   # as an older MetaEdge wrote it: the field held its default
+    del config["task"]["phase_max_deg"]  # as an older MetaEdge wrote it: the field held its default
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
     again = trainer(tmp_path / "run", iterations=4, val_every=2)
     again.start(resume=True)
@@ -104,15 +106,18 @@ def test_a_used_directory_needs_resume(tmp_path):
         trainer(tmp_path / "run").start(resume=False)
 
 
-@pytest.mark.parametrize("changes,fragment", [
-    ({"algo": "mamal"}, "unknown algorithm"),
-    ({"inner_lr": -0.1}, "--inner-lr"),
-    ({"tasks_per_batch": 80}, "exceeds --meta-devices"),
-    ({"outer_opt": "rmsprop"}, "--outer-opt"),
-    ({"inner_steps": 0}, "--inner-steps"),
-    ({"adapt": "first"}, "--adapt 'first' is unknown; use all or input"),
-    ({"algo": "reptile", "adapt": "input"}, "reptile needs --adapt all"),
-])
+@pytest.mark.parametrize(
+    "changes,fragment",
+    [
+        ({"algo": "mamal"}, "unknown algorithm"),
+        ({"inner_lr": -0.1}, "--inner-lr"),
+        ({"tasks_per_batch": 80}, "exceeds --meta-devices"),
+        ({"outer_opt": "rmsprop"}, "--outer-opt"),
+        ({"inner_steps": 0}, "--inner-steps"),
+        ({"adapt": "first"}, "--adapt 'first' is unknown; use all or input"),
+        ({"algo": "reptile", "adapt": "input"}, "reptile needs --adapt all"),
+    ],
+)
 def test_impossible_training_configurations_are_refused(changes, fragment):
     with pytest.raises(UserError, match=fragment):
         TrainConfig(**{"meta_devices": 50, **changes})
@@ -132,8 +137,13 @@ def test_pilot_range_draws_counts_log_uniformly_within_bounds(tmp_path):
 @pytest.mark.slow
 def test_compiled_training_with_varying_pilot_counts(tmp_path):
     """--compile with a pilot range: shapes change between meta-batches and training still runs."""
-    t = Trainer(tmp_path / "run", TASK.replace(pilots=8), TrainConfig(algo="fomaml", iterations=12, tasks_per_batch=4, hidden=(8, 8),
-                meta_devices=50, val_devices=5, val_every=12, pilots_min=1, compile=True))
+    t = Trainer(
+        tmp_path / "run",
+        TASK.replace(pilots=8),
+        TrainConfig(
+            algo="fomaml", iterations=12, tasks_per_batch=4, hidden=(8, 8), meta_devices=50, val_devices=5, val_every=12, pilots_min=1, compile=True
+        ),
+    )
     t.start(resume=False)
     state = t.run()
     assert state["iteration"] == 12 and np.isfinite(state["best_val_ser"])
@@ -158,8 +168,8 @@ def test_input_layer_adaptation_moves_only_that_layer_and_the_rest_still_learns(
 
 
 def test_pooled_reptile_trains_differently_and_its_run_records_the_choice(tmp_path):
+    from metaedge.sdk.families.demod.training import configs_from_run
     from metaedge.sdk.rundir import read_config
-    from metaedge.sdk.training import configs_from_run
 
     runs = {}
     for data in ("support", "pooled"):
@@ -169,3 +179,25 @@ def test_pooled_reptile_trains_differently_and_its_run_records_the_choice(tmp_pa
     assert runs["pooled"].inner.pooled and not runs["support"].inner.pooled
     assert max(float((runs["pooled"].params[k] - runs["support"].params[k]).detach().abs().max()) for k in runs["pooled"].params) > 1e-4
     assert configs_from_run(read_config(tmp_path / "pooled"))[1].inner_data == "pooled"
+
+
+def test_the_command_line_and_the_python_api_train_the_same_configuration(capsys):
+    """Unset flags take the recipe, exactly as the API's defaults do; the flags' help quotes the same recipes."""
+    from metaedge.sdk.cli.main import build_parser
+    from metaedge.sdk.cli.options import given
+    from metaedge.sdk.cli.train import TRAIN_FLAGS
+    from metaedge.sdk.families.demod.recipes import RECIPES, recipe
+    from metaedge.sdk.meta import ALGORITHMS
+
+    parser = build_parser()
+    for algo in ALGORITHMS:
+        args = parser.parse_args(["train", "demod", "--algo", algo, "--out", "unused"])
+        from_cli = TrainConfig(**given(args, TRAIN_FLAGS), pilots_min=args.pilots[0])
+        assert from_cli == TrainConfig(algo=algo)
+        assert all(getattr(from_cli, k) == v for k, v in recipe(algo).items())
+    args = parser.parse_args(["train", "demod", "--algo", "fomaml", "--inner-lr", "0.7", "--hidden", "4,4", "--out", "unused"])
+    assert TrainConfig(**given(args, TRAIN_FLAGS)) == TrainConfig(algo="fomaml", inner_lr=0.7, hidden=(4, 4))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "demod", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"fomaml {RECIPES['fomaml']['inner_lr']:g}" in text and "recipe: reptile pooled" in text

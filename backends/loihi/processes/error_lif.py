@@ -9,6 +9,7 @@ post_i = 1 / (1 + |v_i − vth| / width)² on the membrane before reset (monogra
 It lives alone in this package because Lava looks for ProcessModels by executing every
 module next to the process's own.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,9 @@ from lava.proc.lif.process import LearningLIF
 class ErrorLIF(LearningLIF):
     """LIF output neuron that emits the three-factor rule's error and post-synaptic terms on y2/y3."""
 
-    def __init__(self, *, shape, du: float, dv: float, vth: float, learning_rate: float, surrogate_width: float,
-                 learning_rule: Loihi3FLearningRule, **kwargs) -> None:
+    def __init__(
+        self, *, shape, du: float, dv: float, vth: float, learning_rate: float, surrogate_width: float, learning_rule: Loihi3FLearningRule, **kwargs
+    ) -> None:
         super().__init__(shape=shape, du=du, dv=dv, vth=vth, learning_rule=learning_rule, **kwargs)
         self.learning_rate = Var(shape=(1,), init=learning_rate)
         self.surrogate_width = Var(shape=(1,), init=surrogate_width)

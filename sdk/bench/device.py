@@ -1,0 +1,256 @@
+"""``metaedge bench device``: device-side cost of one frame, ONNX Runtime against eager torch.
+
+One frame = reset to θ, K adaptation steps on the pilots, inference on the payload. Measured
+in one run, alternating variants in blocks, one thread each: the ONNX backend in each of its
+adaptation modes the bundle allows (the fused frame graph of a one-step bundle, which a device runs;
+an ONNX ``Loop``, the device's default for a multi-step bundle; IO binding; a plain ``session.run``
+step loop), eager torch on the same parameters and
+data, and eager torch's inference alone, which bounds the ratio a device can reach. Then a real device process on loopback: the round trip of a
+frame through the protocol, and the process's peak memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from metaedge.backends.onnx import OnnxBackend
+from metaedge.deploy.bundle import Bundle, pack
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.meta.core import InnerLoop, adapt
+from metaedge.sdk.models.mlp import forward
+from metaedge.sdk.stats import percentiles
+
+BLOCK = 10  # frames per variant before switching
+
+
+def _torch_frame(theta: dict, inner: InnerLoop, classes: int):
+    def run(pilots, labels, payload):
+        onehot = torch.nn.functional.one_hot(torch.from_numpy(labels), classes).to(torch.float32)
+        adapted = {k: v.detach() for k, v in adapt(theta, torch.from_numpy(pilots), onehot, inner).items()}
+        with torch.no_grad():
+            return forward(adapted, torch.from_numpy(payload)).exp().numpy()
+
+    return run
+
+
+def _torch_forward_only(theta: dict):
+    """Eager torch's inference alone (no adaptation): with a free adaptation, the best a device whose
+    inference is as fast as torch's could do; torch's frame over it bounds the attainable ratio."""
+
+    def run(pilots, labels, payload):
+        with torch.no_grad():
+            return forward(theta, torch.from_numpy(payload)).exp().numpy()
+
+    return run
+
+
+def _variant(mode: str) -> str:
+    return "onnx_loop" if mode == "onnx_loop" else f"onnx_{mode}"
+
+
+def _fused_frame(backend: OnnxBackend):
+    def run(pilots, labels, payload):
+        return np.exp(backend.run_fused(pilots, labels, payload))
+
+    return run
+
+
+def _onnx_frame(backend: OnnxBackend):
+    def run(pilots, labels, payload):
+        backend.reset()
+        backend.adapt(pilots, labels)
+        return backend.predict(payload)
+
+    return run
+
+
+def torch_unavailable(manifest: dict) -> str | None:
+    """Why eager torch cannot recompute a bundle's frame from its manifest alone, or None when it can: an MLP
+    classifier adapting by SGD (with Meta-SGD's rates, a CAVIA context or a proximal term)."""
+    model = manifest["model"]
+    for key, what in (
+        ("particles", "a particle ensemble"),
+        ("posterior", "a Gaussian posterior"),
+        ("modules", "a module assignment"),
+        ("rtn", "a radio-transformer network"),
+    ):
+        if key in model:
+            return what
+    return None if model.get("kind") == "mlp" else f"a {model.get('kind')} model"
+
+
+def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1000, steps: int | None = None) -> dict:
+    """One frame on the device's runtime in each adaptation mode, next to eager torch where torch can recompute the
+    bundle's frame (``torch_unavailable``); classifier bundles (demodulators, link decoders) only."""
+    manifest = bundle.manifest.raw
+    if "classes" not in manifest["task"]:
+        raise UserError(
+            f"bench device times classifier bundles (demodulators, link decoders); this "
+            f"{manifest['task'].get('name')} bundle predicts outputs: time it with 'metaedge run --json'"
+        )
+    classes, features = int(manifest["task"]["classes"]), len(manifest["task"]["features"])
+    k = steps or int(manifest["algorithm"]["inner_steps"])
+    rng = np.random.default_rng(0)
+    x_p = rng.normal(0, 2, (pilots, features)).astype(np.float32)
+    y_p = rng.integers(0, classes, pilots)
+    x = rng.normal(0, 2, (symbols, features)).astype(np.float32)
+    torch.set_num_threads(1)
+    theta = {name: torch.from_numpy(a) for name, a in bundle.tensors("theta").items()}
+    adapts = manifest["algorithm"]["adapts"]
+    inner = InnerLoop(
+        lr=float(manifest["algorithm"]["inner_lr"]),
+        steps=k,
+        prox=float(manifest["algorithm"].get("prox") or 0.0),
+        adapt=None if len(adapts) == len(theta) else tuple(adapts),
+    )
+    unavailable = torch_unavailable(manifest)
+    variants = {}
+    for mode in OnnxBackend.MODES:
+        backend = OnnxBackend(threads=1, mode=mode)
+        backend.load(bundle)
+        backend.steps = k
+        if mode == OnnxBackend().mode:
+            # what a device runs: the fused frame graph of a one-step bundle, else the default mode or its fallback
+            fused = backend.fused and k == int(manifest["algorithm"]["inner_steps"])
+            device_mode = "onnx_frame" if fused else _variant(backend.effective_mode)
+            if fused:
+                variants["onnx_frame"] = _fused_frame(backend)
+        variants.setdefault(_variant(backend.effective_mode), _onnx_frame(backend))
+    agreement = None
+    if unavailable is None:
+        variants["torch_eager"] = _torch_frame(theta, inner, classes)
+        reference = variants["torch_eager"](x_p, y_p, x)
+        agreement = {n: float(np.abs(f(x_p, y_p, x) - reference).max()) for n, f in variants.items() if n != "torch_eager"}
+        variants["torch_forward_only"] = _torch_forward_only(theta)
+    # Variants alternate in blocks: frame by frame, torch's large code path evicts ORT's from the
+    # caches and slows it, which a device without torch never sees.
+    samples = {n: [] for n in variants}
+    for _ in range(max(1, repeats // BLOCK)):
+        for n, f in variants.items():
+            for _ in range(BLOCK):
+                start = time.perf_counter()
+                f(x_p, y_p, x)
+                samples[n].append(time.perf_counter() - start)
+    median_us = {n: statistics.median(s) * 1e6 for n, s in samples.items()}
+    return {
+        "benchmark": "device",
+        "frame": {"pilots": pilots, "symbols": symbols, "steps": k, "algorithm": manifest["algorithm"]["name"]},
+        "repeats": repeats,
+        "threads": 1,
+        "median_us": median_us,
+        "p90_us": {n: percentiles(s, (90,), scale=1e6)["p90"] for n, s in samples.items()},
+        "device_mode": device_mode,
+        "torch_over_onnx": median_us["torch_eager"] / median_us[device_mode] if agreement else None,
+        "torch_over_torch_forward_only": median_us["torch_eager"] / median_us["torch_forward_only"] if agreement else None,
+        "max_abs_prob_diff_vs_torch": agreement,
+        **({"torch_unavailable": f"eager torch cannot recompute the frame of {unavailable} from the manifest"} if unavailable else {}),
+        "bundle_bytes": bundle.size(),
+        "packed_bytes": len(pack(bundle)),
+        "environment": {"onnxruntime": ort.__version__, "torch": torch.__version__, "python": sys.version.split()[0]},
+    }
+
+
+@contextlib.contextmanager
+def device_process(bundle_path: Path, state: Path):
+    """A real device process on loopback with ``bundle_path`` deployed and confirmed: yields (process, url)."""
+    from metaedge.sdk.cli.main import main
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "metaedge.sdk.cli.main",
+        "device",
+        "serve",
+        "--target",
+        "onnx",
+        "--state",
+        str(state),
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-unsigned",
+    ]  # measures speed; trust is tested elsewhere
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        url = "tcp://" + proc.stdout.readline().split()[-1]
+        with contextlib.redirect_stdout(io.StringIO()):
+            deployed = main(["deploy", str(bundle_path), "--device", url, "--confirm", "--quiet"])
+        if deployed != 0:
+            raise RuntimeError("deployment to the benchmark device failed")
+        yield proc, url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _proc_status(pid: int) -> dict:
+    """Resident and peak memory (bytes) and open file descriptors of a process, from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) * 1024
+    return {"rss": fields.get("VmRSS"), "peak_rss": fields.get("VmHWM"), "fds": len(list(Path(f"/proc/{pid}/fd").iterdir()))}
+
+
+def bench_round_trip(bundle_path: Path, frames: int, pilots: int, symbols: int, state: Path) -> dict:
+    """Deploy to a real device process, stream frames; round trip, device time and peak memory."""
+    from metaedge.sdk.device_frames import stream as stream_frames
+
+    with device_process(bundle_path, state) as (proc, url):
+        report = stream_frames(url, frames, pilots, symbols, seed=0)
+        peak = _proc_status(proc.pid)["peak_rss"]
+    return {"frames": frames, "round_trip_us": report["round_trip_us"], "device_us": report["device_us"], "device_peak_rss_bytes": peak}
+
+
+def bench_soak(bundle_path: Path, frames: int, pilots: int, symbols: int, state: Path, progress: Callable[[int], None] | None = None) -> dict:
+    """Many frames against one device process: throughput, latency, memory growth, file descriptors."""
+    from metaedge.deploy.client import DeviceClient
+    from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+
+    tasks = DemodTasks(DemodConfig(pilots=pilots, val_pilots=1, payload=symbols, frame=pilots + symbols), seed=0)
+    pool = 500
+    batch = tasks.frames(tasks.devices("test", pool), pilots, symbols, tasks.rng("test", 1))
+    warmup = max(1, frames // 10)
+    latencies = np.empty(frames)
+    with device_process(bundle_path, state) as (proc, url), DeviceClient(url) as client:
+        start = time.perf_counter()
+        for i in range(frames):
+            if i == warmup:
+                after_warmup = _proc_status(proc.pid)
+            k = i % pool
+            t = time.perf_counter()
+            client.call("frame", {"pilots": batch.x_tr[k], "labels": batch.y_tr[k].astype(np.int32), "payload": batch.x_va[k]})
+            latencies[i] = time.perf_counter() - t
+            if progress and i % 1000 == 999:
+                progress(1000)
+        elapsed = time.perf_counter() - start
+        end = _proc_status(proc.pid)
+        served = client.call("stats")[0]
+    return {
+        "benchmark": "soak",
+        "frames": frames,
+        "pilots": pilots,
+        "symbols": symbols,
+        "seconds": elapsed,
+        "frames_per_s": frames / elapsed,
+        "round_trip_us": percentiles(latencies, (50, 90, 99, 99.9), scale=1e6),
+        "rss_after_warmup": after_warmup["rss"],
+        "rss_end": end["rss"],
+        "rss_growth_percent": 100.0 * (end["rss"] - after_warmup["rss"]) / after_warmup["rss"],
+        "fds_after_warmup": after_warmup["fds"],
+        "fds_end": end["fds"],
+        "device_frames": served["frames"],
+        "device_errors": served["errors"],
+        "device_fallbacks": served["fallbacks"],
+    }

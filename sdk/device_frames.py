@@ -1,0 +1,98 @@
+"""Frames through a device, as ``metaedge run`` sends them: connect, send one frame per new simulated device, time
+it, score it. Each task family makes its own frames and scores (``TaskFamily.stream``); this module holds what they
+share, and ``stream`` picks the family from the task the device runs."""
+
+from __future__ import annotations
+
+import time
+
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.stats import percentiles, summarise
+
+
+def stream(url: str, frames: int, pilots: int, symbols: int, seed: int) -> dict:
+    """Frames of new devices (meta-test split) for the running receiver's task, through the protocol, scored."""
+    from metaedge.sdk import families
+
+    with connect(url) as client:
+        info, _ = call(client, "info")
+        if info["task"] is None:
+            raise UserError(f"no image is running on {url}: deploy a bundle first")
+        name = info["task"]["name"]
+        return {"task": name, **families.get(name).stream(client, url, info["task"], frames, pilots, symbols, seed)}
+
+
+def timed_frames(client, frames) -> tuple[list[tuple[dict, dict]], dict, dict]:
+    """Each frame's (telemetry, outputs) from the device, with percentiles of device time and round trip (µs)."""
+    results, device_us, round_trip = [], [], []
+    for arrays in frames:
+        start = time.perf_counter()
+        telemetry, out = call(client, "frame", arrays)
+        round_trip.append((time.perf_counter() - start) * 1e6)
+        device_us.append(telemetry["adapt_us"] + telemetry["infer_us"])
+        results.append((telemetry, out))
+    return results, percentiles(device_us), percentiles(round_trip)
+
+
+def frame_report(errors, frames: int, pilots: int, symbols: int, seed: int, result: dict) -> dict:
+    """Error rate over frames (each a new device or channel) with its 95 % interval, and the device's timings."""
+    ser = summarise(errors)
+    return {
+        "frames": frames,
+        "pilots": pilots,
+        "symbols": symbols,
+        "seed": seed,
+        "ser": ser["ser"],
+        "ser_ci95": ser["ci95"],
+        **result,
+        "per_device_ser": errors.tolist(),
+    }
+
+
+def score_frames(result: dict, labels):
+    """Per-frame SER of ``send_frames``'s decisions against the true ``labels``; replaces the per-symbol
+    decisions and confidences in ``result`` by the mean confidence, the ECE and the reliability diagram."""
+    from metaedge.sdk.calibration import reliability
+
+    correct = result.pop("decisions") == labels
+    confidence = result.pop("confidence")
+    diagram = reliability(confidence, correct)
+    result.update(mean_confidence=float(confidence.mean()), ece=diagram["ece"], reliability=diagram)
+    return 1.0 - correct.mean(1)
+
+
+def send_frames(client, url: str, x_pilots, y_pilots, x_payload) -> dict:
+    """One frame per row through the protocol: decisions and confidences [frames, N], device time and round trip."""
+    import numpy as np
+
+    info, _ = call(client, "info")
+    if info["running"] is None:
+        raise UserError(f"no image is running on {url}: deploy a bundle first")
+    frames = ({"pilots": x_p, "labels": y_p.astype(np.int32), "payload": x} for x_p, y_p, x in zip(x_pilots, y_pilots, x_payload))
+    results, device_us, round_trip = timed_frames(client, frames)
+    return {
+        "decisions": np.stack([out["decisions"] for _, out in results]),
+        "confidence": np.stack([out["confidence"] for _, out in results]),
+        "device_us": device_us,
+        "round_trip_us": round_trip,
+    }
+
+
+def connect(url: str):
+    from metaedge.deploy.client import DeviceClient
+
+    try:
+        return DeviceClient(url)
+    except (ValueError, ConnectionError) as e:
+        raise UserError(str(e)) from None
+
+
+def call(client, op: str, arrays=None, **args):
+    from metaedge.deploy.client import DeviceRequestError
+
+    try:
+        return client.call(op, arrays, **args)
+    except DeviceRequestError as e:
+        raise UserError(f"the device refused '{op}': {e}") from None
+    except ConnectionError as e:
+        raise UserError(str(e)) from None

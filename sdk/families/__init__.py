@@ -1,0 +1,122 @@
+"""Task families, one package each (task and frames, model, training, export hooks, scoring, benchmark), and their
+registry: the one place that maps a task name to the code that knows it.
+
+Export, ``metaedge run``, ``metaedge inspect`` and run directories dispatch through ``get`` and ``of_run``;
+nothing outside a family's package tests a task's name. A family is registered by name with the module that
+defines it (imported on first use, so the command line starts fast), or as an object from anywhere
+(``register``): a family outside ``sdk/`` plugs in the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from metaedge.sdk.errors import UserError
+
+if TYPE_CHECKING:
+    from metaedge.sdk.targets.onnx import Receiver
+
+
+class TaskFamily(Protocol):
+    """What the rest of MetaEdge needs from a task family."""
+
+    name: str  # the task's name in run directories and bundle manifests
+    summary: str  # one line for help texts
+    model_kinds: tuple[str, ...]  # the ``model.kind`` of this family's run directories
+    train_command: str  # how a user makes a run of this family
+
+    def receiver(self, run_dir: Path, steps: int | None, ensemble: int | None) -> "Receiver":
+        """What an ONNX bundle of this run carries (θ, adaptation, task section, self-test); ``UserError`` if the
+        run cannot be deployed as an ONNX receiver."""
+
+    def stream(self, client: Any, url: str, task: dict, frames: int, pilots: int, symbols: int, seed: int) -> dict:
+        """Frames of new devices (meta-test split) for the running receiver's task through a device client, scored;
+        the report of ``metaedge run``."""
+
+    def report_text(self, report: dict) -> str:
+        """``stream``'s report as a person reads it."""
+
+    def describe(self, task: dict) -> str:
+        """A bundle's task section in one line (``metaedge inspect``)."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """A ``TaskFamily`` whose hooks live in modules of its package, imported when first used: ``device`` defines
+    ``stream``, ``report_text`` and ``describe``; ``export`` defines ``receiver(run_dir, steps)`` (None: the family
+    has no ONNX receiver, ``no_export`` says what to do instead)."""
+
+    name: str
+    summary: str
+    model_kinds: tuple[str, ...]
+    train_command: str
+    device: str | None = None
+    export: str | None = None
+    no_export: str = ""
+    ensemble: bool = False  # its receivers can carry a Gaussian posterior's weight draws (--ensemble)
+
+    def receiver(self, run_dir: Path, steps: int | None, ensemble: int | None) -> "Receiver":
+        if self.export is None:
+            raise UserError(f"'{run_dir}' is a {self.name} run, which has no ONNX receiver: {self.no_export}")
+        if ensemble is not None and not self.ensemble:
+            raise UserError("--ensemble applies to runs with a Gaussian posterior (vbmaml) only")
+        hook = importlib.import_module(self.export)
+        return hook.receiver(run_dir, steps, ensemble) if self.ensemble else hook.receiver(run_dir, steps)
+
+    def _device(self):
+        if self.device is None:
+            raise UserError(f"the {self.name} family has no device receiver: {self.no_export}")
+        return importlib.import_module(self.device)
+
+    def stream(self, client: Any, url: str, task: dict, frames: int, pilots: int, symbols: int, seed: int) -> dict:
+        return self._device().stream(client, url, task, frames, pilots, symbols, seed)
+
+    def report_text(self, report: dict) -> str:
+        return self._device().report_text(report)
+
+    def describe(self, task: dict) -> str:
+        return self._device().describe(task)
+
+
+_FAMILIES: dict[str, str | TaskFamily] = {
+    "demod": "metaedge.sdk.families.demod",
+    "link": "metaedge.sdk.families.link",
+    "power": "metaedge.sdk.families.power",
+    "prediction": "metaedge.sdk.families.prediction",
+    "sinusoid": "metaedge.sdk.families.sinusoid",
+}
+
+
+def register(family: TaskFamily) -> None:
+    """Add (or replace) a family, under its ``name``."""
+    _FAMILIES[family.name] = family
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_FAMILIES)
+
+
+def get(name: str) -> TaskFamily:
+    """The family of task ``name``; ``UserError`` naming the known ones."""
+    entry = _FAMILIES.get(name)
+    if entry is None:
+        raise UserError(f"unknown task family '{name}'; known: {', '.join(_FAMILIES)}")
+    if isinstance(entry, str):
+        entry = _FAMILIES[name] = importlib.import_module(entry).FAMILY
+    return entry
+
+
+def of_run(config: dict, path: Path) -> TaskFamily:
+    """The family a run directory's configuration belongs to (by its ``model.kind``, else its ``task.name``)."""
+    kind = config.get("model", {}).get("kind")
+    for name in _FAMILIES:
+        family = get(name)
+        if kind in family.model_kinds:
+            return family
+    task = config.get("task", {}).get("name")
+    if task in _FAMILIES:
+        return get(task)
+    raise UserError(f"'{path}' holds a run of an unknown kind (model '{kind}', task '{task}'); known families: {', '.join(_FAMILIES)}")

@@ -1,0 +1,172 @@
+"""Meta-training (or joint training) of a Born machine's angles θ, exactly, batched over tasks.
+
+The task family: QPSK devices with a residual carrier phase (uniform within ±60° by
+default) and the published I/Q imbalance; one known pilot per frame by default. Writes a run directory
+(``metaedge.sdk.rundir`` layout) whose ``theta.safetensors`` holds the angles with the best
+validation predictive log-loss.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from metaedge.backends.qiskit.model import BornSpec, default_logit_scale, label_log_probs, uniform_prior
+from metaedge.deploy import tensors
+from metaedge.sdk.errors import UserError, require_at_least_one
+from metaedge.sdk.families.demod.born.learning import InnerConfig, adapt, predictive_nll
+from metaedge.sdk.families.demod.born.simulator import BornSimulator
+from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_best_theta, read_kind_config, write_json
+
+METHODS = ("meta", "joint")
+MODEL_KIND = "born"
+
+
+def default_task() -> DemodConfig:
+    """QPSK with a residual phase of ±60°, I/Q imbalance as published, 10 dB, one known pilot.
+
+    One pilot, the regime where the prior decides: with four at 10 dB the pilots alone fix the
+    phase and no prior matters, and with two the meta-learned and joint circuits tie on SER
+    (measured: docs/results/qiskit.md)."""
+    return DemodConfig(order=4, snr_db=10.0, channel="phase", phase_max_deg=60.0, pilots=1, val_pilots=32, payload=1000, frame=2000)
+
+
+@dataclass(frozen=True)
+class BornTrainConfig:
+    method: str = "meta"  # meta: through the inner loop (eq. 2.33); joint: one circuit for all tasks
+    iterations: int = 400
+    tasks_per_batch: int = 32
+    outer_lr: float = 0.05  # Adam
+    val_devices: int = 256
+    val_every: int = 25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"method '{self.method}' is unknown; use meta or joint")
+        require_at_least_one(self, ("iterations", "tasks_per_batch", "val_devices", "val_every"))
+        if not self.outer_lr > 0:
+            raise UserError(f"outer_lr must be > 0, got {self.outer_lr}")
+
+
+@dataclass
+class BornRun:
+    path: Path | None
+    task: DemodConfig
+    spec: BornSpec
+    inner: InnerConfig
+    train: BornTrainConfig | None
+    theta: np.ndarray
+    lr: np.ndarray  # step size per angle
+
+
+class TaskData:
+    """Per-weight log-likelihoods of a batch of frames: pilots [B, 2^n] and per-symbol label log-probs [B, 2^n, N]."""
+
+    def __init__(self, spec: BornSpec, x_tr, y_tr, x_va, y_va) -> None:
+        train_logs = torch.from_numpy(label_log_probs(spec, x_tr, y_tr))
+        self.loglik = train_logs.sum(-1)  # log p(D_tr | w), as pilot_log_likelihood
+        self.val_logs = torch.from_numpy(label_log_probs(spec, x_va, y_va))
+        self.pooled_logs = torch.cat([train_logs, self.val_logs], dim=2)
+
+
+def meta_loss(
+    sim: BornSimulator, theta: torch.Tensor, lr: torch.Tensor, data: TaskData, inner: InnerConfig, method: str, create_graph: bool
+) -> torch.Tensor:
+    """Validation predictive log-loss after adaptation (meta), or pooled log-loss of θ itself (joint)."""
+    batch = data.loglik.shape[0]
+    angles = theta.expand(batch, -1)
+    if method == "joint":
+        return predictive_nll(sim.probabilities(angles), data.pooled_logs)
+    phi = adapt(sim, angles, data.loglik, inner, lr=lr, create_graph=create_graph)
+    return predictive_nll(sim.probabilities(phi), data.val_logs)
+
+
+def train_born(
+    out: Path, task: DemodConfig, spec: BornSpec, inner: InnerConfig, cfg: BornTrainConfig, progress: Callable[[int, dict], None] | None = None
+) -> dict:
+    """Train θ and write the run directory; returns the final state (best validation loss and iteration)."""
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"'{out}' already exists and is not empty; choose another --out or remove it")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG, run_config(task, spec, inner, cfg))
+    tasks = DemodTasks(task, seed=cfg.seed)
+    sim = BornSimulator(spec)
+    torch.manual_seed(cfg.seed)
+    theta = torch.tensor(uniform_prior(spec)) + 0.1 * torch.randn(spec.parameters, dtype=torch.float64)
+    theta.requires_grad_(True)
+    # Meta-SGD style: the meta method also learns one step size per angle (log scale);
+    # joint learning has no inner loop to learn it for and keeps inner.lr
+    log_lr = torch.full((spec.parameters,), float(np.log(inner.lr)), dtype=torch.float64, requires_grad=cfg.method == "meta")
+    optimizer = torch.optim.Adam([theta, log_lr] if cfg.method == "meta" else [theta], lr=cfg.outer_lr)
+    val = TaskData(spec, *_frames(tasks, "val", cfg.val_devices, task, 0))
+    train_devices = tasks.devices("train", cfg.iterations * cfg.tasks_per_batch)
+    rng = tasks.rng("train", 1)
+    curves, best = [], {"val_loss": float("inf"), "iteration": 0}
+    start = time.perf_counter()
+    for iteration in range(1, cfg.iterations + 1):
+        index = np.arange((iteration - 1) * cfg.tasks_per_batch, iteration * cfg.tasks_per_batch)
+        batch = tasks.frames(train_devices.take(index), task.pilots, task.val_pilots, rng)
+        data = TaskData(spec, batch.x_tr, batch.y_tr, batch.x_va, batch.y_va)
+        loss = meta_loss(sim, theta, log_lr.exp(), data, inner, cfg.method, create_graph=True)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if iteration % cfg.val_every == 0 or iteration == cfg.iterations:
+            val_loss = float(meta_loss(sim, theta.detach(), log_lr.detach().exp(), val, inner, "meta", create_graph=False))
+            curves.append({"iteration": iteration, "meta_loss": float(loss.detach()), "val_loss": val_loss})
+            if val_loss < best["val_loss"]:
+                best = {"val_loss": val_loss, "iteration": iteration}
+                tensors.save(out / THETA, {"theta": theta.detach().numpy().copy(), "lr": log_lr.detach().exp().numpy().copy()})
+            write_json(out / CURVES, curves)
+        if progress:
+            progress(iteration, curves[-1] if curves else {})
+    return {
+        "iterations": cfg.iterations,
+        "best_val_loss": best["val_loss"],
+        "best_iteration": best["iteration"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _frames(tasks: DemodTasks, split: str, count: int, task: DemodConfig, stream: int):
+    batch = tasks.frames(tasks.devices(split, count), task.pilots, task.val_pilots, tasks.rng(split, 1, stream))
+    return batch.x_tr, batch.y_tr, batch.x_va, batch.y_va
+
+
+def run_config(task: DemodConfig, spec: BornSpec, inner: InnerConfig, cfg: BornTrainConfig) -> dict:
+    return {
+        "format": RUN_FORMAT,
+        "version": RUN_VERSION,
+        "task": task.to_dict(),
+        "model": {"kind": MODEL_KIND, **spec.to_dict()},
+        "inner": inner.to_dict(),
+        "train": asdict(cfg),
+    }
+
+
+def make_spec(task: DemodConfig, qubits: int, layers: int) -> BornSpec:
+    return BornSpec(qubits=qubits, layers=layers, logit_scale=default_logit_scale(qubits, task.noise_var))
+
+
+def load_born_run(path: str | Path) -> BornRun:
+    """A Born-machine run directory: configuration and best θ, or a UserError saying what is wrong."""
+    path = Path(path)
+    config = read_kind_config(path, MODEL_KIND, "Born-machine", "metaedge train born")
+    try:
+        task = DemodConfig(**config["task"])
+        spec = BornSpec.from_dict(config["model"])
+        inner = InnerConfig(**config["inner"])
+        train = BornTrainConfig(**config["train"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path / CONFIG} is invalid ({e}); retrain or restore the run directory") from None
+    theta, lr = read_best_theta(path, ("theta", "lr"))
+    if theta.shape != (spec.parameters,) or lr.shape != (spec.parameters,):
+        raise UserError(f"{path / THETA} holds {theta.shape} angles, the model needs ({spec.parameters},)")
+    return BornRun(path, task, spec, inner, train, theta, lr)

@@ -1,0 +1,202 @@
+"""A demodulator run's training configuration: every field a flag of ``metaedge train demod`` (generated from the
+field's help), every default in one place — the recipe of the algorithm (``recipes``), else the core's
+(``meta.defaults``). Torch-free, so that the command line builds its flags without loading the trainer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.demod.recipes import COMMON, recipe
+from metaedge.sdk.families.demod.task import DemodConfig
+from metaedge.sdk.meta.defaults import DEFAULT_ASSIGNMENT, DEFAULT_PROX, INNER
+
+if TYPE_CHECKING:
+    from metaedge.sdk.meta.core import InnerLoop
+    from metaedge.sdk.models.mlp import MLPSpec
+
+
+def option(default: Any, help: str, flag: bool = True) -> Any:
+    """A configuration field with the help text its command-line flag shows (``flag`` False: set otherwise)."""
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
+# TrainConfig fields whose default is the algorithm's recipe, else the core's: the InnerLoop field each sets
+_INNER_FIELDS = {
+    "inner_lr": "lr",
+    "inner_steps": "steps",
+    "solver_steps": "solver_steps",
+    "solver": "solver",
+    "samples": "samples",
+    "kl_weight": "kl_weight",
+    "proposals": "proposals",
+    "sharp_in": "sharp_in",
+    "sharp_out": "sharp_out",
+    "es_directions": "es_directions",
+    "es_delta": "es_delta",
+    "es_hessian": "es_hessian",
+}
+CORE_DEFAULTS = {
+    **{field: INNER[name] for field, name in _INNER_FIELDS.items()},
+    "prox": DEFAULT_PROX,
+    "adapt": "all",
+    "inner_data": "support",
+}
+RECIPE_FIELDS = (*CORE_DEFAULTS, *COMMON)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one demodulator run meta-trains. A field left at None takes the algorithm's recipe
+    (``recipes.recipe``), else the meta-learning core's default (``meta.defaults``): the Python API trains
+    exactly what ``metaedge train demod`` trains with the same flags, which are generated from these fields."""
+
+    algo: str = option("maml", "the meta-learning algorithm (`metaedge algorithms` describes them)")
+    iterations: int | None = option(None, "meta-iterations")
+    tasks_per_batch: int | None = option(None, "devices per meta-batch")
+    inner_lr: float | None = option(None, "inner step size α")
+    inner_steps: int | None = option(None, "inner steps")
+    outer_lr: float | None = option(None, "outer step size β")
+    outer_opt: str = option("adam", "adam | sgd (sgd with reptile is eq. 2.23 literally)")
+    meta_devices: int = option(1000, "meta-training devices K")
+    val_devices: int = option(100, "validation devices for early stopping")
+    val_every: int | None = option(None, "validate every N iterations")
+    patience: int | None = option(None, "stop after N validations without improvement")
+    hidden: tuple[int, ...] = option((10, 30, 30), "hidden widths")
+    context: int = option(10, "cavia: context inputs")
+    seed: int = option(0, "seed of devices, initialisation and sampling")
+    pilots_min: int = option(0, "", flag=False)  # > 0: each meta-batch draws its pilot count log-uniformly (--pilots LOW-HIGH)
+    compile: bool = option(False, "torch.compile the meta-gradient (compiles once, then faster steps; 'metaedge bench meta-train')")
+    prox: float | None = option(None, "imaml, proxmaml, alset: λ of the proximal term λ/2‖φ − θ‖² (eq. 2.4b)")
+    solver_steps: int | None = option(None, "imaml, alset: iterations of the inverse-Hessian solver")
+    solver: str | None = option(None, "imaml, alset: inverse-Hessian solver cg | neumann | stochastic (alset; eq. 3.7)")
+    samples: int | None = option(None, "vbmaml: reparameterised weight draws per inner step and validation loss")
+    prior_std: float = option(0.05, "vbmaml: initial std of the Gaussian prior, then meta-learned")
+    kl_weight: float | None = option(None, "vbmaml: weight w of the KL term; 1 = the free energy of eq. 2.32, < 1 a tempered posterior")
+    particles: int = option(5, "bmaml: particles of the SVGD ensemble")
+    modules: int = option(3, "modular: candidate modules per layer")
+    assignment: str = option(
+        DEFAULT_ASSIGNMENT, "modular: anneal (simulated annealing), exhaustive (the best of all M^L assignments, as a device chooses) or relaxed"
+    )
+    proposals: int | None = option(None, "modular: annealing proposals per task")
+    sharp_in: float | None = option(None, "sharpmaml: radius α_in of the inner perturbation (eq. 2.14)")
+    sharp_out: float | None = option(None, "sharpmaml: radius α_ot of the outer perturbation")
+    es_directions: int | None = option(None, "esmaml: random directions per estimate")
+    es_delta: float | None = option(None, "esmaml: smoothing radius δ")
+    es_hessian: bool | None = option(None, "esmaml: use the Hessian correction of eq. 2.18")
+    adapt: str | None = option(None, "maml, fomaml, metasgd: all (every parameter adapts) | input (the first layer alone: 30 numbers)")
+    inner_data: str | None = option(
+        None,
+        "reptile: support (every step on the pilots, eq. 2.22) | pooled (step j on the j-th minibatch of pilots and validation symbols)",
+    )
+
+    def __post_init__(self) -> None:
+        defaults = recipe(self.algo)
+        for name in RECIPE_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, defaults[name] if name in defaults else CORE_DEFAULTS[name])
+        from metaedge.sdk.meta.algorithms import ADAPTED, PARTIAL_ADAPTATION, get_algorithm
+
+        algorithm = get_algorithm(self.algo)
+        checks = [
+            (self.iterations >= 1, f"--iterations {self.iterations} must be at least 1"),
+            (self.tasks_per_batch >= 1, f"--tasks-per-batch {self.tasks_per_batch} must be at least 1"),
+            (
+                self.tasks_per_batch <= self.meta_devices,
+                f"--tasks-per-batch {self.tasks_per_batch} exceeds --meta-devices {self.meta_devices}; lower it or add devices",
+            ),
+            (self.inner_steps >= (1 if algorithm.meta_learned else 0), f"--inner-steps {self.inner_steps} must be at least 1 for {self.algo}"),
+            (math.isfinite(self.inner_lr) and self.inner_lr > 0, f"--inner-lr {self.inner_lr} must be a positive number"),
+            (math.isfinite(self.outer_lr) and self.outer_lr > 0, f"--outer-lr {self.outer_lr} must be a positive number"),
+            (self.outer_opt in ("adam", "sgd"), f"--outer-opt '{self.outer_opt}' is unknown; use adam or sgd"),
+            (self.meta_devices >= 1 and self.val_devices >= 2, "--meta-devices must be ≥ 1 and --val-devices ≥ 2"),
+            (self.val_every >= 1 and self.patience >= 1, "--val-every and --patience must be at least 1"),
+            (all(h >= 1 for h in self.hidden), f"--hidden {self.hidden} must list positive layer widths"),
+            (self.context >= 1 or not algorithm.context, f"--context {self.context} must be at least 1 for cavia"),
+            (self.pilots_min >= 0, f"pilot range minimum {self.pilots_min} must be at least 1"),
+            (math.isfinite(self.prox) and self.prox > 0, f"--prox {self.prox} must be a positive number"),
+            (
+                self.solver in ("cg", "neumann", "stochastic") and (self.solver != "stochastic" or self.algo == "alset"),
+                f"--solver '{self.solver}' is unknown; use cg or neumann (or stochastic with alset)",
+            ),
+            (self.solver_steps >= 1, f"--solver-steps {self.solver_steps} must be at least 1"),
+            (self.samples >= 1, f"--samples {self.samples} must be at least 1"),
+            (math.isfinite(self.kl_weight) and self.kl_weight >= 0, f"--kl-weight {self.kl_weight} must be 0 or more"),
+            (math.isfinite(self.prior_std) and self.prior_std > 0, f"--prior-std {self.prior_std} must be a positive number"),
+            (self.sharp_in >= 0 and self.sharp_out >= 0, f"--sharp-in {self.sharp_in} and --sharp-out {self.sharp_out} must be 0 or more"),
+            (self.es_directions >= 1 and self.es_delta > 0, f"--es-directions {self.es_directions} must be ≥ 1 and --es-delta {self.es_delta} > 0"),
+            (self.modules >= 2 and self.proposals >= 1, f"--modules {self.modules} must be ≥ 2 and --proposals {self.proposals} ≥ 1"),
+            (
+                self.assignment in ("anneal", "exhaustive", "relaxed"),
+                f"--assignment '{self.assignment}' is unknown; use anneal, exhaustive or relaxed",
+            ),
+            (self.particles >= 2, f"--particles {self.particles} must be at least 2 (SVGD moves particles relative to each other)"),
+            (self.adapt in ADAPTED, f"--adapt '{self.adapt}' is unknown; use {' or '.join(ADAPTED)}"),
+            (
+                self.adapt == "all" or self.algo in PARTIAL_ADAPTATION,
+                f"--adapt {self.adapt} works with {', '.join(PARTIAL_ADAPTATION)} (their meta-gradient reaches the parameters "
+                f"that do not adapt); {self.algo} needs --adapt all",
+            ),
+            (self.inner_data in ("support", "pooled"), f"--inner-data '{self.inner_data}' is unknown; use support or pooled"),
+            (
+                self.inner_data == "support" or self.algo == "reptile",
+                f"--inner-data pooled works with reptile only (the others' meta-gradient needs D_va held out); {self.algo} "
+                "needs --inner-data support",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def inner(self) -> InnerLoop:
+        from metaedge.sdk.meta.algorithms import ADAPTED, get_algorithm
+
+        return get_algorithm(self.algo).inner(
+            self.inner_lr,
+            self.inner_steps,
+            self.prox,
+            solver=self.solver,
+            solver_steps=self.solver_steps,
+            samples=self.samples,
+            kl_weight=self.kl_weight,
+            assignment=self.assignment,
+            proposals=self.proposals,
+            sharp_in=self.sharp_in,
+            sharp_out=self.sharp_out,
+            es_directions=self.es_directions,
+            es_delta=self.es_delta,
+            es_hessian=self.es_hessian,
+            adapt=ADAPTED.get(self.adapt),
+            pooled=self.inner_data == "pooled",
+        )
+
+    def pilot_counts(self, task: DemodConfig) -> list[int]:
+        """Pilot counts seen in meta-training and validated on: task.pilots, or powers of two spanning the range."""
+        if not self.pilots_min:
+            return [task.pilots]
+        if self.pilots_min > task.pilots:
+            raise UserError(f"pilot range {self.pilots_min}-{task.pilots} is empty; give --pilots LOW-HIGH with LOW ≤ HIGH")
+        grid = {self.pilots_min, task.pilots} | {2**k for k in range(12) if self.pilots_min < 2**k < task.pilots}
+        return sorted(grid)
+
+    def model(self, task: DemodConfig) -> MLPSpec:
+        from metaedge.sdk.meta.algorithms import get_algorithm
+        from metaedge.sdk.models.mlp import MLPSpec
+
+        context = self.context if get_algorithm(self.algo).context else 0
+        return MLPSpec(sizes=(2, *self.hidden, task.order), context=context)
+
+
+def default_text(name: str) -> str:
+    """Where ``name``'s default comes from, for its flag's help: "default 5; recipe: alset 10", "recipe: 6000"."""
+    from metaedge.sdk.families.demod.recipes import RECIPES, summary
+
+    default = next(f.default for f in fields(TrainConfig) if f.name == name)
+    if default is None:
+        default = COMMON.get(name, CORE_DEFAULTS.get(name))
+    recipes = summary(name)
+    in_every = name in COMMON or all(name in own for own in RECIPES.values())
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    return recipes if recipes and in_every else "; ".join([f"default {shown}", *([recipes] if recipes else [])])

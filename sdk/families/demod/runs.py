@@ -1,0 +1,153 @@
+"""Meta-training runs of the demodulator, as the demo, the algorithm benchmark and the report use them: trained or
+reused by configuration, with a progress bar; evaluated side by side on the same meta-test devices."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from metaedge.sdk.errors import UserError
+
+UNSOLVED = 0.2  # proximal residual above which the implicit meta-gradient is not to be trusted (docs/results/algorithms.md)
+
+
+def train_or_reuse(path: Path, task, train, fresh: bool, quiet: bool) -> dict:
+    """Train ``train`` on ``task`` into ``path``; a finished run with the same configuration is reused, an
+    interrupted one resumed, one with another configuration refused (``fresh`` retrains)."""
+    import shutil
+
+    from metaedge.sdk.families.demod.training import Trainer, configs_from_run
+    from metaedge.sdk.rundir import read_config
+
+    if fresh and path.exists():
+        shutil.rmtree(path)
+    resume = path.is_dir() and any(path.iterdir())
+    if resume and configs_from_run(read_config(path)) != (task, train):
+        raise UserError(f"{path} holds a run with another configuration; pass --fresh to retrain or choose another --out")
+    trainer = Trainer(path, task, train)
+    trainer.start(resume=resume)
+    if trainer.state["stop_reason"] and not quiet:
+        print(f"{train.algo}: reusing {path} ({trainer.state['stop_reason']})", file=sys.stderr)
+    return train_with_progress(trainer, quiet=quiet, label=f"train {train.algo}")
+
+
+def train_with_progress(trainer, quiet: bool, label: str | None = None) -> dict:
+    """Run the trainer with a progress bar (stderr) that shows meta-loss and validation SER."""
+    from tqdm import tqdm
+
+    from metaedge.sdk.plots import plot_curves
+
+    bar = tqdm(
+        total=trainer.cfg.iterations,
+        initial=trainer.state["iteration"],
+        desc=label or trainer.cfg.algo,
+        disable=quiet or None,
+        file=sys.stderr,
+        unit="it",
+        dynamic_ncols=True,
+    )
+
+    def progress(iteration: int, state: dict) -> None:
+        bar.update(iteration - bar.n)
+        if trainer.curves and iteration == trainer.curves[-1]["iteration"]:
+            c = trainer.curves[-1]
+            bar.set_postfix(
+                loss=f"{c['meta_loss']:.3f}",
+                val_ser=f"{c['val_ser']:.4f}",
+                **({"prox_residual": f"{c['prox_residual']:.3f}"} if "prox_residual" in c else {}),
+            )
+
+    try:
+        state = trainer.run(progress)
+    finally:
+        bar.close()
+    plot_curves(trainer.curves, trainer.dir / "curves.png", title=f"{trainer.cfg.algo}: {trainer.dir}")
+    warn_if_unsolved(trainer)
+    return state
+
+
+def evaluate_runs(
+    runs: list[Path],
+    pilots: list[int],
+    devices: int,
+    payload: int,
+    adapt_steps: int | None,
+    scratch_lr: float,
+    baselines: bool,
+    seed: int | None,
+    quiet: bool,
+    assignment: str | None = None,
+) -> dict:
+    """Load runs, build receivers, evaluate them on the same meta-test devices; ``assignment`` overrides how
+    modular runs choose their modules."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from metaedge.sdk.families.demod.evaluation import evaluate
+    from metaedge.sdk.families.demod.receivers import LearnedReceiver, ModelBasedReceiver
+    from metaedge.sdk.families.demod.task import DemodTasks
+    from metaedge.sdk.families.demod.training import configs_from_run
+    from metaedge.sdk.models.mlp import MLPSpec
+    from metaedge.sdk.rundir import load_run
+
+    if adapt_steps is not None and adapt_steps < 0:
+        raise UserError(f"--inner-steps {adapt_steps} must be 0 or more")
+    loaded = [load_run(r) for r in runs]
+    configs = [configs_from_run(r.config) for r in loaded]
+    task = configs[0][0]
+    for run, (t, _) in zip(loaded, configs):
+        if t.replace(pilots=task.pilots, val_pilots=task.val_pilots) != task:
+            raise UserError(f"{run.path} was trained on another task configuration than {loaded[0].path}; evaluate them separately")
+    if max(pilots) + payload > task.frame:
+        raise UserError(f"max pilots {max(pilots)} + payload {payload} exceed the frame of {task.frame} symbols; lower --payload")
+    tasks = DemodTasks(task, seed=configs[0][1].seed if seed is None else seed)
+    names = [r.algo for r in loaded]
+    if assignment is not None and not any(train.inner().assignment for _, train in configs):
+        raise UserError("--assignment applies to modular runs, and none was given")
+    receivers = []
+    for run, (_, train), name in zip(loaded, configs, names):
+        inner = train.inner()
+        if adapt_steps is not None:
+            inner = dataclasses.replace(inner, steps=adapt_steps)
+        if assignment is not None and inner.assignment:
+            inner = dataclasses.replace(inner, assignment=assignment)
+        label = name if names.count(name) == 1 else f"{name} ({run.path.name})"
+        params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
+        receivers.append((LearnedReceiver(label, params, inner, task.order), {"run": str(run.path), "algo": run.algo}))
+    if baselines:
+        spec = MLPSpec(sizes=tuple(loaded[0].config["model"]["sizes"]))
+        steps = adapt_steps if adapt_steps is not None else max(c[1].inner_steps for c in configs)
+        init = {k: torch.from_numpy(v) for k, v in spec.init(np.random.default_rng([tasks.seed, 7])).items()}
+        scratch = LearnedReceiver("scratch", init, type(configs[0][1].inner())(lr=scratch_lr, steps=steps), task.order)
+        receivers.append((scratch, {"algo": "scratch"}))
+        receivers.append((ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var), {"algo": "model-based"}))
+    reference = receivers[-1][0].name if baselines else None
+    with tqdm(total=len(receivers) * len(pilots), desc="eval", disable=quiet or None, file=sys.stderr) as bar:
+        results = evaluate(receivers, tasks, pilots, devices, payload, progress=bar.update, reference=reference)
+    return {
+        "task": task.to_dict(),
+        "seed": tasks.seed,
+        "devices": devices,
+        "payload": payload,
+        "pilots": pilots,
+        "methods": [r.to_dict() for r in results],
+    }
+
+
+def warn_if_unsolved(trainer) -> None:
+    """One line on stderr when the kept θ's inner steps end far from the proximal minimum their meta-gradient assumes."""
+    best = next((c for c in trainer.curves if c["iteration"] == trainer.state["best_iteration"]), None)
+    if best is not None and best.get("prox_residual", 0.0) > UNSOLVED:
+        from metaedge.sdk.families.demod.recipes import recipe
+
+        own = recipe("imaml")
+        print(
+            f"{trainer.cfg.algo}: warning: at the kept iteration {best['iteration']} the inner steps end far from the proximal "
+            f"minimum (gradient {best['prox_residual']:.2f} of the starting one; curves.json prox_residual), so the "
+            f"meta-gradient was unreliable; retrain with a smaller --inner-lr and more --inner-steps "
+            f"(iMAML's recipe: {own['inner_steps']} steps of {own['inner_lr']:g})",
+            file=sys.stderr,
+        )

@@ -1,0 +1,202 @@
+"""Meta-training the plastic synapses' starting point θ on the host, with the rule itself (§6.1.2).
+
+Everything runs on the host reference simulator (``backends/loihi/reference``), which runs
+exactly Lava's dynamics, batched over tasks. Per outer step, for a batch of devices k:
+- ``fomaml``: φ_k = the rule applied to θ over the training pilots; the rule's own estimate
+  of the gradient (eq. 6.4), summed over the validation pilots at φ_k without applying it,
+  is the first-order meta-gradient (§2.3.1): θ ← θ − β · mean_k G_k, with
+  G_k = −Σ_t Δw_k(t) / (η · N_va) (Δw = −η · estimate, so G is a per-pilot gradient);
+- ``reptile``: θ ← θ + β (mean_k φ_k − θ) (eq. 2.22–2.23);
+- ``joint``: no inner loop; G_k is the rule's estimate at θ over all of device k's pilots.
+What is meta-learned: θ (classes × hidden). The encoder and the hidden layer are fixed by
+design (``backends/loihi/network``); η and the neuron constants are hyperparameters.
+θ is kept at the best validation SER after on-chip adaptation, measured every ``val_every``
+steps on held-out devices.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from metaedge.backends.loihi.network import SnnSpec, encode, input_weights, probabilities, teacher
+from metaedge.backends.loihi.reference import hidden_spikes, output_layer
+from metaedge.deploy import tensors
+from metaedge.sdk.errors import UserError, require_at_least_one
+from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_best_theta, read_kind_config, write_json
+
+METHODS = ("fomaml", "reptile", "joint")
+MODEL_KIND = "snn"
+DEFAULT_META_LR = {"fomaml": 0.04, "reptile": 0.1, "joint": 0.04}
+
+
+def default_task() -> DemodConfig:
+    """QPSK, the published I/Q imbalance and Rayleigh channel, 20 dB, 4 known pilots (one per symbol)."""
+    return DemodConfig(order=4, snr_db=20.0, pilots=4, val_pilots=32, payload=1000, frame=2000)
+
+
+def snn_task(order: int = 4, pilots: int = 4, snr_db: float = 20.0, channel: str = "rayleigh", phase_max_deg: float = 60.0) -> DemodConfig:
+    """The default task with another constellation, pilot count, SNR or channel (a UserError if impossible)."""
+    try:
+        return default_task().replace(
+            order=order, pilots=pilots, snr_db=snr_db, channel=channel, phase_max_deg=phase_max_deg if channel == "phase" else 180.0
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+@dataclass(frozen=True)
+class SnnTrainConfig:
+    method: str = "fomaml"
+    iterations: int = 300
+    tasks_per_batch: int = 64
+    meta_lr: float | None = None  # β; None: the method's default (DEFAULT_META_LR)
+    val_devices: int = 200
+    val_every: int = 25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"method '{self.method}' is unknown; use one of {', '.join(METHODS)}")
+        require_at_least_one(self, ("iterations", "tasks_per_batch", "val_devices", "val_every"))
+        if self.meta_lr is not None and not self.meta_lr > 0:
+            raise UserError(f"meta_lr must be > 0, got {self.meta_lr}")
+
+    @property
+    def beta(self) -> float:
+        return self.meta_lr if self.meta_lr is not None else DEFAULT_META_LR[self.method]
+
+
+@dataclass
+class SnnRun:
+    path: Path
+    task: DemodConfig
+    spec: SnnSpec
+    train: SnnTrainConfig
+    theta: np.ndarray
+
+
+@dataclass(frozen=True)
+class Streams:
+    """Symbols of a batch of devices as the plastic layer sees them: hidden spikes (θ-independent,
+    so computed once) and the teacher raster (None: learning off)."""
+
+    symbols: int
+    hidden: np.ndarray
+    teacher: np.ndarray | None
+
+    @classmethod
+    def encode(cls, spec: SnnSpec, samples: np.ndarray, labels: np.ndarray | None) -> "Streams":
+        return cls(
+            samples.shape[-2], hidden_spikes(spec, input_weights(spec), encode(spec, samples)), teacher(spec, labels) if labels is not None else None
+        )
+
+    def then(self, other: "Streams") -> "Streams":
+        """This stream followed by ``other``."""
+        return Streams(
+            self.symbols + other.symbols, np.concatenate([self.hidden, other.hidden], axis=-2), np.concatenate([self.teacher, other.teacher], axis=-2)
+        )
+
+
+def adapt(spec: SnnSpec, theta: np.ndarray, pilots: Streams) -> np.ndarray:
+    """φ per device [devices, classes, hidden]: the rule applied to θ over the pilots."""
+    return output_layer(spec, theta, pilots.hidden, pilots.teacher).weights
+
+
+def rule_gradient(spec: SnnSpec, weights: np.ndarray, data: Streams) -> np.ndarray:
+    """The rule's per-pilot gradient estimate at ``weights`` (eq. 6.4), per device, not applied."""
+    rule_sum = output_layer(spec, weights, data.hidden, data.teacher, apply=False).rule_sum
+    return -rule_sum / (spec.learning_rate * data.symbols)
+
+
+def decide(spec: SnnSpec, weights: np.ndarray, payload: Streams) -> np.ndarray:
+    """Decisions [devices, symbols] for the payload, learning off."""
+    spikes = output_layer(spec, weights, payload.hidden, None).spikes
+    return probabilities(spec, spikes, payload.symbols).argmax(-1)
+
+
+def adapted_ser(spec: SnnSpec, theta: np.ndarray, pilots: Streams, payload: Streams, labels: np.ndarray) -> np.ndarray:
+    """SER per device after on-chip adaptation from θ."""
+    return (decide(spec, adapt(spec, theta, pilots), payload) != labels).mean(-1)
+
+
+def outer_step(spec: SnnSpec, method: str, beta: float, theta: np.ndarray, tr: Streams, va: Streams) -> np.ndarray:
+    if method == "reptile":
+        return theta + beta * (adapt(spec, theta, tr).mean(0) - theta)
+    if method == "fomaml":
+        return theta - beta * rule_gradient(spec, adapt(spec, theta, tr), va).mean(0)
+    return theta - beta * rule_gradient(spec, theta, tr.then(va)).mean(0)
+
+
+def train_snn(out: Path, task: DemodConfig, spec: SnnSpec, cfg: SnnTrainConfig, progress: Callable[[int, dict], None] | None = None) -> dict:
+    """Train θ and write the run directory; returns the final state."""
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"'{out}' already exists and is not empty; choose another --out or remove it")
+    if task.order != spec.classes:
+        raise UserError(f"the network has {spec.classes} output neurons, the task {task.order} classes")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG, run_config(task, spec, cfg))
+    tasks = DemodTasks(task, seed=cfg.seed)
+    val = tasks.frames(tasks.devices("val", cfg.val_devices), task.pilots, task.val_pilots, tasks.rng("val", 1))
+    val_pilots, val_payload = Streams.encode(spec, val.x_tr, val.y_tr), Streams.encode(spec, val.x_va, None)
+    train_devices = tasks.devices("train", cfg.iterations * cfg.tasks_per_batch)
+    rng = tasks.rng("train", 1)
+    theta = np.zeros((spec.classes, spec.hidden))
+    curves, best = [], {"val_ser": float("inf"), "iteration": 0}
+    start = time.perf_counter()
+    for iteration in range(1, cfg.iterations + 1):
+        index = np.arange((iteration - 1) * cfg.tasks_per_batch, iteration * cfg.tasks_per_batch)
+        batch = tasks.frames(train_devices.take(index), task.pilots, task.val_pilots, rng)
+        theta = outer_step(
+            spec, cfg.method, cfg.beta, theta, Streams.encode(spec, batch.x_tr, batch.y_tr), Streams.encode(spec, batch.x_va, batch.y_va)
+        )
+        if iteration % cfg.val_every == 0 or iteration == cfg.iterations:
+            val_ser = float(adapted_ser(spec, theta, val_pilots, val_payload, val.y_va).mean())
+            curves.append({"iteration": iteration, "val_ser": val_ser, "theta_max": float(np.abs(theta).max())})
+            if val_ser < best["val_ser"]:
+                best = {"val_ser": val_ser, "iteration": iteration}
+                save_theta(out / THETA, spec, theta)
+            write_json(out / CURVES, curves)
+        if progress:
+            progress(iteration, curves[-1] if curves else {})
+    return {
+        "iterations": cfg.iterations,
+        "best_val_ser": best["val_ser"],
+        "best_iteration": best["iteration"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def save_theta(path: Path, spec: SnnSpec, theta: np.ndarray) -> None:
+    tensors.save(path, {"theta": theta.copy(), "input_weights": input_weights(spec)})
+
+
+def run_config(task: DemodConfig, spec: SnnSpec, cfg: SnnTrainConfig) -> dict:
+    return {
+        "format": RUN_FORMAT,
+        "version": RUN_VERSION,
+        "task": task.to_dict(),
+        "model": {"kind": MODEL_KIND, **spec.to_dict()},
+        "train": asdict(cfg),
+    }
+
+
+def load_snn_run(path: str | Path) -> SnnRun:
+    """A spiking run directory: configuration and best θ, or a UserError saying what is wrong."""
+    path = Path(path)
+    config = read_kind_config(path, MODEL_KIND, "spiking-receiver", "metaedge train snn")
+    try:
+        task = DemodConfig(**config["task"])
+        spec = SnnSpec.from_dict({k: v for k, v in config["model"].items() if k != "kind"})
+        train = SnnTrainConfig(**config["train"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path / CONFIG} is invalid ({e}); retrain or restore the run directory") from None
+    (theta,) = read_best_theta(path, ("theta",))
+    if theta.shape != (spec.classes, spec.hidden):
+        raise UserError(f"{path / THETA} holds θ of shape {theta.shape}, the network needs {(spec.classes, spec.hidden)}")
+    return SnnRun(path, task, spec, train, theta)

@@ -1,0 +1,232 @@
+"""Few-pilot demodulation for IoT devices with unknown hardware impairments (monograph §5.2).
+
+Each task is one device: a transmitter with its own I/Q imbalance (ε, δ) and a flat
+channel h, both fixed for the device: Rayleigh by default, or a pure residual carrier phase
+(``channel="phase"``, used with QPSK by the quantum receiver). A frame carries pilots (split into a
+training part and a validation part) and payload symbols. Defaults follow the published
+setup (Park, Jang, Simeone, Kang 2021): 16-QAM on {±1, ±3}², ε = 0.15·Beta(5, 2),
+δ = 15°·Beta(5, 2), h ~ CN(0, 1), SNR 20 dB with Es = 10 (noise 0.05 per real dimension).
+
+SNR convention: SNR = Es / N0 where Es is the average energy of the transmitted
+constellation (after the impairment and its renormalisation) and N0 the complex noise
+variance, so each real dimension of the noise has variance N0 / 2.
+
+Pilots are a known sequence by default, as in the authors' code and in real systems: pilot
+i is symbol ``pilot_symbols(M)[i mod M]``, a fixed permutation in which every run of M
+successive pilots covers the constellation once. Validation and payload symbols are
+uniform at random.
+
+Generation is numpy only, vectorised over devices, and seeded; meta-training, validation
+and meta-test devices come from disjoint random streams so they never coincide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from metaedge.sdk.errors import UserError
+
+Split = Literal["train", "val", "test"]
+_SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
+
+
+class ConfigError(UserError):
+    """An impossible or inconsistent configuration, with a message that says how to fix it."""
+
+
+def qam_constellation(order: int) -> np.ndarray:
+    """Square M-QAM on odd integers {±1, ±3, …}², row-major from the most negative I.
+
+    Index i ↦ (I, Q) = (levels[i // m], levels[i % m]) with m = √M; energy 2(M − 1)/3.
+    """
+    m = math.isqrt(order)
+    if order < 4 or m * m != order:
+        raise ConfigError(f"modulation order {order} is not a square QAM order; use 4, 16, 64 or 256")
+    levels = np.arange(-(m - 1), m, 2, dtype=np.float64)
+    i_part = np.repeat(levels, m)
+    q_part = np.tile(levels, m)
+    return i_part + 1j * q_part
+
+
+PILOT_PERMUTATION_SEED = 20210  # fixes the known pilot order; part of the task definition
+
+
+def pilot_symbols(order: int, count: int | None = None) -> np.ndarray:
+    """Indices of the known pilot sequence: a fixed permutation of 0..M−1, repeated."""
+    perm = np.random.default_rng(PILOT_PERMUTATION_SEED).permutation(order)
+    count = order if count is None else count
+    return np.resize(perm, count)
+
+
+@dataclass(frozen=True)
+class DemodConfig:
+    """Everything that defines the task family. Defaults: the published reference setup."""
+
+    order: int = 16
+    snr_db: float = 20.0
+    eps_max: float = 0.15  # ε = eps_max · Beta(beta_a, beta_b)
+    delta_max_deg: float = 15.0  # δ = delta_max_deg · Beta(beta_a, beta_b), in degrees
+    beta_a: float = 5.0
+    beta_b: float = 2.0
+    channel_var: float = 1.0  # h ~ CN(0, channel_var) (channel "rayleigh")
+    channel: str = "rayleigh"  # "rayleigh": flat Rayleigh h; "phase": h = e^{jφ}, φ ~ U(±phase_max_deg)
+    phase_max_deg: float = 180.0  # residual carrier phase range of the "phase" channel
+    pilots: int = 4  # N_tr: training pilots per task (meta-training and meta-test)
+    val_pilots: int = 160  # N_va: validation pilots per meta-training task
+    payload: int = 10_000  # payload symbols per test frame
+    pilot_sequence: str = "fixed"  # "fixed": known sequence, each run of M pilots covers the constellation; "random"
+    frame: int = 20_000  # symbols a frame can hold (pilots + payload, or N_tr + N_va)
+
+    def __post_init__(self) -> None:
+        qam_constellation(self.order)  # validates the order
+        checks = [
+            (math.isfinite(self.snr_db), f"SNR {self.snr_db} dB is not a finite number"),
+            (0.0 <= self.eps_max < 1.0, f"eps_max {self.eps_max} must lie in [0, 1) (an amplitude imbalance of 1 erases a rail)"),
+            (0.0 <= self.delta_max_deg < 90.0, f"delta_max_deg {self.delta_max_deg} must lie in [0, 90)"),
+            (self.beta_a > 0 and self.beta_b > 0, f"Beta({self.beta_a}, {self.beta_b}) needs both shape parameters > 0"),
+            (self.channel_var > 0, f"channel variance {self.channel_var} must be > 0"),
+            (self.channel in ("rayleigh", "phase"), f"channel '{self.channel}' is unknown; use rayleigh or phase"),
+            (0.0 <= self.phase_max_deg <= 180.0, f"phase_max_deg {self.phase_max_deg} must lie in [0, 180]"),
+            (self.pilots >= 1, f"pilots {self.pilots} must be at least 1"),
+            (self.pilot_sequence in ("fixed", "random"), f"pilot sequence '{self.pilot_sequence}' is unknown; use fixed or random"),
+            (self.val_pilots >= 1, f"val_pilots {self.val_pilots} must be at least 1"),
+            (self.payload >= 1, f"payload {self.payload} must be at least 1"),
+            (
+                self.pilots + self.val_pilots <= self.frame,
+                f"pilots + val_pilots = {self.pilots + self.val_pilots} exceed the frame of {self.frame} symbols; lower them or raise --frame",
+            ),
+            (
+                self.pilots + self.payload <= self.frame,
+                f"pilots + payload = {self.pilots + self.payload} exceed the frame of {self.frame} symbols; lower them or raise --frame",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def energy(self) -> float:
+        """Average symbol energy Es of the nominal constellation (10 for 16-QAM)."""
+        return 2.0 * (self.order - 1) / 3.0
+
+    @property
+    def noise_var(self) -> float:
+        """Complex noise variance N0 = Es / SNR (0.1 at the defaults: 0.05 per real dimension)."""
+        return self.energy / 10.0 ** (self.snr_db / 10.0)
+
+    def replace(self, **changes) -> "DemodConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Devices:
+    """Per-device impairments, one row per device."""
+
+    eps: np.ndarray  # amplitude imbalance ε
+    delta: np.ndarray  # phase imbalance δ, radians
+    h: np.ndarray  # complex flat channel gain
+
+    def __len__(self) -> int:
+        return len(self.h)
+
+    def take(self, index: np.ndarray) -> "Devices":
+        return Devices(eps=self.eps[index], delta=self.delta[index], h=self.h[index])
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """Received samples and symbol indices for a batch of devices.
+
+    Arrays have a leading device axis: x_* are float32 [devices, n, 2] (I, Q of the
+    received sample), y_* are int64 [devices, n] (symbol indices into the constellation).
+    """
+
+    x_tr: np.ndarray
+    y_tr: np.ndarray
+    x_va: np.ndarray
+    y_va: np.ndarray
+
+
+def iq_imbalance(symbols: np.ndarray, eps: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Transmitter I/Q imbalance (Park et al., IEEE TSP 2021): x_I = (1+ε)(cos δ s_I − sin δ s_Q), x_Q = (1−ε)(cos δ s_Q − sin δ s_I).
+
+    ``symbols`` [..., n] complex, ``eps``/``delta`` broadcast against its leading axes.
+    """
+    s_i, s_q = symbols.real, symbols.imag
+    c, s = np.cos(delta), np.sin(delta)
+    x_i = (1.0 + eps) * (c * s_i - s * s_q)
+    x_q = (1.0 - eps) * (c * s_q - s * s_i)
+    return x_i + 1j * x_q
+
+
+class DemodTasks:
+    """Samples devices and frames for the demodulation task family."""
+
+    def __init__(self, config: DemodConfig | None = None, seed: int = 0) -> None:
+        self.config = config or DemodConfig()
+        self.seed = int(seed)
+        self.constellation = qam_constellation(self.config.order)
+
+    # -- devices ---------------------------------------------------------------------------
+    def rng(self, split: Split, *stream: int) -> np.random.Generator:
+        """A generator for one split (and optional sub-stream); splits never share draws."""
+        return np.random.default_rng([self.seed, _SPLIT_STREAM[split], *stream])
+
+    def devices(self, split: Split, count: int) -> Devices:
+        """The first ``count`` devices of a split: the same seed always gives the same devices."""
+        cfg = self.config
+        rng = self.rng(split, 0)
+        eps = cfg.eps_max * rng.beta(cfg.beta_a, cfg.beta_b, size=count)
+        delta = np.deg2rad(cfg.delta_max_deg) * rng.beta(cfg.beta_a, cfg.beta_b, size=count)
+        if cfg.channel == "phase":
+            h = np.exp(1j * np.deg2rad(cfg.phase_max_deg) * rng.uniform(-1.0, 1.0, size=count))
+        else:
+            h = np.sqrt(cfg.channel_var / 2.0) * (rng.standard_normal(count) + 1j * rng.standard_normal(count))
+        return Devices(eps=eps, delta=delta, h=h)
+
+    def distorted_constellation(self, devices: Devices) -> np.ndarray:
+        """[devices, M] transmitted points per device, rescaled to the nominal average energy."""
+        points = iq_imbalance(self.constellation[None, :], devices.eps[:, None], devices.delta[:, None])
+        energy = np.mean(np.abs(points) ** 2, axis=1, keepdims=True)
+        return points * np.sqrt(self.config.energy / energy)
+
+    # -- frames ----------------------------------------------------------------------------
+    def transmit(self, devices: Devices, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Received samples y = h·x + z for symbol indices ``labels`` [devices, n]; returns [devices, n, 2] float32."""
+        points = self.distorted_constellation(devices)
+        x = np.take_along_axis(points, labels, axis=1)
+        noise = np.sqrt(self.config.noise_var / 2.0) * (rng.standard_normal(labels.shape) + 1j * rng.standard_normal(labels.shape))
+        y = devices.h[:, None] * x + noise
+        return np.stack([y.real, y.imag], axis=-1).astype(np.float32)
+
+    def frames(self, devices: Devices, n_tr: int, n_va: int, rng: np.random.Generator) -> TaskBatch:
+        """One frame per device: ``n_tr`` training pilots and ``n_va`` validation/payload symbols."""
+        labels = rng.integers(0, self.config.order, size=(len(devices), n_tr + n_va))
+        if self.config.pilot_sequence == "fixed":
+            labels[:, :n_tr] = pilot_symbols(self.config.order, n_tr)
+        x = self.transmit(devices, labels, rng)
+        return TaskBatch(x_tr=x[:, :n_tr], y_tr=labels[:, :n_tr], x_va=x[:, n_tr:], y_va=labels[:, n_tr:])
+
+
+def task_section(task: DemodConfig) -> dict:
+    """The manifest's task description: what a device must know about the samples and classes."""
+    constellation = DemodTasks(task).constellation
+    return {
+        "name": "demod",
+        "features": ["I", "Q"],
+        "classes": task.order,
+        "constellation": [[float(c.real), float(c.imag)] for c in constellation],
+        "pilot_sequence": pilot_symbols(task.order).tolist() if task.pilot_sequence == "fixed" else None,
+        "snr_db": task.snr_db,
+        "noise_var": task.noise_var,
+        "channel": task.channel,
+        "phase_max_deg": task.phase_max_deg,
+    }

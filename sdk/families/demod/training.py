@@ -1,0 +1,238 @@
+"""The outer loop: meta-train θ on batches of devices, validate, checkpoint, stop early.
+
+State lives in the run directory (see ``rundir``). A checkpoint holds θ, the optimizer's
+state and the sampler's random state, so ``resume`` continues exactly where a run stopped.
+A non-finite meta-loss stops training with ``TrainingDiverged`` and leaves the last good
+checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from metaedge.deploy import tensors
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.demod.config import TrainConfig
+from metaedge.sdk.families.demod.evaluation import evaluate
+from metaedge.sdk.families.demod.receivers import LearnedReceiver
+from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.meta import compiled_meta_gradient, get_algorithm, meta_gradient, to_batch
+from metaedge.sdk.meta.bayes import LOGSTD_PREFIX
+from metaedge.sdk.meta.core import STEP_PREFIX, proximal_residual
+from metaedge.sdk.models.mlp import MLPSpec
+from metaedge.sdk.rundir import CHECKPOINT, CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
+
+VAL_PAYLOAD = 1000  # payload symbols per validation device
+
+
+class TrainingDiverged(UserError):
+    """The meta-loss became NaN or infinite."""
+
+
+def run_config(task: DemodConfig, train: TrainConfig) -> dict:
+    return {
+        "format": RUN_FORMAT,
+        "version": RUN_VERSION,
+        "task": {"name": "demod", **task.to_dict()},
+        "model": train.model(task).to_dict(),
+        "train": {**dataclasses.asdict(train), "hidden": list(train.hidden)},
+    }
+
+
+def configs_from_run(config: dict) -> tuple[DemodConfig, TrainConfig]:
+    try:
+        task = DemodConfig(**{k: v for k, v in config["task"].items() if k != "name"})
+        train = TrainConfig(**{**config["train"], "hidden": tuple(config["train"]["hidden"])})
+    except TypeError as e:
+        raise UserError(f"the run's {CONFIG} has unknown or missing fields ({e}); it was written by another MetaEdge version") from None
+    return task, train
+
+
+def initial_theta(spec: MLPSpec, train: TrainConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """θ before meta-training: the network's initialisation, plus what the algorithm meta-learns with it."""
+    algorithm = get_algorithm(train.algo)
+    if algorithm.stacked:  # BMAML's particles or the module set: independently initialised networks, stacked
+        draws = [spec.init(rng) for _ in range(train.modules if algorithm.modular else train.particles)]
+        return {k: np.stack([d[k] for d in draws]) for k in draws[0]}
+    init = spec.init(rng)
+    # beside the network (theta_shapes names them): Meta-SGD's step sizes start at --inner-lr, the Gaussian prior's
+    # log-std net at log --prior-std
+    start = {STEP_PREFIX: train.inner_lr, LOGSTD_PREFIX: np.log(train.prior_std)}
+    extra = {k: shape for k, shape in algorithm.theta_shapes(spec.shapes(), 0, train.adapt).items() if k not in init}
+    init.update({k: np.full(shape, start[k.split(".")[0] + "."], np.float32) for k, shape in extra.items()})
+    return init
+
+
+class Trainer:
+    """Meta-trains one algorithm; ``run()`` resumes from the directory's checkpoint if present."""
+
+    def __init__(self, run_dir: Path, task: DemodConfig, train: TrainConfig) -> None:
+        self.dir, self.task_cfg, self.cfg = Path(run_dir), task, train
+        self.algorithm = get_algorithm(train.algo)
+        self.tasks = DemodTasks(task, seed=train.seed)
+        self.spec = train.model(task)
+        self.inner = train.inner()
+        # θ learned by the outer loop: for CAVIA the context starts every task at 0 and is not meta-learned.
+        init = initial_theta(self.spec, train, np.random.default_rng([train.seed, 99]))
+        self.params = {k: torch.tensor(v) for k, v in init.items()}
+        self.learned = [k for k in self.params if k != "context"]
+        leaves = [self.params[k].requires_grad_(True) for k in self.learned]
+        self.opt = torch.optim.Adam(leaves, lr=train.outer_lr) if train.outer_opt == "adam" else torch.optim.SGD(leaves, lr=train.outer_lr)
+        self.pool = self.tasks.devices("train", train.meta_devices)
+        self.rng = self.tasks.rng("train", 1)
+        # the objectives' own random draws (ES directions, Gaussian samples, annealing) come from torch's generator;
+        # the run keeps its own state of it, checkpointed, so that runs repeat and resume exactly
+        self.torch_rng = torch.Generator().manual_seed(train.seed).get_state()
+        self.state = {"iteration": 0, "best_iteration": None, "best_val_ser": None, "bad_validations": 0, "stop_reason": None, "train_seconds": 0.0}
+        self.curves: list[dict] = []
+        if train.compile:
+            self.step = compiled_meta_gradient(self.algorithm.objective, self.inner)
+        else:
+            self.step = lambda p, b: meta_gradient(self.algorithm.objective, p, b, self.inner)
+
+    # -- persistence -----------------------------------------------------------------------
+    def start(self, resume: bool) -> None:
+        """Create the run directory, or load its checkpoint when resuming."""
+        if resume:
+            # a field added to the task after the run was written holds its default, which is what the run used
+            saved_task, _ = configs_from_run(read_config(self.dir))
+            if saved_task != self.task_cfg:
+                raise UserError(
+                    f"--resume: the task configuration differs from the one in {self.dir / CONFIG}; drop the task flags to resume as it was"
+                )
+            self._load_checkpoint()
+            if self.state["stop_reason"] == "reached --iterations" and self.state["iteration"] < self.cfg.iterations:
+                self.state["stop_reason"] = None
+            return
+        if self.dir.exists() and any(self.dir.iterdir()):
+            raise UserError(f"'{self.dir}' already holds files; pass --resume to continue that run or choose another --out")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.dir / CONFIG, run_config(self.task_cfg, self.cfg))
+
+    def _numpy_params(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().numpy().copy() for k, v in self.params.items()}
+
+    def _save_checkpoint(self) -> None:
+        arrays = {f"theta.{k}": v for k, v in self._numpy_params().items()}
+        for k in self.learned:
+            for name, value in self.opt.state.get(self.params[k], {}).items():
+                arrays[f"opt.{name}.{k}"] = value.detach().numpy()
+        # One atomic file holds everything resume needs; curves.json is the human-readable copy.
+        meta = {
+            "state": json.dumps(self.state),
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "curves": json.dumps(self.curves),
+            "torch_rng": self.torch_rng.numpy().tobytes().hex(),
+        }
+        tensors.save(self.dir / CHECKPOINT, arrays, meta)
+        write_json(self.dir / CURVES, self.curves)
+
+    def _load_checkpoint(self) -> None:
+        file = self.dir / CHECKPOINT
+        if not file.is_file():
+            raise UserError(f"--resume: '{self.dir}' has no {CHECKPOINT}; start a new run without --resume")
+        try:
+            arrays, meta = tensors.load(file)
+            self.state = json.loads(meta["state"])
+            self.rng.bit_generator.state = json.loads(meta["rng"])
+            if "torch_rng" in meta:  # absent in checkpoints of earlier versions
+                self.torch_rng = torch.frombuffer(bytearray.fromhex(meta["torch_rng"]), dtype=torch.uint8)
+            self.curves = json.loads(meta["curves"])
+            with torch.no_grad():
+                for k, v in self.params.items():
+                    v.copy_(torch.from_numpy(arrays[f"theta.{k}"]))
+            for k in self.learned:
+                state = {
+                    name.split(".")[1]: torch.from_numpy(a) for name, a in arrays.items() if name.startswith("opt.") and name.split(".", 2)[2] == k
+                }
+                if state:
+                    self.opt.state[self.params[k]] = state
+        except (tensors.TensorFileError, KeyError, ValueError, TypeError) as e:
+            raise UserError(f"--resume: {file} is corrupt ({e}); start a new run") from None
+
+    # -- the loop --------------------------------------------------------------------------
+    def validate(self) -> float:
+        """SER after adaptation on the pilots (mean over the pilot counts trained for), on held-out devices."""
+        receiver = LearnedReceiver("val", {k: v.detach() for k, v in self.params.items()}, self.inner, self.task_cfg.order)
+        counts = self.cfg.pilot_counts(self.task_cfg)
+        result = evaluate([(receiver, {})], self.tasks, counts, self.cfg.val_devices, VAL_PAYLOAD, split="val")[0]
+        return float(np.mean([result.ser[p]["ser"] for p in counts]))
+
+    def proximal_residual(self) -> float:
+        """Median over validation devices (at most 16, the largest pilot count) of how far the inner steps end from
+        the proximal minimum (``core.proximal_residual``): the check that a proximal algorithm's meta-gradient holds."""
+        devices = self.tasks.devices("val", min(self.cfg.val_devices, 16))
+        frames = self.tasks.frames(devices, self.task_cfg.pilots, 1, self.tasks.rng("val", 2))
+        x, onehot, _, _ = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
+        theta = {k: v.detach() for k, v in self.params.items()}
+        residuals = torch.func.vmap(proximal_residual, in_dims=(None, 0, 0, None))(theta, x, onehot, self.inner)
+        return float(residuals.median())
+
+    def _pilots(self) -> int:
+        """This meta-batch's pilot count: fixed, or log-uniform over the configured range."""
+        if not self.cfg.pilots_min:
+            return self.task_cfg.pilots
+        low, high = np.log(self.cfg.pilots_min), np.log(self.task_cfg.pilots + 1)
+        return int(min(self.task_cfg.pilots, np.floor(np.exp(self.rng.uniform(low, high)))))
+
+    def run(self, progress: Callable[[int, dict], None] | None = None) -> dict:
+        cfg = self.cfg
+        window: list[float] = []
+        while self.state["iteration"] < cfg.iterations and self.state["stop_reason"] is None:
+            tick = time.perf_counter()
+            idx = self.rng.choice(cfg.meta_devices, size=cfg.tasks_per_batch, replace=False)
+            frames = self.tasks.frames(self.pool.take(idx), self._pilots(), self.task_cfg.val_pilots, self.rng)
+            batch = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
+            with torch.random.fork_rng():
+                torch.set_rng_state(self.torch_rng)
+                grads, loss = self.step({k: v.detach() for k, v in self.params.items()}, batch)
+                self.torch_rng = torch.get_rng_state()
+            loss = float(loss)
+            if not math.isfinite(loss):
+                kept = (
+                    f"the last good checkpoint (iteration {self.curves[-1]['iteration']}) is kept in {self.dir}"
+                    if self.curves
+                    else "no checkpoint had been written yet"
+                )
+                raise TrainingDiverged(
+                    f"meta-training loss became {loss} at iteration {self.state['iteration'] + 1}; {kept}; lower --outer-lr or --inner-lr and rerun"
+                )
+            for k in self.learned:
+                self.params[k].grad = grads[k]
+            self.opt.step()
+            self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + time.perf_counter() - tick  # validations excluded
+            window.append(loss)
+            self.state["iteration"] += 1
+            it = self.state["iteration"]
+            if it % cfg.val_every == 0 or it == cfg.iterations:
+                self._validation(it, float(np.mean(window)))
+                window.clear()
+            if progress:
+                progress(it, self.state)
+        return self.state
+
+    def _validation(self, iteration: int, meta_loss: float) -> None:
+        ser = self.validate()
+        record = {"iteration": iteration, "meta_loss": meta_loss, "val_ser": ser}
+        if self.algorithm.proximal:
+            record["prox_residual"] = self.proximal_residual()
+        self.curves.append(record)
+        best = self.state["best_val_ser"]
+        if best is None or ser < best:
+            self.state.update(best_val_ser=ser, best_iteration=iteration, bad_validations=0)
+            tensors.save(self.dir / THETA, self._numpy_params(), {"iteration": str(iteration), "val_ser": repr(ser)})
+        else:
+            self.state["bad_validations"] += 1
+            if self.state["bad_validations"] >= self.cfg.patience:
+                self.state["stop_reason"] = f"early stop: no better validation SER in {self.cfg.patience} validations"
+        if iteration >= self.cfg.iterations and self.state["stop_reason"] is None:
+            self.state["stop_reason"] = "reached --iterations"
+        self._save_checkpoint()

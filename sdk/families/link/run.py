@@ -1,0 +1,106 @@
+"""``metaedge train link``: meta-train an encoder/decoder pair for the learned link and keep it as a run
+directory (config.json, theta.safetensors of the best validation, curves.json) that ``metaedge export``
+turns into a receiver bundle. Validation: BLER on held-out channels after the run's adaptation steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+from metaedge.deploy import tensors
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.link.learning import LinkBench, bler_curve, initial, spec_of, train
+from metaedge.sdk.families.link.task import LinkConfig
+from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
+
+MODEL_KIND = "autoencoder"
+VAL_CHANNELS = 50
+VAL_MESSAGES = 2000
+
+
+def run_config(method: str, cfg: LinkBench, steps: int, val_every: int) -> dict:
+    spec = spec_of(cfg)
+    train_fields = {
+        k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("link", "hidden", "rtn_taps", "steps", "test_channels", "test_messages")
+    }
+    return {
+        "format": RUN_FORMAT,
+        "version": RUN_VERSION,
+        "task": {"name": "link", **cfg.link.to_dict()},
+        "model": {"kind": MODEL_KIND, "messages": spec.messages, "uses": spec.uses, "hidden": list(spec.hidden), "rtn_taps": spec.rtn_taps},
+        "train": {"method": method, **train_fields, "steps": steps, "val_every": val_every},
+    }
+
+
+def bench_config(config: dict) -> tuple[str, LinkBench, int]:
+    """(method, training configuration, device adaptation steps) of a link run's config."""
+    try:
+        link = LinkConfig(**{k: v for k, v in config["task"].items() if k != "name"})
+        t = config["train"]
+        cfg = LinkBench(
+            link=link,
+            hidden=tuple(config["model"]["hidden"]),
+            rtn_taps=int(config["model"].get("rtn_taps", 0)),
+            iterations=t["iterations"],
+            meta_channels=t["meta_channels"],
+            tasks_per_batch=t["tasks_per_batch"],
+            inner_lr=t["inner_lr"],
+            outer_lr=t["outer_lr"],
+            seed=t["seed"],
+        )
+        return t["method"], cfg, int(t["steps"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"the link run's {CONFIG} has unknown or missing fields ({e}); it was written by another MetaEdge version") from None
+
+
+def is_link_run(config: dict) -> bool:
+    return config["model"].get("kind") == MODEL_KIND
+
+
+def train_link(out: Path, method: str, cfg: LinkBench, steps: int, val_every: int, progress: Callable[[int, dict], None] | None = None) -> dict:
+    """Train, validating every ``val_every`` iterations; the best θ by validation BLER is kept."""
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"'{out}' already exists and is not empty; choose another --out or remove it")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG, run_config(method, cfg, steps, val_every))
+    validation = dataclasses.replace(cfg, test_messages=VAL_MESSAGES)
+    curves: list[dict] = []
+    best = {"val_bler": float("inf"), "iteration": 0}
+    losses: list[float] = []
+    start = time.perf_counter()
+
+    def on_step(iteration: int, theta: dict, loss: float) -> None:
+        losses.append(loss)
+        if iteration % val_every == 0 or iteration == cfg.iterations:
+            bler = bler_curve(method, theta, validation, split="val", channels=VAL_CHANNELS, steps=(steps,))[str(steps)]["ser"]
+            curves.append({"iteration": iteration, "meta_loss": sum(losses) / len(losses), "val_bler": bler})
+            losses.clear()
+            if bler < best["val_bler"]:
+                best.update(val_bler=bler, iteration=iteration)
+                tensors.save(out / THETA, {k: v.numpy().copy() for k, v in theta.items()}, {"iteration": str(iteration)})
+            write_json(out / CURVES, curves)
+        if progress:
+            progress(iteration, curves[-1] if curves else {})
+
+    train(method, cfg, on_step)
+    return {
+        "iterations": cfg.iterations,
+        "best_val_bler": best["val_bler"],
+        "best_iteration": best["iteration"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def load_link_run(path: Path) -> tuple[dict, dict]:
+    """(config, best θ as numpy arrays) of a link run, or a UserError saying what is wrong."""
+    config = read_config(path)
+    if not is_link_run(config):
+        raise UserError(f"'{path}' is not a learned-link run (train one with 'metaedge train link --out {path}')")
+    method, cfg, _ = bench_config(config)
+    theta = read_theta(path, "retrain it with 'metaedge train link'")
+    expected = {k: tuple(v.shape) for k, v in initial(method, cfg).items()}
+    if {k: tuple(v.shape) for k, v in theta.items()} != expected:
+        raise UserError(f"{path / THETA} does not match the model in {CONFIG}; retrain or restore the run directory")
+    return config, theta

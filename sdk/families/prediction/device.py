@@ -1,0 +1,46 @@
+"""``metaedge run`` for a channel predictor: new channels through the device, scored by the NMSE of its predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metaedge.backends.linear.backend import to_complex
+from metaedge.backends.linear.predictor import nmse
+from metaedge.sdk.device_frames import timed_frames
+from metaedge.sdk.families.prediction.run import prediction_frames
+
+
+def stream(client, url: str, task: dict, frames: int, samples: int, predictions: int, seed: int) -> dict:
+    """``samples`` training windows' worth of pilot channels and a history to predict ``predictions`` channels from;
+    NMSE of the device's predictions against the true channels."""
+    pilots, history, truth = prediction_frames(task, frames, samples, predictions, seed)
+    results, device_us, round_trip = timed_frames(client, ({"pilots": p, "payload": h} for p, h in zip(pilots, history)))
+    per_frame = np.asarray([nmse(to_complex(out["outputs"]), t).mean() for t, (_, out) in zip(truth, results)])
+    return {
+        "metric": "NMSE",
+        "frames": frames,
+        "pilots": samples,
+        "symbols": predictions,
+        "seed": seed,
+        "nmse": float(per_frame.mean()),
+        "nmse_db": float(10 * np.log10(per_frame.mean())),
+        "per_frame_nmse": per_frame.tolist(),
+        "device_us": device_us,
+        "round_trip_us": round_trip,
+    }
+
+
+def report_text(report: dict) -> str:
+    lat = report["device_us"]
+    return (
+        f"{report['frames']} frames, {report['pilots']} training windows, {report['symbols']} predictions each: NMSE "
+        f"{report['nmse_db']:.2f} dB\ndevice time per frame: median {lat['p50']:.0f} µs, p90 {lat['p90']:.0f} µs; "
+        f"round trip median {report['round_trip_us']['p50']:.0f} µs"
+    )
+
+
+def describe(task: dict) -> str:
+    return (
+        f"{task['rx']}×{task['tx']} antennas, {task['taps']} taps ({len(task['features']) // 2} complex entries), "
+        f"Doppler {task['doppler_hz'][0]:g}-{task['doppler_hz'][1]:g} Hz; pilots are the frame's past channels"
+    )

@@ -1,0 +1,70 @@
+"""The biases of linear channel predictors, their per-frame fit and NMSE (monograph §5.4); the benchmark is ``bench``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from metaedge.backends.linear import predictor as pr
+from metaedge.sdk.families.prediction.task import ChannelConfig
+
+
+@dataclass(frozen=True)
+class PredictionBench:
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    window: pr.Window = field(default_factory=pr.Window)
+    lam: float = 1.0  # ridge λ (1 in Park and Simeone 2022)
+    meta_frames: int = 500  # K
+    val_samples: int = 20  # N_va per meta-training frame
+    test_frames: int = 500
+    test_samples: int = 20  # predictions scored per test frame
+    sample_grid: tuple[int, ...] = (1, 2, 5, 10, 20)
+    rank: str = "meta"  # LSTD rank: "aic" per frame, "meta" (one R by meta-validation) or a number
+    seed: int = 0
+
+
+@dataclass
+class Split:
+    """Observed and true channels of a set of frames, with the number of training windows."""
+
+    observed: np.ndarray
+    true: np.ndarray
+    train: int
+
+
+def meta_training_pairs(form: str, cfg: PredictionBench, meta: Split, rank) -> tuple[np.ndarray, ...]:
+    """Training and validation pairs of the meta-training frames; LSTD's basis from each frame's training slots."""
+    w = cfg.window
+    basis, mask = pr.lstd_basis(meta.observed[:, : w.slots(meta.train)], rank) if form == "lstd" else (None, None)
+    x_tr, y_tr = pr.training_pairs(form, w, meta.observed, w.length - 1, meta.train, basis, mask)
+    x_va, y_va = pr.training_pairs(form, w, meta.observed, w.length - 1 + meta.train, cfg.val_samples, basis, mask)
+    return x_tr, y_tr, x_va, y_va
+
+
+def biases(form: str, cfg: PredictionBench, meta: Split, rank) -> dict[str, np.ndarray | None]:
+    """Θ of each scheme, from the meta-training frames."""
+    x_tr, y_tr, x_va, y_va = meta_training_pairs(form, cfg, meta, rank)
+    pooled_x, pooled_y = np.concatenate([x_tr, x_va], -2), np.concatenate([y_tr, y_va], -2)
+    return {
+        "conventional": None,
+        "joint": pr.joint_bias(pooled_x, pooled_y),
+        "meta": pr.meta_bias(*pr.per_sample(x_tr, y_tr), *pr.per_sample(x_va, y_va), cfg.lam),
+    }
+
+
+def frame_nmse(form: str, cfg: PredictionBench, frames: Split, bias, rank, scored: int) -> float:
+    """Mean NMSE of the ``scored`` predictions after each frame's training windows, each frame's predictor fitted
+    on those windows toward ``bias``, against the true channels."""
+    w = cfg.window
+    filters, basis, mask = pr.fit(form, w, cfg.lam, frames.observed, frames.train, bias, rank)
+    history = frames.observed[:, frames.train : frames.train + w.length - 1 + scored]
+    truth = w.targets(frames.true, w.length - 1 + frames.train, scored)
+    return float(pr.nmse(pr.predict(form, w, filters, basis, mask, history), truth).mean())
+
+
+def meta_rank(cfg: PredictionBench, meta: Split) -> int:
+    """R minimising the meta-learned LSTD predictor's NMSE on the meta-training frames' validation windows."""
+    return min(
+        range(1, cfg.channel.entries + 1), key=lambda r: frame_nmse("lstd", cfg, meta, biases("lstd", cfg, meta, r)["meta"], r, cfg.val_samples)
+    )
