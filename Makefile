@@ -7,12 +7,13 @@ PY        := $(VENV)/bin/python
 LAVA_PY   := $(LAVA_VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint env bench clean help
+.PHONY: demo test test-fast lint env bench clean help
 
 help:
 	@echo "make demo   meta-train 6 algorithms on the demodulation task, evaluate, deploy Meta-SGD to a simulated device"
 	@echo "make test   check lint and format (ruff), then run the test suite (both environments)"
 	@echo "make lint   ruff check and ruff format --check over the source tree"
+	@echo "make test-fast  the tests not marked slow (no meta-training runs of seconds or more), for the edit-test loop"
 	@echo "make bench  batched meta-training core vs per-task loop (JSON in docs/benchmarks/meta-train.json)"
 	@echo "make env    build .venv (Python 3.11+, everything) and .venv-lava (Python 3.10, Lava, no torch)"
 	@echo "make clean  remove the environments and demo output"
@@ -45,6 +46,9 @@ lint: env
 test: env lint
 	@METAEDGE_LAVA_PYTHON=$(abspath $(LAVA_PY)) $(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-fast: env
+	@METAEDGE_LAVA_PYTHON=$(abspath $(LAVA_PY)) $(PY) -m pytest -m "not slow"
 
 bench: env
 	@mkdir -p docs/benchmarks

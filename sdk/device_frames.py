@@ -22,6 +22,15 @@ def stream(url: str, frames: int, pilots: int, symbols: int, seed: int) -> dict:
         return {"task": name, **families.get(name).stream(client, url, info["task"], frames, pilots, symbols, seed)}
 
 
+def latency_text(report: dict) -> str:
+    """The device's time per frame and the protocol's round trip, as ``metaedge run`` prints them."""
+    lat = report["device_us"]
+    return (
+        f"device time per frame: median {lat['p50']:.0f} µs, p90 {lat['p90']:.0f} µs, p99 {lat['p99']:.0f} µs; "
+        f"round trip median {report['round_trip_us']['p50']:.0f} µs"
+    )
+
+
 def timed_frames(client, frames) -> tuple[list[tuple[dict, dict]], dict, dict]:
     """Each frame's (telemetry, outputs) from the device, with percentiles of device time and round trip (µs)."""
     results, device_us, round_trip = [], [], []

@@ -75,7 +75,7 @@ def demod_section(out: Path, budget: Budget, seed: int, quick: bool, quiet: bool
         train_or_reuse(runs / algo, task, train_config(algo, budget.demod_iterations, 0, seed, quick), fresh=False, quiet=quiet)
         paths.append(runs / algo)
     report = evaluate_runs(
-        paths, pilots, budget.eval_devices, budget.eval_payload, adapt_steps=None, scratch_lr=0.1, baselines=True, seed=None, quiet=quiet
+        paths, pilots, budget.eval_devices, budget.eval_payload, inner_steps=None, scratch_lr=0.1, baselines=True, seed=None, quiet=quiet
     )
     plot_ser(report["methods"], pilots, out / "demod-ser.png", "16-QAM with I/Q imbalance, 18 dB")
     plot_reliability({m["name"]: m["reliability"]["8"] for m in report["methods"]}, out / "demod-reliability.png", "reliability at 8 pilots")

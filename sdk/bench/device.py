@@ -90,6 +90,36 @@ def torch_unavailable(manifest: dict) -> str | None:
     return None if model.get("kind") == "mlp" else f"a {model.get('kind')} model"
 
 
+def _onnx_variants(bundle: Bundle, steps: int) -> tuple[dict, str]:
+    """A frame function for each ONNX adaptation mode, and the name of the one a device runs: the fused frame graph
+    of a one-step bundle, else the default mode or its fallback."""
+    variants, device_mode = {}, None
+    for mode in OnnxBackend.MODES:
+        backend = OnnxBackend(threads=1, mode=mode)
+        backend.load(bundle)
+        backend.steps = steps
+        if mode == OnnxBackend().mode:
+            fused = backend.fused and steps == bundle.manifest.algorithm.inner_steps
+            device_mode = "onnx_frame" if fused else _variant(backend.effective_mode)
+            if fused:
+                variants["onnx_frame"] = _fused_frame(backend)
+        variants.setdefault(_variant(backend.effective_mode), _onnx_frame(backend))
+    return variants, device_mode
+
+
+def _alternating(variants: dict, repeats: int, frame: tuple) -> dict[str, list[float]]:
+    """Seconds per frame of each variant. Variants alternate in blocks: frame by frame, torch's large code path
+    evicts ORT's from the caches and slows it, which a device without torch never sees."""
+    samples = {n: [] for n in variants}
+    for _ in range(max(1, repeats // BLOCK)):
+        for n, f in variants.items():
+            for _ in range(BLOCK):
+                start = time.perf_counter()
+                f(*frame)
+                samples[n].append(time.perf_counter() - start)
+    return samples
+
+
 def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1000, steps: int | None = None) -> dict:
     """One frame on the device's runtime in each adaptation mode, next to eager torch where torch can recompute the
     bundle's frame (``torch_unavailable``); classifier bundles (demodulators, link decoders) only."""
@@ -115,33 +145,14 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
         adapt=None if len(adapts) == len(theta) else tuple(adapts),
     )
     unavailable = torch_unavailable(manifest)
-    variants = {}
-    for mode in OnnxBackend.MODES:
-        backend = OnnxBackend(threads=1, mode=mode)
-        backend.load(bundle)
-        backend.steps = k
-        if mode == OnnxBackend().mode:
-            # what a device runs: the fused frame graph of a one-step bundle, else the default mode or its fallback
-            fused = backend.fused and k == int(manifest["algorithm"]["inner_steps"])
-            device_mode = "onnx_frame" if fused else _variant(backend.effective_mode)
-            if fused:
-                variants["onnx_frame"] = _fused_frame(backend)
-        variants.setdefault(_variant(backend.effective_mode), _onnx_frame(backend))
+    variants, device_mode = _onnx_variants(bundle, k)
     agreement = None
     if unavailable is None:
         variants["torch_eager"] = _torch_frame(theta, inner, classes)
         reference = variants["torch_eager"](x_p, y_p, x)
         agreement = {n: float(np.abs(f(x_p, y_p, x) - reference).max()) for n, f in variants.items() if n != "torch_eager"}
         variants["torch_forward_only"] = _torch_forward_only(theta)
-    # Variants alternate in blocks: frame by frame, torch's large code path evicts ORT's from the
-    # caches and slows it, which a device without torch never sees.
-    samples = {n: [] for n in variants}
-    for _ in range(max(1, repeats // BLOCK)):
-        for n, f in variants.items():
-            for _ in range(BLOCK):
-                start = time.perf_counter()
-                f(x_p, y_p, x)
-                samples[n].append(time.perf_counter() - start)
+    samples = _alternating(variants, repeats, (x_p, y_p, x))
     median_us = {n: statistics.median(s) * 1e6 for n, s in samples.items()}
     return {
         "benchmark": "device",

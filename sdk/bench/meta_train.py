@@ -84,6 +84,48 @@ def peak_memory_mib(algo: str, tasks: int, steps: int | None = None) -> float | 
     return (_status_kib("VmHWM") - before) / 1024
 
 
+def _measure(algo_name: str, count: int, repeats: int, compile: bool, progress: Callable[[str], None] | None) -> dict:
+    """One algorithm at one batch size: median times of the batched core, the per-task loop and (``compile``) the
+    compiled core, measured in alternation, and how far their meta-gradients are from the loop's."""
+    _, _, algo, inner, params, batch = _setup(algo_name, count, None)
+    loop = (
+        (lambda: per_task_meta_gradient(params, batch, inner, SECOND_ORDER[algo_name]))
+        if algo_name in SECOND_ORDER
+        else (lambda: per_task_objective_gradient(algo.objective, params, batch, inner))
+    )
+    runners = {"batched": lambda: meta_gradient(algo.objective, params, batch, inner), "loop": loop}
+    compile_s = None
+    if compile:
+        compiled = compiled_meta_gradient(algo.objective, inner)
+        compile_s = _timed(lambda: compiled(params, batch))
+        runners["compiled"] = lambda: compiled(params, batch)
+    grads = {name: run()[0] for name, run in runners.items()}  # also warms up
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            samples[name].append(_timed(run))
+    ms = {name: _median_ms(s) for name, s in samples.items()}
+    diff = (
+        None
+        if algo_name in RANDOM
+        else {name: max(float((grads[name][k] - grads["loop"][k]).abs().max()) for k in params) for name in runners if name != "loop"}
+    )
+    if progress:
+        progress(f"{algo_name} × {count} tasks")
+    return {
+        "algo": algo_name,
+        "tasks": count,
+        "inner_steps": inner.steps,
+        "median_ms": ms,
+        "tasks_per_s": {name: count / (v / 1e3) for name, v in ms.items()},
+        "speedup_vs_loop": {name: ms["loop"] / v for name, v in ms.items() if name != "loop"},
+        "max_abs_grad_diff_vs_loop": diff,
+        "grads_equal": None if diff is None else all(d <= GRAD_TOLERANCE for d in diff.values()),
+        "compile_s": compile_s,
+        "peak_memory_mib": peak_memory_mib(algo_name, count),
+    }
+
+
 def bench_meta_train(
     algos: list[str],
     task_counts: list[int],
@@ -92,47 +134,8 @@ def bench_meta_train(
     progress: Callable[[str], None] | None = None,
     memory_steps: list[int] | None = None,
 ) -> dict:
-    results = []
-    for algo_name in algos:
-        for count in task_counts:
-            task, spec, algo, inner, params, batch = _setup(algo_name, count, None)
-            loop = (
-                (lambda: per_task_meta_gradient(params, batch, inner, SECOND_ORDER[algo_name]))
-                if algo_name in SECOND_ORDER
-                else (lambda: per_task_objective_gradient(algo.objective, params, batch, inner))
-            )
-            runners = {"batched": lambda: meta_gradient(algo.objective, params, batch, inner), "loop": loop}
-            compile_s = None
-            if compile:
-                compiled = compiled_meta_gradient(algo.objective, inner)
-                compile_s = _timed(lambda: compiled(params, batch))
-                runners["compiled"] = lambda: compiled(params, batch)
-            grads = {name: run()[0] for name, run in runners.items()}  # also warms up
-            samples: dict[str, list[float]] = {name: [] for name in runners}
-            for _ in range(repeats):
-                for name, run in runners.items():
-                    samples[name].append(_timed(run))
-            ms = {name: _median_ms(s) for name, s in samples.items()}
-            diff = (
-                None
-                if algo_name in RANDOM
-                else {name: max(float((grads[name][k] - grads["loop"][k]).abs().max()) for k in params) for name in runners if name != "loop"}
-            )
-            entry = {
-                "algo": algo_name,
-                "tasks": count,
-                "inner_steps": inner.steps,
-                "median_ms": ms,
-                "tasks_per_s": {name: count / (v / 1e3) for name, v in ms.items()},
-                "speedup_vs_loop": {name: ms["loop"] / v for name, v in ms.items() if name != "loop"},
-                "max_abs_grad_diff_vs_loop": diff,
-                "grads_equal": None if diff is None else all(d <= GRAD_TOLERANCE for d in diff.values()),
-                "compile_s": compile_s,
-                "peak_memory_mib": peak_memory_mib(algo_name, count),
-            }
-            results.append(entry)
-            if progress:
-                progress(f"{algo_name} × {count} tasks")
+    results = [_measure(algo_name, count, repeats, compile, progress) for algo_name in algos for count in task_counts]
+    task, spec, *_ = _setup(algos[0], 1, None)
     memory = [
         {"algo": a, "inner_steps": k, "tasks": max(task_counts), "peak_memory_mib": peak_memory_mib(a, max(task_counts), k)}
         for a in ("maml", "fomaml", "imaml")

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         args.pilots,
         3 if args.quick else args.devices,
         50 if args.quick else args.payload,
-        adapt_steps=None,
+        inner_steps=None,
         scratch_lr=0.1,
         baselines=True,
         seed=None,

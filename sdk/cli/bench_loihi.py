@@ -71,27 +71,19 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from metaedge.sdk.families.demod.receivers import ModelBasedReceiver
-    from metaedge.sdk.families.demod.snn.bench import lava_speed, paired, quality, starts_of, test_frames
-    from metaedge.sdk.families.demod.snn.training import load_snn_run, snn_task
+    from metaedge.sdk.families.demod.snn.bench import paired, quality, starts_of, test_frames
+    from metaedge.sdk.families.demod.snn.training import snn_task
     from metaedge.sdk.families.demod.task import DemodTasks
     from metaedge.sdk.lava_env import lava_python
     from metaedge.sdk.rundir import write_json
-    from metaedge.sdk.targets import export
 
     interpreter = None if args.no_lava else lava_python()
     if args.lava_payload > args.payload:
         raise UserError(f"--lava-payload {args.lava_payload} exceeds --payload {args.payload}")
     task = snn_task(args.order, args.pilots, channel=args.channel, phase_max_deg=args.phase_max_deg)
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = {}
-    for method in METHODS:
-        given = getattr(args, method) or args.out / f"snn-{method}"
-        if getattr(args, method) is None and not given.exists():
-            train_default(given, method, args.seed, task)
-        runs[method] = load_snn_run(given)
+    runs = spiking_runs(args, task)
     main_run = runs["fomaml"]
-    if any(r.task != main_run.task or r.spec != main_run.spec for r in runs.values()):
-        raise UserError("the runs were trained on different tasks or networks; compare runs of one configuration")
     onnx_dir = args.onnx or args.out / "onnx-metasgd"
     if args.onnx is None and not onnx_dir.exists():
         train_onnx(onnx_dir, main_run.task, args.seed)
@@ -124,27 +116,47 @@ def run(args: argparse.Namespace) -> int:
         },
     }
     if interpreter:
-        bundle = args.out / "bundle-fomaml"
-        if not bundle.exists():
-            export("loihi", runs["fomaml"].path, bundle)
-        print(
-            f"bench: {max(args.lava_frames, args.fixed_frames)} frames on Lava, {args.fixed_frames} of them also in "
-            "fixed point (this is the slow part)",
-            file=sys.stderr,
-        )
-        try:
-            speed = lava_speed(main_run, bundle, frame, args.lava_frames, args.lava_payload, interpreter, args.fixed_frames)
-            if "fixed_point" in speed:
-                report["fixed_point"] = speed.pop("fixed_point")
-            report["speed"] = speed
-        except RuntimeError as e:
-            raise UserError(str(e)) from None
+        report.update(lava_report(args, main_run, frame, interpreter))
     report["command"] = "metaedge bench loihi " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "loihi"] else None
     write_json(args.out / "loihi.json", report)
     print(json.dumps(report, indent=2) if args.json else render(report))
     if not args.json:
         print(f"→ {args.out / 'loihi.json'}")
     return 0
+
+
+def spiking_runs(args: argparse.Namespace, task) -> dict:
+    """The runs compared, by method: given on the command line, found in --out, or trained there; one configuration."""
+    from metaedge.sdk.families.demod.snn.training import load_snn_run
+
+    runs = {}
+    for method in METHODS:
+        given = getattr(args, method) or args.out / f"snn-{method}"
+        if getattr(args, method) is None and not given.exists():
+            train_default(given, method, args.seed, task)
+        runs[method] = load_snn_run(given)
+    if any(r.task != runs["fomaml"].task or r.spec != runs["fomaml"].spec for r in runs.values()):
+        raise UserError("the runs were trained on different tasks or networks; compare runs of one configuration")
+    return runs
+
+
+def lava_report(args: argparse.Namespace, main_run, frame, interpreter: str) -> dict:
+    """Frames of the FOMAML bundle on Lava (float, and fixed point): speed and agreement with the host."""
+    from metaedge.sdk.families.demod.snn.bench import lava_speed
+    from metaedge.sdk.targets import export
+
+    bundle = args.out / "bundle-fomaml"
+    if not bundle.exists():
+        export("loihi", main_run.path, bundle)
+    print(
+        f"bench: {max(args.lava_frames, args.fixed_frames)} frames on Lava, {args.fixed_frames} of them also in fixed point (this is the slow part)",
+        file=sys.stderr,
+    )
+    try:
+        speed = lava_speed(main_run, bundle, frame, args.lava_frames, args.lava_payload, interpreter, args.fixed_frames)
+    except RuntimeError as e:
+        raise UserError(str(e)) from None
+    return {**({"fixed_point": speed.pop("fixed_point")} if "fixed_point" in speed else {}), "speed": speed}
 
 
 def train_default(out: Path, method: str, seed: int, task=None) -> None:

@@ -49,10 +49,9 @@ def register(benches) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from metaedge.sdk.families.sinusoid.bench import SinusoidBench, run_benchmark
+    from metaedge.sdk.families.sinusoid.bench import SinusoidBench, quick, run_benchmark
     from metaedge.sdk.meta import get_algorithm
     from metaedge.sdk.plots import plot_sinusoid
-    from metaedge.sdk.stats import paired_text
 
     for method in args.algos:
         get_algorithm(method)
@@ -68,21 +67,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
     )
     if args.quick:
-        cfg = SinusoidBench(
-            iterations=4,
-            eval_every=2,
-            tasks_per_batch=2,
-            test_tasks=3,
-            test_points=5,
-            hidden=(8,),
-            particles=2,
-            samples=cfg.samples,
-            tasks=cfg.tasks,
-            sample_grid=cfg.sample_grid,
-            task_grid=cfg.task_grid,
-            seed=args.seed,
-            repeats=args.repeats,
-        )
+        cfg = quick(cfg)
     total = len(args.algos) * (1 + len(set(cfg.sample_grid) - {cfg.samples}) + len(set(cfg.task_grid) - {cfg.tasks})) * cfg.repeats
     with tqdm(total=total, desc="sinusoid", disable=args.quiet or None, file=sys.stderr) as bar:
         report = run_benchmark(cfg, tuple(args.algos), progress=lambda _: bar.update(), jobs=args.jobs)
@@ -91,29 +76,27 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    print(render(report, cfg, args.algos))
+    print(f"\nwritten: {args.plot}")
+    return 0
+
+
+def render(report: dict, cfg, algos: list[str]) -> str:
+    """The two tables of best test MSE, and each method's paired difference to MAML over task draws."""
     from metaedge.sdk.cli.main import format_table
+    from metaedge.sdk.stats import paired_text
 
     draws = f", mean over {cfg.repeats} task draws" if cfg.repeats > 1 else ""
-    print(f"best test MSE vs samples per task N (K = {cfg.tasks}{draws})")
-    print(
-        format_table(
-            ["method", *map(str, cfg.sample_grid)],
-            [[m, *(loss_cell(report["b_best_loss_vs_samples"][m][str(n)]) for n in cfg.sample_grid)] for m in args.algos],
-        )
-    )
-    print(f"\nbest test MSE vs meta-training tasks K (N = {cfg.samples}{draws})")
-    print(
-        format_table(
-            ["method", *map(str, cfg.task_grid)],
-            [[m, *(loss_cell(report["c_best_loss_vs_tasks"][m][str(k)]) for k in cfg.task_grid)] for m in args.algos],
-        )
-    )
+    lines = [f"best test MSE vs samples per task N (K = {cfg.tasks}{draws})"]
+    rows = [[m, *(loss_cell(report["b_best_loss_vs_samples"][m][str(n)]) for n in cfg.sample_grid)] for m in algos]
+    lines += [format_table(["method", *map(str, cfg.sample_grid)], rows), "", f"best test MSE vs meta-training tasks K (N = {cfg.samples}{draws})"]
+    rows = [[m, *(loss_cell(report["c_best_loss_vs_tasks"][m][str(k)]) for k in cfg.task_grid)] for m in algos]
+    lines.append(format_table(["method", *map(str, cfg.task_grid)], rows))
     for panel, label, grid in (("b", "N", cfg.sample_grid), ("c", "K", cfg.task_grid)):
         for method, points in report.get("vs_maml", {}).get(panel, {}).items():
             cells = [f"{label}={x}: " + ("diverged" if points[str(x)] is None else paired_text(points[str(x)])) for x in grid]
-            print(f"\n{method} − maml over {cfg.repeats} draws (95 % t-interval): " + ", ".join(cells), end="")
-    print(f"\n\nwritten: {args.plot}")
-    return 0
+            lines += ["", f"{method} − maml over {cfg.repeats} draws (95 % t-interval): " + ", ".join(cells)]
+    return "\n".join(lines)
 
 
 def loss_cell(loss: float | None) -> str:

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{algo}: best validation SER {state['best_val_ser']:.4f} at iteration {state['best_iteration']}")
         runs.append(path)
     report = evaluate_runs(
-        runs, PILOTS, args.devices, args.payload, adapt_steps=ADAPT_STEPS, scratch_lr=0.1, baselines=True, seed=None, quiet=args.quiet
+        runs, PILOTS, args.devices, args.payload, inner_steps=ADAPT_STEPS, scratch_lr=0.1, baselines=True, seed=None, quiet=args.quiet
     )
     report["command"] = (
         "metaedge eval " + " ".join(str(r) for r in runs) + f" --inner-steps {ADAPT_STEPS} --devices {args.devices} --payload {args.payload}"
@@ -114,13 +114,11 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
 
     from metaedge.deploy.client import DeviceClient
     from metaedge.deploy.signing import generate, load_private
-    from metaedge.sdk.device_frames import score_frames, send_frames
     from metaedge.sdk.families.demod.receivers import ModelBasedReceiver
     from metaedge.sdk.families.demod.task import DemodTasks
     from metaedge.sdk.families.demod.training import configs_from_run
     from metaedge.sdk.plots import plot_ser
     from metaedge.sdk.rundir import read_config
-    from metaedge.sdk.stats import summarise
     from metaedge.sdk.targets import export
 
     run = args.out / args.device_algo
@@ -136,25 +134,10 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     devs = tasks.devices("test", args.devices)
     frame = tasks.frames(devs, max(PILOTS), args.payload, tasks.rng("test", 1))  # the frames 'metaedge eval' used
     reference = ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var)
-    rows = []
+    host_ser = next(m for m in host["methods"] if m["run"] == str(run))["ser"]
     with deployed_device(args.target, state, keys / "metaedge.pub", bundle_dir) as url:
-        host_ser = next(m for m in host["methods"] if m["run"] == str(run))["ser"]
         with DeviceClient(url) as client:
-            for p in PILOTS:
-                result = send_frames(client, url, frame.x_tr[:, :p], frame.y_tr[:, :p], frame.x_va)
-                device_errors = score_frames(result, frame.y_va)
-                result.pop("reliability")
-                mb_errors = (reference.probabilities(frame.x_tr[:, :p], frame.y_tr[:, :p], frame.x_va).argmax(-1) != frame.y_va).mean(1)
-                rows.append(
-                    {
-                        "pilots": p,
-                        "device": summarise(device_errors),
-                        "host": host_ser[str(p)],
-                        "vs_model_based": summarise(device_errors - mb_errors),
-                        "model_based": summarise(mb_errors),
-                        **result,
-                    }
-                )
+            rows = [device_row(client, url, frame, p, reference, host_ser[str(p)]) for p in PILOTS]
     curves = [
         {"name": f"{args.device_algo} on the {args.target} device", "algo": args.device_algo, "ser": {str(r["pilots"]): r["device"] for r in rows}},
         {"name": "model-based (MMSE + ML)", "algo": "model-based", "ser": {str(r["pilots"]): r["model_based"] for r in rows}},
@@ -169,6 +152,25 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
         "payload": args.payload,
         "rows": rows,
         "plot": str(args.out / "device-ser.png"),
+    }
+
+
+def device_row(client, url: str, frame, pilots: int, reference, host: dict) -> dict:
+    """The device's SER on the frames at ``pilots`` pilots, beside the host's and the model-based receiver's."""
+    from metaedge.sdk.device_frames import score_frames, send_frames
+    from metaedge.sdk.stats import summarise
+
+    result = send_frames(client, url, frame.x_tr[:, :pilots], frame.y_tr[:, :pilots], frame.x_va)
+    device_errors = score_frames(result, frame.y_va)
+    result.pop("reliability")
+    mb_errors = (reference.probabilities(frame.x_tr[:, :pilots], frame.y_tr[:, :pilots], frame.x_va).argmax(-1) != frame.y_va).mean(1)
+    return {
+        "pilots": pilots,
+        "device": summarise(device_errors),
+        "host": host,
+        "vs_model_based": summarise(device_errors - mb_errors),
+        "model_based": summarise(mb_errors),
+        **result,
     }
 
 

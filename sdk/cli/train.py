@@ -29,6 +29,15 @@ examples:
 def register(sub) -> None:
     p = add_command(sub, "train", help="meta-train a receiver", description="Meta-train a receiver on a task family.")
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=type(p))
+    _demod(tasks)
+    _born(tasks)
+    _link(tasks)
+    _prediction(tasks)
+    _power(tasks)
+    _snn(tasks)
+
+
+def _demod(tasks) -> None:
     d = add_command(
         tasks,
         "demod",
@@ -43,6 +52,9 @@ def register(sub) -> None:
     add_reporting(d, "the final state")
     add_task_flags(d)
     d.set_defaults(handler=run)
+
+
+def _born(tasks) -> None:
     b = add_command(
         tasks,
         "born",
@@ -66,6 +78,9 @@ def register(sub) -> None:
     add_seed(b)
     add_reporting(b, "the final state")
     b.set_defaults(handler=run_born)
+
+
+def _link(tasks) -> None:
     k = add_command(
         tasks,
         "link",
@@ -99,6 +114,9 @@ def register(sub) -> None:
     add_seed(k)
     add_reporting(k, "the final state")
     k.set_defaults(handler=run_link)
+
+
+def _prediction(tasks) -> None:
     c = add_command(
         tasks,
         "prediction",
@@ -119,6 +137,9 @@ def register(sub) -> None:
     add_seed(c)
     c.add_argument("--json", action="store_true", help="print the result as JSON")
     c.set_defaults(handler=run_prediction)
+
+
+def _power(tasks) -> None:
     w = add_command(
         tasks,
         "power",
@@ -138,6 +159,9 @@ def register(sub) -> None:
     add_seed(w)
     add_reporting(w, "the final state")
     w.set_defaults(handler=run_power)
+
+
+def _snn(tasks) -> None:
     n = add_command(
         tasks,
         "snn",

@@ -183,10 +183,7 @@ def meta_gradient(objective: Objective, params: Params, batch: tuple[Tensor, ...
     theta = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     objective_mean, loss = task_mean(objective, batch, inner)(theta)
     grads = torch.autograd.grad(objective_mean, list(theta.values()), allow_unused=True)
-    return (
-        {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(theta.items(), grads)},
-        loss.detach(),
-    )
+    return ({k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(theta.items(), grads)}, loss.detach())
 
 
 def compiled_meta_gradient(objective: Objective, inner: InnerLoop) -> Callable[[Params, tuple[Tensor, ...]], tuple[Params, Tensor]]:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from metaedge.deploy import manifest as m
 from metaedge.deploy import noise as noise_generator
 from metaedge.deploy import tensors
 from metaedge.deploy.bundle import Bundle, write_bundle
@@ -110,7 +111,7 @@ def forward_graph(params: Params, fn: Callable[..., torch.Tensor], n_features: i
         return fn(current, args[-1])
 
     return _export_graph(
-        graph, (*params.values(), *(noise or {}).values(), x), [*names, *(f"noise.{k}" for k in drawn), "samples"], [output], {"samples": "N"}
+        graph, (*params.values(), *(noise or {}).values(), x), [*names, *(m.noise_name(k) for k in drawn), m.SAMPLES], [output], {m.SAMPLES: "N"}
     )
 
 
@@ -124,7 +125,7 @@ def _adaptation_signature(params: Params, inner: InnerLoop, n_features: int, cla
     one-hot classes: their names, example tensors, dynamic axes, and a function from the traced arguments to
     (parameters, anchor, draws, pilots, target)."""
     names, keys, drawn = list(params), inner.keys(params), list(noise or {})
-    anchors = [f"anchor.{k}" for k in keys] if anchored(inner) else []
+    anchors = [m.anchor_name(k) for k in keys] if anchored(inner) else []
     labelled = classes is not None
 
     def unpack(args):
@@ -144,8 +145,8 @@ def _adaptation_signature(params: Params, inner: InnerLoop, n_features: int, cla
         torch.zeros(5, n_features),
         *([torch.eye(classes)[:5]] if labelled else []),
     )
-    inputs = [*names, *anchors, *(f"noise.{k}" for k in drawn), "pilot_samples", *(["pilot_onehot"] if labelled else [])]
-    return inputs, example, {"pilot_samples": "P", **({"pilot_onehot": "P"} if labelled else {})}, unpack
+    inputs = [*names, *anchors, *(m.noise_name(k) for k in drawn), m.PILOT_SAMPLES, *([m.PILOT_ONEHOT] if labelled else [])]
+    return inputs, example, {m.PILOT_SAMPLES: "P", **({m.PILOT_ONEHOT: "P"} if labelled else {})}, unpack
 
 
 def adapt_step_graph(params: Params, inner: InnerLoop, n_features: int, classes: int | None, noise: Params | None = None) -> bytes:
@@ -160,7 +161,7 @@ def adapt_step_graph(params: Params, inner: InnerLoop, n_features: int, classes:
         adapted = adapt(current, pilots, target, one, anchor=anchor, noise=draws)
         return tuple(adapted[k] for k in keys)
 
-    return _export_graph(fn, example, inputs, [f"adapted.{k}" for k in keys], dynamic)
+    return _export_graph(fn, example, inputs, [m.adapted_name(k) for k in keys], dynamic)
 
 
 def frame_graph(
@@ -175,7 +176,7 @@ def frame_graph(
         current, anchor, _, pilots, target = unpack(args[:-1])
         return fn(adapt(current, pilots, target, inner, anchor=anchor), args[-1])
 
-    return _export_graph(graph, (*example, torch.zeros(7, n_features)), [*inputs, "samples"], [output], {**dynamic, "samples": "N"})
+    return _export_graph(graph, (*example, torch.zeros(7, n_features)), [*inputs, m.SAMPLES], [output], {**dynamic, m.SAMPLES: "N"})
 
 
 def selftest_vectors(
@@ -282,35 +283,52 @@ def mlp_model(params: Params) -> dict:
     }
 
 
-def write_onnx_bundle(out: str | Path, release: Release, receiver: Receiver, key=None) -> Bundle:
+def graphs_section(receiver: Receiver, draws: dict, loop: bool, fused: bool) -> dict:
+    """The manifest's ``graphs``: every graph's inputs and outputs in order, with their roles (spec §7)."""
     params, inner, task = receiver.params, receiver.inner, receiver.task
     n_features, classes = len(task["features"]), task.get("classes")
-    width = classes if classes is not None else task["outputs"]
     adapted = inner.keys(params)
-    draws = noise_tensors(receiver.noise, params) if receiver.noise else {}
 
     def noise_inputs(stream: str) -> list[dict]:
         return [
-            {"name": f"noise.{k}", "role": "noise", "stream": stream, "parameter": k, "shape": list(v.shape), "dtype": "float32"}
+            {"name": m.noise_name(k), "role": m.ROLE_NOISE, "stream": stream, "parameter": k, "shape": list(v.shape), "dtype": "float32"}
             for k, v in draws.get(stream, {}).items()
         ]
 
+    parameters = [{"name": k, "role": m.ROLE_PARAMETER} for k in params]
+    onehot = {"name": m.PILOT_ONEHOT, "role": m.ROLE_PILOT_ONEHOT, "shape": ["P", classes], "dtype": "float32"}
+    step_inputs = [
+        *parameters,
+        *({"name": m.anchor_name(k), "role": m.ROLE_ANCHOR, "parameter": k} for k in adapted if anchored(inner)),
+        *noise_inputs("adapt"),
+        {"name": m.PILOT_SAMPLES, "role": m.ROLE_PILOT_SAMPLES, "shape": ["P", n_features], "dtype": "float32"},
+        *([onehot] if classes is not None else []),
+    ]
+    step_outputs = [{"name": m.adapted_name(k), "role": m.ROLE_PARAMETER, "parameter": k} for k in adapted]
+    samples_input = {"name": m.SAMPLES, "role": m.ROLE_SAMPLES, "shape": ["N", n_features], "dtype": "float32"}
+    role = m.ROLE_LOG_PROBS if classes is not None else m.ROLE_OUTPUTS
+    forward_outputs = [{"name": receiver.output, "role": role, "shape": ["N", classes or task["outputs"]], "dtype": "float32"}]
+    steps_input = {"name": m.STEPS, "role": m.ROLE_STEPS, "shape": [], "dtype": "int64"}
+    return {
+        "opset": OPSET,
+        m.FORWARD: {"inputs": [*parameters, *noise_inputs("predict"), samples_input], "outputs": forward_outputs},
+        m.ADAPT_STEP: {"inputs": step_inputs, "outputs": step_outputs},
+        **({m.ADAPT_LOOP: {"inputs": [*step_inputs, steps_input], "outputs": step_outputs}} if loop else {}),
+        **({m.FRAME: {"inputs": [*step_inputs, samples_input], "outputs": forward_outputs}} if fused else {}),
+    }
+
+
+def write_onnx_bundle(out: str | Path, release: Release, receiver: Receiver, key=None) -> Bundle:
+    """Trace the receiver's graphs and write its bundle (spec §3-§8)."""
+    params, inner, task = receiver.params, receiver.inner, receiver.task
+    n_features, classes = len(task["features"]), task.get("classes")
+    adapted = inner.keys(params)
+    draws = noise_tensors(receiver.noise, params) if receiver.noise else {}
     # the Loop graph saves a runtime call per step, which pays only from two steps on (`metaedge bench device`);
     # a one-step bundle carries the fused frame graph instead (a Gaussian posterior's draws aside)
     loop = inner.steps > 1
     fused = not loop and not receiver.noise
-    step_inputs = [
-        *({"name": k, "role": "parameter"} for k in params),
-        *({"name": f"anchor.{k}", "role": "anchor", "parameter": k} for k in adapted if anchored(inner)),
-        *noise_inputs("adapt"),
-        {"name": "pilot_samples", "role": "pilot_samples", "shape": ["P", n_features], "dtype": "float32"},
-        *([{"name": "pilot_onehot", "role": "pilot_labels_onehot", "shape": ["P", classes], "dtype": "float32"}] if classes is not None else []),
-    ]
-    step_outputs = [{"name": f"adapted.{k}", "role": "parameter", "parameter": k} for k in adapted]
-    samples_input = {"name": "samples", "role": "samples", "shape": ["N", n_features], "dtype": "float32"}
-    forward_outputs = [
-        {"name": receiver.output, "role": "log_probabilities" if classes is not None else "outputs", "shape": ["N", width], "dtype": "float32"}
-    ]
+    modular_assignment = {"assignment": "relaxed" if inner.assignment == "relaxed" else "exhaustive"} if modular.ASSIGNMENT in params else {}
     manifest = {
         "target": "onnx",
         **release.fields(),
@@ -324,23 +342,10 @@ def write_onnx_bundle(out: str | Path, release: Release, receiver: Receiver, key
             "loss": receiver.loss,
             "prox": inner.prox,
             **({"noise": receiver.noise} if receiver.noise else {}),
-            **({"assignment": "relaxed" if inner.assignment == "relaxed" else "exhaustive"} if modular.ASSIGNMENT in params else {}),
+            **modular_assignment,
         },
         "parameters": [{"name": k, "shape": list(v.shape), "dtype": "float32", "adapts": k in adapted} for k, v in params.items()],
-        "graphs": {
-            "opset": OPSET,
-            "forward": {
-                "inputs": [*({"name": k, "role": "parameter"} for k in params), *noise_inputs("predict"), samples_input],
-                "outputs": forward_outputs,
-            },
-            "adapt_step": {"inputs": step_inputs, "outputs": step_outputs},
-            **(
-                {"adapt_loop": {"inputs": [*step_inputs, {"name": "steps", "role": "steps", "shape": [], "dtype": "int64"}], "outputs": step_outputs}}
-                if loop
-                else {}
-            ),
-            **({"frame": {"inputs": [*step_inputs, samples_input], "outputs": forward_outputs}} if fused else {}),
-        },
+        "graphs": graphs_section(receiver, draws, loop, fused),
         "selftest": {
             "atol": SELFTEST_ATOL,
             "pilots": len(receiver.selftest["adapt.pilot_samples"]),
@@ -350,12 +355,12 @@ def write_onnx_bundle(out: str | Path, release: Release, receiver: Receiver, key
     }
     step = adapt_step_graph(params, inner, n_features, classes, draws.get("adapt"))
     artifacts = {
-        "theta": ("theta.safetensors", tensors.dumps({k: v.numpy() for k, v in params.items()})),
-        "forward": ("forward.onnx", forward_graph(params, receiver.forward, n_features, receiver.output, draws.get("predict"))),
-        "adapt_step": ("adapt_step.onnx", step),
-        **({"adapt_loop": ("adapt_loop.onnx", loop_model(step, list(adapted)))} if loop else {}),
-        **({"frame": ("frame.onnx", frame_graph(params, inner, n_features, classes, receiver.forward, receiver.output))} if fused else {}),
-        "selftest": ("selftest.safetensors", tensors.dumps(receiver.selftest)),
+        m.THETA: ("theta.safetensors", tensors.dumps({k: v.numpy() for k, v in params.items()})),
+        m.FORWARD: ("forward.onnx", forward_graph(params, receiver.forward, n_features, receiver.output, draws.get("predict"))),
+        m.ADAPT_STEP: ("adapt_step.onnx", step),
+        **({m.ADAPT_LOOP: ("adapt_loop.onnx", loop_model(step, list(adapted)))} if loop else {}),
+        **({m.FRAME: ("frame.onnx", frame_graph(params, inner, n_features, classes, receiver.forward, receiver.output))} if fused else {}),
+        m.SELFTEST: ("selftest.safetensors", tensors.dumps(receiver.selftest)),
     }
     return write_bundle(out, manifest, artifacts, key=key)
 

@@ -46,10 +46,7 @@ def loop_model(step_bytes: bytes, adapted: list[str]) -> bytes:
     )
     loop = helper.make_node("Loop", ["steps", "", *adapted], outputs, body=body)
     main = helper.make_graph(
-        [loop],
-        "adapt_loop",
-        inputs=[*graph.input, helper.make_tensor_value_info("steps", TensorProto.INT64, [])],
-        outputs=list(graph.output),
+        [loop], "adapt_loop", inputs=[*graph.input, helper.make_tensor_value_info("steps", TensorProto.INT64, [])], outputs=list(graph.output)
     )
     model = helper.make_model(main, opset_imports=list(step.opset_import), ir_version=step.ir_version)
     onnx.checker.check_model(model, full_check=True)

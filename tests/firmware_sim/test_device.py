@@ -89,12 +89,7 @@ def test_uploads_resume_and_refuse_gaps(tmp_path, image):
     assert result["complete"] and result["sha256"] == digest
 
 
-@pytest.mark.parametrize(
-    "damage,fragment",
-    [
-        (lambda img: img[:-5] + b"XXXXX", "does not match its declared SHA-256"),
-    ],
-)
+@pytest.mark.parametrize("damage,fragment", [(lambda img: img[:-5] + b"XXXXX", "does not match its declared SHA-256")])
 def test_corrupt_upload_is_refused_and_the_running_image_keeps_serving(tmp_path, image, damage, fragment):
     device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, image)

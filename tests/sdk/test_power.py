@@ -98,10 +98,7 @@ def test_parallel_runs_give_the_same_report():
 
 @pytest.mark.parametrize(
     "argv, message",
-    [
-        (["--algos", "joint,maml"], "unknown algorithm 'maml'"),
-        (["--periods", "0,5"], "argument --periods: '0,5' must list positive integers"),
-    ],
+    [(["--algos", "joint,maml"], "unknown algorithm 'maml'"), (["--periods", "0,5"], "argument --periods: '0,5' must list positive integers")],
 )
 def test_bad_power_flags_get_one_line(argv, message, capsys):
     assert main(["bench", "power", *argv]) == 2
@@ -110,11 +107,7 @@ def test_bad_power_flags_get_one_line(argv, message, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--inner-lr", "-0.1"], "--inner-lr -0.1 must be a positive number"),
-        (["--inner-steps", "0"], "argument --inner-steps"),
-    ],
+    "argv, message", [(["--inner-lr", "-0.1"], "--inner-lr -0.1 must be a positive number"), (["--inner-steps", "0"], "argument --inner-steps")]
 )
 def test_bad_train_power_flags_get_one_line(argv, message, tmp_path, capsys):
     assert main(["train", "power", "--out", str(tmp_path / "run"), *argv]) == 2

@@ -38,12 +38,7 @@ _INNER_FIELDS = {
     "es_delta": "es_delta",
     "es_hessian": "es_hessian",
 }
-CORE_DEFAULTS = {
-    **{field: INNER[name] for field, name in _INNER_FIELDS.items()},
-    "prox": DEFAULT_PROX,
-    "adapt": "all",
-    "inner_data": "support",
-}
+CORE_DEFAULTS = {**{field: INNER[name] for field, name in _INNER_FIELDS.items()}, "prox": DEFAULT_PROX, "adapt": "all", "inner_data": "support"}
 RECIPE_FIELDS = (*CORE_DEFAULTS, *COMMON)
 
 
@@ -88,8 +83,7 @@ class TrainConfig:
     es_hessian: bool | None = option(None, "esmaml: use the Hessian correction of eq. 2.18")
     adapt: str | None = option(None, "maml, fomaml, metasgd: all (every parameter adapts) | input (the first layer alone: 30 numbers)")
     inner_data: str | None = option(
-        None,
-        "reptile: support (every step on the pilots, eq. 2.22) | pooled (step j on the j-th minibatch of pilots and validation symbols)",
+        None, "reptile: support (every step on the pilots, eq. 2.22) | pooled (step j on the j-th minibatch of pilots and validation symbols)"
     )
 
     def __post_init__(self) -> None:

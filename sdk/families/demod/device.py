@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metaedge.sdk.device_frames import frame_report, score_frames, send_frames
+from metaedge.sdk.device_frames import frame_report, latency_text, score_frames, send_frames
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 
 
@@ -28,13 +28,10 @@ def stream(client, url: str, task: dict, frames: int, pilots: int, symbols: int,
 
 def report_text(report: dict) -> str:
     """An error-rate report (SER, or a link's BLER) with calibration and latency."""
-    lat = report["device_us"]
     return (
         f"{report['frames']} frames × {report['symbols']} symbols, {report['pilots']} pilots: {report['metric']} "
         f"{report['ser']:.4f} (±{(report['ser_ci95'][1] - report['ser_ci95'][0]) / 2:.4f}), mean confidence "
-        f"{report['mean_confidence']:.3f}, ECE {report['ece']:.4f}\n"
-        f"device time per frame: median {lat['p50']:.0f} µs, p90 {lat['p90']:.0f} µs, p99 {lat['p99']:.0f} µs; "
-        f"round trip median {report['round_trip_us']['p50']:.0f} µs"
+        f"{report['mean_confidence']:.3f}, ECE {report['ece']:.4f}\n" + latency_text(report)
     )
 
 

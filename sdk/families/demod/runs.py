@@ -71,59 +71,31 @@ def evaluate_runs(
     pilots: list[int],
     devices: int,
     payload: int,
-    adapt_steps: int | None,
+    inner_steps: int | None,
     scratch_lr: float,
     baselines: bool,
     seed: int | None,
     quiet: bool,
     assignment: str | None = None,
 ) -> dict:
-    """Load runs, build receivers, evaluate them on the same meta-test devices; ``assignment`` overrides how
-    modular runs choose their modules."""
-    import dataclasses
-
-    import numpy as np
-    import torch
+    """Load runs, build receivers, evaluate them on the same meta-test devices; ``inner_steps`` overrides every
+    run's adaptation steps, ``assignment`` how modular runs choose their modules."""
     from tqdm import tqdm
 
     from metaedge.sdk.families.demod.evaluation import evaluate
-    from metaedge.sdk.families.demod.receivers import LearnedReceiver, ModelBasedReceiver
     from metaedge.sdk.families.demod.task import DemodTasks
-    from metaedge.sdk.families.demod.training import configs_from_run
-    from metaedge.sdk.models.mlp import MLPSpec
-    from metaedge.sdk.rundir import load_run
 
-    if adapt_steps is not None and adapt_steps < 0:
-        raise UserError(f"--inner-steps {adapt_steps} must be 0 or more")
-    loaded = [load_run(r) for r in runs]
-    configs = [configs_from_run(r.config) for r in loaded]
+    if inner_steps is not None and inner_steps < 0:
+        raise UserError(f"--inner-steps {inner_steps} must be 0 or more")
+    loaded, configs = _runs_of_one_task(runs)
     task = configs[0][0]
-    for run, (t, _) in zip(loaded, configs):
-        if t.replace(pilots=task.pilots, val_pilots=task.val_pilots) != task:
-            raise UserError(f"{run.path} was trained on another task configuration than {loaded[0].path}; evaluate them separately")
     if max(pilots) + payload > task.frame:
         raise UserError(f"max pilots {max(pilots)} + payload {payload} exceed the frame of {task.frame} symbols; lower --payload")
     tasks = DemodTasks(task, seed=configs[0][1].seed if seed is None else seed)
-    names = [r.algo for r in loaded]
-    if assignment is not None and not any(train.inner().assignment for _, train in configs):
-        raise UserError("--assignment applies to modular runs, and none was given")
-    receivers = []
-    for run, (_, train), name in zip(loaded, configs, names):
-        inner = train.inner()
-        if adapt_steps is not None:
-            inner = dataclasses.replace(inner, steps=adapt_steps)
-        if assignment is not None and inner.assignment:
-            inner = dataclasses.replace(inner, assignment=assignment)
-        label = name if names.count(name) == 1 else f"{name} ({run.path.name})"
-        params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
-        receivers.append((LearnedReceiver(label, params, inner, task.order), {"run": str(run.path), "algo": run.algo}))
+    receivers = _learned(loaded, configs, inner_steps, assignment)
     if baselines:
-        spec = MLPSpec(sizes=tuple(loaded[0].config["model"]["sizes"]))
-        steps = adapt_steps if adapt_steps is not None else max(c[1].inner_steps for c in configs)
-        init = {k: torch.from_numpy(v) for k, v in spec.init(np.random.default_rng([tasks.seed, 7])).items()}
-        scratch = LearnedReceiver("scratch", init, type(configs[0][1].inner())(lr=scratch_lr, steps=steps), task.order)
-        receivers.append((scratch, {"algo": "scratch"}))
-        receivers.append((ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var), {"algo": "model-based"}))
+        steps = inner_steps if inner_steps is not None else max(c[1].inner_steps for c in configs)
+        receivers += _baselines(loaded[0].config, tasks, steps, scratch_lr)
     reference = receivers[-1][0].name if baselines else None
     with tqdm(total=len(receivers) * len(pilots), desc="eval", disable=quiet or None, file=sys.stderr) as bar:
         results = evaluate(receivers, tasks, pilots, devices, payload, progress=bar.update, reference=reference)
@@ -135,6 +107,60 @@ def evaluate_runs(
         "pilots": pilots,
         "methods": [r.to_dict() for r in results],
     }
+
+
+def _runs_of_one_task(runs: list[Path]) -> tuple[list, list]:
+    """The runs and their (task, train) configurations; a UserError if they were trained on different tasks."""
+    from metaedge.sdk.families.demod.training import configs_from_run
+    from metaedge.sdk.rundir import load_run
+
+    loaded = [load_run(r) for r in runs]
+    configs = [configs_from_run(r.config) for r in loaded]
+    task = configs[0][0]
+    for run, (t, _) in zip(loaded, configs):
+        if t.replace(pilots=task.pilots, val_pilots=task.val_pilots) != task:
+            raise UserError(f"{run.path} was trained on another task configuration than {loaded[0].path}; evaluate them separately")
+    return loaded, configs
+
+
+def _learned(loaded: list, configs: list, inner_steps: int | None, assignment: str | None) -> list:
+    """Each run's receiver, labelled by its algorithm (and directory, where two runs share one)."""
+    import dataclasses
+
+    import torch
+
+    from metaedge.sdk.families.demod.receivers import LearnedReceiver
+
+    if assignment is not None and not any(train.inner().assignment for _, train in configs):
+        raise UserError("--assignment applies to modular runs, and none was given")
+    names = [r.algo for r in loaded]
+    receivers = []
+    for run, (task, train), name in zip(loaded, configs, names):
+        inner = train.inner()
+        if inner_steps is not None:
+            inner = dataclasses.replace(inner, steps=inner_steps)
+        if assignment is not None and inner.assignment:
+            inner = dataclasses.replace(inner, assignment=assignment)
+        label = name if names.count(name) == 1 else f"{name} ({run.path.name})"
+        params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
+        receivers.append((LearnedReceiver(label, params, inner, task.order), {"run": str(run.path), "algo": run.algo}))
+    return receivers
+
+
+def _baselines(config: dict, tasks, steps: int, scratch_lr: float) -> list:
+    """The network trained from scratch on each device's pilots, and the model-based receiver (the reference)."""
+    import numpy as np
+    import torch
+
+    from metaedge.sdk.families.demod.receivers import LearnedReceiver, ModelBasedReceiver
+    from metaedge.sdk.meta.core import InnerLoop
+    from metaedge.sdk.models.mlp import MLPSpec
+
+    task = tasks.config
+    spec = MLPSpec(sizes=tuple(config["model"]["sizes"]))
+    init = {k: torch.from_numpy(v) for k, v in spec.init(np.random.default_rng([tasks.seed, 7])).items()}
+    scratch = LearnedReceiver("scratch", init, InnerLoop(lr=scratch_lr, steps=steps), task.order)
+    return [(scratch, {"algo": "scratch"}), (ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var), {"algo": "model-based"})]
 
 
 def warn_if_unsolved(trainer) -> None:

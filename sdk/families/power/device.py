@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metaedge.sdk.device_frames import timed_frames
+from metaedge.sdk.device_frames import latency_text, timed_frames
 from metaedge.sdk.families.power.run import power_frames, sum_rates
 
 
@@ -30,12 +30,9 @@ def stream(client, url: str, task: dict, frames: int, pilots: int, slots: int, s
 
 
 def report_text(report: dict) -> str:
-    lat = report["device_us"]
     return (
         f"{report['frames']} topologies, {report['pilots']} adaptation slots, {report['symbols']} slots each: sum-rate "
-        f"{report['sum_rate']:.2f} bit/s/Hz per slot (every link at full power: {report['full_power_sum_rate']:.2f})\n"
-        f"device time per frame: median {lat['p50']:.0f} µs, p90 {lat['p90']:.0f} µs; "
-        f"round trip median {report['round_trip_us']['p50']:.0f} µs"
+        f"{report['sum_rate']:.2f} bit/s/Hz per slot (every link at full power: {report['full_power_sum_rate']:.2f})\n" + latency_text(report)
     )
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from metaedge.backends.linear.backend import to_complex
 from metaedge.backends.linear.predictor import nmse
-from metaedge.sdk.device_frames import timed_frames
+from metaedge.sdk.device_frames import latency_text, timed_frames
 from metaedge.sdk.families.prediction.run import prediction_frames
 
 
@@ -31,11 +31,9 @@ def stream(client, url: str, task: dict, frames: int, samples: int, predictions:
 
 
 def report_text(report: dict) -> str:
-    lat = report["device_us"]
     return (
         f"{report['frames']} frames, {report['pilots']} training windows, {report['symbols']} predictions each: NMSE "
-        f"{report['nmse_db']:.2f} dB\ndevice time per frame: median {lat['p50']:.0f} µs, p90 {lat['p90']:.0f} µs; "
-        f"round trip median {report['round_trip_us']['p50']:.0f} µs"
+        f"{report['nmse_db']:.2f} dB\n" + latency_text(report)
     )
 
 

@@ -19,6 +19,7 @@ method's paired difference to MAML comes with a t-interval over them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
@@ -46,15 +47,10 @@ class SinusoidBench:
     tasks_per_batch: int = 10
     outer_lr: float = 1e-3
     inner_lr: float = 0.01
-    svgd_lr: float = 0.01  # BMAML's α. SVGD averages over the M particles, so each moves about 2α/M per step;
-    # a larger α trades few samples for few tasks (5000 iterations, best MSE at N = 2 /
-    # K = 5): 0.01: 1.74 / 1.04, 0.025: 1.75 / 0.96, 0.05: 2.57 / 0.89 (and unstable);
-    # MAML: 2.06 / 0.90
+    svgd_lr: float = 0.01  # BMAML's α; SVGD averages over the M particles, so each moves about 2α/M per step
     inner_steps: int = 5
     prox: float = 3.0  # iMAML's λ of the proximal problem
-    prox_steps: int = 40  # iMAML's inner steps: its implicit meta-gradient assumes the proximal problem solved,
-    # which 5 steps of α = 0.01 are not — iMAML then diverged (λ = 10: NaN from iteration
-    # 1500; 20 steps: still 1.05 at 2000); 40 steps with λ = 3 learn steadily (0.68 at 3000)
+    prox_steps: int = 40  # iMAML's inner steps: its implicit meta-gradient assumes the proximal problem solved
     particles: int = 5  # BMAML's M
     hidden: tuple[int, ...] = (40, 40)
     eval_every: int = 100
@@ -159,3 +155,8 @@ def paired_over_draws(values: list[float | None], reference: list[float | None])
     diff = np.asarray(values) - np.asarray(reference)
     half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)))
     return {"diff": float(diff.mean()), "ci95": [float(diff.mean()) - half, float(diff.mean()) + half]}
+
+
+def quick(cfg: SinusoidBench) -> SinusoidBench:
+    """A budget of seconds, for tests of the machinery."""
+    return dataclasses.replace(cfg, iterations=4, eval_every=2, tasks_per_batch=2, test_tasks=3, test_points=5, hidden=(8,), particles=2)
