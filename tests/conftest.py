@@ -119,3 +119,27 @@ def rewritten():
         return read_bundle(copy)
 
     return rewrite
+
+
+def tiny_demod_argv(algo: str, out, *extra: str, iterations: int = 3, val_every: int = 3) -> list[str]:
+    """``metaedge train demod`` on a budget of seconds: 8 pilots, 10 meta-training and 4 validation devices."""
+    return [
+        "train",
+        "demod",
+        "--algo",
+        algo,
+        "--iterations",
+        str(iterations),
+        "--val-every",
+        str(val_every),
+        "--val-devices",
+        "4",
+        "--meta-devices",
+        "10",
+        "--pilots",
+        "8",
+        *extra,
+        "--out",
+        str(out),
+        "--quiet",
+    ]

@@ -11,10 +11,7 @@ frame through the protocol, and the process's peak memory.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -172,36 +169,12 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
     }
 
 
-@contextlib.contextmanager
 def device_process(bundle_path: Path, state: Path):
-    """A real device process on loopback with ``bundle_path`` deployed and confirmed: yields (process, url)."""
-    from metaedge.sdk.cli.main import main
+    """A real device process on loopback with ``bundle_path`` deployed and confirmed (unsigned: this measures speed;
+    trust is tested elsewhere): a context yielding (process, url)."""
+    from metaedge.sdk.device_process import deployed
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "metaedge.sdk.cli.main",
-        "device",
-        "serve",
-        "--target",
-        "onnx",
-        "--state",
-        str(state),
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-unsigned",
-    ]  # measures speed; trust is tested elsewhere
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        url = "tcp://" + proc.stdout.readline().split()[-1]
-        with contextlib.redirect_stdout(io.StringIO()):
-            deployed = main(["deploy", str(bundle_path), "--device", url, "--confirm", "--quiet"])
-        if deployed != 0:
-            raise RuntimeError("deployment to the benchmark device failed")
-        yield proc, url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    return deployed("onnx", state, bundle_path, "--allow-unsigned")
 
 
 def _proc_status(pid: int) -> dict:

@@ -178,42 +178,10 @@ def device_row(client, url: str, frame, pilots: int, reference, host: dict) -> d
 def deployed_device(target: str, state: Path, public_key: Path, bundle: Path, extra: tuple[str, ...] = (), python: str | None = None):
     """A device process of ``target`` (run by ``python``, default this interpreter) that trusts ``public_key``,
     with ``bundle`` deployed and confirmed: yields its URL."""
-    import contextlib
-    import io
-    import subprocess
-    import sys
+    from metaedge.sdk.device_process import deployed
 
-    from metaedge.sdk.cli.main import main
-
-    proc = subprocess.Popen(
-        [
-            python or sys.executable,
-            "-m",
-            "metaedge.sdk.cli.main",
-            "device",
-            "serve",
-            "--target",
-            target,
-            "--state",
-            str(state),
-            "--listen",
-            "127.0.0.1:0",
-            "--trusted-key",
-            str(public_key),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = "tcp://" + proc.stdout.readline().split()[-1]
-        with contextlib.redirect_stdout(io.StringIO()):
-            if main(["deploy", str(bundle), "--device", url, "--confirm", "--quiet"]) != 0:
-                raise UserError("the demo bundle could not be deployed to the simulated device")
+    with deployed(target, state, bundle, "--trusted-key", str(public_key), *extra, python=python) as (_, url):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def device_table(device: dict) -> str:

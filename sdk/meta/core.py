@@ -70,25 +70,13 @@ def step_size(params: Params, key: str, inner: InnerLoop):
     return params.get(STEP_PREFIX + key, inner.lr)
 
 
-def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop, anchor: Params | None = None, noise: Params | None = None) -> Params:
-    """φ = θ − α∘∇L_tr(θ), repeated ``inner.steps`` times; differentiable with respect to θ (and α).
-    The proximal term pulls toward ``anchor`` (default: the starting parameters — θ; a device taking
-    one step at a time passes θ). A Gaussian posterior steps on the free energy instead, particles
-    by SVGD, its prior being ``anchor`` (default: the starting parameters); a modular θ picks one module per
-    layer (a deployed one, with assignment logits, searches every assignment or steps on the logits).
-    ``noise``: the Gaussian form's fixed draws (an exported receiver's), else fresh ones."""
-    if modular.ASSIGNMENT in params:  # a deployed modular receiver: only its assignment logits adapt
-        return modular.adapt_assignment(params, x, onehot, inner.steps if inner.assignment == "relaxed" else None, inner.lr, inner.loss)
-    if inner.posterior == "gaussian":
-        return bayes.gaussian_adapt(params, x, onehot, inner.lr, inner.steps, inner.samples, inner.kl_weight, noise, anchor, inner.loss)
-    if inner.posterior == "particles":
-        return bayes.svgd_adapt(params, x, onehot, inner.lr, inner.steps, inner.loss)
-    if inner.assignment == "anneal":
-        return modular.anneal(params, x, onehot, inner.proposals, inner.loss)
-    if inner.assignment == "exhaustive":
-        return modular.exhaustive(params, x, onehot, inner.loss)
-    if inner.assignment == "relaxed":
-        return modular.relaxed(params, x, onehot, inner.lr, inner.steps, inner.loss)
+# -- inner updates: each one way of moving θ on a task's pilots; ``adapt`` picks one by the form of θ and the loop --
+Update = Callable[[Params, Tensor, Tensor, "InnerLoop", "Params | None", "Params | None"], Params]
+
+
+def sgd_update(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop, anchor: Params | None, noise: Params | None) -> Params:
+    """``inner.steps`` steps φ ← φ − α∘(∇L_tr(φ) + λ(φ − anchor)) on the adapted parameters: plain SGD (λ = 0),
+    Meta-SGD's learned rates α (``step_size``), a proximal term toward ``anchor`` (default: θ)."""
     keys = inner.keys(params)
     fast = {k: params[k] for k in keys}
     anchor = params if anchor is None else anchor
@@ -98,6 +86,41 @@ def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop, anchor: P
             g = {k: g[k] + inner.prox * (fast[k] - anchor[k]) for k in keys}
         fast = {k: fast[k] - step_size(params, k, inner) * g[k] for k in keys}
     return {**params, **fast}
+
+
+UPDATES: dict[str, Update] = {
+    "sgd": sgd_update,
+    # a Gaussian posterior steps on the free energy, its prior being ``anchor`` (default: θ); fixed ``noise`` draws
+    # are an exported receiver's
+    "gaussian": lambda p, x, y, inner, anchor, noise: bayes.gaussian_adapt(
+        p, x, y, inner.lr, inner.steps, inner.samples, inner.kl_weight, noise, anchor, inner.loss
+    ),
+    "particles": lambda p, x, y, inner, anchor, noise: bayes.svgd_adapt(p, x, y, inner.lr, inner.steps, inner.loss),
+    # module assignment in meta-training: one module per layer by annealing, the exact search, or a softmax mixture
+    "anneal": lambda p, x, y, inner, anchor, noise: modular.anneal(p, x, y, inner.proposals, inner.loss),
+    "exhaustive": lambda p, x, y, inner, anchor, noise: modular.exhaustive(p, x, y, inner.loss),
+    "relaxed": lambda p, x, y, inner, anchor, noise: modular.relaxed(p, x, y, inner.lr, inner.steps, inner.loss),
+    # a deployed modular receiver: only its assignment logits adapt (the exact search, or steps on the logits)
+    "assignment": lambda p, x, y, inner, anchor, noise: modular.adapt_assignment(
+        p, x, y, inner.steps if inner.assignment == "relaxed" else None, inner.lr, inner.loss
+    ),
+}
+
+
+def update_of(params: Params, inner: InnerLoop) -> str:
+    """Which inner update adapts ``params`` under ``inner``."""
+    if modular.ASSIGNMENT in params:
+        return "assignment"
+    if inner.posterior != "point":
+        return inner.posterior
+    return inner.assignment or "sgd"
+
+
+def adapt(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop, anchor: Params | None = None, noise: Params | None = None) -> Params:
+    """φ = adapt(θ, D_tr): the inner update that fits θ's form (``UPDATES``), differentiable with respect to θ (and a
+    learned α). ``anchor``: where a proximal term or a Gaussian prior pulls (default θ; a device taking one step at a
+    time passes θ); ``noise``: a Gaussian posterior's fixed draws."""
+    return UPDATES[update_of(params, inner)](params, x, onehot, inner, anchor, noise)
 
 
 def proximal_residual(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Tensor:

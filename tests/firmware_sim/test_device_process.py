@@ -15,6 +15,7 @@ import pytest
 from metaedge.deploy import wire
 from metaedge.deploy.client import DeviceClient
 from metaedge.sdk.cli.main import main
+from metaedge.sdk.device_process import serve_command
 
 ROOT = Path(__file__).resolve().parents[2]
 LAVA_PYTHON = os.environ.get("METAEDGE_LAVA_PYTHON") or str(ROOT / ".venv-lava" / "bin" / "python")
@@ -30,21 +31,7 @@ def _public_key(signing_keys):
 
 class DeviceProcess:
     def __init__(self, state: Path, python: str = sys.executable, target: str = "onnx") -> None:
-        cmd = [
-            python,
-            "-m",
-            "metaedge.sdk.cli.main",
-            "device",
-            "serve",
-            "--target",
-            target,
-            "--state",
-            str(state),
-            "--listen",
-            "127.0.0.1:0",
-            "--trusted-key",
-            PUBLIC_KEY[0],
-        ]
+        cmd = serve_command(target, state, "--trusted-key", PUBLIC_KEY[0], python=python)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         line = self.proc.stdout.readline()
         assert line.startswith("listening on"), line + self.proc.stderr.read()

@@ -15,6 +15,7 @@ from conftest import lava_python
 from metaedge.deploy import wire
 from metaedge.deploy.client import DeviceClient, parse_device_url
 from metaedge.sdk.cli.main import main
+from metaedge.sdk.device_process import serve_command
 
 pytestmark = pytest.mark.lava
 
@@ -35,21 +36,7 @@ def processes_mentioning(marker: str) -> list[int]:
 def loihi_device(tmp_path, signing_keys):
     state = tmp_path / "loihi-state"
     shm_before = set(os.listdir("/dev/shm"))
-    cmd = [
-        lava_python(),
-        "-m",
-        "metaedge.sdk.cli.main",
-        "device",
-        "serve",
-        "--target",
-        "loihi",
-        "--state",
-        str(state),
-        "--listen",
-        "127.0.0.1:0",
-        "--trusted-key",
-        str(signing_keys[1]),
-    ]
+    cmd = serve_command("loihi", state, "--trusted-key", str(signing_keys[1]), python=lava_python())
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("listening on"), line + proc.stderr.read()

@@ -3,34 +3,18 @@
 import json
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from metaedge.deploy.client import DeviceClient
 from metaedge.sdk.cli.main import main
+from metaedge.sdk.device_process import serve_command
 
 
 @pytest.fixture
 def noisy_device(tmp_path, signing_keys):
-    cmd = [
-        sys.executable,
-        "-m",
-        "metaedge.sdk.cli.main",
-        "device",
-        "serve",
-        "--target",
-        "qiskit",
-        "--backend",
-        "noisy:FakeManilaV2",
-        "--state",
-        str(tmp_path / "state"),
-        "--listen",
-        "127.0.0.1:0",
-        "--trusted-key",
-        str(signing_keys[1]),
-    ]
+    cmd = serve_command("qiskit", tmp_path / "state", "--backend", "noisy:FakeManilaV2", "--trusted-key", str(signing_keys[1]))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("listening on"), line + proc.stderr.read()

@@ -3,6 +3,7 @@ Neumann estimator (3.7) unbiased for the truncated series."""
 
 import numpy as np
 import torch
+from conftest import tiny_demod_argv
 
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.meta import alset, get_algorithm, meta_gradient, to_batch
@@ -65,29 +66,6 @@ def test_stochastic_neumann_estimator_is_unbiased_for_the_truncated_series_which
 def test_alset_trains_from_the_cli_and_rejects_a_stochastic_solver_elsewhere(tmp_path, capsys):
     from metaedge.sdk.cli.main import main
 
-    assert (
-        main(
-            [
-                "train",
-                "demod",
-                "--algo",
-                "alset",
-                "--iterations",
-                "3",
-                "--val-every",
-                "3",
-                "--val-devices",
-                "4",
-                "--meta-devices",
-                "10",
-                "--pilots",
-                "8",
-                "--out",
-                str(tmp_path / "run"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_demod_argv("alset", str(tmp_path / "run"), iterations=3, val_every=3)) == 0
     assert main(["train", "demod", "--algo", "imaml", "--solver", "stochastic", "--out", str(tmp_path / "bad")]) != 0
     assert "use cg or neumann (or stochastic with alset)" in capsys.readouterr().err

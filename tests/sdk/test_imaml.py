@@ -4,6 +4,7 @@ batched demodulation objective against a per-task loop."""
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_demod_argv
 
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.meta import get_algorithm, meta_gradient, to_batch
@@ -117,32 +118,7 @@ def test_imaml_trains_and_exports_from_the_cli_and_refuses_a_zero_lambda(tmp_pat
 
     from metaedge.sdk.cli.main import main
 
-    assert (
-        main(
-            [
-                "train",
-                "demod",
-                "--algo",
-                "imaml",
-                "--iterations",
-                "3",
-                "--val-every",
-                "3",
-                "--val-devices",
-                "4",
-                "--meta-devices",
-                "10",
-                "--pilots",
-                "8",
-                "--prox",
-                "2.0",
-                "--out",
-                str(tmp_path / "run"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_demod_argv("imaml", str(tmp_path / "run"), "--prox", "2.0", iterations=3, val_every=3)) == 0
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "bundle")]) == 0
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["algorithm"]["prox"] == 2.0
@@ -167,21 +143,9 @@ def test_training_records_the_proximal_residual_and_warns_when_the_steps_stop_sh
 
     assert (
         main(
-            [
-                "train",
-                "demod",
-                "--algo",
+            tiny_demod_argv(
                 "imaml",
-                "--iterations",
-                "2",
-                "--val-every",
-                "1",
-                "--val-devices",
-                "4",
-                "--meta-devices",
-                "10",
-                "--pilots",
-                "8",
+                str(tmp_path / "run"),
                 "--hidden",
                 "8",
                 "--inner-lr",
@@ -190,10 +154,9 @@ def test_training_records_the_proximal_residual_and_warns_when_the_steps_stop_sh
                 str(steps),
                 "--prox",
                 "2.0",
-                "--out",
-                str(tmp_path / "run"),
-                "--quiet",
-            ]
+                iterations=2,
+                val_every=1,
+            )
         )
         == 0
     )

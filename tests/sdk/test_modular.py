@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_demod_argv
 
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.families.demod.training import TrainConfig, initial_theta
@@ -96,34 +97,7 @@ def test_modular_trains_and_evaluates_from_the_cli(tmp_path, capsys, assignment)
 
     run = tmp_path / assignment
     assert (
-        main(
-            [
-                "train",
-                "demod",
-                "--algo",
-                "modular",
-                "--assignment",
-                assignment,
-                "--modules",
-                "2",
-                "--proposals",
-                "5",
-                "--iterations",
-                "3",
-                "--val-every",
-                "3",
-                "--val-devices",
-                "4",
-                "--meta-devices",
-                "10",
-                "--pilots",
-                "8",
-                "--out",
-                str(run),
-                "--quiet",
-            ]
-        )
-        == 0
+        main(tiny_demod_argv("modular", str(run), "--assignment", assignment, "--modules", "2", "--proposals", "5", iterations=3, val_every=3)) == 0
     )
     assert main(["eval", str(run), "--pilots", "8", "--devices", "3", "--payload", "50", "--no-baselines", "--quiet"]) == 0
     assert (
@@ -137,30 +111,7 @@ def test_the_assignment_override_needs_a_modular_run(tmp_path, capsys):
     from metaedge.sdk.cli.main import main
 
     run = tmp_path / "maml"
-    assert (
-        main(
-            [
-                "train",
-                "demod",
-                "--algo",
-                "maml",
-                "--iterations",
-                "2",
-                "--val-every",
-                "2",
-                "--val-devices",
-                "4",
-                "--meta-devices",
-                "10",
-                "--pilots",
-                "8",
-                "--out",
-                str(run),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_demod_argv("maml", str(run), iterations=2, val_every=2)) == 0
     capsys.readouterr()
     assert main(["eval", str(run), "--pilots", "8", "--devices", "3", "--payload", "50", "--assignment", "exhaustive"]) != 0
     err = capsys.readouterr().err

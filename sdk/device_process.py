@@ -1,0 +1,49 @@
+"""A simulated device as its own process on loopback, as the demo, the benchmarks and the tests start one: the
+``metaedge device serve`` command line, and a context that starts it, deploys a bundle and stops it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from metaedge.sdk.errors import UserError
+
+
+def serve_command(target: str, state: Path, *options: str, python: str | None = None) -> list[str]:
+    """``metaedge device serve`` for ``target`` with its flash in ``state``, on a free loopback port; ``options`` are
+    further serve flags (``--trusted-key PEM``, ``--allow-unsigned``, ``--backend …``); ``python``: the interpreter."""
+    return [
+        python or sys.executable,
+        "-m",
+        "metaedge.sdk.cli.main",
+        "device",
+        "serve",
+        "--target",
+        target,
+        "--state",
+        str(state),
+        "--listen",
+        "127.0.0.1:0",
+        *options,
+    ]
+
+
+@contextlib.contextmanager
+def deployed(target: str, state: Path, bundle: Path, *options: str, python: str | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A device process with ``bundle`` deployed and confirmed: yields (process, url); stopped on exit."""
+    from metaedge.sdk.cli.main import main
+
+    proc = subprocess.Popen(serve_command(target, state, *options, python=python), stdout=subprocess.PIPE, text=True)
+    try:
+        url = "tcp://" + proc.stdout.readline().split()[-1]
+        with contextlib.redirect_stdout(io.StringIO()):
+            if main(["deploy", str(bundle), "--device", url, "--confirm", "--quiet"]) != 0:
+                raise UserError(f"{bundle} could not be deployed to the simulated {target} device")
+        yield proc, url
+    finally:
+        proc.terminate()
+        proc.wait(30)
