@@ -22,6 +22,25 @@ def stream(url: str, frames: int, pilots: int, symbols: int, seed: int) -> dict:
         return {"task": name, **families.get(name).stream(client, url, info["task"], frames, pilots, symbols, seed)}
 
 
+def deploy(url: str, image: bytes, confirm: bool, progress=None) -> dict:
+    """Upload a packed bundle into the device's inactive slot, mark it for test, reset into the trial boot (which runs
+    its self-test) and, with ``confirm``, make it permanent. Returns the upload's and the boot's answers."""
+    from metaedge.deploy.client import DeviceRequestError
+
+    with connect(url) as client:
+        try:
+            uploaded = client.upload(image, progress=progress)
+        except DeviceRequestError as e:
+            raise UserError(f"the device refused the upload: {e}") from None
+        call(client, "image.test", sha256=uploaded["sha256"])
+        booted, _ = call(client, "reset")
+        if booted["mode"] != "trial":
+            raise UserError(f"the trial boot failed and the device reverted ({'; '.join(booted['events'])})")
+        if confirm:
+            call(client, "image.confirm")
+    return {"sha256": uploaded["sha256"], "slot": booted["slot"], "confirmed": confirm}
+
+
 def latency_text(report: dict) -> str:
     """The device's time per frame and the protocol's round trip, as ``metaedge run`` prints them."""
     lat = report["device_us"]

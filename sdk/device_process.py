@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
-
-from metaedge.sdk.errors import UserError
 
 
 def serve_command(target: str, state: Path, *options: str, python: str | None = None) -> list[str]:
@@ -35,14 +32,13 @@ def serve_command(target: str, state: Path, *options: str, python: str | None = 
 @contextlib.contextmanager
 def deployed(target: str, state: Path, bundle: Path, *options: str, python: str | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
     """A device process with ``bundle`` deployed and confirmed: yields (process, url); stopped on exit."""
-    from metaedge.sdk.cli.main import main
+    from metaedge.deploy.bundle import pack, read_bundle
+    from metaedge.sdk.device_frames import deploy
 
     proc = subprocess.Popen(serve_command(target, state, *options, python=python), stdout=subprocess.PIPE, text=True)
     try:
         url = "tcp://" + proc.stdout.readline().split()[-1]
-        with contextlib.redirect_stdout(io.StringIO()):
-            if main(["deploy", str(bundle), "--device", url, "--confirm", "--quiet"]) != 0:
-                raise UserError(f"{bundle} could not be deployed to the simulated {target} device")
+        deploy(url, pack(read_bundle(bundle)), confirm=True)
         yield proc, url
     finally:
         proc.terminate()

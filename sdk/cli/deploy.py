@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 
 from metaedge.sdk.cli.parsing import add_command, positive_int, read_bundle_arg
-from metaedge.sdk.device_frames import call, connect
-from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
 examples:
@@ -60,24 +58,13 @@ def run_deploy(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from metaedge.deploy.bundle import pack
+    from metaedge.sdk.device_frames import deploy
 
     image = pack(read_bundle_arg(args.bundle))
-    with connect(args.device) as client:
-        with tqdm(total=len(image), unit="B", unit_scale=True, desc="upload", disable=args.quiet or None, file=sys.stderr) as bar:
-            from metaedge.deploy.client import DeviceRequestError
-
-            try:
-                result = client.upload(image, progress=bar.update)
-            except DeviceRequestError as e:
-                raise UserError(f"the device refused the upload: {e}") from None
-        call(client, "image.test", sha256=result["sha256"])
-        booted, _ = call(client, "reset")
-        if booted["mode"] != "trial":
-            raise UserError(f"the trial boot failed and the device reverted ({'; '.join(booted['events'])})")
-        if args.confirm:
-            call(client, "image.confirm")
+    with tqdm(total=len(image), unit="B", unit_scale=True, desc="upload", disable=args.quiet or None, file=sys.stderr) as bar:
+        result = deploy(args.device, image, args.confirm, progress=bar.update)
     state = "confirmed" if args.confirm else "on trial (confirm with 'metaedge device confirm', or reset to revert)"
-    print(f"deployed {args.bundle} ({len(image):,} B, sha256 {result['sha256'][:16]}…) to slot {booted['slot']}: {state}")
+    print(f"deployed {args.bundle} ({len(image):,} B, sha256 {result['sha256'][:16]}…) to slot {result['slot']}: {state}")
     return 0
 
 
