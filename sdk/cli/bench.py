@@ -94,43 +94,19 @@ def register_powercut(benches) -> None:
 
 
 def run_powercut(args: argparse.Namespace) -> int:
-    import dataclasses
-    import hashlib
-    import tempfile
+    import contextlib
 
     from tqdm import tqdm
 
-    from metaedge.deploy.bundle import manifest_bytes, pack
-    from metaedge.deploy.manifest import parse
-    from metaedge.firmware_sim import powercut
-    from metaedge.firmware_sim.device import Device
-    from metaedge.firmware_sim.profile import DEFAULT, PROFILES
+    from metaedge.sdk.bench.powercut import bench_powercut
 
-    old = read_bundle_arg(args.bundle)
-    raw = old.manifest.raw
-    manifest = {**raw, "security_counter": raw["security_counter"] + 1, "selftest": {**raw["selftest"], "atol": raw["selftest"]["atol"] * 2}}
-    new = dataclasses.replace(old, manifest=parse(manifest), manifest_raw=manifest_bytes(manifest), signature=b"")
-    images = [pack(dataclasses.replace(old, signature=b"")), pack(new)]
-    make = lambda state: Device(state, "onnx", PROFILES[DEFAULT], allow_unsigned=True)  # noqa: E731 — trust is tested elsewhere
-    frame = powercut.default_frame()
-    reports = []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        expected = {hashlib.sha256(img).hexdigest(): powercut.decisions_of(make, work / f"ref{i}", img, frame) for i, img in enumerate(images)}
-        powercut.prepare(work / "base", images[0], make)
-        for scenario in powercut.SCENARIOS:
-            with tqdm(desc=f"cuts during {scenario}", disable=None, file=sys.stderr) as bar:
-                reports.append(
-                    powercut.run(scenario, work / "base", work / scenario, images[1], make, frame, expected, progress=bar.update).to_dict()
-                )
-    report = {
-        "benchmark": "powercut",
-        "image_bytes": len(images[1]),
-        "chunk": powercut.CHUNK,
-        "scenarios": reports,
-        "cuts": sum(r["cuts"] for r in reports),
-        "failures": sum(r["failures"] for r in reports),
-    }
+    with contextlib.ExitStack() as bars:
+
+        def progress(scenario: str):
+            return bars.enter_context(tqdm(desc=f"cuts during {scenario}", disable=None, file=sys.stderr)).update
+
+        report = bench_powercut(read_bundle_arg(args.bundle), progress)
+    reports = report["scenarios"]
     if args.json:
         print(json.dumps(report, indent=2))
     else:

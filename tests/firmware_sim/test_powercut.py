@@ -43,3 +43,14 @@ def test_power_cut_at_every_write(scenario, images, trusted, tmp_path):
     # every chunk of the upload is a write, and the trailer's records more; each cut clean and torn, trailer splits too
     assert report.writes > math.ceil(len(new) / powercut.CHUNK) and report.cuts > 2 * report.writes
     assert report.failures == []
+
+
+def test_the_powercut_benchmark_cuts_every_write_of_an_update_and_reports_no_failure(trained_bundle, capsys):
+    import json
+
+    from metaedge.sdk.cli.main import main
+
+    assert main(["bench", "powercut", "--bundle", str(trained_bundle[1]), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["failures"] == 0 and report["cuts"] == sum(r["cuts"] for r in report["scenarios"]) > 0
+    assert {r["scenario"] for r in report["scenarios"]} == {"update", "revert"}
