@@ -85,15 +85,6 @@ def read_best_theta(path: Path, names: tuple[str, ...]) -> list[np.ndarray]:
         raise UserError(f"{file} is corrupt ({e}); retrain the run") from None
 
 
-# model kinds whose runs other commands load, and what to do with them instead (name, export, evaluation)
-OTHER_KINDS = {
-    "regnn": ("power-control", "'metaedge export RUN --out DIR'", "metaedge bench power"),
-    "linear-predictor": ("channel-prediction", "--target linear", "metaedge bench prediction"),
-    "autoencoder": ("learned-link", "'metaedge export RUN --out DIR'", "metaedge bench link"),
-    "born": ("Born-machine", "--target qiskit", "metaedge bench qiskit"),
-}
-
-
 def read_theta(path: Path, hint: str) -> dict[str, np.ndarray]:
     """The run's best θ, or a UserError: missing (with ``hint``, what to do) or corrupt."""
     file = path / THETA
@@ -109,9 +100,13 @@ def load_run(path: str | os.PathLike) -> Run:
     """Config and best θ of a finished (or interrupted) run."""
     path = Path(path)
     config = read_config(path)
-    other = OTHER_KINDS.get(config["model"].get("kind"))
-    if other:
-        raise UserError(f"'{path}' is a {other[0]} run: export it with {other[1].replace('RUN', str(path))}, evaluate it with '{other[2]}'")
+    kind = config["model"].get("kind")
+    if kind is not None:  # a run of another model: its family says what to do with it
+        from metaedge.sdk import families
+
+        family = families.of_run(config, path)
+        use = family.uses.get(kind, f"see '{family.train_command} --help'").replace("RUN", str(path))
+        raise UserError(f"'{path}' is a {family.name} run of a {kind} model, not an MLP demodulator: {use}")
     theta = read_theta(path, f"resume it with 'metaedge train demod --out {path} --resume'")
     try:
         expected = MLPSpec.from_dict(config["model"]).shapes()

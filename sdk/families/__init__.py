@@ -10,7 +10,7 @@ defines it (imported on first use, so the command line starts fast), or as an ob
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,6 +56,7 @@ class Family:
     device: str | None = None
     export: str | None = None
     no_export: str = ""
+    uses: dict = field(default_factory=dict)  # model kind → what to do with such a run (export, evaluate), RUN its path
     ensemble: bool = False  # its receivers can carry a Gaussian posterior's weight draws (--ensemble)
 
     def receiver(self, run_dir: Path, steps: int | None, ensemble: int | None) -> "Receiver":

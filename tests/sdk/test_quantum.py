@@ -94,4 +94,4 @@ def test_an_onnx_export_of_a_born_run_says_which_target_to_use(tmp_path, capsys)
     task = default_task()
     train_born(tmp_path / "run", task, make_spec(task, 3, 1), InnerConfig(), BornTrainConfig(iterations=2, val_every=1, val_devices=8))
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "b")]) == 2
-    assert "export it with --target qiskit" in capsys.readouterr().err
+    assert "--target qiskit', evaluate it with 'metaedge bench qiskit'" in capsys.readouterr().err

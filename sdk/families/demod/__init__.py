@@ -10,5 +10,9 @@ FAMILY = Family(
     train_command="metaedge train demod",
     device="metaedge.sdk.families.demod.device",
     export="metaedge.sdk.families.demod.export",
+    uses={
+        "born": "export it with 'metaedge export RUN --target qiskit', evaluate it with 'metaedge bench qiskit'",
+        "snn": "export it with 'metaedge export RUN --target loihi', evaluate it with 'metaedge bench loihi'",
+    },
     ensemble=True,
 )

@@ -9,4 +9,5 @@ FAMILY = Family(
     train_command="metaedge train link",
     device="metaedge.sdk.families.link.device",
     export="metaedge.sdk.families.link.export",
+    uses={"autoencoder": "export it with 'metaedge export RUN --out DIR', evaluate it with 'metaedge bench link'"},
 )

@@ -9,4 +9,5 @@ FAMILY = Family(
     train_command="metaedge train power",
     device="metaedge.sdk.families.power.device",
     export="metaedge.sdk.families.power.run",
+    uses={"regnn": "export it with 'metaedge export RUN --out DIR', evaluate it with 'metaedge bench power'"},
 )

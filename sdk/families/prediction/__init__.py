@@ -9,4 +9,5 @@ FAMILY = Family(
     train_command="metaedge train prediction",
     device="metaedge.sdk.families.prediction.device",
     no_export="its predictor is solved in closed form; export it with --target linear",
+    uses={"linear-predictor": "export it with 'metaedge export RUN --target linear', evaluate it with 'metaedge bench prediction'"},
 )
