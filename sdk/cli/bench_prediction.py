@@ -48,10 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from metaedge.sdk.plots import plot_prediction
 
     chosen(args.doppler, tuple(DOPPLER), "--doppler", "regime")
-    if args.rank not in ("meta", "aic") and not (args.rank.isdigit() and int(args.rank) >= 1):
-        raise UserError(f"--rank '{args.rank}' must be meta, aic or a positive number")
-    if not args.lam > 0 or not args.slot > 0 or any(n < 1 for n in args.samples):
-        raise UserError("--lam and --slot must be positive and --samples at least 1")
+    if not args.slot > 0 or any(n < 1 for n in args.samples):
+        raise UserError("--slot must be positive and --samples at least 1")
     reports = {}
     with tqdm(total=len(args.doppler) * len(args.samples), desc="prediction", disable=args.quiet or None, file=sys.stderr) as bar:
         for regime in args.doppler:
@@ -61,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 meta_frames=args.frames,
                 test_frames=args.frames,
                 sample_grid=tuple(args.samples),
-                rank=args.rank,
+                rank=int(args.rank) if args.rank.isdigit() else args.rank,
                 seed=args.seed,
             )
             if args.quick:

@@ -207,19 +207,12 @@ examples:
 
 
 def run_link(args: argparse.Namespace) -> int:
-    import math
-
     from metaedge.sdk.families.link.learning import TRAINABLE, LinkBench
     from metaedge.sdk.families.link.run import train_link
     from metaedge.sdk.families.link.task import LinkConfig
 
     if args.algo not in TRAINABLE:
         raise UserError(f"--algo '{args.algo}' is unknown; choose one of {', '.join(TRAINABLE)}")
-    for flag, value in (("--inner-lr", args.inner_lr), ("--outer-lr", args.outer_lr)):
-        if not (math.isfinite(value) and value > 0):
-            raise UserError(f"{flag} {value} must be a positive number")
-    if any(h < 1 for h in args.hidden):
-        raise UserError(f"--hidden {args.hidden} must list positive layer widths")
     cfg = LinkBench(
         link=LinkConfig(bits=args.bits, uses=args.uses, taps=args.taps, ebn0_db=args.ebn0_db),
         hidden=tuple(args.hidden),
@@ -254,10 +247,6 @@ def run_prediction(args: argparse.Namespace) -> int:
     from metaedge.sdk.families.prediction.run import train_prediction
     from metaedge.sdk.families.prediction.task import DOPPLER, ChannelConfig
 
-    if args.rank not in ("meta", "aic") and not (args.rank.isdigit() and int(args.rank) >= 1):
-        raise UserError(f"--rank '{args.rank}' must be meta, aic or a positive number")
-    if not args.lam > 0:
-        raise UserError(f"--lam {args.lam} must be positive")
     cfg = PredictionBench(
         channel=ChannelConfig(doppler_hz=DOPPLER[args.doppler]),
         lam=args.lam,

@@ -90,7 +90,9 @@ def test_bench_prediction_quick_writes_json_and_plot(tmp_path, capsys):
     [
         (["--doppler", "medium"], "unknown regime 'medium'"),
         (["--rank", "x"], "--rank 'x' must be meta, aic or a positive number"),
-        (["--lam", "0"], "--lam and --slot must be positive"),
+        (["--lam", "0"], "--lam 0.0 must be positive"),
+        (["--slot", "0"], "--slot must be positive"),
+        (["--rank", "zero"], "--rank 'zero' must be meta, aic or a positive number"),
     ],
 )
 def test_bad_prediction_flags_get_one_line(argv, message, capsys):

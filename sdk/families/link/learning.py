@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,6 +37,13 @@ class LinkBench:
     test_messages: int = 10_000  # per channel and grid point
     steps: tuple[int, ...] = (0, 1, 2, 5, 10, 100, 1000)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--inner-lr", self.inner_lr), ("--outer-lr", self.outer_lr)):
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"{flag} {value} must be a positive number")
+        if any(h < 1 for h in self.hidden):
+            raise UserError(f"--hidden {','.join(map(str, self.hidden))} must list positive layer widths")
 
 
 def decoder_only(method: str) -> bool:

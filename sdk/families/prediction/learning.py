@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from metaedge.backends.linear import predictor as pr
+from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.prediction.task import ChannelConfig
 
 
@@ -20,8 +21,14 @@ class PredictionBench:
     test_frames: int = 500
     test_samples: int = 20  # predictions scored per test frame
     sample_grid: tuple[int, ...] = (1, 2, 5, 10, 20)
-    rank: str = "meta"  # LSTD rank: "aic" per frame, "meta" (one R by meta-validation) or a number
+    rank: str | int = "meta"  # LSTD rank: "aic" per frame, "meta" (one R by meta-validation) or a number
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rank not in ("meta", "aic") and not (type(self.rank) is int and self.rank >= 1):
+            raise UserError(f"--rank '{self.rank}' must be meta, aic or a positive number")
+        if not self.lam > 0:
+            raise UserError(f"--lam {self.lam} must be positive")
 
 
 @dataclass
