@@ -8,7 +8,6 @@ import json
 import sys
 
 from metaedge.sdk.cli.parsing import add_benchmark, add_command, chosen, int_list, positive_int, str_list
-from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
 examples:
@@ -52,8 +51,6 @@ def run(args: argparse.Namespace) -> int:
     from metaedge.sdk.plots import plot_power
 
     methods = chosen(args.algos, METHODS)
-    if args.inner_lr is not None and not args.inner_lr > 0:
-        raise UserError(f"--inner-lr {args.inner_lr} must be a positive number")
     changes = {
         "period_grid": tuple(sorted(set(args.periods))) if args.periods else None,
         "iterations": args.iterations,

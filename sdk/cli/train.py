@@ -278,8 +278,6 @@ def run_power(args: argparse.Namespace) -> int:
     from metaedge.sdk.families.power.learning import PowerBench
     from metaedge.sdk.families.power.run import train_power
 
-    if args.inner_lr is not None and not args.inner_lr > 0:
-        raise UserError(f"--inner-lr {args.inner_lr} must be a positive number")
     given = {"iterations": args.iterations, "inner_lr": args.inner_lr, "inner_steps": args.inner_steps}
     cfg = PowerBench(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     return train_and_report(

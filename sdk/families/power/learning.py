@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.func import vmap
 
+from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.power import model as regnn
 from metaedge.sdk.families.power.model import RegnnSpec
 from metaedge.sdk.families.power.task import PowerConfig, PowerTasks
@@ -38,6 +39,10 @@ class PowerBench:
     test_slots: int = 100
     period_grid: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.inner_lr > 0:
+            raise UserError(f"--inner-lr {self.inner_lr} must be a positive number")
 
 
 def initial(method: str, cfg: PowerBench) -> dict[str, torch.Tensor]:
