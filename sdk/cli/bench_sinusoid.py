@@ -12,7 +12,7 @@ from metaedge.sdk.errors import UserError
 EXAMPLES = """
 examples:
   metaedge bench sinusoid --jobs 2 --json > sinusoid.json   # the runs in 2 processes; also writes sinusoid.png
-  metaedge bench sinusoid --iterations 5000 --samples 2,5,10 --tasks 5,50,1000 --jobs 2   # the README's figures
+  metaedge bench sinusoid --iterations 5000 --samples 2,5,10 --tasks 5,50,1000 --jobs 2   # the figures of docs/algorithms.md
   metaedge bench sinusoid --algos maml,bmaml --samples 10 --tasks 5 --iterations 5000 --repeats 5 --jobs 2
                                                        # K = 5 over five task draws, with BMAML − MAML intervals
   metaedge bench sinusoid --quick                      # seconds: the machinery, not the figures
