@@ -36,7 +36,7 @@ class OnnxBackend(Receiver):
 
     MODES = ("onnx_loop", "iobinding", "step_loop")
 
-    def __init__(self, threads: int = 1, mode: str = "onnx_loop") -> None:
+    def __init__(self, threads: int = 1, mode: str = MODES[0]) -> None:
         if threads < 1:
             raise BackendError(f"threads must be at least 1, got {threads}")
         if mode not in self.MODES:
@@ -46,7 +46,7 @@ class OnnxBackend(Receiver):
 
     @classmethod
     def configure(cls, threads: int, options: dict) -> "OnnxBackend":
-        return cls(threads=threads, mode=options.get("mode", "onnx_loop"))
+        return cls(threads=threads, mode=options.get("mode", cls.MODES[0]))
 
     # -- loading -----------------------------------------------------------------------------
     def _session(self, role: str) -> ort.InferenceSession:

@@ -95,7 +95,7 @@ def _onnx_variants(bundle: Bundle, steps: int) -> tuple[dict, str]:
         backend = OnnxBackend(threads=1, mode=mode)
         backend.load(bundle)
         backend.steps = steps
-        if mode == OnnxBackend().mode:
+        if mode == OnnxBackend.MODES[0]:  # the default mode, a device's
             fused = backend.fused and steps == bundle.manifest.algorithm.inner_steps
             device_mode = "onnx_frame" if fused else _variant(backend.effective_mode)
             if fused:

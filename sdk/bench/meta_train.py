@@ -42,12 +42,18 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def _train_config(algo_name: str):
+    from metaedge.sdk.families.demod.config import TrainConfig
+
+    return TrainConfig(algo=algo_name)
+
+
 def _setup(algo_name: str, count: int, steps: int | None):
-    from metaedge.sdk.families.demod.training import TrainConfig, initial_theta
+    from metaedge.sdk.families.demod.training import initial_theta
 
     task = DemodConfig()
     tasks = DemodTasks(task, seed=0)
-    train = TrainConfig(algo=algo_name)
+    train = _train_config(algo_name)
     spec = train.model(task)
     algo = get_algorithm(algo_name)
     own = recipe(algo_name)
@@ -135,7 +141,8 @@ def bench_meta_train(
     memory_steps: list[int] | None = None,
 ) -> dict:
     results = [_measure(algo_name, count, repeats, compile, progress) for algo_name in algos for count in task_counts]
-    task, spec, *_ = _setup(algos[0], 1, None)
+    task = DemodConfig()
+    spec = _train_config(algos[0]).model(task)
     memory = [
         {"algo": a, "inner_steps": k, "tasks": max(task_counts), "peak_memory_mib": peak_memory_mib(a, max(task_counts), k)}
         for a in ("maml", "fomaml", "imaml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -377,7 +378,7 @@ def run(args: argparse.Namespace) -> int:
         changes = {"compile": args.compile or train.compile}
         if args.iterations:
             changes["iterations"] = args.iterations
-        train = TrainConfig(**{**train.__dict__, **changes})
+        train = dataclasses.replace(train, **changes)
     else:
         task = task_config(args)
         train = TrainConfig(**given(args, TRAIN_FLAGS), pilots_min=args.pilots[0])
