@@ -8,7 +8,10 @@ import socket
 from typing import Callable
 from urllib.parse import urlparse
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from metaedge.deploy import wire
+from metaedge.deploy.auth import CHALLENGE, sign_request
 
 CHUNK = 32 << 10
 
@@ -25,7 +28,11 @@ def parse_device_url(url: str) -> tuple[str, int]:
 
 
 class DeviceClient:
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    """``operator_key``: an operator's Ed25519 private key; with it every request is signed (docs/device-protocol.md
+    §3.4), as a device with operator keys requires for the operations that change it."""
+
+    def __init__(self, url: str, timeout: float = 30.0, operator_key: Ed25519PrivateKey | None = None) -> None:
+        self.operator_key, self.nonce = operator_key, None
         host, port = parse_device_url(url)
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
@@ -47,13 +54,26 @@ class DeviceClient:
 
     def call(self, op: str, arrays: dict | None = None, **args) -> tuple[dict, dict]:
         """Send one request and return (header, arrays) of the response; refusals raise DeviceRequestError."""
-        seq = next(self.seq)
-        self.stream.write(wire.encode({"op": op, "seq": seq, **args}, arrays))
+        request = {"op": op, **args}
+        if self.operator_key is not None and op != CHALLENGE:
+            if self.nonce is None:
+                self.nonce = bytes.fromhex(self._exchange({"op": CHALLENGE}, None)[0]["nonce"])
+            request["auth"] = sign_request(self.operator_key, self.nonce, request, arrays)
+            self.nonce = None
+        header, out = self._exchange(request, arrays)
+        if isinstance(header.get("next_nonce"), str):
+            self.nonce = bytes.fromhex(header["next_nonce"])
+        return header, out
+
+    def _exchange(self, request: dict, arrays: dict | None) -> tuple[dict, dict]:
+        self.stream.write(wire.encode({**request, "seq": next(self.seq)}, arrays))
         self.stream.flush()
         try:
             header, out = wire.read_message(self.stream)
         except wire.WireError as e:
             raise ConnectionError(f"the device's response could not be read: {e}") from None
+        except OSError as e:
+            raise ConnectionError(f"the connection to the device failed: {e}") from None
         if not header.get("ok"):
             raise DeviceRequestError(header.get("error", "the device refused the request without a reason"))
         return header, out

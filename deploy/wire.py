@@ -10,10 +10,12 @@ connection must be dropped; the others (CRC, JSON, attachments) leave the stream
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import struct
 import zlib
-from typing import BinaryIO
+from typing import BinaryIO, Callable, ContextManager
 
 import numpy as np
 
@@ -21,6 +23,7 @@ from metaedge.deploy.jsonobj import json_object
 
 MAX_MESSAGE = 8 << 20  # bytes of payload
 MAX_HEADER = 64 << 10
+MAX_DIMS = 8  # dimensions of an attachment
 DTYPES = {"f4": np.dtype("<f4"), "i4": np.dtype("<i4"), "i2": np.dtype("<i2"), "u1": np.dtype("u1"), "bytes": np.dtype("u1")}
 
 
@@ -50,23 +53,27 @@ def encode(header: dict, arrays: dict[str, np.ndarray | bytes] | None = None) ->
     return struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(payload))
 
 
-def _read_exactly(stream: BinaryIO, n: int) -> bytes:
-    data = b""
+def _read_exactly(stream: BinaryIO, n: int, inside: bool = True) -> bytes:
+    data = bytearray()
     while len(data) < n:
         chunk = stream.read(n - len(data))
         if not chunk:
-            raise WireError("connection closed" if not data else "connection closed inside a message", fatal=True)
+            raise WireError("connection closed inside a message" if data or inside else "connection closed", fatal=True)
         data += chunk
-    return data
+    return bytes(data)
 
 
-def read_message(stream: BinaryIO) -> tuple[dict, dict[str, np.ndarray | bytes]]:
-    """Read one message from a byte stream; see the module docstring for the error contract."""
-    (length,) = struct.unpack("<I", _read_exactly(stream, 4))
+def read_message(stream: BinaryIO, hold: Callable[[int], ContextManager] | None = None) -> tuple[dict, dict[str, np.ndarray | bytes]]:
+    """Read one message from a byte stream; see the module docstring for the error contract.
+
+    ``hold(length)``, when given, is entered once the length is known and left when the message has been read: a
+    server reserves buffer space and starts the message's deadline there (it may raise a fatal ``WireError``)."""
+    (length,) = struct.unpack("<I", _read_exactly(stream, 4, inside=False))
     if length > MAX_MESSAGE:
         raise WireError(f"message length {length} exceeds the {MAX_MESSAGE}-byte limit", fatal=True)
-    payload = _read_exactly(stream, length)
-    (crc,) = struct.unpack("<I", _read_exactly(stream, 4))
+    with hold(length) if hold else contextlib.nullcontext():
+        payload = _read_exactly(stream, length)
+        (crc,) = struct.unpack("<I", _read_exactly(stream, 4))
     if zlib.crc32(payload) != crc:
         raise WireError("CRC mismatch: the message was corrupted in transit")
     return decode_payload(payload)
@@ -89,11 +96,17 @@ def decode_payload(payload: bytes) -> tuple[dict, dict[str, np.ndarray | bytes]]
             and isinstance(blob.get("name"), str)
             and blob.get("dtype") in DTYPES
             and isinstance(blob.get("shape"), list)
+            and len(blob["shape"]) <= MAX_DIMS
             and all(type(s) is int and 0 <= s < 1 << 31 for s in blob["shape"])
         ):
-            raise WireError(f"attachment descriptor {str(blob)[:80]} is invalid (needs name, dtype in {sorted(DTYPES)}, shape)")
+            raise WireError(
+                f"attachment descriptor {str(blob)[:80]} is invalid (needs name, dtype in {sorted(DTYPES)}, "
+                f"shape of at most {MAX_DIMS} non-negative dimensions)"
+            )
+        if math.prod(s for s in blob["shape"] if s) > MAX_MESSAGE:  # even an empty array must have a shape numpy can hold
+            raise WireError(f"attachment '{blob['name']}' has a shape of more than {MAX_MESSAGE} elements, more than a message can carry")
         dtype = DTYPES[blob["dtype"]]
-        size = int(np.prod(blob["shape"], dtype=np.int64)) * dtype.itemsize
+        size = math.prod(blob["shape"]) * dtype.itemsize  # exact: a product of many dimensions cannot wrap
         if offset + size > len(payload):
             raise WireError(f"attachment '{blob['name']}' runs past the end of the message")
         data = payload[offset : offset + size]

@@ -2,6 +2,7 @@
 
     upload → slot verified → test (pending) → reset → trial boot + self-test → confirm
                                                           └─ no confirm before the next boot → revert
+    confirmed image fails to start → fallback to the other slot if it starts (it stays unconfirmed)
 
 ``boot`` is the only place that decides what runs. It never starts an image that does not
 verify (``start`` loads, checks and self-tests it) and records every decision in the
@@ -19,7 +20,7 @@ from metaedge.firmware_sim.flash import Flash
 @dataclass
 class BootResult:
     slot: int | None  # the running slot, None: no bootable image
-    mode: str  # "confirmed" | "trial" | "none"
+    mode: str  # "confirmed" | "trial" | "fallback" (the confirmed slot failed; the other one runs unconfirmed) | "none"
     events: list[str] = field(default_factory=list)
 
 
@@ -46,6 +47,10 @@ def boot(flash: Flash, start: Callable[[int], bool]) -> BootResult:
             events.append(f"boot of confirmed slot {state.confirmed}")
             return BootResult(state.confirmed, "confirmed", events)
         events.append(f"confirmed slot {state.confirmed} failed verification")
+        other = 1 - state.confirmed
+        if flash.header(other) is not None and start(other):  # start() also holds it to the counter floor
+            events.append(f"fallback boot of slot {other}, which verifies and is not below the counter floor")
+            return BootResult(other, "fallback", events)
     events.append("no bootable image: serving management requests only")
     return BootResult(None, "none", events)
 

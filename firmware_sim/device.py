@@ -7,6 +7,7 @@ its images and keeps serving whatever a client sends.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,11 +30,19 @@ class DeviceError(Exception):
     """A refused request; the message is the reason the client sees."""
 
 
+def _reason(error: BaseException) -> str:
+    """One line for the boot log: our own errors say why; anything else is named by its type."""
+    if isinstance(error, (BundleError, BackendError, DeviceError)):
+        return str(error)
+    return f"{type(error).__name__}: {str(error)[:200]}"
+
+
 @dataclass
 class Upload:
     slot: int
     length: int
     sha256: str
+    owner: str | None  # the operator key that started it (None on a device without operator keys)
     received: int = 0
 
 
@@ -90,21 +99,24 @@ class Device:
         backend = None
         try:
             bundle = unpack(image)
-            self._admit(bundle, installing=False)
+            self._admit(bundle, "start")
             backend = registry.create(bundle.target, self.profile.threads, self.backend_options)
             resources = backend.load(bundle)
             if not backend.selftest().passed:
                 backend.close()
                 return False
-        except (BundleError, BackendError, DeviceError):
+        except Exception as e:  # noqa: BLE001 — whatever an image does while starting, the device must keep booting
             if backend is not None:
-                backend.close()
+                with contextlib.suppress(Exception):
+                    backend.close()
+            self.stats.boots.append(f"slot {slot} did not start: {_reason(e)}")
             return False
         self.backend, self.bundle, self.resources = backend, bundle, resources
         return True
 
-    def _admit(self, bundle: Bundle, installing: bool) -> None:
-        """Trust, rollback, expiry, target and resource checks: at upload verification and at every boot."""
+    def _admit(self, bundle: Bundle, action: str) -> None:
+        """Trust, rollback, expiry, target and resource checks: when an image is installed (``action`` "install"),
+        selected for a trial ("select") and started ("start")."""
         # strict devices verify every bundle; a development device (allow_unsigned) accepts unsigned
         # bundles and checks a signature only when it has keys to check it against
         if not self.allow_unsigned or (bundle.signature and self.trusted_keys):
@@ -116,15 +128,22 @@ class Device:
         manifest = bundle.manifest
         if manifest.security_counter < floor:
             raise DeviceError(f"rollback refused: security counter {manifest.security_counter} is below {floor}, the counter of the confirmed image")
-        if installing and manifest.expires is not None and self.clock() > manifest.expires:
-            raise DeviceError(
-                f"bundle expired at {manifest.raw['expires']}: refusing to install it (a stale or frozen update channel; ask for a fresh release)"
-            )
+        self._check_expiry(manifest, action)
         if bundle.target != self.target:
             raise DeviceError(f"wrong target: bundle is for '{bundle.target}', this device runs '{self.target}'")
-        needed = required_ram(bundle.manifest, self.profile)
+        try:
+            needed = required_ram(bundle.manifest, self.profile)
+        except BundleError as e:
+            raise DeviceError(f"bundle refused: {e}") from None
         if needed > self.profile.ram:
             raise DeviceError(f"bundle does not fit: needs {needed:,} bytes of RAM, the {self.profile.name} profile has {self.profile.ram:,}")
+
+    def _check_expiry(self, manifest, action: str) -> None:
+        """Expired bundles are never installed, selected for a trial or started (spec: bundle-format.md §2)."""
+        if manifest.expires is not None and self.clock() >= manifest.expires:
+            raise DeviceError(
+                f"bundle expired at {manifest.raw['expires']}: refusing to {action} it (a stale or frozen update channel; ask for a fresh release)"
+            )
 
     def reset(self) -> dict:
         """Reboot: the boot state machine picks what runs (trial of a pending image, revert, or the confirmed one)."""
@@ -190,11 +209,12 @@ class Device:
         occupied = self.running.slot if self.running.slot is not None else state.confirmed
         return 1 - occupied if occupied is not None else 0
 
-    def upload(self, offset: int, length: int, sha256: str, chunk: bytes) -> dict:
+    def upload(self, offset: int, length: int, sha256: str, chunk: bytes, owner: str | None = None) -> dict:
         """Write ``chunk`` at ``offset`` of an image of ``length`` bytes; offset 0 starts a new upload.
 
         Uploads resume: a chunk must start where the previous one ended (the response and
-        ``upload_status`` say where). The last chunk triggers verification.
+        ``upload_status`` say where). The last chunk triggers verification. An upload belongs to
+        the operator (``owner``) who started it; another one may only start a new upload.
         """
         if type(offset) is not int or type(length) is not int or not isinstance(sha256, str):
             raise DeviceError("upload needs integer 'offset' and 'length' and a hex 'sha256'")
@@ -202,9 +222,13 @@ class Device:
             raise DeviceError(f"image of {length:,} bytes does not fit the {self.flash.image_capacity:,}-byte slot")
         if offset == 0:
             slot = self._upload_slot()
-            self.upload_session = Upload(slot, length, sha256.lower())
+            self.upload_session = Upload(slot, length, sha256.lower(), owner)
             self.flash.erase_header(slot)
         session = self.upload_session
+        if session is not None and session.owner != owner:
+            raise DeviceError(
+                f"the upload in progress belongs to operator key {session.owner}: continue it with that key, or start a new one at offset 0"
+            )
         if session is None or (session.length, session.sha256) != (length, sha256.lower()):
             raise DeviceError("no upload in progress for this image: start again at offset 0")
         if offset != session.received:
@@ -229,7 +253,7 @@ class Device:
             bundle = unpack(image)
         except BundleError as e:
             raise DeviceError(f"uploaded image is not a valid bundle: {e}") from None
-        self._admit(bundle, installing=True)
+        self._admit(bundle, "install")
         self.flash.commit_header(session.slot, session.length, digest)
         return {"sha256": digest.hex(), "algorithm": bundle.manifest.algorithm.name}
 
@@ -242,9 +266,21 @@ class Device:
         for slot in (0, 1):
             header = self.flash.header(slot)
             if header and header[1].hex() == str(sha256).lower() and slot != self.running.slot:
+                self._selectable(slot)
                 bootsm.request_test(self.flash, slot)
                 return {"slot": slot, "pending": True}
         raise DeviceError(f"no verified image with sha256 {str(sha256)[:16]}… in the inactive slot; upload it first")
+
+    def _selectable(self, slot: int) -> None:
+        """The selection rules of ``image.test``: the image verifies, is not expired, not below the counter floor."""
+        image = self.flash.verified_image(slot)
+        if image is None:
+            raise DeviceError(f"the image in slot {slot} no longer verifies; upload it again")
+        try:
+            bundle = unpack(image)
+        except BundleError as e:
+            raise DeviceError(f"the image in slot {slot} is not a valid bundle: {e}") from None
+        self._admit(bundle, "select")
 
     def confirm(self) -> dict:
         if self.running.mode != "trial":
@@ -267,6 +303,8 @@ class Device:
             result = self.backend.frame(frame)
         except BackendError as e:
             raise DeviceError(str(e)) from None
+        if not np.isfinite(result.outputs).all():
+            raise DeviceError("the receiver's outputs are not finite for these samples: their magnitudes lie far outside what it was trained on")
         self.stats.frames += 1
         self.stats.symbols += len(result.outputs)
         self.stats.adapt_s += result.adapt_s

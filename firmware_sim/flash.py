@@ -13,17 +13,25 @@ The trailer holds the boot state twice, as two records with a sequence number an
 CRC-32; a write goes to the record with the older sequence number, so a write torn by a
 power cut leaves the previous state readable. Every modification goes through
 ``Flash.write``, the single place where power cuts can be injected.
+
+Durability: writes may reach the medium in any order until ``sync`` (an fsync). The A/B
+protocol syncs after erasing a header, before and after committing one (so a header never
+reaches the medium before its image), and after every trailer write (so the boot state is
+recorded before the device acts on it). ``lock_state`` keeps a second process off the flash.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import struct
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Protocol
+
+LOCK_FILE = "lock"
 
 SLOT_MAGIC = b"MESLOT01"
 TRAILER_MAGIC = b"METRLR01"
@@ -52,17 +60,47 @@ class BootState:
         return replace(self, sequence=self.sequence + 1, **changes)
 
 
+class Observer(Protocol):
+    """Sees every write before it happens (and may cut power by raising ``PowerCut``) and every sync."""
+
+    def before_write(self, offset: int, data: bytes) -> None: ...
+
+    def synced(self) -> None: ...
+
+
+def lock_state(directory: str | os.PathLike) -> BinaryIO:
+    """An exclusive lock on a device's state directory, held while the returned file stays open."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / LOCK_FILE, "ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ValueError("another device process is using this state directory; stop it first, or give this one its own --state") from None
+    return handle
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Flash:
-    def __init__(self, path: str | os.PathLike, slot_size: int, write_hook: Callable[[int, bytes], None] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, slot_size: int, observer: Observer | None = None) -> None:
         self.path = Path(path)
         self.slot_size = slot_size
         self.size = 2 * slot_size + 2 * RECORD_SIZE
-        self.write_hook = write_hook  # called before every write; raises PowerCut to inject a fault
-        self.writes = 0
+        self.observer = observer
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "wb") as f:
                 f.truncate(self.size)
+                os.fsync(f.fileno())
+            _sync_directory(self.path.parent)
         elif self.path.stat().st_size != self.size:
             raise ValueError(f"flash image {self.path} has {self.path.stat().st_size} bytes; the profile needs {self.size}")
 
@@ -75,12 +113,18 @@ class Flash:
     def write(self, offset: int, data: bytes) -> None:
         if offset < 0 or offset + len(data) > self.size:
             raise ValueError(f"write of {len(data)} bytes at {offset} is outside the {self.size}-byte flash")
-        self.writes += 1
-        if self.write_hook:
-            self.write_hook(offset, data)
+        if self.observer:
+            self.observer.before_write(offset, data)
         with open(self.path, "r+b") as f:
             f.seek(offset)
             f.write(data)
+
+    def sync(self) -> None:
+        """Make every write so far durable (fsync of the flash file)."""
+        with open(self.path, "rb") as f:
+            os.fsync(f.fileno())
+        if self.observer:
+            self.observer.synced()
 
     # -- slots ---------------------------------------------------------------------------------
     @property
@@ -92,6 +136,7 @@ class Flash:
 
     def erase_header(self, slot: int) -> None:
         self.write(self.slot_offset(slot), b"\xff" * HEADER_SIZE)
+        self.sync()
 
     def write_image(self, slot: int, offset: int, data: bytes) -> None:
         if offset + len(data) > self.image_capacity:
@@ -103,7 +148,9 @@ class Flash:
 
     def commit_header(self, slot: int, length: int, sha256: bytes) -> None:
         head = _HEADER.pack(SLOT_MAGIC, length, sha256)
+        self.sync()  # the image first: a header must never be durable before the bytes it vouches for
         self.write(self.slot_offset(slot), (head + struct.pack("<I", zlib.crc32(head))).ljust(HEADER_SIZE, b"\0"))
+        self.sync()
 
     def header(self, slot: int) -> tuple[int, bytes] | None:
         """(image length, sha256) of a valid slot header, else None."""
@@ -145,3 +192,4 @@ class Flash:
         field = lambda v: NONE if v is None else v  # noqa: E731
         body = _RECORD.pack(TRAILER_MAGIC, state.sequence, field(state.confirmed), field(state.pending), field(state.trial), state.counter)
         self.write(self._record_offset(state.sequence % 2), (body + struct.pack("<I", zlib.crc32(body))).ljust(RECORD_SIZE, b"\0"))
+        self.sync()

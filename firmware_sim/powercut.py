@@ -6,6 +6,11 @@ to the trailer are also torn at the byte positions of its magic, sequence and sl
 After every cut the device restarts on the same flash and must boot a verified image (the old
 or the new one), serve a frame with the decisions that image gives, and never run an image
 whose slot does not verify.
+
+Crash states (``crash_states``, in the style of ALICE and CrashMonkey) go further: a real
+power failure may lose or reorder writes that were never synced. The scenario's writes and
+syncs are recorded once; each crash state keeps every write up to the last sync before the
+crash point and an arbitrary subset of the 512-byte sectors written after it.
 """
 
 from __future__ import annotations
@@ -14,15 +19,16 @@ import hashlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from metaedge.firmware_sim.device import FLASH_FILE, Device
-from metaedge.firmware_sim.flash import RECORD_SIZE, PowerCut
+from metaedge.firmware_sim.flash import RECORD_SIZE, Flash, PowerCut
 
 CHUNK = 1024  # small upload chunks: more writes, more cut points
 TRAILER_SPLITS = (4, 8, 12, 13, 14, 15, 19, 22)  # inside magic, sequence, slot flags, counter, CRC
+SECTOR = 512  # the unit a crash keeps or loses of an unsynced write
 
 
 @dataclass
@@ -67,13 +73,16 @@ SCENARIOS: dict[str, Callable[[Device, bytes], None]] = {"update": update, "reve
 
 
 class _Cutter:
-    """A flash write hook that records every write and cuts power at one of them."""
+    """A flash observer that records every write and cuts power at one of them."""
 
     def __init__(self, flash_path: Path, cut_at: int | None, keep: int | None) -> None:
         self.path, self.cut_at, self.keep = flash_path, cut_at, keep
         self.writes: list[tuple[int, int]] = []  # (offset, length) of each write, in order
 
-    def __call__(self, offset: int, data: bytes) -> None:
+    def synced(self) -> None:
+        pass
+
+    def before_write(self, offset: int, data: bytes) -> None:
         self.writes.append((offset, len(data)))
         if len(self.writes) != self.cut_at:
             return
@@ -103,7 +112,7 @@ def run(
         shutil.copytree(base_state, state)
         device = make_device(state)
         cutter = _Cutter(state / FLASH_FILE, cut_at, keep)
-        device.flash.write_hook = cutter
+        device.flash.observer = cutter
         try:
             SCENARIOS[scenario](device, image)
         except PowerCut:
@@ -128,14 +137,97 @@ def run(
     return report
 
 
-def _check(make_device: Callable[..., Device], state: Path, frame: dict, expected: dict[str, np.ndarray]) -> str | None:
-    """Reboot on the flash a cut left behind; describe what is wrong, or None."""
+class Journal:
+    """A flash observer that records the writes (offset, bytes) and syncs (None) of a scenario, in order."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[int, bytes] | None] = []
+
+    def before_write(self, offset: int, data: bytes) -> None:
+        self.ops.append((offset, bytes(data)))
+
+    def synced(self) -> None:
+        self.ops.append(None)
+
+
+def _sectors(offset: int, data: bytes) -> Iterator[tuple[int, bytes]]:
+    start = offset
+    while start < offset + len(data):
+        end = min(offset + len(data), (start // SECTOR + 1) * SECTOR)
+        yield start, data[start - offset : end - offset]
+        start = end
+
+
+def crash_states(base: bytes, ops: list, count: int, seed: int = 0) -> Iterator[tuple[str, bytes, bytes]]:
+    """``count`` crash states of a recorded scenario, spread evenly over its crash points: (description, what the
+    flash holds after the crash, what it holds with the synced writes alone)."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        point = i * (len(ops) + 1) // count  # crash after the first ``point`` operations
+        synced_up_to = max((j + 1 for j in range(point) if ops[j] is None), default=0)
+        durable = bytearray(base)
+        for op in ops[:synced_up_to]:
+            if op is not None:
+                durable[op[0] : op[0] + len(op[1])] = op[1]
+        flash, kept, total = bytearray(durable), 0, 0
+        for op in ops[synced_up_to:point]:
+            for offset, piece in _sectors(*op):
+                total += 1
+                if rng.random() < 0.5:
+                    flash[offset : offset + len(piece)] = piece
+                    kept += 1
+        yield f"crash after operation {point} of {len(ops)}, {kept} of {total} unsynced sectors kept", bytes(flash), bytes(durable)
+
+
+def explore(
+    scenario: str,
+    base_state: Path,
+    work: Path,
+    image: bytes,
+    make_device: Callable[..., Device],
+    frame: dict,
+    expected: dict[str, np.ndarray],
+    count: int,
+    progress: Callable[[], None] | None = None,
+) -> Report:
+    """Record ``scenario`` once, then boot ``count`` of its crash states and check each (as after a cut), also that
+    the counter floor never drops below what was durable."""
+    report = Report(f"{scenario} (crash states)")
+    state = work / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    shutil.copytree(base_state, state)
+    base = (state / FLASH_FILE).read_bytes()
+    device = make_device(state)
+    journal = Journal()
+    device.flash.observer = journal
+    SCENARIOS[scenario](device, image)
+    device.close()
+    report.writes = sum(op is not None for op in journal.ops)
+    for description, contents, durable in crash_states(base, journal.ops, count):
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.copytree(base_state, state)
+        (state / FLASH_FILE).write_bytes(durable)
+        floor = Flash(state / FLASH_FILE, device.flash.slot_size).boot_state().counter
+        (state / FLASH_FILE).write_bytes(contents)
+        report.cuts += 1
+        problem = _check(make_device, state, frame, expected, floor)
+        if problem:
+            report.failures.append(f"{description}: {problem}")
+        if progress:
+            progress()
+    return report
+
+
+def _check(make_device: Callable[..., Device], state: Path, frame: dict, expected: dict[str, np.ndarray], floor: int = 0) -> str | None:
+    """Reboot on the flash a cut left behind; describe what is wrong, or None. ``floor``: the counter that was durable."""
     try:
         device = make_device(state)
     except Exception as e:  # noqa: BLE001 — any failure to boot is what we count
         return f"boot failed: {type(e).__name__}: {e}"
     if device.running.slot is None:
         return "no image running after the cut"
+    if device.flash.boot_state().counter < floor:
+        return f"counter floor dropped from {floor} to {device.flash.boot_state().counter}"
     header = device.flash.header(device.running.slot)
     image = device.flash.verified_image(device.running.slot)
     if header is None or image is None:

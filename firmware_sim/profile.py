@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from metaedge.deploy.manifest import RAM_ROLES, Manifest, Task
+from metaedge.deploy.manifest import RAM_ROLES, BundleError, Manifest, Task
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,10 @@ def _draw_bytes(noise: object, sizes: dict[str, int]) -> int:
     if not isinstance(noise, dict):
         return 0
     try:
-        return 4 * sum(int(noise[stream]["draws"]) for stream in ("adapt", "predict")) * sum(sizes[n] for n in noise["parameters"])
-    except (KeyError, TypeError, ValueError):
-        return 0  # malformed: the backend refuses the bundle when it loads it
+        draws = [noise[stream]["draws"] for stream in ("adapt", "predict")]
+        weights = sum(sizes[n] for n in noise["parameters"])
+    except (KeyError, TypeError):
+        raise BundleError("algorithm.noise must name 'parameters' and give 'draws' for 'adapt' and 'predict'") from None
+    if not all(type(d) is int and d >= 0 for d in draws):
+        raise BundleError("algorithm.noise draws must be non-negative integers")
+    return 4 * sum(draws) * weights

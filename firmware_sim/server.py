@@ -13,15 +13,22 @@ import socketserver
 import sys
 import threading
 import traceback
-from typing import BinaryIO
 
 from metaedge.deploy import wire
+from metaedge.deploy.auth import CHALLENGE
+from metaedge.firmware_sim.access import AccessError, Policy, Session
+from metaedge.firmware_sim.connection import IDLE, Budget, Connection, Connections, Limits
 from metaedge.firmware_sim.device import Device, DeviceError
 
+STOP_WAIT_S = 3.0
 
-def handle(device: Device, header: dict, arrays: dict) -> tuple[dict, dict]:
-    """Dispatch one request to the device; returns (response header, response arrays)."""
+
+def handle(device: Device, header: dict, arrays: dict, session: Session, operator: str | None = None) -> tuple[dict, dict]:
+    """Dispatch one request to the device; returns (response header, response arrays). ``operator``: the key id
+    that signed it, if any."""
     op = header.get("op")
+    if op == CHALLENGE:
+        return {"nonce": session.challenge().hex()}, {}
     if op == "info":
         return device.info(), {}
     if op == "image.list":
@@ -30,7 +37,7 @@ def handle(device: Device, header: dict, arrays: dict) -> tuple[dict, dict]:
         chunk = arrays.get("chunk")
         if not isinstance(chunk, bytes):
             raise DeviceError("image.upload needs the chunk as a 'bytes' attachment named 'chunk'")
-        return device.upload(header.get("offset"), header.get("length"), header.get("sha256"), chunk), {}
+        return device.upload(header.get("offset"), header.get("length"), header.get("sha256"), chunk, owner=operator), {}
     if op == "image.upload_status":
         return device.upload_status(), {}
     if op == "image.test":
@@ -46,25 +53,29 @@ def handle(device: Device, header: dict, arrays: dict) -> tuple[dict, dict]:
     raise DeviceError(f"unknown operation {op!r}; see docs/device-protocol.md")
 
 
-def serve_stream(device: Device, rfile: BinaryIO, wfile: BinaryIO, lock: threading.Lock) -> None:
-    """Answer requests from one byte stream until it closes or its framing breaks."""
+def serve_stream(device: Device, reader, writer, lock: threading.Lock, hold=None, policy: Policy = Policy()) -> None:
+    """Answer requests from one byte stream until it closes, times out or its framing breaks. ``reader.read(n)`` and
+    ``writer.write``/``flush`` carry the bytes; ``hold`` is ``Connection.hold`` on a network connection; ``policy``
+    says which requests need an operator's signature."""
+    session = Session()
     while True:
         seq = None
         try:
-            header, arrays = wire.read_message(rfile)
+            header, arrays = wire.read_message(reader, hold)
             seq = header.get("seq")
+            operator, granted = policy.authorise(session, header, arrays)
             with lock:
-                result, out = handle(device, header, arrays)
-            response = wire.encode({"seq": seq, "ok": True, **result}, out)
+                result, out = handle(device, header, arrays, session, operator)
+            response = wire.encode({"seq": seq, "ok": True, **result, **granted}, out)
         except wire.WireError as e:
-            if str(e) == "connection closed":  # the client hung up between messages: not an error
+            if str(e) in ("connection closed", IDLE):  # the client hung up or went quiet between messages: not an error
                 return
             device.stats.errors += 1
             if e.fatal:
-                _reply_error(wfile, None, f"{e}; closing the connection")
+                _reply_error(writer, None, f"{e}; closing the connection")
                 return
             response = wire.encode({"seq": seq, "ok": False, "error": str(e)})
-        except DeviceError as e:
+        except (DeviceError, AccessError) as e:
             device.stats.errors += 1
             response = wire.encode({"seq": seq, "ok": False, "error": str(e)})
         except Exception as e:  # a bug must not stop the device: report it and keep serving
@@ -72,31 +83,41 @@ def serve_stream(device: Device, rfile: BinaryIO, wfile: BinaryIO, lock: threadi
             traceback.print_exc(file=sys.stderr)
             response = wire.encode({"seq": seq, "ok": False, "error": f"internal error: {type(e).__name__}: {e}"})
         try:
-            wfile.write(response)
-            wfile.flush()
-        except (BrokenPipeError, ConnectionError):
+            writer.write(response)
+            writer.flush()
+        except OSError:
             return
 
 
-def _reply_error(wfile: BinaryIO, seq, message: str) -> None:
+def _reply_error(writer, seq, message: str) -> None:
     try:
-        wfile.write(wire.encode({"seq": seq, "ok": False, "error": message}))
-        wfile.flush()
-    except (BrokenPipeError, ConnectionError):
+        writer.write(wire.encode({"seq": seq, "ok": False, "error": message}))
+        writer.flush()
+    except OSError:
         pass
 
 
-def serve_tcp(device: Device, host: str, port: int) -> None:
+def serve_tcp(device: Device, host: str, port: int, limits: Limits = Limits(), policy: Policy = Policy()) -> None:
     """Serve until SIGTERM/SIGINT; prints 'listening on HOST:PORT' (port 0 picks a free one)."""
     lock = threading.Lock()
+    budget = Budget(limits.buffer_budget)
+    connections = Connections(limits.max_connections)
 
-    class Handler(socketserver.StreamRequestHandler):
+    class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
-            serve_stream(device, self.rfile, self.wfile, lock)
+            connection = Connection(self.request, limits, budget)
+            connections.admit(connection)
+            try:
+                serve_stream(device, connection, connection, lock, connection.hold, policy)
+            finally:
+                connections.leave(connection)
 
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    socketserver.ThreadingTCPServer.daemon_threads = True
-    with socketserver.ThreadingTCPServer((host, port), Handler) as server:
+    class Server(socketserver.ThreadingTCPServer):
+        allow_reuse_address = True
+        daemon_threads = True
+        request_queue_size = limits.max_connections
+
+    with Server((host, port), Handler) as server:
         stop = lambda *_: threading.Thread(target=server.shutdown, daemon=True).start()  # noqa: E731
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -104,12 +125,23 @@ def serve_tcp(device: Device, host: str, port: int) -> None:
         try:
             server.serve_forever(poll_interval=0.1)
         finally:
-            with lock:
-                device.close()
+            connections.drop_all()
+            stopped = lock.acquire(timeout=STOP_WAIT_S)  # a request still running gets a few seconds, then the process ends
+            device.close()
+            if stopped:
+                lock.release()
 
 
-def serve_stdio(device: Device) -> None:
+class _Stdout:
+    def write(self, data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+
+    def flush(self) -> None:
+        sys.stdout.buffer.flush()
+
+
+def serve_stdio(device: Device, policy: Policy = Policy()) -> None:
     try:
-        serve_stream(device, sys.stdin.buffer, sys.stdout.buffer, threading.Lock())
+        serve_stream(device, sys.stdin.buffer, _Stdout(), threading.Lock(), policy=policy)
     finally:
         device.close()

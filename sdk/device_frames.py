@@ -5,16 +5,17 @@ share, and ``stream`` picks the family from the task the device runs."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.stats import percentiles, summarise
 
 
-def stream(url: str, frames: int, pilots: int, symbols: int, seed: int) -> dict:
+def stream(url: str, frames: int, pilots: int, symbols: int, seed: int, operator_key: Path | None = None) -> dict:
     """Frames of new devices (meta-test split) for the running receiver's task, through the protocol, scored."""
     from metaedge.sdk import families
 
-    with connect(url) as client:
+    with connect(url, operator_key) as client:
         info, _ = call(client, "info")
         if info["task"] is None:
             raise UserError(f"no image is running on {url}: deploy a bundle first")
@@ -22,12 +23,12 @@ def stream(url: str, frames: int, pilots: int, symbols: int, seed: int) -> dict:
         return {"task": name, **families.get(name).stream(client, url, info["task"], frames, pilots, symbols, seed)}
 
 
-def deploy(url: str, image: bytes, confirm: bool, progress=None) -> dict:
+def deploy(url: str, image: bytes, confirm: bool, progress=None, operator_key: Path | None = None) -> dict:
     """Upload a packed bundle into the device's inactive slot, mark it for test, reset into the trial boot (which runs
     its self-test) and, with ``confirm``, make it permanent. Returns the upload's and the boot's answers."""
     from metaedge.deploy.client import DeviceRequestError
 
-    with connect(url) as client:
+    with connect(url, operator_key) as client:
         try:
             uploaded = client.upload(image, progress=progress)
         except DeviceRequestError as e:
@@ -106,11 +107,17 @@ def send_frames(client, url: str, x_pilots, y_pilots, x_payload) -> dict:
     }
 
 
-def connect(url: str):
+def connect(url: str, operator_key: Path | None = None):
+    """A client of the device at ``url``, signing its requests with ``operator_key`` (a PEM private key) if given."""
     from metaedge.deploy.client import DeviceClient
+    from metaedge.deploy.signing import SignatureError, load_private
 
     try:
-        return DeviceClient(url)
+        key = load_private(operator_key) if operator_key else None
+    except SignatureError as e:
+        raise UserError(f"--operator-key: {e}") from None
+    try:
+        return DeviceClient(url, operator_key=key)
     except (ValueError, ConnectionError) as e:
         raise UserError(str(e)) from None
 

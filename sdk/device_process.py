@@ -30,15 +30,18 @@ def serve_command(target: str, state: Path, *options: str, python: str | None = 
 
 
 @contextlib.contextmanager
-def deployed(target: str, state: Path, bundle: Path, *options: str, python: str | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
-    """A device process with ``bundle`` deployed and confirmed: yields (process, url); stopped on exit."""
+def deployed(
+    target: str, state: Path, bundle: Path, *options: str, python: str | None = None, operator_key: Path | None = None
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A device process with ``bundle`` deployed and confirmed (signed by ``operator_key`` if the device has operators):
+    yields (process, url); stopped on exit."""
     from metaedge.deploy.bundle import pack, read_bundle
     from metaedge.sdk.device_frames import deploy
 
     proc = subprocess.Popen(serve_command(target, state, *options, python=python), stdout=subprocess.PIPE, text=True)
     try:
         url = "tcp://" + proc.stdout.readline().split()[-1]
-        deploy(url, pack(read_bundle(bundle)), confirm=True)
+        deploy(url, pack(read_bundle(bundle)), confirm=True, operator_key=operator_key)
         yield proc, url
     finally:
         proc.terminate()

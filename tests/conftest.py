@@ -143,3 +143,29 @@ def tiny_demod_argv(algo: str, out, *extra: str, iterations: int = 3, val_every:
         str(out),
         "--quiet",
     ]
+
+
+@pytest.fixture
+def make_variant(trained_bundle, signing_keys, tmp_path):
+    """A copy of the test bundle with manifest changes, signed by ``key`` (None: unsigned)."""
+    import json
+    import shutil
+
+    from metaedge.deploy.bundle import manifest_bytes, sign_bundle
+    from metaedge.deploy.manifest import MANIFEST_FILE, SIGNATURE_FILE
+    from metaedge.deploy.signing import load_private
+
+    counter = iter(range(1000))
+
+    def variant(key=signing_keys[0], **changes):
+        out = tmp_path / f"variant{next(counter)}"
+        shutil.copytree(trained_bundle[1], out)
+        (out / SIGNATURE_FILE).unlink(missing_ok=True)
+        manifest = json.loads((out / MANIFEST_FILE).read_text())
+        manifest.update(changes)
+        (out / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
+        if key is not None:
+            sign_bundle(out, load_private(key))
+        return out
+
+    return variant

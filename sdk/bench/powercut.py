@@ -23,8 +23,9 @@ def next_release(bundle: Bundle) -> Bundle:
     return dataclasses.replace(bundle, manifest=parse(manifest), manifest_raw=manifest_bytes(manifest), signature=b"")
 
 
-def bench_powercut(bundle: Bundle, progress: Callable[[str], Callable[[int], None]] | None = None) -> dict:
-    """Every scenario of ``powercut.SCENARIOS``; ``progress(scenario)`` gives the callback counting its cuts."""
+def bench_powercut(bundle: Bundle, crash_states: int = 1000, progress: Callable[[str], Callable[[int], None]] | None = None) -> dict:
+    """Every scenario of ``powercut.SCENARIOS``, cut at every write and then as ``crash_states`` crash states (split
+    evenly over the scenarios); ``progress(label)`` gives the callback counting one part's cuts."""
     images = [pack(dataclasses.replace(bundle, signature=b"")), pack(next_release(bundle))]
     make = lambda state: Device(state, "onnx", PROFILES[DEFAULT], allow_unsigned=True)  # noqa: E731 — trust is tested elsewhere
     frame = powercut.default_frame()
@@ -34,13 +35,20 @@ def bench_powercut(bundle: Bundle, progress: Callable[[str], Callable[[int], Non
         expected = {hashlib.sha256(img).hexdigest(): powercut.decisions_of(make, work / f"ref{i}", img, frame) for i, img in enumerate(images)}
         powercut.prepare(work / "base", images[0], make)
         for scenario in powercut.SCENARIOS:
-            counter = progress(scenario) if progress else None
+            counter = progress(f"cuts during {scenario}") if progress else None
             reports.append(powercut.run(scenario, work / "base", work / scenario, images[1], make, frame, expected, progress=counter).to_dict())
+        per_scenario = -(-crash_states // len(powercut.SCENARIOS))
+        for scenario in powercut.SCENARIOS if crash_states else ():
+            counter = progress(f"crash states of {scenario}") if progress else None
+            report = powercut.explore(scenario, work / "base", work / scenario, images[1], make, frame, expected, per_scenario, counter)
+            reports.append(report.to_dict())
     return {
         "benchmark": "powercut",
         "image_bytes": len(images[1]),
         "chunk": powercut.CHUNK,
+        "sector": powercut.SECTOR,
         "scenarios": reports,
         "cuts": sum(r["cuts"] for r in reports),
+        "crash_states": sum(r["cuts"] for r in reports if "crash states" in r["scenario"]),
         "failures": sum(r["failures"] for r in reports),
     }

@@ -7,11 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, positive_int, read_bundle_arg
+from metaedge.sdk.cli.parsing import add_command, add_device, positive_int, read_bundle_arg
 
 EXAMPLES = """
 examples:
   metaedge deploy bundles/cavia --device tcp://127.0.0.1:7410 --confirm
+  metaedge deploy bundles/cavia --device tcp://10.0.0.7:7410 --operator-key keys/operator.key --confirm
   metaedge run --device tcp://127.0.0.1:7410 --frames 200 --pilots 8 --json
 """
 
@@ -26,7 +27,7 @@ def register(sub) -> None:
         examples=EXAMPLES,
     )
     d.add_argument("bundle", type=Path, metavar="BUNDLE")
-    d.add_argument("--device", required=True, help="tcp://HOST:PORT")
+    add_device(d)
     d.add_argument("--confirm", action="store_true", help="confirm after a successful trial boot")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(handler=run_deploy)
@@ -44,7 +45,7 @@ def register(sub) -> None:
         "on, --symbols slots to allocate, and the score the sum-rate.",
         examples=EXAMPLES,
     )
-    r.add_argument("--device", required=True, help="tcp://HOST:PORT")
+    add_device(r)
     r.add_argument("--frames", type=positive_int, default=100, help="frames, one per new simulated device (default 100)")
     r.add_argument("--pilots", type=positive_int, default=8, help="pilots per frame (default 8)")
     r.add_argument("--symbols", type=positive_int, default=1000, help="payload symbols per frame (default 1000)")
@@ -62,7 +63,7 @@ def run_deploy(args: argparse.Namespace) -> int:
 
     image = pack(read_bundle_arg(args.bundle))
     with tqdm(total=len(image), unit="B", unit_scale=True, desc="upload", disable=args.quiet or None, file=sys.stderr) as bar:
-        result = deploy(args.device, image, args.confirm, progress=bar.update)
+        result = deploy(args.device, image, args.confirm, progress=bar.update, operator_key=args.operator_key)
     state = "confirmed" if args.confirm else "on trial (confirm with 'metaedge device confirm', or reset to revert)"
     print(f"deployed {args.bundle} ({len(image):,} B, sha256 {result['sha256'][:16]}…) to slot {result['slot']}: {state}")
     return 0
@@ -72,7 +73,7 @@ def run_frames(args: argparse.Namespace) -> int:
     from metaedge.sdk import families
     from metaedge.sdk.device_frames import stream
 
-    report = stream(args.device, args.frames, args.pilots, args.symbols, args.seed)
+    report = stream(args.device, args.frames, args.pilots, args.symbols, args.seed, args.operator_key)
     if args.reliability and "reliability" in report:
         from metaedge.sdk.plots import plot_reliability
 

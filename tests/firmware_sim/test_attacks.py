@@ -2,38 +2,18 @@
 running image keeps serving. Real Ed25519 keys, real bundles, the real ONNX backend."""
 
 import hashlib
-import json
 import shutil
 
 import numpy as np
 import pytest
 
-from metaedge.deploy.bundle import manifest_bytes, pack, read_bundle, sign_bundle
-from metaedge.deploy.manifest import MANIFEST_FILE, SIGNATURE_FILE
-from metaedge.deploy.signing import generate, load_private
+from metaedge.deploy.bundle import pack, read_bundle
+from metaedge.deploy.manifest import MANIFEST_FILE
+from metaedge.deploy.signing import generate
 from metaedge.firmware_sim.device import Device, DeviceError
 from metaedge.firmware_sim.profile import PROFILES
 
 PROFILE = PROFILES["edge-small"]
-
-
-@pytest.fixture
-def make_variant(trained_bundle, signing_keys, tmp_path):
-    """A copy of the test bundle with manifest changes, signed by ``key`` (None: unsigned)."""
-    counter = iter(range(1000))
-
-    def variant(key=signing_keys[0], **changes):
-        out = tmp_path / f"variant{next(counter)}"
-        shutil.copytree(trained_bundle[1], out)
-        (out / SIGNATURE_FILE).unlink(missing_ok=True)
-        manifest = json.loads((out / MANIFEST_FILE).read_text())
-        manifest.update(changes)
-        (out / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
-        if key is not None:
-            sign_bundle(out, load_private(key))
-        return out
-
-    return variant
 
 
 @pytest.fixture

@@ -50,7 +50,42 @@ def test_the_powercut_benchmark_cuts_every_write_of_an_update_and_reports_no_fai
 
     from metaedge.sdk.cli.main import main
 
-    assert main(["bench", "powercut", "--bundle", str(trained_bundle[1]), "--json"]) == 0
+    assert main(["bench", "powercut", "--bundle", str(trained_bundle[1]), "--crash-states", "40", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["failures"] == 0 and report["cuts"] == sum(r["cuts"] for r in report["scenarios"]) > 0
-    assert {r["scenario"] for r in report["scenarios"]} == {"update", "revert"}
+    assert {r["scenario"] for r in report["scenarios"]} == {"update", "revert", "update (crash states)", "revert (crash states)"}
+    assert report["crash_states"] == 40
+
+
+def test_crash_states_keep_synced_writes_and_lose_some_unsynced_sectors():
+    base = bytes(4096)
+    ops = [(0, b"\x01" * 1024), None, (1024, b"\x02" * 2048), (3072, b"\x03" * 512)]  # a synced write, then two unsynced
+    states = list(powercut.crash_states(base, ops, count=50, seed=1))
+    assert len(states) == 50
+    for description, flash, durable in states:
+        point = int(description.split()[3])
+        if point >= 2:  # the first write was synced: never lost
+            assert flash[:1024] == durable[:1024] == b"\x01" * 1024
+        for sector in range(0, 4096, 512):  # every sector holds its durable bytes or those of a write before the crash
+            written = [
+                data[sector - offset : sector - offset + 512]
+                for offset, data in (op for op in ops[:point] if op)
+                if offset <= sector < offset + len(data)
+            ]
+            assert flash[sector : sector + 512] in [durable[sector : sector + 512], *written]
+    after = [(flash, durable) for d, flash, durable in states if d.startswith("crash after operation 4")]
+    assert after and all(durable[:1024] == b"\x01" * 1024 and durable[1024:] == bytes(3072) for _, durable in after)
+    kept = {flash[1024:3584].count(0) // 512 for flash, _ in after}  # unsynced sectors lost: some, none or all
+    assert len(kept) > 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["update", "revert"])
+def test_every_crash_state_boots_a_verified_image_above_the_floor(scenario, images, trusted, tmp_path):
+    old, new = images
+    make = lambda state: Device(state, "onnx", PROFILE, trusted_keys=trusted)  # noqa: E731
+    frame = powercut.default_frame()
+    expected = {hashlib.sha256(img).hexdigest(): powercut.decisions_of(make, tmp_path / f"ref{i}", img, frame) for i, img in enumerate((old, new))}
+    powercut.prepare(tmp_path / "base", old, make)
+    report = powercut.explore(scenario, tmp_path / "base", tmp_path / "work", new, make, frame, expected, count=120)
+    assert report.cuts == 120 and report.failures == []

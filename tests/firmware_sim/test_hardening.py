@@ -1,0 +1,254 @@
+"""A real device process on loopback under the attacks of the security review (docs/security.md): management without
+a credential, replayed or altered requests, another operator's upload, hostile JSON, idle and half-sent connections."""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+from metaedge.deploy import wire
+from metaedge.deploy.auth import sign_request
+from metaedge.deploy.bundle import pack, read_bundle
+from metaedge.deploy.client import DeviceClient, DeviceRequestError
+from metaedge.deploy.signing import generate, load_private
+from metaedge.sdk.cli.main import main
+from metaedge.sdk.device_frames import deploy
+from metaedge.sdk.device_process import serve_command
+from metaedge.sdk.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def operators(tmp_path_factory):
+    """Two operators' key pairs: (private path, public path) each."""
+    root = tmp_path_factory.mktemp("operators")
+    return generate(root, "alice"), generate(root, "bob")
+
+
+class Served:
+    """``metaedge device serve`` on a free loopback port, with extra flags."""
+
+    def __init__(self, state, public_key, *options: str) -> None:
+        cmd = serve_command("onnx", state, "--trusted-key", str(public_key), *options)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening on"), line + self.proc.stderr.read()
+        self.url = "tcp://" + line.split()[-1]
+        self.port = int(line.split(":")[-1])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def guarded(tmp_path, signing_keys, operators):
+    """A device with operator keys (alice and bob) and the default open classes (reads and frames)."""
+    served = Served(tmp_path / "state", signing_keys[1], "--operator", str(operators[0][1]), "--operator", str(operators[1][1]))
+    yield served
+    served.stop()
+
+
+def frame_arrays(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"pilots": rng.normal(0, 2, (8, 2)).astype(np.float32), "payload": rng.normal(0, 2, (50, 2)).astype(np.float32)}
+
+
+def test_management_needs_an_operator_signature_while_reads_and_frames_stay_open(guarded, trained_bundle, operators):
+    image = pack(read_bundle(trained_bundle[1]))
+    with pytest.raises(UserError, match="'image.upload' needs an operator's signature"):
+        deploy(guarded.url, image, confirm=True)
+    deploy(guarded.url, image, confirm=True, operator_key=operators[0][0])
+    with DeviceClient(guarded.url) as anyone:
+        assert anyone.call("info")[0]["mode"] == "confirmed"
+        assert anyone.call("frame", frame_arrays())[1]["decisions"].shape == (50,)
+        for op in ("reset", "image.confirm", "image.test"):
+            with pytest.raises(DeviceRequestError, match="needs an operator's signature"):
+                anyone.call(op, sha256="00" * 32)
+        assert anyone.call("info")[0]["mode"] == "confirmed"
+
+
+def test_a_client_without_a_key_cannot_downgrade_to_the_image_in_the_other_slot(guarded, trained_bundle, make_variant, operators):
+    first, second = pack(read_bundle(trained_bundle[1])), pack(read_bundle(make_variant(security_counter=1)))
+    deploy(guarded.url, first, confirm=True, operator_key=operators[0][0])
+    deploy(guarded.url, second, confirm=True, operator_key=operators[0][0])
+    with DeviceClient(guarded.url) as attacker:
+        old = next(i["sha256"] for i in attacker.call("image.list")[0]["images"] if not i["active"])
+        for op, args in (("image.test", {"sha256": old}), ("reset", {}), ("image.confirm", {})):  # the review's 4 requests
+            with pytest.raises(DeviceRequestError, match="needs an operator's signature"):
+                attacker.call(op, **args)
+        images = attacker.call("image.list")[0]["images"]
+    assert [i["active"] for i in images] == [False, True] and not any(i["pending"] for i in images)
+
+
+def test_a_signed_request_cannot_be_replayed_altered_or_signed_by_a_stranger(guarded, operators, tmp_path):
+    alice = load_private(operators[0][0])
+    with socket.create_connection(("127.0.0.1", guarded.port)) as sock:
+        stream = sock.makefile("rwb")
+
+        def send(header, arrays=None):
+            stream.write(wire.encode(header, arrays))
+            stream.flush()
+            return wire.read_message(stream)[0]
+
+        nonce = bytes.fromhex(send({"op": "auth.challenge", "seq": 1})["nonce"])
+        request = {"op": "reset"}
+        signed = {**request, "seq": 2, "auth": sign_request(alice, nonce, request, None)}
+        first = send(signed)
+        assert first["ok"] and first["mode"] == "none" and "next_nonce" in first
+        replayed = send(signed)
+        assert not replayed["ok"] and "nonce is not the one this connection was issued" in replayed["error"]
+        nonce = bytes.fromhex(send({"op": "auth.challenge", "seq": 3})["nonce"])
+        altered = {"op": "image.test", "sha256": "00" * 32, "seq": 4, "auth": sign_request(alice, nonce, request, None)}
+        answer = send(altered)
+        assert not answer["ok"] and "signature does not verify" in answer["error"]
+        stranger = load_private(generate(tmp_path / "stranger")[0])
+        nonce = bytes.fromhex(send({"op": "auth.challenge", "seq": 5})["nonce"])
+        answer = send({**request, "seq": 6, "auth": sign_request(stranger, nonce, request, None)})
+        assert not answer["ok"] and "is not an operator key of this device" in answer["error"]
+
+
+def test_an_upload_belongs_to_the_operator_who_started_it(guarded, trained_bundle, operators):
+    image = pack(read_bundle(trained_bundle[1]))
+    digest = hashlib.sha256(image).hexdigest()
+    with DeviceClient(guarded.url, operator_key=load_private(operators[0][0])) as alice:
+        alice.call("image.upload", {"chunk": image[:4096]}, offset=0, length=len(image), sha256=digest)
+    with DeviceClient(guarded.url, operator_key=load_private(operators[1][0])) as bob:
+        with pytest.raises(DeviceRequestError, match="belongs to operator key"):
+            bob.call("image.upload", {"chunk": image[4096:8192]}, offset=4096, length=len(image), sha256=digest)
+    with DeviceClient(guarded.url, operator_key=load_private(operators[0][0])) as alice:  # alice resumes, on a new connection
+        status = alice.call("image.upload_status")[0]
+        assert status["received"] == 4096
+        alice.call("image.upload", {"chunk": image[4096:]}, offset=4096, length=len(image), sha256=digest)
+
+
+def test_with_nothing_open_even_reads_and_frames_need_a_signature(tmp_path, signing_keys, operators):
+    served = Served(tmp_path / "state", signing_keys[1], "--operator", str(operators[0][1]), "--open", "none")
+    try:
+        with DeviceClient(served.url) as anyone:
+            for op in ("info", "stats", "image.list", "frame"):
+                with pytest.raises(DeviceRequestError, match="needs an operator's signature"):
+                    anyone.call(op)
+        with DeviceClient(served.url, operator_key=load_private(operators[0][0])) as alice:
+            assert alice.call("info")[0]["mode"] == "none" and alice.call("stats")[0]["errors"] == 4
+    finally:
+        served.stop()
+
+
+def test_listening_beyond_loopback_needs_operator_keys(tmp_path, signing_keys, capsys):
+    argv = ["device", "serve", "--state", str(tmp_path / "s"), "--listen", "0.0.0.0:0", "--trusted-key", str(signing_keys[1])]
+    assert main(argv) == 2
+    assert "must authenticate its operators; add --operator PUB" in capsys.readouterr().err
+
+
+def test_a_second_process_on_the_same_state_is_refused(tmp_path, signing_keys):
+    first = Served(tmp_path / "state", signing_keys[1])
+    try:
+        second = subprocess.run(
+            serve_command("onnx", tmp_path / "state", "--trusted-key", str(signing_keys[1])), capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 2 and "another device process is using this state directory" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.stop()
+
+
+# -- protocol limits -----------------------------------------------------------------------------------------------
+@pytest.fixture
+def limited(tmp_path, signing_keys):
+    served = Served(tmp_path / "state", signing_keys[1], "--idle-timeout", "1", "--max-connections", "8")
+    yield served
+    served.stop()
+
+
+def raw_message(header_bytes: bytes) -> bytes:
+    payload = struct.pack("<I", len(header_bytes)) + header_bytes
+    return struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(payload))
+
+
+@pytest.mark.parametrize(
+    "header, fragment",
+    [
+        (b"[" * 20000 + b"]" * 20000, "nested more than 32 levels"),
+        (b'{"op":"info","seq":' + b"9" * 5000 + b"}", "an integer of 5000 digits"),
+        (b'{"op":"info","seq":NaN}', "non-standard literal NaN"),
+        (
+            json.dumps({"op": "frame", "seq": 1, "blobs": [{"name": "pilots", "dtype": "f4", "shape": [2**31 - 1] * 4 + [0]}]}).encode(),
+            "a shape of more than 8388608 elements",
+        ),
+        (
+            json.dumps({"op": "frame", "seq": 1, "blobs": [{"name": "p", "dtype": "f4", "shape": [2**16] * 4}]}).encode(),
+            "a shape of more than",
+        ),  # 2^64 wraps to 0
+    ],
+)
+def test_hostile_headers_get_typed_errors_never_internal_ones(limited, header, fragment):
+    with socket.create_connection(("127.0.0.1", limited.port)) as sock:
+        stream = sock.makefile("rwb")
+        stream.write(raw_message(header))
+        stream.flush()
+        answer = wire.read_message(stream)[0]
+    assert not answer["ok"] and "internal error" not in answer["error"]
+    assert re.search(fragment, answer["error"]), answer["error"]
+    with DeviceClient(limited.url) as client:
+        assert client.call("info")[0]["target"] == "onnx"
+
+
+def test_idle_connections_are_closed_and_the_longest_idle_makes_room(limited):
+    quiet = socket.create_connection(("127.0.0.1", limited.port))
+    quiet.settimeout(5)
+    start = time.monotonic()
+    assert quiet.recv(1) == b""  # closed by the device after the 1 s idle timeout
+    assert 0.8 < time.monotonic() - start < 4
+    crowd = [socket.create_connection(("127.0.0.1", limited.port)) for _ in range(8)]
+    time.sleep(0.3)
+    with DeviceClient(limited.url) as client:  # the 9th connection: the longest idle one is dropped for it
+        assert client.call("info")[0]["target"] == "onnx"
+    crowd[0].settimeout(2)
+    assert crowd[0].recv(1) == b""
+    for sock in crowd:
+        sock.close()
+
+
+def test_half_sent_large_messages_cannot_exhaust_the_receive_buffer(limited):
+    """Each holder declares an 8 MiB message and sends 64 KiB of it; the shared 32 MiB budget admits four."""
+    holders, refused = [], 0
+    for _ in range(6):
+        sock = socket.create_connection(("127.0.0.1", limited.port))
+        sock.sendall(struct.pack("<I", wire.MAX_MESSAGE) + bytes(64 << 10))
+        holders.append(sock)
+    for sock in holders:
+        sock.settimeout(0.5)
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        refused += b"device busy" in data
+    assert refused == 2
+    with DeviceClient(limited.url) as client:  # small messages need no share of the budget
+        assert client.call("info")[0]["target"] == "onnx"
+    for sock in holders:
+        sock.close()
+
+
+def test_sigterm_stops_the_device_within_seconds_while_a_message_is_half_received(limited):
+    sock = socket.create_connection(("127.0.0.1", limited.port))
+    sock.sendall(struct.pack("<I", 1000) + bytes(10))
+    start = time.monotonic()
+    limited.proc.send_signal(signal.SIGTERM)
+    assert limited.proc.wait(10) == 0 and time.monotonic() - start < 5
+    sock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))

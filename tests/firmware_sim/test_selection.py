@@ -1,0 +1,149 @@
+"""Which image a device may select and start (issue: device hardening): expiry at test and boot, fallback to the
+other slot when the confirmed one breaks, a starting image that throws, and the state directory's lock."""
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from test_attacks import install, upload
+
+from metaedge.backends.onnx.backend import OnnxBackend
+from metaedge.deploy.bundle import pack, read_bundle
+from metaedge.firmware_sim.device import Device, DeviceError
+from metaedge.firmware_sim.flash import HEADER_SIZE, lock_state
+from metaedge.firmware_sim.profile import PROFILES
+
+PROFILE = PROFILES["edge-small"]
+EXPIRY = datetime(2027, 1, 31, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def still_serving(device: Device, slot: int = 0) -> None:
+    rng = np.random.default_rng(0)
+    telemetry, out = device.frame({"pilots": rng.normal(0, 2, (8, 2)).astype(np.float32), "payload": rng.normal(0, 2, (50, 2)).astype(np.float32)})
+    assert telemetry["slot"] == slot and out["decisions"].shape == (50,)
+
+
+@pytest.fixture
+def clock():
+    return Clock(EXPIRY - timedelta(days=1))
+
+
+@pytest.fixture
+def fresh(tmp_path, trusted, clock):
+    return lambda: Device(tmp_path / "device", "onnx", PROFILE, trusted_keys=trusted, clock=clock)
+
+
+@pytest.fixture
+def expiring(make_variant):
+    return pack(read_bundle(make_variant(expires="2027-01-31T00:00:00Z", security_counter=1)))
+
+
+def test_an_image_that_expired_after_upload_cannot_be_selected_for_a_trial(fresh, clock, expiring, trained_bundle):
+    device = fresh()
+    install(device, pack(read_bundle(trained_bundle[1])))
+    digest = upload(device, expiring)["sha256"]  # accepted: not expired yet
+    clock.now = EXPIRY  # the boundary itself counts as expired
+    with pytest.raises(DeviceError, match="expired at 2027-01-31T00:00:00Z: refusing to select"):
+        device.test(digest)
+    assert device.flash.boot_state().pending is None
+    still_serving(device)
+
+
+def test_a_confirmed_image_that_expired_does_not_start_at_boot(fresh, clock, expiring):
+    device = fresh()
+    install(device, expiring)
+    clock.now = EXPIRY + timedelta(seconds=1)
+    booted = device.reset()
+    assert booted["mode"] == "none" and device.info()["running"] is None
+    assert any("expired" in event for event in device.stats_report()["boot_events"])
+    with pytest.raises(DeviceError, match="no image is running"):
+        still_serving(device)
+    assert device.list_images()["images"][0]["valid"]  # still there for the operator to inspect, just not run
+
+
+def _corrupt_image(device: Device, slot: int) -> None:
+    """Flip one byte of the slot's image (bit rot): its header no longer matches."""
+    path = device.flash.path
+    data = bytearray(path.read_bytes())
+    data[slot * device.flash.slot_size + HEADER_SIZE + 100] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_confirmed_slot_falls_back_to_the_other_verified_image(fresh, make_variant, trained_bundle):
+    device = fresh()
+    install(device, pack(read_bundle(trained_bundle[1])))  # slot 0, counter 1
+    upload(device, pack(read_bundle(make_variant(security_counter=1))))  # slot 1, verified, never tested
+    _corrupt_image(device, 0)
+    booted = device.reset()
+    assert (booted["slot"], booted["mode"]) == (1, "fallback")
+    assert device.flash.boot_state().confirmed == 0  # the fallback is not confirmed: the trailer is unchanged
+    still_serving(device, slot=1)
+
+
+def test_fallback_never_starts_an_image_below_the_counter_floor(fresh, make_variant):
+    device = fresh()
+    install(device, pack(read_bundle(make_variant(security_counter=1))))
+    upload(device, pack(read_bundle(make_variant(security_counter=3))))
+    digest = device.list_images()["images"][1]["sha256"]
+    device.test(digest)
+    device.reset()
+    device.confirm()  # slot 1 at counter 3 is confirmed; slot 0 holds counter 1
+    _corrupt_image(device, 1)
+    booted = device.reset()
+    assert booted["mode"] == "none" and device.flash.boot_state().counter == 3
+    assert any("rollback refused" in event for event in device.stats_report()["boot_events"])
+
+
+@pytest.mark.parametrize("error", [MemoryError, RecursionError, KeyError])
+def test_any_exception_while_starting_a_trial_reverts_and_is_logged(fresh, make_variant, trained_bundle, monkeypatch, error):
+    device = fresh()
+    install(device, pack(read_bundle(trained_bundle[1])))
+    digest = upload(device, pack(read_bundle(make_variant(security_counter=2))))["sha256"]
+    device.test(digest)
+    original = OnnxBackend.load
+
+    def failing(self, bundle):
+        if bundle.manifest.security_counter == 2:
+            raise error("while loading")
+        return original(self, bundle)
+
+    monkeypatch.setattr(OnnxBackend, "load", failing)
+    booted = device.reset()
+    assert (booted["slot"], booted["mode"]) == (0, "confirmed")
+    assert any(error.__name__ in event for event in device.stats_report()["boot_events"])
+    still_serving(device)
+
+
+def test_one_state_directory_serves_one_device_process(tmp_path):
+    held = lock_state(tmp_path / "state")
+    with pytest.raises(ValueError, match="another device process is using this state directory"):
+        lock_state(tmp_path / "state")
+    held.close()
+    lock_state(tmp_path / "state").close()  # free again once the first holder is gone
+
+
+def test_a_receiver_that_answers_nan_gets_an_error_response_not_ok(fresh, trained_bundle, monkeypatch):
+    """Finite but extreme samples can drive a receiver's arithmetic to NaN (inf − inf); the device must not answer
+    ``ok`` with NaN confidences. The overflow is injected, since whether it happens depends on the weights."""
+    device = fresh()
+    install(device, pack(read_bundle(trained_bundle[1])))
+    original = OnnxBackend.frame
+
+    def overflowing(self, frame):
+        result = original(self, frame)
+        result.outputs[3] = np.nan
+        return result
+
+    monkeypatch.setattr(OnnxBackend, "frame", overflowing)
+    with pytest.raises(DeviceError, match="outputs are not finite"):
+        still_serving(device)
+    monkeypatch.undo()
+    still_serving(device)
