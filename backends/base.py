@@ -74,6 +74,9 @@ class Resources:
 class Backend(Protocol):
     target: str
 
+    @classmethod
+    def inspect(cls, bundle: Bundle) -> None: ...  # content checks at upload, before the image is committed
+
     def load(self, bundle: Bundle) -> Resources: ...
 
     def frame(self, frame: Frame) -> FrameResult: ...
@@ -91,6 +94,10 @@ class Receiver:
     call overrides ``fused_log_probs``. The guard: when adaptation raises the pilots' mean loss by more than
     ``GUARD_NATS`` (or makes it non-finite), the payload is decided with θ instead.
     """
+
+    @classmethod
+    def inspect(cls, bundle: Bundle) -> None:
+        """Refuse (``BackendError``) content this target never runs; called at upload, without loading anything."""
 
     def reset(self) -> None:
         raise NotImplementedError

@@ -26,6 +26,15 @@ RUNTIMES = {
     "loihi": "lava-nc in Python 3.10 (pip install 'metaedge[loihi]')",
     "linear": "numpy",
 }
+# a frame's wall-clock limit on a device that contains its receiver (seconds): a few hundred times a typical frame —
+# ONNX and linear frames take under a millisecond, a noisy-simulator circuit batch about a second, a Lava simulation
+# of a spiking frame about 4 s
+FRAME_LIMITS_S = {"onnx": 2.0, "linear": 2.0, "qiskit": 60.0, "loihi": 120.0}
+DEFAULT_FRAME_LIMIT_S = 2.0  # targets registered without one
+
+
+def frame_limit_s(target: str) -> float:
+    return FRAME_LIMITS_S.get(target, DEFAULT_FRAME_LIMIT_S)
 
 
 def register(target: str, backend: str | type) -> None:

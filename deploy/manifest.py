@@ -164,6 +164,7 @@ class Selftest:
 class Manifest:
     target: str
     security_counter: int
+    release: int  # orders images of one security counter; 0 when absent
     expires: datetime | None
     artifacts: dict[str, Artifact]
     task: Task
@@ -173,6 +174,11 @@ class Manifest:
     opset: int | None
     selftest: Selftest
     raw: dict
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """How new this image is: (security counter, release); a device never selects one older than its confirmed."""
+        return self.security_counter, self.release
 
     @property
     def adapted(self) -> list[str]:
@@ -202,6 +208,9 @@ def parse(raw: Any) -> Manifest:
     counter = raw.get("security_counter")
     if type(counter) is not int or not 0 <= counter < 2**32:
         raise BundleError("security_counter must be an integer in [0, 2^32)")
+    release = raw.get("release", 0)
+    if type(release) is not int or not 0 <= release < 2**32:
+        raise BundleError("release must be an integer in [0, 2^32)")
     artifacts = _artifacts(raw.get("artifacts"), target)
     task = parse_task(raw.get("task"))
     parameters = _parameters(raw.get("parameters"))
@@ -210,6 +219,7 @@ def parse(raw: Any) -> Manifest:
     return Manifest(
         target=target,
         security_counter=counter,
+        release=release,
         expires=parse_expiry(raw.get("expires")),
         artifacts=artifacts,
         task=task,

@@ -24,8 +24,9 @@ class BootResult:
     events: list[str] = field(default_factory=list)
 
 
-def boot(flash: Flash, start: Callable[[int], bool]) -> BootResult:
-    """Pick and start an image. ``start(slot)`` returns True when the slot verified and passed its self-test."""
+def boot(flash: Flash, start: Callable[[int], str | None]) -> BootResult:
+    """Pick and start an image. ``start(slot)`` returns None when the slot verified, loaded and passed its self-test,
+    else the reason it did not."""
     state = flash.boot_state()
     events = []
     if state.trial is not None:
@@ -36,21 +37,26 @@ def boot(flash: Flash, start: Callable[[int], bool]) -> BootResult:
         slot = state.pending
         state = state.next(pending=None, trial=slot)  # one-shot: recorded before the attempt
         flash.write_boot_state(state)
-        if start(slot):
+        failure = start(slot)
+        if failure is None:
             events.append(f"trial boot of slot {slot}")
             return BootResult(slot, "trial", events)
-        events.append(f"slot {slot} failed verification or self-test; reverting")
+        events.append(f"slot {slot} did not start ({failure}); reverting")
         state = state.next(trial=None)
         flash.write_boot_state(state)
     if state.confirmed is not None:
-        if start(state.confirmed):
+        failure = start(state.confirmed)
+        if failure is None:
             events.append(f"boot of confirmed slot {state.confirmed}")
             return BootResult(state.confirmed, "confirmed", events)
-        events.append(f"confirmed slot {state.confirmed} failed verification")
+        events.append(f"confirmed slot {state.confirmed} did not start ({failure})")
         other = 1 - state.confirmed
-        if flash.header(other) is not None and start(other):  # start() also holds it to the counter floor
-            events.append(f"fallback boot of slot {other}, which verifies and is not below the counter floor")
-            return BootResult(other, "fallback", events)
+        if flash.header(other) is not None:
+            failure = start(other)  # held to every check of a start, the counter floor and expiry among them
+            if failure is None:
+                events.append(f"fallback boot of slot {other}, which verifies and is not below the counter floor")
+                return BootResult(other, "fallback", events)
+            events.append(f"slot {other} did not start either ({failure})")
     events.append("no bootable image: serving management requests only")
     return BootResult(None, "none", events)
 

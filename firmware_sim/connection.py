@@ -53,6 +53,7 @@ class Connection:
         self.sock, self.limits, self.budget = sock, limits, budget
         self.deadline: float | None = None  # while a message is being received
         self.last_active = time.monotonic()
+        self.waiting = False  # a request was received and its response not yet sent: busy, not idle
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def read(self, n: int) -> bytes:
@@ -79,12 +80,14 @@ class Connection:
             self.deadline = time.monotonic() + self.limits.message_timeout_s
             try:
                 yield
+                self.waiting = True
             finally:
                 self.deadline = None
 
     def write(self, data: bytes) -> None:
         self.sock.settimeout(self.limits.message_timeout_s)  # a client that never reads its responses is dropped
         self.sock.sendall(data)
+        self.waiting, self.last_active = False, time.monotonic()
 
     def flush(self) -> None:
         pass
@@ -95,7 +98,8 @@ class Connection:
 
 
 class Connections:
-    """The open connections; at the cap, the one idle longest is dropped to admit a new one."""
+    """The open connections; at the cap, the one idle longest is dropped to admit a new one (a connection waiting for
+    the answer to its request is not idle)."""
 
     def __init__(self, cap: int) -> None:
         self.cap, self.open, self.lock = cap, set(), threading.Lock()
@@ -103,7 +107,7 @@ class Connections:
     def admit(self, connection: Connection) -> None:
         with self.lock:
             if len(self.open) >= self.cap:
-                oldest = min(self.open, key=lambda c: c.last_active)
+                oldest = min(self.open, key=lambda c: (c.waiting, c.last_active))
                 self.open.discard(oldest)
                 oldest.drop()
             self.open.add(connection)

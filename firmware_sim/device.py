@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from metaedge.deploy.bundle import Bundle, BundleError, unpack
 from metaedge.deploy.manifest import Task
 from metaedge.deploy.signing import SignatureError, verify
 from metaedge.firmware_sim import boot as bootsm
+from metaedge.firmware_sim.contain import Contained, Containment, Violation
 from metaedge.firmware_sim.flash import Flash
 from metaedge.firmware_sim.profile import Profile, required_ram
 
@@ -51,6 +53,7 @@ class Stats:
     frames: int = 0
     errors: int = 0
     fallbacks: int = 0
+    violations: int = 0  # frames that broke the receiver's time or memory limit
     symbols: int = 0
     adapt_s: float = 0.0
     infer_s: float = 0.0
@@ -60,7 +63,8 @@ class Stats:
 class Device:
     """``trusted_keys``: the Ed25519 public keys whose signatures it accepts; with none and
     ``allow_unsigned`` (development only) it accepts unsigned bundles. ``clock`` gives UTC now;
-    ``backend_options`` configure the backend (qiskit: ``{"backend": "noisy:FakeManilaV2", "seed": 0}``)."""
+    ``backend_options`` configure the backend (qiskit: ``{"backend": "noisy:FakeManilaV2", "seed": 0}``);
+    ``containment`` runs the receiver in a child process under its limits (None: in this process)."""
 
     def __init__(
         self,
@@ -72,6 +76,7 @@ class Device:
         allow_unsigned: bool = False,
         clock=None,
         backend_options: dict | None = None,
+        containment: Containment | None = None,
     ) -> None:
         from datetime import datetime, timezone
 
@@ -79,6 +84,8 @@ class Device:
             raise ValueError("a device needs at least one trusted public key (or allow_unsigned for development)")
         self.target, self.profile = target, profile
         self.backend_options = dict(backend_options or {})
+        self.containment = containment
+        self.frame_lock = threading.Lock()  # one frame at a time through the receiver
         self.trusted_keys, self.allow_unsigned = list(trusted_keys or []), allow_unsigned
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.flash = flash or Flash(Path(state_dir) / FLASH_FILE, profile.slot_size)
@@ -91,28 +98,38 @@ class Device:
         self.reset()
 
     # -- boot ----------------------------------------------------------------------------------
-    def _start(self, slot: int) -> bool:
-        """Verify, load and self-test the image in ``slot``; True when it may run."""
+    def _start(self, slot: int) -> str | None:
+        """Verify, load and self-test the image in ``slot``; None when it runs, else why it does not."""
         image = self.flash.verified_image(slot)
         if image is None:
-            return False
+            return "its bytes do not match its header"
         backend = None
         try:
             bundle = unpack(image)
             self._admit(bundle, "start")
-            backend = registry.create(bundle.target, self.profile.threads, self.backend_options)
+            backend = self._new_backend(bundle.target)
             resources = backend.load(bundle)
-            if not backend.selftest().passed:
-                backend.close()
-                return False
+            report = backend.selftest()
+            if not report.passed:
+                raise DeviceError(f"self-test failed: error {report.max_error:.3g} above the tolerance {report.tolerance:.3g}")
         except Exception as e:  # noqa: BLE001 — whatever an image does while starting, the device must keep booting
             if backend is not None:
                 with contextlib.suppress(Exception):
                     backend.close()
-            self.stats.boots.append(f"slot {slot} did not start: {_reason(e)}")
-            return False
+            return _reason(e)
         self.backend, self.bundle, self.resources = backend, bundle, resources
-        return True
+        return None
+
+    def _new_backend(self, target: str) -> Backend:
+        if self.containment is None:
+            return registry.create(target, self.profile.threads, self.backend_options)
+        return Contained(target, self.profile.threads, self.backend_options, self.containment)
+
+    @property
+    def concurrent_frames(self) -> bool:
+        """Whether frames may run beside management requests: true when the receiver is contained in its own process,
+        which a reset can stop at any moment."""
+        return self.containment is not None
 
     def _admit(self, bundle: Bundle, action: str) -> None:
         """Trust, rollback, expiry, target and resource checks: when an image is installed (``action`` "install"),
@@ -128,15 +145,36 @@ class Device:
         manifest = bundle.manifest
         if manifest.security_counter < floor:
             raise DeviceError(f"rollback refused: security counter {manifest.security_counter} is below {floor}, the counter of the confirmed image")
+        confirmed = self._confirmed_manifest()
+        if confirmed is not None and manifest.order < confirmed.order:
+            raise DeviceError(
+                f"older release refused: counter {manifest.security_counter}, release {manifest.release} is older than the confirmed "
+                f"image's counter {confirmed.security_counter}, release {confirmed.release}"
+            )
         self._check_expiry(manifest, action)
         if bundle.target != self.target:
             raise DeviceError(f"wrong target: bundle is for '{bundle.target}', this device runs '{self.target}'")
+        try:
+            registry.backend_class(self.target).inspect(bundle)
+        except BackendError as e:
+            raise DeviceError(str(e)) from None
         try:
             needed = required_ram(bundle.manifest, self.profile)
         except BundleError as e:
             raise DeviceError(f"bundle refused: {e}") from None
         if needed > self.profile.ram:
             raise DeviceError(f"bundle does not fit: needs {needed:,} bytes of RAM, the {self.profile.name} profile has {self.profile.ram:,}")
+
+    def _confirmed_manifest(self):
+        """The confirmed image's manifest, when its slot still verifies (the order a new image must not fall below)."""
+        slot = self.flash.boot_state().confirmed
+        image = None if slot is None else self.flash.verified_image(slot)
+        if image is None:
+            return None
+        try:
+            return unpack(image).manifest
+        except BundleError:
+            return None
 
     def _check_expiry(self, manifest, action: str) -> None:
         """Expired bundles are never installed, selected for a trial or started (spec: bundle-format.md §2)."""
@@ -195,7 +233,10 @@ class Device:
                     try:
                         manifest = unpack(image).manifest
                         entry.update(
-                            algorithm=manifest.algorithm.name, security_counter=manifest.security_counter, expires=manifest.raw.get("expires")
+                            algorithm=manifest.algorithm.name,
+                            security_counter=manifest.security_counter,
+                            release=manifest.release,
+                            expires=manifest.raw.get("expires"),
                         )
                     except BundleError as e:
                         entry.update(error=str(e))
@@ -292,15 +333,19 @@ class Device:
     def frame(self, arrays: dict) -> tuple[dict, dict]:
         """Adapt on the frame's pilots from θ, decide its payload; decisions and confidence (a classifier) or outputs
         (a predictor), and telemetry."""
-        if self.backend is None:
+        backend, bundle, mode, slot = self.backend, self.bundle, self.running.mode, self.running.slot
+        if backend is None:
             raise DeviceError("no image is running: deploy and confirm a bundle first")
-        task = self.bundle.manifest.task
-        pilots = self._samples(arrays, "pilots", self.profile.max_pilots)
-        payload = self._samples(arrays, "payload", self.profile.payload_limit(task))
+        task = bundle.manifest.task
+        pilots = self._samples(arrays, "pilots", self.profile.max_pilots, task.features)
+        payload = self._samples(arrays, "payload", self.profile.payload_limit(task), task.features)
         labels = None if task.predictor else self._pilot_labels(arrays.get("labels"), len(pilots), task)
         frame = Frame(pilots=pilots, labels=labels, payload=payload)
         try:
-            result = self.backend.frame(frame)
+            with self.frame_lock:
+                result = backend.frame(frame)
+        except Violation as e:
+            raise DeviceError(self._contain(e, backend, mode)) from None
         except BackendError as e:
             raise DeviceError(str(e)) from None
         if not np.isfinite(result.outputs).all():
@@ -317,7 +362,7 @@ class Device:
             "fused": result.fused,
             "pilots": int(frame.pilots.shape[0]),
             "symbols": int(len(result.outputs)),
-            "slot": self.running.slot,
+            "slot": slot,
             "fallback": result.fallback,
         }
         if task.predictor:
@@ -326,8 +371,17 @@ class Device:
         confidence = result.outputs[np.arange(len(decisions)), decisions]
         return telemetry, {"decisions": decisions.astype(np.int16), "confidence": confidence.astype(np.float32)}
 
-    def _samples(self, arrays: dict, name: str, limit: int) -> np.ndarray:
-        features = self.bundle.manifest.task.features
+    def _contain(self, violation: Violation, backend: Backend, mode: str) -> str:
+        """After a receiver broke its limits: revert an image on trial, count it; the reason for the client."""
+        if backend is not self.backend:
+            return "the device was reset while this frame ran"
+        self.stats.violations += 1
+        if mode == "trial":
+            self.reset()
+            return f"{violation}; the image on trial was reverted (events: {'; '.join(self.running.events)})"
+        return f"{violation}; the receiver restarts with the next frame"
+
+    def _samples(self, arrays: dict, name: str, limit: int, features: list[str]) -> np.ndarray:
         value = arrays.get(name)
         if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.ndim != 2 or value.shape[1] != len(features):
             raise DeviceError(f"'{name}' must be a float32 array of shape [n, {len(features)}] ({', '.join(features)})")
@@ -357,6 +411,7 @@ class Device:
             "frames": s.frames,
             "errors": s.errors,
             "fallbacks": s.fallbacks,
+            "violations": s.violations,
             "symbols": s.symbols,
             "mean_adapt_us": per(s.adapt_s),
             "mean_infer_us": per(s.infer_s),

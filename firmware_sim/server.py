@@ -8,6 +8,7 @@ that connection (the stream cannot be resynchronised), never the device.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socketserver
 import sys
@@ -64,7 +65,8 @@ def serve_stream(device: Device, reader, writer, lock: threading.Lock, hold=None
             header, arrays = wire.read_message(reader, hold)
             seq = header.get("seq")
             operator, granted = policy.authorise(session, header, arrays)
-            with lock:
+            # a contained receiver's frames run beside management requests, which a slow frame must not hold up
+            with contextlib.nullcontext() if header.get("op") == "frame" and device.concurrent_frames else lock:
                 result, out = handle(device, header, arrays, session, operator)
             response = wire.encode({"seq": seq, "ok": True, **result, **granted}, out)
         except wire.WireError as e:

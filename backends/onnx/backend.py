@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from metaedge.backends.base import AdaptReport, BackendError, Frame, Receiver, Resources, SelftestReport
+from metaedge.backends.onnx.policy import PolicyError, check_model
 from metaedge.deploy import manifest as m
 from metaedge.deploy.bundle import Bundle
 from metaedge.deploy.noise import weight_draws
@@ -47,6 +48,16 @@ class OnnxBackend(Receiver):
     @classmethod
     def configure(cls, threads: int, options: dict) -> "OnnxBackend":
         return cls(threads=threads, mode=options.get("mode", cls.MODES[0]))
+
+    @classmethod
+    def inspect(cls, bundle: Bundle) -> None:
+        """Every graph passes the content policy (external data, operator domains, functions, sizes)."""
+        for role in bundle.manifest.graphs:
+            if role in bundle.artifacts:
+                try:
+                    check_model(bundle.artifacts[role], bundle.manifest.opset, f"graph '{role}'")
+                except PolicyError as e:
+                    raise BackendError(f"content policy: {e}") from None
 
     # -- loading -----------------------------------------------------------------------------
     def _session(self, role: str) -> ort.InferenceSession:

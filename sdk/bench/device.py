@@ -177,14 +177,34 @@ def device_process(bundle_path: Path, state: Path):
     return deployed("onnx", state, bundle_path, "--allow-unsigned")
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process it started, transitively (a device and its contained receiver)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    tree, frontier = [root], {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier}
+        tree.extend(sorted(frontier))
+    return tree
+
+
 def _proc_status(pid: int) -> dict:
-    """Resident and peak memory (bytes) and open file descriptors of a process, from /proc."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) * 1024
-    return {"rss": fields.get("VmRSS"), "peak_rss": fields.get("VmHWM"), "fds": len(list(Path(f"/proc/{pid}/fd").iterdir()))}
+    """Resident and peak memory (bytes) of a device process and the processes it started (its contained receiver),
+    summed, and the device process's open file descriptors, from /proc."""
+    rss = peak = 0
+    for member in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue  # it ended meanwhile
+        fields = {key: int(value.split()[0]) * 1024 for key, _, value in (line.partition(":") for line in lines) if key in ("VmRSS", "VmHWM")}
+        rss, peak = rss + fields.get("VmRSS", 0), peak + fields.get("VmHWM", 0)
+    return {"rss": rss, "peak_rss": peak, "fds": len(list(Path(f"/proc/{pid}/fd").iterdir()))}
 
 
 def bench_round_trip(bundle_path: Path, frames: int, pilots: int, symbols: int, state: Path) -> dict:

@@ -2,7 +2,7 @@
 
 Seeded mutations (byte flips, insertions, deletions, truncations, overwrites, splices) of a
 valid packed bundle, its manifest, a safetensors file, a protocol message, and the bundle's
-adaptation graph (with its hash updated, so that ONNX Runtime itself must parse it). Each input must
+adaptation graph (with its hash updated, so that the device's content policy and ONNX Runtime itself must parse it). Each input must
 be accepted or refused with the reader's own typed error; anything else is a crash, and an
 input that takes longer than ``HANG_S`` is a hang.
 """
@@ -51,15 +51,18 @@ def mutate(seed: bytes, rng: np.random.Generator, corpus: list[bytes]) -> bytes:
 
 
 def graph_reader(bundle: Bundle, role: str) -> Callable[[bytes], object]:
-    """Load a bundle whose ``role`` graph is replaced (hashes updated, so ONNX Runtime itself parses it) and self-test it."""
+    """A bundle whose ``role`` graph is replaced (hashes updated), as a device takes it: the content policy at upload,
+    then ONNX Runtime loads it and the self-test runs."""
 
     def read(graph: bytes) -> object:
         raw = bundle.manifest.raw
         entry = {**raw["artifacts"][role], "size": len(graph), "sha256": sha256(graph)}
         manifest = parse({**raw, "artifacts": {**raw["artifacts"], role: entry}})
+        changed = dataclasses.replace(bundle, manifest=manifest, artifacts={**bundle.artifacts, role: graph})
+        OnnxBackend.inspect(changed)
         backend = OnnxBackend()
         with contextlib.redirect_stderr(io.StringIO()):  # ONNX Runtime's diagnostics on broken graphs are expected here
-            backend.load(dataclasses.replace(bundle, manifest=manifest, artifacts={**bundle.artifacts, role: graph}))
+            backend.load(changed)
         return backend.selftest()
 
     return read

@@ -41,6 +41,13 @@ def register(sub) -> None:
     )
     e.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     e.add_argument("--security-counter", type=int, default=1, help="monotonic counter a device uses against rollback (default 1)")
+    e.add_argument(
+        "--release",
+        type=int,
+        default=0,
+        help="release number within the security counter: a device never selects an image older than its confirmed one "
+        "by (counter, release) (default 0)",
+    )
     for name, text in OPTIONS.items():
         e.add_argument(flag(name), type=int, default=None, help=text)
     e.add_argument("--key", type=Path, help="Ed25519 private key to sign with (metaedge keys generate)")
@@ -71,7 +78,7 @@ def register(sub) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from metaedge.sdk.targets import Release, export
 
-    release = Release(args.security_counter, args.expires)
+    release = Release(args.security_counter, args.expires, args.release)
     key = _load_key(args.key) if args.key else None
     bundle = export(args.target, args.run, args.out, release, key, **{name: getattr(args, name) for name in OPTIONS})
     print(json.dumps(bundle.manifest.raw, indent=2) if args.json else summary(bundle))
@@ -117,7 +124,8 @@ def summary(bundle) -> str:
             f"target      {m['target']}  ({runtime})",
             f"task        {m['task']['name']}: " + families.get(m["task"]["name"]).describe(m["task"]),
             *model_lines,
-            f"security    counter {m['security_counter']}, {expiry}" + ("signed (manifest.sig)" if bundle.signature else "UNSIGNED"),
+            f"security    counter {m['security_counter']}, release {m.get('release', 0)}, {expiry}"
+            + ("signed (manifest.sig)" if bundle.signature else "UNSIGNED"),
             "artifacts",
             *(f"  {role:<11} {e['path']:<22} {e['size']:>8,} B  sha256 {e['sha256'][:16]}…" for role, e in m["artifacts"].items()),
         ]

@@ -16,6 +16,7 @@ from metaedge.sdk.errors import UserError
 ALGOS = ["maml", "fomaml", "reptile", "cavia", "metasgd", "joint"]
 PILOTS = [1, 2, 4, 8, 16, 32]
 TRAIN_PILOTS = (1, 32)  # each meta-batch draws its pilot count log-uniformly from this range
+RELEASE_KEY, OPERATOR_KEY = "metaedge", "operator"
 ADAPT_STEPS = 1  # the common adaptation budget at meta-test: one SGD step, as published and as trained
 EXAMPLES = """
 examples:
@@ -113,7 +114,6 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     import shutil
 
     from metaedge.deploy.client import DeviceClient
-    from metaedge.deploy.signing import generate, load_private
     from metaedge.sdk.families.demod.receivers import ModelBasedReceiver
     from metaedge.sdk.families.demod.task import DemodTasks
     from metaedge.sdk.families.demod.training import configs_from_run
@@ -125,17 +125,15 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     bundle_dir, state, keys = args.out / "bundle", args.out / "device", args.out / "keys"
     for path in (bundle_dir, state):
         shutil.rmtree(path, ignore_errors=True)
-    if not (keys / "metaedge.key").is_file():
-        generate(keys)  # the demo's own release key; the device trusts only it
     # the same adaptation budget as the host evaluation; signed, as every device requires
-    export("onnx", run, bundle_dir, inner_steps=ADAPT_STEPS, key=load_private(keys / "metaedge.key"))
+    export("onnx", run, bundle_dir, inner_steps=ADAPT_STEPS, key=demo_keys(keys))
     task, train = configs_from_run(read_config(run))
     tasks = DemodTasks(task, seed=train.seed)
     devs = tasks.devices("test", args.devices)
     frame = tasks.frames(devs, max(PILOTS), args.payload, tasks.rng("test", 1))  # the frames 'metaedge eval' used
     reference = ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var)
     host_ser = next(m for m in host["methods"] if m["run"] == str(run))["ser"]
-    with deployed_device(args.target, state, keys / "metaedge.pub", bundle_dir) as url:
+    with deployed_device(args.target, state, keys, bundle_dir) as url:
         with DeviceClient(url) as client:
             rows = [device_row(client, url, frame, p, reference, host_ser[str(p)]) for p in PILOTS]
     curves = [
@@ -174,13 +172,25 @@ def device_row(client, url: str, frame, pilots: int, reference, host: dict) -> d
     }
 
 
+def demo_keys(keys: Path):
+    """The demo's own keys in ``keys``, made on first use: a release key (``metaedge``; the device trusts only it) and
+    an operator key (``operator``; only it may deploy). Returns the release private key."""
+    from metaedge.deploy.signing import generate, load_private
+
+    for name in (RELEASE_KEY, OPERATOR_KEY):
+        if not (keys / f"{name}.key").is_file():
+            generate(keys, name)
+    return load_private(keys / f"{RELEASE_KEY}.key")
+
+
 @__import__("contextlib").contextmanager
-def deployed_device(target: str, state: Path, public_key: Path, bundle: Path, extra: tuple[str, ...] = (), python: str | None = None):
-    """A device process of ``target`` (run by ``python``, default this interpreter) that trusts ``public_key``,
-    with ``bundle`` deployed and confirmed: yields its URL."""
+def deployed_device(target: str, state: Path, keys: Path, bundle: Path, extra: tuple[str, ...] = (), python: str | None = None):
+    """A device process of ``target`` (run by ``python``, default this interpreter) that trusts the demo's release key
+    and is managed by its operator key (``demo_keys``), with ``bundle`` deployed and confirmed: yields its URL."""
     from metaedge.sdk.device_process import deployed
 
-    with deployed(target, state, bundle, "--trusted-key", str(public_key), *extra, python=python) as (_, url):
+    trust = ("--trusted-key", str(keys / f"{RELEASE_KEY}.pub"), "--operator", str(keys / f"{OPERATOR_KEY}.pub"))
+    with deployed(target, state, bundle, *trust, *extra, python=python, operator_key=keys / f"{OPERATOR_KEY}.key") as (_, url):
         yield url
 
 

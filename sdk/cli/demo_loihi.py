@@ -22,9 +22,8 @@ def run_loihi_demo(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from metaedge.deploy.signing import generate, load_private
     from metaedge.sdk.cli.bench_loihi import train_default
-    from metaedge.sdk.cli.demo import deployed_device
+    from metaedge.sdk.cli.demo import demo_keys, deployed_device
     from metaedge.sdk.cli.main import format_table
     from metaedge.sdk.device_frames import stream as stream_frames
     from metaedge.sdk.families.demod.snn.bench import quality, test_frames
@@ -49,15 +48,14 @@ def run_loihi_demo(args: argparse.Namespace) -> int:
     keys, bundle, state = args.out / "keys", out / "bundle", out / "device"
     for path in (bundle, state):
         shutil.rmtree(path, ignore_errors=True)
-    if not (keys / "metaedge.key").is_file():
-        generate(keys)
-    export("loihi", run.path, bundle, key=load_private(keys / "metaedge.key"))
+    key = demo_keys(keys)
+    export("loihi", run.path, bundle, key=key)
     if not args.quiet:
         print(
             f"demo: Loihi device (Lava) with the FOMAML bundle; {DEVICE_FRAMES} frames of {run.task.pilots} pilots + {DEVICE_SYMBOLS} symbols",
             file=sys.stderr,
         )
-    with deployed_device("loihi", state, keys / "metaedge.pub", bundle, python=interpreter) as url:
+    with deployed_device("loihi", state, keys, bundle, python=interpreter) as url:
         with contextlib.redirect_stdout(io.StringIO()):
             protocol = stream_frames(url, DEVICE_FRAMES, run.task.pilots, DEVICE_SYMBOLS, seed=1)
     report = {"host": host, "protocol": protocol, "bundle": str(bundle)}

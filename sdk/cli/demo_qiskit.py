@@ -21,9 +21,8 @@ def run_qiskit_demo(args: argparse.Namespace) -> int:
     import contextlib
     import io
 
-    from metaedge.deploy.signing import generate, load_private
     from metaedge.sdk.cli.bench_qiskit import render, train_default
-    from metaedge.sdk.cli.demo import deployed_device
+    from metaedge.sdk.cli.demo import demo_keys, deployed_device
     from metaedge.sdk.device_frames import stream as stream_frames
     from metaedge.sdk.families.demod.born.bench import bench_qiskit
     from metaedge.sdk.families.demod.born.training import load_born_run
@@ -54,10 +53,9 @@ def run_qiskit_demo(args: argparse.Namespace) -> int:
     keys, bundle, state = args.out / "keys", out / "bundle", out / "device"
     for path in (bundle, state):
         shutil.rmtree(path, ignore_errors=True)
-    if not (keys / "metaedge.key").is_file():
-        generate(keys)
-    export("qiskit", out / "born-meta", bundle, key=load_private(keys / "metaedge.key"))
-    with deployed_device("qiskit", state, keys / "metaedge.pub", bundle, ("--backend", NOISY)) as url:
+    key = demo_keys(keys)
+    export("qiskit", out / "born-meta", bundle, key=key)
+    with deployed_device("qiskit", state, keys, bundle, ("--backend", NOISY)) as url:
         with contextlib.redirect_stdout(io.StringIO()):
             report["protocol"] = stream_frames(url, DEVICE_FRAMES, runs["meta"].task.pilots, 1000, seed=1)
     write_json(out / "qiskit.json", report)

@@ -45,8 +45,8 @@ def run_management(args: argparse.Namespace) -> int:
         for image in header["images"]:
             flags = [f for f in ("active", "confirmed", "pending", "trial") if image[f]]
             desc = (
-                f"{image.get('algorithm', '?')}, counter {image.get('security_counter', '?')}, {image['size']:,} B, "
-                f"sha256 {image['sha256'][:16]}…" + (f", expires {image['expires']}" if image.get("expires") else "")
+                f"{image.get('algorithm', '?')}, counter {image.get('security_counter', '?')}, release {image.get('release', 0)}, "
+                f"{image['size']:,} B, sha256 {image['sha256'][:16]}…" + (f", expires {image['expires']}" if image.get("expires") else "")
                 if image["valid"]
                 else "empty"
             )

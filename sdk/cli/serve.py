@@ -6,12 +6,15 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from metaedge.backends.registry import FRAME_LIMITS_S
 from metaedge.firmware_sim.access import CLASSES, DEFAULT_OPEN
 from metaedge.firmware_sim.connection import Limits
+from metaedge.firmware_sim.contain import Containment
 from metaedge.sdk.cli.parsing import add_command
 from metaedge.sdk.errors import UserError
 
 LIMITS = Limits()
+CONTAINMENT = Containment()
 EXAMPLES = """
 examples:
   metaedge device serve --target onnx --state devices/dev1 --listen 127.0.0.1:7410 --trusted-key keys/metaedge.pub
@@ -91,6 +94,35 @@ def _add_trust_flags(s) -> None:
 
 def _add_limit_flags(s) -> None:
     s.add_argument(
+        "--frame-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a frame that runs longer is stopped with its receiver's process (default: the target's — "
+        + ", ".join(f"{t} {s:g}" for t, s in FRAME_LIMITS_S.items())
+        + ")",
+    )
+    s.add_argument(
+        "--start-timeout",
+        type=float,
+        default=CONTAINMENT.start_s,
+        metavar="SECONDS",
+        help=f"limit of loading an image and of its self-test; a trial over it reverts (default {CONTAINMENT.start_s:g})",
+    )
+    s.add_argument(
+        "--memory-cap",
+        type=int,
+        default=CONTAINMENT.memory >> 20,
+        metavar="MIB",
+        help=f"memory the receiver may add to its runtime's; beyond it the frame fails and the receiver restarts "
+        f"(default {CONTAINMENT.memory >> 20})",
+    )
+    s.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the receiver inside the device process, without time or memory limits (profiling and development)",
+    )
+    s.add_argument(
         "--max-connections",
         type=int,
         default=LIMITS.max_connections,
@@ -116,10 +148,12 @@ def run_serve(args: argparse.Namespace) -> int:
         if not host or not port.isdigit():
             raise UserError(f"--listen '{args.listen}' is not HOST:PORT (e.g. 127.0.0.1:7410) or 'stdio'")
     keys = _trusted_keys(args)
-    policy, limits = _access_policy(args, host if args.listen != "stdio" else None), _limits(args)
+    policy, limits, containment = _access_policy(args, host if args.listen != "stdio" else None), _limits(args), _containment(args)
     try:
         lock = lock_state(args.state)
-        device = Device(args.state, args.target, profile, trusted_keys=keys, allow_unsigned=args.allow_unsigned, backend_options=options)
+        device = Device(
+            args.state, args.target, profile, trusted_keys=keys, allow_unsigned=args.allow_unsigned, backend_options=options, containment=containment
+        )
     except (ValueError, OSError) as e:
         raise UserError(f"--state {args.state}: {e}") from None
     with lock:
@@ -183,6 +217,15 @@ def _trusted_keys(args: argparse.Namespace) -> list:
         return [load_public(path) for path in args.trusted_key]
     except SignatureError as e:
         raise UserError(f"--trusted-key: {e}") from None
+
+
+def _containment(args: argparse.Namespace) -> Containment | None:
+    if args.in_process:
+        return None
+    for flag, value in (("--frame-timeout", args.frame_timeout), ("--start-timeout", args.start_timeout), ("--memory-cap", args.memory_cap)):
+        if value is not None and not value > 0:
+            raise UserError(f"{flag} {value} must be positive")
+    return Containment(frame_s=args.frame_timeout, start_s=args.start_timeout, memory=args.memory_cap << 20)
 
 
 def _limits(args: argparse.Namespace) -> Limits:

@@ -23,10 +23,13 @@ class Release:
 
     security_counter: int = 1
     expires: str | None = None  # UTC, 2027-01-31T00:00:00Z
+    release: int = 0  # orders releases of one security counter
 
     def __post_init__(self) -> None:
         if type(self.security_counter) is not int or not 0 <= self.security_counter < 2**32:
             raise UserError(f"--security-counter {self.security_counter} must lie in [0, 2^32)")
+        if type(self.release) is not int or not 0 <= self.release < 2**32:
+            raise UserError(f"--release {self.release} must lie in [0, 2^32)")
         try:
             parse_expiry(self.expires)
         except BundleError as e:
@@ -34,7 +37,11 @@ class Release:
 
     def fields(self) -> dict:
         """The manifest members of this release."""
-        return {"security_counter": self.security_counter, **({"expires": self.expires} if self.expires else {})}
+        return {
+            "security_counter": self.security_counter,
+            **({"release": self.release} if self.release else {}),
+            **({"expires": self.expires} if self.expires else {}),
+        }
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from metaedge.backends import registry
 from metaedge.backends.base import Backend, BackendError
 from metaedge.deploy.manifest import TARGETS
 
-PROTOCOL = ("load", "frame", "selftest", "close")
+PROTOCOL = ("inspect", "load", "frame", "selftest", "close")
 
 
 def test_every_format_target_has_a_backend_implementing_the_whole_contract():
@@ -23,7 +23,7 @@ def test_every_format_target_has_a_backend_implementing_the_whole_contract():
 
 
 def test_the_protocol_is_exactly_the_narrow_interface():
-    declared = {n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")}
+    declared = {n for n, v in vars(Backend).items() if (callable(v) or isinstance(v, classmethod)) and not n.startswith("_")}
     assert declared == set(PROTOCOL)
 
 

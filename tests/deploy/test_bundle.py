@@ -88,6 +88,8 @@ def test_manifest_encoding_is_canonical(bundle_dir):
         (lambda m: m["task"].update(pilot_sequence=[0, 2]), "pilot_sequence must be null or"),
         (lambda m: m["task"].update(outputs=0), "task.outputs must be an integer"),
         (lambda m: m["parameters"][0].update(shape=[2, -3]), "shape must be a list of non-negative integers"),
+        (lambda m: m.update(release=-1), "release must be an integer in"),
+        (lambda m: m.update(release="2"), "release must be an integer in"),
         (lambda m: m["parameters"][0].update(dtype="int8"), "dtype must be one of"),
         (lambda m: m["parameters"][0].update(adapts=1), "adapts must be true or false"),
         (lambda m: m["parameters"].append(dict(m["parameters"][0])), "listed twice"),

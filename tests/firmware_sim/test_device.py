@@ -252,6 +252,12 @@ class ProtocolOnly:
     def __getattr__(self, name):
         raise AssertionError(f"the device used '{name}', which is not in the backend protocol")
 
+    @classmethod
+    def inspect(cls, bundle):
+        from metaedge.backends.onnx import OnnxBackend
+
+        OnnxBackend.inspect(bundle)
+
     def load(self, bundle):
         self.calls.append("load")
         return self._inner.load(bundle)

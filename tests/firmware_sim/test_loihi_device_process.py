@@ -20,16 +20,31 @@ from metaedge.sdk.device_process import serve_command
 pytestmark = pytest.mark.lava
 
 
-def processes_mentioning(marker: str) -> list[int]:
-    found = []
+def _parents() -> dict[int, tuple[int, str]]:
+    """pid → (parent pid, state letter) of every process."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(entry.name))
-            except OSError:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                table[int(entry.name)] = (int(fields[1]), fields[0])
+            except (OSError, IndexError, ValueError):
                 pass
+    return table
+
+
+def descendants(root: int) -> set[int]:
+    """The processes started by ``root`` (the receiver's, and the ones Lava starts from it), transitively."""
+    table, found, frontier = _parents(), set(), {root}
+    while frontier:
+        frontier = {pid for pid, (parent, _) in table.items() if parent in frontier} - found
+        found |= frontier
     return found
+
+
+def running(pids: set[int]) -> set[int]:
+    table = _parents()
+    return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
 
 
 @pytest.fixture
@@ -40,20 +55,21 @@ def loihi_device(tmp_path, signing_keys):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("listening on"), line + proc.stderr.read()
-    yield "tcp://" + line.split()[-1], proc, str(state), shm_before
+    yield "tcp://" + line.split()[-1], proc, shm_before
     if proc.poll() is None:
         proc.kill()
         proc.wait(20)
 
 
 def test_loihi_device_end_to_end_and_clean_shutdown(loihi_device, snn_bundle, capsys):
-    url, proc, marker, shm_before = loihi_device
+    url, proc, shm_before = loihi_device
     assert main(["deploy", str(snn_bundle[1]), "--device", url, "--confirm", "--quiet"]) == 0
     capsys.readouterr()
     assert main(["run", "--device", url, "--frames", "2", "--pilots", "4", "--symbols", "48", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["ser"] < 0.5  # QPSK: guessing errs 75 %
-    assert len(processes_mentioning(marker)) > 3  # Lava runs the network as several processes
+    started = descendants(proc.pid)
+    assert len(started) > 3  # the receiver's process, and Lava runs the network as several more
     with DeviceClient(url) as client:
         info, _ = client.call("info")
         assert info["target"] == "loihi" and info["mode"] == "confirmed"
@@ -74,7 +90,7 @@ def test_loihi_device_end_to_end_and_clean_shutdown(loihi_device, snn_bundle, ca
     proc.terminate()
     assert proc.wait(60) == 0
     deadline = time.time() + 10
-    while processes_mentioning(marker) and time.time() < deadline:
+    while running(started) and time.time() < deadline:
         time.sleep(0.2)
-    assert processes_mentioning(marker) == []
+    assert running(started) == set()
     assert set(os.listdir("/dev/shm")) - shm_before == set()

@@ -1,6 +1,7 @@
 """Which image a device may select and start (issue: device hardening): expiry at test and boot, fallback to the
 other slot when the confirmed one breaks, a starting image that throws, and the state directory's lock."""
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -9,6 +10,7 @@ from test_attacks import install, upload
 
 from metaedge.backends.onnx.backend import OnnxBackend
 from metaedge.deploy.bundle import pack, read_bundle
+from metaedge.deploy.manifest import MANIFEST_FILE
 from metaedge.firmware_sim.device import Device, DeviceError
 from metaedge.firmware_sim.flash import HEADER_SIZE, lock_state
 from metaedge.firmware_sim.profile import PROFILES
@@ -147,3 +149,28 @@ def test_a_receiver_that_answers_nan_gets_an_error_response_not_ok(fresh, traine
         still_serving(device)
     monkeypatch.undo()
     still_serving(device)
+
+
+def test_negative_weight_draws_cannot_push_the_ram_estimate_below_zero(fresh, make_variant, trained_bundle):
+    manifest = json.loads((trained_bundle[1] / MANIFEST_FILE).read_text())
+    name = manifest["parameters"][0]["name"]
+    noise = {"parameters": [name], "adapt": {"seed": 0, "draws": -(10**9)}, "predict": {"seed": 1, "draws": 1}}
+    image = pack(read_bundle(make_variant(algorithm={**manifest["algorithm"], "noise": noise})))
+    device = fresh()
+    with pytest.raises(DeviceError, match="draws must be non-negative integers"):
+        upload(device, image)
+    assert device.list_images()["images"][0]["valid"] is False
+
+
+def test_an_older_release_is_never_installed_or_selected_again(fresh, make_variant):
+    device = fresh()
+    first, second = (pack(read_bundle(make_variant(security_counter=1, release=r))) for r in (1, 2))
+    install(device, first)
+    install(device, second)  # slot 1 confirmed (release 2); slot 0 still holds release 1
+    old = device.list_images()["images"][0]
+    assert old["valid"] and not old["active"]
+    with pytest.raises(DeviceError, match="older release refused: counter 1, release 1 is older than the confirmed image's counter 1, release 2"):
+        device.test(old["sha256"])  # the review's downgrade, even for an operator
+    with pytest.raises(DeviceError, match="older release refused"):
+        upload(device, first)
+    install(device, pack(read_bundle(make_variant(security_counter=1, release=2, selftest={"atol": 1e-4}))))  # an equal release is allowed
