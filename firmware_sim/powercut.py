@@ -93,28 +93,41 @@ class _Cutter:
         raise PowerCut(f"power cut at write {len(self.writes)}")
 
 
-def run(
-    scenario: str,
-    base_state: Path,
-    work: Path,
-    image: bytes,
-    make_device: Callable[..., Device],
-    frame: dict,
-    expected: dict[str, np.ndarray],
-    progress: Callable[[], None] | None = None,
-) -> Report:
-    """Cut power at every write of ``scenario``; ``expected`` maps image sha256 → decisions on ``frame``."""
+@dataclass(frozen=True)
+class Setup:
+    """What every cut and crash state starts from and is checked against: a device state with the old image confirmed,
+    the update, how to build a device, and each image's own decisions on a reference frame."""
+
+    base_state: Path
+    image: bytes
+    make_device: Callable[[Path], Device]
+    frame: dict
+    expected: dict[str, np.ndarray]  # image sha256 → its decisions on ``frame``
+
+    @classmethod
+    def prepare(cls, work: Path, old: bytes, new: bytes, make_device: Callable[[Path], Device]) -> "Setup":
+        frame = default_frame()
+        expected = {hashlib.sha256(img).hexdigest(): decisions_of(make_device, work / f"ref{i}", img, frame) for i, img in enumerate((old, new))}
+        prepare(work / "base", old, make_device)
+        return cls(work / "base", new, make_device, frame, expected)
+
+    def fresh_state(self, state: Path) -> None:
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.copytree(self.base_state, state)
+
+
+def run(scenario: str, setup: Setup, work: Path, progress: Callable[[], None] | None = None) -> Report:
+    """Cut power at every write of ``scenario``, each time on a fresh copy of the base state."""
     report = Report(scenario)
     state = work / "state"
 
     def attempt(cut_at: int | None, keep: int | None) -> tuple[_Cutter, Device]:
-        shutil.rmtree(state, ignore_errors=True)
-        shutil.copytree(base_state, state)
-        device = make_device(state)
+        setup.fresh_state(state)
+        device = setup.make_device(state)
         cutter = _Cutter(state / FLASH_FILE, cut_at, keep)
         device.flash.observer = cutter
         try:
-            SCENARIOS[scenario](device, image)
+            SCENARIOS[scenario](device, setup.image)
         except PowerCut:
             pass
         return cutter, device
@@ -129,7 +142,7 @@ def run(
         for keep in keeps:
             attempt(write, keep)
             report.cuts += 1
-            problem = _check(make_device, state, frame, expected)
+            problem = _check(setup, state)
             if problem:
                 report.failures.append(f"write {write} at {offset}, {'clean cut' if keep is None else f'torn after {keep} bytes'}: {problem}")
             if progress:
@@ -179,38 +192,26 @@ def crash_states(base: bytes, ops: list, count: int, seed: int = 0) -> Iterator[
         yield f"crash after operation {point} of {len(ops)}, {kept} of {total} unsynced sectors kept", bytes(flash), bytes(durable)
 
 
-def explore(
-    scenario: str,
-    base_state: Path,
-    work: Path,
-    image: bytes,
-    make_device: Callable[..., Device],
-    frame: dict,
-    expected: dict[str, np.ndarray],
-    count: int,
-    progress: Callable[[], None] | None = None,
-) -> Report:
+def explore(scenario: str, setup: Setup, work: Path, count: int, progress: Callable[[], None] | None = None) -> Report:
     """Record ``scenario`` once, then boot ``count`` of its crash states and check each (as after a cut), also that
     the counter floor never drops below what was durable."""
     report = Report(f"{scenario} (crash states)")
     state = work / "state"
-    shutil.rmtree(state, ignore_errors=True)
-    shutil.copytree(base_state, state)
+    setup.fresh_state(state)
     base = (state / FLASH_FILE).read_bytes()
-    device = make_device(state)
+    device = setup.make_device(state)
     journal = Journal()
     device.flash.observer = journal
-    SCENARIOS[scenario](device, image)
+    SCENARIOS[scenario](device, setup.image)
     device.close()
     report.writes = sum(op is not None for op in journal.ops)
     for description, contents, durable in crash_states(base, journal.ops, count):
-        shutil.rmtree(state, ignore_errors=True)
-        shutil.copytree(base_state, state)
+        setup.fresh_state(state)
         (state / FLASH_FILE).write_bytes(durable)
         floor = Flash(state / FLASH_FILE, device.flash.slot_size).boot_state().counter
         (state / FLASH_FILE).write_bytes(contents)
         report.cuts += 1
-        problem = _check(make_device, state, frame, expected, floor)
+        problem = _check(setup, state, floor)
         if problem:
             report.failures.append(f"{description}: {problem}")
         if progress:
@@ -218,10 +219,10 @@ def explore(
     return report
 
 
-def _check(make_device: Callable[..., Device], state: Path, frame: dict, expected: dict[str, np.ndarray], floor: int = 0) -> str | None:
+def _check(setup: Setup, state: Path, floor: int = 0) -> str | None:
     """Reboot on the flash a cut left behind; describe what is wrong, or None. ``floor``: the counter that was durable."""
     try:
-        device = make_device(state)
+        device = setup.make_device(state)
     except Exception as e:  # noqa: BLE001 — any failure to boot is what we count
         return f"boot failed: {type(e).__name__}: {e}"
     if device.running.slot is None:
@@ -233,13 +234,13 @@ def _check(make_device: Callable[..., Device], state: Path, frame: dict, expecte
     if header is None or image is None:
         return f"running slot {device.running.slot} does not verify"
     digest = hashlib.sha256(image).hexdigest()
-    if digest not in expected:
+    if digest not in setup.expected:
         return f"running an image nobody deployed ({digest[:12]})"
     try:
-        _, out = device.frame(frame)
+        _, out = device.frame(setup.frame)
     except Exception as e:  # noqa: BLE001
         return f"frame failed: {type(e).__name__}: {e}"
-    if not np.array_equal(out["decisions"], expected[digest]):
+    if not np.array_equal(out["decisions"], setup.expected[digest]):
         return "frame decisions differ from the image's own"
     return None
 

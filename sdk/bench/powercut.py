@@ -4,7 +4,6 @@ device whose flash write is interrupted at each point in turn; every restart mus
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -28,20 +27,17 @@ def bench_powercut(bundle: Bundle, crash_states: int = 1000, progress: Callable[
     evenly over the scenarios); ``progress(label)`` gives the callback counting one part's cuts."""
     images = [pack(dataclasses.replace(bundle, signature=b"")), pack(next_release(bundle))]
     make = lambda state: Device(state, "onnx", PROFILES[DEFAULT], allow_unsigned=True)  # noqa: E731 — trust is tested elsewhere
-    frame = powercut.default_frame()
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        expected = {hashlib.sha256(img).hexdigest(): powercut.decisions_of(make, work / f"ref{i}", img, frame) for i, img in enumerate(images)}
-        powercut.prepare(work / "base", images[0], make)
+        setup = powercut.Setup.prepare(work, images[0], images[1], make)
         for scenario in powercut.SCENARIOS:
             counter = progress(f"cuts during {scenario}") if progress else None
-            reports.append(powercut.run(scenario, work / "base", work / scenario, images[1], make, frame, expected, progress=counter).to_dict())
+            reports.append(powercut.run(scenario, setup, work / scenario, progress=counter).to_dict())
         per_scenario = -(-crash_states // len(powercut.SCENARIOS))
         for scenario in powercut.SCENARIOS if crash_states else ():
             counter = progress(f"crash states of {scenario}") if progress else None
-            report = powercut.explore(scenario, work / "base", work / scenario, images[1], make, frame, expected, per_scenario, counter)
-            reports.append(report.to_dict())
+            reports.append(powercut.explore(scenario, setup, work / scenario, per_scenario, counter).to_dict())
     return {
         "benchmark": "powercut",
         "image_bytes": len(images[1]),

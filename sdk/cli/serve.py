@@ -65,21 +65,12 @@ def _add_runtime_flags(s) -> None:
 
 
 def _add_trust_flags(s) -> None:
-    s.add_argument(
-        "--trusted-key",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="PUB",
-        help="Ed25519 public key whose signatures the device accepts (repeat for rotation)",
-    )
+    public_keys = {"type": Path, "action": "append", "default": [], "metavar": "PUB"}
+    s.add_argument("--trusted-key", **public_keys, help="Ed25519 public key whose signatures the device accepts (repeat for rotation)")
     s.add_argument("--allow-unsigned", action="store_true", help="development only: accept unsigned bundles")
     s.add_argument(
         "--operator",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="PUB",
+        **public_keys,
         help="Ed25519 public key of an operator (repeatable): upload, test, reset and confirm then need a request "
         "signed by one (required to listen beyond loopback)",
     )
@@ -93,20 +84,19 @@ def _add_trust_flags(s) -> None:
 
 
 def _add_limit_flags(s) -> None:
+    seconds = {"type": float, "metavar": "SECONDS"}
     s.add_argument(
         "--frame-timeout",
-        type=float,
+        **seconds,
         default=None,
-        metavar="SECONDS",
         help="a frame that runs longer is stopped with its receiver's process (default: the target's — "
         + ", ".join(f"{t} {s:g}" for t, s in FRAME_LIMITS_S.items())
         + ")",
     )
     s.add_argument(
         "--start-timeout",
-        type=float,
+        **seconds,
         default=CONTAINMENT.start_s,
-        metavar="SECONDS",
         help=f"limit of loading an image and of its self-test; a trial over it reverts (default {CONTAINMENT.start_s:g})",
     )
     s.add_argument(
@@ -130,9 +120,8 @@ def _add_limit_flags(s) -> None:
     )
     s.add_argument(
         "--idle-timeout",
-        type=float,
+        **seconds,
         default=LIMITS.idle_timeout_s,
-        metavar="SECONDS",
         help=f"close a connection quiet for this long between messages (default {LIMITS.idle_timeout_s:g})",
     )
 

@@ -11,11 +11,11 @@ import zlib
 from pathlib import Path
 
 import pytest
+from test_hardening import Served
 
 from metaedge.deploy import wire
 from metaedge.deploy.client import DeviceClient
 from metaedge.sdk.cli.main import main
-from metaedge.sdk.device_process import serve_command
 
 ROOT = Path(__file__).resolve().parents[2]
 LAVA_PYTHON = os.environ.get("METAEDGE_LAVA_PYTHON") or str(ROOT / ".venv-lava" / "bin" / "python")
@@ -29,14 +29,9 @@ def _public_key(signing_keys):
     PUBLIC_KEY[:] = [str(signing_keys[1])]
 
 
-class DeviceProcess:
+class DeviceProcess(Served):
     def __init__(self, state: Path, python: str = sys.executable, target: str = "onnx") -> None:
-        cmd = serve_command(target, state, "--trusted-key", PUBLIC_KEY[0], python=python)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        line = self.proc.stdout.readline()
-        assert line.startswith("listening on"), line + self.proc.stderr.read()
-        self.url = "tcp://" + line.split()[-1]
-        self.port = int(line.split(":")[-1])
+        super().__init__(state, PUBLIC_KEY[0], python=python, target=target)
 
     def power_cut(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -35,10 +35,11 @@ def operators(tmp_path_factory):
 
 
 class Served:
-    """``metaedge device serve`` on a free loopback port, with extra flags."""
+    """``metaedge device serve`` of ``target`` (run by ``python``) on a free loopback port, trusting ``public_key``,
+    with extra flags."""
 
-    def __init__(self, state, public_key, *options: str) -> None:
-        cmd = serve_command("onnx", state, "--trusted-key", str(public_key), *options)
+    def __init__(self, state, public_key, *options: str, python: str = sys.executable, target: str = "onnx") -> None:
+        cmd = serve_command(target, state, "--trusted-key", str(public_key), *options, python=python)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         line = self.proc.stdout.readline()
         assert line.startswith("listening on"), line + self.proc.stderr.read()

@@ -1,7 +1,6 @@
 """Cut power at every flash write of an update and of a revert: the device always comes back
 with a verified image that decodes correctly (zero failures)."""
 
-import hashlib
 import json
 import math
 import shutil
@@ -31,17 +30,17 @@ def images(trained_bundle, signing_keys, tmp_path_factory):
     return pack(read_bundle(trained_bundle[1])), pack(read_bundle(new))
 
 
+def setup(images, trusted, work):
+    """A device with the old image confirmed, the new image as the update, real trust and the real ONNX backend."""
+    return powercut.Setup.prepare(work, *images, lambda state: Device(state, "onnx", PROFILE, trusted_keys=trusted))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["update", "revert"])
 def test_power_cut_at_every_write(scenario, images, trusted, tmp_path):
-    old, new = images
-    make = lambda state: Device(state, "onnx", PROFILE, trusted_keys=trusted)  # noqa: E731
-    frame = powercut.default_frame()
-    expected = {hashlib.sha256(img).hexdigest(): powercut.decisions_of(make, tmp_path / f"ref{i}", img, frame) for i, img in enumerate((old, new))}
-    powercut.prepare(tmp_path / "base", old, make)
-    report = powercut.run(scenario, tmp_path / "base", tmp_path / "work", new, make, frame, expected)
+    report = powercut.run(scenario, setup(images, trusted, tmp_path), tmp_path / "work")
     # every chunk of the upload is a write, and the trailer's records more; each cut clean and torn, trailer splits too
-    assert report.writes > math.ceil(len(new) / powercut.CHUNK) and report.cuts > 2 * report.writes
+    assert report.writes > math.ceil(len(images[1]) / powercut.CHUNK) and report.cuts > 2 * report.writes
     assert report.failures == []
 
 
@@ -82,10 +81,5 @@ def test_crash_states_keep_synced_writes_and_lose_some_unsynced_sectors():
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["update", "revert"])
 def test_every_crash_state_boots_a_verified_image_above_the_floor(scenario, images, trusted, tmp_path):
-    old, new = images
-    make = lambda state: Device(state, "onnx", PROFILE, trusted_keys=trusted)  # noqa: E731
-    frame = powercut.default_frame()
-    expected = {hashlib.sha256(img).hexdigest(): powercut.decisions_of(make, tmp_path / f"ref{i}", img, frame) for i, img in enumerate((old, new))}
-    powercut.prepare(tmp_path / "base", old, make)
-    report = powercut.explore(scenario, tmp_path / "base", tmp_path / "work", new, make, frame, expected, count=120)
+    report = powercut.explore(scenario, setup(images, trusted, tmp_path), tmp_path / "work", count=120)
     assert report.cuts == 120 and report.failures == []
