@@ -169,12 +169,12 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
     }
 
 
-def device_process(bundle_path: Path, state: Path):
+def device_process(bundle_path: Path, state: Path, *options: str):
     """A real device process on loopback with ``bundle_path`` deployed and confirmed (unsigned: this measures speed;
-    trust is tested elsewhere): a context yielding (process, url)."""
+    trust is tested elsewhere): a context yielding (process, url). ``options``: more serve flags."""
     from metaedge.sdk.device_process import deployed
 
-    return deployed("onnx", state, bundle_path, "--allow-unsigned")
+    return deployed("onnx", state, bundle_path, "--allow-unsigned", *options)
 
 
 def process_tree(root: int) -> list[int]:
@@ -208,13 +208,17 @@ def _proc_status(pid: int) -> dict:
 
 
 def bench_round_trip(bundle_path: Path, frames: int, pilots: int, symbols: int, state: Path) -> dict:
-    """Deploy to a real device process, stream frames; round trip, device time and peak memory."""
+    """Deploy to a real device process, stream frames; round trip, device time and peak memory of device and receiver
+    — with the receiver contained in its own process (the default) and inside the device process, side by side."""
     from metaedge.sdk.device_frames import stream as stream_frames
 
-    with device_process(bundle_path, state) as (proc, url):
-        report = stream_frames(url, frames, pilots, symbols, seed=0)
-        peak = _proc_status(proc.pid)["peak_rss"]
-    return {"frames": frames, "round_trip_us": report["round_trip_us"], "device_us": report["device_us"], "device_peak_rss_bytes": peak}
+    results = {}
+    for name, options in (("contained", ()), ("in_process", ("--in-process",))):
+        with device_process(bundle_path, state / name, *options) as (proc, url):
+            report = stream_frames(url, frames, pilots, symbols, seed=0)
+            peak = _proc_status(proc.pid)["peak_rss"]
+        results[name] = {"round_trip_us": report["round_trip_us"], "device_us": report["device_us"], "device_peak_rss_bytes": peak}
+    return {"frames": frames, **results["contained"], "in_process": results["in_process"]}
 
 
 def bench_soak(bundle_path: Path, frames: int, pilots: int, symbols: int, state: Path, progress: Callable[[int], None] | None = None) -> dict:

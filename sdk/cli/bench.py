@@ -245,8 +245,9 @@ def run_device(args: argparse.Namespace) -> int:
     )
     print(
         f"{ratio}; bundle {report['bundle_bytes']:,} B; "
-        f"round trip median {p['round_trip_us']['p50']:.0f} µs (device {p['device_us']['p50']:.0f} µs); "
-        f"device peak RSS {p['device_peak_rss_bytes'] / 2**20:.1f} MiB"
+        f"round trip median {p['round_trip_us']['p50']:.0f} µs (device {p['device_us']['p50']:.0f} µs) with the receiver "
+        f"contained, {p['in_process']['round_trip_us']['p50']:.0f} µs in the device process; peak RSS of device and receiver "
+        f"{p['device_peak_rss_bytes'] / 2**20:.1f} MiB ({p['in_process']['device_peak_rss_bytes'] / 2**20:.1f} MiB in one process)"
     )
     return 0
 

@@ -1,5 +1,7 @@
 """The device benchmark's machinery: every variant computes the same frame; a real device answers."""
 
+import pytest
+
 from metaedge.deploy.bundle import read_bundle
 from metaedge.sdk.bench.device import bench_device, bench_round_trip
 
@@ -28,7 +30,20 @@ def test_a_one_step_bundle_is_timed_with_its_fused_frame(trained_bundle, tmp_pat
 
 def test_round_trip_through_a_real_device(trained_bundle, tmp_path):
     report = bench_round_trip(trained_bundle[1], frames=5, pilots=8, symbols=200, state=tmp_path)
-    assert report["round_trip_us"]["p50"] > 0 and report["device_peak_rss_bytes"] > 1 << 20
+    assert report["round_trip_us"]["p50"] > 0 and report["in_process"]["round_trip_us"]["p50"] > 0
+    # the contained device's memory counts its receiver's process too: two interpreters, more than one
+    assert report["device_peak_rss_bytes"] > report["in_process"]["device_peak_rss_bytes"] > 1 << 20
+
+
+@pytest.mark.slow
+def test_soak_under_attack_machinery(trained_bundle, tmp_path):
+    from metaedge.sdk.bench.attack_soak import bench_attack
+
+    report = bench_attack(trained_bundle[1], frames=400, pilots=8, symbols=50, work=tmp_path)
+    assert report["device_frames"] == 400  # the trigger frame is refused, not counted; every operator frame served
+    assert report["device_violations"] == 1 and "ran over its 2 s limit" in report["attack"]["trigger"]["answer"]
+    assert report["attack"]["connections_opened"] >= 300 and report["attack"]["refused_busy"] > 0
+    assert report["peak_rss_bytes"] > 1 << 20 and report["round_trip_us"]["max"] >= report["round_trip_us"]["p99"]
 
 
 def test_soak_machinery(trained_bundle, tmp_path):
