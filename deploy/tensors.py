@@ -10,6 +10,7 @@ anything malformed with ``TensorFileError`` so that a device can read untrusted 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Mapping
@@ -19,6 +20,7 @@ import numpy as np
 from metaedge.deploy.jsonobj import json_object
 
 MAX_HEADER = 100 * 1024 * 1024
+MAX_ELEMENTS = 1 << 31  # of one tensor, counting only its non-zero dimensions
 _DTYPES = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
@@ -97,7 +99,9 @@ def _tensor(name: str, info, buffer: memoryview) -> np.ndarray:
     begin, end = offsets
     if not 0 <= begin <= end <= len(buffer):
         raise TensorFileError(f"tensor '{name}': data_offsets {offsets} fall outside the {len(buffer)}-byte buffer")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if math.prod(s for s in shape if s) > MAX_ELEMENTS:  # even an empty tensor must have a shape numpy can hold
+        raise TensorFileError(f"tensor '{name}': shape {shape} has more than {MAX_ELEMENTS} elements")
+    count = math.prod(shape)
     if count * dtype.itemsize != end - begin:
         raise TensorFileError(f"tensor '{name}': shape {shape} of {info['dtype']} needs {count * dtype.itemsize} bytes, offsets give {end - begin}")
     return np.frombuffer(buffer[begin:end], dtype=dtype).reshape(shape).copy()

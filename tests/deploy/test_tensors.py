@@ -64,8 +64,16 @@ def with_header(header: dict, buffer: bytes) -> bytes:
         (with_header({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8), "after the last tensor"),
         (with_header({"a": {"dtype": "F32", "shape": [1]}}, b"\0" * 4), "exactly dtype, shape and data_offsets"),
         (with_header({"__metadata__": {"k": 1}}, b""), "strings to strings"),
+        # empty tensors whose other dimensions no array library can hold (their products once reached numpy's reshape)
+        (with_header({"a": {"dtype": "F32", "shape": [2**32, 2**32, 0], "data_offsets": [0, 0]}}, b""), "more than 2147483648 elements"),
+        (with_header({"a": {"dtype": "F32", "shape": [2**31 - 1] * 4 + [0], "data_offsets": [0, 0]}}, b""), "more than 2147483648 elements"),
     ],
 )
 def test_malformed_files_are_refused_with_a_reason(blob, fragment):
     with pytest.raises(TensorFileError, match=fragment):
         tensors.loads(blob)
+
+
+def test_empty_tensors_of_holdable_shape_are_read():
+    out, _ = tensors.loads(with_header({"a": {"dtype": "F32", "shape": [0, 16], "data_offsets": [0, 0]}}, b""))
+    assert out["a"].shape == (0, 16)
