@@ -84,11 +84,15 @@ def write_bundle(out: str | os.PathLike, manifest: dict, artifacts: Mapping[str,
 
 
 def sign_bundle(path: str | os.PathLike, key) -> bytes:
-    """Sign the exact bytes of the bundle's manifest with an Ed25519 private key; writes manifest.sig."""
-    from metaedge.deploy.signing import sign
+    """Name ``key`` (an Ed25519 private key) as the manifest's ``signer`` and sign the manifest's exact bytes with it:
+    rewrites manifest.json, writes manifest.sig. Re-signing with another key replaces both."""
+    from metaedge.deploy.signing import key_id, sign
 
     path = Path(path)
-    signature = sign(read_bundle(path).manifest_raw, key)
+    raw = manifest_bytes({**read_bundle(path).manifest.raw, "signer": key_id(key.public_key())})
+    parse_manifest(raw)
+    (path / MANIFEST_FILE).write_bytes(raw)
+    signature = sign(raw, key)
     (path / SIGNATURE_FILE).write_bytes(signature)
     return signature
 

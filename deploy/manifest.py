@@ -165,6 +165,7 @@ class Manifest:
     target: str
     security_counter: int
     release: int  # orders images of one security counter; 0 when absent
+    signer: str | None  # id of the key that signed the manifest (spec 1.1); None: unsigned, or a 1.0 bundle
     expires: datetime | None
     artifacts: dict[str, Artifact]
     task: Task
@@ -211,6 +212,9 @@ def parse(raw: Any) -> Manifest:
     release = raw.get("release", 0)
     if type(release) is not int or not 0 <= release < 2**32:
         raise BundleError("release must be an integer in [0, 2^32)")
+    signer = raw.get("signer")
+    if signer is not None and not (isinstance(signer, str) and re.fullmatch(r"[0-9a-f]{64}", signer)):
+        raise BundleError("signer must be a key id: the SHA-256 of the signing public key, 64 lowercase hex digits")
     artifacts = _artifacts(raw.get("artifacts"), target)
     task = parse_task(raw.get("task"))
     parameters = _parameters(raw.get("parameters"))
@@ -220,6 +224,7 @@ def parse(raw: Any) -> Manifest:
         target=target,
         security_counter=counter,
         release=release,
+        signer=signer,
         expires=parse_expiry(raw.get("expires")),
         artifacts=artifacts,
         task=task,

@@ -1,9 +1,12 @@
 """Ed25519 signatures over the manifest (which hashes every artifact), and trusted keys.
 
 A signature is the raw 64-byte Ed25519 signature of the exact bytes of ``manifest.json``,
-stored as ``manifest.sig`` beside it (and in the packed form's signature field). Keys are
-PEM files: private keys PKCS#8, public keys SubjectPublicKeyInfo. A key's id is the first
-16 hex digits of the SHA-256 of its raw 32-byte public key.
+stored as ``manifest.sig`` beside it (and in the packed form's signature field); the signed
+manifest names its signer (``signer``: the key's id), so a device with several trusted keys
+checks the one named and reports who signed. Keys are PEM files: private keys PKCS#8, public
+keys SubjectPublicKeyInfo. A key's id is the SHA-256 of its raw 32-byte public key, as 64
+lowercase hex digits (TUF's key ids are hashes of the key in the same way); people are shown
+its first 16.
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ class SignatureError(ValueError):
 
 def key_id(public: Ed25519PublicKey) -> str:
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return hashlib.sha256(raw).hexdigest()
+
+
+def short(identifier: str) -> str:
+    """A key id as people read it."""
+    return identifier[:16]
 
 
 def generate(directory: str | os.PathLike, name: str = "metaedge") -> tuple[Path, Path]:
@@ -68,16 +76,23 @@ def sign(manifest_raw: bytes, key: Ed25519PrivateKey) -> bytes:
     return key.sign(manifest_raw)
 
 
-def verify(manifest_raw: bytes, signature: bytes, trusted: list[Ed25519PublicKey]) -> str:
-    """The id of the trusted key that made ``signature``; SignatureError if none did."""
+def verify(manifest_raw: bytes, signature: bytes, trusted: list[Ed25519PublicKey], signer: str | None = None) -> str:
+    """The id of the trusted key that made ``signature``; SignatureError if none did. ``signer``: the key id the manifest
+    names (spec 1.1); only that key is tried. Without one (a 1.0 bundle) every trusted key is."""
     if not signature:
         raise SignatureError("bundle is not signed; this device accepts only bundles signed by its trusted keys")
     if len(signature) != SIGNATURE_SIZE:
         raise SignatureError(f"signature has {len(signature)} bytes; an Ed25519 signature has {SIGNATURE_SIZE}")
-    for public in trusted:
+    candidates = trusted
+    if signer is not None:
+        candidates = [public for public in trusted if key_id(public) == signer]
+        if not candidates:
+            raise SignatureError(f"bundle is signed by key {short(signer)}, which this device does not trust")
+    for public in candidates:
         try:
             public.verify(signature, manifest_raw)
             return key_id(public)
         except InvalidSignature:
             continue
-    raise SignatureError("signature does not verify with any trusted key (unknown signer, or a tampered manifest)")
+    named = f"key {short(signer)}" if signer else "any trusted key"
+    raise SignatureError(f"signature does not verify with {named} (a tampered manifest, or a wrong signature)")

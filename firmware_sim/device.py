@@ -138,7 +138,7 @@ class Device:
         # bundles and checks a signature only when it has keys to check it against
         if not self.allow_unsigned or (bundle.signature and self.trusted_keys):
             try:
-                verify(bundle.manifest_raw, bundle.signature, self.trusted_keys)
+                verify(bundle.manifest_raw, bundle.signature, self.trusted_keys, bundle.manifest.signer)
             except SignatureError as e:
                 raise DeviceError(str(e)) from None
         floor = self.flash.boot_state().counter
@@ -236,6 +236,7 @@ class Device:
                             algorithm=manifest.algorithm.name,
                             security_counter=manifest.security_counter,
                             release=manifest.release,
+                            signer=manifest.signer,
                             expires=manifest.raw.get("expires"),
                         )
                     except BundleError as e:
@@ -402,6 +403,11 @@ class Device:
             raise DeviceError("'labels' must be an integer array with one class per pilot")
         if labels.min() < 0 or labels.max() >= task.classes:
             raise DeviceError(f"pilot labels must lie in [0, {task.classes})")
+        if task.pilot_sequence is not None and not np.array_equal(labels, np.resize(np.asarray(task.pilot_sequence), count)):
+            raise DeviceError(
+                "pilot labels break the bundle's pilot sequence (task.pilot_sequence), which its receiver was trained on: "
+                "send pilots in that order (or omit 'labels'), or deploy a bundle trained for arbitrary pilots"
+            )
         return labels.astype(np.int64)
 
     def stats_report(self) -> dict:

@@ -125,7 +125,7 @@ def summary(bundle) -> str:
             f"task        {m['task']['name']}: " + families.get(m["task"]["name"]).describe(m["task"]),
             *model_lines,
             f"security    counter {m['security_counter']}, release {m.get('release', 0)}, {expiry}"
-            + ("signed (manifest.sig)" if bundle.signature else "UNSIGNED"),
+            + (f"signed (manifest.sig) by key {(m.get('signer') or 'unnamed')[:16]}" if bundle.signature else "UNSIGNED"),
             "artifacts",
             *(f"  {role:<11} {e['path']:<22} {e['size']:>8,} B  sha256 {e['sha256'][:16]}…" for role, e in m["artifacts"].items()),
         ]
@@ -185,20 +185,20 @@ _TARGET_LINES = {"linear": _linear_lines, "loihi": _loihi_lines, "qiskit": _qisk
 
 def run_sign(args: argparse.Namespace) -> int:
     from metaedge.deploy.bundle import sign_bundle
-    from metaedge.deploy.signing import key_id
+    from metaedge.deploy.signing import key_id, short
 
     key = _load_key(args.key)
     _bundle_errors(lambda: sign_bundle(args.bundle, key))
-    print(f"signed {args.bundle} with key {key_id(key.public_key())} → {args.bundle / 'manifest.sig'}")
+    print(f"signed {args.bundle} with key {short(key_id(key.public_key()))} (named as the manifest's signer) → {args.bundle / 'manifest.sig'}")
     return 0
 
 
 def run_keys_generate(args: argparse.Namespace) -> int:
-    from metaedge.deploy.signing import SignatureError, generate, key_id, load_public
+    from metaedge.deploy.signing import SignatureError, generate, key_id, load_public, short
 
     try:
         private, public = generate(args.out, args.name)
     except SignatureError as e:
         raise UserError(str(e)) from None
-    print(f"key {key_id(load_public(public))}: private {private} (keep it secret), public {public} (provision devices with it)")
+    print(f"key {short(key_id(load_public(public)))}: private {private} (keep it secret), public {public} (provision devices with it)")
     return 0

@@ -89,6 +89,7 @@ def test_manifest_encoding_is_canonical(bundle_dir):
         (lambda m: m["task"].update(outputs=0), "task.outputs must be an integer"),
         (lambda m: m["parameters"][0].update(shape=[2, -3]), "shape must be a list of non-negative integers"),
         (lambda m: m.update(release=-1), "release must be an integer in"),
+        (lambda m: m.update(signer="ABCD"), "signer must be a key id"),
         (lambda m: m.update(release="2"), "release must be an integer in"),
         (lambda m: m["parameters"][0].update(dtype="int8"), "dtype must be one of"),
         (lambda m: m["parameters"][0].update(adapts=1), "adapts must be true or false"),
@@ -175,3 +176,24 @@ def test_packed_form_round_trips_and_refuses_damage(bundle_dir):
     flipped[-10] ^= 0xFF  # inside the last artifact's bytes
     with pytest.raises(BundleError, match="SHA-256 does not match|beyond"):
         unpack(bytes(flipped))
+
+
+def test_signing_names_the_signer_in_the_manifest(bundle_dir, tmp_path):
+    """Spec 1.1: the signed manifest carries the signing key's id, so a device checks that key and reports it."""
+    from metaedge.deploy.bundle import sign_bundle
+    from metaedge.deploy.signing import generate, key_id, load_private, load_public, verify
+
+    first, second = generate(tmp_path / "a"), generate(tmp_path / "b")
+    sign_bundle(bundle_dir, load_private(first[0]))
+    bundle = read_bundle(bundle_dir)
+    assert bundle.manifest.signer == key_id(load_public(first[1])) and len(bundle.manifest.signer) == 64
+    trusted = [load_public(second[1]), load_public(first[1])]
+    assert verify(bundle.manifest_raw, bundle.signature, trusted, bundle.manifest.signer) == bundle.manifest.signer
+    sign_bundle(bundle_dir, load_private(second[0]))  # re-signing replaces the signer and the signature
+    assert read_bundle(bundle_dir).manifest.signer == key_id(load_public(second[1]))
+    forged = json.loads((bundle_dir / MANIFEST_FILE).read_text())
+    forged["signer"] = key_id(load_public(first[1]))  # naming another trusted key breaks the signature
+    (bundle_dir / MANIFEST_FILE).write_bytes(manifest_bytes(forged))
+    bundle = read_bundle(bundle_dir)
+    with pytest.raises(Exception, match="does not verify with key"):
+        verify(bundle.manifest_raw, bundle.signature, trusted, bundle.manifest.signer)

@@ -2,14 +2,15 @@
 running image keeps serving. Real Ed25519 keys, real bundles, the real ONNX backend."""
 
 import hashlib
+import json
 import shutil
 
 import numpy as np
 import pytest
 
-from metaedge.deploy.bundle import pack, read_bundle
-from metaedge.deploy.manifest import MANIFEST_FILE
-from metaedge.deploy.signing import generate
+from metaedge.deploy.bundle import manifest_bytes, pack, read_bundle
+from metaedge.deploy.manifest import MANIFEST_FILE, SIGNATURE_FILE
+from metaedge.deploy.signing import generate, load_private
 from metaedge.firmware_sim.device import Device, DeviceError
 from metaedge.firmware_sim.profile import PROFILES
 
@@ -59,7 +60,7 @@ def test_unsigned_bundle(device, make_variant):
 
 def test_signature_by_an_unknown_key(device, make_variant, tmp_path):
     stranger, _ = generate(tmp_path / "stranger")
-    refused(device, pack(read_bundle(make_variant(key=stranger))), "does not verify with any trusted key")
+    refused(device, pack(read_bundle(make_variant(key=stranger))), "is signed by key [0-9a-f]{16}, which this device does not trust")
 
 
 def test_artifact_tampered_after_signing(device, make_variant):
@@ -76,7 +77,7 @@ def test_manifest_tampered_after_signing(device, make_variant):
     raw = (path / MANIFEST_FILE).read_bytes().replace(b'"inner_lr":1.0', b'"inner_lr":9.0')
     assert b'"inner_lr":9.0' in raw
     (path / MANIFEST_FILE).write_bytes(raw)  # manifest.sig still holds the signature of the original
-    refused(device, pack(read_bundle(path)), "does not verify with any trusted key")
+    refused(device, pack(read_bundle(path)), "signature does not verify with key [0-9a-f]{16}")
 
 
 def test_mix_and_match_of_artifacts_from_another_signed_bundle(device, make_variant, trained_bundle, tmp_path):
@@ -91,7 +92,7 @@ def test_mix_and_match_of_artifacts_from_another_signed_bundle(device, make_vari
     # and the other way round: this bundle's signed manifest with the other bundle's (signed) manifest swapped in
     (mixed / "selftest.safetensors").write_bytes((trained_bundle[1] / "selftest.safetensors").read_bytes())
     (mixed / MANIFEST_FILE).write_bytes((other / MANIFEST_FILE).read_bytes())
-    refused(device, pack(read_bundle(mixed)), "does not verify with any trusted key")
+    refused(device, pack(read_bundle(mixed)), "signature does not verify with key")
 
 
 def test_rollback_to_a_lower_counter(device, make_variant):
@@ -157,7 +158,7 @@ def test_expired_bundle(device, make_variant):
 
 
 def test_key_rotation_with_two_trusted_keys(trusted, make_variant, tmp_path):
-    from metaedge.deploy.signing import load_public
+    from metaedge.deploy.signing import key_id, load_public
 
     new_private, new_public = generate(tmp_path / "next-release")
     stranger, _ = generate(tmp_path / "stranger")
@@ -165,5 +166,19 @@ def test_key_rotation_with_two_trusted_keys(trusted, make_variant, tmp_path):
     install(device, pack(read_bundle(make_variant(security_counter=1))))  # old key
     install(device, pack(read_bundle(make_variant(key=new_private, security_counter=2))))  # new key
     still_serving(device, slot=1)
-    with pytest.raises(DeviceError, match="does not verify with any trusted key"):
+    assert device.list_images()["images"][1]["signer"] == key_id(load_public(new_public))  # who signed what runs
+    with pytest.raises(DeviceError, match="which this device does not trust"):
         upload(device, pack(read_bundle(make_variant(key=stranger, security_counter=3))))
+
+
+def test_a_1_0_bundle_without_a_signer_is_verified_against_every_trusted_key(device, make_variant, signing_keys):
+    """Spec 1.1 names the signer in the manifest; a 1.0 bundle has none, and a 1.1 device still accepts it."""
+    from metaedge.deploy.signing import sign
+
+    path = make_variant(key=None, security_counter=2)
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    del manifest["signer"]  # as a 1.0 writer made it
+    (path / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
+    (path / SIGNATURE_FILE).write_bytes(sign((path / MANIFEST_FILE).read_bytes(), load_private(signing_keys[0])))
+    install(device, pack(read_bundle(path)))
+    assert device.list_images()["images"][1]["signer"] is None

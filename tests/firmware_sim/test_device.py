@@ -190,6 +190,31 @@ def test_frames_use_the_known_pilot_sequence_when_labels_are_omitted(tmp_path, i
     np.testing.assert_array_equal(implicit["decisions"], explicit["decisions"])
 
 
+def test_labels_that_break_the_declared_pilot_sequence_are_refused(tmp_path, image, trained_bundle):
+    """Spec 1.1's pilot contract: the receiver was trained on pilots in the declared order and relies on it."""
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
+    deploy(device, image)
+    sequence = np.resize(read_bundle(trained_bundle[1]).manifest.raw["task"]["pilot_sequence"], 8)
+    rng = np.random.default_rng(0)
+    pilots, payload = rng.normal(0, 2, (8, 2)).astype(np.float32), rng.normal(0, 2, (30, 2)).astype(np.float32)
+    device.frame({"pilots": pilots, "payload": payload, "labels": sequence.astype(np.int32)})  # the declared order: fine
+    shuffled = np.roll(sequence, 1).astype(np.int32)
+    with pytest.raises(DeviceError, match="pilot labels break the bundle's pilot sequence"):
+        device.frame({"pilots": pilots, "payload": payload, "labels": shuffled})
+
+
+def test_a_bundle_trained_for_arbitrary_pilots_takes_any_labels_and_needs_them(tmp_path, make_variant, trained_bundle):
+    manifest = read_bundle(trained_bundle[1]).manifest.raw
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
+    deploy(device, pack(read_bundle(make_variant(task={**manifest["task"], "pilot_sequence": None}))))
+    rng = np.random.default_rng(1)
+    pilots, payload = rng.normal(0, 2, (8, 2)).astype(np.float32), rng.normal(0, 2, (30, 2)).astype(np.float32)
+    labels = rng.integers(0, manifest["task"]["classes"], 8).astype(np.int32)
+    assert device.frame({"pilots": pilots, "payload": payload, "labels": labels})[1]["decisions"].shape == (30,)
+    with pytest.raises(DeviceError, match="no known pilot sequence: send 'labels'"):
+        device.frame({"pilots": pilots, "payload": payload})
+
+
 def test_a_diverging_adaptation_falls_back_to_theta(tmp_path, image, monkeypatch):
     import onnxruntime as ort
 

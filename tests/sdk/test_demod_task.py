@@ -1,9 +1,20 @@
 """The demodulation task generator against the published setup's formulas and statistics."""
 
+import json
+
 import numpy as np
 import pytest
 
-from metaedge.sdk.families.demod.task import ConfigError, DemodConfig, DemodTasks, Devices, iq_imbalance, qam_constellation
+from metaedge.sdk.families.demod.task import (
+    ConfigError,
+    DemodConfig,
+    DemodTasks,
+    Devices,
+    config_of_conditions,
+    iq_imbalance,
+    qam_constellation,
+    task_section,
+)
 
 
 @pytest.mark.parametrize("order,energy", [(4, 2.0), (16, 10.0), (64, 42.0)])
@@ -117,3 +128,15 @@ def test_random_pilot_sequence_differs_per_device():
     tasks = DemodTasks(DemodConfig(pilot_sequence="random"), seed=0)
     batch = tasks.frames(tasks.devices("train", 6), 16, 10, np.random.default_rng(0))
     assert not all(np.array_equal(batch.y_tr[0], row) for row in batch.y_tr[1:])
+
+
+@pytest.mark.parametrize("channel", ["rayleigh", "phase"])
+def test_the_training_conditions_in_the_manifest_give_back_the_task(channel):
+    """A bundle records what it was trained for (spec 1.1, §4.1); ``metaedge run`` rebuilds the task from it."""
+    task = DemodConfig(snr_db=17.0, eps_max=0.1, delta_max_deg=9.0, beta_a=2.0, beta_b=5.0, channel=channel, phase_max_deg=40.0)
+    section = json.loads(json.dumps(task_section(task)))
+    assert ("phase_max_deg" in section) == (channel == "phase")  # meaningless for a Rayleigh channel: left out
+    rebuilt = config_of_conditions(section, pilots=8)
+    fields = ("order", "snr_db", "eps_max", "delta_max_deg", "beta_a", "beta_b", "channel", "channel_var")
+    assert all(getattr(rebuilt, f) == getattr(task, f) for f in fields)
+    assert channel == "rayleigh" or rebuilt.phase_max_deg == 40.0

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 from metaedge.sdk.device_frames import frame_report, latency_text, score_frames, send_frames
-from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.families.demod.task import DemodTasks, config_of_conditions
 
 
 def stream(client, url: str, task: dict, frames: int, pilots: int, symbols: int, seed: int) -> dict:
-    """Frames for the task the running receiver was trained for (channel from its manifest, I/Q imbalance as
-    published), one per new device of the meta-test split."""
-    config = DemodConfig(
-        order=task["classes"],
-        snr_db=task["snr_db"],
-        pilots=pilots,
-        val_pilots=1,
-        payload=symbols,
-        frame=pilots + symbols,
-        channel=task.get("channel", "rayleigh"),
-        phase_max_deg=task.get("phase_max_deg", 180.0),
-    )
+    """Frames for the task the running receiver was trained for (channel and I/Q imbalance from its manifest's
+    training conditions), one per new device of the meta-test split."""
+    config = config_of_conditions(task, pilots=pilots, val_pilots=1, payload=symbols, frame=pilots + symbols)
     tasks = DemodTasks(config, seed=seed)
     batch = tasks.frames(tasks.devices("test", frames), pilots, symbols, tasks.rng("test", 1))
     result = send_frames(client, url, batch.x_tr, batch.y_tr, batch.x_va)

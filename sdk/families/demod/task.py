@@ -228,5 +228,41 @@ def task_section(task: DemodConfig) -> dict:
         "snr_db": task.snr_db,
         "noise_var": task.noise_var,
         "channel": task.channel,
-        "phase_max_deg": task.phase_max_deg,
+        **({"phase_max_deg": task.phase_max_deg} if task.channel == "phase" else {}),
+        "conditions": training_conditions(task),
     }
+
+
+def training_conditions(task: DemodConfig) -> dict:
+    """What the receiver was trained for (informative, bundle-format.md §4.1): an operator sees whether the field
+    matches, and ``metaedge run`` sends frames from the same distributions."""
+    channel = (
+        {"model": "rayleigh", "variance": task.channel_var} if task.channel == "rayleigh" else {"model": "phase", "phase_max_deg": task.phase_max_deg}
+    )
+    return {
+        "snr_db": task.snr_db,
+        "channel": channel,
+        "iq_imbalance": {"amplitude_max": task.eps_max, "phase_max_deg": task.delta_max_deg, "beta": [task.beta_a, task.beta_b]},
+    }
+
+
+def config_of_conditions(task: dict, **frame) -> DemodConfig:
+    """The task configuration a bundle's task section describes (its ``conditions`` if it has them, else the published
+    impairments), with ``frame`` fields (pilots, payload, …) for the frames to send."""
+    conditions = task.get("conditions") or {}
+    channel = conditions.get("channel") or {"model": task.get("channel", "rayleigh"), "phase_max_deg": task.get("phase_max_deg", 180.0)}
+    iq = conditions.get("iq_imbalance") or {}
+    defaults = DemodConfig()
+    return DemodConfig(
+        order=task["classes"],
+        snr_db=task["snr_db"],
+        channel=channel["model"],
+        channel_var=channel.get("variance", defaults.channel_var),
+        phase_max_deg=channel.get("phase_max_deg", defaults.phase_max_deg),
+        eps_max=iq.get("amplitude_max", defaults.eps_max),
+        delta_max_deg=iq.get("phase_max_deg", defaults.delta_max_deg),
+        beta_a=iq.get("beta", [defaults.beta_a, defaults.beta_b])[0],
+        beta_b=iq.get("beta", [defaults.beta_a, defaults.beta_b])[1],
+        pilot_sequence="fixed" if task.get("pilot_sequence") else "random",
+        **frame,
+    )
