@@ -20,7 +20,7 @@ import numpy as np
 
 from metaedge.deploy import tensors
 from metaedge.deploy.jsonobj import json_object
-from metaedge.deploy.manifest import FORMAT, MANIFEST_FILE, MAX_MANIFEST, SIGNATURE_FILE, VERSION, BundleError, Manifest, parse
+from metaedge.deploy.manifest import FORMAT, MANIFEST_FILE, MAX_MANIFEST, SELFTEST, SIGNATURE_FILE, THETA, VERSION, BundleError, Manifest, parse
 
 PACKED_MAGIC = b"MEBNDL\x00\x01"  # packed form, version 1 (§11 of the specification)
 
@@ -49,6 +49,18 @@ class Bundle:
     def size(self) -> int:
         """Bytes the bundle occupies: manifest plus artifacts."""
         return len(self.manifest_raw) + sum(len(b) for b in self.artifacts.values())
+
+
+def check_tensors(bundle: Bundle) -> None:
+    """The checks of §9 on tensor artifacts that need no runtime (a device makes them at upload): θ and the self-test
+    vectors are valid tensor files (§3), and θ holds every listed parameter with its shape and dtype (§5)."""
+    theta = bundle.tensors(THETA)
+    for p in bundle.manifest.parameters:
+        value = theta.get(p.name)
+        if value is None or value.shape != p.shape or value.dtype != np.dtype(p.dtype):
+            raise BundleError(f"θ lacks parameter {p.name} as {p.dtype} of shape {list(p.shape)}")
+    if SELFTEST in bundle.artifacts:
+        bundle.tensors(SELFTEST)
 
 
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
@@ -145,9 +157,13 @@ def verify(
 
 def pack(bundle: Bundle) -> bytes:
     """The packed form (one blob, for upload and flash): magic, manifest, artifacts by sorted role, signature."""
-    raw, signature = bundle.manifest_raw, bundle.signature
-    parts = [PACKED_MAGIC, struct.pack("<I", len(raw)), raw]
-    parts += [bundle.artifacts[role] for role in sorted(bundle.manifest.artifacts)]
+    return pack_parts(bundle.manifest_raw, bundle.artifacts, bundle.signature)
+
+
+def pack_parts(manifest_raw: bytes, artifacts: Mapping[str, bytes], signature: bytes) -> bytes:
+    """The packed form from its parts as they are, valid or not (the conformance suite packs invalid bundles too)."""
+    parts = [PACKED_MAGIC, struct.pack("<I", len(manifest_raw)), manifest_raw]
+    parts += [artifacts[role] for role in sorted(artifacts)]
     parts += [struct.pack("<I", len(signature)), signature]
     return b"".join(parts)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from metaedge.backends import registry
 from metaedge.backends.base import Backend, BackendError, Frame, Resources
-from metaedge.deploy.bundle import Bundle, BundleError, unpack
+from metaedge.deploy.bundle import Bundle, BundleError, check_tensors, unpack
 from metaedge.deploy.manifest import Task
 from metaedge.deploy.signing import SignatureError, verify
 from metaedge.firmware_sim import boot as bootsm
@@ -293,6 +293,7 @@ class Device:
             raise DeviceError("uploaded image does not match its declared SHA-256 (corrupted or truncated upload); the slot stays empty")
         try:
             bundle = unpack(image)
+            check_tensors(bundle)
         except BundleError as e:
             raise DeviceError(f"uploaded image is not a valid bundle: {e}") from None
         self._admit(bundle, "install")

@@ -1,0 +1,103 @@
+"""The conformance suite on disk: what a case is, and how the suite is written and read (numpy and the standard library).
+
+Layout of a suite directory:
+
+    index.json                  {"suite", "spec", "key", "cases": [case, ...]}
+    keys/conformance.pub        the public key every signed case is signed with (a published test key: trust it
+                                only on a device under test)
+    bundles/<id>.bin            each case's packed bundle (bundle-format.md §11)
+    frames/<id>.safetensors     for cases with frames: pilots.<k>, labels.<k>, payload.<k> and the expected
+                                decisions.<k>, confidence.<k> and reliable.<k> (symbols whose top two probabilities
+                                differ by more than ``MARGIN``: their decisions must match)
+
+A case: ``id``, ``section`` (the spec section it checks), ``statement`` (what the spec requires), ``expect`` (one of
+``EXPECTATIONS``), ``bundle``, ``frames`` (or null) and ``atol`` (confidence tolerance). Cases run in index order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from metaedge.deploy import tensors
+
+SUITE = "metaedge-conformance"
+SPEC = "1.1"
+KEY_FILE = "keys/conformance.pub"
+MARGIN = 1e-3
+ATOL = 1e-4
+# accept: uploads, trial-boots and confirms, then its frames decide as expected; refuse-upload: the upload is
+# refused; refuse-boot: the upload is accepted and its trial boot fails (the device reverts); refuse-frames: it
+# deploys, and every one of its frames is refused
+EXPECTATIONS = ("accept", "refuse-upload", "refuse-boot", "refuse-frames")
+KEY_SEED = b"metaedge conformance suite: a published test key, never to be trusted outside a device under test"
+
+
+@dataclass
+class Case:
+    id: str
+    section: str
+    statement: str
+    expect: str
+    bundle: bytes
+    frames: list[dict[str, np.ndarray]] | None = None  # pilots, labels, payload and the expected outputs
+    atol: float = ATOL
+    extra: dict = field(default_factory=dict)
+
+    def entry(self) -> dict:
+        return {
+            "id": self.id,
+            "section": self.section,
+            "statement": self.statement,
+            "expect": self.expect,
+            "bundle": f"bundles/{self.id}.bin",
+            "bundle_sha256": hashlib.sha256(self.bundle).hexdigest(),
+            "frames": f"frames/{self.id}.safetensors" if self.frames else None,
+            "atol": self.atol,
+        }
+
+
+def write(cases: list[Case], public_pem: bytes, out: Path) -> Path:
+    """Write a suite; byte for byte the same for the same cases (sorted JSON, frames in order)."""
+    for sub in ("bundles", "frames", "keys"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    (out / KEY_FILE).write_bytes(public_pem)
+    for case in cases:
+        (out / f"bundles/{case.id}.bin").write_bytes(case.bundle)
+        if case.frames:
+            arrays = {f"{name}.{k}": value for k, frame in enumerate(case.frames) for name, value in frame.items()}
+            (out / f"frames/{case.id}.safetensors").write_bytes(tensors.dumps(arrays))
+    index = {"suite": SUITE, "spec": SPEC, "key": KEY_FILE, "cases": [case.entry() for case in cases]}
+    path = out / "index.json"
+    path.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+class SuiteError(ValueError):
+    """A suite directory that cannot be read; the message says what to do."""
+
+
+def read_index(suite: Path) -> dict:
+    try:
+        index = json.loads((suite / "index.json").read_text())
+    except (OSError, ValueError) as e:
+        raise SuiteError(
+            f"{suite} holds no readable conformance index ({e}); create one with 'metaedge conformance generate --out {suite}'"
+        ) from None
+    if index.get("suite") != SUITE or not isinstance(index.get("cases"), list):
+        raise SuiteError(f"{suite / 'index.json'} is not a MetaEdge conformance index")
+    return index
+
+
+def load_frames(suite: Path, entry: dict) -> list[dict[str, np.ndarray]]:
+    """A case's frames, each with its inputs and expected outputs."""
+    arrays, _ = tensors.load(suite / entry["frames"])
+    frames: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        name, k = key.rsplit(".", 1)
+        frames.setdefault(int(k), {})[name] = value
+    return [frames[k] for k in sorted(frames)]
