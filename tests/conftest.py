@@ -1,6 +1,7 @@
 """Shared fixtures. Tests mirror the source folders: tests/sdk, tests/deploy, ..."""
 
 import os
+import sys
 
 import pytest
 
@@ -169,3 +170,25 @@ def make_variant(trained_bundle, signing_keys, tmp_path):
         return out
 
     return variant
+
+
+class Served:
+    """``metaedge device serve`` of ``target`` (run by ``python``) on a free loopback port, trusting ``public_key``,
+    with extra flags."""
+
+    def __init__(self, state, public_key, *options: str, python: str = sys.executable, target: str = "onnx") -> None:
+        import subprocess
+
+        from metaedge.sdk.device_process import serve_command
+
+        cmd = serve_command(target, state, "--trusted-key", str(public_key), *options, python=python)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening on"), line + self.proc.stderr.read()
+        self.url = "tcp://" + line.split()[-1]
+        self.port = int(line.split(":")[-1])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

@@ -24,7 +24,7 @@ examples:
 
 
 def build_parser() -> Parser:
-    from metaedge.sdk.cli import algorithms, bench, bundle, demo, deploy, device, evaluate, report, train
+    from metaedge.sdk.cli import algorithms, bench, bundle, conformance, demo, deploy, device, evaluate, report, train
 
     parser = Parser(
         prog="metaedge",
@@ -33,7 +33,7 @@ def build_parser() -> Parser:
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (train, evaluate, algorithms, bundle, device, deploy, bench, demo, report):
+    for module in (train, evaluate, algorithms, bundle, device, deploy, bench, conformance, demo, report):
         module.register(sub)
     return parser
 

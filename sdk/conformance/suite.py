@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,9 @@ KEY_FILE = "keys/conformance.pub"
 MARGIN = 1e-3
 ATOL = 1e-4
 # accept: uploads, trial-boots and confirms, then its frames decide as expected; refuse-upload: the upload is
-# refused; refuse-boot: the upload is accepted and its trial boot fails (the device reverts); refuse-frames: it
-# deploys, and every one of its frames is refused
+# refused; refuse-boot: the image never runs (refused at upload or test, or its trial boot fails and the device
+# reverts); refuse-frames: its bundle is the running one (the accept case before it deployed it), and every one of
+# its frames is refused
 EXPECTATIONS = ("accept", "refuse-upload", "refuse-boot", "refuse-frames")
 KEY_SEED = b"metaedge conformance suite: a published test key, never to be trusted outside a device under test"
 
@@ -46,7 +47,6 @@ class Case:
     bundle: bytes
     frames: list[dict[str, np.ndarray]] | None = None  # pilots, labels, payload and the expected outputs
     atol: float = ATOL
-    extra: dict = field(default_factory=dict)
 
     def entry(self) -> dict:
         return {

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pytest
+from conftest import Served
 from test_attacks import install, upload
-from test_hardening import Served
 
 from metaedge.deploy.bundle import pack, read_bundle
 from metaedge.deploy.client import DeviceClient, DeviceRequestError

@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from test_hardening import Served
+from conftest import Served
 
 from metaedge.deploy import wire
 from metaedge.deploy.client import DeviceClient

@@ -3,7 +3,6 @@ a credential, replayed or altered requests, another operator's upload, hostile J
 
 import hashlib
 import json
-import os
 import re
 import signal
 import socket
@@ -15,6 +14,7 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import Served
 
 from metaedge.deploy import wire
 from metaedge.deploy.auth import sign_request
@@ -32,24 +32,6 @@ def operators(tmp_path_factory):
     """Two operators' key pairs: (private path, public path) each."""
     root = tmp_path_factory.mktemp("operators")
     return generate(root, "alice"), generate(root, "bob")
-
-
-class Served:
-    """``metaedge device serve`` of ``target`` (run by ``python``) on a free loopback port, trusting ``public_key``,
-    with extra flags."""
-
-    def __init__(self, state, public_key, *options: str, python: str = sys.executable, target: str = "onnx") -> None:
-        cmd = serve_command(target, state, "--trusted-key", str(public_key), *options, python=python)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        line = self.proc.stdout.readline()
-        assert line.startswith("listening on"), line + self.proc.stderr.read()
-        self.url = "tcp://" + line.split()[-1]
-        self.port = int(line.split(":")[-1])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture

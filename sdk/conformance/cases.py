@@ -1,0 +1,276 @@
+"""The conformance cases, generated deterministically from one small meta-trained demodulator (CAVIA, ONNX target).
+
+Two valid bundles (a one-step bundle with its fused ``frame`` graph, and a two-step one with its ``Loop`` graph) with
+frames and the outputs the reference runtime computes; then one bundle for every rejection rule of bundle-format.md
+§9, §3, §11, §12 and §7.7 and for the attacks of docs/security.md that a bundle can carry, each changed from a valid
+one in that respect alone and signed again with the suite's key; and frames that break the pilot contract. The suite
+key is derived from a published seed, so the same code writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from metaedge.deploy import tensors
+from metaedge.deploy.bundle import Bundle, manifest_bytes, pack_parts
+from metaedge.deploy.signing import key_id
+from metaedge.sdk.conformance.suite import KEY_SEED, MARGIN, Case
+
+FRAMES, PILOTS, SYMBOLS = 3, 8, 64
+
+
+def suite_key(seed: bytes = KEY_SEED) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(seed).digest())
+
+
+def public_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class Source:
+    """A valid bundle taken apart: its manifest as a dict and its artifacts, to be changed and packed again."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.manifest = json.loads(bundle.manifest_raw)
+        self.manifest["source"] = {"suite": "metaedge-conformance"}  # no path of the machine that generated it
+        self.artifacts = dict(bundle.artifacts)
+
+    def pack(self, change: Callable[[dict, dict], None] | None = None, key: Ed25519PrivateKey | None = None, sign: bool = True) -> bytes:
+        """Name the signer, apply ``change(manifest, artifacts)`` (which may change even that), update the artifact
+        table and sign with ``key`` (default: the suite's)."""
+        manifest, artifacts = copy.deepcopy(self.manifest), dict(self.artifacts)
+        key = key or suite_key()
+        manifest.pop("signer", None)
+        if sign:
+            manifest["signer"] = key_id(key.public_key())
+        if change:
+            change(manifest, artifacts)
+        for role, data in artifacts.items():
+            if role in manifest.get("artifacts", {}) and isinstance(manifest["artifacts"][role], dict):
+                manifest["artifacts"][role].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        raw = manifest_bytes(manifest)
+        return pack_parts(raw, artifacts, key.sign(raw) if sign else b"")
+
+
+def _trained(work: Path) -> Path:
+    """A briefly meta-trained CAVIA demodulator (one thread, fixed seeds: the same θ on every run)."""
+    import torch
+
+    from metaedge.sdk.families.demod.task import DemodConfig
+    from metaedge.sdk.families.demod.training import TrainConfig, Trainer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(
+            work / "run",
+            DemodConfig(pilots=PILOTS, val_pilots=32),
+            TrainConfig(algo="cavia", iterations=3, meta_devices=10, val_devices=3, val_every=3, inner_lr=1.0, inner_steps=2, seed=0),
+        )
+        trainer.start(resume=False)
+        trainer.run()
+    finally:
+        torch.set_num_threads(threads)
+    return work / "run"
+
+
+def _frames(packed: bytes, seed: int, pilot_labels: Callable[[np.ndarray], np.ndarray] | None = None) -> list[dict]:
+    """Frames for the bundle and the outputs the reference runtime (ONNX Runtime, as the device runs it) gives."""
+    from metaedge.backends.base import Frame
+    from metaedge.backends.onnx import OnnxBackend
+    from metaedge.deploy.bundle import unpack
+
+    bundle = unpack(packed)
+    backend = OnnxBackend()
+    backend.load(bundle)
+    sequence = np.resize(np.asarray(bundle.manifest.task.pilot_sequence), PILOTS).astype(np.int32)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(FRAMES):
+        pilots = rng.normal(0, 2, (PILOTS, 2)).astype(np.float32)
+        payload = rng.normal(0, 2, (SYMBOLS, 2)).astype(np.float32)
+        labels = sequence if pilot_labels is None else pilot_labels(sequence)
+        probs = backend.frame(Frame(pilots=pilots, labels=labels.astype(np.int64), payload=payload)).outputs
+        top = np.sort(probs, axis=1)
+        decisions = probs.argmax(1)
+        frames.append(
+            {
+                "pilots": pilots,
+                "labels": labels.astype(np.int32),
+                "payload": payload,
+                "decisions": decisions.astype(np.int16),
+                "confidence": probs[np.arange(SYMBOLS), decisions].astype(np.float32),
+                "reliable": (top[:, -1] - top[:, -2] > MARGIN).astype(np.uint8),
+            }
+        )
+    backend.close()
+    return frames
+
+
+def generate(work: Path | None = None) -> tuple[list[Case], bytes]:
+    """Every case, in the order a runner plays them, and the suite key's public PEM."""
+    from metaedge.sdk.targets import Release, export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(work or tmp)
+        run = _trained(root)
+        one = Source(export("onnx", run, root / "one-step", Release(), inner_steps=1))
+        two = Source(export("onnx", run, root / "two-step", Release(), inner_steps=2))
+        cases = _cases(one, two)
+    return cases, public_pem(suite_key())
+
+
+def _set(path: str, value) -> Callable[[dict, dict], None]:
+    """A change that sets the manifest member at ``path`` (dots; integers index lists); ``...`` deletes it."""
+
+    def change(manifest: dict, artifacts: dict) -> None:
+        *parents, last = path.split(".")
+        node = manifest
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        key = int(last) if last.isdigit() else last
+        if value is ...:
+            del node[key]
+        else:
+            node[key] = value
+
+    return change
+
+
+def _refuse(name: str, section: str, statement: str, bundle: bytes, expect: str = "refuse-upload") -> Case:
+    return Case(name, section, statement, expect, bundle)
+
+
+def _cases(one: Source, two: Source) -> list[Case]:
+    valid, later = one.pack(), two.pack(_set("release", 1))
+    accept = "deploys and decides as the reference runtime"
+    cases = [Case("valid-one-step", "bundle-format §6, §7.6, §8", f"a valid one-step bundle {accept}", "accept", valid, _frames(valid, 1))]
+    cases += _manifest_rules(two) + _artifact_rules(two) + _trust_rules(two) + _policy_rules(two)
+    cases.append(
+        _refuse("selftest-fails", "bundle-format §8", "a bundle that fails its self-test is never confirmed", two.pack(_selftest_off), "refuse-boot")
+    )
+    cases.append(Case("valid-two-step", "bundle-format §6, §7.3, §8", f"a valid two-step bundle {accept}", "accept", later, _frames(later, 2)))
+    cases.append(_refuse("older-release", "bundle-format §2", "refuse an image older than the confirmed one by (counter, release)", two.pack()))
+    broken = _frames(later, 3, lambda sequence: np.roll(sequence, 1))
+    statement = "refuse frames whose pilot classes break the declared sequence"
+    cases.append(Case("pilot-contract", "device-protocol §3.3", statement, "refuse-frames", later, broken))
+    return cases
+
+
+def _manifest_rules(source: Source) -> list[Case]:
+    rules = [
+        ("format", "format", "other-format", "a manifest whose format is not metaedge-bundle"),
+        ("version", "version", 2, "a version the reader does not implement"),
+        ("target", "target", "fpga", "an unknown target"),
+        ("counter-negative", "security_counter", -1, "a security counter outside [0, 2^32)"),
+        ("counter-string", "security_counter", "1", "a security counter that is not an integer"),
+        ("release", "release", -5, "a release outside [0, 2^32)"),
+        ("artifact-extra-member", "artifacts.theta.extra", 1, "an artifact entry with a member it does not define"),
+        ("artifact-path", "artifacts.theta.path", "../theta.safetensors", "an artifact path that is not a plain file name"),
+        ("task-classes", "task.classes", 1, "task.classes outside [2, 65536]"),
+        ("task-features", "task.features", [], "task.features that is not a list of 1 to 1024 strings"),
+        ("pilot-sequence", "task.pilot_sequence", [99], "a pilot sequence with classes outside [0, classes)"),
+        ("parameter-shape", "parameters.0.shape", [2, -3], "a parameter shape with a negative dimension"),
+        ("parameter-dtype", "parameters.0.dtype", "int8", "a parameter dtype other than float32 or float64"),
+        ("algorithm-missing", "algorithm", ..., "no algorithm section"),
+        ("inner-steps", "algorithm.inner_steps", -1, "inner_steps that is not a non-negative integer"),
+        ("adapts-disagree", "algorithm.adapts", ["not-a-parameter"], "algorithm.adapts that differs from the parameters marked adapts"),
+        ("selftest-atol", "selftest.atol", ..., "a self-test without atol"),
+        ("expires-format", "expires", "tomorrow", "an expiry that is not YYYY-MM-DDTHH:MM:SSZ"),
+        ("graphs-forward", "graphs.forward", ..., "graphs without forward"),
+        ("port-role", "graphs.forward.inputs.0.role", "mystery", "a graph port with an unknown role"),
+        ("signer-format", "signer", "ABCD", "a signer that is not a 64-hex key id"),
+    ]
+    return [_refuse(f"manifest-{name}", "bundle-format §9", f"refuse {text}", source.pack(_set(path, value))) for name, path, value, text in rules]
+
+
+def _artifact_rules(source: Source) -> list[Case]:
+    def trailing(manifest: dict, artifacts: dict) -> None:
+        artifacts["theta"] = artifacts["theta"] + b"\0\0\0\0"
+
+    def missing_parameter(manifest: dict, artifacts: dict) -> None:
+        theta, _ = tensors.loads(artifacts["theta"])
+        theta.pop(manifest["parameters"][0]["name"])
+        artifacts["theta"] = tensors.dumps(theta)
+
+    def missing_role(manifest: dict, artifacts: dict) -> None:
+        del manifest["artifacts"]["forward"], artifacts["forward"]
+
+    packed = source.pack()
+    tampered = bytearray(packed)
+    tampered[packed.index(source.artifacts["theta"][:64]) + 40] ^= 1  # inside θ's bytes: its SHA-256 no longer matches
+    return [
+        _refuse("tensor-trailing-bytes", "bundle-format §3", "refuse a tensor file with bytes after its last tensor", source.pack(trailing)),
+        _refuse("theta-missing-parameter", "bundle-format §9", "refuse a θ that lacks a listed parameter", source.pack(missing_parameter)),
+        _refuse("role-missing", "bundle-format §9", "refuse a bundle without a role its target requires", source.pack(missing_role)),
+        _refuse("artifact-hash", "bundle-format §9", "refuse an artifact whose SHA-256 differs from the manifest", bytes(tampered)),
+        _refuse("packed-trailing-bytes", "bundle-format §11", "refuse a packed bundle with bytes after its signature", packed + b"\0"),
+        _refuse("packed-magic", "bundle-format §11", "refuse a packed bundle with another magic", b"XXBNDL\0\1" + packed[8:]),
+    ]
+
+
+def _trust_rules(source: Source) -> list[Case]:
+    packed = source.pack()
+    tampered = packed.replace(b'"inner_lr":1.0', b'"inner_lr":9.0', 1)
+    assert tampered != packed, "the manifest has no inner_lr of 1.0 to tamper with"
+    short_signature = packed[:-68] + (63).to_bytes(4, "little") + packed[-64:-1]
+    stranger = suite_key(b"a key no device under test trusts")
+    expired, rollback = source.pack(_set("expires", "2001-01-01T00:00:00Z")), source.pack(_set("security_counter", 0))
+    return [
+        _refuse("unsigned", "bundle-format §12", "refuse an unsigned bundle", source.pack(sign=False)),
+        _refuse("unknown-signer", "bundle-format §12", "refuse a bundle whose signer the device does not trust", source.pack(key=stranger)),
+        _refuse("manifest-tampered", "bundle-format §12", "refuse a manifest changed after signing", tampered),
+        _refuse("signature-length", "bundle-format §12", "refuse a signature that is not 64 bytes", short_signature),
+        _refuse("expired", "bundle-format §2", "refuse a bundle whose expiry has passed", expired),
+        _refuse("rollback", "bundle-format §2", "refuse a security counter below the confirmed image's", rollback),
+    ]
+
+
+def _policy_rules(source: Source) -> list[Case]:
+    from onnx import TensorProto, helper, load_from_string
+
+    def graph_change(edit: Callable) -> Callable[[dict, dict], None]:
+        def change(manifest: dict, artifacts: dict) -> None:
+            model = load_from_string(artifacts["forward"])
+            edit(model)
+            artifacts["forward"] = model.SerializeToString()
+
+        return change
+
+    def external(model) -> None:
+        stolen = helper.make_tensor("stolen", TensorProto.UINT8, [64], np.zeros(64, np.uint8).tobytes(), raw=True)
+        stolen.ClearField("raw_data")
+        stolen.data_location = TensorProto.EXTERNAL
+        stolen.external_data.add(key="location", value="keys/metaedge.key")
+        model.graph.initializer.append(stolen)
+
+    def custom_domain(model) -> None:
+        model.graph.node[0].domain = "com.example"
+        model.opset_import.append(helper.make_opsetid("com.example", 1))
+
+    def function(model) -> None:
+        body = [helper.make_node("Identity", ["a"], ["b"])]
+        model.functions.append(helper.make_function("local", "F", ["a"], ["b"], body, [helper.make_opsetid("", 18)]))
+
+    rules = [
+        ("external-data", external, "a graph tensor with external data (reading a file)"),
+        ("custom-domain", custom_domain, "a non-default operator domain"),
+        ("function", function, "model-local functions"),
+    ]
+    return [_refuse(f"policy-{name}", "bundle-format §7.7", f"refuse {text}", source.pack(graph_change(edit))) for name, edit, text in rules]
+
+
+def _selftest_off(manifest: dict, artifacts: dict) -> None:
+    """Self-test vectors that no correct runtime reproduces (the stored log-probabilities shifted by 1)."""
+    vectors, metadata = tensors.loads(artifacts["selftest"])
+    vectors["forward.log_probs"] = vectors["forward.log_probs"] + 1.0
+    artifacts["selftest"] = tensors.dumps(vectors, metadata)

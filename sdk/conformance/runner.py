@@ -1,0 +1,135 @@
+"""Play a conformance suite against a device over the management protocol (numpy and the protocol client only).
+
+The device under test must be fresh (no image, security counter 0), trust the suite's public key, and — if it has
+operator keys — be driven with one. Each case's result names the spec section it checks. A refusal case passes
+when the image never runs and the device keeps running the image it had; what the refusal says is reported, not
+judged (a runtime words its own errors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from metaedge.deploy.client import DeviceClient, DeviceRequestError
+from metaedge.sdk.conformance.suite import load_frames, read_index
+
+
+class Failed(Exception):
+    """The device did not do what the case expects; the message says what it did."""
+
+
+def run(suite: Path, client: DeviceClient, progress: Callable[[], None] | None = None) -> dict:
+    index = read_index(suite)
+    results = []
+    for entry in index["cases"]:
+        bundle = (suite / entry["bundle"]).read_bytes()
+        if hashlib.sha256(bundle).hexdigest() != entry["bundle_sha256"]:
+            results.append(_result(entry, False, "the suite's bundle file does not match its index (regenerate the suite)"))
+            continue
+        try:
+            detail = PLAYS[entry["expect"]](client, bundle, suite, entry)
+            results.append(_result(entry, True, detail))
+        except Failed as e:
+            results.append(_result(entry, False, str(e)))
+        if progress:
+            progress()
+    passed = sum(r["passed"] for r in results)
+    return {
+        "suite": index["suite"],
+        "spec": index["spec"],
+        "cases": len(results),
+        "passed": passed,
+        "failed": len(results) - passed,
+        "results": results,
+    }
+
+
+def _result(entry: dict, passed: bool, detail: str) -> dict:
+    return {"id": entry["id"], "section": entry["section"], "expect": entry["expect"], "passed": passed, "detail": detail}
+
+
+def _running(client: DeviceClient) -> tuple:
+    info = client.call("info")[0]
+    return info["running"], info["mode"]
+
+
+def _upload(client: DeviceClient, bundle: bytes) -> str:
+    return client.upload(bundle)["sha256"]
+
+
+def _deploy(client: DeviceClient, bundle: bytes) -> None:
+    try:
+        digest = _upload(client, bundle)
+        client.call("image.test", sha256=digest)
+        booted = client.call("reset")[0]
+    except DeviceRequestError as e:
+        raise Failed(f"refused a valid bundle: {e}") from None
+    if booted["mode"] != "trial":
+        raise Failed(f"the trial boot of a valid bundle failed: {'; '.join(booted.get('events', []))}")
+    client.call("image.confirm")
+
+
+def play_accept(client: DeviceClient, bundle: bytes, suite: Path, entry: dict) -> str:
+    _deploy(client, bundle)
+    frames = load_frames(suite, entry)
+    worst = 0.0
+    for k, frame in enumerate(frames):
+        try:
+            _, out = client.call("frame", {"pilots": frame["pilots"], "labels": frame["labels"], "payload": frame["payload"]})
+        except DeviceRequestError as e:
+            raise Failed(f"frame {k} refused: {e}") from None
+        reliable = frame["reliable"].astype(bool)
+        wrong = int((out["decisions"][reliable] != frame["decisions"][reliable]).sum())
+        if wrong:
+            raise Failed(f"frame {k}: {wrong} of {int(reliable.sum())} clear-cut decisions differ from the reference")
+        worst = max(worst, float(np.abs(out["confidence"] - frame["confidence"]).max()))
+        if worst > entry["atol"]:
+            raise Failed(f"frame {k}: confidence off by {worst:.2e}, more than {entry['atol']:g}")
+    return f"deployed; {len(frames)} frames decide as the reference (confidence within {worst:.1e})"
+
+
+def play_refuse_upload(client: DeviceClient, bundle: bytes, suite: Path, entry: dict) -> str:
+    before = _running(client)
+    try:
+        _upload(client, bundle)
+    except DeviceRequestError as e:
+        if _running(client) != before:
+            raise Failed(f"refused the upload but no longer runs its image ({_running(client)})") from None
+        return f"refused: {e}"
+    raise Failed("accepted an upload the spec requires it to refuse")
+
+
+def play_refuse_boot(client: DeviceClient, bundle: bytes, suite: Path, entry: dict) -> str:
+    before = _running(client)
+    try:
+        digest = _upload(client, bundle)
+        client.call("image.test", sha256=digest)
+    except DeviceRequestError as e:
+        return f"refused before booting it: {e}"
+    booted = client.call("reset")[0]
+    if booted["mode"] == "trial":
+        client.call("reset")  # revert, so that later cases start from the confirmed image
+        raise Failed("booted the image on trial; it must never run")
+    if _running(client) != before:
+        raise Failed(f"after the failed trial it runs {_running(client)}, not its confirmed image {before}")
+    return f"the trial boot failed and the device reverted: {'; '.join(booted.get('events', []))}"
+
+
+def play_refuse_frames(client: DeviceClient, bundle: bytes, suite: Path, entry: dict) -> str:
+    frames = load_frames(suite, entry)
+    answers = []
+    for k, frame in enumerate(frames):
+        try:
+            client.call("frame", {"pilots": frame["pilots"], "labels": frame["labels"], "payload": frame["payload"]})
+        except DeviceRequestError as e:
+            answers.append(str(e))
+            continue
+        raise Failed(f"frame {k} was answered; the spec requires it to be refused")
+    return f"all {len(frames)} frames refused: {answers[0]}"
+
+
+PLAYS = {"accept": play_accept, "refuse-upload": play_refuse_upload, "refuse-boot": play_refuse_boot, "refuse-frames": play_refuse_frames}

@@ -1,0 +1,69 @@
+"""The conformance suite: generated deterministically, passed by our device, and able to catch a device that breaks a
+rule. Real device processes on loopback, real bundles."""
+
+import json
+
+import pytest
+from conftest import Served
+
+from metaedge.deploy.signing import generate
+from metaedge.sdk.cli.main import main
+from metaedge.sdk.conformance import cases, suite
+from metaedge.sdk.conformance.suite import EXPECTATIONS, KEY_FILE
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite") / "conformance"
+    assert main(["conformance", "generate", "--out", str(out)]) == 0
+    return out
+
+
+def play(generated, url, capsys, *extra) -> dict:
+    code = main(["conformance", "run", "--suite", str(generated), "--device", url, "--json", "--quiet", *extra])
+    report = json.loads(capsys.readouterr().out)
+    assert code == (0 if report["failed"] == 0 else 1)
+    return report
+
+
+def test_the_suite_covers_every_kind_of_case_and_names_its_sections(generated):
+    index = suite.read_index(generated)
+    kinds = {case["expect"] for case in index["cases"]}
+    assert kinds == set(EXPECTATIONS) and len(index["cases"]) >= 40
+    assert all(case["section"].startswith(("bundle-format §", "device-protocol §")) for case in index["cases"])
+    assert len({case["id"] for case in index["cases"]}) == len(index["cases"])
+
+
+def test_our_device_passes_every_case_through_its_operator_key(generated, tmp_path, capsys):
+    operator = generate(tmp_path / "keys", "operator")
+    device = Served(tmp_path / "state", generated / KEY_FILE, "--operator", str(operator[1]))
+    try:
+        report = play(generated, device.url, capsys, "--operator-key", str(operator[0]))
+    finally:
+        device.stop()
+    assert report["failed"] == 0, [r for r in report["results"] if not r["passed"]]
+    assert report["passed"] == report["cases"] == len(suite.read_index(generated)["cases"])
+
+
+def test_a_device_that_breaks_a_rule_fails_exactly_that_case(generated, tmp_path, capsys):
+    """A development device accepts unsigned bundles: the suite says so, and nothing else."""
+    device = Served(tmp_path / "state", generated / KEY_FILE, "--allow-unsigned")
+    try:
+        report = play(generated, device.url, capsys)
+    finally:
+        device.stop()
+    assert [r["id"] for r in report["results"] if not r["passed"]] == ["unsigned"]
+
+
+@pytest.mark.slow
+def test_generating_twice_writes_the_same_bytes(generated, tmp_path):
+    again, public = cases.generate()
+    suite.write(again, public, tmp_path / "again")
+    for path in sorted(p for p in generated.rglob("*") if p.is_file()):
+        assert (tmp_path / "again" / path.relative_to(generated)).read_bytes() == path.read_bytes(), path
+
+
+def test_running_without_a_suite_says_how_to_make_one(tmp_path, capsys):
+    assert main(["conformance", "run", "--suite", str(tmp_path), "--device", "tcp://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "metaedge conformance generate --out" in err and "Traceback" not in err and err.count("\n") == 1
