@@ -16,6 +16,7 @@ examples:
   metaedge device serve --state devices/c1 --listen 127.0.0.1:7411 --trusted-key conformance/keys/conformance.pub &
   metaedge conformance run --suite conformance --device tcp://127.0.0.1:7411
   metaedge conformance run --suite conformance --device tcp://10.0.0.7:7410 --operator-key keys/operator.key --json
+  metaedge conformance table --suite conformance     # the statement → case table at the end of the spec
 """
 
 
@@ -39,6 +40,9 @@ def register(sub) -> None:
     r.add_argument("--json", action="store_true")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(handler=run_suite)
+    t = add_command(actions, "table", help="the spec's table of statements and the cases that check them, as markdown")
+    t.add_argument("--suite", type=Path, required=True, help="a directory written by 'metaedge conformance generate'")
+    t.set_defaults(handler=run_table)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -64,7 +68,7 @@ def run_suite(args: argparse.Namespace) -> int:
     except SuiteError as e:
         raise UserError(str(e)) from None
     with connect(args.device, args.operator_key) as client, tqdm(total=total, desc="cases", disable=args.quiet or None, file=sys.stderr) as bar:
-        report = runner.run(args.suite, client, progress=bar.update)
+        report = runner.run(args.suite, client, args.device, progress=bar.update)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -72,3 +76,13 @@ def run_suite(args: argparse.Namespace) -> int:
             print(f"{'PASS' if r['passed'] else 'FAIL'}  {r['id']:<28} {r['section']:<34} {r['detail'][:100]}")
         print(f"{report['passed']} of {report['cases']} cases passed (spec {report['spec']})")
     return 0 if report["failed"] == 0 else 1
+
+
+def run_table(args: argparse.Namespace) -> int:
+    from metaedge.sdk.conformance.suite import SuiteError, read_index, statement_table
+
+    try:
+        print(statement_table(read_index(args.suite)), end="")
+    except SuiteError as e:
+        raise UserError(str(e)) from None
+    return 0

@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +22,7 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from metaedge.deploy import tensors
+from metaedge.deploy import tensors, wire
 from metaedge.deploy.bundle import Bundle, manifest_bytes, pack_parts
 from metaedge.deploy.signing import key_id
 from metaedge.sdk.conformance.suite import KEY_SEED, MARGIN, Case
@@ -163,7 +165,45 @@ def _cases(one: Source, two: Source) -> list[Case]:
     broken = _frames(later, 3, lambda sequence: np.roll(sequence, 1))
     statement = "refuse frames whose pilot classes break the declared sequence"
     cases.append(Case("pilot-contract", "device-protocol §3.3", statement, "refuse-frames", later, broken))
-    return cases
+    return cases + _protocol_rules()
+
+
+def _message(header: bytes, attachments: bytes = b"") -> bytes:
+    """One framed message with a raw header, valid or not (device-protocol.md §2)."""
+    payload = struct.pack("<I", len(header)) + header + attachments
+    return struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(payload))
+
+
+def _frame_request(pilots: np.ndarray, payload: np.ndarray, labels: np.ndarray | None = None) -> bytes:
+    arrays = {"pilots": pilots, "payload": payload, **({"labels": labels} if labels is not None else {})}
+    return wire.encode({"op": "frame", "seq": 1}, arrays)
+
+
+def _protocol_rules() -> list[Case]:
+    """Requests the device must answer with an error and survive (device-protocol.md §2, §3, §3.3)."""
+    good = np.zeros((PILOTS, 2), np.float32)
+    corrupt = bytearray(wire.encode({"op": "info", "seq": 1}))
+    corrupt[-1] ^= 0xFF
+    blob = json.dumps({"op": "frame", "seq": 1, "blobs": [{"name": "pilots", "dtype": "f4", "shape": [1000, 2]}]}).encode()
+    rules = [
+        ("unknown-operation", "device-protocol §3", "an unknown operation", wire.encode({"op": "teleport", "seq": 1})),
+        ("crc-mismatch", "device-protocol §2", "a message whose CRC does not match", bytes(corrupt)),
+        ("length-over-limit", "device-protocol §2", "a length field above 8 MiB", struct.pack("<I", (8 << 20) + 1) + bytes(16)),
+        ("header-not-object", "device-protocol §2", "a header that is not a JSON object", _message(b"[1, 2]")),
+        ("attachment-overrun", "device-protocol §2", "attachments that run past the payload", _message(blob, bytes(8))),
+        ("trailing-payload", "device-protocol §2", "bytes after the last attachment", _message(b'{"op":"info","seq":1}', bytes(4))),
+        ("nesting", "device-protocol §2", "a header nested 40 deep", _message(b'{"op":"info","x":' + b"[" * 40 + b"]" * 40 + b"}")),
+        ("long-integer", "device-protocol §2", "an integer literal of 25 digits", _message(b'{"op":"info","seq":' + b"9" * 25 + b"}")),
+        ("nan-literal", "device-protocol §2", "a NaN literal", _message(b'{"op":"info","seq":NaN}')),
+        ("frame-nan", "device-protocol §3.3", "a frame with NaN samples", _frame_request(np.full((PILOTS, 2), np.nan, np.float32), good)),
+        ("frame-features", "device-protocol §3.3", "samples of the wrong feature count", _frame_request(good, np.zeros((4, 3), np.float32))),
+        ("frame-no-pilots", "device-protocol §3.3", "a frame without pilots", _frame_request(np.zeros((0, 2), np.float32), good)),
+        ("frame-labels-range", "device-protocol §3.3", "pilot labels outside [0, M)", _frame_request(good, good, np.full(PILOTS, 999, np.int32))),
+    ]
+    return [
+        Case(f"protocol-{name}", section, f"answer {text} with an error and keep serving", "refuse-request", request=raw)
+        for name, section, text, raw in rules
+    ]
 
 
 def _manifest_rules(source: Source) -> list[Case]:

@@ -9,12 +9,14 @@ judged (a runtime words its own errors).
 from __future__ import annotations
 
 import hashlib
+import socket
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from metaedge.deploy.client import DeviceClient, DeviceRequestError
+from metaedge.deploy import wire
+from metaedge.deploy.client import DeviceClient, DeviceRequestError, parse_device_url
 from metaedge.sdk.conformance.suite import load_frames, read_index
 
 
@@ -22,16 +24,17 @@ class Failed(Exception):
     """The device did not do what the case expects; the message says what it did."""
 
 
-def run(suite: Path, client: DeviceClient, progress: Callable[[], None] | None = None) -> dict:
+def run(suite: Path, client: DeviceClient, url: str, progress: Callable[[], None] | None = None) -> dict:
+    """Every case of the suite in order against the device at ``url`` (``client``: a connection to it)."""
     index = read_index(suite)
     results = []
     for entry in index["cases"]:
-        bundle = (suite / entry["bundle"]).read_bytes()
-        if hashlib.sha256(bundle).hexdigest() != entry["bundle_sha256"]:
+        bundle = (suite / entry["bundle"]).read_bytes() if entry.get("bundle") else None
+        if bundle is not None and hashlib.sha256(bundle).hexdigest() != entry["bundle_sha256"]:
             results.append(_result(entry, False, "the suite's bundle file does not match its index (regenerate the suite)"))
             continue
         try:
-            detail = PLAYS[entry["expect"]](client, bundle, suite, entry)
+            detail = PLAYS[entry["expect"]](client, bundle, suite, {**entry, "url": url})
             results.append(_result(entry, True, detail))
         except Failed as e:
             results.append(_result(entry, False, str(e)))
@@ -132,4 +135,27 @@ def play_refuse_frames(client: DeviceClient, bundle: bytes, suite: Path, entry: 
     return f"all {len(frames)} frames refused: {answers[0]}"
 
 
-PLAYS = {"accept": play_accept, "refuse-upload": play_refuse_upload, "refuse-boot": play_refuse_boot, "refuse-frames": play_refuse_frames}
+def play_refuse_request(client: DeviceClient, bundle: bytes | None, suite: Path, entry: dict) -> str:
+    before = _running(client)
+    host, port = parse_device_url(entry["url"])
+    with socket.create_connection((host, port), timeout=30) as raw:
+        raw.sendall((suite / entry["request"]).read_bytes())
+        raw.shutdown(socket.SHUT_WR)  # nothing more is coming: a device waiting for the rest of a message sees the end
+        try:
+            answer = wire.read_message(raw.makefile("rb"))[0]
+        except wire.WireError as e:
+            answer = {"closed": str(e)}
+    if answer.get("ok"):
+        raise Failed("the request was answered ok; the spec requires an error response")
+    if _running(client) != before:
+        raise Failed(f"after the request the device runs {_running(client)}, not {before}")
+    return f"error response: {answer['error']}" if "error" in answer else f"connection closed ({answer['closed']})"
+
+
+PLAYS = {
+    "accept": play_accept,
+    "refuse-upload": play_refuse_upload,
+    "refuse-boot": play_refuse_boot,
+    "refuse-frames": play_refuse_frames,
+    "refuse-request": play_refuse_request,
+}

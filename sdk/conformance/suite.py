@@ -6,6 +6,7 @@ Layout of a suite directory:
     keys/conformance.pub        the public key every signed case is signed with (a published test key: trust it
                                 only on a device under test)
     bundles/<id>.bin            each case's packed bundle (bundle-format.md §11)
+    requests/<id>.bin           for protocol cases: the raw bytes of one request (device-protocol.md §2)
     frames/<id>.safetensors     for cases with frames: pilots.<k>, labels.<k>, payload.<k> and the expected
                                 decisions.<k>, confidence.<k> and reliable.<k> (symbols whose top two probabilities
                                 differ by more than ``MARGIN``: their decisions must match)
@@ -33,8 +34,9 @@ ATOL = 1e-4
 # accept: uploads, trial-boots and confirms, then its frames decide as expected; refuse-upload: the upload is
 # refused; refuse-boot: the image never runs (refused at upload or test, or its trial boot fails and the device
 # reverts); refuse-frames: its bundle is the running one (the accept case before it deployed it), and every one of
-# its frames is refused
-EXPECTATIONS = ("accept", "refuse-upload", "refuse-boot", "refuse-frames")
+# its frames is refused; refuse-request: the raw request gets an error response (or, where the framing is lost, the
+# connection is closed) and the device keeps serving its image
+EXPECTATIONS = ("accept", "refuse-upload", "refuse-boot", "refuse-frames", "refuse-request")
 KEY_SEED = b"metaedge conformance suite: a published test key, never to be trusted outside a device under test"
 
 
@@ -44,9 +46,10 @@ class Case:
     section: str
     statement: str
     expect: str
-    bundle: bytes
+    bundle: bytes | None = None
     frames: list[dict[str, np.ndarray]] | None = None  # pilots, labels, payload and the expected outputs
     atol: float = ATOL
+    request: bytes | None = None
 
     def entry(self) -> dict:
         return {
@@ -54,8 +57,9 @@ class Case:
             "section": self.section,
             "statement": self.statement,
             "expect": self.expect,
-            "bundle": f"bundles/{self.id}.bin",
-            "bundle_sha256": hashlib.sha256(self.bundle).hexdigest(),
+            "bundle": f"bundles/{self.id}.bin" if self.bundle is not None else None,
+            "bundle_sha256": hashlib.sha256(self.bundle).hexdigest() if self.bundle is not None else None,
+            "request": f"requests/{self.id}.bin" if self.request is not None else None,
             "frames": f"frames/{self.id}.safetensors" if self.frames else None,
             "atol": self.atol,
         }
@@ -63,11 +67,14 @@ class Case:
 
 def write(cases: list[Case], public_pem: bytes, out: Path) -> Path:
     """Write a suite; byte for byte the same for the same cases (sorted JSON, frames in order)."""
-    for sub in ("bundles", "frames", "keys"):
+    for sub in ("bundles", "frames", "keys", "requests"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     (out / KEY_FILE).write_bytes(public_pem)
     for case in cases:
-        (out / f"bundles/{case.id}.bin").write_bytes(case.bundle)
+        if case.bundle is not None:
+            (out / f"bundles/{case.id}.bin").write_bytes(case.bundle)
+        if case.request is not None:
+            (out / f"requests/{case.id}.bin").write_bytes(case.request)
         if case.frames:
             arrays = {f"{name}.{k}": value for k, frame in enumerate(case.frames) for name, value in frame.items()}
             (out / f"frames/{case.id}.safetensors").write_bytes(tensors.dumps(arrays))
@@ -101,3 +108,10 @@ def load_frames(suite: Path, entry: dict) -> list[dict[str, np.ndarray]]:
         name, k = key.rsplit(".", 1)
         frames.setdefault(int(k), {})[name] = value
     return [frames[k] for k in sorted(frames)]
+
+
+def statement_table(index: dict) -> str:
+    """The spec's table of normative statements and the cases that check them (markdown), from a suite's index."""
+    rows = ["| section | statement | case | expectation |", "|---|---|---|---|"]
+    rows += [f"| {c['section']} | {c['statement']} | `{c['id']}` | {c['expect']} |" for c in index["cases"]]
+    return "\n".join(rows) + "\n"

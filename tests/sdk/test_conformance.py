@@ -2,6 +2,7 @@
 rule. Real device processes on loopback, real bundles."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import Served
@@ -67,3 +68,9 @@ def test_running_without_a_suite_says_how_to_make_one(tmp_path, capsys):
     assert main(["conformance", "run", "--suite", str(tmp_path), "--device", "tcp://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
     assert "metaedge conformance generate --out" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_the_spec_lists_every_case_of_the_suite(generated):
+    """The statement → case table at the end of the spec is the suite's own (regenerate it with 'conformance table')."""
+    spec = (Path(__file__).resolve().parents[2] / "docs" / "bundle-format.md").read_text()
+    assert suite.statement_table(suite.read_index(generated)) in spec
