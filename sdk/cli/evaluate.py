@@ -10,6 +10,7 @@ from pathlib import Path
 
 from metaedge.sdk.cli.parsing import add_command, add_reporting, int_list, positive_int
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.demod.task import PILOT_SEQUENCES
 
 EXAMPLES = """
 examples:
@@ -45,6 +46,12 @@ def register(sub) -> None:
     p.add_argument("--scratch-lr", type=float, default=0.1, help="step size of training from scratch (default 0.1)")
     p.add_argument("--no-baselines", action="store_true", help="skip training from scratch and the model-based receiver")
     p.add_argument("--seed", type=int, default=None, help="seed of the meta-test devices (default: the runs' seed)")
+    p.add_argument(
+        "--pilot-sequence",
+        choices=PILOT_SEQUENCES,
+        default=None,
+        help="the frames' pilot symbols: the known sequence, or drawn at random (default: as the first run was trained)",
+    )
     p.add_argument("--plot", type=Path, help="write SER vs pilots as a PNG")
     p.add_argument(
         "--reliability",
@@ -79,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         quiet=args.quiet,
         assignment=args.assignment,
+        pilot_sequence=args.pilot_sequence,
     )
     report["command"] = "metaedge " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("metaedge") else None
     if args.plot:

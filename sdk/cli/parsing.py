@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.demod.task import PILOT_SEQUENCES
 
 # flags renamed so that one notion has one name in every command (docs/cli.md); the old names get a hint
 RENAMED = {
@@ -129,7 +130,7 @@ def add_task_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-pilots", type=int, default=160, help="validation pilots per meta-training task N_va (default 160)")
     g.add_argument(
         "--pilot-sequence",
-        choices=("fixed", "random"),
+        choices=PILOT_SEQUENCES,
         default="fixed",
         help="pilot symbols: a known fixed sequence covering the constellation, or random (default fixed)",
     )

@@ -62,3 +62,26 @@ def test_summarise_interval():
     assert s["ser"] == pytest.approx(0.25)
     half = 1.96 * np.std([0.1, 0.2, 0.3, 0.4], ddof=1) / 2
     assert s["ci95"] == pytest.approx([0.25 - half, 0.25 + half])
+
+
+def test_runs_trained_with_different_pilot_schemes_are_compared_on_the_pilots_asked_for(trained_bundle, tmp_path, capsys):
+    """'metaedge eval --pilot-sequence': a known-sequence run and an arbitrary-pilot run on the same frames."""
+    import json
+    import shutil
+
+    from metaedge.sdk.cli.main import main
+    from metaedge.sdk.rundir import CONFIG as CONFIG_FILE
+
+    run = trained_bundle[0]
+    arbitrary = tmp_path / "arbitrary"
+    shutil.copytree(run, arbitrary)
+    config = json.loads((arbitrary / CONFIG_FILE).read_text())
+    config["task"]["pilot_sequence"] = "random"
+    (arbitrary / CONFIG_FILE).write_text(json.dumps(config))
+    argv = ["eval", str(run), str(arbitrary), "--pilots", "2,4", "--devices", "6", "--payload", "40", "--no-baselines", "--json", "--quiet"]
+    for scheme in ("fixed", "random"):
+        assert main([*argv, "--pilot-sequence", scheme]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["task"]["pilot_sequence"] == scheme and len(report["methods"]) == 2
+    assert main(argv) == 0  # without the flag, frames are drawn as the first run was trained
+    assert json.loads(capsys.readouterr().out)["task"]["pilot_sequence"] == "fixed"

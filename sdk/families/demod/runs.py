@@ -77,9 +77,11 @@ def evaluate_runs(
     seed: int | None,
     quiet: bool,
     assignment: str | None = None,
+    pilot_sequence: str | None = None,
 ) -> dict:
     """Load runs, build receivers, evaluate them on the same meta-test devices; ``inner_steps`` overrides every
-    run's adaptation steps, ``assignment`` how modular runs choose their modules."""
+    run's adaptation steps, ``assignment`` how modular runs choose their modules, ``pilot_sequence`` ("fixed" or
+    "random") how the frames' pilots are drawn (default: as the first run was trained)."""
     from tqdm import tqdm
 
     from metaedge.sdk.families.demod.evaluation import evaluate
@@ -88,7 +90,7 @@ def evaluate_runs(
     if inner_steps is not None and inner_steps < 0:
         raise UserError(f"--inner-steps {inner_steps} must be 0 or more")
     loaded, configs = _runs_of_one_task(runs)
-    task = configs[0][0]
+    task = configs[0][0] if pilot_sequence is None else configs[0][0].replace(pilot_sequence=pilot_sequence)
     if max(pilots) + payload > task.frame:
         raise UserError(f"max pilots {max(pilots)} + payload {payload} exceed the frame of {task.frame} symbols; lower --payload")
     tasks = DemodTasks(task, seed=configs[0][1].seed if seed is None else seed)
@@ -117,8 +119,8 @@ def _runs_of_one_task(runs: list[Path]) -> tuple[list, list]:
     loaded = [load_run(r) for r in runs]
     configs = [configs_from_run(r.config) for r in loaded]
     task = configs[0][0]
-    for run, (t, _) in zip(loaded, configs):
-        if t.replace(pilots=task.pilots, val_pilots=task.val_pilots) != task:
+    for run, (t, _) in zip(loaded, configs):  # how the pilots were drawn in training is theirs to differ in
+        if t.replace(pilots=task.pilots, val_pilots=task.val_pilots, pilot_sequence=task.pilot_sequence) != task:
             raise UserError(f"{run.path} was trained on another task configuration than {loaded[0].path}; evaluate them separately")
     return loaded, configs
 

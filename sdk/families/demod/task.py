@@ -63,6 +63,9 @@ def pilot_symbols(order: int, count: int | None = None) -> np.ndarray:
     return np.resize(perm, count)
 
 
+PILOT_SEQUENCES = ("fixed", "random")  # a known sequence covering the constellation; or drawn at random per frame
+
+
 @dataclass(frozen=True)
 class DemodConfig:
     """Everything that defines the task family. Defaults: the published reference setup."""
@@ -93,7 +96,7 @@ class DemodConfig:
             (self.channel in ("rayleigh", "phase"), f"channel '{self.channel}' is unknown; use rayleigh or phase"),
             (0.0 <= self.phase_max_deg <= 180.0, f"phase_max_deg {self.phase_max_deg} must lie in [0, 180]"),
             (self.pilots >= 1, f"pilots {self.pilots} must be at least 1"),
-            (self.pilot_sequence in ("fixed", "random"), f"pilot sequence '{self.pilot_sequence}' is unknown; use fixed or random"),
+            (self.pilot_sequence in PILOT_SEQUENCES, f"pilot sequence '{self.pilot_sequence}' is unknown; use {' or '.join(PILOT_SEQUENCES)}"),
             (self.val_pilots >= 1, f"val_pilots {self.val_pilots} must be at least 1"),
             (self.payload >= 1, f"payload {self.payload} must be at least 1"),
             (
