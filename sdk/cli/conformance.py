@@ -73,8 +73,12 @@ def run_suite(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         for r in report["results"]:
-            print(f"{'PASS' if r['passed'] else 'FAIL'}  {r['id']:<28} {r['section']:<34} {r['detail'][:100]}")
-        print(f"{report['passed']} of {report['cases']} cases passed (spec {report['spec']})")
+            verdict = "SKIP" if r.get("skipped") else "PASS" if r["passed"] else "FAIL"
+            print(f"{verdict}  {r['id']:<28} {r['section']:<34} {r['detail'][:100]}")
+        print(
+            f"{report['passed']} passed, {report['failed']} failed, {report['skipped']} skipped (for other targets than "
+            f"'{report['target']}') of {report['cases']} cases (spec {report['spec']})"
+        )
     return 0 if report["failed"] == 0 else 1
 
 

@@ -127,8 +127,89 @@ def generate(work: Path | None = None) -> tuple[list[Case], bytes]:
         run = _trained(root)
         one = Source(export("onnx", run, root / "one-step", Release(), inner_steps=1))
         two = Source(export("onnx", run, root / "two-step", Release(), inner_steps=2))
-        cases = _cases(one, two)
+        power = Source(export("onnx", _power_run(root), root / "power", Release(security_counter=2)))
+        linear = Source(export("linear", _prediction_run(root), root / "linear", Release()))
+        cases = _cases(one, two) + _predictor_cases(power, linear)
     return cases, public_pem(suite_key())
+
+
+def _power_run(work: Path) -> Path:
+    """A briefly meta-trained power allocator (a predictor on the ONNX target: unlabelled pilots, outputs)."""
+    from metaedge.sdk.families.power.learning import PowerBench
+    from metaedge.sdk.families.power.run import train_power
+
+    train_power(work / "power-run", "fomaml", 10, PowerBench(seed=0, iterations=20))
+    return work / "power-run"
+
+
+def _prediction_run(work: Path) -> Path:
+    """A meta-learned linear channel predictor (the 'linear' target: closed form, float64)."""
+    from metaedge.sdk.families.prediction.learning import PredictionBench
+    from metaedge.sdk.families.prediction.run import train_prediction
+    from metaedge.sdk.families.prediction.task import DOPPLER, ChannelConfig
+
+    train_prediction(
+        work / "prediction-run",
+        PredictionBench(channel=ChannelConfig(doppler_hz=DOPPLER["fast"]), meta_frames=60, test_frames=20, seed=0),
+        5,
+        "lstd",
+        "meta",
+    )
+    return work / "prediction-run"
+
+
+def _predictor_frames(packed: bytes, target: str, pilots: np.ndarray, payload: np.ndarray) -> list[dict]:
+    """A predictor's frames (no labels) and the outputs the reference backend of ``target`` gives."""
+    from metaedge.backends import registry
+    from metaedge.backends.base import Frame
+    from metaedge.deploy.bundle import unpack
+
+    backend = registry.create(target)
+    backend.load(unpack(packed))
+    frames = []
+    for p, x in zip(pilots.astype(np.float32), payload.astype(np.float32)):
+        outputs = backend.frame(Frame(pilots=p, labels=None, payload=x)).outputs
+        frames.append({"pilots": p, "payload": x, "outputs": outputs.astype(np.float32)})
+    backend.close()
+    return frames
+
+
+def _predictor_cases(power: Source, linear: Source) -> list[Case]:
+    """Predictors: a power allocator on the ONNX target (played last on an ONNX device: it replaces the demodulator),
+    and a channel predictor for a 'linear' device."""
+    from metaedge.sdk.families.power.run import power_frames
+    from metaedge.sdk.families.prediction.run import prediction_frames
+
+    allocator, predictor = power.pack(), linear.pack()
+    slots = power_frames(power.manifest["task"], FRAMES, 5, 20, seed=4)
+    pilots, history, _ = prediction_frames(linear.manifest["task"], FRAMES, 5, 20, seed=5)
+    return [
+        Case(
+            "valid-power-allocator",
+            "bundle-format §4, §6",
+            "a predictor (power allocator) adapts on unlabelled pilots and answers outputs as the reference runtime",
+            "accept",
+            allocator,
+            _predictor_frames(allocator, "onnx", *slots),
+        ),
+        Case(
+            "valid-channel-predictor",
+            "bundle-format §15",
+            "a 'linear' channel predictor fits in closed form and predicts as the reference",
+            "accept",
+            predictor,
+            _predictor_frames(predictor, "linear", pilots, history),
+            target="linear",
+        ),
+        _linear_refusal(linear),
+    ]
+
+
+def _linear_refusal(linear: Source) -> Case:
+    bundle = linear.pack(_set("security_counter", -1))
+    return Case(
+        "linear-manifest-counter", "bundle-format §9", "refuse a security counter outside [0, 2^32)", "refuse-upload", bundle, target="linear"
+    )
 
 
 def _set(path: str, value) -> Callable[[dict, dict], None]:
@@ -201,7 +282,7 @@ def _protocol_rules() -> list[Case]:
         ("frame-labels-range", "device-protocol §3.3", "pilot labels outside [0, M)", _frame_request(good, good, np.full(PILOTS, 999, np.int32))),
     ]
     return [
-        Case(f"protocol-{name}", section, f"answer {text} with an error and keep serving", "refuse-request", request=raw)
+        Case(f"protocol-{name}", section, f"answer {text} with an error and keep serving", "refuse-request", request=raw, target=None)
         for name, section, text, raw in rules
     ]
 

@@ -7,12 +7,15 @@ Layout of a suite directory:
                                 only on a device under test)
     bundles/<id>.bin            each case's packed bundle (bundle-format.md §11)
     requests/<id>.bin           for protocol cases: the raw bytes of one request (device-protocol.md §2)
-    frames/<id>.safetensors     for cases with frames: pilots.<k>, labels.<k>, payload.<k> and the expected
-                                decisions.<k>, confidence.<k> and reliable.<k> (symbols whose top two probabilities
-                                differ by more than ``MARGIN``: their decisions must match)
+    frames/<id>.safetensors     for cases with frames: pilots.<k>, labels.<k> (classifiers), payload.<k> and the
+                                expected decisions.<k>, confidence.<k> and reliable.<k> (symbols whose top two
+                                probabilities differ by more than ``MARGIN``: their decisions must match), or a
+                                predictor's expected outputs.<k>
 
 A case: ``id``, ``section`` (the spec section it checks), ``statement`` (what the spec requires), ``expect`` (one of
-``EXPECTATIONS``), ``bundle``, ``frames`` (or null) and ``atol`` (confidence tolerance). Cases run in index order.
+``EXPECTATIONS``), ``target`` (the device target it is for; null: every device), ``bundle``, ``frames`` (or null)
+and ``atol`` (tolerance of confidences, or of a predictor's outputs). Cases run in index order; a runner skips the
+cases of other targets than its device's.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Case:
     frames: list[dict[str, np.ndarray]] | None = None  # pilots, labels, payload and the expected outputs
     atol: float = ATOL
     request: bytes | None = None
+    target: str | None = "onnx"  # the device target it is for; None: every device
 
     def entry(self) -> dict:
         return {
@@ -57,6 +61,7 @@ class Case:
             "section": self.section,
             "statement": self.statement,
             "expect": self.expect,
+            "target": self.target,
             "bundle": f"bundles/{self.id}.bin" if self.bundle is not None else None,
             "bundle_sha256": hashlib.sha256(self.bundle).hexdigest() if self.bundle is not None else None,
             "request": f"requests/{self.id}.bin" if self.request is not None else None,
@@ -112,6 +117,6 @@ def load_frames(suite: Path, entry: dict) -> list[dict[str, np.ndarray]]:
 
 def statement_table(index: dict) -> str:
     """The spec's table of normative statements and the cases that check them (markdown), from a suite's index."""
-    rows = ["| section | statement | case | expectation |", "|---|---|---|---|"]
-    rows += [f"| {c['section']} | {c['statement']} | `{c['id']}` | {c['expect']} |" for c in index["cases"]]
+    rows = ["| section | statement | case | target | expectation |", "|---|---|---|---|---|"]
+    rows += [f"| {c['section']} | {c['statement']} | `{c['id']}` | {c['target'] or 'any'} | {c['expect']} |" for c in index["cases"]]
     return "\n".join(rows) + "\n"

@@ -43,7 +43,20 @@ def test_our_device_passes_every_case_through_its_operator_key(generated, tmp_pa
     finally:
         device.stop()
     assert report["failed"] == 0, [r for r in report["results"] if not r["passed"]]
-    assert report["passed"] == report["cases"] == len(suite.read_index(generated)["cases"])
+    onnx = [c for c in suite.read_index(generated)["cases"] if c["target"] in (None, "onnx")]
+    assert report["passed"] == len(onnx) and report["skipped"] == report["cases"] - len(onnx)
+
+
+def test_a_linear_device_plays_its_own_cases_and_the_protocol_ones(generated, tmp_path, capsys):
+    device = Served(tmp_path / "state", generated / KEY_FILE, target="linear")
+    try:
+        report = play(generated, device.url, capsys)
+    finally:
+        device.stop()
+    index = suite.read_index(generated)
+    own = [c["id"] for c in index["cases"] if c["target"] in (None, "linear")]
+    assert report["failed"] == 0 and report["passed"] == len(own) and report["skipped"] == len(index["cases"]) - len(own)
+    assert "valid-channel-predictor" in own and any(c.startswith("protocol-") for c in own)
 
 
 def test_a_device_that_breaks_a_rule_fails_exactly_that_case(generated, tmp_path, capsys):
