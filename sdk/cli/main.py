@@ -23,6 +23,15 @@ examples:
 """
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("metaedge")
+    except PackageNotFoundError:
+        return "(not installed: run from a source tree)"
+
+
 def build_parser() -> Parser:
     from metaedge.sdk.cli import algorithms, bench, bundle, conformance, demo, deploy, device, evaluate, report, train
 
@@ -32,10 +41,27 @@ def build_parser() -> Parser:
         epilog=EXAMPLES,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"metaedge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for module in (train, evaluate, algorithms, bundle, device, deploy, bench, conformance, demo, report):
         module.register(sub)
     return parser
+
+
+# the extra (pyproject.toml) that provides each optional package a command may need
+EXTRAS = {
+    "torch": "train",
+    "onnx": "train",
+    "onnxscript": "train",
+    "scipy": "train",
+    "matplotlib": "train",
+    "tqdm": "onnx",
+    "onnxruntime": "onnx",
+    "qiskit": "quantum",
+    "qiskit_aer": "quantum",
+    "qiskit_ibm_runtime": "quantum",
+    "lava": "loihi",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,14 +72,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metaedge: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
-        if e.name and e.name.split(".")[0] in {"torch", "onnx", "onnxscript", "onnxruntime", "qiskit", "qiskit_aer", "lava", "matplotlib", "tqdm"}:
-            print(
-                f"metaedge: error: this command needs the Python package '{e.name}', which is not installed; "
-                "install the matching extra, e.g. pip install 'metaedge[train]'",
-                file=sys.stderr,
-            )
-            return 2
-        raise
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"metaedge: error: this command needs the Python package '{e.name}', which is not installed; "
+            f"pip install 'metaedge[{extra}]' provides it",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as e:  # a path that cannot be read or written: the path and the reason, in one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"metaedge: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("metaedge: interrupted", file=sys.stderr)
         return 130

@@ -23,7 +23,15 @@ RENAMED = {
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D102 — argparse's hook
         hints = [f"{old} is now {new}" for old, new in RENAMED.items() if re.search(rf"(?<![\w-]){old}(?![\w-])", message)]
-        raise UserError(f"{self.prog}: {message}{''.join('; ' + h for h in hints)} (see '{self.prog} --help')")
+        if "invalid choice" in message and self._subparsers is not None:  # e.g. 'metaedge train --out r1'
+            hints.append(f"name one of the choices first, e.g. '{self.prog} {self._first_choice()} …'")
+        command = self.prog.removeprefix("metaedge").strip()  # main prints 'metaedge: error:' once
+        where = f"{command}: " if command else ""
+        raise UserError(f"{where}{message}{''.join('; ' + h for h in hints)} (see '{self.prog} --help')")
+
+    def _first_choice(self) -> str:
+        actions = [a for a in self._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)]
+        return next(iter(actions[0].choices)) if actions else "…"
 
 
 def add_command(sub, name: str, help: str, description: str | None = None, examples: str | None = None) -> argparse.ArgumentParser:

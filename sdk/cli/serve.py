@@ -131,6 +131,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from metaedge.firmware_sim.flash import lock_state
     from metaedge.firmware_sim.server import serve_stdio, serve_tcp
 
+    _require_runtime(args.target)
     profile, options = _profile(args), _backend_options(args)
     if args.listen != "stdio":
         host, _, port = args.listen.rpartition(":")
@@ -154,6 +155,17 @@ def run_serve(args: argparse.Namespace) -> int:
             except OSError as e:
                 raise UserError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
     return 0
+
+
+def _require_runtime(target: str) -> None:
+    """A device checks for its runtime when it starts, not at the first deploy."""
+    from metaedge.backends import registry
+    from metaedge.backends.base import BackendError
+
+    try:
+        registry.backend_class(target)
+    except BackendError as e:
+        raise UserError(f"--target {target}: {e}") from None
 
 
 def _profile(args: argparse.Namespace):

@@ -160,3 +160,50 @@ def test_renamed_flags_are_answered_with_their_new_name(argv, hint, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert hint in err and len(err.strip().splitlines()) == 1
+
+
+def test_argument_errors_name_the_command_once_and_point_at_the_task(capsys):
+    code, out, err = run_cli(capsys, "train", "--out", "r1")
+    assert_one_line_error(code, out, err, "train: argument TASK: invalid choice: 'r1'")
+    assert "metaedge: error: metaedge" not in err and "e.g. 'metaedge train demod …'" in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("metaedge ")
+
+
+def test_a_path_that_cannot_be_written_is_one_line(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, out, err = run_cli(capsys, "keys", "generate", "--out", str(blocker / "keys"))
+    assert_one_line_error(code, out, err, f"{blocker / 'keys'}")
+
+
+@pytest.mark.parametrize("module, extra", [("qiskit_aer", "quantum"), ("lava", "loihi"), ("onnxruntime", "onnx"), ("torch", "train")])
+def test_a_missing_package_names_the_extra_that_provides_it(capsys, monkeypatch, module, extra):
+    import metaedge.sdk.cli.main as cli_main
+
+    def missing(args):
+        raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+
+    class Parsed:  # a command whose handler needs ``module``
+        handler = staticmethod(missing)
+
+    class Parser:
+        def parse_args(self, argv):
+            return Parsed()
+
+    monkeypatch.setattr(cli_main, "build_parser", Parser)
+    code, out, err = run_cli(capsys, "anything")
+    assert_one_line_error(code, out, err, f"pip install 'metaedge[{extra}]' provides it")
+
+
+def test_a_device_without_its_runtime_refuses_to_start(capsys, monkeypatch, tmp_path, signing_keys):
+    from metaedge.backends import registry
+
+    monkeypatch.setitem(registry._BACKENDS, "onnx", "metaedge.backends.no_such_runtime:Backend")
+    code, out, err = run_cli(capsys, "device", "serve", "--state", str(tmp_path / "s"), "--trusted-key", str(signing_keys[1]))
+    assert_one_line_error(code, out, err, "--target onnx: the 'onnx' backend needs onnxruntime")
+    assert not (tmp_path / "s").exists()  # refused before it touched its state
