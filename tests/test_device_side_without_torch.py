@@ -82,3 +82,30 @@ def test_lava_environment_has_numpy_below_2_and_main_environment_is_untouched():
     import numpy
 
     assert sys.version_info >= (3, 11) and int(numpy.__version__.split(".")[0]) >= 2  # Lava's pins stay in .venv-lava
+
+
+def test_a_torch_free_environment_inspects_serves_deploys_and_runs(trained_bundle, signing_keys, tmp_path):
+    """A device-only install's commands (Lava environment: no torch, no matplotlib): each runs without importing what
+    it lacks."""
+    import json
+
+    metaedge = [lava_python(), "-m", "metaedge.sdk.cli.main"]
+
+    def cli(*argv: str) -> str:
+        result = subprocess.run([*metaedge, *argv], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "verified" in cli("inspect", str(trained_bundle[1]))
+    state = tmp_path / "state"
+    serve = [*metaedge, "device", "serve", "--state", str(state), "--listen", "127.0.0.1:0", "--trusted-key", str(signing_keys[1])]
+    device = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = "tcp://" + device.stdout.readline().split()[-1]
+        assert "confirmed" in cli("deploy", str(trained_bundle[1]), "--device", url, "--confirm", "--quiet")
+        report = json.loads(cli("run", "--device", url, "--frames", "3", "--pilots", "8", "--symbols", "50", "--json"))
+        assert report["frames"] == 3 and 0.0 <= report["ser"] <= 1.0
+        assert json.loads(cli("device", "stats", "--device", url, "--json"))["frames"] == 3
+    finally:
+        device.terminate()
+        device.wait(30)

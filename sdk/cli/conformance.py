@@ -68,7 +68,10 @@ def run_suite(args: argparse.Namespace) -> int:
     except SuiteError as e:
         raise UserError(str(e)) from None
     with connect(args.device, args.operator_key) as client, tqdm(total=total, desc="cases", disable=args.quiet or None, file=sys.stderr) as bar:
-        report = runner.run(args.suite, client, args.device, progress=bar.update)
+        try:
+            report = runner.run(args.suite, client, args.device, progress=bar.update)
+        except SuiteError as e:
+            raise UserError(str(e)) from None
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if extra is None:
             raise
         print(
-            f"metaedge: error: this command needs the Python package '{e.name}', which is not installed; "
-            f"pip install 'metaedge[{extra}]' provides it",
+            f"metaedge: error: this command needs the Python package '{e.name}', which is not installed; pip install 'metaedge[{extra}]' provides it",
             file=sys.stderr,
         )
         return 2

@@ -17,7 +17,7 @@ import numpy as np
 
 from metaedge.deploy import wire
 from metaedge.deploy.client import DeviceClient, DeviceRequestError, parse_device_url
-from metaedge.sdk.conformance.suite import load_frames, read_index
+from metaedge.sdk.conformance.suite import SuiteError, load_frames, read_index
 
 
 class Failed(Exception):
@@ -28,6 +28,9 @@ def run(suite: Path, client: DeviceClient, url: str, progress: Callable[[], None
     """Every case of the suite in order against the device at ``url`` (``client``: a connection to it)."""
     index = read_index(suite)
     target = client.call("info")[0]["target"]
+    images = client.call("image.list")[0]
+    if images["security_counter"] or any(image["valid"] for image in images["images"]):
+        raise SuiteError(f"the device at {url} is not fresh (it holds an image or a security counter): start it with an empty --state")
     results = []
     for entry in index["cases"]:
         if entry.get("target") not in (None, target):

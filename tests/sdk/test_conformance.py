@@ -40,6 +40,9 @@ def test_our_device_passes_every_case_through_its_operator_key(generated, tmp_pa
     device = Served(tmp_path / "state", generated / KEY_FILE, "--operator", str(operator[1]))
     try:
         report = play(generated, device.url, capsys, "--operator-key", str(operator[0]))
+        again = ["conformance", "run", "--suite", str(generated), "--device", device.url, "--operator-key", str(operator[0]), "--quiet"]
+        assert main(again) == 2  # the suite needs a fresh device, and says so
+        assert "is not fresh" in capsys.readouterr().err
     finally:
         device.stop()
     assert report["failed"] == 0, [r for r in report["results"] if not r["passed"]]
