@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_reporting, add_seed, int_list, pilot_range, positive_int, str_list
+from metaedge.sdk.cli.parsing import add_command, add_reporting, add_seed, int_list, output_dir, pilot_range, positive_int, str_list
 from metaedge.sdk.errors import UserError
 
 PILOTS = [1, 4, 8, 16]
@@ -39,7 +39,7 @@ def register(benches) -> None:
         "OUT/algorithms.md and OUT/reliability.png (at 8 pilots).",
         examples=EXAMPLES,
     )
-    b.add_argument("--out", type=Path, default=Path("runs/algorithms"), help="runs and results (default runs/algorithms)")
+    b.add_argument("--out", type=output_dir, default=Path("runs/algorithms"), help="runs and results (default runs/algorithms)")
     b.add_argument("--algos", type=str_list, default=None, help="algorithms (default: all; see metaedge algorithms)")
     b.add_argument("--iterations", type=positive_int, default=2000, help="meta-iterations per algorithm (default 2000)")
     b.add_argument(

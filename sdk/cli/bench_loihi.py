@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_seed, positive_int
+from metaedge.sdk.cli.parsing import add_command, add_seed, output_dir, positive_int
 from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
@@ -40,7 +40,7 @@ def register(benches) -> None:
         type=Path,
         help="an MLP run for the same task (metaedge train demod --order 4 --pilots 4 --algo metasgd); default: train one into OUT",
     )
-    b.add_argument("--out", type=Path, default=Path("runs/bench-loihi"), help="output directory (default runs/bench-loihi)")
+    b.add_argument("--out", type=output_dir, default=Path("runs/bench-loihi"), help="output directory (default runs/bench-loihi)")
     b.add_argument(
         "--channel",
         default="rayleigh",

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_seed, positive_int, str_list
+from metaedge.sdk.cli.parsing import add_command, add_seed, output_dir, positive_int, str_list
 from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
@@ -31,7 +31,7 @@ def register(benches) -> None:
     )
     q.add_argument("--meta", type=Path, help="meta-learned run (metaedge train born); default: train one into OUT")
     q.add_argument("--joint", type=Path, help="jointly learned run (--algo joint); default: train one into OUT")
-    q.add_argument("--out", type=Path, default=Path("runs/bench-qiskit"), help="output directory (default runs/bench-qiskit)")
+    q.add_argument("--out", type=output_dir, default=Path("runs/bench-qiskit"), help="output directory (default runs/bench-qiskit)")
     q.add_argument("--exact-devices", type=positive_int, default=500, help="new devices for the exact evaluation (default 500)")
     q.add_argument("--device-frames", type=positive_int, default=30, help="new devices per target through the backend (default 30)")
     q.add_argument("--targets", type=str_list, default=["ideal", "noisy:FakeManilaV2"], help="backends (default ideal,noisy:FakeManilaV2)")

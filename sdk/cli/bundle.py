@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command
+from metaedge.sdk.cli.parsing import add_command, output_dir
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.targets import OPTIONS, TARGETS, flag
 
@@ -39,7 +39,7 @@ def register(sub) -> None:
     e.add_argument(
         "--target", default="onnx", choices=tuple(TARGETS), help="device target: " + "; ".join(f"{name} ({t.runs})" for name, t in TARGETS.items())
     )
-    e.add_argument("--out", type=Path, required=True, help="bundle directory to create")
+    e.add_argument("--out", type=output_dir, required=True, help="bundle directory to create")
     e.add_argument("--security-counter", type=int, default=1, help="monotonic counter a device uses against rollback (default 1)")
     e.add_argument(
         "--release",
@@ -70,7 +70,7 @@ def register(sub) -> None:
     k = add_command(sub, "keys", help="signing keys", examples="examples:\n  metaedge keys generate --out keys --name release-2027")
     actions = k.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(k))
     kg = add_command(actions, "generate", help="a new Ed25519 key pair: NAME.key (private, mode 600) and NAME.pub")
-    kg.add_argument("--out", type=Path, required=True, help="directory for the key files")
+    kg.add_argument("--out", type=output_dir, required=True, help="directory for the key files")
     kg.add_argument("--name", default="metaedge", help="file name stem (default metaedge)")
     kg.set_defaults(handler=run_keys_generate)
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_device
+from metaedge.sdk.cli.parsing import add_command, add_device, output_dir
 from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
@@ -32,7 +32,7 @@ def register(sub) -> None:
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(p))
     g = add_command(actions, "generate", help="write the suite (deterministic: the same bytes every time)", examples=EXAMPLES)
-    g.add_argument("--out", type=Path, required=True, help="directory to write (must be empty or new)")
+    g.add_argument("--out", type=output_dir, required=True, help="directory to write (must be empty or new)")
     g.set_defaults(handler=run_generate)
     r = add_command(actions, "run", help="play the suite against a device; a pass/fail table, or --json", examples=EXAMPLES)
     r.add_argument("--suite", type=Path, required=True, help="a directory written by 'metaedge conformance generate'")

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_reporting, positive_int, str_list
+from metaedge.sdk.cli.parsing import add_command, add_reporting, output_dir, positive_int, str_list
 from metaedge.sdk.errors import UserError
 
 ALGOS = ["maml", "fomaml", "reptile", "cavia", "metasgd", "joint"]
@@ -41,7 +41,7 @@ def register(sub) -> None:
         "Meta-SGD to a simulated device and run the same frames there.",
         examples=EXAMPLES,
     )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the runs go (default runs/demo)")
+    p.add_argument("--out", type=output_dir, default=Path("runs/demo"), help="where the runs go (default runs/demo)")
     p.add_argument("--algos", type=str_list, default=ALGOS, help=f"algorithms (default {','.join(ALGOS)})")
     p.add_argument("--iterations", type=positive_int, help="meta-iterations per algorithm (default: each recipe's)")
     p.add_argument("--devices", type=positive_int, default=100, help="meta-test devices (default 100)")

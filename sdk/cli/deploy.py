@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_device, positive_int, read_bundle_arg
+from metaedge.sdk.cli.parsing import add_command, add_device, output_file, positive_int, read_bundle_arg
 
 EXAMPLES = """
 examples:
@@ -50,7 +50,7 @@ def register(sub) -> None:
     r.add_argument("--pilots", type=positive_int, default=8, help="pilots per frame (default 8)")
     r.add_argument("--symbols", type=positive_int, default=1000, help="payload symbols per frame (default 1000)")
     r.add_argument("--seed", type=int, default=0, help="seed of the simulated devices (default 0)")
-    r.add_argument("--reliability", type=Path, metavar="PNG", help="write the device's reliability diagram (10 bins)")
+    r.add_argument("--reliability", type=output_file, metavar="PNG", help="write the device's reliability diagram (10 bins)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(handler=run_frames)
 

@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_reporting, int_list, positive_int
+from metaedge.sdk.cli.parsing import add_command, add_reporting, int_list, output_file, positive_int
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.task import PILOT_SEQUENCES
 
@@ -52,10 +52,10 @@ def register(sub) -> None:
         default=None,
         help="the frames' pilot symbols: the known sequence, or drawn at random (default: as the first run was trained)",
     )
-    p.add_argument("--plot", type=Path, help="write SER vs pilots as a PNG")
+    p.add_argument("--plot", type=output_file, help="write SER vs pilots as a PNG")
     p.add_argument(
         "--reliability",
-        type=Path,
+        type=output_file,
         metavar="PNG",
         help="write reliability diagrams (accuracy vs confidence, 10 bins, with ECE) at --reliability-pilots",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -71,10 +72,36 @@ def add_seed(p, what: str = "the simulated devices and channels") -> None:
 
 def add_benchmark(p, plot: str, what: str) -> None:
     """A benchmark's --plot (``what`` as a PNG, default ``plot``), --quick, --seed, --json and --quiet."""
-    p.add_argument("--plot", type=Path, default=Path(plot), help=f"{what} as PNG (default {plot})")
+    p.add_argument("--plot", type=output_file, default=Path(plot), help=f"{what} as PNG (default {plot})")
     p.add_argument("--quick", action="store_true", help="tiny budget, for tests of the machinery")
     add_seed(p)
     add_reporting(p)
+
+
+def _writable(text: str, directory: bool) -> Path:
+    path = Path(text)
+    if path.exists() and path.is_dir() != directory:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is {'a file' if directory else 'a directory'}; give {'a directory' if directory else 'a file'} path"
+        )
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise argparse.ArgumentTypeError(f"'{text}' cannot be created: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK):
+        raise argparse.ArgumentTypeError(f"'{text}' cannot be created: no permission to write in {ancestor}")
+    return path
+
+
+def output_dir(text: str) -> Path:
+    """A directory the command will write: refused when the arguments are read, not after the work."""
+    return _writable(text, directory=True)
+
+
+def output_file(text: str) -> Path:
+    """A file (a plot, a report) the command will write: refused when the arguments are read, not after the work."""
+    return _writable(text, directory=False)
 
 
 def int_list(text: str, minimum: int = 1) -> list[int]:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_seed, str_list
+from metaedge.sdk.cli.parsing import add_command, add_seed, output_dir, str_list
 
 EXAMPLES = """
 examples:
@@ -27,7 +26,7 @@ def register(sub) -> None:
         "kept under OUT/runs and reused by a second run.",
         examples=EXAMPLES,
     )
-    p.add_argument("--out", type=Path, required=True, help="directory for index.html, report.json and the figures")
+    p.add_argument("--out", type=output_dir, required=True, help="directory for index.html, report.json and the figures")
     p.add_argument("--sections", type=str_list, default=None, help="default demod,link,prediction,power,device")
     add_seed(p)
     p.add_argument("--quick", action="store_true", help="tiny budgets, for tests of the machinery")

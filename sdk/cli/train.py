@@ -6,10 +6,9 @@ import argparse
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 from metaedge.sdk.cli.options import add_config_flags, flag_fields, given
-from metaedge.sdk.cli.parsing import add_command, add_reporting, add_seed, add_task_flags, int_list, positive_int, task_config
+from metaedge.sdk.cli.parsing import add_command, add_reporting, add_seed, add_task_flags, int_list, output_dir, positive_int, task_config
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.config import TrainConfig, default_text
 
@@ -46,7 +45,7 @@ def _demod(tasks) -> None:
         description="Meta-train a demodulator on devices with unknown I/Q imbalance and Rayleigh fading.",
         examples=EXAMPLES,
     )
-    d.add_argument("--out", type=Path, required=True, help="run directory to create (or to continue with --resume)")
+    d.add_argument("--out", type=output_dir, required=True, help="run directory to create (or to continue with --resume)")
     d.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g = d.add_argument_group("algorithm (unset flags take the algorithm's recipe, else the core's default)")
     add_config_flags(g, TrainConfig, default_text)
@@ -64,7 +63,7 @@ def _born(tasks) -> None:
         "for few-pilot QPSK demodulation; export it with --target qiskit.",
         examples=BORN_EXAMPLES,
     )
-    b.add_argument("--out", type=Path, required=True, help="run directory to create")
+    b.add_argument("--out", type=output_dir, required=True, help="run directory to create")
     b.add_argument("--algo", default="meta", choices=("meta", "joint"), help="meta (eq. 2.33, default) or joint")
     b.add_argument("--iterations", type=positive_int, default=400, help="outer steps (default 400)")
     b.add_argument("--tasks-per-batch", type=positive_int, default=32, help="devices per outer step (default 32)")
@@ -92,7 +91,7 @@ def _link(tasks) -> None:
         "carries the encoder's codebook; the others adapt both ends through the channel simulator.",
         examples=LINK_EXAMPLES,
     )
-    k.add_argument("--out", type=Path, required=True, help="run directory to create")
+    k.add_argument("--out", type=output_dir, required=True, help="run directory to create")
     k.add_argument("--algo", default="maml-rx", help="maml-rx (default) | metasgd-rx | fomaml-rx | joint-rx | maml | metasgd | fomaml | joint")
     k.add_argument("--iterations", type=positive_int, default=20_000, help="outer steps (default 20000)")
     k.add_argument("--tasks-per-batch", type=positive_int, default=20, help="channels per outer step (default 20)")
@@ -127,7 +126,7 @@ def _prediction(tasks) -> None:
         "the long-short-term decomposition. Seconds. Export it with --target linear.",
         examples=PREDICTION_EXAMPLES,
     )
-    c.add_argument("--out", type=Path, required=True, help="run directory to create")
+    c.add_argument("--out", type=output_dir, required=True, help="run directory to create")
     c.add_argument("--form", default="lstd", choices=("lstd", "naive"), help="lstd (default) or naive")
     c.add_argument("--scheme", default="meta", choices=("meta", "joint", "conventional"), help="the bias (default meta)")
     c.add_argument("--samples", type=positive_int, default=5, help="training windows N_tr per frame (default 5)")
@@ -151,7 +150,7 @@ def _power(tasks) -> None:
         "the device adapts on channel measurements alone.",
         examples=POWER_EXAMPLES,
     )
-    w.add_argument("--out", type=Path, required=True, help="run directory to create")
+    w.add_argument("--out", type=output_dir, required=True, help="run directory to create")
     w.add_argument("--algo", default="fomaml", choices=("fomaml", "reptile", "joint", "modular"), help="fomaml (default), reptile, joint or modular")
     w.add_argument("--periods", type=positive_int, default=100, help="meta-training periods (topologies) K (default 100)")
     w.add_argument("--iterations", type=positive_int, help="outer steps (default 2000)")
@@ -172,7 +171,7 @@ def _snn(tasks) -> None:
         "itself (FOMAML or Reptile), or jointly. Export it with --target loihi.",
         examples=SNN_EXAMPLES,
     )
-    n.add_argument("--out", type=Path, required=True, help="run directory to create")
+    n.add_argument("--out", type=output_dir, required=True, help="run directory to create")
     n.add_argument("--algo", default="fomaml", choices=("fomaml", "reptile", "joint"), help="outer loop (default fomaml)")
     n.add_argument("--iterations", type=positive_int, default=300, help="outer steps (default 300)")
     n.add_argument("--tasks-per-batch", type=positive_int, default=64, help="devices per outer step (default 64)")

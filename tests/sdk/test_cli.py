@@ -207,3 +207,19 @@ def test_a_device_without_its_runtime_refuses_to_start(capsys, monkeypatch, tmp_
     code, out, err = run_cli(capsys, "device", "serve", "--state", str(tmp_path / "s"), "--trusted-key", str(signing_keys[1]))
     assert_one_line_error(code, out, err, "--target onnx: the 'onnx' backend needs onnxruntime")
     assert not (tmp_path / "s").exists()  # refused before it touched its state
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["eval", "RUN", "--plot", "/dev/null/ser.png"], "'/dev/null/ser.png' cannot be created: /dev/null is not a directory"),
+        (["export", "RUN", "--out", "FILE"], "is a file; give a directory path"),
+        (["train", "demod", "--out", "FILE"], "is a file; give a directory path"),
+    ],
+)
+def test_output_paths_are_refused_before_any_work(argv, fragment, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = [str(blocker) if a == "FILE" else str(tmp_path / "missing-run") if a == "RUN" else a for a in argv]
+    code, out, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, out, err, fragment)
