@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -92,12 +92,15 @@ class Receiver:
     Subclasses implement ``reset`` (back to θ), ``adapt`` (on the pilots), ``predict`` (class probabilities
     or outputs for samples) and, for classifiers, ``log_probs``; a backend that can run a whole frame in one
     call overrides ``fused_log_probs``. The guard: when adaptation raises the pilots' mean loss by more than
-    ``GUARD_NATS`` (or makes it non-finite), the payload is decided with θ instead.
+    ``GUARD_NATS`` (or makes it non-finite), the payload is decided by the bundle's classical receiver
+    (``classical``, which ``load`` sets from the task) or, for a bundle without one, with θ.
     """
 
     @classmethod
     def inspect(cls, bundle: Bundle) -> None:
         """Refuse (``BackendError``) content this target never runs; called at upload, without loading anything."""
+
+    classical: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None  # set by load (§6.1)
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -132,9 +135,14 @@ class Receiver:
             after, adapt_s, steps = mean_loss(self.log_probs(frame.pilots), frame.labels), report.seconds, report.steps
         fallback = None
         if not np.isfinite(after) or after > before + GUARD_NATS:
-            fallback = f"pilot loss {before:.3g} → {after:.3g} after adaptation; decoded with θ"
-            self.reset()
-        if probs is None or fallback:
+            start, diverged = time.perf_counter(), f"pilot loss {before:.3g} → {after:.3g} after adaptation"
+            if self.classical is not None:  # the bundle's classical receiver (spec §6.1), never the unadapted θ
+                probs, fallback = self.classical(frame.pilots, frame.labels, frame.payload), f"{diverged}; decoded with the classical receiver"
+            else:
+                self.reset()
+                probs, fallback = self.predict(frame.payload), f"{diverged}; decoded with θ"
+            infer_s = time.perf_counter() - start
+        if probs is None:
             start = time.perf_counter()
             probs = self.predict(frame.payload)
             infer_s = time.perf_counter() - start

@@ -81,6 +81,17 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """The classical receiver of a demodulation task (§6.1): LMMSE channel estimate from the pilots, then ML
+    detection on the nominal constellation."""
+
+    kind: str
+    noise_var: float
+    channel_var: float
+    constellation: tuple[complex, ...]
+
+
+@dataclass(frozen=True)
 class Task:
     """What the receiver works on (§4): a classifier (``classes``) or a predictor (``outputs``)."""
 
@@ -90,6 +101,7 @@ class Task:
     outputs: int | None
     pilot_sequence: tuple[int, ...] | None
     raw: dict
+    fallback: Fallback | None = None
 
     @property
     def predictor(self) -> bool:
@@ -294,7 +306,33 @@ def parse_task(task: Any) -> Task:
     name = task.get("name")
     if not isinstance(name, str):
         raise BundleError("task.name must be a string")
-    return Task(name=name, features=tuple(features), classes=classes, outputs=outputs, pilot_sequence=sequence, raw=task)
+    fallback = _fallback(task, classes, len(features))
+    return Task(name=name, features=tuple(features), classes=classes, outputs=outputs, pilot_sequence=sequence, raw=task, fallback=fallback)
+
+
+FALLBACKS = ("mmse-ml",)
+
+
+def _fallback(task: dict, classes: int | None, features: int) -> Fallback | None:
+    """``task.fallback`` (§6.1), with the constellation it decides on."""
+    section = task.get("fallback")
+    if section is None:
+        return None
+    if not isinstance(section, dict) or section.get("kind") not in FALLBACKS:
+        raise BundleError(f"task.fallback must be an object whose kind is one of {', '.join(FALLBACKS)}")
+    if classes is None or features != 2:
+        raise BundleError("task.fallback applies to a classifier of I/Q samples (features I and Q)")
+    variances = [section.get(k) for k in ("noise_var", "channel_var")]
+    if not all(type(v) in (int, float) and math.isfinite(v) and v > 0 for v in variances):
+        raise BundleError("task.fallback needs noise_var and channel_var, finite numbers > 0")
+    points = task.get("constellation")
+    if not (isinstance(points, list) and len(points) == classes and all(_point(c) for c in points)):
+        raise BundleError("task.fallback needs task.constellation: one [I, Q] pair of finite numbers per class")
+    return Fallback(section["kind"], float(variances[0]), float(variances[1]), tuple(complex(i, q) for i, q in points))
+
+
+def _point(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(type(v) in (int, float) and math.isfinite(v) for v in value)
 
 
 def _parameters(entries: Any) -> tuple[Parameter, ...]:

@@ -28,11 +28,7 @@ def register(actions) -> None:
     s = add_command(actions, "serve", help="start a device (a process with a flash image on disk)", examples=EXAMPLES)
     _add_runtime_flags(s)
     s.add_argument("--state", type=Path, required=True, help="directory holding the device's flash image")
-    s.add_argument(
-        "--listen",
-        default="127.0.0.1:7410",
-        help="HOST:PORT (port 0: any free port; beyond loopback only with --operator), or 'stdio'",
-    )
+    s.add_argument("--listen", default="127.0.0.1:7410", help="HOST:PORT (port 0: any free port; beyond loopback only with --operator), or 'stdio'")
     s.add_argument("--profile", default=None, help="device profile: edge-small (default) or edge-tiny")
     s.add_argument("--threads", type=int, default=None, help="runtime threads (default: the profile's, 1)")
     _add_trust_flags(s)

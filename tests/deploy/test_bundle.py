@@ -90,6 +90,8 @@ def test_manifest_encoding_is_canonical(bundle_dir):
         (lambda m: m["parameters"][0].update(shape=[2, -3]), "shape must be a list of non-negative integers"),
         (lambda m: m.update(release=-1), "release must be an integer in"),
         (lambda m: m.update(signer="ABCD"), "signer must be a key id"),
+        (lambda m: m["task"].update(fallback={"kind": "neural"}), "task.fallback must be an object whose kind is one of mmse-ml"),
+        (lambda m: m["task"].update(fallback={"kind": "mmse-ml", "noise_var": 0, "channel_var": 1}), "noise_var and channel_var, finite numbers > 0"),
         (lambda m: m.update(release="2"), "release must be an integer in"),
         (lambda m: m["parameters"][0].update(dtype="int8"), "dtype must be one of"),
         (lambda m: m["parameters"][0].update(adapts=1), "adapts must be true or false"),

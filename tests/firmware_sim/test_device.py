@@ -215,32 +215,54 @@ def test_a_bundle_trained_for_arbitrary_pilots_takes_any_labels_and_needs_them(t
         device.frame({"pilots": pilots, "payload": payload})
 
 
-def test_a_diverging_adaptation_falls_back_to_theta(tmp_path, image, monkeypatch):
+def _diverging(monkeypatch):
+    """Make every adaptation blow up after its real steps (the adapted parameters × 10⁶)."""
     import onnxruntime as ort
 
     from metaedge.backends.onnx import OnnxBackend
 
-    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
-    deploy(device, image)
     real_adapt = OnnxBackend.adapt
 
-    def exploding(self, pilots, labels):  # the real adaptation, then a step that blew up
+    def exploding(self, pilots, labels):
         report = real_adapt(self, pilots, labels)
         for name in self.adapted_names:
             self.current[name] = ort.OrtValue.ortvalue_from_numpy(self.current[name].numpy() * 1e6)
         return report
 
+    monkeypatch.setattr(OnnxBackend, "adapt", exploding)
+
+
+def test_a_diverging_adaptation_falls_back_to_the_classical_receiver_never_to_theta(tmp_path, image, trained_bundle, monkeypatch):
+    from metaedge.backends.classical import mmse_ml
+
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
+    deploy(device, image)
+    task = read_bundle(trained_bundle[1]).manifest.task
     rng = np.random.default_rng(3)
     payload = rng.normal(0, 2, (400, 2)).astype(np.float32)
     pilots = rng.normal(0, 2, (8, 2)).astype(np.float32)
-    monkeypatch.setattr(OnnxBackend, "adapt", exploding)
+    _diverging(monkeypatch)
     telemetry, out = device.frame({"pilots": pilots, "payload": payload})
-    assert telemetry["fallback"] and "decoded with θ" in telemetry["fallback"]
+    assert telemetry["fallback"] and "decoded with the classical receiver" in telemetry["fallback"]
+    labels = np.resize(np.asarray(task.pilot_sequence), 8)
+    points = np.asarray(task.fallback.constellation)
+    classical = mmse_ml(points, task.fallback.noise_var, task.fallback.channel_var, pilots, labels, payload)
+    np.testing.assert_array_equal(out["decisions"], classical.argmax(-1))
+    assert device.stats_report()["fallbacks"] == 1
+
+
+def test_a_bundle_without_a_classical_receiver_falls_back_to_theta(tmp_path, make_variant, trained_bundle, monkeypatch):
+    task = dict(read_bundle(trained_bundle[1]).manifest.raw["task"])
+    del task["fallback"]  # as a 1.0 bundle, or a family without a classical receiver
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
+    deploy(device, pack(read_bundle(make_variant(task=task))))
+    rng = np.random.default_rng(3)
+    payload, pilots = rng.normal(0, 2, (400, 2)).astype(np.float32), rng.normal(0, 2, (8, 2)).astype(np.float32)
+    _diverging(monkeypatch)
+    telemetry, out = device.frame({"pilots": pilots, "payload": payload})
+    assert "decoded with θ" in telemetry["fallback"]
     device.backend.reset()
     np.testing.assert_array_equal(out["decisions"], device.backend.predict(payload).argmax(-1))  # θ's decisions
-    assert device.stats_report()["fallbacks"] == 1
-    monkeypatch.undo()
-    assert device.frame({"pilots": pilots, "payload": payload})[0]["fallback"] is None  # ordinary frames adapt as usual
 
 
 def test_a_one_step_bundle_is_served_by_its_fused_frame(tmp_path, trained_bundle):

@@ -85,3 +85,20 @@ def test_runs_trained_with_different_pilot_schemes_are_compared_on_the_pilots_as
         assert report["task"]["pilot_sequence"] == scheme and len(report["methods"]) == 2
     assert main(argv) == 0  # without the flag, frames are drawn as the first run was trained
     assert json.loads(capsys.readouterr().out)["task"]["pilot_sequence"] == "fixed"
+
+
+def test_the_classical_receiver_decides_right_without_noise_and_is_the_model_based_baseline():
+    from metaedge.backends.classical import mmse_ml
+
+    config = DemodConfig(order=16, snr_db=60.0, eps_max=0.0, delta_max_deg=0.0)
+    tasks = DemodTasks(config, seed=0)
+    points = tasks.constellation
+    rng = np.random.default_rng(0)
+    h = 0.8 * np.exp(0.7j)
+    labels = rng.integers(0, 16, 24)
+    symbols = h * points[labels]
+    samples = np.stack([symbols.real, symbols.imag], -1)
+    probs = mmse_ml(points, config.noise_var, 1.0, samples[:8], labels[:8], samples[8:])
+    assert (probs.argmax(-1) == labels[8:]).all() and np.allclose(probs.sum(-1), 1.0)
+    baseline = ModelBasedReceiver(points, config.noise_var).probabilities(samples[None, :8], labels[None, :8], samples[None, 8:])
+    np.testing.assert_array_equal(baseline[0], probs)  # one function serves the device and the host

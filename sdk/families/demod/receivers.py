@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.func import vmap
 
+from metaedge.backends.classical import mmse_ml
 from metaedge.sdk.meta.bayes import weight_samples
 from metaedge.sdk.meta.core import InnerLoop, adapt
 from metaedge.sdk.models.mlp import Params, forward
@@ -81,12 +82,4 @@ class ModelBasedReceiver:
         return {"steps": 0, "lr": 0.0, "adapts": "channel estimate"}
 
     def probabilities(self, x_pilots, y_pilots, x_payload):
-        y_p = x_pilots[..., 0] + 1j * x_pilots[..., 1]
-        s_p = self.constellation[y_pilots]
-        h = (np.conj(s_p) * y_p).sum(1) / ((np.abs(s_p) ** 2).sum(1) + self.noise_var / self.channel_var)
-        y = x_payload[..., 0] + 1j * x_payload[..., 1]
-        dist = np.abs(y[:, :, None] - h[:, None, None] * self.constellation[None, None, :]) ** 2
-        logits = -dist / self.noise_var
-        logits -= logits.max(-1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(-1, keepdims=True)
+        return mmse_ml(self.constellation, self.noise_var, self.channel_var, x_pilots, y_pilots, x_payload)

@@ -233,6 +233,7 @@ def task_section(task: DemodConfig) -> dict:
         "channel": task.channel,
         **({"phase_max_deg": task.phase_max_deg} if task.channel == "phase" else {}),
         "conditions": training_conditions(task),
+        "fallback": {"kind": "mmse-ml", "noise_var": task.noise_var, "channel_var": task.channel_var},
     }
 
 
