@@ -68,6 +68,7 @@ def test_bundles_torch_cannot_recompute_are_timed_without_it(trained_bundle, tmp
 
     def as_predictor(m):
         m["task"].pop("classes")
+        m["task"].pop("fallback")  # a classical demodulator has no place in a predictor
         m["task"].update(outputs=16, pilot_sequence=None)
         m["graphs"]["forward"]["outputs"][0].update(role="outputs")
 
