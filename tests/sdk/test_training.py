@@ -201,3 +201,16 @@ def test_the_command_line_and_the_python_api_train_the_same_configuration(capsys
         parser.parse_args(["train", "demod", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"fomaml {RECIPES['fomaml']['inner_lr']:g}" in text and "recipe: reptile pooled" in text
+
+
+def test_run_without_start_starts_a_new_run(tmp_path):
+    """The Python API: Trainer(...).run() alone trains and writes the run (it used to fail on a missing file)."""
+    from metaedge.sdk.families.demod.task import DemodConfig
+    from metaedge.sdk.families.demod.training import TrainConfig, Trainer
+    from metaedge.sdk.rundir import load_run
+
+    trainer = Trainer(
+        tmp_path / "run", DemodConfig(pilots=4, val_pilots=16), TrainConfig(algo="fomaml", iterations=2, meta_devices=6, val_devices=2, val_every=2)
+    )
+    state = trainer.run()
+    assert state["iteration"] == 2 and set(load_run(tmp_path / "run").theta) == set(trainer.params)

@@ -93,14 +93,16 @@ class Trainer:
         self.torch_rng = torch.Generator().manual_seed(train.seed).get_state()
         self.state = {"iteration": 0, "best_iteration": None, "best_val_ser": None, "bad_validations": 0, "stop_reason": None, "train_seconds": 0.0}
         self.curves: list[dict] = []
+        self.started = False  # the run directory exists (start), or was loaded (start with resume)
         if train.compile:
             self.step = compiled_meta_gradient(self.algorithm.objective, self.inner)
         else:
             self.step = lambda p, b: meta_gradient(self.algorithm.objective, p, b, self.inner)
 
     # -- persistence -----------------------------------------------------------------------
-    def start(self, resume: bool) -> None:
-        """Create the run directory, or load its checkpoint when resuming."""
+    def start(self, resume: bool = False) -> None:
+        """Create the run directory, or load its checkpoint when resuming. ``run`` starts a new run by itself."""
+        self.started = True
         if resume:
             # a field added to the task after the run was written holds its default, which is what the run used
             saved_task, _ = configs_from_run(read_config(self.dir))
@@ -184,6 +186,9 @@ class Trainer:
         return int(min(self.task_cfg.pilots, np.floor(np.exp(self.rng.uniform(low, high)))))
 
     def run(self, progress: Callable[[int, dict], None] | None = None) -> dict:
+        """Meta-train until the iteration budget or early stopping; a trainer not yet started starts a new run."""
+        if not self.started:
+            self.start()
         cfg = self.cfg
         window: list[float] = []
         while self.state["iteration"] < cfg.iterations and self.state["stop_reason"] is None:
