@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.meta import alset, esmaml, fomaml, imaml, joint, maml, proxmaml, reptile, sharp
-from metaedge.sdk.meta.bayes import LOGSTD_PREFIX
-from metaedge.sdk.meta.core import STEP_PREFIX, InnerLoop, Objective
-from metaedge.sdk.meta.defaults import DEFAULT_ASSIGNMENT, DEFAULT_PROX
+from metaedge.sdk.meta.defaults import DEFAULT_ASSIGNMENT, DEFAULT_PROX, LOGSTD_PREFIX, STEP_PREFIX
+
+if TYPE_CHECKING:
+    from metaedge.sdk.meta.core import InnerLoop, Objective
 
 # --adapt: the parameters the inner loop moves. Adapting the input layer alone lets a receiver undo a device's
 # channel (a linear map of the received I/Q) while the layers after it stay the meta-learned demapper; the device
@@ -21,8 +23,11 @@ PARTIAL_ADAPTATION = ("maml", "fomaml", "metasgd")
 
 @dataclass(frozen=True)
 class Algorithm:
+    """``implementation``: the meta-objective, or the name of the module of ``metaedge.sdk.meta`` that defines it as
+    ``objective`` (loaded on first use, so that listing the algorithms needs no torch)."""
+
     name: str
-    objective: Objective
+    implementation: "Objective | str"
     summary: str
     context: bool = False  # CAVIA: the model takes context inputs and only the context adapts
     meta_learned: bool = True  # False for joint learning (no inner loop in training)
@@ -30,6 +35,12 @@ class Algorithm:
     proximal: bool = False  # iMAML: the inner problem has the proximal term λ/2‖φ − θ‖²
     posterior: str = "point"  # Bayesian forms: "gaussian" (mean + log-std nets) or "particles" (SVGD)
     modular: bool = False  # a set of modules per layer; each task picks one per layer
+
+    @property
+    def objective(self) -> "Objective":
+        if callable(self.implementation):
+            return self.implementation
+        return importlib.import_module(f"metaedge.sdk.meta.{self.implementation}").objective
 
     @property
     def stacked(self) -> bool:
@@ -52,6 +63,8 @@ class Algorithm:
     ) -> InnerLoop:
         """This algorithm's inner loop; ``adapt`` names the parameters that adapt (None: all; CAVIA: its
         context, always); ``options`` are further ``InnerLoop`` fields (solver, samples, …)."""
+        from metaedge.sdk.meta.core import InnerLoop
+
         return InnerLoop(
             lr=lr,
             steps=steps,
@@ -66,52 +79,47 @@ class Algorithm:
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in (
-        Algorithm("maml", maml.objective, "MAML, second order through the inner steps (eq. 2.1-2.3)"),
-        Algorithm("fomaml", fomaml.objective, "first-order MAML (eq. 2.16-2.17)"),
+        Algorithm("maml", "maml", "MAML, second order through the inner steps (eq. 2.1-2.3)"),
+        Algorithm("fomaml", "fomaml", "first-order MAML (eq. 2.16-2.17)"),
         Algorithm(
             "reptile",
-            reptile.objective,
+            "reptile",
             "Reptile, pseudo-gradient theta - phi (eq. 2.22-2.23); pooled: steps on minibatches of pilots and validation symbols",
         ),
-        Algorithm("cavia", maml.objective, "CAVIA, only context inputs adapt (eq. 2.39-2.40)", context=True),
-        Algorithm("metasgd", maml.objective, "Meta-SGD: MAML with per-parameter step sizes meta-learned with theta", learned_steps=True),
-        Algorithm(
-            "imaml", imaml.objective, "iMAML, proximal inner problem and implicit meta-gradient by conjugate gradients (eq. 2.4-2.8)", proximal=True
-        ),
-        Algorithm("sharpmaml", sharp.objective, "Sharp-MAML: MAML with sharpness-aware perturbations of both levels (eq. 2.13-2.15)"),
+        Algorithm("cavia", "maml", "CAVIA, only context inputs adapt (eq. 2.39-2.40)", context=True),
+        Algorithm("metasgd", "maml", "Meta-SGD: MAML with per-parameter step sizes meta-learned with theta", learned_steps=True),
+        Algorithm("imaml", "imaml", "iMAML, proximal inner problem and implicit meta-gradient by conjugate gradients (eq. 2.4-2.8)", proximal=True),
+        Algorithm("sharpmaml", "sharp", "Sharp-MAML: MAML with sharpness-aware perturbations of both levels (eq. 2.13-2.15)"),
         Algorithm(
             "proxmaml",
-            proxmaml.objective,
+            "proxmaml",
             "Prox-MAML: proximal inner problem on all task data, meta-gradient lambda(theta - phi) (eq. 2.24-2.29)",
             proximal=True,
         ),
-        Algorithm("esmaml", esmaml.objective, "ES-MAML: zeroth-order, evolution-strategies gradient (and Hessian) estimates (eq. 2.18-2.21)"),
+        Algorithm("esmaml", "esmaml", "ES-MAML: zeroth-order, evolution-strategies gradient (and Hessian) estimates (eq. 2.18-2.21)"),
         Algorithm(
             "alset",
-            alset.objective,
+            "alset",
             "ALSET, the generic stochastic bilevel solver, on iMAML's problem with the stochastic Neumann inverse (Algorithm 10, eq. 3.6-3.10)",
             proximal=True,
         ),
         Algorithm(
             "vbmaml",
-            maml.objective,
+            "maml",
             "variational Bayesian MAML: Gaussian mean and log-std nets, free-energy inner steps, predictive log-loss (eq. 2.32-2.35)",
             posterior="gaussian",
         ),
         Algorithm(
-            "bmaml",
-            maml.objective,
-            "BMAML: an ensemble of particles moved by Stein variational gradient descent (eq. 2.36-2.37)",
-            posterior="particles",
+            "bmaml", "maml", "BMAML: an ensemble of particles moved by Stein variational gradient descent (eq. 2.36-2.37)", posterior="particles"
         ),
         Algorithm(
             "modular",
-            maml.objective,
+            "maml",
             "modular meta-learning: M modules per layer, each task picks one per layer "
             "by simulated annealing or a relaxed (softmax) assignment (eq. 2.38)",
             modular=True,
         ),
-        Algorithm("joint", joint.objective, "joint learning on pooled tasks, fine-tuned at test (eq. 1.2)", meta_learned=False),
+        Algorithm("joint", "joint", "joint learning on pooled tasks, fine-tuned at test (eq. 1.2)", meta_learned=False),
     )
 }
 

@@ -22,9 +22,8 @@ import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
+from metaedge.sdk.meta.defaults import LOGSTD_PREFIX
 from metaedge.sdk.models.mlp import Loss, Params, forward, is_regressor, outputs
-
-LOGSTD_PREFIX = "logstd."  # gaussian: params["logstd.<name>"] is the log standard deviation of every entry of <name>
 
 
 def means(params: Params) -> Params:

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.func import grad, grad_and_value, vmap
 
 from metaedge.sdk.meta import bayes, modular
-from metaedge.sdk.meta.defaults import INNER
+from metaedge.sdk.meta.defaults import INNER, STEP_PREFIX
 from metaedge.sdk.models.mlp import Loss, Params
 from metaedge.sdk.models.mlp import task_loss as mlp_loss
 
@@ -60,9 +60,6 @@ class InnerLoop:
         if self.adapt is not None:
             return self.adapt
         return tuple(k for k in params if not k.startswith(STEP_PREFIX))
-
-
-STEP_PREFIX = "lr."  # Meta-SGD: params["lr.<name>"] is the learned step size of every entry of <name>
 
 
 def step_size(params: Params, key: str, inner: InnerLoop):

@@ -19,3 +19,7 @@ INNER = {
 }
 DEFAULT_PROX = 1.0  # λ of the proximal inner problem (iMAML, Prox-MAML, ALSET) unless a run says otherwise
 DEFAULT_ASSIGNMENT = "anneal"  # modular: how meta-training picks one module per layer (eq. 2.38b)
+
+# names of the extra parameters some algorithms meta-learn beside θ
+STEP_PREFIX = "lr."  # Meta-SGD: params["lr.<name>"] is the learned step size of every entry of <name>
+LOGSTD_PREFIX = "logstd."  # gaussian: params["logstd.<name>"] is the log standard deviation of every entry of <name>

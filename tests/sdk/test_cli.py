@@ -223,3 +223,13 @@ def test_output_paths_are_refused_before_any_work(argv, fragment, tmp_path, caps
     argv = [str(blocker) if a == "FILE" else str(tmp_path / "missing-run") if a == "RUN" else a for a in argv]
     code, out, err = run_cli(capsys, *argv)
     assert_one_line_error(code, out, err, fragment)
+
+
+def test_listing_the_algorithms_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from metaedge.sdk.cli.main import main; main(['algorithms', '--json']); sys.exit('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, "metaedge algorithms imported torch"
+    assert '"name": "metasgd"' in result.stdout
