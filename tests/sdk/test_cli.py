@@ -233,3 +233,16 @@ def test_listing_the_algorithms_does_not_load_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, "metaedge algorithms imported torch"
     assert '"name": "metasgd"' in result.stdout
+
+
+@pytest.mark.slow
+def test_the_readmes_python_example_runs_verbatim(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "after 500 meta-iterations" in out and "metasgd bundle:" in out and (tmp_path / "api" / "bundle" / "manifest.sig").is_file()
