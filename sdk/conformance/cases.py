@@ -86,31 +86,36 @@ def _trained(work: Path) -> Path:
 
 
 def _frames(packed: bytes, seed: int, pilot_labels: Callable[[np.ndarray], np.ndarray] | None = None) -> list[dict]:
-    """Frames for the bundle and the outputs the reference runtime (ONNX Runtime, as the device runs it) gives."""
+    """Demodulator frames (noise-like samples, the declared pilot sequence or ``pilot_labels`` of it)."""
+    from metaedge.deploy.bundle import unpack
+
+    sequence = np.resize(np.asarray(unpack(packed).manifest.task.pilot_sequence), PILOTS).astype(np.int32)
+    rng = np.random.default_rng(seed)
+    pilots = rng.normal(0, 2, (FRAMES, PILOTS, 2)).astype(np.float32)
+    payload = rng.normal(0, 2, (FRAMES, SYMBOLS, 2)).astype(np.float32)
+    labels = np.stack([sequence if pilot_labels is None else pilot_labels(sequence)] * FRAMES)
+    return _classifier_frames(packed, pilots, labels, payload)
+
+
+def _classifier_frames(packed: bytes, pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray) -> list[dict]:
+    """Frames of a classifier and the outputs the reference runtime (ONNX Runtime, as the device runs it) gives."""
     from metaedge.backends.base import Frame
     from metaedge.backends.onnx import OnnxBackend
     from metaedge.deploy.bundle import unpack
 
-    bundle = unpack(packed)
     backend = OnnxBackend()
-    backend.load(bundle)
-    sequence = np.resize(np.asarray(bundle.manifest.task.pilot_sequence), PILOTS).astype(np.int32)
-    rng = np.random.default_rng(seed)
+    backend.load(unpack(packed))
     frames = []
-    for _ in range(FRAMES):
-        pilots = rng.normal(0, 2, (PILOTS, 2)).astype(np.float32)
-        payload = rng.normal(0, 2, (SYMBOLS, 2)).astype(np.float32)
-        labels = sequence if pilot_labels is None else pilot_labels(sequence)
-        probs = backend.frame(Frame(pilots=pilots, labels=labels.astype(np.int64), payload=payload)).outputs
-        top = np.sort(probs, axis=1)
-        decisions = probs.argmax(1)
+    for p, c, x in zip(pilots.astype(np.float32), labels.astype(np.int32), payload.astype(np.float32)):
+        probs = backend.frame(Frame(pilots=p, labels=c.astype(np.int64), payload=x)).outputs
+        top, decisions = np.sort(probs, axis=1), probs.argmax(1)
         frames.append(
             {
-                "pilots": pilots,
-                "labels": labels.astype(np.int32),
-                "payload": payload,
+                "pilots": p,
+                "labels": c,
+                "payload": x,
                 "decisions": decisions.astype(np.int16),
-                "confidence": probs[np.arange(SYMBOLS), decisions].astype(np.float32),
+                "confidence": probs[np.arange(len(x)), decisions].astype(np.float32),
                 "reliable": (top[:, -1] - top[:, -2] > MARGIN).astype(np.uint8),
             }
         )
@@ -129,7 +134,8 @@ def generate(work: Path | None = None) -> tuple[list[Case], bytes]:
         two = Source(export("onnx", run, root / "two-step", Release(), inner_steps=2))
         power = Source(export("onnx", _power_run(root), root / "power", Release(security_counter=2)))
         linear = Source(export("linear", _prediction_run(root), root / "linear", Release()))
-        cases = _cases(one, two) + _predictor_cases(power, linear)
+        link = Source(export("onnx", _link_run(root), root / "link", Release(security_counter=3)))
+        cases = _cases(one, two) + _predictor_cases(power, linear) + [_link_case(link)]
     return cases, public_pem(suite_key())
 
 
@@ -156,6 +162,27 @@ def _prediction_run(work: Path) -> Path:
         "meta",
     )
     return work / "prediction-run"
+
+
+def _link_run(work: Path) -> Path:
+    """A briefly meta-trained learned link (autoencoder over a fading channel; the device runs its decoder)."""
+    from metaedge.sdk.families.link.learning import LinkBench
+    from metaedge.sdk.families.link.run import train_link
+
+    train_link(work / "link-run", "maml-rx", LinkBench(iterations=100, seed=0), steps=1, val_every=100)
+    return work / "link-run"
+
+
+def _link_case(link: Source) -> Case:
+    """The learned link's receiver on the ONNX target (played last: it replaces the image before it)."""
+    from metaedge.sdk.families.link.export import link_frames
+
+    packed = link.pack()
+    pilots, labels, payload, _ = link_frames(link.manifest["task"], FRAMES, 16, 32, seed=6)
+    statement = "a learned link's receiver adapts on its pilot messages and decodes as the reference runtime"
+    return Case(
+        "valid-learned-link", "bundle-format §4 (task link), §6", statement, "accept", packed, _classifier_frames(packed, pilots, labels, payload)
+    )
 
 
 def _predictor_frames(packed: bytes, target: str, pilots: np.ndarray, payload: np.ndarray) -> list[dict]:
