@@ -117,7 +117,7 @@ def test_management_answers_while_a_frame_hangs_and_sigterm_stops_the_device(tmp
             start = time.monotonic()
             assert operator.call("info")[0]["mode"] == "confirmed"
             assert operator.call("image.list")[0]["images"][0]["active"]
-            assert time.monotonic() - start < 0.5
+            assert time.monotonic() - start < 2  # the trigger frame may run 30 s: it does not hold these up
         start = time.monotonic()
         served.proc.terminate()
         assert served.proc.wait(10) == 0 and time.monotonic() - start < 5

@@ -187,37 +187,61 @@ def test_hostile_headers_get_typed_errors_never_internal_ones(limited, header, f
         assert client.call("info")[0]["target"] == "onnx"
 
 
-def test_idle_connections_are_closed_and_the_longest_idle_makes_room(limited):
+def test_idle_connections_are_closed(limited):
     quiet = socket.create_connection(("127.0.0.1", limited.port))
     quiet.settimeout(5)
     start = time.monotonic()
     assert quiet.recv(1) == b""  # closed by the device after the 1 s idle timeout
     assert 0.8 < time.monotonic() - start < 4
-    crowd = [socket.create_connection(("127.0.0.1", limited.port)) for _ in range(8)]
-    time.sleep(0.3)
-    with DeviceClient(limited.url) as client:  # the 9th connection: the longest idle one is dropped for it
-        assert client.call("info")[0]["target"] == "onnx"
-    crowd[0].settimeout(2)
-    assert crowd[0].recv(1) == b""
-    for sock in crowd:
-        sock.close()
+
+
+def test_at_the_connection_cap_one_idle_connection_makes_room(tmp_path, signing_keys):
+    device = Served(tmp_path / "state", signing_keys[1], "--max-connections", "8")  # the default idle timeout: 60 s
+    try:
+        crowd = [socket.create_connection(("127.0.0.1", device.port)) for _ in range(8)]
+        time.sleep(0.3)
+        with DeviceClient(device.url) as client:  # the 9th connection: an idle one is dropped for it
+            assert client.call("info")[0]["target"] == "onnx"
+        closed, deadline = set(), time.monotonic() + 5
+
+        def look() -> None:
+            for k, sock in enumerate(crowd):
+                sock.settimeout(0.02)
+                try:
+                    if k not in closed and sock.recv(1) == b"":
+                        closed.add(k)
+                except TimeoutError:
+                    continue
+
+        while not closed and time.monotonic() < deadline:
+            look()
+        time.sleep(0.2)
+        look()  # and once more: no second connection was dropped
+        assert len(closed) == 1  # exactly one made room; the others stay open
+        for sock in crowd:
+            sock.close()
+    finally:
+        device.stop()
 
 
 def test_half_sent_large_messages_cannot_exhaust_the_receive_buffer(limited):
     """Each holder declares an 8 MiB message and sends 64 KiB of it; the shared 32 MiB budget admits four."""
-    holders, refused = [], 0
+    holders, answers = [], {}
     for _ in range(6):
         sock = socket.create_connection(("127.0.0.1", limited.port))
         sock.sendall(struct.pack("<I", wire.MAX_MESSAGE) + bytes(64 << 10))
         holders.append(sock)
-    for sock in holders:
-        sock.settimeout(0.5)
-        try:
-            data = sock.recv(4096)
-        except TimeoutError:
-            continue
-        refused += b"device busy" in data
-    assert refused == 2
+    deadline = time.monotonic() + 8  # a loaded machine may take a while to read six connections
+    while len(answers) < 2 and time.monotonic() < deadline:
+        for k, sock in enumerate(holders):
+            if k in answers:
+                continue
+            sock.settimeout(0.05)
+            try:
+                answers[k] = sock.recv(4096)
+            except TimeoutError:
+                continue
+    assert len(answers) == 2 and all(b"device busy" in data for data in answers.values()), answers
     with DeviceClient(limited.url) as client:  # small messages need no share of the budget
         assert client.call("info")[0]["target"] == "onnx"
     for sock in holders:
