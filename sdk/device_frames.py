@@ -63,6 +63,20 @@ def timed_frames(client, frames) -> tuple[list[tuple[dict, dict]], dict, dict]:
     return results, percentiles(device_us), percentiles(round_trip)
 
 
+def predictor_report(metric: str, frames: int, pilots: int, symbols: int, seed: int, device_us: dict, round_trip: dict, **scores) -> dict:
+    """A predictor's report (sum-rate, NMSE, …): what was sent, its ``scores``, and the device's timings."""
+    return {
+        "metric": metric,
+        "frames": frames,
+        "pilots": pilots,
+        "symbols": symbols,
+        "seed": seed,
+        **scores,
+        "device_us": device_us,
+        "round_trip_us": round_trip,
+    }
+
+
 def frame_report(errors, frames: int, pilots: int, symbols: int, seed: int, result: dict) -> dict:
     """Error rate over frames (each a new device or channel) with its 95 % interval, and the device's timings."""
     ser = summarise(errors)

@@ -23,7 +23,7 @@ from metaedge.deploy import wire
 from metaedge.deploy.client import DeviceClient, DeviceRequestError, parse_device_url
 from metaedge.deploy.signing import generate, load_private
 from metaedge.sdk.bench.attack import TRIGGER, hostile_bundle
-from metaedge.sdk.bench.device import _proc_status
+from metaedge.sdk.bench.device import process_status
 from metaedge.sdk.device_process import deployed
 from metaedge.sdk.stats import percentiles
 
@@ -116,7 +116,7 @@ def bench_attack(bundle_path: Path, frames: int, pilots: int, symbols: int, work
                 client.call("frame", {"pilots": batch.x_tr[k], "labels": batch.y_tr[k].astype(np.int32), "payload": batch.x_va[k]})
                 latencies[i] = time.perf_counter() - t
                 if i % 500 == 0:
-                    peak = max(peak, _proc_status(proc.pid)["rss"])
+                    peak = max(peak, process_status(proc.pid)["rss"])
                 if progress and i % 1000 == 999:
                     progress(1000)
             elapsed = time.perf_counter() - start

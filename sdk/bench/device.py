@@ -193,7 +193,7 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def _proc_status(pid: int) -> dict:
+def process_status(pid: int) -> dict:
     """Resident and peak memory (bytes) of a device process and the processes it started (its contained receiver),
     summed, and the device process's open file descriptors, from /proc."""
     rss = peak = 0
@@ -216,7 +216,7 @@ def bench_round_trip(bundle_path: Path, frames: int, pilots: int, symbols: int, 
     for name, options in (("contained", ()), ("in_process", ("--in-process",))):
         with device_process(bundle_path, state / name, *options) as (proc, url):
             report = stream_frames(url, frames, pilots, symbols, seed=0)
-            peak = _proc_status(proc.pid)["peak_rss"]
+            peak = process_status(proc.pid)["peak_rss"]
         results[name] = {"round_trip_us": report["round_trip_us"], "device_us": report["device_us"], "device_peak_rss_bytes": peak}
     return {"frames": frames, **results["contained"], "in_process": results["in_process"]}
 
@@ -235,7 +235,7 @@ def bench_soak(bundle_path: Path, frames: int, pilots: int, symbols: int, state:
         start = time.perf_counter()
         for i in range(frames):
             if i == warmup:
-                after_warmup = _proc_status(proc.pid)
+                after_warmup = process_status(proc.pid)
             k = i % pool
             t = time.perf_counter()
             client.call("frame", {"pilots": batch.x_tr[k], "labels": batch.y_tr[k].astype(np.int32), "payload": batch.x_va[k]})
@@ -243,7 +243,7 @@ def bench_soak(bundle_path: Path, frames: int, pilots: int, symbols: int, state:
             if progress and i % 1000 == 999:
                 progress(1000)
         elapsed = time.perf_counter() - start
-        end = _proc_status(proc.pid)
+        end = process_status(proc.pid)
         served = client.call("stats")[0]
     return {
         "benchmark": "soak",

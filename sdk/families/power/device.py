@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metaedge.sdk.device_frames import latency_text, timed_frames
+from metaedge.sdk.device_frames import latency_text, predictor_report, timed_frames
 from metaedge.sdk.families.power.run import power_frames, sum_rates
 
 
@@ -15,18 +15,8 @@ def stream(client, url: str, task: dict, frames: int, pilots: int, slots: int, s
     results, device_us, round_trip = timed_frames(client, ({"pilots": p, "payload": x} for p, x in zip(adaptation, scored)))
     rates = [float(sum_rates(x, out["outputs"]).mean()) for x, (_, out) in zip(scored, results)]
     full = [float(sum_rates(x, np.ones_like(out["outputs"])).mean()) for x, (_, out) in zip(scored, results)]
-    return {
-        "metric": "sum-rate",
-        "frames": frames,
-        "pilots": pilots,
-        "symbols": slots,
-        "seed": seed,
-        "sum_rate": float(np.mean(rates)),
-        "full_power_sum_rate": float(np.mean(full)),
-        "per_frame_sum_rate": rates,
-        "device_us": device_us,
-        "round_trip_us": round_trip,
-    }
+    scores = {"sum_rate": float(np.mean(rates)), "full_power_sum_rate": float(np.mean(full)), "per_frame_sum_rate": rates}
+    return predictor_report("sum-rate", frames, pilots, slots, seed, device_us, round_trip, **scores)
 
 
 def report_text(report: dict) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 
 from metaedge.backends.linear.backend import to_complex
 from metaedge.backends.linear.predictor import nmse
-from metaedge.sdk.device_frames import latency_text, timed_frames
+from metaedge.sdk.device_frames import latency_text, predictor_report, timed_frames
 from metaedge.sdk.families.prediction.run import prediction_frames
 
 
@@ -16,18 +16,8 @@ def stream(client, url: str, task: dict, frames: int, samples: int, predictions:
     pilots, history, truth = prediction_frames(task, frames, samples, predictions, seed)
     results, device_us, round_trip = timed_frames(client, ({"pilots": p, "payload": h} for p, h in zip(pilots, history)))
     per_frame = np.asarray([nmse(to_complex(out["outputs"]), t).mean() for t, (_, out) in zip(truth, results)])
-    return {
-        "metric": "NMSE",
-        "frames": frames,
-        "pilots": samples,
-        "symbols": predictions,
-        "seed": seed,
-        "nmse": float(per_frame.mean()),
-        "nmse_db": float(10 * np.log10(per_frame.mean())),
-        "per_frame_nmse": per_frame.tolist(),
-        "device_us": device_us,
-        "round_trip_us": round_trip,
-    }
+    scores = {"nmse": float(per_frame.mean()), "nmse_db": float(10 * np.log10(per_frame.mean())), "per_frame_nmse": per_frame.tolist()}
+    return predictor_report("NMSE", frames, samples, predictions, seed, device_us, round_trip, **scores)
 
 
 def report_text(report: dict) -> str:
