@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from metaedge.backends import classical, selection
 from metaedge.deploy.bundle import Bundle
-
-GUARD_NATS = 0.5  # an adaptation may not raise the mean pilot loss by more than this (nats)
+from metaedge.deploy.manifest import Selection, Task
 
 
 class BackendError(RuntimeError):
@@ -44,7 +44,11 @@ class FrameResult:
     loss_before: float | None = None  # mean −log p of the pilots' classes at θ (classifiers)
     loss_after: float | None = None  # … after adaptation
     fused: bool = False  # adaptation and inference ran as one call
-    fallback: str | None = None  # why the adapted receiver was not used, if it was not
+    receiver: str = "learned"  # which receiver decided the payload: "learned" (adapted) or "classical" (§6.1)
+    diverged: bool = False  # the adaptation guard fired
+    fallback: str | None = None  # why the adapted receiver did not decide, or why it was doubted (a diverged one kept)
+    residuals: tuple[float, float] | None = None  # frame residuals (learned, classical) of the selection, §6.2
+    select_s: float = 0.0  # the classical receiver and the selection
 
 
 @dataclass(frozen=True)
@@ -91,16 +95,22 @@ class Receiver:
 
     Subclasses implement ``reset`` (back to θ), ``adapt`` (on the pilots), ``predict`` (class probabilities
     or outputs for samples) and, for classifiers, ``log_probs``; a backend that can run a whole frame in one
-    call overrides ``fused_log_probs``. The guard: when adaptation raises the pilots' mean loss by more than
-    ``GUARD_NATS`` (or makes it non-finite), the payload is decided by the bundle's classical receiver
-    (``classical``, which ``load`` sets from the task) or, for a bundle without one, with θ.
+    call overrides ``fused_log_probs``. ``load`` calls ``fall_back_to(task)``: the bundle's classical receiver
+    then decides the frames whose adaptation diverged or, with a selection margin, whose frame residual says
+    so (``selection``, bundle-format.md §6.2); the unadapted θ never decides a frame.
     """
 
     @classmethod
     def inspect(cls, bundle: Bundle) -> None:
         """Refuse (``BackendError``) content this target never runs; called at upload, without loading anything."""
 
-    classical: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None  # set by load (§6.1)
+    classical: classical.Classical | None = None  # §6.1, set by fall_back_to
+    select: Selection | None = None  # §6.2, set by fall_back_to
+
+    def fall_back_to(self, task: Task) -> None:
+        """Take the task's classical receiver and per-frame selection (none for a task without ``fallback``)."""
+        self.classical = classical.receiver_of(task)
+        self.select = task.fallback.select if task.fallback is not None else None
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -123,38 +133,39 @@ class Receiver:
         self.reset()
         if frame.labels is None:
             return self._predictor_frame(frame)
-        before = mean_loss(self.log_probs(frame.pilots), frame.labels)
+        before = float(selection.mean_loss(self.log_probs(frame.pilots), frame.labels))
         fused = self.fused_log_probs(frame)
-        probs = None
         if fused is not None:
             log_probs, adapt_s, steps = fused
             pilots = len(frame.labels)
-            after, infer_s, probs = mean_loss(log_probs[:pilots], frame.labels), 0.0, np.exp(log_probs[pilots:])
+            after, infer_s, probs = float(selection.mean_loss(log_probs[:pilots], frame.labels)), 0.0, np.exp(log_probs[pilots:])
         else:
             report = self.adapt(frame.pilots, frame.labels)
-            after, adapt_s, steps = mean_loss(self.log_probs(frame.pilots), frame.labels), report.seconds, report.steps
-        fallback = None
-        if not np.isfinite(after) or after > before + GUARD_NATS:
-            start, diverged = time.perf_counter(), f"pilot loss {before:.3g} → {after:.3g} after adaptation"
-            if self.classical is not None:  # the bundle's classical receiver (spec §6.1), never the unadapted θ
-                probs, fallback = self.classical(frame.pilots, frame.labels, frame.payload), f"{diverged}; decoded with the classical receiver"
-            else:
-                self.reset()
-                probs, fallback = self.predict(frame.payload), f"{diverged}; decoded with θ"
-            infer_s = time.perf_counter() - start
-        if probs is None:
+            after, adapt_s, steps = float(selection.mean_loss(self.log_probs(frame.pilots), frame.labels)), report.seconds, report.steps
             start = time.perf_counter()
             probs = self.predict(frame.payload)
             infer_s = time.perf_counter() - start
+        start = time.perf_counter()
+        scores = None  # the classical receiver's logits, where the selection or a diverged adaptation needs them
+        if self.classical is not None and (self.select is not None or selection.diverged(before, after)):
+            scores = self.classical.logits(self.classical.channel(frame.pilots, frame.labels), frame.payload)
+        choice = selection.choose(before, after, probs, scores, frame.pilots, frame.labels, frame.payload, self.select)
+        outputs = classical.softmax(scores) if choice.classical else probs
+        select_s = time.perf_counter() - start
+        residuals = None if choice.residual_learned is None else (float(choice.residual_learned), float(choice.residual_classical))
         return FrameResult(
-            outputs=probs,
+            outputs=outputs,
             steps=steps,
             adapt_s=adapt_s,
             infer_s=infer_s,
             loss_before=before,
             loss_after=after,
             fused=fused is not None,
-            fallback=fallback,
+            receiver="classical" if choice.classical else "learned",
+            diverged=bool(choice.diverged),
+            fallback=choice.reason(before, after),
+            residuals=residuals,
+            select_s=select_s,
         )
 
     def _predictor_frame(self, frame: Frame) -> FrameResult:
@@ -163,9 +174,3 @@ class Receiver:
         start = time.perf_counter()
         outputs = self.predict(frame.payload)
         return FrameResult(outputs=outputs, steps=report.steps, adapt_s=report.seconds, infer_s=time.perf_counter() - start)
-
-
-def mean_loss(log_probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean −log p of ``labels`` under class log-probabilities [n, classes] (NaN or ∞ when they are)."""
-    with np.errstate(all="ignore"):
-        return float(-log_probs[np.arange(len(labels)), labels].mean())

@@ -3,35 +3,64 @@
 LMMSE estimate of a flat channel from the pilots, ĥ = Σ s*·y / (Σ|s|² + N0/σh²), then ML
 detection on the nominal constellation with ĥ; the class probabilities are the Gaussian
 posterior given ĥ, so the decision is the ML decision and the confidence is comparable with a
-learned receiver's. The host's model-based baseline is the same function, batched over frames.
+learned receiver's. The host's model-based baseline is the same receiver, batched over frames.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from metaedge.deploy.manifest import Task
 
 
+@dataclass(frozen=True)
+class Classical:
+    """MMSE channel estimate + ML detection on ``constellation`` (complex [M]); leading axes are frames."""
+
+    constellation: np.ndarray
+    noise_var: float
+    channel_var: float
+
+    def channel(self, pilots: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """ĥ [...] from the pilots [..., P, 2] of classes ``labels`` [..., P]."""
+        y = pilots[..., 0] + 1j * pilots[..., 1]
+        s = self.constellation[labels]
+        return (np.conj(s) * y).sum(-1) / ((np.abs(s) ** 2).sum(-1) + self.noise_var / self.channel_var)
+
+    def logits(self, channel: np.ndarray, payload: np.ndarray) -> np.ndarray:
+        """Class logits [..., N, M] of ``payload`` [..., N, 2]: −|y − ĥ·s_c|²/N0 less its per-sample constant −|y|²/N0,
+        so one real product per sample and class: (2·Re(conj(ĥ s_c)·y) − |ĥ s_c|²)/N0, float32 (ĥ in float64).
+        Their softmax is the posterior, their argmax the ML decision."""
+        points = channel[..., None] * self.constellation  # [..., M] received points
+        rails = (np.stack([points.real, points.imag], -2) * (2.0 / self.noise_var)).astype(np.float32)  # [..., 2, M]
+        return np.asarray(payload, np.float32) @ rails - ((np.abs(points) ** 2) / self.noise_var).astype(np.float32)[..., None, :]
+
+    def probabilities(self, pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray) -> np.ndarray:
+        """Class probabilities [..., N, M] of the payload."""
+        return softmax(self.logits(self.channel(pilots, labels), payload))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, float32 (as a device reports them). The largest logit is taken at the argmax
+    and the sum is a product with ones (numpy's max and sum over a short last axis cost several times more); the
+    arithmetic runs in place."""
+    flat = logits.reshape(-1, logits.shape[-1]).astype(np.float32)
+    np.subtract(flat, flat[np.arange(len(flat)), flat.argmax(-1)][:, None], out=flat)
+    np.exp(flat, out=flat)
+    flat /= (flat @ np.ones(flat.shape[-1], np.float32))[:, None]
+    return flat.reshape(logits.shape)
+
+
 def mmse_ml(constellation: np.ndarray, noise_var: float, channel_var: float, pilots, labels, payload) -> np.ndarray:
-    """Class probabilities [..., N, M] of ``payload`` [..., N, 2] from ``pilots`` [..., P, 2] of classes ``labels``
-    [..., P]; leading axes are frames."""
-    y_p = pilots[..., 0] + 1j * pilots[..., 1]
-    s_p = constellation[labels]
-    h = (np.conj(s_p) * y_p).sum(-1) / ((np.abs(s_p) ** 2).sum(-1) + noise_var / channel_var)
-    y = payload[..., 0] + 1j * payload[..., 1]
-    logits = -(np.abs(y[..., :, None] - h[..., None, None] * constellation) ** 2) / noise_var
-    logits -= logits.max(-1, keepdims=True)
-    p = np.exp(logits)
-    return p / p.sum(-1, keepdims=True)
+    """Class probabilities [..., N, M] of ``payload`` [..., N, 2] from ``pilots`` [..., P, 2] of classes ``labels`` [..., P]."""
+    return Classical(np.asarray(constellation, np.complex128), noise_var, channel_var).probabilities(pilots, labels, payload)
 
 
-def receiver_of(task: Task) -> Callable | None:
-    """The task's classical receiver as ``(pilots, labels, payload) → probabilities``, or None if it has none."""
+def receiver_of(task: Task) -> Classical | None:
+    """The task's classical receiver, or None if it has none."""
     fallback = task.fallback
     if fallback is None:
         return None
-    points = np.asarray(fallback.constellation, np.complex128)
-    return lambda pilots, labels, payload: mmse_ml(points, fallback.noise_var, fallback.channel_var, pilots, labels, payload)
+    return Classical(np.asarray(fallback.constellation, np.complex128), fallback.noise_var, fallback.channel_var)

@@ -81,6 +81,15 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """The per-frame selection of §6.2: the classical receiver decides a frame when the residual of its split of the
+    pilots and the first ``samples`` payload samples is below the learned one's by more than ``margin`` (relative)."""
+
+    margin: float
+    samples: int
+
+
+@dataclass(frozen=True)
 class Fallback:
     """The classical receiver of a demodulation task (§6.1): LMMSE channel estimate from the pilots, then ML
     detection on the nominal constellation."""
@@ -89,6 +98,7 @@ class Fallback:
     noise_var: float
     channel_var: float
     constellation: tuple[complex, ...]
+    select: Selection | None = None  # §6.2: choose per frame by the frame residual; None: the guard alone
 
 
 @dataclass(frozen=True)
@@ -328,7 +338,26 @@ def _fallback(task: dict, classes: int | None, features: int) -> Fallback | None
     points = task.get("constellation")
     if not (isinstance(points, list) and len(points) == classes and all(_point(c) for c in points)):
         raise BundleError("task.fallback needs task.constellation: one [I, Q] pair of finite numbers per class")
-    return Fallback(section["kind"], float(variances[0]), float(variances[1]), tuple(complex(i, q) for i, q in points))
+    return Fallback(section["kind"], float(variances[0]), float(variances[1]), tuple(complex(i, q) for i, q in points), _select(section))
+
+
+SELECTION_RULES = ("frame-residual",)
+MAX_SELECT_SAMPLES = 1 << 20
+
+
+def _select(section: dict) -> Selection | None:
+    """``task.fallback.select`` (§6.2), or None where the bundle has none."""
+    select = section.get("select")
+    if select is None:
+        return None
+    if not isinstance(select, dict) or select.get("rule") not in SELECTION_RULES:
+        raise BundleError(f"task.fallback.select must be an object whose rule is one of {', '.join(SELECTION_RULES)}")
+    margin, samples = select.get("margin"), select.get("samples")
+    if type(margin) not in (int, float) or not 0 <= margin < 1:
+        raise BundleError("task.fallback.select.margin must be a number in [0, 1)")
+    if type(samples) is not int or not 1 <= samples <= MAX_SELECT_SAMPLES:
+        raise BundleError(f"task.fallback.select.samples must be an integer in [1, {MAX_SELECT_SAMPLES}]")
+    return Selection(float(margin), samples)
 
 
 def _point(value: Any) -> bool:

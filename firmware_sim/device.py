@@ -53,6 +53,7 @@ class Stats:
     frames: int = 0
     errors: int = 0
     fallbacks: int = 0
+    diverged: int = 0
     violations: int = 0  # frames that broke the receiver's time or memory limit
     symbols: int = 0
     adapt_s: float = 0.0
@@ -356,7 +357,8 @@ class Device:
         self.stats.symbols += len(result.outputs)
         self.stats.adapt_s += result.adapt_s
         self.stats.infer_s += result.infer_s
-        self.stats.fallbacks += result.fallback is not None
+        self.stats.fallbacks += result.receiver == "classical"
+        self.stats.diverged += result.diverged
         telemetry = {
             "adapt_us": result.adapt_s * 1e6,
             "infer_us": result.infer_s * 1e6,
@@ -365,7 +367,11 @@ class Device:
             "pilots": int(frame.pilots.shape[0]),
             "symbols": int(len(result.outputs)),
             "slot": slot,
+            "receiver": result.receiver,
+            "diverged": result.diverged,
             "fallback": result.fallback,
+            "residuals": None if result.residuals is None else {"learned": result.residuals[0], "classical": result.residuals[1]},
+            "select_us": result.select_s * 1e6,
         }
         if task.predictor:
             return telemetry, {"outputs": result.outputs.astype(np.float32)}
@@ -418,6 +424,7 @@ class Device:
             "frames": s.frames,
             "errors": s.errors,
             "fallbacks": s.fallbacks,
+            "diverged": s.diverged,
             "violations": s.violations,
             "symbols": s.symbols,
             "mean_adapt_us": per(s.adapt_s),

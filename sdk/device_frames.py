@@ -58,7 +58,7 @@ def timed_frames(client, frames) -> tuple[list[tuple[dict, dict]], dict, dict]:
         start = time.perf_counter()
         telemetry, out = call(client, "frame", arrays)
         round_trip.append((time.perf_counter() - start) * 1e6)
-        device_us.append(telemetry["adapt_us"] + telemetry["infer_us"])
+        device_us.append(telemetry["adapt_us"] + telemetry["infer_us"] + telemetry.get("select_us", 0.0))
         results.append((telemetry, out))
     return results, percentiles(device_us), percentiles(round_trip)
 
@@ -116,6 +116,9 @@ def send_frames(client, url: str, x_pilots, y_pilots, x_payload) -> dict:
     return {
         "decisions": np.stack([out["decisions"] for _, out in results]),
         "confidence": np.stack([out["confidence"] for _, out in results]),
+        # frames the bundle's classical receiver decided (bundle-format.md §6.2), and those whose adaptation diverged
+        "classical_frames": sum(telemetry.get("receiver") == "classical" for telemetry, _ in results),
+        "diverged_frames": sum(bool(telemetry.get("diverged")) for telemetry, _ in results),
         "device_us": device_us,
         "round_trip_us": round_trip,
     }

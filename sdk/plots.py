@@ -184,3 +184,33 @@ def plot_power(report: dict, path: Path) -> None:
             title="paired difference to joint learning",
         )
     _save(plt, fig, list(axes[0]), path)
+
+
+def plot_shift(report: dict, path: Path) -> None:
+    """SER against pilots per shift (one panel each): learned, classical and selecting receivers with 95 % bands."""
+    plt = _pyplot()
+    shifts, pilots = report["shifts"], report["pilots"]
+    cols = min(3, len(shifts))
+    rows = -(-len(shifts) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    styles = {"learned": {"marker": "o"}, "classical": {"color": "black", "linestyle": "--", "marker": "s"}, "selecting": {"marker": "^"}}
+    for ax, shift in zip(axes.flat, shifts):
+        for receiver, style in styles.items():
+            ser = shift["ser"][receiver]
+            (line,) = ax.plot(pilots, [ser[str(p)]["ser"] for p in pilots], label=receiver, **style)
+            ax.fill_between(
+                pilots, [ser[str(p)]["ci95"][0] for p in pilots], [ser[str(p)]["ci95"][1] for p in pilots], alpha=0.15, color=line.get_color()
+            )
+        ax.set(xscale="log", yscale="log", title=shift["description"], xlabel="pilots", ylabel="symbol error rate")
+        ax.set_xticks(pilots, [str(p) for p in pilots])
+        ax.title.set_fontsize(9)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(shifts) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(
+        f"{report['algo']}: {report['devices']} fresh devices × {report['payload']} symbols per shift, margin {report['select']['margin']:g}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

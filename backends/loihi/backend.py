@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 
-from metaedge.backends import classical
 from metaedge.backends.base import AdaptReport, BackendError, Receiver, Resources, SelftestReport
 from metaedge.backends.loihi.network import SnnSpec, encode, fixed_point, probabilities, stream_length, teacher
 from metaedge.deploy import manifest as m
@@ -63,7 +62,7 @@ class LoihiBackend(Receiver):
         self.close()
         self.receiver = self._build()
         self.bundle = bundle
-        self.classical = classical.receiver_of(bundle.manifest.task)
+        self.fall_back_to(bundle.manifest.task)
         count = 2 * self.theta.size + self.w_in.size
         return Resources(parameter_bytes=8 * count, artifact_bytes=bundle.size(), parameters=count)
 

@@ -25,7 +25,6 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from metaedge.backends import classical
 from metaedge.backends.base import AdaptReport, BackendError, Frame, Receiver, Resources, SelftestReport
 from metaedge.backends.onnx.policy import PolicyError, check_model
 from metaedge.deploy import manifest as m
@@ -90,7 +89,7 @@ class OnnxBackend(Receiver):
         # a classifier adapts on labelled pilots and returns class probabilities; a predictor (task.outputs)
         # adapts on its pilots alone and returns its outputs (bundle-format.md §6)
         self.classifier = not manifest.task.predictor
-        self.classical = classical.receiver_of(manifest.task)
+        self.fall_back_to(manifest.task)
         self.output = manifest.graphs[m.FORWARD].outputs[0].name
         self.steps = manifest.algorithm.inner_steps
         self.onehot_table = np.eye(manifest.task.classes, dtype=np.float32) if self.classifier else None

@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 
-from metaedge.backends import classical
 from metaedge.backends.base import AdaptReport, BackendError, Receiver, Resources, SelftestReport
 from metaedge.backends.qiskit.circuit import load_qpy
 from metaedge.backends.qiskit.model import BornSpec, ensemble_log_probs, pilot_log_likelihood
@@ -69,7 +68,7 @@ class QiskitBackend(Receiver):
                 raise BackendError(f"θ artifact lacks a finite '{name}' of shape ({self.spec.parameters},)")
         self.theta, self.lr = theta["theta"].astype(np.float64), theta["lr"].astype(np.float64)
         self.bundle = bundle
-        self.classical = classical.receiver_of(bundle.manifest.task)
+        self.fall_back_to(bundle.manifest.task)
         self.features = pairwise_features(self.spec.qubits)
         self.executor = self._executor(self.backend_name)
         self.prior = self.executor.distributions(self.theta[None], self.prior_shots)[0]

@@ -5,12 +5,15 @@ in one run, alternating variants in blocks, one thread each: the ONNX backend in
 adaptation modes the bundle allows (the fused frame graph of a one-step bundle, which a device runs;
 an ONNX ``Loop``, the device's default for a multi-step bundle; IO binding; a plain ``session.run``
 step loop), eager torch on the same parameters and
-data, and eager torch's inference alone, which bounds the ratio a device can reach. Then a real device process on loopback: the round trip of a
-frame through the protocol, and the process's peak memory.
+data, and eager torch's inference alone, which bounds the ratio a device can reach; the device's whole frame (the
+adaptation guard and the per-frame selection of the classical receiver included) next to the same frame with the
+guard alone. Then a real device process on loopback: the round trip of a frame through the protocol, and the
+process's peak memory.
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import sys
 import time
@@ -21,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from metaedge.backends.base import Frame
 from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import Bundle, pack
 from metaedge.sdk.errors import UserError
@@ -104,6 +108,45 @@ def _onnx_variants(bundle: Bundle, steps: int) -> tuple[dict, str]:
     return variants, device_mode
 
 
+FIELD_FRAMES = 64  # frames of the bundle's training conditions that the device-frame variants cycle through
+
+
+def _field_frames(bundle: Bundle, pilots: int, symbols: int) -> list | None:
+    """Frames as the field sends them, one per fresh device of a demodulator's training conditions (so the selection
+    decides as it would there); None for other tasks."""
+    from metaedge.sdk.families.demod.task import DemodTasks, config_of_conditions
+
+    task = bundle.manifest.task
+    if task.name != "demod":
+        return None
+    tasks = DemodTasks(config_of_conditions(task.raw, pilots=pilots, payload=symbols), seed=0)
+    batch = tasks.frames(tasks.devices("test", FIELD_FRAMES), pilots, symbols, tasks.rng("test", 1))
+    return [Frame(batch.x_tr[i], batch.y_tr[i], batch.x_va[i]) for i in range(FIELD_FRAMES)]
+
+
+def _receiver_frames(bundle: Bundle, steps: int, field: list | None, bench_frame) -> tuple[dict, dict]:
+    """The device's whole frame (``Receiver.frame``: the guard's pilot losses, adaptation, inference, and the classical
+    receiver with the per-frame selection the bundle asks for, bundle-format.md §6.2) on the field's frames, next to
+    the same frames with the guard alone and no classical receiver (as devices decided frames before the
+    selection), and on the bench's frame of random samples, which the classical receiver decides (the worst case).
+    Also, per variant, the share of its frames the classical receiver decided."""
+    variants, shares = {}, {}
+    for name, selecting, frames in (
+        ("receiver_frame", True, field or [bench_frame]),
+        ("receiver_frame_guard_only", False, field or [bench_frame]),
+        ("receiver_frame_random_samples", True, [bench_frame]),
+    ):
+        backend = OnnxBackend(threads=1)
+        backend.load(bundle)
+        backend.steps = steps
+        if not selecting:
+            backend.classical = backend.select = None
+        cycle = itertools.cycle(frames)
+        variants[name] = lambda pilots, labels, payload, backend=backend, cycle=cycle: backend.frame(next(cycle)).outputs
+        shares[name] = sum(backend.frame(f).receiver == "classical" for f in frames) / len(frames)
+    return variants, shares
+
+
 def _alternating(variants: dict, repeats: int, frame: tuple) -> dict[str, list[float]]:
     """Seconds per frame of each variant. Variants alternate in blocks: frame by frame, torch's large code path
     evicts ORT's from the caches and slows it, which a device without torch never sees."""
@@ -149,6 +192,8 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
         reference = variants["torch_eager"](x_p, y_p, x)
         agreement = {n: float(np.abs(f(x_p, y_p, x) - reference).max()) for n, f in variants.items() if n != "torch_eager"}
         variants["torch_forward_only"] = _torch_forward_only(theta)
+    receivers, shares = _receiver_frames(bundle, k, _field_frames(bundle, pilots, symbols), Frame(x_p, y_p, x))
+    variants.update(receivers)
     samples = _alternating(variants, repeats, (x_p, y_p, x))
     median_us = {n: statistics.median(s) * 1e6 for n, s in samples.items()}
     return {
@@ -161,6 +206,9 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
         "device_mode": device_mode,
         "torch_over_onnx": median_us["torch_eager"] / median_us[device_mode] if agreement else None,
         "torch_over_torch_forward_only": median_us["torch_eager"] / median_us["torch_forward_only"] if agreement else None,
+        "selection_over_guard_only": median_us["receiver_frame"] / median_us["receiver_frame_guard_only"],
+        "selection_worst_over_guard_only": median_us["receiver_frame_random_samples"] / median_us["receiver_frame_guard_only"],
+        "classical_share": shares,
         "max_abs_prob_diff_vs_torch": agreement,
         **({"torch_unavailable": f"eager torch cannot recompute the frame of {unavailable} from the manifest"} if unavailable else {}),
         "bundle_bytes": bundle.size(),

@@ -66,7 +66,7 @@ def register(sub) -> None:
     register_powercut(benches)
     register_fuzz(benches)
     register_soak(benches)
-    from metaedge.sdk.cli import bench_algorithms, bench_link, bench_loihi, bench_power, bench_prediction, bench_qiskit, bench_sinusoid
+    from metaedge.sdk.cli import bench_algorithms, bench_link, bench_loihi, bench_power, bench_prediction, bench_qiskit, bench_shift, bench_sinusoid
 
     bench_algorithms.register(benches)
     bench_sinusoid.register(benches)
@@ -75,6 +75,7 @@ def register(sub) -> None:
     bench_power.register(benches)
     bench_qiskit.register(benches)
     bench_loihi.register(benches)
+    bench_shift.register(benches)
 
 
 def register_powercut(benches) -> None:
@@ -234,7 +235,7 @@ def run_device(args: argparse.Namespace) -> int:
     f, med = report["frame"], report["median_us"]
     print(f"one frame: {f['pilots']} pilots, {f['steps']} step(s), {f['symbols']} symbols, 1 thread, median of {report['repeats']}")
     for name, us in med.items():
-        print(f"  {name:<18} {us:8.1f} µs   p90 {report['p90_us'][name]:8.1f} µs")
+        print(f"  {name:<26} {us:8.1f} µs   p90 {report['p90_us'][name]:8.1f} µs")
     p = report["protocol"]
     ratio = (
         f"torch / onnx ({report['device_mode']}, the device's mode): {report['torch_over_onnx']:.1f}× (at most "
@@ -244,7 +245,9 @@ def run_device(args: argparse.Namespace) -> int:
         else f"{report['torch_unavailable']}; device mode {report['device_mode']}"
     )
     print(
-        f"{ratio}; bundle {report['bundle_bytes']:,} B; "
+        f"{ratio}; the device's frame with the selection costs {report['selection_over_guard_only']:.2f}× the guard alone on the field's "
+        f"frames ({report['classical_share']['receiver_frame']:.0%} decided by the classical receiver), "
+        f"{report['selection_worst_over_guard_only']:.2f}× on random samples; bundle {report['bundle_bytes']:,} B; "
         f"round trip median {p['round_trip_us']['p50']:.0f} µs (device {p['device_us']['p50']:.0f} µs) with the receiver "
         f"contained, {p['in_process']['round_trip_us']['p50']:.0f} µs in the device process; peak RSS of device and receiver "
         f"{p['device_peak_rss_bytes'] / 2**20:.1f} MiB ({p['in_process']['device_peak_rss_bytes'] / 2**20:.1f} MiB in one process)"

@@ -62,6 +62,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from metaedge.backends.selection import SELECT
     from metaedge.sdk.cli.evaluate import ser_table
     from metaedge.sdk.families.demod.runs import evaluate_runs, train_or_reuse
     from metaedge.sdk.families.demod.task import DemodConfig
@@ -88,11 +89,26 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"{algo}: best validation SER {state['best_val_ser']:.4f} at iteration {state['best_iteration']}")
         runs.append(path)
+    # the device algorithm's receiver also as its device decides each frame (learned or classical, bundle-format §6.2)
+    selecting = [args.out / args.device_algo] if args.target == "onnx" and args.device_algo in args.algos else []
     report = evaluate_runs(
-        runs, PILOTS, args.devices, args.payload, inner_steps=ADAPT_STEPS, scratch_lr=0.1, baselines=True, seed=None, quiet=args.quiet
+        runs,
+        PILOTS,
+        args.devices,
+        args.payload,
+        inner_steps=ADAPT_STEPS,
+        scratch_lr=0.1,
+        baselines=True,
+        seed=None,
+        quiet=args.quiet,
+        select=SELECT if selecting else None,
+        selecting=selecting,
     )
     report["command"] = (
-        "metaedge eval " + " ".join(str(r) for r in runs) + f" --inner-steps {ADAPT_STEPS} --devices {args.devices} --payload {args.payload}"
+        "metaedge eval "
+        + " ".join(str(r) for r in runs)
+        + f" --inner-steps {ADAPT_STEPS} --devices {args.devices} --payload {args.payload}"
+        + (" --select" if selecting else "")
     )
     plot_ser(report["methods"], PILOTS, args.out / "ser.png", title="16-QAM, 20 dB, I/Q imbalance, Rayleigh")
     if args.target != "none":
@@ -132,10 +148,11 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     devs = tasks.devices("test", args.devices)
     frame = tasks.frames(devs, max(PILOTS), args.payload, tasks.rng("test", 1))  # the frames 'metaedge eval' used
     reference = ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var)
-    host_ser = next(m for m in host["methods"] if m["run"] == str(run))["ser"]
+    learned = next(m for m in host["methods"] if m["run"] == str(run) and m["algo"] == args.device_algo)["ser"]
+    selecting = next(m for m in host["methods"] if m["run"] == str(run) and m["algo"] == f"{args.device_algo} + selection")["ser"]
     with deployed_device(args.target, state, keys, bundle_dir) as url:
         with DeviceClient(url) as client:
-            rows = [device_row(client, url, frame, p, reference, host_ser[str(p)]) for p in PILOTS]
+            rows = [device_row(client, url, frame, p, reference, selecting[str(p)], learned[str(p)]) for p in PILOTS]
     curves = [
         {"name": f"{args.device_algo} on the {args.target} device", "algo": args.device_algo, "ser": {str(r["pilots"]): r["device"] for r in rows}},
         {"name": "model-based (MMSE + ML)", "algo": "model-based", "ser": {str(r["pilots"]): r["model_based"] for r in rows}},
@@ -153,8 +170,9 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     }
 
 
-def device_row(client, url: str, frame, pilots: int, reference, host: dict) -> dict:
-    """The device's SER on the frames at ``pilots`` pilots, beside the host's and the model-based receiver's."""
+def device_row(client, url: str, frame, pilots: int, reference, host: dict, learned: dict) -> dict:
+    """The device's SER on the frames at ``pilots`` pilots, beside the host's (``host``: the same per-frame selection;
+    ``learned``: the learned receiver alone) and the model-based receiver's."""
     from metaedge.sdk.device_frames import score_frames, send_frames
     from metaedge.sdk.stats import summarise
 
@@ -166,6 +184,7 @@ def device_row(client, url: str, frame, pilots: int, reference, host: dict) -> d
         "pilots": pilots,
         "device": summarise(device_errors),
         "host": host,
+        "learned": learned,
         "vs_model_based": summarise(device_errors - mb_errors),
         "model_based": summarise(mb_errors),
         **result,
@@ -206,7 +225,9 @@ def device_table(device: dict) -> str:
                 str(r["pilots"]),
                 f"{r['device']['ser']:.4f}{mark}",
                 f"{r['host']['ser']:.4f}",
+                f"{r['learned']['ser']:.4f}",
                 f"{r['model_based']['ser']:.4f}",
+                f"{r['classical_frames']}/{device['devices']}",
                 f"{r['device_us']['p50']:.0f}",
                 f"{r['round_trip_us']['p50']:.0f}",
             ]
@@ -215,5 +236,11 @@ def device_table(device: dict) -> str:
         f"{device['algo']} deployed to a simulated {device['target']} device ({device['bundle_bytes']:,}-byte bundle): "
         f"the same {device['devices']} devices × {device['payload']} symbols, adapted on the device"
     )
-    table = format_table(["pilots", "device SER", "host SER", "model-based", "device µs", "round trip µs"], rows)
-    return head + "\n" + table + f"\n*: fewer errors than model-based (paired, 95 %); written: {device['plot']}"
+    table = format_table(["pilots", "device SER", "host SER", "learned alone", "model-based", "classical frames", "device µs", "round trip µs"], rows)
+    return (
+        head
+        + "\n"
+        + table
+        + "\ndevice and host: each frame decided by the adapted receiver or the bundle's classical one, whichever splits it "
+        + f"better (bundle-format §6.2)\n*: fewer errors than model-based (paired, 95 %); written: {device['plot']}"
+    )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_reporting, int_list, output_file, positive_int
+from metaedge.backends.selection import SELECT
+from metaedge.sdk.cli.parsing import add_command, add_reporting, int_list, margin, output_file, positive_int
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.task import PILOT_SEQUENCES
 
@@ -19,6 +21,7 @@ examples:
   metaedge eval runs/maml --inner-steps 5 --plot ser.png
   metaedge eval runs/modular --pilots 8 --assignment exhaustive     # modules chosen as an exported device chooses them
   metaedge eval runs/maml runs/bmaml --pilots 8 --reliability reliability.png
+  metaedge eval runs/metasgd --select --devices 1000 --payload 2000       # and as the device selects per frame
 """
 
 
@@ -51,6 +54,16 @@ def register(sub) -> None:
         choices=PILOT_SEQUENCES,
         default=None,
         help="the frames' pilot symbols: the known sequence, or drawn at random (default: as the first run was trained)",
+    )
+    p.add_argument(
+        "--select",
+        nargs="?",
+        type=margin,
+        const=SELECT.margin,
+        default=None,
+        metavar="MARGIN",
+        help=f"also score each run's selecting receiver, as its bundle's device decides: the classical receiver where the guard or "
+        f"the frame residual says so (margin default {SELECT.margin})",
     )
     p.add_argument("--plot", type=output_file, help="write SER vs pilots as a PNG")
     p.add_argument(
@@ -87,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         assignment=args.assignment,
         pilot_sequence=args.pilot_sequence,
+        select=None if args.select is None else dataclasses.replace(SELECT, margin=args.select),
     )
     report["command"] = "metaedge " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("metaedge") else None
     if args.plot:

@@ -147,6 +147,17 @@ def pilot_range(text: str) -> tuple[int, int]:
     return values
 
 
+def margin(text: str) -> float:
+    """A selection margin: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a margin; give a number in [0, 1), e.g. 0.05")
+    return value
+
+
 def add_task_flags(p: argparse.ArgumentParser) -> None:
     """Flags of the demodulation task family (defaults: the published setup of Park et al., IEEE TSP 2021)."""
     g = p.add_argument_group("task (monograph §5.2; defaults: published setup)")
@@ -155,6 +166,8 @@ def add_task_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eps-max", type=float, default=0.15, help="amplitude imbalance ε = eps_max·Beta(a,b) (default 0.15)")
     g.add_argument("--delta-max-deg", type=float, default=15.0, help="phase imbalance δ = delta_max·Beta(a,b), degrees (default 15)")
     g.add_argument("--beta", type=float, nargs=2, default=(5.0, 2.0), metavar=("A", "B"), help="Beta shape parameters (default 5 2)")
+    g.add_argument("--channel", choices=("rayleigh", "rician"), default="rayleigh", help="flat channel per device (default rayleigh)")
+    g.add_argument("--k-factor-db", type=float, default=10.0, help="rician: line-of-sight to scattered power K, dB (default 10)")
     g.add_argument(
         "--pilots",
         type=pilot_range,
@@ -182,6 +195,8 @@ def task_config(args: argparse.Namespace):
         delta_max_deg=args.delta_max_deg,
         beta_a=args.beta[0],
         beta_b=args.beta[1],
+        channel=args.channel,
+        k_factor_db=args.k_factor_db,
         pilots=args.pilots[1],
         val_pilots=args.val_pilots,
         pilot_sequence=args.pilot_sequence,

@@ -3,7 +3,8 @@
 Two valid bundles (a one-step bundle with its fused ``frame`` graph, and a two-step one with its ``Loop`` graph) with
 frames and the outputs the reference runtime computes; then one bundle for every rejection rule of bundle-format.md
 §9, §3, §11, §12 and §7.7 and for the attacks of docs/security.md that a bundle can carry, each changed from a valid
-one in that respect alone and signed again with the suite's key; and frames that break the pilot contract. The suite
+one in that respect alone and signed again with the suite's key; frames that break the pilot contract; and frames of
+fresh devices for a bundle with the per-frame selection of §6.2 (the valid bundles carry the guard alone). The suite
 key is derived from a published seed, so the same code writes the same bytes.
 """
 
@@ -28,6 +29,7 @@ from metaedge.deploy.signing import key_id
 from metaedge.sdk.conformance.suite import KEY_SEED, MARGIN, Case
 
 FRAMES, PILOTS, SYMBOLS = 3, 8, 64
+SELECTION_FRAMES, SELECTION_SYMBOLS = 8, 300  # the selection case's frames (fresh devices of the training conditions)
 
 
 def suite_key(seed: bytes = KEY_SEED) -> Ed25519PrivateKey:
@@ -261,7 +263,9 @@ def _refuse(name: str, section: str, statement: str, bundle: bytes, expect: str 
 
 
 def _cases(one: Source, two: Source) -> list[Case]:
-    valid, later = one.pack(), two.pack(_set("release", 1))
+    # the valid bundles check §6 itself: the guard alone, so that the learned receiver decides their frames
+    guard_only = _set("task.fallback.select", ...)
+    valid, later = one.pack(guard_only), two.pack(_changes(_set("release", 1), guard_only))
     accept = "deploys and decides as the reference runtime"
     cases = [Case("valid-one-step", "bundle-format §6, §7.6, §8", f"a valid one-step bundle {accept}", "accept", valid, _frames(valid, 1))]
     cases += _manifest_rules(two) + _artifact_rules(two) + _trust_rules(two) + _policy_rules(two)
@@ -273,7 +277,45 @@ def _cases(one: Source, two: Source) -> list[Case]:
     broken = _frames(later, 3, lambda sequence: np.roll(sequence, 1))
     statement = "refuse frames whose pilot classes break the declared sequence"
     cases.append(Case("pilot-contract", "device-protocol §3.3", statement, "refuse-frames", later, broken))
+    statement = "decide each frame with the receiver the guard and the frame residual select"
+    cases.append(Case("frame-selection", "bundle-format §6.2", statement, "accept", *_selection_case(two)))
     return cases + _protocol_rules()
+
+
+def _selection_case(source: Source) -> tuple[bytes, list[dict]]:
+    """A bundle with the per-frame selection and frames of fresh devices on which each receiver decides some: the
+    margin sits in the middle of the widest gap between the frames' residual ratios (classical / learned), so no
+    frame is near the threshold."""
+    from metaedge.backends.base import Frame
+    from metaedge.backends.onnx import OnnxBackend
+    from metaedge.deploy.bundle import unpack
+    from metaedge.sdk.families.demod.task import DemodTasks, config_of_conditions
+
+    release = _set("release", 2)
+    task = unpack(source.pack(release)).manifest.task
+    tasks = DemodTasks(config_of_conditions(task.raw, pilots=PILOTS, payload=SELECTION_SYMBOLS), seed=4)
+    batch = tasks.frames(tasks.devices("test", SELECTION_FRAMES), PILOTS, SELECTION_SYMBOLS, tasks.rng("test", 1))
+    backend = OnnxBackend()
+    backend.load(unpack(source.pack(release)))
+    ratios = []
+    for p, c, x in zip(batch.x_tr, batch.y_tr, batch.x_va):
+        learned, classical = backend.frame(Frame(pilots=p, labels=c, payload=x)).residuals
+        ratios.append(classical / learned)
+    ratios = np.sort(ratios)
+    widest = int(np.argmax(np.diff(ratios)))
+    margin = 1.0 - float(np.sqrt(ratios[widest] * ratios[widest + 1]))
+    packed = source.pack(_changes(release, _set("task.fallback.select.margin", margin)))
+    return packed, _classifier_frames(packed, batch.x_tr, batch.y_tr, batch.x_va)
+
+
+def _changes(*changes: Callable[[dict, dict], None]) -> Callable[[dict, dict], None]:
+    """One change made of several, in order."""
+
+    def change(manifest: dict, artifacts: dict) -> None:
+        for each in changes:
+            each(manifest, artifacts)
+
+    return change
 
 
 def _message(header: bytes, attachments: bytes = b"") -> bytes:
@@ -337,6 +379,9 @@ def _manifest_rules(source: Source) -> list[Case]:
         ("graphs-forward", "graphs.forward", ..., "graphs without forward"),
         ("port-role", "graphs.forward.inputs.0.role", "mystery", "a graph port with an unknown role"),
         ("signer-format", "signer", "ABCD", "a signer that is not a 64-hex key id"),
+        ("fallback-kind", "task.fallback.kind", "neural", "a classical fallback of an unknown kind"),
+        ("select-rule", "task.fallback.select.rule", "entropy", "a per-frame selection with an unknown rule"),
+        ("select-margin", "task.fallback.select.margin", 1.5, "a selection margin outside [0, 1)"),
     ]
     return [_refuse(f"manifest-{name}", "bundle-format §9", f"refuse {text}", source.pack(_set(path, value))) for name, path, value, text in rules]
 

@@ -64,6 +64,14 @@ def test_manifest_encoding_is_canonical(bundle_dir):
     assert raw == manifest_bytes(json.loads(raw))
 
 
+def _with_selection(manifest: dict, select: dict) -> None:
+    """A valid classical fallback (and the constellation it needs) with the given ``select``."""
+    classes = manifest["task"]["classes"]
+    manifest["task"].update(
+        constellation=[[float(c), 0.0] for c in range(classes)], fallback={"kind": "mmse-ml", "noise_var": 0.1, "channel_var": 1.0, "select": select}
+    )
+
+
 @pytest.mark.parametrize(
     "change,fragment",
     [
@@ -92,6 +100,10 @@ def test_manifest_encoding_is_canonical(bundle_dir):
         (lambda m: m.update(signer="ABCD"), "signer must be a key id"),
         (lambda m: m["task"].update(fallback={"kind": "neural"}), "task.fallback must be an object whose kind is one of mmse-ml"),
         (lambda m: m["task"].update(fallback={"kind": "mmse-ml", "noise_var": 0, "channel_var": 1}), "noise_var and channel_var, finite numbers > 0"),
+        (lambda m: _with_selection(m, {"rule": "entropy", "margin": 0.1, "samples": 8}), "select must be an object whose rule is one of"),
+        (lambda m: _with_selection(m, {"rule": "frame-residual", "margin": 1.0, "samples": 8}), "select.margin must be a number in \\[0, 1\\)"),
+        (lambda m: _with_selection(m, {"rule": "frame-residual", "margin": 0.1, "samples": 0}), "select.samples must be an integer in \\[1,"),
+        (lambda m: _with_selection(m, {"rule": "frame-residual", "margin": 0.1, "samples": 8.0}), "select.samples must be an integer in \\[1,"),
         (lambda m: m.update(release="2"), "release must be an integer in"),
         (lambda m: m["parameters"][0].update(dtype="int8"), "dtype must be one of"),
         (lambda m: m["parameters"][0].update(adapts=1), "adapts must be true or false"),

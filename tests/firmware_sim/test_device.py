@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from metaedge.deploy.bundle import pack, read_bundle
+from metaedge.deploy.manifest import Selection
 from metaedge.firmware_sim.device import Device, DeviceError
 from metaedge.firmware_sim.flash import Flash
 from metaedge.firmware_sim.profile import PROFILES
@@ -243,26 +244,129 @@ def test_a_diverging_adaptation_falls_back_to_the_classical_receiver_never_to_th
     pilots = rng.normal(0, 2, (8, 2)).astype(np.float32)
     _diverging(monkeypatch)
     telemetry, out = device.frame({"pilots": pilots, "payload": payload})
-    assert telemetry["fallback"] and "decoded with the classical receiver" in telemetry["fallback"]
+    assert telemetry["receiver"] == "classical" and telemetry["fallback"].startswith("adaptation diverged (pilot loss")
     labels = np.resize(np.asarray(task.pilot_sequence), 8)
     points = np.asarray(task.fallback.constellation)
     classical = mmse_ml(points, task.fallback.noise_var, task.fallback.channel_var, pilots, labels, payload)
     np.testing.assert_array_equal(out["decisions"], classical.argmax(-1))
-    assert device.stats_report()["fallbacks"] == 1
+    assert (device.stats_report()["fallbacks"], device.stats_report()["diverged"]) == (1, 1)
 
 
-def test_a_bundle_without_a_classical_receiver_falls_back_to_theta(tmp_path, make_variant, trained_bundle, monkeypatch):
+def test_a_bundle_without_a_classical_receiver_keeps_the_adapted_receiver_and_reports_the_divergence(
+    tmp_path, make_variant, trained_bundle, monkeypatch
+):
     task = dict(read_bundle(trained_bundle[1]).manifest.raw["task"])
     del task["fallback"]  # as a 1.0 bundle, or a family without a classical receiver
     device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
     deploy(device, pack(read_bundle(make_variant(task=task))))
     rng = np.random.default_rng(3)
     payload, pilots = rng.normal(0, 2, (400, 2)).astype(np.float32), rng.normal(0, 2, (8, 2)).astype(np.float32)
+    device.backend.reset()
+    theta_decisions = device.backend.predict(payload).argmax(-1)
     _diverging(monkeypatch)
     telemetry, out = device.frame({"pilots": pilots, "payload": payload})
-    assert "decoded with θ" in telemetry["fallback"]
-    device.backend.reset()
-    np.testing.assert_array_equal(out["decisions"], device.backend.predict(payload).argmax(-1))  # θ's decisions
+    assert telemetry["receiver"] == "learned" and telemetry["fallback"].startswith("adaptation diverged")
+    backend = device.backend
+    backend.reset()
+    backend.adapt(pilots, np.resize(np.asarray(read_bundle(trained_bundle[1]).manifest.task.pilot_sequence), 8))
+    np.testing.assert_array_equal(out["decisions"], backend.predict(payload).argmax(-1))  # the adapted receiver's decisions
+    assert (out["decisions"] != theta_decisions).any()  # … which are not θ's
+    assert (device.stats_report()["fallbacks"], device.stats_report()["diverged"]) == (0, 1)
+
+
+def _frame_of(task, rng, pilots: int, payload: int, **shift) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One frame of a fresh device of the bundle's task (changed by ``shift``): pilots, their labels, payload, its labels."""
+    from metaedge.sdk.families.demod.task import DemodTasks, config_of_conditions
+
+    tasks = DemodTasks(config_of_conditions(task.raw, pilots=pilots, payload=payload).replace(**shift), seed=int(rng.integers(1 << 30)))
+    frame = tasks.frames(tasks.devices("test", 1), pilots, payload, rng)
+    return frame.x_tr[0], frame.y_tr[0], frame.x_va[0], frame.y_va[0]
+
+
+def test_the_classical_receiver_decides_a_frame_whose_learned_decisions_split_it_worse(tmp_path, image, trained_bundle, monkeypatch):
+    """A learned receiver whose payload decisions merge neighbouring classes leaves a larger frame residual: the
+    classical receiver decides that frame, and the telemetry says so with both residuals."""
+    from metaedge.backends.onnx import OnnxBackend
+
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
+    deploy(device, image)
+    task = read_bundle(trained_bundle[1]).manifest.task
+    pilots, labels, payload, truth = _frame_of(task, np.random.default_rng(5), 16, 400)
+    real_predict = OnnxBackend.predict
+
+    def merging(self, samples):
+        probs = real_predict(self, samples)
+        return np.eye(probs.shape[-1], dtype=probs.dtype)[probs.argmax(-1) // 2 * 2]  # classes 2k and 2k+1 merged
+
+    monkeypatch.setattr(OnnxBackend, "predict", merging)
+    telemetry, out = device.frame({"pilots": pilots, "payload": payload, "labels": labels.astype(np.int32)})
+    residuals = telemetry["residuals"]
+    assert telemetry["receiver"] == "classical" and residuals["classical"] < 0.95 * residuals["learned"]
+    assert telemetry["fallback"].startswith("frame residual") and telemetry["select_us"] > 0
+    assert (out["decisions"] != truth).mean() < 0.2  # 16 pilots at 20 dB: the classical receiver decodes this frame
+    assert (device.stats_report()["fallbacks"], device.stats_report()["diverged"]) == (1, 0)
+
+
+def test_the_learned_receiver_keeps_frames_it_splits_as_well(tmp_path, image, trained_bundle):
+    """Without a reason to doubt it, the adapted receiver decides: its decisions are the frame's whenever its residual
+    is not clearly above the classical one's (the margin of task.fallback.select)."""
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
+    deploy(device, image)
+    task = read_bundle(trained_bundle[1]).manifest.task
+    assert task.fallback.select == Selection(margin=0.05, samples=256)
+    rng = np.random.default_rng(6)
+    for _ in range(5):
+        pilots, labels, payload, _ = _frame_of(task, rng, 8, 400)
+        telemetry, out = device.frame({"pilots": pilots, "payload": payload, "labels": labels.astype(np.int32)})
+        r = telemetry["residuals"]
+        assert telemetry["receiver"] == ("classical" if r["classical"] < 0.95 * r["learned"] else "learned")
+        if telemetry["receiver"] == "learned":
+            assert telemetry["fallback"] is None
+
+
+def _selecting(run_dir, select) -> tuple:
+    import torch
+
+    from metaedge.sdk.families.demod.receivers import LearnedReceiver, ModelBasedReceiver, SelectingReceiver
+    from metaedge.sdk.families.demod.task import DemodTasks
+    from metaedge.sdk.families.demod.training import configs_from_run
+    from metaedge.sdk.rundir import load_run
+
+    run = load_run(run_dir)
+    task, train = configs_from_run(run.config)
+    learned = LearnedReceiver("learned", {k: torch.from_numpy(v) for k, v in run.theta.items()}, train.inner(), task.order)
+    classical = ModelBasedReceiver(DemodTasks(task).constellation, task.noise_var, task.channel_var)
+    return SelectingReceiver(learned, classical, select), task
+
+
+def test_the_host_scores_exactly_the_rule_the_device_applies(tmp_path, trained_bundle, make_variant):
+    """The same frames through the host's selecting receiver and a device running the bundle: the same receiver
+    decides each frame and the decisions agree (float32 ONNX against torch may split a near-tie)."""
+    run_dir, bundle_dir = trained_bundle
+    task_section = dict(read_bundle(bundle_dir).manifest.raw["task"])
+    margin = 0.93  # a barely trained receiver (classical residuals 1-12 % of its own): both receivers decide some frames
+    task_section["fallback"] = {**task_section["fallback"], "select": {"rule": "frame-residual", "margin": margin, "samples": 200}}
+    device = Device(tmp_path / "device", "onnx", PROFILE, trusted_keys=KEYS)
+    deploy(device, pack(read_bundle(make_variant(task=task_section))))
+    from metaedge.sdk.families.demod.shift import SHIFTS
+    from metaedge.sdk.families.demod.task import DemodTasks
+
+    selecting, task = _selecting(run_dir, Selection(margin, 200))
+    receivers = []
+    for k, shift in enumerate(("trained", "iq-none", "snr-25", "iq-stronger")):
+        tasks = DemodTasks(task.replace(**SHIFTS[shift][1]), seed=40 + k)
+        frames = tasks.frames(tasks.devices("test", 5), 8, 300, tasks.rng("test", 1))
+        host = selecting.probabilities(frames.x_tr, frames.y_tr, frames.x_va).argmax(-1)
+        chosen = selecting.decided[8][-1]
+        for i in range(5):
+            arrays = {"pilots": frames.x_tr[i], "payload": frames.x_va[i], "labels": frames.y_tr[i].astype(np.int32)}
+            telemetry, out = device.frame(arrays)
+            receivers.append(telemetry["receiver"])
+            ratio = telemetry["residuals"]["classical"] / telemetry["residuals"]["learned"]
+            if abs(ratio - (1 - margin)) > 0.01 * (1 - margin):  # not a near-tie, where float32 rounding may decide
+                assert telemetry["receiver"] == ("classical" if chosen[i] else "learned"), (shift, i, telemetry["residuals"])
+            assert (out["decisions"] == host[i]).mean() > 0.99
+    assert set(receivers) == {"learned", "classical"}, receivers
 
 
 def test_a_one_step_bundle_is_served_by_its_fused_frame(tmp_path, trained_bundle):

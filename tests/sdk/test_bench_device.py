@@ -5,6 +5,8 @@ import pytest
 from metaedge.deploy.bundle import read_bundle
 from metaedge.sdk.bench.device import bench_device, bench_round_trip
 
+RECEIVER_FRAMES = {"receiver_frame", "receiver_frame_guard_only", "receiver_frame_random_samples"}
+
 
 def test_variants_agree_and_report_medians(trained_bundle):
     bundle = read_bundle(trained_bundle[1])
@@ -13,10 +15,14 @@ def test_variants_agree_and_report_medians(trained_bundle):
     # a one-step bundle carries no Loop graph, so its device steps with IO binding
     loop = "adapt_loop" in bundle.artifacts
     assert loop == (bundle.manifest.raw["algorithm"]["inner_steps"] > 1)
-    assert set(report["median_us"]) == variants | ({"onnx_loop"} if loop else set())
+    assert set(report["median_us"]) == variants | RECEIVER_FRAMES | ({"onnx_loop"} if loop else set())
     assert report["device_mode"] == ("onnx_loop" if loop else "onnx_iobinding")
     assert all(d <= 1e-5 for d in report["max_abs_prob_diff_vs_torch"].values()), report["max_abs_prob_diff_vs_torch"]
     assert report["frame"]["steps"] == 3 and report["torch_over_onnx"] > 0
+    # the device's whole frame, with the selection and with the guard alone, on frames of the training conditions
+    shares = report["classical_share"]
+    assert shares["receiver_frame_guard_only"] == 0 and 0 <= shares["receiver_frame"] <= 1
+    assert report["selection_over_guard_only"] > 0 and report["selection_worst_over_guard_only"] > 0
 
 
 def test_a_one_step_bundle_is_timed_with_its_fused_frame(trained_bundle, tmp_path):
@@ -24,7 +30,7 @@ def test_a_one_step_bundle_is_timed_with_its_fused_frame(trained_bundle, tmp_pat
 
     report = bench_device(export("onnx", trained_bundle[0], tmp_path / "one", inner_steps=1), repeats=20)
     assert report["device_mode"] == "onnx_frame"
-    assert set(report["median_us"]) == {"onnx_frame", "onnx_iobinding", "onnx_step_loop", "torch_eager", "torch_forward_only"}
+    assert set(report["median_us"]) == {"onnx_frame", "onnx_iobinding", "onnx_step_loop", "torch_eager", "torch_forward_only"} | RECEIVER_FRAMES
     assert all(d <= 1e-5 for d in report["max_abs_prob_diff_vs_torch"].values()), report["max_abs_prob_diff_vs_torch"]
 
 

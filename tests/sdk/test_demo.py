@@ -57,6 +57,7 @@ def test_demo_on_a_simulated_onnx_device_matches_the_host(tmp_path, capsys):
     assert [r["pilots"] for r in rows] == [1, 2, 4, 8, 16, 32]
     for r in rows:  # the device adapts with the same budget on the same frames as the host evaluation
         assert r["device"]["ser"] == pytest.approx(r["host"]["ser"], abs=2e-3)
+    assert all(0 <= r["classical_frames"] <= 4 for r in rows)  # each frame decided by the learned or the classical receiver
     assert (out / "device-ser.png").is_file() and (out / "bundle" / "manifest.json").is_file()
     assert main(["demo", "--out", str(out), "--algos", "joint", "--quiet", "--target", "onnx"]) == 2
     assert "--device-algo metasgd is not among" in capsys.readouterr().err

@@ -106,6 +106,8 @@ def test_frames_shapes_and_split():
         ({"eps_max": 1.5}, "eps_max"),
         ({"beta_a": -1.0}, "shape parameters"),
         ({"channel_var": -0.5}, "channel variance"),
+        ({"channel": "awgn"}, "channel 'awgn' is unknown; use rayleigh, rician, phase"),
+        ({"k_factor_db": float("inf")}, "k_factor_db inf is not a finite number"),
     ],
 )
 def test_impossible_configurations_are_refused(changes, fragment):
@@ -130,13 +132,25 @@ def test_random_pilot_sequence_differs_per_device():
     assert not all(np.array_equal(batch.y_tr[0], row) for row in batch.y_tr[1:])
 
 
-@pytest.mark.parametrize("channel", ["rayleigh", "phase"])
+def test_a_rician_channel_has_a_line_of_sight_of_random_phase_and_the_stated_power():
+    """h = √(vK/(K+1))·e^{jφ} + CN(0, v/(K+1)): E|h|² = v, and with K = 10 dB |h| stays near √v (few deep fades)."""
+    rician = DemodTasks(DemodConfig(channel="rician", k_factor_db=10.0, channel_var=2.0), seed=1).devices("train", 20000).h
+    rayleigh = DemodTasks(DemodConfig(channel_var=2.0), seed=1).devices("train", 20000).h
+    assert np.mean(np.abs(rician) ** 2) == pytest.approx(2.0, rel=0.02)
+    assert abs(np.mean(rician)) < 0.05  # the line of sight's phase is uniform
+    k = 10.0
+    assert np.var(np.abs(rician) ** 2) == pytest.approx(4.0 * (2 * k + 1) / (k + 1) ** 2, rel=0.05)  # var |h|² = v²(2K+1)/(K+1)²
+    assert np.mean(np.abs(rician) ** 2 < 0.2) < 0.1 * np.mean(np.abs(rayleigh) ** 2 < 0.2)  # deep fades are rare
+
+
+@pytest.mark.parametrize("channel", ["rayleigh", "rician", "phase"])
 def test_the_training_conditions_in_the_manifest_give_back_the_task(channel):
     """A bundle records what it was trained for (spec 1.1, §4.1); ``metaedge run`` rebuilds the task from it."""
-    task = DemodConfig(snr_db=17.0, eps_max=0.1, delta_max_deg=9.0, beta_a=2.0, beta_b=5.0, channel=channel, phase_max_deg=40.0)
+    task = DemodConfig(snr_db=17.0, eps_max=0.1, delta_max_deg=9.0, beta_a=2.0, beta_b=5.0, channel=channel, phase_max_deg=40.0, k_factor_db=6.0)
     section = json.loads(json.dumps(task_section(task)))
     assert ("phase_max_deg" in section) == (channel == "phase")  # meaningless for a Rayleigh channel: left out
     rebuilt = config_of_conditions(section, pilots=8)
     fields = ("order", "snr_db", "eps_max", "delta_max_deg", "beta_a", "beta_b", "channel", "channel_var")
     assert all(getattr(rebuilt, f) == getattr(task, f) for f in fields)
-    assert channel == "rayleigh" or rebuilt.phase_max_deg == 40.0
+    assert channel != "phase" or rebuilt.phase_max_deg == 40.0
+    assert channel != "rician" or (rebuilt.k_factor_db == 6.0 and section["conditions"]["channel"]["k_factor_db"] == 6.0)

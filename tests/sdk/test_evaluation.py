@@ -32,7 +32,7 @@ def test_model_based_probabilities_are_a_distribution_and_ml_decisions():
     tasks = DemodTasks(DemodConfig(), seed=1)
     f = tasks.frames(tasks.devices("test", 3), 4, 50, np.random.default_rng(0))
     probs = model_based(tasks).probabilities(f.x_tr, f.y_tr, f.x_va)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)  # float32, as a device reports them
     assert probs.shape == (3, 50, 16)
 
 

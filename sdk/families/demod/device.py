@@ -22,7 +22,9 @@ def report_text(report: dict) -> str:
     return (
         f"{report['frames']} frames × {report['symbols']} symbols, {report['pilots']} pilots: {report['metric']} "
         f"{report['ser']:.4f} (±{(report['ser_ci95'][1] - report['ser_ci95'][0]) / 2:.4f}), mean confidence "
-        f"{report['mean_confidence']:.3f}, ECE {report['ece']:.4f}\n" + latency_text(report)
+        f"{report['mean_confidence']:.3f}, ECE {report['ece']:.4f}\n"
+        f"frames decided by the learned receiver {report['frames'] - report['classical_frames']}, by the bundle's classical "
+        f"receiver {report['classical_frames']}; adaptation diverged in {report['diverged_frames']}\n" + latency_text(report)
     )
 
 

@@ -8,6 +8,7 @@ to class probabilities of the payload [devices, n, classes].
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,7 +16,9 @@ import numpy as np
 import torch
 from torch.func import vmap
 
+from metaedge.backends import selection
 from metaedge.backends.classical import mmse_ml
+from metaedge.deploy.manifest import Selection
 from metaedge.sdk.meta.bayes import weight_samples
 from metaedge.sdk.meta.core import InnerLoop, adapt
 from metaedge.sdk.models.mlp import Params, forward
@@ -83,3 +86,34 @@ class ModelBasedReceiver:
 
     def probabilities(self, x_pilots, y_pilots, x_payload):
         return mmse_ml(self.constellation, self.noise_var, self.channel_var, x_pilots, y_pilots, x_payload)
+
+
+@dataclass
+class SelectingReceiver:
+    """The device's frame rule on the host (``backends.selection``, bundle-format.md §6.2): per device, the adapted
+    learned receiver, or the classical one where the adaptation guard or the frame residual says so; ``select``
+    None is the guard alone. ``shares`` records, per call, the fraction of devices the classical receiver decided."""
+
+    learned: LearnedReceiver
+    classical: ModelBasedReceiver
+    select: Selection | None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"{self.learned.name} + selection"
+        self.decided: dict[int, list[np.ndarray]] = {}
+
+    def budget(self) -> dict:
+        return {**self.learned.budget(), "select": None if self.select is None else dataclasses.asdict(self.select)}
+
+    def probabilities(self, x_pilots, y_pilots, x_payload):
+        pilots = x_pilots.shape[1]
+        adapted = self.learned.probabilities(x_pilots, y_pilots, np.concatenate([x_pilots, x_payload], 1))
+        unadapted = dataclasses.replace(self.learned, inner=dataclasses.replace(self.learned.inner, steps=0))
+        with np.errstate(divide="ignore"):
+            before = selection.mean_loss(np.log(unadapted.probabilities(x_pilots, y_pilots, x_pilots)), y_pilots)
+            after = selection.mean_loss(np.log(adapted[:, :pilots]), y_pilots)
+        learned, classical = adapted[:, pilots:], self.classical.probabilities(x_pilots, y_pilots, x_payload)
+        choice = selection.choose(before, after, learned, classical, x_pilots, y_pilots, x_payload, self.select)
+        self.decided.setdefault(pilots, []).append(choice.classical)
+        return np.where(choice.classical[:, None, None], classical, learned)

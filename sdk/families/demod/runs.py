@@ -78,10 +78,14 @@ def evaluate_runs(
     quiet: bool,
     assignment: str | None = None,
     pilot_sequence: str | None = None,
+    select=None,
+    selecting: list[Path] | None = None,
 ) -> dict:
     """Load runs, build receivers, evaluate them on the same meta-test devices; ``inner_steps`` overrides every
     run's adaptation steps, ``assignment`` how modular runs choose their modules, ``pilot_sequence`` ("fixed" or
-    "random") how the frames' pilots are drawn (default: as the first run was trained)."""
+    "random") how the frames' pilots are drawn (default: as the first run was trained); ``select`` (a ``Selection``): also the
+    selecting receiver of each run (or of the runs in ``selecting``), as its bundle's device decides (bundle-format.md
+    §6.2)."""
     from tqdm import tqdm
 
     from metaedge.sdk.families.demod.evaluation import evaluate
@@ -89,12 +93,18 @@ def evaluate_runs(
 
     if inner_steps is not None and inner_steps < 0:
         raise UserError(f"--inner-steps {inner_steps} must be 0 or more")
-    loaded, configs = _runs_of_one_task(runs)
+    loaded, configs = runs_of_one_task(runs)
     task = configs[0][0] if pilot_sequence is None else configs[0][0].replace(pilot_sequence=pilot_sequence)
     if max(pilots) + payload > task.frame:
         raise UserError(f"max pilots {max(pilots)} + payload {payload} exceed the frame of {task.frame} symbols; lower --payload")
     tasks = DemodTasks(task, seed=configs[0][1].seed if seed is None else seed)
-    receivers = _learned(loaded, configs, inner_steps, assignment)
+    receivers = learned_receivers(loaded, configs, inner_steps, assignment)
+    if select is not None:
+        from metaedge.sdk.families.demod.receivers import ModelBasedReceiver, SelectingReceiver
+
+        classical = ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var)
+        chosen = [(r, info) for r, info in receivers if selecting is None or Path(info["run"]) in selecting]
+        receivers += [(SelectingReceiver(r, classical, select), {**info, "algo": f"{info['algo']} + selection"}) for r, info in chosen]
     if baselines:
         steps = inner_steps if inner_steps is not None else max(c[1].inner_steps for c in configs)
         receivers += _baselines(loaded[0].config, tasks, steps, scratch_lr)
@@ -111,7 +121,7 @@ def evaluate_runs(
     }
 
 
-def _runs_of_one_task(runs: list[Path]) -> tuple[list, list]:
+def runs_of_one_task(runs: list[Path]) -> tuple[list, list]:
     """The runs and their (task, train) configurations; a UserError if they were trained on different tasks."""
     from metaedge.sdk.families.demod.training import configs_from_run
     from metaedge.sdk.rundir import load_run
@@ -125,7 +135,7 @@ def _runs_of_one_task(runs: list[Path]) -> tuple[list, list]:
     return loaded, configs
 
 
-def _learned(loaded: list, configs: list, inner_steps: int | None, assignment: str | None) -> list:
+def learned_receivers(loaded: list, configs: list, inner_steps: int | None, assignment: str | None) -> list:
     """Each run's receiver, labelled by its algorithm (and directory, where two runs share one)."""
     import dataclasses
 

@@ -1,7 +1,8 @@
 """Few-pilot demodulation for IoT devices with unknown hardware impairments (monograph §5.2).
 
 Each task is one device: a transmitter with its own I/Q imbalance (ε, δ) and a flat
-channel h, both fixed for the device: Rayleigh by default, or a pure residual carrier phase
+channel h, both fixed for the device: Rayleigh by default, Rician (``channel="rician"``: a line-of-sight
+component of random phase carrying K/(K+1) of the power), or a pure residual carrier phase
 (``channel="phase"``, used with QPSK by the quantum receiver). A frame carries pilots (split into a
 training part and a validation part) and payload symbols. Defaults follow the published
 setup (Park, Jang, Simeone, Kang 2021): 16-QAM on {±1, ±3}², ε = 0.15·Beta(5, 2),
@@ -29,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 
+from metaedge.backends.selection import SELECT
 from metaedge.sdk.errors import UserError
 
 Split = Literal["train", "val", "test"]
@@ -63,7 +65,8 @@ def pilot_symbols(order: int, count: int | None = None) -> np.ndarray:
     return np.resize(perm, count)
 
 
-PILOT_SEQUENCES = ("fixed", "random")  # a known sequence covering the constellation; or drawn at random per frame
+PILOT_SEQUENCES = ("fixed", "random")
+CHANNELS = ("rayleigh", "rician", "phase")  # a known sequence covering the constellation; or drawn at random per frame
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ class DemodConfig:
     delta_max_deg: float = 15.0  # δ = delta_max_deg · Beta(beta_a, beta_b), in degrees
     beta_a: float = 5.0
     beta_b: float = 2.0
-    channel_var: float = 1.0  # h ~ CN(0, channel_var) (channel "rayleigh")
-    channel: str = "rayleigh"  # "rayleigh": flat Rayleigh h; "phase": h = e^{jφ}, φ ~ U(±phase_max_deg)
+    channel_var: float = 1.0  # E|h|² (channel "rayleigh": h ~ CN(0, channel_var); "rician")
+    channel: str = "rayleigh"  # "rayleigh": flat Rayleigh h; "rician": Rician with K factor k_factor_db; "phase": h = e^{jφ}, φ ~ U(±phase_max_deg)
+    k_factor_db: float = 10.0  # Rician K = line-of-sight power / scattered power, in dB
     phase_max_deg: float = 180.0  # residual carrier phase range of the "phase" channel
     pilots: int = 4  # N_tr: training pilots per task (meta-training and meta-test)
     val_pilots: int = 160  # N_va: validation pilots per meta-training task
@@ -93,7 +97,8 @@ class DemodConfig:
             (0.0 <= self.delta_max_deg < 90.0, f"delta_max_deg {self.delta_max_deg} must lie in [0, 90)"),
             (self.beta_a > 0 and self.beta_b > 0, f"Beta({self.beta_a}, {self.beta_b}) needs both shape parameters > 0"),
             (self.channel_var > 0, f"channel variance {self.channel_var} must be > 0"),
-            (self.channel in ("rayleigh", "phase"), f"channel '{self.channel}' is unknown; use rayleigh or phase"),
+            (self.channel in CHANNELS, f"channel '{self.channel}' is unknown; use {', '.join(CHANNELS)}"),
+            (math.isfinite(self.k_factor_db), f"k_factor_db {self.k_factor_db} is not a finite number"),
             (0.0 <= self.phase_max_deg <= 180.0, f"phase_max_deg {self.phase_max_deg} must lie in [0, 180]"),
             (self.pilots >= 1, f"pilots {self.pilots} must be at least 1"),
             (self.pilot_sequence in PILOT_SEQUENCES, f"pilot sequence '{self.pilot_sequence}' is unknown; use {' or '.join(PILOT_SEQUENCES)}"),
@@ -191,6 +196,10 @@ class DemodTasks:
         delta = np.deg2rad(cfg.delta_max_deg) * rng.beta(cfg.beta_a, cfg.beta_b, size=count)
         if cfg.channel == "phase":
             h = np.exp(1j * np.deg2rad(cfg.phase_max_deg) * rng.uniform(-1.0, 1.0, size=count))
+        elif cfg.channel == "rician":
+            k = 10.0 ** (cfg.k_factor_db / 10.0)
+            los = np.sqrt(cfg.channel_var * k / (k + 1.0)) * np.exp(2j * np.pi * rng.uniform(size=count))
+            h = los + np.sqrt(cfg.channel_var / (k + 1.0) / 2.0) * (rng.standard_normal(count) + 1j * rng.standard_normal(count))
         else:
             h = np.sqrt(cfg.channel_var / 2.0) * (rng.standard_normal(count) + 1j * rng.standard_normal(count))
         return Devices(eps=eps, delta=delta, h=h)
@@ -233,16 +242,23 @@ def task_section(task: DemodConfig) -> dict:
         "channel": task.channel,
         **({"phase_max_deg": task.phase_max_deg} if task.channel == "phase" else {}),
         "conditions": training_conditions(task),
-        "fallback": {"kind": "mmse-ml", "noise_var": task.noise_var, "channel_var": task.channel_var},
+        "fallback": {
+            "kind": "mmse-ml",
+            "noise_var": task.noise_var,
+            "channel_var": task.channel_var,
+            "select": {"rule": "frame-residual", "margin": SELECT.margin, "samples": SELECT.samples},
+        },
     }
 
 
 def training_conditions(task: DemodConfig) -> dict:
     """What the receiver was trained for (informative, bundle-format.md §4.1): an operator sees whether the field
     matches, and ``metaedge run`` sends frames from the same distributions."""
-    channel = (
-        {"model": "rayleigh", "variance": task.channel_var} if task.channel == "rayleigh" else {"model": "phase", "phase_max_deg": task.phase_max_deg}
-    )
+    channel = {
+        "rayleigh": {"model": "rayleigh", "variance": task.channel_var},
+        "rician": {"model": "rician", "variance": task.channel_var, "k_factor_db": task.k_factor_db},
+        "phase": {"model": "phase", "phase_max_deg": task.phase_max_deg},
+    }[task.channel]
     return {
         "snr_db": task.snr_db,
         "channel": channel,
@@ -263,6 +279,7 @@ def config_of_conditions(task: dict, **frame) -> DemodConfig:
         channel=channel["model"],
         channel_var=channel.get("variance", defaults.channel_var),
         phase_max_deg=channel.get("phase_max_deg", defaults.phase_max_deg),
+        k_factor_db=channel.get("k_factor_db", defaults.k_factor_db),
         eps_max=iq.get("amplitude_max", defaults.eps_max),
         delta_max_deg=iq.get("phase_max_deg", defaults.delta_max_deg),
         beta_a=iq.get("beta", [defaults.beta_a, defaults.beta_b])[0],
