@@ -113,11 +113,11 @@ FIELD_FRAMES = 64  # frames of the bundle's training conditions that the device-
 
 def _field_frames(bundle: Bundle, pilots: int, symbols: int) -> list | None:
     """Frames as the field sends them, one per fresh device of a demodulator's training conditions (so the selection
-    decides as it would there); None for other tasks."""
+    decides as it would there); None for bundles without a classical receiver."""
     from metaedge.sdk.families.demod.task import DemodTasks, config_of_conditions
 
     task = bundle.manifest.task
-    if task.name != "demod":
+    if task.fallback is None:  # the training conditions describe a demodulator's devices, which carry a classical receiver
         return None
     tasks = DemodTasks(config_of_conditions(task.raw, pilots=pilots, payload=symbols), seed=0)
     batch = tasks.frames(tasks.devices("test", FIELD_FRAMES), pilots, symbols, tasks.rng("test", 1))

@@ -62,9 +62,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from metaedge.backends.selection import SELECT
     from metaedge.sdk.cli.evaluate import ser_table
-    from metaedge.sdk.families.demod.runs import evaluate_runs, train_or_reuse
+    from metaedge.sdk.families.demod.runs import train_or_reuse
     from metaedge.sdk.families.demod.task import DemodConfig
     from metaedge.sdk.families.demod.training import TrainConfig
     from metaedge.sdk.meta import get_algorithm
@@ -89,27 +88,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"{algo}: best validation SER {state['best_val_ser']:.4f} at iteration {state['best_iteration']}")
         runs.append(path)
-    # the device algorithm's receiver also as its device decides each frame (learned or classical, bundle-format §6.2)
-    selecting = [args.out / args.device_algo] if args.target == "onnx" and args.device_algo in args.algos else []
-    report = evaluate_runs(
-        runs,
-        PILOTS,
-        args.devices,
-        args.payload,
-        inner_steps=ADAPT_STEPS,
-        scratch_lr=0.1,
-        baselines=True,
-        seed=None,
-        quiet=args.quiet,
-        select=SELECT if selecting else None,
-        selecting=selecting,
-    )
-    report["command"] = (
-        "metaedge eval "
-        + " ".join(str(r) for r in runs)
-        + f" --inner-steps {ADAPT_STEPS} --devices {args.devices} --payload {args.payload}"
-        + (" --select" if selecting else "")
-    )
+    report = host_evaluation(args, runs)
     plot_ser(report["methods"], PILOTS, args.out / "ser.png", title="16-QAM, 20 dB, I/Q imbalance, Rayleigh")
     if args.target != "none":
         if args.device_algo not in args.algos:
@@ -123,6 +102,36 @@ def run(args: argparse.Namespace) -> int:
             print("\n" + device_table(report["device"]))
     (args.out / "ser.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def host_evaluation(args: argparse.Namespace, runs: list[Path]) -> dict:
+    """Every run on the host, with the device algorithm's receiver also as its device decides each frame (learned or
+    classical, bundle-format §6.2), and the equivalent ``metaedge eval`` command."""
+    from metaedge.backends.selection import SELECT
+    from metaedge.sdk.families.demod.runs import evaluate_runs
+
+    selecting = [args.out / args.device_algo] if args.target == "onnx" and args.device_algo in args.algos else []
+    select = SELECT if selecting else None
+    report = evaluate_runs(
+        runs,
+        PILOTS,
+        args.devices,
+        args.payload,
+        inner_steps=ADAPT_STEPS,
+        scratch_lr=0.1,
+        baselines=True,
+        seed=None,
+        quiet=args.quiet,
+        select=select,
+        selecting=selecting,
+    )
+    report["command"] = (
+        "metaedge eval "
+        + " ".join(str(r) for r in runs)
+        + f" --inner-steps {ADAPT_STEPS} --devices {args.devices} --payload {args.payload}"
+        + (" --select" if selecting else "")
+    )
+    return report
 
 
 def device_stage(args: argparse.Namespace, host: dict) -> dict:
