@@ -146,11 +146,15 @@ class Receiver:
             probs = self.predict(frame.payload)
             infer_s = time.perf_counter() - start
         start = time.perf_counter()
-        scores = None  # the classical receiver's logits, where the selection or a diverged adaptation needs them
+        scores = channel = None  # the classical receiver's, where the selection or a diverged adaptation needs them
+        head = frame.payload if self.select is None else frame.payload[: self.select.samples]  # what the selection reads
         if self.classical is not None and (self.select is not None or selection.diverged(before, after)):
-            scores = self.classical.logits(self.classical.channel(frame.pilots, frame.labels), frame.payload)
+            channel = self.classical.channel(frame.pilots, frame.labels)
+            scores = self.classical.logits(channel, head)
         choice = selection.choose(before, after, probs, scores, frame.pilots, frame.labels, frame.payload, self.select)
-        outputs = classical.softmax(scores) if choice.classical else probs
+        outputs = probs
+        if choice.classical:
+            outputs = classical.softmax(scores if len(head) == len(frame.payload) else self.classical.logits(channel, frame.payload))
         select_s = time.perf_counter() - start
         residuals = None if choice.residual_learned is None else (float(choice.residual_learned), float(choice.residual_classical))
         return FrameResult(

@@ -43,10 +43,10 @@ class Classical:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities over the last axis, float32 (as a device reports them). The largest logit is taken at the argmax
-    and the sum is a product with ones (numpy's max and sum over a short last axis cost several times more); the
-    arithmetic runs in place."""
-    flat = logits.reshape(-1, logits.shape[-1]).astype(np.float32)
+    """Probabilities over the last axis, float32 (as a device reports them), computed in place: float32 ``logits`` are
+    overwritten. The largest logit is taken at the argmax and the sum is a product with ones (numpy's max and sum
+    over a short last axis cost several times more)."""
+    flat = logits.reshape(-1, logits.shape[-1]).astype(np.float32, copy=False)
     np.subtract(flat, flat[np.arange(len(flat)), flat.argmax(-1)][:, None], out=flat)
     np.exp(flat, out=flat)
     flat /= (flat @ np.ones(flat.shape[-1], np.float32))[:, None]
