@@ -55,6 +55,8 @@ class FrameResult:
 class AdaptReport:
     steps: int
     seconds: float
+    receiver: str = "learned"  # a predictor's: "classical" where its selection chose the conventional fit (§15.5)
+    fallback: str | None = None  # … and why
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,16 @@ class Receiver:
         )
 
     def _predictor_frame(self, frame: Frame) -> FrameResult:
-        """A predictor fits on its pilots (the past of the signal) and predicts from the payload; no guard."""
+        """A predictor fits on its pilots (the past of the signal) and predicts from the payload; no guard (its
+        backend may choose the conventional fit, §15.5, and says so in the report)."""
         report = self.adapt(frame.pilots, None)
         start = time.perf_counter()
         outputs = self.predict(frame.payload)
-        return FrameResult(outputs=outputs, steps=report.steps, adapt_s=report.seconds, infer_s=time.perf_counter() - start)
+        return FrameResult(
+            outputs=outputs,
+            steps=report.steps,
+            adapt_s=report.seconds,
+            infer_s=time.perf_counter() - start,
+            receiver=report.receiver,
+            fallback=report.fallback,
+        )

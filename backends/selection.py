@@ -23,12 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metaedge.deploy.manifest import Selection
+from metaedge.deploy.manifest import Holdout, Selection
 
 GUARD_NATS = 0.5  # an adaptation may not raise the mean pilot loss by more than this (nats)
 # what exporters write in task.fallback.select: the margin chosen on validation devices, and enough payload samples
 # for the residual (docs/results/shift.md)
 SELECT = Selection(margin=0.05, samples=256)
+HOLDOUT = Holdout(margin=0.3, windows=4)  # a linear predictor's (bundle-format.md §15.5), chosen on validation frames (docs/results/tasks.md)
 
 
 @dataclass(frozen=True)

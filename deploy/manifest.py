@@ -90,15 +90,25 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class Holdout:
+    """The per-frame selection of a predictor (§15.5): the conventional predictor is used when, fitted on the pilots'
+    windows but the last ``windows``, it predicts their targets with a mean squared error below the learned one's by
+    more than ``margin`` (relative)."""
+
+    margin: float
+    windows: int
+
+
+@dataclass(frozen=True)
 class Fallback:
     """The classical receiver of a demodulation task (§6.1): LMMSE channel estimate from the pilots, then ML
     detection on the nominal constellation."""
 
     kind: str
-    noise_var: float
-    channel_var: float
-    constellation: tuple[complex, ...]
-    select: Selection | None = None  # §6.2: choose per frame by the frame residual; None: the guard alone
+    noise_var: float = 0.0  # mmse-ml
+    channel_var: float = 0.0  # mmse-ml
+    constellation: tuple[complex, ...] = ()  # mmse-ml
+    select: Selection | Holdout | None = None  # §6.2 (mmse-ml), §15.5 (conventional): choose per frame; None: the guard alone
 
 
 @dataclass(frozen=True)
@@ -320,16 +330,22 @@ def parse_task(task: Any) -> Task:
     return Task(name=name, features=tuple(features), classes=classes, outputs=outputs, pilot_sequence=sequence, raw=task, fallback=fallback)
 
 
-FALLBACKS = ("mmse-ml",)
+FALLBACKS = {"mmse-ml": "frame-residual", "conventional": "holdout"}  # kind → the rule of its per-frame selection
+MAX_SELECT_COUNT = 1 << 20
 
 
 def _fallback(task: dict, classes: int | None, features: int) -> Fallback | None:
-    """``task.fallback`` (§6.1), with the constellation it decides on."""
+    """``task.fallback`` (§6.1, §15.5), with the constellation an mmse-ml receiver decides on."""
     section = task.get("fallback")
     if section is None:
         return None
     if not isinstance(section, dict) or section.get("kind") not in FALLBACKS:
         raise BundleError(f"task.fallback must be an object whose kind is one of {', '.join(FALLBACKS)}")
+    kind = section["kind"]
+    if kind == "conventional":
+        if classes is not None:
+            raise BundleError("task.fallback of kind conventional applies to a predictor (task.outputs)")
+        return Fallback(kind, select=_select(section, kind))
     if classes is None or features != 2:
         raise BundleError("task.fallback applies to a classifier of I/Q samples (features I and Q)")
     variances = [section.get(k) for k in ("noise_var", "channel_var")]
@@ -338,26 +354,23 @@ def _fallback(task: dict, classes: int | None, features: int) -> Fallback | None
     points = task.get("constellation")
     if not (isinstance(points, list) and len(points) == classes and all(_point(c) for c in points)):
         raise BundleError("task.fallback needs task.constellation: one [I, Q] pair of finite numbers per class")
-    return Fallback(section["kind"], float(variances[0]), float(variances[1]), tuple(complex(i, q) for i, q in points), _select(section))
+    return Fallback(kind, float(variances[0]), float(variances[1]), tuple(complex(i, q) for i, q in points), _select(section, kind))
 
 
-SELECTION_RULES = ("frame-residual",)
-MAX_SELECT_SAMPLES = 1 << 20
-
-
-def _select(section: dict) -> Selection | None:
-    """``task.fallback.select`` (§6.2), or None where the bundle has none."""
-    select = section.get("select")
+def _select(section: dict, kind: str) -> Selection | Holdout | None:
+    """``task.fallback.select`` (§6.2, §15.5), or None where the bundle has none."""
+    select, rule = section.get("select"), FALLBACKS[kind]
     if select is None:
         return None
-    if not isinstance(select, dict) or select.get("rule") not in SELECTION_RULES:
-        raise BundleError(f"task.fallback.select must be an object whose rule is one of {', '.join(SELECTION_RULES)}")
-    margin, samples = select.get("margin"), select.get("samples")
+    if not isinstance(select, dict) or select.get("rule") != rule:
+        raise BundleError(f"task.fallback.select must be an object whose rule is '{rule}' (for a fallback of kind {kind})")
+    count_name = "samples" if rule == "frame-residual" else "windows"
+    margin, count = select.get("margin"), select.get(count_name)
     if type(margin) not in (int, float) or not 0 <= margin < 1:
         raise BundleError("task.fallback.select.margin must be a number in [0, 1)")
-    if type(samples) is not int or not 1 <= samples <= MAX_SELECT_SAMPLES:
-        raise BundleError(f"task.fallback.select.samples must be an integer in [1, {MAX_SELECT_SAMPLES}]")
-    return Selection(float(margin), samples)
+    if type(count) is not int or not 1 <= count <= MAX_SELECT_COUNT:
+        raise BundleError(f"task.fallback.select.{count_name} must be an integer in [1, {MAX_SELECT_COUNT}]")
+    return Selection(float(margin), count) if rule == "frame-residual" else Holdout(float(margin), count)
 
 
 def _point(value: Any) -> bool:

@@ -149,7 +149,7 @@ def plot_prediction(report: dict, path: Path) -> None:
                 marker="o",
                 label=name,
                 linestyle="-" if form == "lstd" else "--",
-                color={"conventional": "C0", "joint": "C1", "meta": "C2"}[scheme],
+                color={"conventional": "C0", "joint": "C1", "meta": "C2", "selecting": "C3"}[scheme],
             )
         hz = r["setup"]["channel"]["doppler_hz"]
         ax.set(xscale="log", xlabel="training samples N_tr", ylabel="NMSE (dB)", title=f"{regime} fading ({hz[0]:g}-{hz[1]:g} Hz)")

@@ -154,6 +154,39 @@ def fit(
     return ridge(*per_sample(x, y), lam, bias), basis, mask
 
 
+def holdout_errors(
+    form: str, window: Window, lam: float, channels: np.ndarray, samples: int, biases: list, rank: int | str, holdout: int
+) -> list[np.ndarray]:
+    """For each bias (None: conventional, Θ = 0), the mean squared error, per frame, of the predictor fitted toward it on
+    the first ``samples − holdout`` windows of ``channels`` [..., T, S] when it predicts the targets of the last
+    ``holdout`` windows: those targets are channels the frame already carries, so the comparison needs no label."""
+    fitted = samples - holdout
+    history = channels[..., fitted : fitted + window.length - 1 + holdout, :]
+    truth = window.targets(channels, window.length - 1 + fitted, holdout)
+    errors = []
+    for bias in biases:
+        predicted = predict(form, window, *fit(form, window, lam, channels, fitted, bias, rank), history)
+        errors.append((np.abs(predicted - truth) ** 2).sum(-1).mean(-1))
+    return errors
+
+
+def holdout_choice(
+    form: str, window: Window, lam: float, channels: np.ndarray, samples: int, bias: np.ndarray, rank: int | str, windows: int, margin: float
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Per frame, whether the conventional predictor (Θ = 0) replaces the one fitted toward ``bias`` (bundle-format.md
+    §15.5): its hold-out error on the last ``windows`` pilot windows is below the learned one's by more than
+    ``margin``; with ``samples ≤ windows`` there is nothing to hold out, and the learned one stays. Also both errors."""
+    if samples <= windows:
+        return np.zeros(channels.shape[:-2], bool), None, None
+    learned, conventional = holdout_errors(form, window, lam, channels, samples, [bias, None], rank, windows)
+    return conventional < (1.0 - margin) * learned, learned, conventional
+
+
+def chosen_bias(bias: np.ndarray, conventional: np.ndarray) -> np.ndarray:
+    """Each frame's bias [..., d, S]: 0 where ``conventional``, else Θ."""
+    return np.where(np.asarray(conventional)[..., None, None], 0.0, bias)
+
+
 def predict(form: str, window: Window, filters: np.ndarray, basis: np.ndarray | None, mask: np.ndarray | None, history: np.ndarray) -> np.ndarray:
     """ĥ δ slots after the end of every full window in ``history`` [..., T, S]: [..., T − L + 1, S]."""
     count = history.shape[-2] - window.length + 1

@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 
-from metaedge.sdk.cli.parsing import add_benchmark, add_command, chosen, int_list, positive_int, str_list
+from metaedge.backends.selection import HOLDOUT
+from metaedge.sdk.cli.parsing import add_benchmark, add_command, chosen, int_list, margin, positive_int, str_list
 from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
 examples:
   metaedge bench prediction --json > prediction.json     # slow and fast fading; also writes prediction.png
   metaedge bench prediction --doppler fast --lam 0.01 --rank aic
+  metaedge bench prediction --doppler slow --test-doppler fast      # meta-trained on slow fading, deployed on fast
   metaedge bench prediction --quick                       # a second: the machinery, not the figures
 """
 
@@ -35,6 +37,18 @@ def register(benches) -> None:
     b.add_argument("--rank", default="meta", help="LSTD rank R: meta (meta-validation, default), aic (per frame) or a number")
     b.add_argument("--frames", type=positive_int, default=500, help="meta-training frames K, and as many test frames (default 500)")
     b.add_argument("--slot", type=float, default=1e-3, help="slot duration in seconds (default 0.001)")
+    b.add_argument(
+        "--holdout-windows", type=positive_int, default=HOLDOUT.windows, help=f"selecting rows: pilot windows held out (default {HOLDOUT.windows})"
+    )
+    b.add_argument("--holdout-margin", type=margin, default=HOLDOUT.margin, help=f"selecting rows: the margin (default {HOLDOUT.margin})")
+    b.add_argument("--split", choices=("test", "val"), default="test", help="test frames' stream: test (default), or val to choose the selection on")
+    b.add_argument(
+        "--test-doppler",
+        default=None,
+        metavar="REGIME",
+        help="test frames from this regime instead of the meta-training one (a shift: how a deployed predictor fares, "
+        "and whether its hold-out selection falls back to the conventional fit)",
+    )
     add_benchmark(b, "prediction.png", "NMSE vs N_tr")
     b.set_defaults(handler=run)
 
@@ -42,12 +56,13 @@ def register(benches) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from metaedge.deploy.manifest import Holdout
     from metaedge.sdk.families.prediction.bench import quick, run_benchmark
     from metaedge.sdk.families.prediction.learning import PredictionBench
     from metaedge.sdk.families.prediction.task import DOPPLER, ChannelConfig
     from metaedge.sdk.plots import plot_prediction
 
-    chosen(args.doppler, tuple(DOPPLER), "--doppler", "regime")
+    chosen(args.doppler + ([args.test_doppler] if args.test_doppler else []), tuple(DOPPLER), "--doppler", "regime")
     if not args.slot > 0 or any(n < 1 for n in args.samples):
         raise UserError("--slot must be positive and --samples at least 1")
     reports = {}
@@ -55,12 +70,15 @@ def run(args: argparse.Namespace) -> int:
         for regime in args.doppler:
             cfg = PredictionBench(
                 channel=ChannelConfig(doppler_hz=DOPPLER[regime], slot_s=args.slot),
+                test_channel=ChannelConfig(doppler_hz=DOPPLER[args.test_doppler], slot_s=args.slot) if args.test_doppler else None,
                 lam=args.lam,
                 meta_frames=args.frames,
                 test_frames=args.frames,
                 sample_grid=tuple(args.samples),
                 rank=int(args.rank) if args.rank.isdigit() else args.rank,
                 seed=args.seed,
+                test_split=args.split,
+                holdout=Holdout(args.holdout_margin, args.holdout_windows),
             )
             if args.quick:
                 cfg = quick(cfg)
@@ -76,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     for regime, r in reports.items():
         grid = [str(n) for n in r["setup"]["sample_grid"]]
-        print(f"NMSE (dB) on {r['setup']['test_frames']} new frames, {regime} fading, vs training samples N_tr")
+        tested = f", tested on {args.test_doppler} fading" if args.test_doppler else ""
+        print(f"NMSE (dB) on {r['setup']['test_frames']} new frames, {regime} fading{tested}, vs training samples N_tr")
         print(format_table(["scheme", *grid], [[name, *(f"{v[n]:.2f}" for n in grid)] for name, v in r["nmse_db"].items()]))
         print()
     print(f"written: {args.plot}")

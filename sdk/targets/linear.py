@@ -10,6 +10,7 @@ from pathlib import Path
 
 from metaedge.backends.linear import predictor as pr
 from metaedge.backends.linear.backend import to_complex, to_rows
+from metaedge.backends.selection import HOLDOUT
 from metaedge.deploy import tensors
 from metaedge.deploy.bundle import Bundle, write_bundle
 from metaedge.sdk.families.prediction.run import load_prediction_run
@@ -27,7 +28,15 @@ def export(run_dir: Path, out: Path, release: Release, key=None) -> Bundle:
     samples = int(config["train"]["samples"])
     _, observed = env.frames("val", 1, w.slots(samples) + 8, index=99)
     pilots, history = to_rows(observed[0, : w.slots(samples)]), to_rows(observed[0, samples : samples + w.length + 7])
-    fitted = pr.fit(model["form"], w, cfg.lam, to_complex(pilots), samples, bias, model["rank"])
+    # a meta-learned or joint bias travels with the conventional predictor and the hold-out selection (§15.5)
+    holdout = None if config["train"]["scheme"] == "conventional" else HOLDOUT
+    chosen = bias
+    if holdout is not None:
+        conventional, _, _ = pr.holdout_choice(
+            model["form"], w, cfg.lam, to_complex(pilots), samples, bias, model["rank"], holdout.windows, holdout.margin
+        )
+        chosen = pr.chosen_bias(bias, conventional)
+    fitted = pr.fit(model["form"], w, cfg.lam, to_complex(pilots), samples, chosen, model["rank"])
     predictions = to_rows(pr.predict(model["form"], w, *fitted, to_complex(history)))
     theta = {"bias.re": bias.real.copy(), "bias.im": bias.imag.copy()}
     manifest = {
@@ -41,6 +50,11 @@ def export(run_dir: Path, out: Path, release: Release, key=None) -> Bundle:
             "window": w.length,
             "lag": w.lag,
             **{k: v for k, v in config["task"].items() if k != "name"},
+            **(
+                {"fallback": {"kind": "conventional", "select": {"rule": "holdout", "margin": holdout.margin, "windows": holdout.windows}}}
+                if holdout is not None
+                else {}
+            ),
         },
         "predictor": {
             "form": model["form"],

@@ -89,3 +89,66 @@ def test_the_predictor_runs_in_the_lava_environment(prediction_bundle):
     assert result.returncode == 0, result.stderr
     version, passed, _ = result.stdout.split()
     assert int(version.split(".")[0]) < 2 and passed == "True"
+
+
+def test_the_device_runs_the_hold_out_selection_the_host_scores(prediction_bundle, tmp_path, rewritten):
+    """With more pilot windows than the bundle holds out, the device compares the learned and the conventional fit on
+    the last windows (bundle-format.md §15.5): the host's ``holdout_choice`` says which it uses, frame by frame; a bias
+    far from any channel (θ × 1000) loses to the conventional fit, which then predicts."""
+    from metaedge.backends.base import Frame
+    from metaedge.deploy import tensors
+
+    _, path = prediction_bundle
+    bundle = read_bundle(path)
+    holdout = bundle.manifest.task.fallback.select
+    assert bundle.manifest.task.fallback.kind == "conventional" and holdout.windows == 4
+    task, p = bundle.manifest.raw["task"], bundle.manifest.raw["predictor"]
+    window = pr.Window(p["window"], p["lag"])
+    samples = 12
+    pilots, history, _ = prediction_frames(task, 4, samples, 10, seed=2)
+
+    theta = bundle.tensors("theta")
+    wrecked = rewritten(path, tmp_path, files={"theta": tensors.dumps({k: v * 1000.0 for k, v in theta.items()})})
+    for candidate, expect_conventional in ((bundle, None), (wrecked, True)):
+        backend = LinearBackend()
+        backend.load(candidate)
+        for frame in range(4):
+            channels = to_complex(pilots[frame])
+            conventional, _, _ = pr.holdout_choice(
+                p["form"], window, p["lam"], channels, samples, backend.bias, p["rank"], holdout.windows, holdout.margin
+            )
+            result = backend.frame(Frame(pilots[frame], None, history[frame]))
+            assert result.receiver == ("classical" if conventional else "learned")
+            assert (result.fallback is not None) == bool(conventional)
+            if expect_conventional:
+                assert conventional and "hold-out error" in result.fallback
+                fitted = pr.fit(p["form"], window, p["lam"], channels, samples, None, p["rank"])
+                np.testing.assert_allclose(to_complex(result.outputs), pr.predict(p["form"], window, *fitted, to_complex(history[frame])), atol=1e-5)
+
+
+def test_holdout_errors_score_the_last_pilot_windows_only():
+    """The hold-out fit never sees the windows it is scored on: changing a held-out target changes the score, not the fit."""
+    rng = np.random.default_rng(0)
+    window = pr.Window(3, 2)
+    channels = rng.normal(size=(window.slots(10), 4)) + 1j * rng.normal(size=(window.slots(10), 4))
+    base = pr.holdout_errors("naive", window, 1.0, channels, 10, [None], 1, 3)[0]
+    changed = channels.copy()
+    changed[-1] += 5.0  # the last pilot: a held-out target only
+    assert pr.holdout_errors("naive", window, 1.0, changed, 10, [None], 1, 3)[0] > base
+    conventional, learned, other = pr.holdout_choice("naive", window, 1.0, channels, 3, np.zeros((12, 4)), 1, 3, 0.1)
+    assert not conventional and learned is None and other is None  # no more windows than the hold-out: the learned fit stays
+
+
+@pytest.mark.parametrize(
+    "select, fragment",
+    [
+        ({"rule": "frame-residual", "margin": 0.3, "windows": 4}, "rule is 'holdout' \\(for a fallback of kind conventional\\)"),
+        ({"rule": "holdout", "margin": 0.3, "windows": 0}, "select.windows must be an integer in \\[1,"),
+        ({"rule": "holdout", "margin": -0.1, "windows": 4}, "select.margin must be a number in \\[0, 1\\)"),
+    ],
+)
+def test_a_bad_hold_out_selection_is_refused(prediction_bundle, tmp_path, rewritten, select, fragment):
+    from metaedge.deploy.bundle import BundleError
+
+    with pytest.raises(BundleError, match=fragment):
+        rewritten(prediction_bundle[1], tmp_path, lambda m: m["task"]["fallback"].update(select=select))

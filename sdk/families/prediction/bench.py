@@ -23,18 +23,23 @@ from metaedge.sdk.families.prediction.task import ChannelFrames
 
 def run_benchmark(cfg: PredictionBench, progress: Callable[[int], None] | None = None) -> dict:
     env = ChannelFrames(cfg.channel, seed=cfg.seed)
+    tested = env if cfg.test_channel is None else ChannelFrames(cfg.test_channel, seed=cfg.seed)
     w = cfg.window
-    results: dict[str, dict[str, float]] = {f"{s}-{f}": {} for f in pr.FORMS for s in pr.SCHEMES}
+    results: dict[str, dict[str, float]] = {f"{s}-{f}": {} for f in pr.FORMS for s in (*pr.SCHEMES, "selecting")}
     ranks: dict[str, float] = {}
     for n in cfg.sample_grid:
         meta = Split(*env.frames("train", cfg.meta_frames, w.slots(n + cfg.val_samples))[::-1], train=n)
-        test = Split(*env.frames("test", cfg.test_frames, w.slots(n + cfg.test_samples))[::-1], train=n)
+        test = Split(*tested.frames(cfg.test_split, cfg.test_frames, w.slots(n + cfg.test_samples))[::-1], train=n)
         rank = meta_rank(cfg, meta) if cfg.rank == "meta" else cfg.rank
         seen = test.observed[:, : w.slots(n)]
         ranks[str(n)] = float(rank) if rank != "aic" else float(pr.lstd_basis(seen, "aic")[1].sum(1).mean())
         for form in pr.FORMS:
-            for scheme, bias in biases(form, cfg, meta, rank).items():
+            thetas = biases(form, cfg, meta, rank)
+            for scheme, bias in thetas.items():
                 results[f"{scheme}-{form}"][str(n)] = 10 * np.log10(frame_nmse(form, cfg, test, bias, rank, cfg.test_samples))
+            # the meta-learned predictor as its device runs it: conventional where the hold-out selection says so
+            selecting = frame_nmse(form, cfg, test, thetas["meta"], rank, cfg.test_samples, cfg.holdout)
+            results[f"selecting-{form}"][str(n)] = 10 * np.log10(selecting)
         if progress:
             progress(n)
     setup = {**asdict(cfg), "entries": cfg.channel.entries}

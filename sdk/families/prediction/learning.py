@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from metaedge.backends.linear import predictor as pr
+from metaedge.backends.selection import HOLDOUT
+from metaedge.deploy.manifest import Holdout
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.prediction.task import ChannelConfig
 
@@ -14,6 +16,9 @@ from metaedge.sdk.families.prediction.task import ChannelConfig
 @dataclass(frozen=True)
 class PredictionBench:
     channel: ChannelConfig = field(default_factory=ChannelConfig)
+    test_channel: ChannelConfig | None = None  # the test frames' channels, where they differ from meta-training's (a shift)
+    test_split: str = "test"  # the stream of the test frames: "test", or "val" to choose the hold-out selection on
+    holdout: Holdout = HOLDOUT  # the selection the "selecting" rows score, as a device runs it (bundle-format.md §15.5)
     window: pr.Window = field(default_factory=pr.Window)
     lam: float = 1.0  # ridge λ (1 in Park and Simeone 2022)
     meta_frames: int = 500  # K
@@ -60,10 +65,15 @@ def biases(form: str, cfg: PredictionBench, meta: Split, rank) -> dict[str, np.n
     }
 
 
-def frame_nmse(form: str, cfg: PredictionBench, frames: Split, bias, rank, scored: int) -> float:
+def frame_nmse(form: str, cfg: PredictionBench, frames: Split, bias, rank, scored: int, holdout: Holdout | None = None) -> float:
     """Mean NMSE of the ``scored`` predictions after each frame's training windows, each frame's predictor fitted
-    on those windows toward ``bias``, against the true channels."""
+    on those windows toward ``bias`` (or, with ``holdout``, toward the bias the device's hold-out selection picks
+    for that frame, bundle-format.md §15.5), against the true channels."""
     w = cfg.window
+    if holdout is not None and bias is not None:
+        seen = frames.observed[:, : w.slots(frames.train)]
+        conventional, _, _ = pr.holdout_choice(form, w, cfg.lam, seen, frames.train, bias, rank, holdout.windows, holdout.margin)
+        bias = pr.chosen_bias(bias, conventional)
     filters, basis, mask = pr.fit(form, w, cfg.lam, frames.observed, frames.train, bias, rank)
     history = frames.observed[:, frames.train : frames.train + w.length - 1 + scored]
     truth = w.targets(frames.true, w.length - 1 + frames.train, scored)
