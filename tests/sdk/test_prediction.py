@@ -76,12 +76,29 @@ def test_meta_learned_decomposed_predictor_beats_conventional_learning(regime):
         assert nmse["meta-lstd"][n] < nmse["conventional-lstd"][n] - 1.0
 
 
+def test_the_selecting_predictor_falls_back_to_the_conventional_fit_under_a_doppler_shift():
+    """Meta-trained on fast fading and deployed on slow, the learned bias predicts worse than none; with more pilot
+    windows than it holds out, the device's selection (bundle-format.md §15.5) recovers the conventional fit's NMSE,
+    and as trained it stays with the learned fit where nothing can be held out."""
+    shifted = PredictionBench(
+        channel=ChannelConfig(doppler_hz=DOPPLER["fast"]),
+        test_channel=ChannelConfig(doppler_hz=DOPPLER["slow"]),
+        meta_frames=100,
+        test_frames=100,
+        sample_grid=(2, 10),
+    )
+    nmse = run_benchmark(shifted)["nmse_db"]
+    assert nmse["meta-lstd"]["10"] > nmse["conventional-lstd"]["10"] + 1.0  # the shift hurts the learned bias
+    assert nmse["selecting-lstd"]["10"] < nmse["conventional-lstd"]["10"] + 0.5
+    assert nmse["selecting-lstd"]["2"] == nmse["meta-lstd"]["2"]  # 2 windows ≤ the 4 held out: nothing to compare
+
+
 def test_bench_prediction_quick_writes_json_and_plot(tmp_path, capsys):
     plot = tmp_path / "p.png"
     assert main(["bench", "prediction", "--quick", "--plot", str(plot), "--json", "--quiet"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["regimes"]) == {"slow", "fast"}
-    assert set(report["regimes"]["fast"]["nmse_db"]) == {f"{s}-{f}" for f in pr.FORMS for s in pr.SCHEMES}
+    assert set(report["regimes"]["fast"]["nmse_db"]) == {f"{s}-{f}" for f in pr.FORMS for s in (*pr.SCHEMES, "selecting")}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
