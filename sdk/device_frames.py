@@ -64,7 +64,8 @@ def timed_frames(client, frames) -> tuple[list[tuple[dict, dict]], dict, dict]:
 
 
 def predictor_report(metric: str, frames: int, pilots: int, symbols: int, seed: int, device_us: dict, round_trip: dict, **scores) -> dict:
-    """A predictor's report (sum-rate, NMSE, …): what was sent, its ``scores``, and the device's timings."""
+    """A predictor's report (sum-rate, NMSE, …): what was sent, its ``scores`` (a channel predictor's include
+    ``classical_frames``, those its bundle's conventional fit decided), and the device's timings."""
     return {
         "metric": metric,
         "frames": frames,

@@ -30,6 +30,7 @@ from metaedge.sdk.conformance.suite import KEY_SEED, MARGIN, Case
 
 FRAMES, PILOTS, SYMBOLS = 3, 8, 64
 SELECTION_FRAMES, SELECTION_SYMBOLS = 8, 300  # the selection case's frames (fresh devices of the training conditions)
+SELECTION_WINDOWS = 12  # pilot windows of the predictor-selection case's frames (more than the 4 held out)
 
 
 def suite_key(seed: bytes = KEY_SEED) -> Ed25519PrivateKey:
@@ -230,8 +231,28 @@ def _predictor_cases(power: Source, linear: Source) -> list[Case]:
             _predictor_frames(predictor, "linear", pilots, history),
             target="linear",
         ),
+        Case(
+            "predictor-selection",
+            "bundle-format §15.5",
+            "choose the learned or the conventional fit per frame by their errors on the last pilot windows",
+            "accept",
+            predictor,
+            _predictor_frames(predictor, "linear", *_shifted_prediction_frames(linear.manifest["task"])),
+            target="linear",
+        ),
         _linear_refusal(linear),
     ]
+
+
+def _shifted_prediction_frames(task: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Pilots and histories with more windows than the selection holds out, half from the trained (fast) fading and
+    half from slow fading, where the conventional fit predicts better: both fits decide some frames."""
+    from metaedge.sdk.families.prediction.run import prediction_frames
+    from metaedge.sdk.families.prediction.task import DOPPLER
+
+    trained = prediction_frames(task, FRAMES, SELECTION_WINDOWS, 20, seed=6)
+    shifted = prediction_frames({**task, "doppler_hz": list(DOPPLER["slow"])}, FRAMES, SELECTION_WINDOWS, 20, seed=6)
+    return np.concatenate([trained[0], shifted[0]]), np.concatenate([trained[1], shifted[1]])
 
 
 def _linear_refusal(linear: Source) -> Case:
