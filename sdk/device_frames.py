@@ -63,9 +63,20 @@ def timed_frames(client, frames) -> tuple[list[tuple[dict, dict]], dict, dict]:
     return results, percentiles(device_us), percentiles(round_trip)
 
 
-def predictor_report(metric: str, frames: int, pilots: int, symbols: int, seed: int, device_us: dict, round_trip: dict, **scores) -> dict:
-    """A predictor's report (sum-rate, NMSE, …): what was sent, its ``scores`` (a channel predictor's include
-    ``classical_frames``, those its bundle's conventional fit decided), and the device's timings."""
+def decided(results: list[tuple[dict, dict]]) -> dict:
+    """How many frames the bundle's classical receiver decided (bundle-format.md §6.2, §15.5), and in how many the
+    adaptation diverged, from the frames' telemetry."""
+    return {
+        "classical_frames": sum(telemetry.get("receiver") == "classical" for telemetry, _ in results),
+        "diverged_frames": sum(bool(telemetry.get("diverged")) for telemetry, _ in results),
+    }
+
+
+def predictor_report(
+    metric: str, frames: int, pilots: int, symbols: int, seed: int, results: list, device_us: dict, round_trip: dict, **scores
+) -> dict:
+    """A predictor's report (sum-rate, NMSE, …): what was sent, its ``scores``, which receiver decided the frames
+    (``results``: telemetry and outputs per frame), and the device's timings."""
     return {
         "metric": metric,
         "frames": frames,
@@ -73,6 +84,7 @@ def predictor_report(metric: str, frames: int, pilots: int, symbols: int, seed: 
         "symbols": symbols,
         "seed": seed,
         **scores,
+        **decided(results),
         "device_us": device_us,
         "round_trip_us": round_trip,
     }
@@ -117,9 +129,7 @@ def send_frames(client, url: str, x_pilots, y_pilots, x_payload) -> dict:
     return {
         "decisions": np.stack([out["decisions"] for _, out in results]),
         "confidence": np.stack([out["confidence"] for _, out in results]),
-        # frames the bundle's classical receiver decided (bundle-format.md §6.2), and those whose adaptation diverged
-        "classical_frames": sum(telemetry.get("receiver") == "classical" for telemetry, _ in results),
-        "diverged_frames": sum(bool(telemetry.get("diverged")) for telemetry, _ in results),
+        **decided(results),
         "device_us": device_us,
         "round_trip_us": round_trip,
     }

@@ -61,11 +61,7 @@ def run(args: argparse.Namespace) -> int:
         report = run_shift(args.run, list(shifts), pilots, devices, payload, select, args.seed, args.split, progress=bar.update)
     plot_shift(report, args.plot)
     report["plot"] = str(args.plot)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(text_report(report))
-    print(f"\nwritten: {args.plot}")
+    print(json.dumps(report, indent=2) if args.json else f"{text_report(report)}\n\nwritten: {args.plot}")
     return 0
 
 

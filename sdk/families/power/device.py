@@ -16,7 +16,7 @@ def stream(client, url: str, task: dict, frames: int, pilots: int, slots: int, s
     rates = [float(sum_rates(x, out["outputs"]).mean()) for x, (_, out) in zip(scored, results)]
     full = [float(sum_rates(x, np.ones_like(out["outputs"])).mean()) for x, (_, out) in zip(scored, results)]
     scores = {"sum_rate": float(np.mean(rates)), "full_power_sum_rate": float(np.mean(full)), "per_frame_sum_rate": rates}
-    return predictor_report("sum-rate", frames, pilots, slots, seed, device_us, round_trip, **scores)
+    return predictor_report("sum-rate", frames, pilots, slots, seed, results, device_us, round_trip, **scores)
 
 
 def report_text(report: dict) -> str:
