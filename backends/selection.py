@@ -4,8 +4,8 @@ Two checks, in order, on one frame (or a batch of frames: leading axes are frame
 
 - the **guard**: an adaptation that leaves the pilots' mean loss non-finite or more than ``GUARD_NATS``
   above its value at θ diverged, and the classical receiver decides the frame;
-- the **frame residual** (bundles whose fallback names a selection margin): each receiver's decisions on
-  the payload, with the pilots' known classes, split the frame's samples into classes; the residual of
+- the **frame residual** (bundles whose fallback has ``select``): each receiver's decisions on the first
+  ``samples`` payload samples, with the pilots' known classes, split those samples into classes; the residual of
   that split is the mean squared distance of every sample to the mean of its class. A device's received
   samples of one class form one Gaussian cluster of the channel noise's spread, whatever the channel gain
   and the transmitter's impairments, so the split with the smaller residual has the higher classification
@@ -14,7 +14,8 @@ Two checks, in order, on one frame (or a batch of frames: leading axes are frame
   (relative); ties keep the learned receiver.
 
 The host's evaluation (``metaedge eval --select``) and every device backend call ``choose``, so both score
-the same rule.
+the same rule. A linear predictor's selection (§15.5) lives with its fit, in ``backends.linear.predictor``; its
+defaults live here with the classifiers'.
 """
 
 from __future__ import annotations
