@@ -79,8 +79,8 @@ def run_suite(args: argparse.Namespace) -> int:
             verdict = "SKIP" if r.get("skipped") else "PASS" if r["passed"] else "FAIL"
             print(f"{verdict}  {r['id']:<28} {r['section']:<34} {r['detail'][:100]}")
         print(
-            f"{report['passed']} passed, {report['failed']} failed, {report['skipped']} skipped (for other targets than "
-            f"'{report['target']}') of {report['cases']} cases (spec {report['spec']})"
+            f"{report['passed']} passed, {report['failed']} failed, {report['skipped']} skipped (other targets than "
+            f"'{report['target']}', or operator authentication without --operator-key) of {report['cases']} cases (spec {report['spec']})"
         )
     return 0 if report["failed"] == 0 else 1
 

@@ -300,7 +300,7 @@ def _cases(one: Source, two: Source) -> list[Case]:
     cases.append(Case("pilot-contract", "device-protocol §3.3", statement, "refuse-frames", later, broken))
     statement = "decide each frame with the receiver the guard and the frame residual select"
     cases.append(Case("frame-selection", "bundle-format §6.2", statement, "accept", *_selection_case(two)))
-    return cases + _protocol_rules()
+    return cases + _protocol_rules() + _auth_rules()
 
 
 def _selection_case(source: Source) -> tuple[bytes, list[dict]]:
@@ -348,6 +348,21 @@ def _message(header: bytes, attachments: bytes = b"") -> bytes:
 def _frame_request(pilots: np.ndarray, payload: np.ndarray, labels: np.ndarray | None = None) -> bytes:
     arrays = {"pilots": pilots, "payload": payload, **({"labels": labels} if labels is not None else {})}
     return wire.encode({"op": "frame", "seq": 1}, arrays)
+
+
+def _auth_rules() -> list[Case]:
+    """Management requests without a signature, which a device provisioned with operator keys must refuse and survive
+    (device-protocol.md §3.4); a runner plays them only when it drives the device with an operator key."""
+    rules = [
+        ("reset", "an unsigned reset", {"op": "reset", "seq": 1}),
+        ("confirm", "an unsigned image.confirm", {"op": "image.confirm", "seq": 1}),
+        ("test", "an unsigned image.test", {"op": "image.test", "seq": 1, "sha256": "0" * 64}),
+    ]
+    statement = "with operator keys, answer {} with an error and keep running its image"
+    return [
+        Case(f"auth-unsigned-{name}", "device-protocol §3.4", statement.format(text), "refuse-unsigned", request=wire.encode(header), target=None)
+        for name, text, header in rules
+    ]
 
 
 def _protocol_rules() -> list[Case]:

@@ -24,6 +24,10 @@ class Failed(Exception):
     """The device did not do what the case expects; the message says what it did."""
 
 
+class Skipped(Exception):
+    """The case does not apply to this device as the runner drives it; the message says why."""
+
+
 def run(suite: Path, client: DeviceClient, url: str, progress: Callable[[], None] | None = None) -> dict:
     """Every case of the suite in order against the device at ``url`` (``client``: a connection to it)."""
     index = read_index(suite)
@@ -45,6 +49,8 @@ def run(suite: Path, client: DeviceClient, url: str, progress: Callable[[], None
             results.append(_result(entry, True, detail))
         except Failed as e:
             results.append(_result(entry, False, str(e)))
+        except Skipped as e:
+            results.append({**_result(entry, True, str(e)), "skipped": True})
         if progress:
             progress()
     skipped = sum(r.get("skipped", False) for r in results)
@@ -167,10 +173,19 @@ def play_refuse_request(client: DeviceClient, bundle: bytes | None, suite: Path,
     return f"error response: {answer['error']}" if "error" in answer else f"connection closed ({answer['closed']})"
 
 
+def play_refuse_unsigned(client: DeviceClient, bundle: bytes | None, suite: Path, entry: dict) -> str:
+    """An unsigned management request, played only against a device driven with an operator key (one without
+    operator keys accepts unsigned management on loopback, as device-protocol.md §3.4 allows)."""
+    if client.operator_key is None:
+        raise Skipped("the device is driven without an operator key: operator authentication is not tested")
+    return play_refuse_request(client, bundle, suite, entry)
+
+
 PLAYS = {
     "accept": play_accept,
     "refuse-upload": play_refuse_upload,
     "refuse-boot": play_refuse_boot,
     "refuse-frames": play_refuse_frames,
     "refuse-request": play_refuse_request,
+    "refuse-unsigned": play_refuse_unsigned,
 }
