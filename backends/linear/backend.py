@@ -41,8 +41,11 @@ class LinearBackend(Receiver):
     def load(self, bundle: Bundle) -> Resources:
         if bundle.target != self.target:
             raise BackendError(f"bundle target is '{bundle.target}', this device runs '{self.target}'")
-        if not bundle.manifest.task.predictor:
+        task = bundle.manifest.task
+        if not task.predictor:
             raise BackendError("the linear target runs predictors: task.outputs is missing")
+        if len(task.features) % 2 or task.outputs != len(task.features):
+            raise BackendError(f"task.outputs must equal the {len(task.features)} features (2S: real parts, then imaginary), got {task.outputs}")
         try:
             p = bundle.manifest.section("predictor")
             self.form, self.lam, self.rank = p["form"], float(p["lam"]), p["rank"]

@@ -241,6 +241,7 @@ def _predictor_cases(power: Source, linear: Source) -> list[Case]:
             target="linear",
         ),
         _linear_refusal(linear),
+        *_linear_section_rules(linear),
     ]
 
 
@@ -260,6 +261,23 @@ def _linear_refusal(linear: Source) -> Case:
     return Case(
         "linear-manifest-counter", "bundle-format §9", "refuse a security counter outside [0, 2^32)", "refuse-upload", bundle, target="linear"
     )
+
+
+def _linear_section_rules(linear: Source) -> list[Case]:
+    """The linear target's own rejections (bundle-format.md §15.4): a bundle whose predictor the device cannot fit never
+    runs (refused at upload or at its trial boot)."""
+    outputs = len(linear.manifest["task"]["features"]) + 2
+    rules = [
+        ("form", "predictor.form", "cubic", "a predictor form other than naive or lstd"),
+        ("lam", "predictor.lam", 0.0, "a ridge λ that is not positive"),
+        ("rank", "predictor.rank", 999, "a rank outside [1, S]"),
+        ("window", "predictor.window", 0, "a window shorter than one channel"),
+        ("outputs", "task.outputs", outputs, "task.outputs other than 2S"),
+    ]
+    return [
+        Case(f"linear-section-{name}", "bundle-format §15.4", f"refuse {text}", "refuse-boot", linear.pack(_set(path, value)), target="linear")
+        for name, path, value, text in rules
+    ]
 
 
 def _set(path: str, value) -> Callable[[dict, dict], None]:
