@@ -377,10 +377,22 @@ def _auth_rules() -> list[Case]:
         ("test", "an unsigned image.test", {"op": "image.test", "seq": 1, "sha256": "0" * 64}),
     ]
     statement = "with operator keys, answer {} with an error and keep running its image"
-    return [
+    unsigned = [
         Case(f"auth-unsigned-{name}", "device-protocol §3.4", statement.format(text), "refuse-unsigned", request=wire.encode(header), target=None)
         for name, text, header in rules
     ]
+    # signatures over the device's own nonce: the runner makes these requests itself (bundle-free, request-free)
+    forged = [
+        Case("auth-unknown-key", "device-protocol §3.4", statement.format("a reset signed by a key it was not given"), "refuse-forged", target=None),
+        Case(
+            "auth-replay",
+            "device-protocol §3.4",
+            statement.format("a signed reset sent a second time (its nonce spent)"),
+            "refuse-forged",
+            target=None,
+        ),
+    ]
+    return unsigned + forged
 
 
 def _protocol_rules() -> list[Case]:

@@ -181,6 +181,43 @@ def play_refuse_unsigned(client: DeviceClient, bundle: bytes | None, suite: Path
     return play_refuse_request(client, bundle, suite, entry)
 
 
+def play_refuse_forged(client: DeviceClient, bundle: bytes | None, suite: Path, entry: dict) -> str:
+    """A reset signed over the device's nonce by a key it does not know (``auth-unknown-key``), or a correctly signed
+    reset sent again on the same connection after its nonce was spent (``auth-replay``); either must be refused."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from metaedge.deploy.auth import CHALLENGE, sign_request
+
+    if client.operator_key is None:
+        raise Skipped("the device is driven without an operator key: operator authentication is not tested")
+    before = _running(client)
+    host, port = parse_device_url(entry["url"])
+    key = Ed25519PrivateKey.generate() if entry["id"] == "auth-unknown-key" else client.operator_key
+    with socket.create_connection((host, port), timeout=30) as raw:
+        stream = raw.makefile("rwb")
+
+        def send(header: dict) -> dict:
+            stream.write(wire.encode(header))
+            stream.flush()
+            return wire.read_message(stream)[0]
+
+        nonce = bytes.fromhex(send({"op": CHALLENGE, "seq": 1})["nonce"])
+        request = {"op": "reset"}
+        signed = {**request, "seq": 2, "auth": sign_request(key, nonce, request, None)}
+        first = send(signed)
+        if entry["id"] == "auth-replay":
+            if not first.get("ok"):
+                raise Failed(f"refused a correctly signed reset: {first.get('error')}")
+            answer = send({**signed, "seq": 3})
+        else:
+            answer = first
+    if answer.get("ok"):
+        raise Failed("the request was answered ok; the spec requires an error response")
+    if _running(client) != before:
+        raise Failed(f"after the request the device runs {_running(client)}, not {before}")
+    return f"error response: {answer.get('error')}"
+
+
 PLAYS = {
     "accept": play_accept,
     "refuse-upload": play_refuse_upload,
@@ -188,4 +225,5 @@ PLAYS = {
     "refuse-frames": play_refuse_frames,
     "refuse-request": play_refuse_request,
     "refuse-unsigned": play_refuse_unsigned,
+    "refuse-forged": play_refuse_forged,
 }

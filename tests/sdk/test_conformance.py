@@ -48,7 +48,7 @@ def test_our_device_passes_every_case_through_its_operator_key(generated, tmp_pa
     assert report["failed"] == 0, [r for r in report["results"] if not r["passed"]]
     onnx = [c for c in suite.read_index(generated)["cases"] if c["target"] in (None, "onnx")]
     assert report["passed"] == len(onnx) and report["skipped"] == report["cases"] - len(onnx)
-    assert all("error response" in r["detail"] for r in report["results"] if r["id"].startswith("auth-unsigned-"))
+    assert all("error response" in r["detail"] for r in report["results"] if r["id"].startswith("auth-"))
 
 
 def test_a_linear_device_plays_its_own_cases_and_the_protocol_ones(generated, tmp_path, capsys):
@@ -59,11 +59,11 @@ def test_a_linear_device_plays_its_own_cases_and_the_protocol_ones(generated, tm
         device.stop()
     index = suite.read_index(generated)
     # driven without an operator key: operator authentication is not played, and the runner says so
-    own = [c["id"] for c in index["cases"] if c["target"] in (None, "linear") and c["expect"] != "refuse-unsigned"]
+    own = [c["id"] for c in index["cases"] if c["target"] in (None, "linear") and c["expect"] not in ("refuse-unsigned", "refuse-forged")]
     assert report["failed"] == 0 and report["passed"] == len(own) and report["skipped"] == len(index["cases"]) - len(own)
     assert "valid-channel-predictor" in own and any(c.startswith("protocol-") for c in own)
-    unsigned = [r for r in report["results"] if r["id"].startswith("auth-unsigned-")]
-    assert len(unsigned) == 3 and all(r["skipped"] and "without an operator key" in r["detail"] for r in unsigned)
+    unsigned = [r for r in report["results"] if r["id"].startswith("auth-")]
+    assert len(unsigned) == 5 and all(r["skipped"] and "without an operator key" in r["detail"] for r in unsigned)
 
 
 def test_a_device_that_breaks_a_rule_fails_exactly_that_case(generated, tmp_path, capsys):
