@@ -88,11 +88,6 @@ def frame_residuals(pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray,
     return list(np.maximum(residual, 0.0).reshape(sets, *lead))
 
 
-def frame_residual(pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray, decisions: np.ndarray, classes: int) -> np.ndarray:
-    """``frame_residuals`` of one set of decisions."""
-    return frame_residuals(pilots, labels, payload, [decisions], classes)[0]
-
-
 def choose(
     loss_before: np.ndarray,
     loss_after: np.ndarray,

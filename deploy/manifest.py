@@ -101,8 +101,9 @@ class Holdout:
 
 @dataclass(frozen=True)
 class Fallback:
-    """The classical receiver of a demodulation task (§6.1): LMMSE channel estimate from the pilots, then ML
-    detection on the nominal constellation."""
+    """The classical receiver a bundle carries: for a demodulator (kind ``mmse-ml``, §6.1) an LMMSE channel estimate
+    from the pilots, then ML detection on the nominal constellation; for a linear predictor (``conventional``,
+    §15.5) the fit toward Θ = 0."""
 
     kind: str
     noise_var: float = 0.0  # mmse-ml

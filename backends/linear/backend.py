@@ -63,9 +63,7 @@ class LinearBackend(Receiver):
         if any(theta.get(k) is None or theta[k].shape != shape or not np.isfinite(theta[k]).all() for k in ("bias.re", "bias.im")):
             raise BackendError(f"θ must hold finite 'bias.re' and 'bias.im' of shape {list(shape)}")
         self.bias = theta["bias.re"].astype(np.float64) + 1j * theta["bias.im"].astype(np.float64)
-        fallback = bundle.manifest.task.fallback  # the conventional predictor and its hold-out selection (§15.5)
-        if fallback is not None and fallback.kind != "conventional":
-            raise BackendError(f"a linear predictor's fallback is conventional, not {fallback.kind}")
+        fallback = task.fallback  # a predictor's can only be the conventional fit, with its hold-out selection (§15.5)
         self.holdout = fallback.select if fallback is not None else None
         self.bundle = bundle
         self.fitted = None
@@ -81,16 +79,15 @@ class LinearBackend(Receiver):
                 f"a frame needs at least {self.window.slots(1)} pilot channels (window {self.window.length} + lag "
                 f"{self.window.lag} − 1); got {len(channels)}"
             )
-        bias, receiver, why = self.bias, "learned", None
-        if self.holdout is not None:
-            h = self.holdout
-            conventional, learned, other = pr.holdout_choice(
-                self.form, self.window, self.lam, channels, samples, bias, self.rank, h.windows, h.margin
+        self.fitted, conventional, learned, other = pr.fit_selected(
+            self.form, self.window, self.lam, channels, samples, self.bias, self.rank, self.holdout
+        )
+        receiver, why = "learned", None
+        if conventional:
+            receiver = "classical"
+            why = (
+                f"hold-out error {float(other):.4g} (conventional) < {float(learned):.4g} (learned) on the last {self.holdout.windows} pilot windows"
             )
-            if conventional:
-                bias, receiver = None, "classical"
-                why = f"hold-out error {float(other):.4g} (conventional) < {float(learned):.4g} (learned) on the last {h.windows} pilot windows"
-        self.fitted = pr.fit(self.form, self.window, self.lam, channels, samples, bias, self.rank)
         return AdaptReport(steps=1, seconds=time.perf_counter() - start, receiver=receiver, fallback=why)
 
     def predict(self, samples: np.ndarray) -> np.ndarray:

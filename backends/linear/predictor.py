@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metaedge.deploy.manifest import Holdout
+
 SCHEMES = ("conventional", "joint", "meta")
 FORMS = ("naive", "lstd")
 
@@ -171,20 +173,28 @@ def holdout_errors(
 
 
 def holdout_choice(
-    form: str, window: Window, lam: float, channels: np.ndarray, samples: int, bias: np.ndarray, rank: int | str, windows: int, margin: float
+    form: str, window: Window, lam: float, channels: np.ndarray, samples: int, bias: np.ndarray, rank: int | str, holdout: Holdout
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Per frame, whether the conventional predictor (Θ = 0) replaces the one fitted toward ``bias`` (bundle-format.md
-    §15.5): its hold-out error on the last ``windows`` pilot windows is below the learned one's by more than
-    ``margin``; with ``samples ≤ windows`` there is nothing to hold out, and the learned one stays. Also both errors."""
-    if samples <= windows:
+    §15.5): its error on the last ``holdout.windows`` pilot windows is below the learned one's by more than
+    ``holdout.margin``; with ``samples ≤ windows`` there is nothing to hold out, and the learned one stays. Also both
+    errors."""
+    if samples <= holdout.windows:
         return np.zeros(channels.shape[:-2], bool), None, None
-    learned, conventional = holdout_errors(form, window, lam, channels, samples, [bias, None], rank, windows)
-    return conventional < (1.0 - margin) * learned, learned, conventional
+    learned, conventional = holdout_errors(form, window, lam, channels, samples, [bias, None], rank, holdout.windows)
+    return conventional < (1.0 - holdout.margin) * learned, learned, conventional
 
 
-def chosen_bias(bias: np.ndarray, conventional: np.ndarray) -> np.ndarray:
-    """Each frame's bias [..., d, S]: 0 where ``conventional``, else Θ."""
-    return np.where(np.asarray(conventional)[..., None, None], 0.0, bias)
+def fit_selected(
+    form: str, window: Window, lam: float, channels: np.ndarray, samples: int, bias: np.ndarray | None, rank: int | str, holdout: Holdout | None
+) -> tuple[tuple, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``fit`` toward each frame's chosen bias: Θ, or 0 where the hold-out selection picks the conventional predictor
+    (none without ``holdout`` or without a bias). Returns the fit, the per-frame choice and both hold-out errors."""
+    conventional, learned, other = np.zeros(channels.shape[:-2], bool), None, None
+    if holdout is not None and bias is not None:
+        conventional, learned, other = holdout_choice(form, window, lam, channels, samples, bias, rank, holdout)
+        bias = np.where(conventional[..., None, None], 0.0, bias)
+    return fit(form, window, lam, channels, samples, bias, rank), conventional, learned, other
 
 
 def predict(form: str, window: Window, filters: np.ndarray, basis: np.ndarray | None, mask: np.ndarray | None, history: np.ndarray) -> np.ndarray:

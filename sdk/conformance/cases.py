@@ -331,11 +331,11 @@ def _selection_case(source: Source) -> tuple[bytes, list[dict]]:
     from metaedge.sdk.families.demod.task import DemodTasks, config_of_conditions
 
     release = _set("release", 2)
-    task = unpack(source.pack(release)).manifest.task
-    tasks = DemodTasks(config_of_conditions(task.raw, pilots=PILOTS, payload=SELECTION_SYMBOLS), seed=4)
+    bundle = unpack(source.pack(release))
+    tasks = DemodTasks(config_of_conditions(bundle.manifest.task.raw, pilots=PILOTS, payload=SELECTION_SYMBOLS), seed=4)
     batch = tasks.frames(tasks.devices("test", SELECTION_FRAMES), PILOTS, SELECTION_SYMBOLS, tasks.rng("test", 1))
     backend = OnnxBackend()
-    backend.load(unpack(source.pack(release)))
+    backend.load(bundle)
     ratios = []
     for p, c, x in zip(batch.x_tr, batch.y_tr, batch.x_va):
         learned, classical = backend.frame(Frame(pilots=p, labels=c, payload=x)).residuals

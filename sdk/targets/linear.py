@@ -30,13 +30,7 @@ def export(run_dir: Path, out: Path, release: Release, key=None) -> Bundle:
     pilots, history = to_rows(observed[0, : w.slots(samples)]), to_rows(observed[0, samples : samples + w.length + 7])
     # a meta-learned or joint bias travels with the conventional predictor and the hold-out selection (§15.5)
     holdout = None if config["train"]["scheme"] == "conventional" else HOLDOUT
-    chosen = bias
-    if holdout is not None:
-        conventional, _, _ = pr.holdout_choice(
-            model["form"], w, cfg.lam, to_complex(pilots), samples, bias, model["rank"], holdout.windows, holdout.margin
-        )
-        chosen = pr.chosen_bias(bias, conventional)
-    fitted = pr.fit(model["form"], w, cfg.lam, to_complex(pilots), samples, chosen, model["rank"])
+    fitted = pr.fit_selected(model["form"], w, cfg.lam, to_complex(pilots), samples, bias, model["rank"], holdout)[0]
     predictions = to_rows(pr.predict(model["form"], w, *fitted, to_complex(history)))
     theta = {"bias.re": bias.real.copy(), "bias.im": bias.imag.copy()}
     manifest = {

@@ -4,10 +4,14 @@ frame residual, the margin, the guard; numpy alone."""
 import numpy as np
 import pytest
 
-from metaedge.backends.selection import GUARD_NATS, choose, frame_residual, mean_loss
+from metaedge.backends.selection import GUARD_NATS, choose, frame_residuals, mean_loss
 from metaedge.deploy.manifest import Selection
 
 POINTS = np.array([-3, -1, 1, 3], np.float64)  # four classes on a line, unit spacing 2
+
+
+def frame_residual(pilots, labels, payload, decisions, classes):
+    return frame_residuals(pilots, labels, payload, [decisions], classes)[0]
 
 
 def _frame(rng, n: int, noise: float = 0.3) -> tuple[np.ndarray, np.ndarray]:

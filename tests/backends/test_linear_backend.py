@@ -12,7 +12,7 @@ from metaedge.backends.base import BackendError
 from metaedge.backends.linear import predictor as pr
 from metaedge.backends.linear.backend import LinearBackend, to_complex
 from metaedge.deploy.bundle import manifest_bytes, read_bundle
-from metaedge.deploy.manifest import MANIFEST_FILE
+from metaedge.deploy.manifest import MANIFEST_FILE, Holdout
 from metaedge.sdk.cli.main import main
 from metaedge.sdk.families.prediction.run import prediction_frames
 
@@ -114,9 +114,7 @@ def test_the_device_runs_the_hold_out_selection_the_host_scores(prediction_bundl
         backend.load(candidate)
         for frame in range(4):
             channels = to_complex(pilots[frame])
-            conventional, _, _ = pr.holdout_choice(
-                p["form"], window, p["lam"], channels, samples, backend.bias, p["rank"], holdout.windows, holdout.margin
-            )
+            conventional, _, _ = pr.holdout_choice(p["form"], window, p["lam"], channels, samples, backend.bias, p["rank"], holdout)
             result = backend.frame(Frame(pilots[frame], None, history[frame]))
             assert result.receiver == ("classical" if conventional else "learned")
             assert (result.fallback is not None) == bool(conventional)
@@ -135,7 +133,7 @@ def test_holdout_errors_score_the_last_pilot_windows_only():
     changed = channels.copy()
     changed[-1] += 5.0  # the last pilot: a held-out target only
     assert pr.holdout_errors("naive", window, 1.0, changed, 10, [None], 1, 3)[0] > base
-    conventional, learned, other = pr.holdout_choice("naive", window, 1.0, channels, 3, np.zeros((12, 4)), 1, 3, 0.1)
+    conventional, learned, other = pr.holdout_choice("naive", window, 1.0, channels, 3, np.zeros((12, 4)), 1, Holdout(0.1, 3))
     assert not conventional and learned is None and other is None  # no more windows than the hold-out: the learned fit stays
 
 

@@ -92,7 +92,7 @@ class ModelBasedReceiver:
 class SelectingReceiver:
     """The device's frame rule on the host (``backends.selection``, bundle-format.md §6.2): per device, the adapted
     learned receiver, or the classical one where the adaptation guard or the frame residual says so; ``select``
-    None is the guard alone. ``shares`` records, per call, the fraction of devices the classical receiver decided."""
+    None is the guard alone. ``decided`` records, per pilot count, which devices the classical receiver decided."""
 
     learned: LearnedReceiver
     classical: ModelBasedReceiver

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from metaedge.deploy.manifest import Selection
 from metaedge.sdk.errors import UserError
 
 UNSOLVED = 0.2  # proximal residual above which the implicit meta-gradient is not to be trusted (docs/results/algorithms.md)
@@ -78,7 +79,7 @@ def evaluate_runs(
     quiet: bool,
     assignment: str | None = None,
     pilot_sequence: str | None = None,
-    select=None,
+    select: Selection | None = None,
     selecting: list[Path] | None = None,
 ) -> dict:
     """Load runs, build receivers, evaluate them on the same meta-test devices; ``inner_steps`` overrides every

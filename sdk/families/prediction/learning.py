@@ -70,11 +70,8 @@ def frame_nmse(form: str, cfg: PredictionBench, frames: Split, bias, rank, score
     on those windows toward ``bias`` (or, with ``holdout``, toward the bias the device's hold-out selection picks
     for that frame, bundle-format.md §15.5), against the true channels."""
     w = cfg.window
-    if holdout is not None and bias is not None:
-        seen = frames.observed[:, : w.slots(frames.train)]
-        conventional, _, _ = pr.holdout_choice(form, w, cfg.lam, seen, frames.train, bias, rank, holdout.windows, holdout.margin)
-        bias = pr.chosen_bias(bias, conventional)
-    filters, basis, mask = pr.fit(form, w, cfg.lam, frames.observed, frames.train, bias, rank)
+    seen = frames.observed[:, : w.slots(frames.train)]  # the frames' pilots
+    (filters, basis, mask), *_ = pr.fit_selected(form, w, cfg.lam, seen, frames.train, bias, rank, holdout)
     history = frames.observed[:, frames.train : frames.train + w.length - 1 + scored]
     truth = w.targets(frames.true, w.length - 1 + frames.train, scored)
     return float(pr.nmse(pr.predict(form, w, filters, basis, mask, history), truth).mean())
