@@ -117,7 +117,7 @@ def demod_section(out: Path, budget: Budget, seed: int, quick: bool, quiet: bool
 def link_section(out: Path, budget: Budget, seed: int, quick: bool, quiet: bool) -> Section:
     from metaedge.sdk.families.link.bench import quick as quick_link
     from metaedge.sdk.families.link.bench import run_benchmark
-    from metaedge.sdk.families.link.learning import LinkBench
+    from metaedge.sdk.families.link.config import LinkBench
     from metaedge.sdk.plots import plot_link
 
     cfg = LinkBench(iterations=budget.link_iterations, rtn_taps=3, seed=seed)  # decoders with a radio-transformer network
@@ -128,7 +128,7 @@ def link_section(out: Path, budget: Budget, seed: int, quick: bool, quiet: bool)
     steps = [str(s) for s in cfg.steps]
     section = Section(
         "Learned encoder/decoder over fading channels (§5.3)",
-        f"metaedge bench link --rtn --iterations {cfg.iterations} --algos {','.join(methods)} --seed {seed}",
+        f"metaedge bench link --rtn-taps 3 --iterations {cfg.iterations} --algos {','.join(methods)} --seed {seed}",
         seed,
     )
     section.tables.append(
@@ -176,7 +176,7 @@ def prediction_section(out: Path, budget: Budget, seed: int, quick: bool, quiet:
 def power_section(out: Path, budget: Budget, seed: int, quick: bool, quiet: bool) -> Section:
     from metaedge.sdk.families.power.bench import quick as quick_power
     from metaedge.sdk.families.power.bench import run_benchmark
-    from metaedge.sdk.families.power.learning import PowerBench
+    from metaedge.sdk.families.power.config import PowerBench
     from metaedge.sdk.plots import plot_power
     from metaedge.sdk.stats import paired_text
 

@@ -1,4 +1,4 @@
-"""Statistics shared by host-side evaluation and device runs; numpy only."""
+"""Statistics shared by host-side evaluation and device runs, and the text tables reports are read in; numpy only."""
 
 from __future__ import annotations
 
@@ -24,3 +24,10 @@ def paired_text(difference: dict) -> str:
 def percentiles(values, quantiles=(50, 90, 99), scale: float = 1.0) -> dict:
     """{"p50": …, "p90": …} of ``values`` times ``scale`` (e.g. 1e6 for seconds → µs)."""
     return {f"p{q}": float(np.percentile(values, q) * scale) for q in quantiles}
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns aligned: the first to the left, the others (numbers) to the right."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])

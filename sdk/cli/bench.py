@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
+from metaedge.sdk.cli.options import add_declared
 from metaedge.sdk.cli.parsing import add_command, add_seed, int_list, positive_int, read_bundle_arg, str_list
 from metaedge.sdk.errors import UserError
 
+DECLARED = tuple(f"metaedge.sdk.families.{f}.config" for f in ("link", "power", "prediction", "sinusoid"))  # modules whose BENCH command is generated
 EXAMPLES = """
 examples:
   metaedge bench meta-train
@@ -66,13 +69,11 @@ def register(sub) -> None:
     register_powercut(benches)
     register_fuzz(benches)
     register_soak(benches)
-    from metaedge.sdk.cli import bench_algorithms, bench_link, bench_loihi, bench_power, bench_prediction, bench_qiskit, bench_shift, bench_sinusoid
+    from metaedge.sdk.cli import bench_algorithms, bench_loihi, bench_qiskit, bench_shift
 
     bench_algorithms.register(benches)
-    bench_sinusoid.register(benches)
-    bench_link.register(benches)
-    bench_prediction.register(benches)
-    bench_power.register(benches)
+    for module in DECLARED:
+        add_declared(benches, importlib.import_module(module).BENCH, add_command)
     bench_qiskit.register(benches)
     bench_loihi.register(benches)
     bench_shift.register(benches)
@@ -261,8 +262,8 @@ def mib(value: float | None) -> str:
 
 def run_meta_train(args: argparse.Namespace) -> int:
     from metaedge.sdk.bench.meta_train import bench_meta_train
-    from metaedge.sdk.cli.main import format_table
     from metaedge.sdk.meta import ALGORITHMS
+    from metaedge.sdk.stats import format_table
 
     algos = list(ALGORITHMS) if args.algos == ["all"] else args.algos
     unknown = [a for a in algos if a not in ALGORITHMS]

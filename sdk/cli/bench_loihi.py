@@ -194,7 +194,7 @@ def onnx_receiver(path: Path, task):
 
 
 def render(report: dict) -> str:
-    from metaedge.sdk.cli.main import format_table
+    from metaedge.sdk.stats import format_table
 
     rows = []
     for name, r in report["quality"].items():

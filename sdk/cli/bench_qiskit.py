@@ -100,7 +100,7 @@ def train_default(out: Path, method: str, seed: int, quiet: bool) -> None:
 
 
 def render(report: dict) -> str:
-    from metaedge.sdk.cli.main import format_table
+    from metaedge.sdk.stats import format_table
 
     rows = []
     for name, r in report["exact"]["results"].items():

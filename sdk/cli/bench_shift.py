@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 def text_report(report: dict) -> str:
     """SER per shift and receiver, the classical share and the paired difference to the better receiver, then the claims."""
-    from metaedge.sdk.cli.main import format_table
+    from metaedge.sdk.stats import format_table
 
     pilots = [str(p) for p in report["pilots"]]
     rows = []

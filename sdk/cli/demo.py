@@ -223,7 +223,7 @@ def deployed_device(target: str, state: Path, keys: Path, bundle: Path, extra: t
 
 
 def device_table(device: dict) -> str:
-    from metaedge.sdk.cli.main import format_table
+    from metaedge.sdk.stats import format_table
 
     rows = []
     for r in device["rows"]:

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def ser_table(report: dict) -> str:
-    from metaedge.sdk.cli.main import format_table
+    from metaedge.sdk.stats import format_table
 
     pilots = report["pilots"]
 

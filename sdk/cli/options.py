@@ -1,35 +1,129 @@
-"""Command-line flags generated from a configuration dataclass: one flag per field, named after it, with the
-field's help text and default, so that flags, the Python API and the defaults cannot drift apart."""
+"""Flags generated from configuration dataclasses (``metaedge.sdk.options``): one flag per option field, named after
+it, with the field's help text and default, so that flags, the Python API and the defaults cannot drift apart; and
+the one way a declared ``Command`` runs: options from the flags, a progress bar, JSON or text."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Callable
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
 
-from metaedge.sdk.cli.parsing import int_list
+from metaedge.sdk.options import Command, int_list, str_list
 
 
-def flag_fields(config: type) -> tuple[str, ...]:
-    """The fields of ``config`` that are command-line flags."""
-    return tuple(f.name for f in dataclasses.fields(config) if f.metadata.get("flag"))
+def _shown(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def add_config_flags(group, config: type, default_text: Callable[[str], str]) -> None:
-    """A flag ``--field-name`` for every field of ``config`` whose metadata marks it as one; unset flags stay None,
-    so that the configuration's own defaults apply."""
+def _parser_of(f: dataclasses.Field) -> Callable[[str], Any] | None:
+    kind = str(f.type)
+    if f.metadata.get("parse"):
+        return f.metadata["parse"]
+    if "tuple[int" in kind:
+        return int_list
+    if "tuple[str" in kind:
+        return str_list
+    if "Path" in kind:
+        return Path
+    return int if kind.startswith("int") else float if kind.startswith("float") else None
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def add_config_flags(
+    group, config: type, default_text: Callable[[str], str] | None = None, defaults: dict | None = None, skip: tuple[str, ...] = (), prefix: str = ""
+) -> None:
+    """A flag for every option field of ``config`` (and of the configurations it nests). An unset flag stays None,
+    so that the configuration's own default applies; ``defaults`` gives this command's own default of a field
+    (by its dotted path), ``default_text`` says where a field's default comes from when the field cannot."""
+    defaults = defaults or {}
     for f in dataclasses.fields(config):
-        if not f.metadata.get("flag"):
+        meta, dest = f.metadata, prefix + f.name
+        if meta.get("nested"):
+            add_config_flags(group, type(_default(f)), default_text, defaults, skip, dest + ".")
             continue
-        flag, text = "--" + f.name.replace("_", "-"), f"{f.metadata['help']} ({default_text(f.name)})"
-        if "bool" in str(f.type):
-            group.add_argument(flag, action="store_true", default=None, help=text)
+        if dest in skip or not (meta.get("flag") or meta.get("positional")):
+            continue
+        name = meta["flag"] if isinstance(meta["flag"], str) else f.name.replace("_", "-")
+        default = defaults.get(dest, _default(f))
+        required = default is dataclasses.MISSING
+        hidden = default is None or default is False or required
+        shown = default_text(f.name) if default_text else None if hidden else f"default {_shown(default)}"
+        text = meta["help"] + (f" ({shown})" if shown else "")
+        common = {"dest": dest, "default": defaults.get(dest), "help": text.replace("%", "%%")}
+        if required and not meta.get("positional"):
+            common["required"] = True
+        if meta.get("positional"):
+            group.add_argument(dest, type=_parser_of(f), metavar=meta.get("metavar"), help=meta["help"])
+        elif "bool" in str(f.type):
+            action = argparse.BooleanOptionalAction if default is True else "store_true"
+            group.add_argument(f"--{name}", action=action, **common)
         else:
-            kind = int_list if "tuple[int" in str(f.type) else int if "int" in str(f.type) else float if "float" in str(f.type) else str
-            group.add_argument(flag, type=kind, default=None, help=text)
+            metavar = meta.get("metavar") or (None if meta.get("choices") else name.upper().replace("-", "_"))
+            group.add_argument(f"--{name}", type=_parser_of(f), choices=meta.get("choices"), metavar=metavar, **common)
 
 
 def given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
     """The flags among ``names`` that the user set, as configuration fields."""
-    values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     return {name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}
+
+
+def config_from(args: argparse.Namespace, config: type, prefix: str = "", **fixed: Any) -> Any:
+    """``config`` built from the flags ``add_config_flags`` made for it: set flags replace the defaults."""
+    values = {}
+    for f in dataclasses.fields(config):
+        if f.name in fixed:
+            continue
+        if f.metadata.get("nested"):
+            values[f.name] = config_from(args, type(_default(f)), prefix + f.name + ".")
+        elif (f.metadata.get("flag") or f.metadata.get("positional")) and getattr(args, prefix + f.name, None) is not None:
+            value = getattr(args, prefix + f.name)
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return config(**values, **fixed)
+
+
+def progress_bar(name: str, quiet: bool):
+    """A tqdm bar on stderr (hidden with --quiet or without a terminal) and the ``Progress`` that drives it."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=name, disable=quiet or None, file=sys.stderr)
+
+    def progress(advance: int = 1, *, total: int | None = None, label: str | None = None) -> None:
+        if total is not None:
+            bar.reset(total=total)
+        if label:
+            bar.set_description(label)
+        if advance:
+            bar.update(advance)
+
+    return bar, progress
+
+
+def add_declared(sub, command: Command, add_command: Callable) -> None:
+    """The subcommand of a declared ``Command``: its options as flags, --json and --quiet."""
+    p = add_command(sub, command.name, help=command.help, description=command.description, examples=command.examples)
+    add_config_flags(p, command.options, defaults=command.defaults, skip=command.skip)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=lambda args: run_declared(command, args))
+
+
+def run_declared(command: Command, args: argparse.Namespace) -> int:
+    options = config_from(args, command.options)
+    module = importlib.import_module(command.module)
+    bar, progress = progress_bar(command.name, args.quiet)
+    try:
+        report = module.run(options, progress)
+    finally:
+        bar.close()
+    print(json.dumps(report, indent=2) if args.json else module.text(report))
+    return module.exit_code(report) if hasattr(module, "exit_code") else 0

@@ -18,6 +18,8 @@ RENAMED = {
     "--lr": "--inner-lr",
     "--meta-lr": "--outer-lr",
     "--steps": "--inner-steps (adaptation steps) or --timesteps (a spiking receiver's)",
+    "--rtn": "--rtn-taps 3",
+    "--no-rtn": "--rtn-taps 0",
 }
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 
-from metaedge.sdk.cli.options import add_config_flags, flag_fields, given
-from metaedge.sdk.cli.parsing import add_command, add_reporting, add_seed, add_task_flags, int_list, output_dir, positive_int, task_config
+from metaedge.sdk.cli.options import add_config_flags, add_declared, given
+from metaedge.sdk.cli.parsing import add_command, add_reporting, add_seed, add_task_flags, output_dir, positive_int, task_config
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.config import TrainConfig, default_text
 
-TRAIN_FLAGS = flag_fields(TrainConfig)
+TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag"))
+DECLARED = tuple(f"metaedge.sdk.families.{f}.config" for f in ("link", "power", "prediction"))  # modules whose TRAIN command is generated
 
 EXAMPLES = """
 examples:
@@ -31,9 +33,8 @@ def register(sub) -> None:
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=type(p))
     _demod(tasks)
     _born(tasks)
-    _link(tasks)
-    _prediction(tasks)
-    _power(tasks)
+    for module in DECLARED:
+        add_declared(tasks, importlib.import_module(module).TRAIN, add_command)
     _snn(tasks)
 
 
@@ -80,87 +81,6 @@ def _born(tasks) -> None:
     b.set_defaults(handler=run_born)
 
 
-def _link(tasks) -> None:
-    k = add_command(
-        tasks,
-        "link",
-        help="learned encoder/decoder over frequency-selective fading (monograph §5.3)",
-        description="Meta-train an encoder/decoder pair (k bits over n complex channel uses, L-tap Rayleigh "
-        "block fading) so that a new channel is learned in a few steps. Methods ending in -rx "
-        "adapt only the decoder (on pilots) and export as a receiver bundle whose task section "
-        "carries the encoder's codebook; the others adapt both ends through the channel simulator.",
-        examples=LINK_EXAMPLES,
-    )
-    k.add_argument("--out", type=output_dir, required=True, help="run directory to create")
-    k.add_argument("--algo", default="maml-rx", help="maml-rx (default) | metasgd-rx | fomaml-rx | joint-rx | maml | metasgd | fomaml | joint")
-    k.add_argument("--iterations", type=positive_int, default=20_000, help="outer steps (default 20000)")
-    k.add_argument("--tasks-per-batch", type=positive_int, default=20, help="channels per outer step (default 20)")
-    k.add_argument("--meta-channels", type=positive_int, default=100, help="meta-training channels K (default 100)")
-    k.add_argument("--inner-lr", type=float, default=0.1, help="adaptation step size α (default 0.1)")
-    k.add_argument("--outer-lr", type=float, default=0.01, help="Adam step size (default 0.01)")
-    k.add_argument("--inner-steps", type=positive_int, default=1, help="adaptation steps on the device and in validation (default 1)")
-    k.add_argument("--bits", type=positive_int, default=4, help="k, bits per message (default 4)")
-    k.add_argument("--uses", type=positive_int, default=4, help="n, complex channel uses per message (default 4)")
-    k.add_argument("--taps", type=positive_int, default=3, help="L, channel taps (default 3)")
-    k.add_argument("--ebn0-db", type=float, default=15.0, help="Eb/N0 in dB (default 15)")
-    k.add_argument("--hidden", type=int_list, default=[16], help="hidden widths of encoder and decoder (default 16)")
-    k.add_argument(
-        "--rtn",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the decoder starts with a radio-transformer network, a 3-tap inverse filter (default; --no-rtn: without)",
-    )
-    k.add_argument("--val-every", type=positive_int, default=1000, help="validate every N iterations (default 1000)")
-    add_seed(k)
-    add_reporting(k, "the final state")
-    k.set_defaults(handler=run_link)
-
-
-def _prediction(tasks) -> None:
-    c = add_command(
-        tasks,
-        "prediction",
-        help="multi-antenna channel predictor, meta-learned in closed form (monograph §5.4)",
-        description="Meta-learn the bias of a linear channel predictor that each frame fits by ridge "
-        "regression on its past channels (iMAML in closed form, eq. 2.11-2.12), naive or with "
-        "the long-short-term decomposition. Seconds. Export it with --target linear.",
-        examples=PREDICTION_EXAMPLES,
-    )
-    c.add_argument("--out", type=output_dir, required=True, help="run directory to create")
-    c.add_argument("--form", default="lstd", choices=("lstd", "naive"), help="lstd (default) or naive")
-    c.add_argument("--scheme", default="meta", choices=("meta", "joint", "conventional"), help="the bias (default meta)")
-    c.add_argument("--samples", type=positive_int, default=5, help="training windows N_tr per frame (default 5)")
-    c.add_argument("--doppler", default="fast", choices=("slow", "fast"), help="fast (20-200 Hz, default) or slow (1-10 Hz)")
-    c.add_argument("--lam", type=float, default=1.0, help="ridge λ toward the bias (default 1)")
-    c.add_argument("--rank", default="meta", help="LSTD rank: meta (meta-validation, default), aic or a number")
-    c.add_argument("--frames", type=positive_int, default=500, help="meta-training frames K (default 500)")
-    add_seed(c)
-    c.add_argument("--json", action="store_true", help="print the result as JSON")
-    c.set_defaults(handler=run_prediction)
-
-
-def _power(tasks) -> None:
-    w = add_command(
-        tasks,
-        "power",
-        help="REGNN power allocator for dynamic networks (monograph §5.5)",
-        description="Train a random-edge graph neural network that allocates transmit powers from the "
-        "channel gains of a network of 10-20 links (unsupervised sum-rate), jointly or meta-"
-        "learned so that a few slots of a new topology adapt it. Export it like a receiver; "
-        "the device adapts on channel measurements alone.",
-        examples=POWER_EXAMPLES,
-    )
-    w.add_argument("--out", type=output_dir, required=True, help="run directory to create")
-    w.add_argument("--algo", default="fomaml", choices=("fomaml", "reptile", "joint", "modular"), help="fomaml (default), reptile, joint or modular")
-    w.add_argument("--periods", type=positive_int, default=100, help="meta-training periods (topologies) K (default 100)")
-    w.add_argument("--iterations", type=positive_int, help="outer steps (default 2000)")
-    w.add_argument("--inner-lr", type=float, help="adaptation step size α (default 0.1)")
-    w.add_argument("--inner-steps", type=positive_int, help="adaptation steps on a period's slots (default 5)")
-    add_seed(w)
-    add_reporting(w, "the final state")
-    w.set_defaults(handler=run_power)
-
-
 def _snn(tasks) -> None:
     n = add_command(
         tasks,
@@ -195,100 +115,6 @@ examples:
   metaedge train born --algo joint --out runs/born-joint
   metaedge train born --qubits 8 --layers 3 --inner-steps 3 --out runs/born-8q     # ideal simulation only (> 5 qubits)
 """
-
-
-LINK_EXAMPLES = """
-examples:
-  metaedge train link --out runs/link                       # MAML, decoder with RTN adapts: deployable (~6 min)
-  metaedge train link --no-rtn --algo metasgd-rx --out runs/link-sgd
-  metaedge train link --algo maml --out runs/link-full     # both ends adapt (simulator only; not exportable)
-  metaedge export runs/link --out bundles/link && metaedge inspect bundles/link
-"""
-
-
-def run_link(args: argparse.Namespace) -> int:
-    from metaedge.sdk.families.link.learning import TRAINABLE, LinkBench
-    from metaedge.sdk.families.link.run import train_link
-    from metaedge.sdk.families.link.task import LinkConfig
-
-    if args.algo not in TRAINABLE:
-        raise UserError(f"--algo '{args.algo}' is unknown; choose one of {', '.join(TRAINABLE)}")
-    cfg = LinkBench(
-        link=LinkConfig(bits=args.bits, uses=args.uses, taps=args.taps, ebn0_db=args.ebn0_db),
-        hidden=tuple(args.hidden),
-        rtn_taps=3 if args.rtn else 0,
-        iterations=args.iterations,
-        meta_channels=args.meta_channels,
-        tasks_per_batch=args.tasks_per_batch,
-        inner_lr=args.inner_lr,
-        outer_lr=args.outer_lr,
-        seed=args.seed,
-    )
-    return train_and_report(
-        args,
-        f"link-{args.algo}",
-        cfg.iterations,
-        "val_bler",
-        f"best validation BLER after {args.inner_steps} step(s)",
-        lambda progress: train_link(args.out, args.algo, cfg, args.inner_steps, args.val_every, progress),
-    )
-
-
-PREDICTION_EXAMPLES = """
-examples:
-  metaedge train prediction --out runs/pred                  # meta-learned LSTD predictor, fast fading
-  metaedge train prediction --form naive --scheme joint --out runs/pred-joint
-  metaedge export runs/pred --target linear --out bundles/pred
-"""
-
-
-def run_prediction(args: argparse.Namespace) -> int:
-    from metaedge.sdk.families.prediction.learning import PredictionBench
-    from metaedge.sdk.families.prediction.run import train_prediction
-    from metaedge.sdk.families.prediction.task import DOPPLER, ChannelConfig
-
-    cfg = PredictionBench(
-        channel=ChannelConfig(doppler_hz=DOPPLER[args.doppler]),
-        lam=args.lam,
-        meta_frames=args.frames,
-        test_frames=100,
-        rank=args.rank if not args.rank.isdigit() else int(args.rank),
-        seed=args.seed,
-    )
-    state = train_prediction(args.out, cfg, args.samples, args.form, args.scheme)
-    if args.json:
-        print(json.dumps({"run": str(args.out), **state}))
-    else:
-        print(
-            f"prediction-{args.scheme}-{args.form}: validation NMSE {state['val_nmse_db']:.2f} dB with {args.samples} "
-            f"training windows (rank {state['rank']}, {state['seconds']:.1f} s) → {args.out}"
-        )
-    return 0
-
-
-POWER_EXAMPLES = """
-examples:
-  metaedge train power --out runs/power                       # FOMAML on 100 topologies (~1 min)
-  metaedge train power --algo joint --periods 5 --out runs/power-joint
-  metaedge export runs/power --out bundles/power && metaedge inspect bundles/power
-"""
-
-
-def run_power(args: argparse.Namespace) -> int:
-    from metaedge.sdk.families.power.learning import PowerBench
-    from metaedge.sdk.families.power.run import train_power
-
-    given = {"iterations": args.iterations, "inner_lr": args.inner_lr, "inner_steps": args.inner_steps}
-    cfg = PowerBench(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
-    return train_and_report(
-        args,
-        f"power-{args.algo}",
-        cfg.iterations,
-        "meta_loss",
-        "validation sum-rate (bit/s/Hz per slot)",
-        lambda progress: train_power(args.out, args.algo, args.periods, cfg, progress),
-        best="val_sum_rate",
-    )
 
 
 SNN_EXAMPLES = """

@@ -144,7 +144,7 @@ def generate(work: Path | None = None) -> tuple[list[Case], bytes]:
 
 def _power_run(work: Path) -> Path:
     """A briefly meta-trained power allocator (a predictor on the ONNX target: unlabelled pilots, outputs)."""
-    from metaedge.sdk.families.power.learning import PowerBench
+    from metaedge.sdk.families.power.config import PowerBench
     from metaedge.sdk.families.power.run import train_power
 
     train_power(work / "power-run", "fomaml", 10, PowerBench(seed=0, iterations=20))
@@ -169,7 +169,7 @@ def _prediction_run(work: Path) -> Path:
 
 def _link_run(work: Path) -> Path:
     """A briefly meta-trained learned link (autoencoder over a fading channel; the device runs its decoder)."""
-    from metaedge.sdk.families.link.learning import LinkBench
+    from metaedge.sdk.families.link.config import LinkBench
     from metaedge.sdk.families.link.run import train_link
 
     train_link(work / "link-run", "maml-rx", LinkBench(iterations=100, seed=0), steps=1, val_every=100)

@@ -105,7 +105,7 @@ def test_bench_link_quick_writes_json_and_plot(tmp_path, capsys):
     [
         (["bench", "link", "--algos", "maml,nope"], "unknown algorithm 'nope'"),
         (["bench", "link", "--inner-steps", "1,-2"], "must list integers of at least 0"),
-        (["train", "link", "--out", "X", "--algo", "reptile"], "--algo 'reptile' is unknown"),
+        (["train", "link", "--out", "X", "--algo", "reptile"], "--algo: invalid choice: 'reptile'"),
         (["train", "link", "--out", "X", "--taps", "9"], "--taps 9 must lie in 1..uses"),
         (["train", "link", "--out", "X", "--inner-lr", "-1"], "--inner-lr -1.0 must be a positive number"),
     ],

@@ -9,7 +9,8 @@ import torch
 
 from metaedge.sdk.cli.main import main
 from metaedge.sdk.families.power import model as regnn
-from metaedge.sdk.families.power.learning import PowerBench, initial, new_topology_rates, train
+from metaedge.sdk.families.power.config import PowerBench
+from metaedge.sdk.families.power.learning import initial, new_topology_rates, train
 from metaedge.sdk.families.power.task import PowerConfig, PowerTasks
 
 

@@ -108,7 +108,7 @@ def test_bench_prediction_quick_writes_json_and_plot(tmp_path, capsys):
         (["--doppler", "medium"], "unknown regime 'medium'"),
         (["--rank", "x"], "--rank 'x' must be meta, aic or a positive number"),
         (["--lam", "0"], "--lam 0.0 must be positive"),
-        (["--slot", "0"], "--slot must be positive"),
+        (["--slot", "0"], "--slot 0.0 must be a positive number"),
         (["--rank", "zero"], "--rank 'zero' must be meta, aic or a positive number"),
     ],
 )

@@ -19,7 +19,33 @@ import dataclasses
 from dataclasses import asdict
 from typing import Callable
 
-from metaedge.sdk.families.link.learning import METHODS, LinkBench, bler_curve, spec_of, train
+from metaedge.sdk.families.link.config import METHODS, LinkBench, LinkFigure
+from metaedge.sdk.families.link.learning import bler_curve, spec_of, train
+from metaedge.sdk.options import Progress, chosen, silent
+from metaedge.sdk.stats import format_table
+
+
+def run(options: LinkFigure, progress: Progress = silent) -> dict:
+    """``metaedge bench link``: the benchmark of ``options`` and its plot."""
+    from metaedge.sdk.plots import plot_link
+
+    methods = chosen(options.algos, METHODS)
+    cfg = quick(options.setup) if options.quick else options.setup
+    progress(0, total=len([m for m in methods if m != "scratch"]) * cfg.iterations)
+    report = run_benchmark(cfg, methods, lambda method, _iteration: progress(label=f"link {method}"))
+    plot_link(report, options.plot)
+    return {**report, "plot": str(options.plot)}
+
+
+def text(report: dict) -> str:
+    s, link = report["setup"], report["setup"]["link"]
+    steps = [str(k) for k in s["steps"]]
+    rows = [[m, *(f"{report['bler'][m][k]['ser']:.2e}" for k in steps)] for m in report["methods"]]
+    return (
+        f"BLER on {s['test_channels']} new channels vs adaptation steps (Eb/N0 {link['ebn0_db']:g} dB, {link['bits']} bits over "
+        f"{link['uses']} channel uses, {link['taps']} taps{', RTN decoders' if s['rtn_taps'] else ''})\n"
+        f"{format_table(['method', *steps], rows)}\n\nwritten: {report['plot']}"
+    )
 
 
 def run_benchmark(cfg: LinkBench, methods: tuple[str, ...] = METHODS, progress: Callable[[str, int], None] | None = None) -> dict:

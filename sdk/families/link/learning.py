@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -12,38 +10,13 @@ from torch.func import vmap
 
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.link import model as autoencoder
+from metaedge.sdk.families.link.config import TRAINABLE, LinkBench
 from metaedge.sdk.families.link.model import AutoencoderSpec
-from metaedge.sdk.families.link.task import LinkConfig, LinkTasks
+from metaedge.sdk.families.link.task import LinkTasks
 from metaedge.sdk.meta import get_algorithm
 from metaedge.sdk.meta.core import STEP_PREFIX, InnerLoop, adapt
 from metaedge.sdk.meta.outer import fit
 from metaedge.sdk.stats import summarise
-
-METHODS = ("maml", "maml-rx", "metasgd", "metasgd-rx", "fomaml", "joint", "scratch")
-TRAINABLE = tuple(a + suffix for a in ("maml", "metasgd", "fomaml", "joint") for suffix in ("-rx", ""))
-
-
-@dataclass(frozen=True)
-class LinkBench:
-    link: LinkConfig = LinkConfig()
-    hidden: tuple[int, ...] = (16,)
-    rtn_taps: int = 0  # > 0: the decoder starts with a radio-transformer network estimating that many taps
-    iterations: int = 20_000
-    meta_channels: int = 100  # K
-    tasks_per_batch: int = 20
-    inner_lr: float = 0.1  # α, in meta-training and at test
-    outer_lr: float = 0.01  # Adam
-    test_channels: int = 100  # the published figure tests on 20; more narrow the interval
-    test_messages: int = 10_000  # per channel and grid point
-    steps: tuple[int, ...] = (0, 1, 2, 5, 10, 100, 1000)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for flag, value in (("--inner-lr", self.inner_lr), ("--outer-lr", self.outer_lr)):
-            if not (math.isfinite(value) and value > 0):
-                raise UserError(f"{flag} {value} must be a positive number")
-        if any(h < 1 for h in self.hidden):
-            raise UserError(f"--hidden {','.join(map(str, self.hidden))} must list positive layer widths")
 
 
 def decoder_only(method: str) -> bool:

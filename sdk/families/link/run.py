@@ -11,13 +11,27 @@ from typing import Callable
 
 from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.families.link.learning import LinkBench, bler_curve, initial, spec_of, train
+from metaedge.sdk.families.link.config import LinkBench, LinkTraining
+from metaedge.sdk.families.link.learning import bler_curve, initial, spec_of, train
 from metaedge.sdk.families.link.task import LinkConfig
+from metaedge.sdk.options import Progress, per_iteration, silent, trained_line
 from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
 
 MODEL_KIND = "autoencoder"
 VAL_CHANNELS = 50
 VAL_MESSAGES = 2000
+
+
+def run(options: LinkTraining, progress: Progress = silent) -> dict:
+    """``metaedge train link``: train ``options.algo`` into ``options.out``; the final state."""
+    name = f"link-{options.algo}"
+    progress(0, total=options.setup.iterations, label=name)
+    state = train_link(options.out, options.algo, options.setup, options.inner_steps, options.val_every, per_iteration(progress, name, "val_bler"))
+    return {"run": str(options.out), "name": name, **state, "label": f"best validation BLER after {options.inner_steps} step(s)"}
+
+
+def text(state: dict) -> str:
+    return trained_line(state, state["label"], "val_bler")
 
 
 def run_config(method: str, cfg: LinkBench, steps: int, val_every: int) -> dict:

@@ -20,16 +20,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.options import option
 
 _SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 
 
 @dataclass(frozen=True)
 class LinkConfig:
-    bits: int = 4  # k: 2^k messages
-    uses: int = 4  # n: complex channel uses per message
-    taps: int = 3  # L: channel taps, each CN(0, 1/L)
-    ebn0_db: float = 15.0
+    bits: int = option(4, "k, bits per message (2^k messages)")
+    uses: int = option(4, "n, complex channel uses per message")
+    taps: int = option(3, "L, channel taps, each CN(0, 1/L)")
+    ebn0_db: float = option(15.0, "Eb/N0 in dB")
 
     def __post_init__(self) -> None:
         for ok, message in (

@@ -19,8 +19,38 @@ from typing import Callable
 
 import numpy as np
 
-from metaedge.sdk.families.power.learning import BLACK_BOX, METHODS, PowerBench, new_topology_rates, train
+from metaedge.sdk.families.power.config import BLACK_BOX, METHODS, PowerBench, PowerFigure
+from metaedge.sdk.families.power.learning import new_topology_rates, train
+from metaedge.sdk.options import Progress, chosen, silent
 from metaedge.sdk.runs_parallel import run_all
+from metaedge.sdk.stats import format_table, paired_text
+
+
+def run(options: PowerFigure, progress: Progress = silent) -> dict:
+    """``metaedge bench power``: the benchmark of ``options`` and its plot."""
+    from metaedge.sdk.plots import plot_power
+
+    methods = chosen(options.algos, METHODS)
+    cfg = quick(options.setup) if options.quick else options.setup
+    progress(0, total=len(methods) * len(cfg.period_grid))
+    report = run_benchmark(cfg, methods, lambda method, k: progress(label=f"power {method} K={k}"), jobs=options.jobs)
+    plot_power(report, options.plot)
+    return {**report, "plot": str(options.plot)}
+
+
+def text(report: dict) -> str:
+    grid, methods, rates = [str(k) for k in report["setup"]["period_grid"]], report["methods"], report["sum_rate"]
+    lines = [
+        f"sum-rate (bit/s/Hz per slot) on {report['setup']['test_periods']} new topologies vs meta-training periods K "
+        f"(full power: {report['full_power']['sum_rate']:.2f}; optimised per slot, an oracle: {report['optimised']['sum_rate']:.2f})",
+        format_table(["method", *grid], [[m, *(f"{rates[m][k]['sum_rate']:.2f}" for k in grid)] for m in methods]),
+    ]
+    for reference, name in (("joint", "joint learning"), ("modular", "modular meta-learning")):
+        compared = [m for m in methods if f"vs_{reference}" in rates[m][grid[0]] and m != reference]
+        if compared:
+            lines += ["", f"difference to {name} on the same topologies (95 % interval)"]
+            lines.append(format_table(["method", *grid], [[m, *(paired_text(rates[m][k][f"vs_{reference}"]) for k in grid)] for m in compared]))
+    return "\n".join([*lines, "", f"written: {report['plot']}"])
 
 
 def trained_rates(method: str, periods: int, cfg: PowerBench) -> np.ndarray:

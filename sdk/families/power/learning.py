@@ -2,47 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 from torch.func import vmap
 
-from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.power import model as regnn
-from metaedge.sdk.families.power.model import RegnnSpec
-from metaedge.sdk.families.power.task import PowerConfig, PowerTasks
+from metaedge.sdk.families.power.config import PowerBench
+from metaedge.sdk.families.power.task import PowerTasks
 from metaedge.sdk.meta import get_algorithm
 from metaedge.sdk.meta.core import adapt
 from metaedge.sdk.meta.defaults import DEFAULT_ASSIGNMENT
 from metaedge.sdk.meta.outer import fit
-
-METHODS = ("joint", "fomaml", "reptile", "modular")
-BLACK_BOX = ("fomaml", "reptile")
-
-
-@dataclass(frozen=True)
-class PowerBench:
-    power: PowerConfig = field(default_factory=PowerConfig)
-    model: RegnnSpec = field(default_factory=RegnnSpec)
-    iterations: int = 2000  # with 500 the methods had not separated yet (docs/results/tasks.md)
-    tasks_per_batch: int = 8
-    inner_lr: float = 0.1
-    inner_steps: int = 5  # eq. 5.30 takes one step; what one step gives: docs/results/tasks.md
-    outer_lr: float = 0.01
-    modules: int = 3  # modular: candidate modules per layer
-    proposals: int = 20  # modular: annealing proposals per period
-    train_slots: int = 5  # N_tr per period: the few samples of a new topology
-    val_slots: int = 20  # N_va per meta-training period
-    test_periods: int = 100
-    test_slots: int = 100
-    period_grid: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.inner_lr > 0:
-            raise UserError(f"--inner-lr {self.inner_lr} must be a positive number")
 
 
 def initial(method: str, cfg: PowerBench) -> dict[str, torch.Tensor]:

@@ -15,33 +15,11 @@ The loss is the negative sum-rate (eq. 5.26, 5.28) of the powers, averaged over 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from metaedge.sdk.models.mlp import Params
-
-
-@dataclass(frozen=True)
-class RegnnSpec:
-    features: tuple[int, ...] = (2, 8, 4, 1)  # inputs: one, centred log direct gain
-    taps: int = 3  # K, the graph filters' order
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes = {}
-        for i, (f_in, f_out) in enumerate(zip(self.features, self.features[1:])):
-            shapes[f"l{i}.filter"] = (self.taps, f_in, f_out)
-            shapes[f"l{i}.bias"] = (f_out,)
-        return shapes
-
-    def init(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Filters U(±1/√(K·F_in)), biases 0."""
-        return {
-            name: (rng.uniform(-1, 1, shape) / math.sqrt(shape[0] * shape[1]) if name.endswith("filter") else np.zeros(shape)).astype(np.float32)
-            for name, shape in self.shapes().items()
-        }
 
 
 def is_regnn(params: Params) -> bool:

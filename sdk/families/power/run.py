@@ -16,13 +16,26 @@ import torch
 from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.power import model as regnn
-from metaedge.sdk.families.power.learning import PowerBench, inner, new_topology_rates, train
-from metaedge.sdk.families.power.model import RegnnSpec
+from metaedge.sdk.families.power.config import PowerBench, PowerTraining, RegnnSpec
+from metaedge.sdk.families.power.learning import inner, new_topology_rates, train
 from metaedge.sdk.families.power.task import PowerConfig, PowerTasks
+from metaedge.sdk.options import Progress, per_iteration, silent, trained_line
 from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
 from metaedge.sdk.targets.onnx import Receiver, deployed_modular, selftest_vectors
 
 MODEL_KIND = "regnn"
+
+
+def run(options: PowerTraining, progress: Progress = silent) -> dict:
+    """``metaedge train power``: train ``options.algo`` into ``options.out``; the final state."""
+    name = f"power-{options.algo}"
+    progress(0, total=options.setup.iterations, label=name)
+    state = train_power(options.out, options.algo, options.periods, options.setup, per_iteration(progress, name, "meta_loss"))
+    return {"run": str(options.out), "name": name, **state}
+
+
+def text(state: dict) -> str:
+    return trained_line(state, "validation sum-rate (bit/s/Hz per slot)", "val_sum_rate")
 
 
 def run_config(method: str, periods: int, cfg: PowerBench) -> dict:

@@ -17,8 +17,45 @@ from typing import Callable
 import numpy as np
 
 from metaedge.backends.linear import predictor as pr
+from metaedge.deploy.manifest import Holdout
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.prediction.config import PredictionFigure
 from metaedge.sdk.families.prediction.learning import PredictionBench, Split, biases, frame_nmse, meta_rank
-from metaedge.sdk.families.prediction.task import ChannelFrames
+from metaedge.sdk.families.prediction.task import DOPPLER, ChannelConfig, ChannelFrames
+from metaedge.sdk.options import Progress, chosen, silent
+from metaedge.sdk.stats import format_table
+
+
+def run(options: PredictionFigure, progress: Progress = silent) -> dict:
+    """``metaedge bench prediction``: the benchmark in every regime of ``options`` and its plot."""
+    from metaedge.sdk.plots import plot_prediction
+
+    regimes = chosen(options.doppler, tuple(DOPPLER), "--doppler", "regime")
+    if not options.slot > 0:
+        raise UserError(f"--slot {options.slot} must be a positive number of seconds")
+    channel = lambda regime: ChannelConfig(doppler_hz=DOPPLER[regime], slot_s=options.slot)  # noqa: E731
+    shifted = channel(options.test_doppler) if options.test_doppler else None
+    holdout = Holdout(options.holdout_margin, options.holdout_windows)
+    setup = quick(options.setup) if options.quick else options.setup
+    progress(0, total=len(regimes) * len(setup.sample_grid))
+    reports = {}
+    for regime in regimes:
+        progress(0, label=f"prediction {regime}")
+        cfg = dataclasses.replace(setup, channel=channel(regime), test_channel=shifted, holdout=holdout)
+        reports[regime] = {**run_benchmark(cfg, progress=lambda _: progress()), "tested_on": options.test_doppler or regime}
+    report = {"benchmark": "prediction", "regimes": reports}
+    plot_prediction(report, options.plot)
+    return {**report, "plot": str(options.plot)}
+
+
+def text(report: dict) -> str:
+    lines = []
+    for regime, r in report["regimes"].items():
+        grid = [str(n) for n in r["setup"]["sample_grid"]]
+        tested = f", tested on {r['tested_on']} fading" if r["tested_on"] != regime else ""
+        lines.append(f"NMSE (dB) on {r['setup']['test_frames']} new frames, {regime} fading{tested}, vs training samples N_tr")
+        lines += [format_table(["scheme", *grid], [[name, *(f"{v[n]:.2f}" for n in grid)] for name, v in r["nmse_db"].items()]), ""]
+    return "\n".join([*lines, f"written: {report['plot']}"])
 
 
 def run_benchmark(cfg: PredictionBench, progress: Callable[[int], None] | None = None) -> dict:

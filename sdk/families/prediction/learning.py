@@ -11,23 +11,29 @@ from metaedge.backends.selection import HOLDOUT
 from metaedge.deploy.manifest import Holdout
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.prediction.task import ChannelConfig
+from metaedge.sdk.options import option, positive_int, seed_option
+
+
+def lstd_rank(text: str) -> str | int:
+    """meta, aic or a positive number."""
+    return int(text) if text.isdigit() else text
 
 
 @dataclass(frozen=True)
 class PredictionBench:
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     test_channel: ChannelConfig | None = None  # the test frames' channels, where they differ from meta-training's (a shift)
-    test_split: str = "test"  # the stream of the test frames: "test", or "val" to choose the hold-out selection on
+    test_split: str = option("test", "test frames' stream: test, or val to choose the selection on", flag="split", choices=("test", "val"))
     holdout: Holdout = HOLDOUT  # the selection the "selecting" rows score, as a device runs it (bundle-format.md §15.5)
     window: pr.Window = field(default_factory=pr.Window)
-    lam: float = 1.0  # ridge λ (1 in Park and Simeone 2022)
-    meta_frames: int = 500  # K
-    val_samples: int = 20  # N_va per meta-training frame
-    test_frames: int = 500
-    test_samples: int = 20  # predictions scored per test frame
-    sample_grid: tuple[int, ...] = (1, 2, 5, 10, 20)
-    rank: str | int = "meta"  # LSTD rank: "aic" per frame, "meta" (one R by meta-validation) or a number
-    seed: int = 0
+    lam: float = option(1.0, "ridge λ toward the bias (1 in Park and Simeone 2022)")
+    meta_frames: int = option(500, "meta-training frames K", flag="frames", parse=positive_int)
+    val_samples: int = option(20, "validation windows N_va per meta-training frame", parse=positive_int)
+    test_frames: int = option(500, "new frames tested on", parse=positive_int)
+    test_samples: int = option(20, "predictions scored per test frame", flag=False)
+    sample_grid: tuple[int, ...] = option((1, 2, 5, 10, 20), "training windows N_tr per frame", flag="samples")
+    rank: str | int = option("meta", "LSTD rank: meta (one R by meta-validation), aic (per frame) or a number", parse=lstd_rank)
+    seed: int = seed_option("channels and frames")
 
     def __post_init__(self) -> None:
         if self.rank not in ("meta", "aic") and not (type(self.rank) is int and self.rank >= 1):

@@ -15,11 +15,27 @@ from metaedge.backends.linear import predictor as pr
 from metaedge.backends.linear.backend import to_rows
 from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.prediction.config import PredictionTraining
 from metaedge.sdk.families.prediction.learning import PredictionBench, Split, biases, frame_nmse, meta_rank
-from metaedge.sdk.families.prediction.task import ChannelConfig, ChannelFrames
+from metaedge.sdk.families.prediction.task import DOPPLER, ChannelConfig, ChannelFrames
+from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.rundir import CONFIG, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
 
 MODEL_KIND = "linear-predictor"
+
+
+def run(options: PredictionTraining, progress: Progress = silent) -> dict:
+    """``metaedge train prediction``: the bias of ``options.scheme`` into ``options.out`` (seconds: no progress)."""
+    cfg = dataclasses.replace(options.setup, channel=ChannelConfig(doppler_hz=DOPPLER[options.doppler]))
+    state = train_prediction(options.out, cfg, options.samples, options.form, options.scheme)
+    return {"run": str(options.out), "name": f"prediction-{options.scheme}-{options.form}", "samples": options.samples, **state}
+
+
+def text(state: dict) -> str:
+    return (
+        f"{state['name']}: validation NMSE {state['val_nmse_db']:.2f} dB with {state['samples']} training windows "
+        f"(rank {state['rank']}, {state['seconds']:.1f} s) → {state['run']}"
+    )
 
 
 def run_config(cfg: PredictionBench, samples: int, form: str, scheme: str, rank) -> dict:

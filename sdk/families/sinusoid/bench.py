@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Callable
 
 import numpy as np
@@ -30,38 +30,54 @@ from scipy import stats
 from torch.func import vmap
 
 from metaedge.sdk.families.demod.training import TrainConfig, initial_theta
+from metaedge.sdk.families.sinusoid.config import METHODS, SinusoidBench, SinusoidFigure
 from metaedge.sdk.families.sinusoid.task import SinusoidTasks
 from metaedge.sdk.meta import get_algorithm
 from metaedge.sdk.meta.bayes import mean_prediction
 from metaedge.sdk.meta.core import adapt
 from metaedge.sdk.meta.outer import fit
 from metaedge.sdk.models.mlp import MLPSpec
+from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.runs_parallel import run_all
+from metaedge.sdk.stats import format_table, paired_text
 
-METHODS = ("joint", "maml", "imaml", "bmaml")
+
+def run(options: SinusoidFigure, progress: Progress = silent) -> dict:
+    """``metaedge bench sinusoid``: the three panels of ``options`` and their plot."""
+    from metaedge.sdk.plots import plot_sinusoid
+
+    for method in options.algos:
+        get_algorithm(method)
+    cfg = quick(options.setup) if options.quick else options.setup
+    runs = 1 + len(set(cfg.sample_grid) - {cfg.samples}) + len(set(cfg.task_grid) - {cfg.tasks})
+    progress(0, total=len(options.algos) * runs * cfg.repeats)
+    report = run_benchmark(cfg, options.algos, progress=lambda _: progress(), jobs=options.jobs)
+    plot_sinusoid(report, options.plot)
+    return {**report, "plot": str(options.plot)}
 
 
-@dataclass(frozen=True)
-class SinusoidBench:
-    iterations: int = 1500
-    tasks_per_batch: int = 10
-    outer_lr: float = 1e-3
-    inner_lr: float = 0.01
-    svgd_lr: float = 0.01  # BMAML's α; SVGD averages over the M particles, so each moves about 2α/M per step
-    inner_steps: int = 5
-    prox: float = 3.0  # iMAML's λ of the proximal problem
-    prox_steps: int = 40  # iMAML's inner steps: its implicit meta-gradient assumes the proximal problem solved
-    particles: int = 5  # BMAML's M
-    hidden: tuple[int, ...] = (40, 40)
-    eval_every: int = 100
-    test_tasks: int = 100
-    test_points: int = 100
-    samples: int = 10  # N of panels (a) and (c)
-    tasks: int = 1000  # K of panels (a) and (b)
-    sample_grid: tuple[int, ...] = (2, 5, 10, 20)
-    task_grid: tuple[int, ...] = (5, 20, 100, 1000)
-    seed: int = 0
-    repeats: int = 1  # task draws (seeds seed … seed + repeats − 1)
+def text(report: dict) -> str:
+    """The two tables of best test MSE, and each method's paired difference to MAML over task draws."""
+    cfg, algos = report["setup"], report["methods"]
+    draws = f", mean over {cfg['repeats']} task draws" if cfg["repeats"] > 1 else ""
+    lines = [f"best test MSE vs samples per task N (K = {cfg['tasks']}{draws})"]
+    rows = [[m, *(loss_cell(report["b_best_loss_vs_samples"][m][str(n)]) for n in cfg["sample_grid"])] for m in algos]
+    lines += [
+        format_table(["method", *map(str, cfg["sample_grid"])], rows),
+        "",
+        f"best test MSE vs meta-training tasks K (N = {cfg['samples']}{draws})",
+    ]
+    rows = [[m, *(loss_cell(report["c_best_loss_vs_tasks"][m][str(k)]) for k in cfg["task_grid"])] for m in algos]
+    lines.append(format_table(["method", *map(str, cfg["task_grid"])], rows))
+    for panel, label, grid in (("b", "N", cfg["sample_grid"]), ("c", "K", cfg["task_grid"])):
+        for method, points in report.get("vs_maml", {}).get(panel, {}).items():
+            cells = [f"{label}={x}: " + ("diverged" if points[str(x)] is None else paired_text(points[str(x)])) for x in grid]
+            lines += ["", f"{method} − maml over {cfg['repeats']} draws (95 % t-interval): " + ", ".join(cells)]
+    return "\n".join([*lines, "", f"written: {report['plot']}"])
+
+
+def loss_cell(loss: float | None) -> str:
+    return "diverged" if loss is None else f"{loss:.3f}"
 
 
 def train_curve(method: str, n: int, k: int, seed: int, cfg: SinusoidBench) -> list[dict]:
