@@ -12,7 +12,9 @@ from metaedge.sdk.cli.options import add_declared
 from metaedge.sdk.cli.parsing import add_command, add_seed, int_list, positive_int, read_bundle_arg, str_list
 from metaedge.sdk.errors import UserError
 
-DECLARED = tuple(f"metaedge.sdk.families.{f}.config" for f in ("link", "power", "prediction", "sinusoid"))  # modules whose BENCH command is generated
+DECLARED = tuple(  # modules whose BENCH command is generated from its options
+    f"metaedge.sdk.families.{name}.config" for name in ("link", "power", "prediction", "sinusoid", "demod.snn", "demod.born")
+)
 EXAMPLES = """
 examples:
   metaedge bench meta-train
@@ -69,13 +71,11 @@ def register(sub) -> None:
     register_powercut(benches)
     register_fuzz(benches)
     register_soak(benches)
-    from metaedge.sdk.cli import bench_algorithms, bench_loihi, bench_qiskit, bench_shift
+    from metaedge.sdk.cli import bench_algorithms, bench_shift
 
     bench_algorithms.register(benches)
     for module in DECLARED:
         add_declared(benches, importlib.import_module(module).BENCH, add_command)
-    bench_qiskit.register(benches)
-    bench_loihi.register(benches)
     bench_shift.register(benches)
 
 

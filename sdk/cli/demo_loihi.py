@@ -22,11 +22,10 @@ def run_loihi_demo(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from metaedge.sdk.cli.bench_loihi import train_default
     from metaedge.sdk.cli.demo import demo_keys, deployed_device
     from metaedge.sdk.device_frames import stream as stream_frames
     from metaedge.sdk.families.demod.snn.bench import quality, test_frames
-    from metaedge.sdk.families.demod.snn.training import load_snn_run
+    from metaedge.sdk.families.demod.snn.training import load_snn_run, train_default
     from metaedge.sdk.lava_env import lava_python
     from metaedge.sdk.rundir import write_json
     from metaedge.sdk.stats import format_table

@@ -21,11 +21,10 @@ def run_qiskit_demo(args: argparse.Namespace) -> int:
     import contextlib
     import io
 
-    from metaedge.sdk.cli.bench_qiskit import render, train_default
     from metaedge.sdk.cli.demo import demo_keys, deployed_device
     from metaedge.sdk.device_frames import stream as stream_frames
-    from metaedge.sdk.families.demod.born.bench import bench_qiskit
-    from metaedge.sdk.families.demod.born.training import load_born_run
+    from metaedge.sdk.families.demod.born.bench import bench_qiskit, text
+    from metaedge.sdk.families.demod.born.training import load_born_run, train_default
     from metaedge.sdk.plots import plot_reliability
     from metaedge.sdk.rundir import write_json
     from metaedge.sdk.targets import export
@@ -39,7 +38,7 @@ def run_qiskit_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(path, ignore_errors=True)
         if not (path / "theta.safetensors").is_file():
             shutil.rmtree(path, ignore_errors=True)
-            train_default(path, method, seed=0, quiet=args.quiet)
+            train_default(path, method, seed=0)
         runs[method] = load_born_run(path)
     if not args.quiet:
         print(f"bench: exact evaluation on 300 devices, then {DEVICE_FRAMES} devices per prior on {NOISY}", file=sys.stderr)
@@ -63,7 +62,7 @@ def run_qiskit_demo(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     p = report["protocol"]
-    print(render(report))
+    print(text(report))
     print(
         f"\nmeta-learned bundle deployed to a {NOISY} device process: SER {p['ser']:.4f} over {p['frames']} new devices × "
         f"{p['symbols']} symbols, {p['pilots']} pilots; device time per frame median {p['device_us']['p50'] / 1e3:.0f} ms"

@@ -67,6 +67,7 @@ EXTRAS = {
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.argv = sys.argv[1:] if argv is None else list(argv)
         return int(args.handler(args) or 0)
     except UserError as e:
         print(f"metaedge: error: {e}", file=sys.stderr)

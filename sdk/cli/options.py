@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -118,7 +119,10 @@ def add_declared(sub, command: Command, add_command: Callable) -> None:
 
 
 def run_declared(command: Command, args: argparse.Namespace) -> int:
-    options = config_from(args, command.options)
+    """Options from the flags (and the command line itself, for options that record it), the work under a progress
+    bar, then the report as JSON or text; the exit code the report implies."""
+    recorded = {"command": "metaedge " + shlex.join(args.argv)} if "command" in {f.name for f in dataclasses.fields(command.options)} else {}
+    options = config_from(args, command.options, **recorded)
     module = importlib.import_module(command.module)
     bar, progress = progress_bar(command.name, args.quiet)
     try:

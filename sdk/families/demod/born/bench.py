@@ -21,13 +21,64 @@ import numpy as np
 from metaedge.backends.qiskit.backend import QiskitBackend
 from metaedge.backends.qiskit.model import uniform_prior
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.demod.born.config import METHODS, QiskitFigure
 from metaedge.sdk.families.demod.born.evaluation import Scores, evaluate_exact, test_frames, tune_step_size
-from metaedge.sdk.families.demod.born.training import BornRun
-from metaedge.sdk.stats import summarise
+from metaedge.sdk.families.demod.born.training import BornRun, load_born_run, train_default
+from metaedge.sdk.options import Progress, silent
+from metaedge.sdk.stats import format_table, summarise
 from metaedge.sdk.targets import Release
 from metaedge.sdk.targets.qiskit import write_born_bundle
 
 PRIORS = ("meta-learned", "joint", "uniform prior")
+
+
+def run(options: QiskitFigure, progress: Progress = silent) -> dict:
+    """``metaedge bench qiskit``: the report, written to ``out``/qiskit.json with its reliability diagram."""
+    from metaedge.backends.base import BackendError
+    from metaedge.backends.qiskit.targets import parse_target
+    from metaedge.sdk.plots import plot_reliability
+    from metaedge.sdk.rundir import write_json
+
+    for target in options.targets:
+        try:
+            parse_target(target)
+        except BackendError as e:
+            raise UserError(f"--targets: {e}") from None
+    options.out.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for method in METHODS:
+        path = getattr(options, method) or options.out / f"born-{method}"
+        if getattr(options, method) is None and not path.exists():
+            progress(0, label=f"training the {method} circuit into {path}")
+            train_default(path, method, options.seed)
+        runs[method] = load_born_run(path)
+    progress(0, total=len(options.targets) * len(PRIORS) * options.device_frames, label="qiskit frames")
+    report = bench_qiskit(runs["meta"], runs["joint"], options.exact_devices, options.device_frames, options.targets, options.seed, progress)
+    report["command"] = options.command
+    exact = report["exact"]["results"]
+    plot_reliability(
+        {name: exact[name]["reliability"] for name in ("meta-learned", "point-estimate BNN", "joint")},
+        options.out / "reliability.png",
+        f"Born-machine BNN, {report['task']['pilots']} pilots, exact ensemble",
+    )
+    write_json(options.out / "qiskit.json", report)
+    return {**report, "written": [str(options.out / "qiskit.json"), str(options.out / "reliability.png")]}
+
+
+def text(report: dict) -> str:
+    rows = [[name, "exact", f"{r['ser']:.4f}", f"{r['log_loss']:.4f}", f"{r['ece']:.4f}", "", ""] for name, r in report["exact"]["results"].items()]
+    for target, d in report["device"].items():
+        for name, r in d["results"].items():
+            c = r["costs"]
+            cells = [f"{r['ser']:.4f}", f"{r['log_loss']:.4f}", f"{r['ece']:.4f}", f"{r['seconds_per_frame'] * 1e3:.0f}"]
+            rows.append([name, target, *cells, f"{c['circuits_per_frame']}×/{c['shots_per_frame']:,}"])
+    devices = next(iter(report["device"].values()))["devices"] if report["device"] else 0
+    head = (
+        f"{report['task']['pilots']} pilots, {report['inner']['steps']} steps, {report['inner']['shots']} shots per setting; "
+        f"exact over {report['exact']['devices']} devices, targets over {devices}"
+    )
+    table = format_table(["prior", "where", "SER", "log-loss", "ECE", "ms/frame", "circuits/shots per frame"], rows)
+    return "\n".join([head, table, *(["→ " + ", ".join(report["written"])] if "written" in report else [])])
 
 
 def priors_of(meta: BornRun, joint: BornRun) -> dict[str, BornRun]:

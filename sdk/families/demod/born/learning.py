@@ -18,28 +18,12 @@ data with no inner loop.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 
+from metaedge.sdk.families.demod.born.config import InnerConfig
 from metaedge.sdk.families.demod.born.simulator import BornSimulator
 
 TINY = 1e-30
-
-
-@dataclass(frozen=True)
-class InnerConfig:
-    """The adaptation budget a device runs: gradient steps, step size, KL weight λ, shots."""
-
-    steps: int = 2
-    lr: float = 0.01
-    kl_weight: float = 1.0
-    shots: int = 256  # per parameter setting of a step, on the device
-    predict_shots: int = 1024  # weight samples of the predictive ensemble
-    prior_shots: int = 4096  # samples of q(·|θ) a device draws once, for its density-ratio estimate
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def safe_log(p: torch.Tensor) -> torch.Tensor:

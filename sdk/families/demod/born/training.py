@@ -18,41 +18,50 @@ import torch
 
 from metaedge.backends.qiskit.model import BornSpec, default_logit_scale, label_log_probs, uniform_prior
 from metaedge.deploy import tensors
-from metaedge.sdk.errors import UserError, require_at_least_one
-from metaedge.sdk.families.demod.born.learning import InnerConfig, adapt, predictive_nll
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.demod.born.config import BornTask, BornTrainConfig, BornTraining, InnerConfig
+from metaedge.sdk.families.demod.born.learning import adapt, predictive_nll
 from metaedge.sdk.families.demod.born.simulator import BornSimulator
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.options import Progress, per_iteration, silent, trained_line
 from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_best_theta, read_kind_config, write_json
 
-METHODS = ("meta", "joint")
 MODEL_KIND = "born"
 
 
 def default_task() -> DemodConfig:
-    """QPSK with a residual phase of ±60°, I/Q imbalance as published, 10 dB, one known pilot.
+    """QPSK with a residual phase (``config.BornTask``: ±60°, 10 dB, one known pilot), I/Q imbalance as published.
 
     One pilot, the regime where the prior decides: with four at 10 dB the pilots alone fix the
     phase and no prior matters, and with two the meta-learned and joint circuits tie on SER
     (measured: docs/results/qiskit.md)."""
-    return DemodConfig(order=4, snr_db=10.0, channel="phase", phase_max_deg=60.0, pilots=1, val_pilots=32, payload=1000, frame=2000)
+    return born_task(BornTask())
 
 
-@dataclass(frozen=True)
-class BornTrainConfig:
-    method: str = "meta"  # meta: through the inner loop (eq. 2.33); joint: one circuit for all tasks
-    iterations: int = 400
-    tasks_per_batch: int = 32
-    outer_lr: float = 0.05  # Adam
-    val_devices: int = 256
-    val_every: int = 25
-    seed: int = 0
+def born_task(t: BornTask) -> DemodConfig:
+    try:
+        return DemodConfig(
+            order=4, snr_db=t.snr_db, channel="phase", phase_max_deg=t.phase_max_deg, pilots=t.pilots, val_pilots=32, payload=1000, frame=2000
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"method '{self.method}' is unknown; use meta or joint")
-        require_at_least_one(self, ("iterations", "tasks_per_batch", "val_devices", "val_every"))
-        if not self.outer_lr > 0:
-            raise UserError(f"outer_lr must be > 0, got {self.outer_lr}")
+
+def run(options: BornTraining, progress: Progress = silent) -> dict:
+    """``metaedge train born``: train ``options`` into its run directory; the final state."""
+    task = born_task(options.task)
+    try:
+        spec = make_spec(task, options.qubits, options.layers)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    name = f"born-{options.train.method}"
+    progress(0, total=options.train.iterations, label=name)
+    state = train_born(options.out, task, spec, options.inner, options.train, per_iteration(progress, name, "val_loss"))
+    return {"run": str(options.out), "name": name, **state}
+
+
+def text(state: dict) -> str:
+    return trained_line(state, "best validation log-loss", "val_loss")
 
 
 @dataclass
@@ -149,6 +158,12 @@ def run_config(task: DemodConfig, spec: BornSpec, inner: InnerConfig, cfg: BornT
         "inner": inner.to_dict(),
         "train": asdict(cfg),
     }
+
+
+def train_default(out: Path, method: str, seed: int = 0) -> dict:
+    """The default circuit and budget of ``method`` on the default task."""
+    task = default_task()
+    return train_born(out, task, make_spec(task, BornSpec.qubits, BornSpec.layers), InnerConfig(), BornTrainConfig(method=method, seed=seed))
 
 
 def make_spec(task: DemodConfig, qubits: int, layers: int) -> BornSpec:

@@ -22,11 +22,149 @@ from typing import Callable
 import numpy as np
 
 from metaedge.backends.loihi.network import stream_length
-from metaedge.sdk.families.demod.snn.training import SnnRun, Streams, adapt, decide
-from metaedge.sdk.families.demod.task import DemodTasks, TaskBatch
-from metaedge.sdk.stats import summarise
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.demod.snn.config import METHODS, LoihiFigure
+from metaedge.sdk.families.demod.snn.training import SnnRun, Streams, adapt, decide, load_snn_run, snn_task, train_default
+from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks, TaskBatch
+from metaedge.sdk.options import Progress, silent
+from metaedge.sdk.stats import format_table, summarise
 
 RANDOM_SCALE = 0.3
+ONNX_ITERATIONS = 2000
+
+
+def run(options: LoihiFigure, progress: Progress = silent) -> dict:
+    """``metaedge bench loihi``: the quality comparison, then (unless ``no_lava``) Lava's speed and fixed point;
+    written to ``out``/loihi.json."""
+    from metaedge.sdk.families.demod.receivers import ModelBasedReceiver
+    from metaedge.sdk.lava_env import lava_python
+    from metaedge.sdk.rundir import write_json
+
+    interpreter = None if options.no_lava else lava_python()
+    if options.lava_payload > options.payload:
+        raise UserError(f"--lava-payload {options.lava_payload} exceeds --payload {options.payload}")
+    options.out.mkdir(parents=True, exist_ok=True)
+    runs = spiking_runs(options, snn_task(options.task), progress)
+    main_run = runs["fomaml"]
+    onnx_dir = options.onnx or options.out / "onnx-metasgd"
+    if options.onnx is None and not onnx_dir.exists():
+        progress(0, label=f"training the ONNX receiver (Meta-SGD, {ONNX_ITERATIONS} iterations) into {onnx_dir}")
+        train_onnx(onnx_dir, main_run.task, options.seed)
+    receivers = {
+        "ONNX receiver (Meta-SGD MLP)": onnx_receiver(onnx_dir, main_run.task),
+        "model-based (MMSE + ML)": ModelBasedReceiver(DemodTasks(main_run.task).constellation, main_run.task.noise_var, main_run.task.channel_var),
+    }
+    frame = test_frames(main_run, options.devices, options.payload, options.seed + 1000)
+    starts = starts_of(runs, options.seed)
+    progress(0, total=len(starts) + len(receivers), label="loihi quality")
+    q = quality(main_run, starts, frame, receivers, progress=progress)
+    names = list(q["results"])
+    report = {
+        "task": {k: getattr(main_run.task, k) for k in ("order", "snr_db", "pilots", "channel", "phase_max_deg")},
+        "snn": main_run.spec.to_dict(),
+        "devices": options.devices,
+        "payload": options.payload,
+        "seed": options.seed,
+        "runs": {m: str(r.path) for m, r in runs.items()} | {"onnx": str(onnx_dir)},
+        "quality": q["results"],
+        "paired": {start: paired(q["per_device"], start, [n for n in names if n != start]) for start in ("fomaml θ", "reptile θ")},
+    }
+    if interpreter:
+        progress(0, label=f"{max(options.lava_frames, options.fixed_frames)} frames on Lava, {options.fixed_frames} also in fixed point")
+        report.update(lava_report(options, main_run, frame, interpreter))
+    report["command"] = options.command
+    write_json(options.out / "loihi.json", report)
+    return {**report, "written": str(options.out / "loihi.json")}
+
+
+def spiking_runs(options: LoihiFigure, task: DemodConfig, progress: Progress) -> dict[str, SnnRun]:
+    """The runs compared, by method: given, found in ``out``, or trained there; one configuration."""
+    runs = {}
+    for method in METHODS:
+        path = getattr(options, method) or options.out / f"snn-{method}"
+        if getattr(options, method) is None and not path.exists():
+            progress(0, label=f"training the {method} start into {path}")
+            train_default(path, method, options.seed, task)
+        runs[method] = load_snn_run(path)
+    if any(r.task != runs["fomaml"].task or r.spec != runs["fomaml"].spec for r in runs.values()):
+        raise UserError("the runs were trained on different tasks or networks; compare runs of one configuration")
+    return runs
+
+
+def lava_report(options: LoihiFigure, main_run: SnnRun, frame: TaskBatch, interpreter: str) -> dict:
+    """Frames of the FOMAML bundle on Lava (float, and fixed point): speed and agreement with the host."""
+    from metaedge.sdk.targets import export
+
+    bundle = options.out / "bundle-fomaml"
+    if not bundle.exists():
+        export("loihi", main_run.path, bundle)
+    try:
+        speed = lava_speed(main_run, bundle, frame, options.lava_frames, options.lava_payload, interpreter, options.fixed_frames)
+    except RuntimeError as e:
+        raise UserError(str(e)) from None
+    return {**({"fixed_point": speed.pop("fixed_point")} if "fixed_point" in speed else {}), "speed": speed}
+
+
+def train_onnx(out: Path, task: DemodConfig, seed: int) -> None:
+    from metaedge.sdk.families.demod.training import TrainConfig, Trainer
+
+    # the outer step and patience of the receiver behind the published loihi figures (docs/results/loihi.md)
+    train = TrainConfig(algo="metasgd", iterations=ONNX_ITERATIONS, outer_lr=1e-3, patience=8, seed=seed)
+    trainer = Trainer(out, task.replace(val_pilots=32), train)
+    trainer.start(resume=False)
+    trainer.run()
+
+
+def onnx_receiver(path: Path, task: DemodConfig):
+    import torch
+
+    from metaedge.sdk.families.demod.receivers import LearnedReceiver
+    from metaedge.sdk.families.demod.training import configs_from_run
+    from metaedge.sdk.rundir import load_run
+
+    run = load_run(path)
+    run_task, train = configs_from_run(run.config)
+    if run_task.order != task.order or run_task.snr_db != task.snr_db or run_task.channel != task.channel:
+        raise UserError(f"--onnx {path} was trained on another task than the spiking runs (order, SNR and channel must match)")
+    return LearnedReceiver("ONNX receiver", {k: torch.from_numpy(v) for k, v in run.theta.items()}, train.inner(), task.order)
+
+
+def text(report: dict) -> str:
+    rows = []
+    for name, r in report["quality"].items():
+        adapted = report["paired"]["fomaml θ"].get(name)
+        rows.append(
+            [
+                name,
+                r["where"],
+                f"{r['ser']:.4f}",
+                f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]",
+                f"{r['without_adaptation']:.4f}" if "without_adaptation" in r else "",
+                f"{adapted['ser_difference']:+.4f}" if adapted else "",
+            ]
+        )
+    t = report["task"]
+    channel = t["channel"] + (f" ±{t['phase_max_deg']:g}°" if t["channel"] == "phase" else "")
+    head = (
+        f"{t['order']}-QAM" if t["order"] != 4 else "QPSK"
+    ) + f", {t['pilots']} pilots, {t['snr_db']:g} dB, {channel}; {report['devices']} new devices × {report['payload']} symbols"
+    lines = [head, format_table(["start / receiver", "where", "SER", "95 % CI", "no adaptation", "fomaml − this"], rows)]
+    if "speed" in report:
+        s = report["speed"]
+        lines.append(
+            f"Lava: {s['lava']['timesteps_per_s_median']:.0f} timesteps/s, {s['lava']['frame_s_median']:.2f} s per frame "
+            f"({s['pilots']} pilots + {s['payload']} symbols = {s['timesteps_per_frame']} timesteps); host reference "
+            f"{s['speedup_over_lava']['per_frame']:.0f}× faster per frame, {s['speedup_over_lava']['batched']:.0f}× batched; "
+            f"decisions equal: {s['decisions_equal_reference']}"
+        )
+    if "fixed_point" in report:
+        f = report["fixed_point"]
+        lines.append(
+            f"fixed point (Lava fixed_pt): SER {f['fixed_ser']:.4f} vs {f['float_ser']:.4f} floating on the same frames "
+            f"(cost {f['ser_cost']['ser']:+.4f} [{f['ser_cost']['ci95'][0]:+.4f}, {f['ser_cost']['ci95'][1]:+.4f}]); "
+            f"decisions agree on {f['decision_agreement']:.1%}"
+        )
+    return "\n".join([*lines, f"→ {report['written']}"])
 
 
 def test_frames(run: SnnRun, devices: int, payload: int, seed: int) -> TaskBatch:

@@ -26,50 +26,30 @@ import numpy as np
 from metaedge.backends.loihi.network import SnnSpec, encode, input_weights, probabilities, teacher
 from metaedge.backends.loihi.reference import hidden_spikes, output_layer
 from metaedge.deploy import tensors
-from metaedge.sdk.errors import UserError, require_at_least_one
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.demod.snn.config import SnnTask, SnnTrainConfig, SnnTraining
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.options import Progress, per_iteration, silent, trained_line
 from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_best_theta, read_kind_config, write_json
 
-METHODS = ("fomaml", "reptile", "joint")
 MODEL_KIND = "snn"
-DEFAULT_META_LR = {"fomaml": 0.04, "reptile": 0.1, "joint": 0.04}
 
 
 def default_task() -> DemodConfig:
-    """QPSK, the published I/Q imbalance and Rayleigh channel, 20 dB, 4 known pilots (one per symbol)."""
-    return DemodConfig(order=4, snr_db=20.0, pilots=4, val_pilots=32, payload=1000, frame=2000)
+    """The spiking receiver's default task (``config.SnnTask``): QPSK, the published I/Q imbalance and Rayleigh
+    channel, 20 dB, 4 known pilots (one per symbol)."""
+    t = SnnTask()
+    return DemodConfig(order=t.order, snr_db=t.snr_db, pilots=t.pilots, val_pilots=32, payload=1000, frame=2000)
 
 
-def snn_task(order: int = 4, pilots: int = 4, snr_db: float = 20.0, channel: str = "rayleigh", phase_max_deg: float = 60.0) -> DemodConfig:
+def snn_task(t: SnnTask = SnnTask()) -> DemodConfig:
     """The default task with another constellation, pilot count, SNR or channel (a UserError if impossible)."""
     try:
         return default_task().replace(
-            order=order, pilots=pilots, snr_db=snr_db, channel=channel, phase_max_deg=phase_max_deg if channel == "phase" else 180.0
+            order=t.order, pilots=t.pilots, snr_db=t.snr_db, channel=t.channel, phase_max_deg=t.phase_max_deg if t.channel == "phase" else 180.0
         )
     except ValueError as e:
         raise UserError(str(e)) from None
-
-
-@dataclass(frozen=True)
-class SnnTrainConfig:
-    method: str = "fomaml"
-    iterations: int = 300
-    tasks_per_batch: int = 64
-    meta_lr: float | None = None  # β; None: the method's default (DEFAULT_META_LR)
-    val_devices: int = 200
-    val_every: int = 25
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"method '{self.method}' is unknown; use one of {', '.join(METHODS)}")
-        require_at_least_one(self, ("iterations", "tasks_per_batch", "val_devices", "val_every"))
-        if self.meta_lr is not None and not self.meta_lr > 0:
-            raise UserError(f"meta_lr must be > 0, got {self.meta_lr}")
-
-    @property
-    def beta(self) -> float:
-        return self.meta_lr if self.meta_lr is not None else DEFAULT_META_LR[self.method]
 
 
 @dataclass
@@ -131,6 +111,29 @@ def outer_step(spec: SnnSpec, method: str, beta: float, theta: np.ndarray, tr: S
     if method == "fomaml":
         return theta - beta * rule_gradient(spec, adapt(spec, theta, tr), va).mean(0)
     return theta - beta * rule_gradient(spec, theta, tr.then(va)).mean(0)
+
+
+def run(options: SnnTraining, progress: Progress = silent) -> dict:
+    """``metaedge train snn``: train ``options`` into its run directory; the final state."""
+    task = snn_task(options.task)
+    try:
+        spec = SnnSpec(classes=task.order, grid=options.grid, steps=options.timesteps, learning_rate=options.learning_rate)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    name = f"snn-{options.train.method}"
+    progress(0, total=options.train.iterations, label=name)
+    state = train_snn(options.out, task, spec, options.train, per_iteration(progress, name, "val_ser"))
+    return {"run": str(options.out), "name": name, **state}
+
+
+def text(state: dict) -> str:
+    return trained_line(state, "best validation SER after on-chip adaptation", "val_ser")
+
+
+def train_default(out: Path, method: str, seed: int = 0, task: DemodConfig | None = None) -> dict:
+    """θ of ``method`` with the default network and outer loop, on ``task`` (default: the spiking receiver's)."""
+    task = task or default_task()
+    return train_snn(out, task, SnnSpec(classes=task.order), SnnTrainConfig(method=method, seed=seed))
 
 
 def train_snn(out: Path, task: DemodConfig, spec: SnnSpec, cfg: SnnTrainConfig, progress: Callable[[int, dict], None] | None = None) -> dict:

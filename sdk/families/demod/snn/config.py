@@ -1,0 +1,120 @@
+"""The spiking receiver's task and outer loop, and the options of ``metaedge train snn``, declared once (the network's
+own defaults live in the device's ``SnnSpec``). Torch-free."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from metaedge.backends.loihi.network import SnnSpec
+from metaedge.sdk.errors import UserError, require_at_least_one
+from metaedge.sdk.options import Command, count, nested, option, out_option, output_dir, positive_int, seed_option
+
+METHODS = ("fomaml", "reptile", "joint")
+DEFAULT_META_LR = {"fomaml": 0.04, "reptile": 0.1, "joint": 0.04}
+
+
+@dataclass(frozen=True)
+class SnnTask:
+    """The spiking receiver's task: QPSK, the published I/Q imbalance, a channel, a few pilots."""
+
+    order: int = option(4, "constellation: 4 (QPSK) or 16 (16-QAM)")
+    pilots: int = option(4, "known pilots per frame", parse=positive_int)
+    snr_db: float = option(20.0, "Es/N0 in dB")
+    channel: str = option("rayleigh", "rayleigh or a residual phase", choices=("rayleigh", "phase"))
+    phase_max_deg: float = option(60.0, "phase channel only: range ± degrees")
+
+
+@dataclass(frozen=True)
+class SnnTrainConfig:
+    method: str = option("fomaml", "outer loop", flag="algo", choices=METHODS)
+    iterations: int = option(300, "outer steps", parse=positive_int)
+    tasks_per_batch: int = option(64, "devices per outer step", parse=positive_int)
+    meta_lr: float | None = option(
+        None, "β (default: the method's, " + ", ".join(f"{m} {b:g}" for m, b in DEFAULT_META_LR.items()) + ")", flag="outer-lr"
+    )
+    val_devices: int = option(200, "validation devices", parse=positive_int)
+    val_every: int = option(25, "validate every N iterations", parse=positive_int)
+    seed: int = seed_option("devices, channels and pilots")
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"method '{self.method}' is unknown; use one of {', '.join(METHODS)}")
+        require_at_least_one(self, ("iterations", "tasks_per_batch", "val_devices", "val_every"))
+        if self.meta_lr is not None and not self.meta_lr > 0:
+            raise UserError(f"meta_lr must be > 0, got {self.meta_lr}")
+
+    @property
+    def beta(self) -> float:
+        return self.meta_lr if self.meta_lr is not None else DEFAULT_META_LR[self.method]
+
+
+@dataclass(frozen=True)
+class SnnTraining:
+    """``metaedge train snn``: θ of the plastic synapses, kept as a run directory."""
+
+    out: Path = out_option()
+    task: SnnTask = nested(SnnTask)
+    timesteps: int = option(SnnSpec.steps, "timesteps each symbol is presented", parse=positive_int)
+    grid: int = option(SnnSpec.grid, "receptive fields per rail; hidden = grid²", parse=positive_int)
+    learning_rate: float = option(SnnSpec.learning_rate, "η of the on-chip rule")
+    train: SnnTrainConfig = nested(SnnTrainConfig)
+
+
+TRAIN = Command(
+    "snn",
+    help="spiking receiver for Loihi: the three-factor rule's starting point (monograph §6.1)",
+    description="Meta-learn the plastic synapses' starting point θ of a spiking demodulator whose output layer adapts "
+    "on-chip with a three-factor rule; first-order, with the rule itself (FOMAML or Reptile), or jointly. Export it "
+    "with --target loihi.",
+    examples="""
+examples:
+  metaedge train snn --out runs/snn-fomaml
+  metaedge train snn --algo reptile --out runs/snn-reptile
+  metaedge train snn --order 16 --pilots 16 --out runs/snn-16qam
+  metaedge train snn --channel phase --phase-max-deg 60 --out runs/snn-phase
+""",
+    options=SnnTraining,
+    module="metaedge.sdk.families.demod.snn.training",
+    skip=("train.val_devices", "train.val_every"),
+)
+
+
+@dataclass(frozen=True)
+class LoihiFigure:
+    """``metaedge bench loihi``: every start adapted on-chip on the same devices, next to the ONNX and model-based
+    receivers, then frames on Lava; runs that are not given are trained into ``out``."""
+
+    fomaml: Path | None = option(None, "fomaml run (metaedge train snn --algo fomaml); default: train into --out")
+    reptile: Path | None = option(None, "reptile run; default: train into --out")
+    joint: Path | None = option(None, "joint run; default: train into --out")
+    onnx: Path | None = option(None, "an MLP run for the same task (metaedge train demod --order 4 --pilots 4 --algo metasgd); default: train one")
+    out: Path = option(Path("runs/bench-loihi"), "runs and results", parse=output_dir)
+    task: SnnTask = nested(SnnTask)
+    devices: int = option(500, "new devices for the quality comparison", parse=positive_int)
+    payload: int = option(1000, "payload symbols per device", parse=positive_int)
+    lava_frames: int = option(5, "frames run on Lava", parse=positive_int)
+    lava_payload: int = option(100, "payload symbols per Lava frame", parse=positive_int)
+    fixed_frames: int = option(20, "frames run on Lava in floating and fixed point, for the SER cost of fixed point (0 skips it)", parse=count)
+    no_lava: bool = option(False, "skip the Lava part (quality only)")
+    seed: int = seed_option("devices, channels and the runs trained here")
+    command: str | None = option(None, flag=False)  # the command line that asked for the report
+
+
+BENCH = Command(
+    "loihi",
+    help="spiking receivers: SER after on-chip adaptation per start, Lava speed",
+    description="Adapts the FOMAML-, Reptile- and jointly trained θ, θ = 0 and a random θ with the three-factor rule on "
+    "the same pilots of many new devices (host reference, exactly Lava's dynamics), next to the ONNX receiver (Meta-SGD "
+    "MLP) and the model-based receiver; then runs frames on Lava and times them. Writes OUT/loihi.json.",
+    examples="""
+examples:
+  metaedge bench loihi --json                  # trains what is missing into runs/bench-loihi first (~2 min)
+  metaedge bench loihi --devices 200 --lava-frames 2 --lava-payload 50     # quick look
+  metaedge bench loihi --fomaml runs/snn-fomaml --onnx runs/qpsk-metasgd --no-lava
+  metaedge bench loihi --channel phase --out runs/bench-loihi-phase      # residual carrier phase within ±60°
+  metaedge bench loihi --order 16 --pilots 16 --out runs/bench-loihi-16qam --no-lava
+""",
+    options=LoihiFigure,
+    module="metaedge.sdk.families.demod.snn.bench",
+)
