@@ -16,9 +16,10 @@ def summarise(per_device: np.ndarray) -> dict:
     return {"ser": mean, "ci95": [mean - half, mean + half]}
 
 
-def paired_text(difference: dict) -> str:
+def paired_text(difference: dict, digits: int = 2) -> str:
     """A paired difference {"diff", "ci95"} as "+0.24 [+0.13, +0.35]"."""
-    return f"{difference['diff']:+.2f} [{difference['ci95'][0]:+.2f}, {difference['ci95'][1]:+.2f}]"
+    low, high = difference["ci95"]
+    return f"{difference['diff']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
 def percentiles(values, quantiles=(50, 90, 99), scale: float = 1.0) -> dict:

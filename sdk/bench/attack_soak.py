@@ -23,8 +23,11 @@ from metaedge.deploy import wire
 from metaedge.deploy.client import DeviceClient, DeviceRequestError, parse_device_url
 from metaedge.deploy.signing import generate, load_private
 from metaedge.sdk.bench.attack import TRIGGER, hostile_bundle
+from metaedge.sdk.bench.config import SoakBench
 from metaedge.sdk.bench.device import process_status
 from metaedge.sdk.device_process import deployed
+from metaedge.sdk.errors import bundle_at
+from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.stats import percentiles
 
 IDLE, PARTIAL = 200, 100
@@ -148,3 +151,37 @@ def bench_attack(bundle_path: Path, frames: int, pilots: int, symbols: int, work
         "device_errors": served["errors"],
         "device_violations": served["violations"],
     }
+
+
+def run(options: SoakBench, progress: Progress = silent) -> dict:
+    """``metaedge bench soak``: frames to one device process, under attack with ``attack``."""
+    import tempfile
+
+    from metaedge.sdk.bench.device import bench_soak
+
+    bundle_at(options.bundle)
+    progress(0, total=options.frames)
+    soak = bench_attack if options.attack else bench_soak
+    with tempfile.TemporaryDirectory() as work:
+        return soak(options.bundle, options.frames, options.pilots, options.symbols, Path(work), progress=progress)
+
+
+def text(report: dict) -> str:
+    lat = report["round_trip_us"]
+    if "attack" in report:
+        attack = report["attack"]
+        return (
+            f"{report['frames']} operator frames under attack in {report['seconds']:.0f} s: round trip p50 {lat['p50']:.0f} µs, "
+            f"p99 {lat['p99']:.0f} µs, max {lat['max'] / 1e3:.0f} ms; peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB; "
+            f"attacker opened {attack['connections_opened']} connections, {attack['refused_busy']} refused busy; "
+            f"trigger frame: {attack['trigger'].get('answer')}"
+        )
+    return (
+        f"{report['frames']} frames in {report['seconds']:.0f} s ({report['frames_per_s']:.0f}/s); round trip p50 "
+        f"{lat['p50']:.0f} µs, p99 {lat['p99']:.0f} µs, p99.9 {lat['p99.9']:.0f} µs; RSS growth "
+        f"{report['rss_growth_percent']:+.2f} %; fds {report['fds_after_warmup']} → {report['fds_end']}"
+    )
+
+
+def exit_code(report: dict) -> int:
+    return 0 if report.get("p99_met", True) and report.get("memory_met", True) else 1

@@ -27,9 +27,11 @@ import torch
 from metaedge.backends.base import Frame
 from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy.bundle import Bundle, pack
-from metaedge.sdk.errors import UserError
+from metaedge.sdk.bench.config import DeviceBench
+from metaedge.sdk.errors import UserError, bundle_at
 from metaedge.sdk.meta.core import InnerLoop, adapt
 from metaedge.sdk.models.mlp import forward
+from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.stats import percentiles
 
 BLOCK = 10  # frames per variant before switching
@@ -310,3 +312,36 @@ def bench_soak(bundle_path: Path, frames: int, pilots: int, symbols: int, state:
         "device_errors": served["errors"],
         "device_fallbacks": served["fallbacks"],
     }
+
+
+def run(options: DeviceBench, progress: Progress = silent) -> dict:
+    """``metaedge bench device``: the frame on one core, then the protocol round trip."""
+    import tempfile
+
+    report = bench_device(bundle_at(options.bundle), options.repeats, options.pilots, options.symbols, options.inner_steps)
+    progress(0, label="protocol round trip")
+    with tempfile.TemporaryDirectory() as state:
+        report["protocol"] = bench_round_trip(options.bundle, options.frames, options.pilots, options.symbols, Path(state))
+    return report
+
+
+def text(report: dict) -> str:
+    f, med, p = report["frame"], report["median_us"], report["protocol"]
+    lines = [f"one frame: {f['pilots']} pilots, {f['steps']} step(s), {f['symbols']} symbols, 1 thread, median of {report['repeats']}"]
+    lines += [f"  {name:<26} {us:8.1f} µs   p90 {report['p90_us'][name]:8.1f} µs" for name, us in med.items()]
+    ratio = (
+        f"torch / onnx ({report['device_mode']}, the device's mode): {report['torch_over_onnx']:.1f}× (at most "
+        f"{report['torch_over_torch_forward_only']:.1f}× for a device whose adaptation were free and whose inference "
+        f"were as fast as torch's)"
+        if report["torch_over_onnx"]
+        else f"{report['torch_unavailable']}; device mode {report['device_mode']}"
+    )
+    lines.append(
+        f"{ratio}; the device's frame with the selection costs {report['selection_over_guard_only']:.2f}× the guard alone on the field's "
+        f"frames ({report['classical_share']['receiver_frame']:.0%} decided by the classical receiver), "
+        f"{report['selection_worst_over_guard_only']:.2f}× on random samples; bundle {report['bundle_bytes']:,} B; "
+        f"round trip median {p['round_trip_us']['p50']:.0f} µs (device {p['device_us']['p50']:.0f} µs) with the receiver "
+        f"contained, {p['in_process']['round_trip_us']['p50']:.0f} µs in the device process; peak RSS of device and receiver "
+        f"{p['device_peak_rss_bytes'] / 2**20:.1f} MiB ({p['in_process']['device_peak_rss_bytes'] / 2**20:.1f} MiB in one process)"
+    )
+    return "\n".join(lines)

@@ -23,6 +23,9 @@ from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy import tensors, wire
 from metaedge.deploy.bundle import Bundle, BundleError, pack, parse_manifest, sha256, unpack
 from metaedge.deploy.manifest import parse
+from metaedge.sdk.bench.config import FuzzBench
+from metaedge.sdk.errors import bundle_at
+from metaedge.sdk.options import Progress, silent
 
 HANG_S = 1.0
 
@@ -109,3 +112,24 @@ def bench_fuzz(bundle: Bundle, count: int, seed: int = 0, progress: Callable[[in
             progress(1000)
     total = {k: sum(t[k] for t in per_target.values()) for k in ("inputs", "accepted", "refused", "crashes", "hangs")}
     return {"benchmark": "fuzz", "seed": seed, "hang_threshold_s": HANG_S, "total": total, "targets": per_target}
+
+
+def run(options: FuzzBench, progress: Progress = silent) -> dict:
+    """``metaedge bench fuzz``."""
+    bundle = bundle_at(options.bundle)
+    progress(0, total=options.count)
+    return bench_fuzz(bundle, options.count, options.seed, progress=progress)
+
+
+def text(report: dict) -> str:
+    lines = [
+        f"{name:<17} {t['inputs']:>7} inputs: {t['accepted']:>6} accepted, {t['refused']:>7} refused, "
+        f"{t['crashes']} crashes, {t['hangs']} hangs, slowest {t['max_s'] * 1e3:.1f} ms"
+        for name, t in report["targets"].items()
+    ]
+    total = report["total"]
+    return "\n".join([*lines, f"total: {total['inputs']} inputs, {total['crashes']} crashes, {total['hangs']} hangs"])
+
+
+def exit_code(report: dict) -> int:
+    return 0 if report["total"]["crashes"] == report["total"]["hangs"] == 0 else 1

@@ -22,10 +22,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from metaedge.sdk.bench.config import MetaTrainBench
+from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.recipes import recipe
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.meta import compiled_meta_gradient, get_algorithm, meta_gradient, to_batch
 from metaedge.sdk.meta.reference import per_task_meta_gradient, per_task_objective_gradient
+from metaedge.sdk.options import Progress, silent
+from metaedge.sdk.stats import format_table
 
 SECOND_ORDER = {"maml": True, "fomaml": False}  # the incumbents' loop, written out
 RANDOM = {"esmaml", "vbmaml", "alset", "modular"}  # draw random numbers inside the objective
@@ -172,3 +176,54 @@ def bench_meta_train(
         },
         "results": results,
     }
+
+
+def run(options: MetaTrainBench, progress: Progress = silent) -> dict:
+    """``metaedge bench meta-train``."""
+    from metaedge.sdk.meta import ALGORITHMS
+
+    algos = list(ALGORITHMS) if options.algos == ("all",) else list(options.algos)
+    unknown = [a for a in algos if a not in ALGORITHMS]
+    if unknown:
+        raise UserError(f"--algos: unknown {', '.join(unknown)}; choose from {', '.join(ALGORITHMS)} or all")
+    return bench_meta_train(
+        algos,
+        list(options.tasks),
+        options.repeats,
+        compile=not options.no_compile,
+        progress=lambda what: progress(label=what),
+        memory_steps=list(options.memory_steps),
+    )
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def text(report: dict) -> str:
+    rows = []
+    for r in report["results"]:
+        for variant in ("batched", "compiled"):
+            if variant in r["median_ms"]:
+                diff = r["max_abs_grad_diff_vs_loop"]
+                rows.append(
+                    [
+                        f"{r['algo']} × {r['tasks']}",
+                        variant,
+                        f"{r['median_ms'][variant]:.2f}",
+                        f"{r['median_ms']['loop']:.2f}",
+                        f"{r['tasks_per_s'][variant]:.0f}",
+                        f"{r['speedup_vs_loop'][variant]:.1f}×",
+                        "random" if diff is None else f"{diff[variant]:.1e}",
+                        _mib(r["peak_memory_mib"]),
+                    ]
+                )
+    env = report["environment"]
+    lines = [
+        f"meta-gradient, median of {report['repeats']} (torch {env['torch']}, {env['threads']} threads)",
+        format_table(["algo × tasks", "core", "core ms", "loop ms", "tasks/s", "speedup", "max |Δgrad|", "peak MiB"], rows),
+    ]
+    if report["memory_vs_inner_steps"]:
+        memory = [[m["algo"], str(m["inner_steps"]), str(m["tasks"]), _mib(m["peak_memory_mib"])] for m in report["memory_vs_inner_steps"]]
+        lines += ["", "peak memory of one meta-gradient vs inner steps (MiB)", format_table(["algo", "inner steps", "tasks", "peak MiB"], memory)]
+    return "\n".join(lines)

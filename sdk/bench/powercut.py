@@ -13,6 +13,9 @@ from metaedge.deploy.manifest import parse
 from metaedge.firmware_sim import powercut
 from metaedge.firmware_sim.device import Device
 from metaedge.firmware_sim.profile import DEFAULT, PROFILES
+from metaedge.sdk.bench.config import PowercutBench
+from metaedge.sdk.errors import bundle_at
+from metaedge.sdk.options import Progress, silent
 
 
 def next_release(bundle: Bundle) -> Bundle:
@@ -48,3 +51,20 @@ def bench_powercut(bundle: Bundle, crash_states: int = 1000, progress: Callable[
         "crash_states": sum(r["cuts"] for r in reports if "crash states" in r["scenario"]),
         "failures": sum(r["failures"] for r in reports),
     }
+
+
+def run(options: PowercutBench, progress: Progress = silent) -> dict:
+    """``metaedge bench powercut``: each scenario's count of writes shows on ``progress``."""
+    return bench_powercut(bundle_at(options.bundle), options.crash_states, lambda label: lambda done=1: progress(done, label=label))
+
+
+def text(report: dict) -> str:
+    lines = []
+    for r in report["scenarios"]:
+        what = "crash states booted" if "crash" in r["scenario"] else "injected cuts"
+        lines.append(f"{r['scenario']}: {r['writes']} flash writes, {r['cuts']} {what}, {r['failures']} failures")
+    return "\n".join([*lines, f"total: {report['cuts']} cuts and crash states, {report['failures']} failures"])
+
+
+def exit_code(report: dict) -> int:
+    return 0 if report["failures"] == 0 else 1

@@ -86,9 +86,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from metaedge.sdk.cli.parsing import read_bundle_arg
+    from metaedge.sdk.errors import bundle_at
 
-    bundle = read_bundle_arg(args.bundle)
+    bundle = bundle_at(args.bundle)
     print(json.dumps(bundle.manifest.raw, indent=2) if args.json else summary(bundle))
     return 0
 

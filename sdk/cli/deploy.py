@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_device, output_file, positive_int, read_bundle_arg
+from metaedge.sdk.cli.parsing import add_command, add_device, output_file, positive_int
+from metaedge.sdk.errors import bundle_at
 
 EXAMPLES = """
 examples:
@@ -61,7 +62,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     from metaedge.deploy.bundle import pack
     from metaedge.sdk.device_frames import deploy
 
-    image = pack(read_bundle_arg(args.bundle))
+    image = pack(bundle_at(args.bundle))
     with tqdm(total=len(image), unit="B", unit_scale=True, desc="upload", disable=args.quiet or None, file=sys.stderr) as bar:
         result = deploy(args.device, image, args.confirm, progress=bar.update, operator_key=args.operator_key)
     state = "confirmed" if args.confirm else "on trial (confirm with 'metaedge device confirm', or reset to revert)"

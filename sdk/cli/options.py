@@ -119,10 +119,11 @@ def add_declared(sub, command: Command, add_command: Callable) -> None:
 
 
 def run_declared(command: Command, args: argparse.Namespace) -> int:
-    """Options from the flags (and the command line itself, for options that record it), the work under a progress
+    """Options from the flags (and the invocation — command line, --quiet — for options that take it), the work under a progress
     bar, then the report as JSON or text; the exit code the report implies."""
-    recorded = {"command": "metaedge " + shlex.join(args.argv)} if "command" in {f.name for f in dataclasses.fields(command.options)} else {}
-    options = config_from(args, command.options, **recorded)
+    invocation = {"command": "metaedge " + shlex.join(args.argv), "quiet": args.quiet}
+    names = {f.name for f in dataclasses.fields(command.options)}
+    options = config_from(args, command.options, **{k: v for k, v in invocation.items() if k in names})
     module = importlib.import_module(command.module)
     bar, progress = progress_bar(command.name, args.quiet)
     try:

@@ -206,16 +206,6 @@ def task_config(args: argparse.Namespace):
     )
 
 
-def read_bundle_arg(path):
-    """A verified bundle from a command-line path, or a UserError naming the path and the reason."""
-    from metaedge.deploy.bundle import BundleError, read_bundle
-
-    try:
-        return read_bundle(path)
-    except BundleError as e:
-        raise UserError(f"{path}: {e}") from None
-
-
 def chosen(given: list[str] | None, allowed: tuple[str, ...], flag: str = "--algos", what: str = "algorithm") -> tuple[str, ...]:
     """The user's choice from ``allowed`` (all of them when not given), or a UserError naming the first unknown one."""
     from metaedge.sdk.errors import UserError

@@ -81,3 +81,18 @@ def test_bundles_torch_cannot_recompute_are_timed_without_it(trained_bundle, tmp
     predictor = rewritten(trained_bundle[1], tmp_path / "p", as_predictor)
     with pytest.raises(UserError, match="bench device times classifier bundles"):
         bench_device(predictor, repeats=10)
+
+
+def test_the_bench_commands_report_through_the_cli(trained_bundle, capsys):
+    """The generated commands: text and exit code of fuzz, JSON of soak, one line for a bundle that is not one."""
+    import json
+
+    from metaedge.sdk.cli.main import main
+
+    bundle = str(trained_bundle[1])
+    assert main(["bench", "fuzz", "--bundle", bundle, "--count", "100", "--quiet"]) == 0
+    assert "total: 100 inputs, 0 crashes, 0 hangs" in capsys.readouterr().out
+    assert main(["bench", "soak", "--bundle", bundle, "--frames", "40", "--symbols", "20", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 40
+    assert main(["bench", "fuzz", "--bundle", trained_bundle[0].as_posix(), "--count", "1"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -5,22 +5,33 @@ field's help), every default in one place — the recipe of the algorithm (``rec
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from metaedge.backends.selection import SELECT
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.recipes import COMMON, recipe
+from metaedge.sdk.families.demod.shift import SHIFTS
 from metaedge.sdk.families.demod.task import DemodConfig
 from metaedge.sdk.meta.defaults import DEFAULT_ASSIGNMENT, DEFAULT_PROX, INNER
+from metaedge.sdk.options import (
+    Command,
+    int_list,
+    margin,
+    option,
+    output_dir,
+    pilot_range,
+    plot_option,
+    positive_int,
+    quick_option,
+    seed_option,
+    str_list,
+)
 
 if TYPE_CHECKING:
     from metaedge.sdk.meta.core import InnerLoop
     from metaedge.sdk.models.mlp import MLPSpec
-
-
-def option(default: Any, help: str, flag: bool = True) -> Any:
-    """A configuration field with the help text its command-line flag shows (``flag`` False: set otherwise)."""
-    return field(default=default, metadata={"help": help, "flag": flag})
 
 
 # TrainConfig fields whose default is the algorithm's recipe, else the core's: the InnerLoop field each sets
@@ -194,3 +205,79 @@ def default_text(name: str) -> str:
     in_every = name in COMMON or all(name in own for own in RECIPES.values())
     shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
     return recipes if recipes and in_every else "; ".join([f"default {shown}", *([recipes] if recipes else [])])
+
+
+@dataclass(frozen=True)
+class ShiftFigure:
+    """``metaedge bench shift``: learned, classical and selecting receivers of a run, as trained and under shifts."""
+
+    run: Path = option(help="a demodulator run (metaedge train demod)", positional=True, metavar="RUN_DIR")
+    shifts: tuple[str, ...] | None = option(None, f"shifts (default all: {','.join(SHIFTS)})", parse=str_list)
+    pilots: tuple[int, ...] = option((1, 2, 4, 8, 16), "pilot counts", parse=int_list)
+    devices: int = option(1000, "fresh devices per shift", parse=positive_int)
+    payload: int = option(2000, "payload symbols per frame", parse=positive_int)
+    margin: float = option(SELECT.margin, "the selection margin (what bundles carry)", parse=margin)
+    split: str = option("test", "fresh devices of the meta-test stream, or of the validation stream to choose a margin on", choices=("test", "val"))
+    seed: int | None = option(None, "seed of the fresh devices (default: the run's)")
+    quick: bool = quick_option()
+    plot: Path = plot_option("shift.png", "SER vs pilots per shift")
+
+
+@dataclass(frozen=True)
+class AlgorithmsFigure:
+    """``metaedge bench algorithms``: every algorithm on one demodulation task and budget, one table."""
+
+    out: Path = option(Path("runs/algorithms"), "runs and results", parse=output_dir)
+    algos: tuple[str, ...] | None = option(None, "algorithms (default: all; see metaedge algorithms)", parse=str_list)
+    iterations: int = option(2000, "meta-iterations per algorithm", parse=positive_int)
+    train_pilots: tuple[int, int] = option(
+        (4, 8),
+        "pilots per meta-training task: N or LOW-HIGH (4-8: the published 4 and the 8 of the calibration target)",
+        parse=pilot_range,
+        metavar="N|LOW-HIGH",
+    )
+    pilots: tuple[int, ...] = option((1, 4, 8, 16), "pilot counts at meta-test (must include 8)", parse=int_list)
+    devices: int = option(200, "meta-test devices", parse=positive_int)
+    payload: int = option(2000, "payload symbols per device", parse=positive_int)
+    seed: int = seed_option("devices, initialisation and sampling")
+    fresh: bool = option(False, "retrain even if --out holds finished runs")
+    quick: bool = option(False, "tiny budget and model, for tests of the machinery")
+    command: str | None = option(None, flag=False)  # the command line that asked for the report
+    quiet: bool = option(False, flag=False)  # no progress bars of its own
+
+
+BENCH = (
+    Command(
+        "shift",
+        help="does a deployed demodulator know when not to trust itself? SER under distribution shift",
+        description="A demodulator run's learned receiver, the classical receiver its bundle carries (MMSE channel estimate "
+        "+ ML on the nominal constellation) and the selecting receiver its device runs (per frame, the classical one where "
+        f"the adaptation guard or the frame residual says so), on fresh devices as trained and under shifts ({', '.join(SHIFTS)}), "
+        "paired over the same devices and frames.",
+        examples="""
+examples:
+  metaedge bench shift runs/demo/metasgd --json > shift.json      # 1000 devices × 2000 symbols, ~5 min on 2 cores
+  metaedge bench shift runs/demo/metasgd --shifts trained,iq-milder --pilots 4,8
+  metaedge bench shift runs/demo/metasgd --margin 0 --plot shift-m0.png
+  metaedge bench shift runs/demo/metasgd --split val --seed 7 --margin 0.1 --json   # choose a margin on validation devices
+""",
+        options=ShiftFigure,
+        module="metaedge.sdk.families.demod.shift",
+    ),
+    Command(
+        "algorithms",
+        help="every algorithm on the demodulation task: SER, ECE, time, memory",
+        description="Meta-train every algorithm on the same demodulation task and budget (16-QAM, 18 dB, 16 devices per "
+        "batch, at least 2 inner steps at each algorithm's recipe rate), evaluate SER and expected calibration error at 1, "
+        "4, 8 and 16 pilots on the same fresh devices, and report meta-training time and peak memory. Finished runs in "
+        "--out are reused. Writes OUT/algorithms.json, OUT/algorithms.md and OUT/reliability.png (at 8 pilots).",
+        examples="""
+examples:
+  metaedge bench algorithms --out runs/algorithms            # ~25 min on 2 cores: all 14, table and reliability diagram
+  metaedge bench algorithms --algos maml,vbmaml,bmaml --json
+  metaedge bench algorithms --quick --out /tmp/quick          # seconds: the machinery, not the figures
+""",
+        options=AlgorithmsFigure,
+        module="metaedge.sdk.families.demod.bench",
+    ),
+)

@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from metaedge.deploy.manifest import Selection
-from metaedge.sdk.stats import summarise
+from metaedge.sdk.options import Progress, chosen, silent
+from metaedge.sdk.stats import format_table, paired_text, summarise
 
 # name → (what a reader sees, the task fields it changes); shifts are absolute values, whatever the run trained on
 SHIFTS: dict[str, tuple[str, dict]] = {
@@ -33,6 +34,39 @@ SHIFTS: dict[str, tuple[str, dict]] = {
 RECEIVERS = ("learned", "classical", "selecting")
 IN_DISTRIBUTION_COST = 0.005  # the issue's claims: at most this SER above the learned receiver in distribution (≥ 2 pilots)
 SHIFT_TOLERANCE = 0.01  # … and within this of the better receiver under every shift (≥ 4 pilots)
+
+
+def run(options, progress: Progress = silent) -> dict:
+    """``metaedge bench shift``: the benchmark of ``options`` (a ``config.ShiftFigure``) and its plot."""
+    from metaedge.backends.selection import SELECT
+    from metaedge.sdk.plots import plot_shift
+
+    shifts = chosen(options.shifts, tuple(SHIFTS), "--shifts", "shift")
+    devices, payload, pilots = (20, 100, options.pilots[:2]) if options.quick else (options.devices, options.payload, options.pilots)
+    progress(0, total=len(shifts) * len(RECEIVERS) * len(pilots))
+    select = dataclasses.replace(SELECT, margin=options.margin)
+    report = run_shift(options.run, list(shifts), list(pilots), devices, payload, select, options.seed, options.split, progress=progress)
+    plot_shift(report, options.plot)
+    return {**report, "plot": str(options.plot)}
+
+
+def text(report: dict) -> str:
+    """SER per shift and receiver, the classical share and the paired difference to the better receiver, then the claims."""
+    pilots = [str(p) for p in report["pilots"]]
+    rows = []
+    for shift in report["shifts"]:
+        for receiver in RECEIVERS:
+            rows.append([f"{shift['name']} {receiver}", *(f"{shift['ser'][receiver][p]['ser']:.4f}" for p in pilots)])
+        rows.append([f"{shift['name']} classical share", *(f"{shift['classical_share'][p]:.2f}" for p in pilots)])
+        rows.append([f"{shift['name']} selecting − better", *(paired_text(shift["selecting_vs"][p]["better"], 4) for p in pilots)])
+    lines = [
+        f"{report['algo']} ({report['run']}): SER on {report['devices']} fresh devices × {report['payload']} symbols per shift, "
+        f"margin {report['select']['margin']:g} on {report['select']['samples']} payload samples; ±: 95 % paired interval over devices",
+        format_table(["shift / receiver", *pilots], rows),
+        "",
+    ]
+    lines += [f"{'holds' if c['holds'] else 'FAILS'}: {c['claim']}" + "".join(f"\n    {f}" for f in c["failures"]) for c in report["checks"]]
+    return "\n".join([*lines, "", f"written: {report['plot']}"])
 
 
 def run_shift(
