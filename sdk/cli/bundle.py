@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, output_dir
+from metaedge.sdk.cli.parsing import add_command
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.options import output_dir
 from metaedge.sdk.targets import OPTIONS, TARGETS, flag
 
 EXPORT_EXAMPLES = """

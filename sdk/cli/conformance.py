@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_device, output_dir
+from metaedge.sdk.cli.parsing import add_command, add_device
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.options import output_dir
 
 EXAMPLES = """
 examples:

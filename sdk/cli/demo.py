@@ -10,8 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_reporting, output_dir, positive_int, str_list
+from metaedge.sdk.cli.parsing import add_command, add_reporting
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.options import output_dir, positive_int, str_list
 
 ALGOS = ["maml", "fomaml", "reptile", "cavia", "metasgd", "joint"]
 PILOTS = [1, 2, 4, 8, 16, 32]

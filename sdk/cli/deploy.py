@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_device, output_file, positive_int
+from metaedge.sdk.cli.parsing import add_command, add_device
 from metaedge.sdk.errors import bundle_at
+from metaedge.sdk.options import output_file, positive_int
 
 EXAMPLES = """
 examples:

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from metaedge.backends.selection import SELECT
-from metaedge.sdk.cli.parsing import add_command, add_reporting, int_list, margin, output_file, positive_int
+from metaedge.sdk.cli.parsing import add_command, add_reporting
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.task import PILOT_SEQUENCES
+from metaedge.sdk.options import int_list, margin, output_file, positive_int
 
 EXAMPLES = """
 examples:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from metaedge.sdk.cli.parsing import add_command, add_seed, output_dir, str_list
+from metaedge.sdk.cli.parsing import add_command, add_seed
+from metaedge.sdk.options import output_dir, str_list
 
 EXAMPLES = """
 examples:

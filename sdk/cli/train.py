@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 
-from metaedge.sdk.cli.options import add_config_flags, add_declared, given
-from metaedge.sdk.cli.parsing import add_command, add_reporting, add_task_flags, output_dir, task_config
+from metaedge.sdk.cli.options import add_config_flags, add_declared, config_from, given
+from metaedge.sdk.cli.parsing import add_command, add_reporting
 from metaedge.sdk.families.demod.config import TrainConfig, default_text
+from metaedge.sdk.families.demod.task import DemodConfig
+from metaedge.sdk.options import output_dir, pilot_range
 
 TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag"))
-DECLARED = tuple(  # modules whose TRAIN command is generated from its options
-    f"metaedge.sdk.families.{name}.config" for name in ("link", "power", "prediction", "demod.snn", "demod.born")
-)
 
 EXAMPLES = """
 examples:
@@ -32,8 +30,10 @@ def register(sub) -> None:
     p = add_command(sub, "train", help="meta-train a receiver", description="Meta-train a receiver on a task family.")
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=type(p))
     _demod(tasks)
-    for module in DECLARED:
-        add_declared(tasks, importlib.import_module(module).TRAIN, add_command)
+    from metaedge.sdk import families
+
+    for command in families.commands("TRAIN"):
+        add_declared(tasks, command, add_command)
 
 
 def _demod(tasks) -> None:
@@ -49,7 +49,15 @@ def _demod(tasks) -> None:
     g = d.add_argument_group("algorithm (unset flags take the algorithm's recipe, else the core's default)")
     add_config_flags(g, TrainConfig, default_text)
     add_reporting(d, "the final state")
-    add_task_flags(d)
+    t = d.add_argument_group("task (monograph §5.2; defaults: the published setup)")
+    t.add_argument(
+        "--pilots",
+        type=pilot_range,
+        default=(0, 4),
+        metavar="N|LOW-HIGH",
+        help="training pilots per task N_tr: a count, or a range drawn log-uniformly per meta-batch (default 4)",
+    )
+    add_config_flags(t, DemodConfig, prefix="task.")
     d.set_defaults(handler=run)
 
 
@@ -64,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             changes["iterations"] = args.iterations
         train = dataclasses.replace(train, **changes)
     else:
-        task = task_config(args)
+        task = config_from(args, DemodConfig, prefix="task.", pilots=args.pilots[1])
         train = TrainConfig(**given(args, TRAIN_FLAGS), pilots_min=args.pilots[0])
     trainer = Trainer(args.out, task, train)
     trainer.start(resume=args.resume)

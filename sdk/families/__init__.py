@@ -27,6 +27,7 @@ class TaskFamily(Protocol):
     summary: str  # one line for help texts
     model_kinds: tuple[str, ...]  # the ``model.kind`` of this family's run directories
     train_command: str  # how a user makes a run of this family
+    commands: tuple[str, ...]  # modules declaring its commands (``TRAIN``, ``BENCH``: ``metaedge.sdk.options.Command``)
 
     def receiver(self, run_dir: Path, steps: int | None, ensemble: int | None) -> "Receiver":
         """What an ONNX bundle of this run carries (θ, adaptation, task section, self-test); ``UserError`` if the
@@ -58,6 +59,7 @@ class Family:
     no_export: str = ""
     uses: dict = field(default_factory=dict)  # model kind → what to do with such a run (export, evaluate), RUN its path
     ensemble: bool = False  # its receivers can carry a Gaussian posterior's weight draws (--ensemble)
+    commands: tuple[str, ...] = ()  # modules declaring its TRAIN and BENCH commands (metaedge.sdk.options.Command)
 
     def receiver(self, run_dir: Path, steps: int | None, ensemble: int | None) -> "Receiver":
         if self.export is None:
@@ -108,6 +110,16 @@ def get(name: str) -> TaskFamily:
     if isinstance(entry, str):
         entry = _FAMILIES[name] = importlib.import_module(entry).FAMILY
     return entry
+
+
+def commands(kind: str) -> list:
+    """Every family's declared ``kind`` ("TRAIN" or "BENCH") commands, in registry order."""
+    found = []
+    for name in _FAMILIES:
+        for module in getattr(get(name), "commands", ()):
+            declared = getattr(importlib.import_module(module), kind, ())
+            found += declared if isinstance(declared, tuple) else [declared]
+    return found
 
 
 def of_run(config: dict, path: Path) -> TaskFamily:

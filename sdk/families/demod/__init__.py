@@ -7,6 +7,7 @@ FAMILY = Family(
     name="demod",
     summary="few-pilot demodulation with I/Q imbalance (monograph §5.2)",
     model_kinds=("born", "snn"),
+    commands=("metaedge.sdk.families.demod.config", "metaedge.sdk.families.demod.snn.config", "metaedge.sdk.families.demod.born.config"),
     train_command="metaedge train demod",
     device="metaedge.sdk.families.demod.device",
     export="metaedge.sdk.families.demod.export",

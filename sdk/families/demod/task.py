@@ -32,6 +32,7 @@ import numpy as np
 
 from metaedge.backends.selection import SELECT
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.options import option
 
 Split = Literal["train", "val", "test"]
 _SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
@@ -73,21 +74,23 @@ CHANNELS = ("rayleigh", "rician", "phase")  # a known sequence covering the cons
 class DemodConfig:
     """Everything that defines the task family. Defaults: the published reference setup."""
 
-    order: int = 16
-    snr_db: float = 20.0
-    eps_max: float = 0.15  # ε = eps_max · Beta(beta_a, beta_b)
-    delta_max_deg: float = 15.0  # δ = delta_max_deg · Beta(beta_a, beta_b), in degrees
-    beta_a: float = 5.0
-    beta_b: float = 2.0
-    channel_var: float = 1.0  # E|h|² (channel "rayleigh": h ~ CN(0, channel_var); "rician")
-    channel: str = "rayleigh"  # "rayleigh": flat Rayleigh h; "rician": Rician with K factor k_factor_db; "phase": h = e^{jφ}, φ ~ U(±phase_max_deg)
-    k_factor_db: float = 10.0  # Rician K = line-of-sight power / scattered power, in dB
-    phase_max_deg: float = 180.0  # residual carrier phase range of the "phase" channel
-    pilots: int = 4  # N_tr: training pilots per task (meta-training and meta-test)
-    val_pilots: int = 160  # N_va: validation pilots per meta-training task
-    payload: int = 10_000  # payload symbols per test frame
-    pilot_sequence: str = "fixed"  # "fixed": known sequence, each run of M pilots covers the constellation; "random"
-    frame: int = 20_000  # symbols a frame can hold (pilots + payload, or N_tr + N_va)
+    order: int = option(16, "square QAM order: 4, 16, 64, 256")
+    snr_db: float = option(20.0, "Es/N0 in dB")
+    eps_max: float = option(0.15, "amplitude imbalance ε = eps_max · Beta(a, b)")
+    delta_max_deg: float = option(15.0, "phase imbalance δ = delta_max · Beta(a, b), in degrees")
+    beta_a: float = option(5.0, "shape a of the imbalances' Beta distribution")
+    beta_b: float = option(2.0, "shape b of the imbalances' Beta distribution")
+    channel_var: float = option(1.0, "E|h|² (rayleigh: h ~ CN(0, channel_var); rician)", flag=False)
+    channel: str = option(
+        "rayleigh", "flat channel per device: rayleigh, rician (K factor --k-factor-db) or a residual phase e^{jφ}", choices=CHANNELS
+    )
+    k_factor_db: float = option(10.0, "rician: line-of-sight to scattered power K, dB")
+    phase_max_deg: float = option(180.0, "phase: the residual carrier phase φ ~ U(± this many degrees)")
+    pilots: int = option(4, "training pilots per task N_tr (meta-training and meta-test)", flag=False)
+    val_pilots: int = option(160, "validation pilots per meta-training task N_va")
+    payload: int = option(10_000, "payload symbols per test frame", flag=False)
+    pilot_sequence: str = option("fixed", "pilot symbols: a known fixed sequence covering the constellation, or random", choices=PILOT_SEQUENCES)
+    frame: int = option(20_000, "symbols a frame holds (pilots + payload, or N_tr + N_va)")
 
     def __post_init__(self) -> None:
         qam_constellation(self.order)  # validates the order

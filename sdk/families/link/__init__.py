@@ -6,6 +6,7 @@ FAMILY = Family(
     name="link",
     summary="learned encoder/decoder over frequency-selective fading (monograph §5.3)",
     model_kinds=("autoencoder",),
+    commands=("metaedge.sdk.families.link.config",),
     train_command="metaedge train link",
     device="metaedge.sdk.families.link.device",
     export="metaedge.sdk.families.link.export",

@@ -6,6 +6,7 @@ FAMILY = Family(
     name="power",
     summary="REGNN power allocation for dynamic networks (monograph §5.5)",
     model_kinds=("regnn",),
+    commands=("metaedge.sdk.families.power.config",),
     train_command="metaedge train power",
     device="metaedge.sdk.families.power.device",
     export="metaedge.sdk.families.power.run",

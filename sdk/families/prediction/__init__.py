@@ -6,6 +6,7 @@ FAMILY = Family(
     name="prediction",
     summary="channel prediction with meta-learned linear predictors (monograph §5.4)",
     model_kinds=("linear-predictor",),
+    commands=("metaedge.sdk.families.prediction.config",),
     train_command="metaedge train prediction",
     device="metaedge.sdk.families.prediction.device",
     no_export="its predictor is solved in closed form; export it with --target linear",

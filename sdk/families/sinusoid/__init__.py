@@ -6,6 +6,7 @@ FAMILY = Family(
     name="sinusoid",
     summary="sinusoid regression, the algorithms' benchmark (monograph Fig. 2.3)",
     model_kinds=(),
+    commands=("metaedge.sdk.families.sinusoid.config",),
     train_command="metaedge bench sinusoid",
     no_export="it is a benchmark task with no device",
 )
