@@ -23,11 +23,21 @@ def option(
     metavar: str | None = None,
     factory: Callable[[], Any] | None = None,
     positional: bool = False,
+    repeat: bool = False,
 ) -> Any:
     """A configuration field with the help text of its flag. ``flag``: True names the flag after the field
     (``--inner-lr`` for ``inner_lr``), a string names it otherwise, False keeps the field off the command line;
-    ``parse`` reads the flag's text where the field's type does not say how; ``positional``: an argument, not a flag."""
-    metadata = {"help": help, "flag": False if positional else flag, "positional": positional, "parse": parse, "choices": choices, "metavar": metavar}
+    ``parse`` reads the flag's text where the field's type does not say how; ``positional``: an argument, not a
+    flag; ``repeat``: a flag given once per value (a tuple of them)."""
+    metadata = {
+        "help": help,
+        "flag": False if positional else flag,
+        "positional": positional,
+        "parse": parse,
+        "choices": choices,
+        "metavar": metavar,
+        "repeat": repeat,
+    }
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)

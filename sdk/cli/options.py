@@ -26,7 +26,7 @@ def _parser_of(f: dataclasses.Field) -> Callable[[str], Any] | None:
     kind = str(f.type)
     if f.metadata.get("parse"):
         return f.metadata["parse"]
-    if "tuple[int" in kind:
+    if "tuple[int" in kind and not f.metadata.get("repeat"):
         return int_list
     if "tuple[str" in kind:
         return str_list
@@ -56,7 +56,7 @@ def add_config_flags(
         name = meta["flag"] if isinstance(meta["flag"], str) else f.name.replace("_", "-")
         default = defaults.get(dest, _default(f))
         required = default is dataclasses.MISSING
-        hidden = default is None or default is False or required
+        hidden = default is None or default is False or default == () or required
         shown = default_text(f.name) if default_text else None if hidden else f"default {_shown(default)}"
         text = meta["help"] + (f" ({shown})" if shown else "")
         common = {"dest": dest, "default": defaults.get(dest), "help": text.replace("%", "%%")}
@@ -64,6 +64,8 @@ def add_config_flags(
             common["required"] = True
         if meta.get("positional"):
             group.add_argument(dest, type=_parser_of(f), metavar=meta.get("metavar"), help=meta["help"])
+        elif meta.get("repeat"):
+            group.add_argument(f"--{name}", action="append", type=meta.get("parse") or Path, metavar=meta.get("metavar"), **common)
         elif "bool" in str(f.type):
             action = argparse.BooleanOptionalAction if default is True else "store_true"
             group.add_argument(f"--{name}", action=action, **common)
