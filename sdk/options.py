@@ -24,11 +24,12 @@ def option(
     factory: Callable[[], Any] | None = None,
     positional: bool = False,
     repeat: bool = False,
+    const: Any = None,
 ) -> Any:
     """A configuration field with the help text of its flag. ``flag``: True names the flag after the field
     (``--inner-lr`` for ``inner_lr``), a string names it otherwise, False keeps the field off the command line;
     ``parse`` reads the flag's text where the field's type does not say how; ``positional``: an argument, not a
-    flag; ``repeat``: a flag given once per value (a tuple of them)."""
+    flag; ``repeat``: a flag given once per value (a tuple of them); ``const``: the value of the flag given bare."""
     metadata = {
         "help": help,
         "flag": False if positional else flag,
@@ -37,6 +38,7 @@ def option(
         "choices": choices,
         "metavar": metavar,
         "repeat": repeat,
+        "const": const,
     }
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)

@@ -33,7 +33,10 @@ def _version() -> str:
 
 
 def build_parser() -> Parser:
-    from metaedge.sdk.cli import algorithms, bench, bundle, conformance, demo, deploy, device, evaluate, report, train
+    from metaedge.sdk.cli import algorithms, bench, bundle, conformance, deploy, device, report, train
+    from metaedge.sdk.cli.options import add_declared
+    from metaedge.sdk.cli.parsing import add_command
+    from metaedge.sdk.families.demod.config import DEMO, EVAL
 
     parser = Parser(
         prog="metaedge",
@@ -43,8 +46,12 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"metaedge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (train, evaluate, algorithms, bundle, device, deploy, bench, conformance, demo, report):
+    train.register(sub)
+    add_declared(sub, EVAL, add_command)
+    for module in (algorithms, bundle, device, deploy, bench, conformance):
         module.register(sub)
+    add_declared(sub, DEMO, add_command)
+    report.register(sub)
     return parser
 
 

@@ -63,7 +63,10 @@ def add_config_flags(
         if required and not meta.get("positional"):
             common["required"] = True
         if meta.get("positional"):
-            group.add_argument(dest, type=_parser_of(f), metavar=meta.get("metavar"), help=meta["help"])
+            many = {"nargs": "+"} if str(f.type).startswith("tuple") else {}
+            group.add_argument(
+                dest, type=meta.get("parse") or (Path if "Path" in str(f.type) else None), metavar=meta.get("metavar"), help=meta["help"], **many
+            )
         elif meta.get("repeat"):
             group.add_argument(f"--{name}", action="append", type=meta.get("parse") or Path, metavar=meta.get("metavar"), **common)
         elif "bool" in str(f.type):
@@ -71,7 +74,8 @@ def add_config_flags(
             group.add_argument(f"--{name}", action=action, **common)
         else:
             metavar = meta.get("metavar") or (None if meta.get("choices") else name.upper().replace("-", "_"))
-            group.add_argument(f"--{name}", type=_parser_of(f), choices=meta.get("choices"), metavar=metavar, **common)
+            bare = {"nargs": "?", "const": meta["const"]} if meta.get("const") is not None else {}
+            group.add_argument(f"--{name}", type=_parser_of(f), choices=meta.get("choices"), metavar=metavar, **bare, **common)
 
 
 def given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:

@@ -13,7 +13,7 @@ from metaedge.backends.selection import SELECT
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.recipes import COMMON, recipe
 from metaedge.sdk.families.demod.shift import SHIFTS
-from metaedge.sdk.families.demod.task import DemodConfig
+from metaedge.sdk.families.demod.task import PILOT_SEQUENCES, DemodConfig
 from metaedge.sdk.meta.defaults import DEFAULT_ASSIGNMENT, DEFAULT_PROX, INNER
 from metaedge.sdk.options import (
     Command,
@@ -21,6 +21,7 @@ from metaedge.sdk.options import (
     margin,
     option,
     output_dir,
+    output_file,
     pilot_range,
     plot_option,
     positive_int,
@@ -280,4 +281,106 @@ examples:
         options=AlgorithmsFigure,
         module="metaedge.sdk.families.demod.bench",
     ),
+)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """``metaedge eval``: runs adapted on the pilots of fresh devices, next to the reference receivers."""
+
+    runs: tuple[Path, ...] = option(help="demodulator runs (metaedge train demod)", positional=True, metavar="RUN_DIR")
+    pilots: tuple[int, ...] = option((1, 2, 4, 8, 16, 32), "pilot counts", parse=int_list)
+    devices: int = option(100, "meta-test devices", parse=positive_int)
+    payload: int = option(10_000, "payload symbols per device", parse=positive_int)
+    inner_steps: int | None = option(None, "adaptation steps for every learned method (default: each run's inner steps)")
+    assignment: str | None = option(
+        None,
+        "modular runs: how each device's modules are chosen (default: the run's; exhaustive is what an exported bundle's device computes)",
+        choices=("anneal", "exhaustive", "relaxed"),
+    )
+    scratch_lr: float = option(0.1, "step size of training from scratch")
+    no_baselines: bool = option(False, "skip training from scratch and the model-based receiver")
+    seed: int | None = option(None, "seed of the meta-test devices (default: the runs' seed)")
+    pilot_sequence: str | None = option(
+        None, "the frames' pilot symbols: the known sequence, or drawn at random (default: as the first run was trained)", choices=PILOT_SEQUENCES
+    )
+    select: float | None = option(
+        None,
+        "also score each run's selecting receiver, as its bundle's device decides: the classical receiver where the guard or the "
+        f"frame residual says so (margin default {SELECT.margin})",
+        parse=margin,
+        const=SELECT.margin,
+        metavar="MARGIN",
+    )
+    plot: Path | None = option(None, "write SER vs pilots as a PNG", parse=output_file)
+    reliability: Path | None = option(
+        None, "write reliability diagrams (accuracy vs confidence, 10 bins, with ECE) at --reliability-pilots", parse=output_file, metavar="PNG"
+    )
+    reliability_pilots: int | None = option(
+        None, "pilot count of the reliability diagrams (default: 8 if evaluated, else the largest)", parse=positive_int, metavar="P"
+    )
+    command: str | None = option(None, flag=False)  # the command line that asked for the report
+    quiet: bool = option(False, flag=False)  # no progress bars of its own
+
+
+DEMO_ALGOS = ("maml", "fomaml", "reptile", "cavia", "metasgd", "joint")
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """``metaedge demo``: every algorithm meta-trained, evaluated on the host, one deployed to a device."""
+
+    out: Path = option(Path("runs/demo"), "where the runs go", parse=output_dir)
+    algos: tuple[str, ...] = option(DEMO_ALGOS, "algorithms", parse=str_list)
+    iterations: int | None = option(None, "meta-iterations per algorithm (default: each recipe's)", parse=positive_int)
+    devices: int = option(100, "meta-test devices", parse=positive_int)
+    payload: int = option(10_000, "payload symbols per device", parse=positive_int)
+    fresh: bool = option(False, "retrain even if --out holds finished runs")
+    target: str = option(
+        "onnx",
+        "after the host evaluation, export the --device-algo run, deploy it to a simulated device of this target and run the "
+        "same frames there (none: host only); qiskit runs the Born-machine demo instead (QPSK, meta vs joint vs uniform prior, "
+        "a noisy FakeManilaV2 device); loihi the spiking-receiver demo (three-factor rule on a Lava device)",
+        choices=("onnx", "qiskit", "loihi", "none"),
+    )
+    device_algo: str = option("metasgd", "which run goes to the device")
+    quiet: bool = option(False, flag=False)  # no progress bars of its own
+
+
+EVAL = Command(
+    "eval",
+    help="SER of trained runs vs the model-based receiver",
+    description="Meta-test: adapt each run on P pilots of fresh devices and measure the symbol error rate on their payload, "
+    "next to training from scratch and the model-based receiver (MMSE channel estimate + ML detection).",
+    examples="""
+examples:
+  metaedge eval runs/maml runs/fomaml runs/joint
+  metaedge eval runs/* --pilots 1,2,4,8,16,32 --json > ser.json
+  metaedge eval runs/maml --inner-steps 5 --plot ser.png
+  metaedge eval runs/modular --pilots 8 --assignment exhaustive     # modules chosen as an exported device chooses them
+  metaedge eval runs/maml runs/bmaml --pilots 8 --reliability reliability.png
+  metaedge eval runs/metasgd --select --devices 1000 --payload 2000       # and as the device selects per frame
+""",
+    options=EvalOptions,
+    module="metaedge.sdk.families.demod.runs",
+)
+
+DEMO = Command(
+    "demo",
+    help="meta-train every algorithm, evaluate, print the SER table",
+    description="Meta-train MAML, FOMAML, Reptile, CAVIA, Meta-SGD and joint learning on the demodulation task (monograph "
+    "§5.2) with 1-32 pilots per frame, then adapt each with one SGD step on the pilots of 100 fresh devices and measure the "
+    "SER on 10^4 payload symbols, next to training from scratch and the model-based receiver (MMSE + ML); then deploy "
+    "Meta-SGD to a simulated device and run the same frames there. Finished runs in --out are reused.",
+    examples="""
+examples:
+  metaedge demo                       # ~4 min on 2 CPU cores: 6 algorithms, SER table, device run, plots
+  metaedge demo --algos maml,cavia --iterations 20000 --out runs/long
+  metaedge demo --fresh               # retrain instead of reusing runs/demo
+  metaedge demo --target none         # host evaluation only, no device
+  metaedge demo --target qiskit       # ~3 min: Born-machine BNN meta-learned, deployed to a noisy FakeManilaV2 device
+  metaedge demo --target loihi        # ~2 min: spiking receiver, rule-based FOMAML, deployed to a Lava (Loihi 2) device
+""",
+    options=DemoOptions,
+    module="metaedge.sdk.families.demod.demo",
 )

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from metaedge.deploy.manifest import Selection
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.families.demod.config import EvalOptions
+from metaedge.sdk.options import Progress, silent
+from metaedge.sdk.stats import format_table
 
 UNSOLVED = 0.2  # proximal residual above which the implicit meta-gradient is not to be trusted (docs/results/algorithms.md)
 
@@ -190,3 +193,70 @@ def warn_if_unsolved(trainer) -> None:
             f"(iMAML's recipe: {own['inner_steps']} steps of {own['inner_lr']:g})",
             file=sys.stderr,
         )
+
+
+def run(options: EvalOptions, progress: Progress = silent) -> dict:
+    """``metaedge eval``: the report of ``evaluate_runs``, with its plots where asked."""
+    import dataclasses
+
+    from metaedge.backends.selection import SELECT
+
+    if options.reliability_pilots is not None and options.reliability_pilots not in options.pilots:
+        pilots = ",".join(map(str, options.pilots))
+        raise UserError(f"--reliability-pilots {options.reliability_pilots} is not among --pilots {pilots}; add it there")
+    report = evaluate_runs(
+        list(options.runs),
+        list(options.pilots),
+        options.devices,
+        options.payload,
+        options.inner_steps,
+        options.scratch_lr,
+        baselines=not options.no_baselines,
+        seed=options.seed,
+        quiet=options.quiet,
+        assignment=options.assignment,
+        pilot_sequence=options.pilot_sequence,
+        select=None if options.select is None else dataclasses.replace(SELECT, margin=options.select),
+    )
+    report["command"] = options.command
+    task = f"{report['task']['order']}-QAM, {report['task']['snr_db']:g} dB"
+    if options.plot:
+        from metaedge.sdk.plots import plot_ser
+
+        plot_ser(report["methods"], list(options.pilots), options.plot, title=task)
+    if options.reliability:
+        from metaedge.sdk.plots import plot_reliability
+
+        at = options.reliability_pilots or (8 if 8 in options.pilots else max(options.pilots))
+        plot_reliability({m["name"]: m["reliability"][str(at)] for m in report["methods"]}, options.reliability, f"{task}, {at} pilots")
+    return report
+
+
+def text(report: dict) -> str:
+    """SER per method and pilot count with intervals and the comparison to the model-based receiver, then ECE."""
+    pilots = report["pilots"]
+
+    def cell(entry: dict) -> str:
+        vs = entry.get("vs_reference", {})
+        mark = "*" if vs.get("better") else "-" if vs.get("worse") else " "
+        return f"{entry['ser']:.4f} ±{(entry['ci95'][1] - entry['ci95'][0]) / 2:.4f}{mark}"
+
+    rows = [[m["name"], *(cell(m["ser"][str(p)]) for p in pilots)] for m in report["methods"]]
+    head = (
+        f"SER on {report['devices']} devices × {report['payload']} payload symbols "
+        f"({report['task']['order']}-QAM, {report['task']['snr_db']:g} dB, seed {report['seed']}; ±: 95 % interval over devices)"
+    )
+    legend = (
+        "*: fewer errors than the model-based receiver, -: more (paired over devices, 95 %)"
+        if any("vs_reference" in e for m in report["methods"] for e in m["ser"].values())
+        else ""
+    )
+    ece_rows = [[m["name"], *(f"{m['ser'][str(p)]['ece']:.4f}" for p in pilots)] for m in report["methods"]]
+    return (
+        head
+        + "\n"
+        + format_table(["method \\ pilots", *map(str, pilots)], rows)
+        + ("\n" + legend if legend else "")
+        + "\n\nexpected calibration error (10 equal bins, all payload symbols)\n"
+        + format_table(["method \\ pilots", *map(str, pilots)], ece_rows)
+    )

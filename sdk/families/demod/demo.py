@@ -1,141 +1,101 @@
-"""``metaedge demo``: the main job — meta-train every algorithm, evaluate, print the SER table.
+"""``metaedge demo``: the main job — meta-train every algorithm, evaluate, deploy one to a device, print the tables.
 
-Runs land in ``--out`` (default runs/demo); a finished run with the same configuration is
-reused, an interrupted one resumed, so running the demo twice costs only the evaluation.
-"""
+Runs land in ``out`` (default runs/demo); a finished run with the same configuration is reused, an interrupted one
+resumed, so running the demo twice costs only the evaluation. ``target`` qiskit and loihi run the Born-machine and
+spiking-receiver demos instead (``born/demo.py``, ``snn/demo.py``)."""
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import importlib
 import json
 from pathlib import Path
 
-from metaedge.sdk.cli.parsing import add_command, add_reporting
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.options import output_dir, positive_int, str_list
+from metaedge.sdk.families.demod.config import DemoOptions
+from metaedge.sdk.options import Progress, silent
+from metaedge.sdk.stats import format_table
 
-ALGOS = ["maml", "fomaml", "reptile", "cavia", "metasgd", "joint"]
-PILOTS = [1, 2, 4, 8, 16, 32]
+PILOTS = (1, 2, 4, 8, 16, 32)
 TRAIN_PILOTS = (1, 32)  # each meta-batch draws its pilot count log-uniformly from this range
 RELEASE_KEY, OPERATOR_KEY = "metaedge", "operator"
 ADAPT_STEPS = 1  # the common adaptation budget at meta-test: one SGD step, as published and as trained
-EXAMPLES = """
-examples:
-  metaedge demo                       # ~4 min on 2 CPU cores: 6 algorithms, SER table, device run, plots
-  metaedge demo --algos maml,cavia --iterations 20000 --out runs/long
-  metaedge demo --fresh               # retrain instead of reusing runs/demo
-  metaedge demo --target none         # host evaluation only, no device
-  metaedge demo --target qiskit       # ~3 min: Born-machine BNN meta-learned, deployed to a noisy FakeManilaV2 device
-  metaedge demo --target loihi        # ~2 min: spiking receiver, rule-based FOMAML, deployed to a Lava (Loihi 2) device
-"""
+OTHER_DEMOS = {"qiskit": "metaedge.sdk.families.demod.born.demo", "loihi": "metaedge.sdk.families.demod.snn.demo"}
 
 
-def register(sub) -> None:
-    p = add_command(
-        sub,
-        "demo",
-        help="meta-train every algorithm, evaluate, print the SER table",
-        description="Meta-train MAML, FOMAML, Reptile, CAVIA, Meta-SGD and joint learning on the "
-        "demodulation task (monograph §5.2) with 1-32 pilots per frame, then adapt each with one "
-        "SGD step on the pilots of 100 fresh devices and measure the SER on 10^4 payload symbols, "
-        "next to training from scratch and the model-based receiver (MMSE + ML); then deploy "
-        "Meta-SGD to a simulated device and run the same frames there.",
-        examples=EXAMPLES,
-    )
-    p.add_argument("--out", type=output_dir, default=Path("runs/demo"), help="where the runs go (default runs/demo)")
-    p.add_argument("--algos", type=str_list, default=ALGOS, help=f"algorithms (default {','.join(ALGOS)})")
-    p.add_argument("--iterations", type=positive_int, help="meta-iterations per algorithm (default: each recipe's)")
-    p.add_argument("--devices", type=positive_int, default=100, help="meta-test devices (default 100)")
-    p.add_argument("--payload", type=positive_int, default=10_000, help="payload symbols per device (default 10000)")
-    p.add_argument("--fresh", action="store_true", help="retrain even if --out holds finished runs")
-    p.add_argument(
-        "--target",
-        choices=("onnx", "qiskit", "loihi", "none"),
-        default="onnx",
-        help="after the host evaluation, export the --device-algo run, deploy it to a simulated device of "
-        "this target and run the same frames there (default onnx; none: host only); qiskit runs the "
-        "Born-machine demo instead (QPSK, meta vs joint vs uniform prior, a noisy FakeManilaV2 device); "
-        "loihi the spiking-receiver demo (three-factor rule on a Lava device)",
-    )
-    p.add_argument("--device-algo", default="metasgd", help="which run goes to the device (default metasgd)")
-    add_reporting(p, "the evaluation")
-    p.set_defaults(handler=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from metaedge.sdk.cli.evaluate import ser_table
+def run(options: DemoOptions, progress: Progress = silent) -> dict:
+    """The demo of ``options.target``: its report, also written to ``out``/ser.json (onnx, none)."""
     from metaedge.sdk.families.demod.runs import train_or_reuse
     from metaedge.sdk.families.demod.task import DemodConfig
     from metaedge.sdk.families.demod.training import TrainConfig
     from metaedge.sdk.meta import get_algorithm
     from metaedge.sdk.plots import plot_ser
 
-    if args.target == "qiskit":
-        from metaedge.sdk.cli.demo_qiskit import run_qiskit_demo
-
-        return run_qiskit_demo(args)
-    if args.target == "loihi":
-        from metaedge.sdk.cli.demo_loihi import run_loihi_demo
-
-        return run_loihi_demo(args)
-    for algo in args.algos:
+    if options.target in OTHER_DEMOS:
+        return importlib.import_module(OTHER_DEMOS[options.target]).run(options, progress)
+    for algo in options.algos:
         get_algorithm(algo)  # unknown names fail before any training
+    if options.target != "none" and options.device_algo not in options.algos:
+        raise UserError(f"--device-algo {options.device_algo} is not among --algos {','.join(options.algos)}")
     task = DemodConfig(pilots=TRAIN_PILOTS[1])
-    runs = []
-    for algo in args.algos:
-        path = args.out / algo
-        train = TrainConfig(algo=algo, pilots_min=TRAIN_PILOTS[0], iterations=args.iterations)
-        state = train_or_reuse(path, task, train, args.fresh, args.quiet)
-        if not args.quiet:
-            print(f"{algo}: best validation SER {state['best_val_ser']:.4f} at iteration {state['best_iteration']}")
+    runs, trained = [], {}
+    for algo in options.algos:
+        path = options.out / algo
+        state = train_or_reuse(
+            path, task, TrainConfig(algo=algo, pilots_min=TRAIN_PILOTS[0], iterations=options.iterations), options.fresh, options.quiet
+        )
+        trained[algo] = {"best_val_ser": state["best_val_ser"], "best_iteration": state["best_iteration"]}
         runs.append(path)
-    report = host_evaluation(args, runs)
-    plot_ser(report["methods"], PILOTS, args.out / "ser.png", title="16-QAM, 20 dB, I/Q imbalance, Rayleigh")
-    if args.target != "none":
-        if args.device_algo not in args.algos:
-            raise UserError(f"--device-algo {args.device_algo} is not among --algos {','.join(args.algos)}")
-        report["device"] = device_stage(args, report)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(ser_table(report) + f"\n\nwritten: {args.out / 'ser.json'}, {args.out / 'ser.png'}")
-        if "device" in report:
-            print("\n" + device_table(report["device"]))
-    (args.out / "ser.json").write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    report = {**host_evaluation(options, runs), "demo": "onnx", "trained": trained}
+    plot_ser(report["methods"], list(PILOTS), options.out / "ser.png", title="16-QAM, 20 dB, I/Q imbalance, Rayleigh")
+    if options.target != "none":
+        report["device"] = device_stage(options, report)
+    report["written"] = [str(options.out / "ser.json"), str(options.out / "ser.png")]
+    (options.out / "ser.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
-def host_evaluation(args: argparse.Namespace, runs: list[Path]) -> dict:
+def text(report: dict) -> str:
+    if report["demo"] in OTHER_DEMOS:
+        return importlib.import_module(OTHER_DEMOS[report["demo"]]).text(report)
+    from metaedge.sdk.families.demod.runs import text as ser_table
+
+    trained = [f"{algo}: best validation SER {s['best_val_ser']:.4f} at iteration {s['best_iteration']}" for algo, s in report["trained"].items()]
+    lines = [*trained, ser_table(report), "", f"written: {', '.join(report['written'])}"]
+    return "\n".join(lines + (["", device_table(report["device"])] if "device" in report else []))
+
+
+def host_evaluation(options: DemoOptions, runs: list[Path]) -> dict:
     """Every run on the host, with the device algorithm's receiver also as its device decides each frame (learned or
     classical, bundle-format §6.2), and the equivalent ``metaedge eval`` command."""
     from metaedge.backends.selection import SELECT
     from metaedge.sdk.families.demod.runs import evaluate_runs
 
-    selecting = [args.out / args.device_algo] if args.target == "onnx" and args.device_algo in args.algos else []
+    selecting = [options.out / options.device_algo] if options.target == "onnx" and options.device_algo in options.algos else []
     select = SELECT if selecting else None
     report = evaluate_runs(
         runs,
-        PILOTS,
-        args.devices,
-        args.payload,
+        list(PILOTS),
+        options.devices,
+        options.payload,
         inner_steps=ADAPT_STEPS,
         scratch_lr=0.1,
         baselines=True,
         seed=None,
-        quiet=args.quiet,
+        quiet=options.quiet,
         select=select,
         selecting=selecting,
     )
     report["command"] = (
         "metaedge eval "
         + " ".join(str(r) for r in runs)
-        + f" --inner-steps {ADAPT_STEPS} --devices {args.devices} --payload {args.payload}"
+        + f" --inner-steps {ADAPT_STEPS} --devices {options.devices} --payload {options.payload}"
         + (" --select" if selecting else "")
     )
     return report
 
 
-def device_stage(args: argparse.Namespace, host: dict) -> dict:
+def device_stage(options: DemoOptions, host: dict) -> dict:
     """Export, start a device process, deploy and confirm, stream the meta-test frames, stop the device."""
     import shutil
 
@@ -147,36 +107,40 @@ def device_stage(args: argparse.Namespace, host: dict) -> dict:
     from metaedge.sdk.rundir import read_config
     from metaedge.sdk.targets import export
 
-    run = args.out / args.device_algo
-    bundle_dir, state, keys = args.out / "bundle", args.out / "device", args.out / "keys"
+    run = options.out / options.device_algo
+    bundle_dir, state, keys = options.out / "bundle", options.out / "device", options.out / "keys"
     for path in (bundle_dir, state):
         shutil.rmtree(path, ignore_errors=True)
     # the same adaptation budget as the host evaluation; signed, as every device requires
     export("onnx", run, bundle_dir, inner_steps=ADAPT_STEPS, key=demo_keys(keys))
     task, train = configs_from_run(read_config(run))
     tasks = DemodTasks(task, seed=train.seed)
-    devs = tasks.devices("test", args.devices)
-    frame = tasks.frames(devs, max(PILOTS), args.payload, tasks.rng("test", 1))  # the frames 'metaedge eval' used
+    devs = tasks.devices("test", options.devices)
+    frame = tasks.frames(devs, max(PILOTS), options.payload, tasks.rng("test", 1))  # the frames 'metaedge eval' used
     reference = ModelBasedReceiver(tasks.constellation, task.noise_var, task.channel_var)
-    learned = next(m for m in host["methods"] if m["run"] == str(run) and m["algo"] == args.device_algo)["ser"]
-    selecting = next(m for m in host["methods"] if m["run"] == str(run) and m["algo"] == f"{args.device_algo} + selection")["ser"]
-    with deployed_device(args.target, state, keys, bundle_dir) as url:
+    learned = next(m for m in host["methods"] if m["run"] == str(run) and m["algo"] == options.device_algo)["ser"]
+    selecting = next(m for m in host["methods"] if m["run"] == str(run) and m["algo"] == f"{options.device_algo} + selection")["ser"]
+    with deployed_device(options.target, state, keys, bundle_dir) as url:
         with DeviceClient(url) as client:
             rows = [device_row(client, url, frame, p, reference, selecting[str(p)], learned[str(p)]) for p in PILOTS]
     curves = [
-        {"name": f"{args.device_algo} on the {args.target} device", "algo": args.device_algo, "ser": {str(r["pilots"]): r["device"] for r in rows}},
+        {
+            "name": f"{options.device_algo} on the {options.target} device",
+            "algo": options.device_algo,
+            "ser": {str(r["pilots"]): r["device"] for r in rows},
+        },
         {"name": "model-based (MMSE + ML)", "algo": "model-based", "ser": {str(r["pilots"]): r["model_based"] for r in rows}},
     ]
-    plot_ser(curves, PILOTS, args.out / "device-ser.png", title=f"{args.device_algo} adapted on the simulated {args.target} device")
+    plot_ser(curves, list(PILOTS), options.out / "device-ser.png", title=f"{options.device_algo} adapted on the simulated {options.target} device")
     return {
-        "target": args.target,
-        "algo": args.device_algo,
+        "target": options.target,
+        "algo": options.device_algo,
         "bundle": str(bundle_dir),
         "bundle_bytes": sum(f.stat().st_size for f in bundle_dir.iterdir()),
-        "devices": args.devices,
-        "payload": args.payload,
+        "devices": options.devices,
+        "payload": options.payload,
         "rows": rows,
-        "plot": str(args.out / "device-ser.png"),
+        "plot": str(options.out / "device-ser.png"),
     }
 
 
@@ -212,7 +176,7 @@ def demo_keys(keys: Path):
     return load_private(keys / f"{RELEASE_KEY}.key")
 
 
-@__import__("contextlib").contextmanager
+@contextlib.contextmanager
 def deployed_device(target: str, state: Path, keys: Path, bundle: Path, extra: tuple[str, ...] = (), python: str | None = None):
     """A device process of ``target`` (run by ``python``, default this interpreter) that trusts the demo's release key
     and is managed by its operator key (``demo_keys``), with ``bundle`` deployed and confirmed: yields its URL."""
@@ -224,8 +188,6 @@ def deployed_device(target: str, state: Path, keys: Path, bundle: Path, extra: t
 
 
 def device_table(device: dict) -> str:
-    from metaedge.sdk.stats import format_table
-
     rows = []
     for r in device["rows"]:
         vs = r["vs_model_based"]
