@@ -7,6 +7,7 @@ Torch-free: the command line builds every flag from these declarations without l
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
@@ -75,6 +76,13 @@ class Command:
     module: str
     skip: tuple[str, ...] = ()  # option fields (dotted paths) that are not flags of this command
     defaults: dict = field(default_factory=dict)  # this command's own default of a field, by dotted path
+
+
+def command(name: str, options: type, module: str, **kw: Any) -> Command:
+    """The command ``name`` of an options class whose docstring's first paragraph is the command's one-line help, the
+    rest its description, and whose ``EXAMPLES`` are its examples."""
+    help, _, description = inspect.cleandoc(options.__doc__ or "").partition("\n\n")
+    return Command(name, " ".join(help.split()), " ".join(description.split()), options.EXAMPLES, options, module, **kw)
 
 
 # -- parsers of flag values: each refuses bad text with one line saying what to give instead

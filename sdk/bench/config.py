@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from metaedge.sdk.options import Command, count, int_list, option, positive_int, seed_option, str_list
+from metaedge.sdk.options import command, count, int_list, option, positive_int, seed_option, str_list
 
 
 def bundle_option(what: str = "an exported bundle (metaedge export)") -> Any:
@@ -16,7 +16,17 @@ def bundle_option(what: str = "an exported bundle (metaedge export)") -> Any:
 
 @dataclass(frozen=True)
 class MetaTrainBench:
-    """The batched core against the per-task loop of the incumbent libraries, on the same tasks."""
+    """batched core vs per-task loop: tasks/s and meta-gradient agreement
+
+    Times one meta-gradient of the batched core (eager and torch.compile'd) against the per-task loop of the
+    incumbent libraries on the same tasks, and checks that both give the same meta-gradient (within 1e-5)."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench meta-train
+  metaedge bench meta-train --json > bench.json
+  metaedge bench meta-train --algos fomaml --tasks 32 --repeats 100 --no-compile
+"""
 
     algos: tuple[str, ...] = option(("fomaml", "maml"), "algorithms, or 'all'", parse=str_list)
     memory_steps: tuple[int, ...] = option((), "also measure the peak memory of maml, fomaml and imaml at these inner step counts", parse=int_list)
@@ -27,7 +37,17 @@ class MetaTrainBench:
 
 @dataclass(frozen=True)
 class DeviceBench:
-    """One frame on one core: ONNX Runtime against eager torch, then the protocol round trip of a device process."""
+    """device-side cost of a frame: ONNX Runtime vs eager torch, protocol round trip
+
+    Times one frame (reset, K adaptation steps on the pilots, inference on the payload) on one core with the
+    ONNX backend (ONNX Loop, IO binding, step loop) and with eager torch, alternating per repeat; then deploys
+    the bundle to a real device process and times frames through the protocol and reports its peak memory."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench device --bundle bundles/cavia --json
+  metaedge bench device --bundle bundles/cavia --inner-steps 5
+"""
 
     bundle: Path = bundle_option()
     pilots: int = option(8, "pilots per frame", parse=positive_int)
@@ -39,7 +59,20 @@ class DeviceBench:
 
 @dataclass(frozen=True)
 class PowercutBench:
-    """Power cut at every flash write of an update and a revert, then crash states of the recorded writes."""
+    """cut power at every flash write of an update and a revert; count failures
+
+    Runs a full update (upload, test, trial boot, confirm) and a revert on a simulated device and cuts power at
+    every flash write, before it and torn halfway (trailer writes also torn at their magic and flag bytes);
+    after each cut the device reboots and must run a verified image that decodes a frame exactly as that image
+    does. Then it records the writes and fsyncs of each scenario and boots crash states that keep every synced
+    write and a random subset of the unsynced sectors (ALICE/CrashMonkey style); the counter floor must never
+    drop below what was durable."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench powercut --bundle runs/demo/bundle --json
+  metaedge bench powercut --bundle runs/demo/bundle --crash-states 0   # cuts only
+"""
 
     bundle: Path = bundle_option("the image to update from (a second one is derived from it)")
     crash_states: int = option(1000, "crash states to boot, over both scenarios (0: none)", parse=count)
@@ -47,7 +80,13 @@ class PowercutBench:
 
 @dataclass(frozen=True)
 class FuzzBench:
-    """Mutated inputs against every reader of untrusted bytes."""
+    """mutated inputs against every reader of untrusted bytes; crashes and hangs
+
+    Feeds seeded mutations of a valid packed bundle, its manifest, a safetensors file and a protocol message to
+    their readers; each must accept or refuse with its own typed error. Reports crashes (any other exception)
+    and hangs (> 1 s)."""
+
+    EXAMPLES: ClassVar[str] = "\nexamples:\n  metaedge bench fuzz --bundle runs/demo/bundle --count 100000 --json\n"
 
     bundle: Path = bundle_option("a valid bundle: the seed of the mutations")
     count: int = option(100_000, "mutated inputs in all", parse=positive_int)
@@ -56,7 +95,19 @@ class FuzzBench:
 
 @dataclass(frozen=True)
 class SoakBench:
-    """Many frames against one device process, optionally under attack."""
+    """many frames against one device process: throughput, latency, memory, fds (--attack: under attack)
+
+    Streams frames to one device process and reports throughput, round-trip percentiles, memory growth and file
+    descriptors. With --attack the device runs a signed bundle whose graph hangs on a trigger input, an attacker
+    holds 200 idle and 100 half-sent 8 MiB connections for the whole run and sends one trigger frame halfway,
+    and an authenticated operator's frames are timed (target: p99 under 50 ms, device and receiver under 512 MiB
+    resident)."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench soak --bundle runs/demo/bundle --frames 100000 --json
+  metaedge bench soak --bundle runs/demo/bundle --frames 20000 --attack --json
+"""
 
     bundle: Path = bundle_option()
     frames: int = option(100_000, "frames in all", parse=positive_int)
@@ -66,75 +117,9 @@ class SoakBench:
 
 
 BENCH = (
-    Command(
-        "meta-train",
-        help="batched core vs per-task loop: tasks/s and meta-gradient agreement",
-        description="Times one meta-gradient of the batched core (eager and torch.compile'd) against the per-task loop of "
-        "the incumbent libraries on the same tasks, and checks that both give the same meta-gradient (within 1e-5).",
-        examples="""
-examples:
-  metaedge bench meta-train
-  metaedge bench meta-train --json > bench.json
-  metaedge bench meta-train --algos fomaml --tasks 32 --repeats 100 --no-compile
-""",
-        options=MetaTrainBench,
-        module="metaedge.sdk.bench.meta_train",
-    ),
-    Command(
-        "device",
-        help="device-side cost of a frame: ONNX Runtime vs eager torch, protocol round trip",
-        description="Times one frame (reset, K adaptation steps on the pilots, inference on the payload) on one core with "
-        "the ONNX backend (ONNX Loop, IO binding, step loop) and with eager torch, alternating per repeat; then deploys "
-        "the bundle to a real device process and times frames through the protocol and reports its peak memory.",
-        examples="""
-examples:
-  metaedge bench device --bundle bundles/cavia --json
-  metaedge bench device --bundle bundles/cavia --inner-steps 5
-""",
-        options=DeviceBench,
-        module="metaedge.sdk.bench.device",
-    ),
-    Command(
-        "powercut",
-        help="cut power at every flash write of an update and a revert; count failures",
-        description="Runs a full update (upload, test, trial boot, confirm) and a revert on a simulated device and cuts "
-        "power at every flash write, before it and torn halfway (trailer writes also torn at their magic and flag bytes); "
-        "after each cut the device reboots and must run a verified image that decodes a frame exactly as that image does. "
-        "Then it records the writes and fsyncs of each scenario and boots crash states that keep every synced write and a "
-        "random subset of the unsynced sectors (ALICE/CrashMonkey style); the counter floor must never drop below what "
-        "was durable.",
-        examples="""
-examples:
-  metaedge bench powercut --bundle runs/demo/bundle --json
-  metaedge bench powercut --bundle runs/demo/bundle --crash-states 0   # cuts only
-""",
-        options=PowercutBench,
-        module="metaedge.sdk.bench.powercut",
-    ),
-    Command(
-        "fuzz",
-        help="mutated inputs against every reader of untrusted bytes; crashes and hangs",
-        description="Feeds seeded mutations of a valid packed bundle, its manifest, a safetensors file and a protocol "
-        "message to their readers; each must accept or refuse with its own typed error. Reports crashes (any other "
-        "exception) and hangs (> 1 s).",
-        examples="\nexamples:\n  metaedge bench fuzz --bundle runs/demo/bundle --count 100000 --json\n",
-        options=FuzzBench,
-        module="metaedge.sdk.bench.fuzz",
-    ),
-    Command(
-        "soak",
-        help="many frames against one device process: throughput, latency, memory, fds (--attack: under attack)",
-        description="Streams frames to one device process and reports throughput, round-trip percentiles, memory growth "
-        "and file descriptors. With --attack the device runs a signed bundle whose graph hangs on a trigger input, an "
-        "attacker holds 200 idle and 100 half-sent 8 MiB connections for the whole run and sends one trigger frame "
-        "halfway, and an authenticated operator's frames are timed (target: p99 under 50 ms, device and receiver under "
-        "512 MiB resident).",
-        examples="""
-examples:
-  metaedge bench soak --bundle runs/demo/bundle --frames 100000 --json
-  metaedge bench soak --bundle runs/demo/bundle --frames 20000 --attack --json
-""",
-        options=SoakBench,
-        module="metaedge.sdk.bench.attack_soak",
-    ),
+    command("meta-train", MetaTrainBench, "metaedge.sdk.bench.meta_train"),
+    command("device", DeviceBench, "metaedge.sdk.bench.device"),
+    command("powercut", PowercutBench, "metaedge.sdk.bench.powercut"),
+    command("fuzz", FuzzBench, "metaedge.sdk.bench.fuzz"),
+    command("soak", SoakBench, "metaedge.sdk.bench.attack_soak"),
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from metaedge.backends.selection import SELECT
 from metaedge.sdk.errors import UserError
@@ -16,7 +16,7 @@ from metaedge.sdk.families.demod.shift import SHIFTS
 from metaedge.sdk.families.demod.task import PILOT_SEQUENCES, DemodConfig
 from metaedge.sdk.meta.defaults import DEFAULT_ASSIGNMENT, DEFAULT_PROX, INNER
 from metaedge.sdk.options import (
-    Command,
+    command,
     int_list,
     margin,
     option,
@@ -210,7 +210,20 @@ def default_text(name: str) -> str:
 
 @dataclass(frozen=True)
 class ShiftFigure:
-    """``metaedge bench shift``: learned, classical and selecting receivers of a run, as trained and under shifts."""
+    """does a deployed demodulator know when not to trust itself? SER under distribution shift
+
+    A demodulator run's learned receiver, the classical receiver its bundle carries (MMSE channel estimate + ML on the
+    nominal constellation) and the selecting receiver its device runs (per frame, the classical one where the adaptation
+    guard or the frame residual says so), on fresh devices as trained and under shifts (--shifts), paired over the same
+    devices and frames."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench shift runs/demo/metasgd --json > shift.json      # 1000 devices × 2000 symbols, ~5 min on 2 cores
+  metaedge bench shift runs/demo/metasgd --shifts trained,iq-milder --pilots 4,8
+  metaedge bench shift runs/demo/metasgd --margin 0 --plot shift-m0.png
+  metaedge bench shift runs/demo/metasgd --split val --seed 7 --margin 0.1 --json   # choose a margin on validation devices
+"""
 
     run: Path = option(help="a demodulator run (metaedge train demod)", positional=True, metavar="RUN_DIR")
     shifts: tuple[str, ...] | None = option(None, f"shifts (default all: {','.join(SHIFTS)})", parse=str_list)
@@ -226,7 +239,19 @@ class ShiftFigure:
 
 @dataclass(frozen=True)
 class AlgorithmsFigure:
-    """``metaedge bench algorithms``: every algorithm on one demodulation task and budget, one table."""
+    """every algorithm on the demodulation task: SER, ECE, time, memory
+
+    Meta-train every algorithm on the same demodulation task and budget (16-QAM, 18 dB, 16 devices per batch, at
+    least 2 inner steps at each algorithm's recipe rate), evaluate SER and expected calibration error at 1, 4, 8
+    and 16 pilots on the same fresh devices, and report meta-training time and peak memory. Finished runs in
+    --out are reused. Writes OUT/algorithms.json, OUT/algorithms.md and OUT/reliability.png (at 8 pilots)."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench algorithms --out runs/algorithms            # ~25 min on 2 cores: all 14, table and reliability diagram
+  metaedge bench algorithms --algos maml,vbmaml,bmaml --json
+  metaedge bench algorithms --quick --out /tmp/quick          # seconds: the machinery, not the figures
+"""
 
     out: Path = option(Path("runs/algorithms"), "runs and results", parse=output_dir)
     algos: tuple[str, ...] | None = option(None, "algorithms (default: all; see metaedge algorithms)", parse=str_list)
@@ -248,45 +273,27 @@ class AlgorithmsFigure:
 
 
 BENCH = (
-    Command(
-        "shift",
-        help="does a deployed demodulator know when not to trust itself? SER under distribution shift",
-        description="A demodulator run's learned receiver, the classical receiver its bundle carries (MMSE channel estimate "
-        "+ ML on the nominal constellation) and the selecting receiver its device runs (per frame, the classical one where "
-        f"the adaptation guard or the frame residual says so), on fresh devices as trained and under shifts ({', '.join(SHIFTS)}), "
-        "paired over the same devices and frames.",
-        examples="""
-examples:
-  metaedge bench shift runs/demo/metasgd --json > shift.json      # 1000 devices × 2000 symbols, ~5 min on 2 cores
-  metaedge bench shift runs/demo/metasgd --shifts trained,iq-milder --pilots 4,8
-  metaedge bench shift runs/demo/metasgd --margin 0 --plot shift-m0.png
-  metaedge bench shift runs/demo/metasgd --split val --seed 7 --margin 0.1 --json   # choose a margin on validation devices
-""",
-        options=ShiftFigure,
-        module="metaedge.sdk.families.demod.shift",
-    ),
-    Command(
-        "algorithms",
-        help="every algorithm on the demodulation task: SER, ECE, time, memory",
-        description="Meta-train every algorithm on the same demodulation task and budget (16-QAM, 18 dB, 16 devices per "
-        "batch, at least 2 inner steps at each algorithm's recipe rate), evaluate SER and expected calibration error at 1, "
-        "4, 8 and 16 pilots on the same fresh devices, and report meta-training time and peak memory. Finished runs in "
-        "--out are reused. Writes OUT/algorithms.json, OUT/algorithms.md and OUT/reliability.png (at 8 pilots).",
-        examples="""
-examples:
-  metaedge bench algorithms --out runs/algorithms            # ~25 min on 2 cores: all 14, table and reliability diagram
-  metaedge bench algorithms --algos maml,vbmaml,bmaml --json
-  metaedge bench algorithms --quick --out /tmp/quick          # seconds: the machinery, not the figures
-""",
-        options=AlgorithmsFigure,
-        module="metaedge.sdk.families.demod.bench",
-    ),
+    command("shift", ShiftFigure, "metaedge.sdk.families.demod.shift"),
+    command("algorithms", AlgorithmsFigure, "metaedge.sdk.families.demod.bench"),
 )
 
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """``metaedge eval``: runs adapted on the pilots of fresh devices, next to the reference receivers."""
+    """SER of trained runs vs the model-based receiver
+
+    Meta-test: adapt each run on P pilots of fresh devices and measure the symbol error rate on their payload,
+    next to training from scratch and the model-based receiver (MMSE channel estimate + ML detection)."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge eval runs/maml runs/fomaml runs/joint
+  metaedge eval runs/* --pilots 1,2,4,8,16,32 --json > ser.json
+  metaedge eval runs/maml --inner-steps 5 --plot ser.png
+  metaedge eval runs/modular --pilots 8 --assignment exhaustive     # modules chosen as an exported device chooses them
+  metaedge eval runs/maml runs/bmaml --pilots 8 --reliability reliability.png
+  metaedge eval runs/metasgd --select --devices 1000 --payload 2000       # and as the device selects per frame
+"""
 
     runs: tuple[Path, ...] = option(help="demodulator runs (metaedge train demod)", positional=True, metavar="RUN_DIR")
     pilots: tuple[int, ...] = option((1, 2, 4, 8, 16, 32), "pilot counts", parse=int_list)
@@ -328,7 +335,23 @@ DEMO_ALGOS = ("maml", "fomaml", "reptile", "cavia", "metasgd", "joint")
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """``metaedge demo``: every algorithm meta-trained, evaluated on the host, one deployed to a device."""
+    """meta-train every algorithm, evaluate, print the SER table
+
+    Meta-train MAML, FOMAML, Reptile, CAVIA, Meta-SGD and joint learning on the demodulation task (monograph
+    §5.2) with 1-32 pilots per frame, then adapt each with one SGD step on the pilots of 100 fresh devices and
+    measure the SER on 10^4 payload symbols, next to training from scratch and the model-based receiver (MMSE +
+    ML); then deploy Meta-SGD to a simulated device and run the same frames there. Finished runs in --out are
+    reused."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge demo                       # ~4 min on 2 CPU cores: 6 algorithms, SER table, device run, plots
+  metaedge demo --algos maml,cavia --iterations 20000 --out runs/long
+  metaedge demo --fresh               # retrain instead of reusing runs/demo
+  metaedge demo --target none         # host evaluation only, no device
+  metaedge demo --target qiskit       # ~3 min: Born-machine BNN meta-learned, deployed to a noisy FakeManilaV2 device
+  metaedge demo --target loihi        # ~2 min: spiking receiver, rule-based FOMAML, deployed to a Lava (Loihi 2) device
+"""
 
     out: Path = option(Path("runs/demo"), "where the runs go", parse=output_dir)
     algos: tuple[str, ...] = option(DEMO_ALGOS, "algorithms", parse=str_list)
@@ -347,40 +370,6 @@ class DemoOptions:
     quiet: bool = option(False, flag=False)  # no progress bars of its own
 
 
-EVAL = Command(
-    "eval",
-    help="SER of trained runs vs the model-based receiver",
-    description="Meta-test: adapt each run on P pilots of fresh devices and measure the symbol error rate on their payload, "
-    "next to training from scratch and the model-based receiver (MMSE channel estimate + ML detection).",
-    examples="""
-examples:
-  metaedge eval runs/maml runs/fomaml runs/joint
-  metaedge eval runs/* --pilots 1,2,4,8,16,32 --json > ser.json
-  metaedge eval runs/maml --inner-steps 5 --plot ser.png
-  metaedge eval runs/modular --pilots 8 --assignment exhaustive     # modules chosen as an exported device chooses them
-  metaedge eval runs/maml runs/bmaml --pilots 8 --reliability reliability.png
-  metaedge eval runs/metasgd --select --devices 1000 --payload 2000       # and as the device selects per frame
-""",
-    options=EvalOptions,
-    module="metaedge.sdk.families.demod.runs",
-)
+EVAL = command("eval", EvalOptions, "metaedge.sdk.families.demod.runs")
 
-DEMO = Command(
-    "demo",
-    help="meta-train every algorithm, evaluate, print the SER table",
-    description="Meta-train MAML, FOMAML, Reptile, CAVIA, Meta-SGD and joint learning on the demodulation task (monograph "
-    "§5.2) with 1-32 pilots per frame, then adapt each with one SGD step on the pilots of 100 fresh devices and measure the "
-    "SER on 10^4 payload symbols, next to training from scratch and the model-based receiver (MMSE + ML); then deploy "
-    "Meta-SGD to a simulated device and run the same frames there. Finished runs in --out are reused.",
-    examples="""
-examples:
-  metaedge demo                       # ~4 min on 2 CPU cores: 6 algorithms, SER table, device run, plots
-  metaedge demo --algos maml,cavia --iterations 20000 --out runs/long
-  metaedge demo --fresh               # retrain instead of reusing runs/demo
-  metaedge demo --target none         # host evaluation only, no device
-  metaedge demo --target qiskit       # ~3 min: Born-machine BNN meta-learned, deployed to a noisy FakeManilaV2 device
-  metaedge demo --target loihi        # ~2 min: spiking receiver, rule-based FOMAML, deployed to a Lava (Loihi 2) device
-""",
-    options=DemoOptions,
-    module="metaedge.sdk.families.demod.demo",
-)
+DEMO = command("demo", DemoOptions, "metaedge.sdk.families.demod.demo")

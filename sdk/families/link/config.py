@@ -7,10 +7,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.link.task import LinkConfig
-from metaedge.sdk.options import Command, count_list, nested, option, out_option, plot_option, positive_int, quick_option, seed_option, str_list
+from metaedge.sdk.options import command, count_list, nested, option, out_option, plot_option, positive_int, quick_option, seed_option, str_list
 
 METHODS = ("maml", "maml-rx", "metasgd", "metasgd-rx", "fomaml", "joint", "scratch")
 TRAINABLE = tuple(a + suffix for a in ("maml", "metasgd", "fomaml", "joint") for suffix in ("-rx", ""))
@@ -47,7 +48,20 @@ class LinkBench:
 
 @dataclass(frozen=True)
 class LinkTraining:
-    """``metaedge train link``: one method, validated on held-out channels, kept as a run directory."""
+    """learned encoder/decoder over frequency-selective fading (monograph §5.3)
+
+    Meta-train an encoder/decoder pair (k bits over n complex channel uses, L-tap Rayleigh block fading) so that
+    a new channel is learned in a few steps. Methods ending in -rx adapt only the decoder (on pilots) and export
+    as a receiver bundle whose task section carries the encoder's codebook; the others adapt both ends through
+    the channel simulator."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge train link --out runs/link                       # MAML, decoder with RTN adapts: deployable (~6 min)
+  metaedge train link --rtn-taps 0 --algo metasgd-rx --out runs/link-sgd
+  metaedge train link --algo maml --out runs/link-full     # both ends adapt (simulator only; not exportable)
+  metaedge export runs/link --out bundles/link && metaedge inspect bundles/link
+"""
 
     out: Path = out_option()
     algo: str = option("maml-rx", "the method; -rx: only the decoder adapts (deployable)", choices=TRAINABLE)
@@ -58,7 +72,20 @@ class LinkTraining:
 
 @dataclass(frozen=True)
 class LinkFigure:
-    """``metaedge bench link``: BLER on new channels against adaptation steps, per method (Figure 5.7)."""
+    """learned encoder/decoder over fading channels: BLER vs adaptation steps (§5.3)
+
+    Meta-train encoder/decoder pairs (k bits over n complex channel uses, L-tap Rayleigh block fading) with
+    MAML, MAML adapting only the decoder (the deployable receiver), first-order MAML, joint training and random
+    initialisation; report BLER on new channels against the number of adaptation steps (monograph Figure 5.7)."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench link --json > link.json            # also writes link.png
+  metaedge bench link --algos maml,joint --inner-steps 0,1,10,100,1000,10000
+  metaedge bench link --ebn0-db 10 --plot link-10db.png
+  metaedge bench link --rtn-taps 3 --plot link-rtn.png  # decoders with a radio-transformer network
+  metaedge bench link --quick                        # seconds: the machinery, not the figures
+"""
 
     algos: tuple[str, ...] = option(METHODS, "methods", parse=str_list)
     setup: LinkBench = nested(LinkBench)
@@ -66,40 +93,8 @@ class LinkFigure:
     plot: Path = plot_option("link.png", "BLER vs steps")
 
 
-TRAIN = Command(
-    "link",
-    help="learned encoder/decoder over frequency-selective fading (monograph §5.3)",
-    description="Meta-train an encoder/decoder pair (k bits over n complex channel uses, L-tap Rayleigh block fading) so "
-    "that a new channel is learned in a few steps. Methods ending in -rx adapt only the decoder (on pilots) and export "
-    "as a receiver bundle whose task section carries the encoder's codebook; the others adapt both ends through the "
-    "channel simulator.",
-    examples="""
-examples:
-  metaedge train link --out runs/link                       # MAML, decoder with RTN adapts: deployable (~6 min)
-  metaedge train link --rtn-taps 0 --algo metasgd-rx --out runs/link-sgd
-  metaedge train link --algo maml --out runs/link-full     # both ends adapt (simulator only; not exportable)
-  metaedge export runs/link --out bundles/link && metaedge inspect bundles/link
-""",
-    options=LinkTraining,
-    module="metaedge.sdk.families.link.run",
-    skip=("setup.steps", "setup.test_channels"),
-    defaults={"setup.rtn_taps": RTN_TAPS},
+TRAIN = command(
+    "link", LinkTraining, "metaedge.sdk.families.link.run", skip=("setup.steps", "setup.test_channels"), defaults={"setup.rtn_taps": RTN_TAPS}
 )
 
-BENCH = Command(
-    "link",
-    help="learned encoder/decoder over fading channels: BLER vs adaptation steps (§5.3)",
-    description="Meta-train encoder/decoder pairs (k bits over n complex channel uses, L-tap Rayleigh block fading) with "
-    "MAML, MAML adapting only the decoder (the deployable receiver), first-order MAML, joint training and random "
-    "initialisation; report BLER on new channels against the number of adaptation steps (monograph Figure 5.7).",
-    examples="""
-examples:
-  metaedge bench link --json > link.json            # also writes link.png
-  metaedge bench link --algos maml,joint --inner-steps 0,1,10,100,1000,10000
-  metaedge bench link --ebn0-db 10 --plot link-10db.png
-  metaedge bench link --rtn-taps 3 --plot link-rtn.png  # decoders with a radio-transformer network
-  metaedge bench link --quick                        # seconds: the machinery, not the figures
-""",
-    options=LinkFigure,
-    module="metaedge.sdk.families.link.bench",
-)
+BENCH = command("link", LinkFigure, "metaedge.sdk.families.link.bench")

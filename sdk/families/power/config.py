@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.power.task import PowerConfig
-from metaedge.sdk.options import Command, nested, option, out_option, plot_option, positive_int, quick_option, seed_option, str_list
+from metaedge.sdk.options import command, nested, option, out_option, plot_option, positive_int, quick_option, seed_option, str_list
 
 METHODS = ("joint", "fomaml", "reptile", "modular")
 BLACK_BOX = ("fomaml", "reptile")
@@ -63,7 +64,18 @@ class PowerBench:
 
 @dataclass(frozen=True)
 class PowerTraining:
-    """``metaedge train power``: one allocator, kept as a run directory."""
+    """REGNN power allocator for dynamic networks (monograph §5.5)
+
+    Train a random-edge graph neural network that allocates transmit powers from the channel gains of a network
+    of 10-20 links (unsupervised sum-rate), jointly or meta-learned so that a few slots of a new topology adapt
+    it. Export it like a receiver; the device adapts on channel measurements alone."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge train power --out runs/power                       # FOMAML on 100 topologies (~1 min)
+  metaedge train power --algo joint --periods 5 --out runs/power-joint
+  metaedge export runs/power --out bundles/power && metaedge inspect bundles/power
+"""
 
     out: Path = out_option()
     algo: str = option("fomaml", "the method", choices=METHODS)
@@ -73,7 +85,21 @@ class PowerTraining:
 
 @dataclass(frozen=True)
 class PowerFigure:
-    """``metaedge bench power``: sum-rate on new topologies against K, per method (Figure 5.11)."""
+    """REGNN power control in dynamic networks: sum-rate vs meta-training periods (§5.5)
+
+    Random-edge graph neural network power allocation (unsupervised sum-rate) over random interference
+    topologies of 10-20 links; joint learning, FOMAML, Reptile and modular meta-learning (modules per layer,
+    assignment by simulated annealing) against the number of meta-training periods K; every link at full power
+    as reference."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench power --jobs 2 --json > power.json  # ~12 min on 2 cores; also writes power.png
+  metaedge bench power --periods 1,5,50 --algos joint,fomaml,modular
+  metaedge bench power --inner-steps 1 --inner-lr 0.1 --periods 2,100    # one step, as in eq. 5.30
+  metaedge bench power --train-slots 2 --json > power-2.json             # scarcer data per period
+  metaedge bench power --quick                       # seconds: the machinery, not the figures
+"""
 
     algos: tuple[str, ...] = option(METHODS, "methods", parse=str_list)
     setup: PowerBench = nested(PowerBench)
@@ -82,38 +108,6 @@ class PowerFigure:
     plot: Path = plot_option("power.png", "sum-rate vs K")
 
 
-TRAIN = Command(
-    "power",
-    help="REGNN power allocator for dynamic networks (monograph §5.5)",
-    description="Train a random-edge graph neural network that allocates transmit powers from the channel gains of a "
-    "network of 10-20 links (unsupervised sum-rate), jointly or meta-learned so that a few slots of a new topology "
-    "adapt it. Export it like a receiver; the device adapts on channel measurements alone.",
-    examples="""
-examples:
-  metaedge train power --out runs/power                       # FOMAML on 100 topologies (~1 min)
-  metaedge train power --algo joint --periods 5 --out runs/power-joint
-  metaedge export runs/power --out bundles/power && metaedge inspect bundles/power
-""",
-    options=PowerTraining,
-    module="metaedge.sdk.families.power.run",
-    skip=("setup.test_periods", "setup.period_grid"),
-)
+TRAIN = command("power", PowerTraining, "metaedge.sdk.families.power.run", skip=("setup.test_periods", "setup.period_grid"))
 
-BENCH = Command(
-    "power",
-    help="REGNN power control in dynamic networks: sum-rate vs meta-training periods (§5.5)",
-    description="Random-edge graph neural network power allocation (unsupervised sum-rate) over random interference "
-    "topologies of 10-20 links; joint learning, FOMAML, Reptile and modular meta-learning (modules per layer, "
-    "assignment by simulated annealing) against the number of meta-training periods K; every link at full power as "
-    "reference.",
-    examples="""
-examples:
-  metaedge bench power --jobs 2 --json > power.json  # ~12 min on 2 cores; also writes power.png
-  metaedge bench power --periods 1,5,50 --algos joint,fomaml,modular
-  metaedge bench power --inner-steps 1 --inner-lr 0.1 --periods 2,100    # one step, as in eq. 5.30
-  metaedge bench power --train-slots 2 --json > power-2.json             # scarcer data per period
-  metaedge bench power --quick                       # seconds: the machinery, not the figures
-""",
-    options=PowerFigure,
-    module="metaedge.sdk.families.power.bench",
-)
+BENCH = command("power", PowerFigure, "metaedge.sdk.families.power.bench")

@@ -5,19 +5,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from metaedge.backends.linear.predictor import FORMS, SCHEMES
 from metaedge.backends.selection import HOLDOUT
 from metaedge.sdk.families.prediction.learning import PredictionBench
 from metaedge.sdk.families.prediction.task import DOPPLER
-from metaedge.sdk.options import Command, margin, nested, option, out_option, plot_option, positive_int, quick_option, str_list
+from metaedge.sdk.options import command, margin, nested, option, out_option, plot_option, positive_int, quick_option, str_list
 
 REGIMES = tuple(DOPPLER)
 
 
 @dataclass(frozen=True)
 class PredictionTraining:
-    """``metaedge train prediction``: the bias of one scheme, in closed form, kept as a run directory."""
+    """multi-antenna channel predictor, meta-learned in closed form (monograph §5.4)
+
+    Meta-learn the bias of a linear channel predictor that each frame fits by ridge regression on its past
+    channels (iMAML in closed form, eq. 2.11-2.12), naive or with the long-short-term decomposition. Seconds.
+    Export it with --target linear."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge train prediction --out runs/pred                  # meta-learned LSTD predictor, fast fading
+  metaedge train prediction --form naive --scheme joint --out runs/pred-joint
+  metaedge export runs/pred --target linear --out bundles/pred
+"""
 
     out: Path = out_option()
     form: str = option("lstd", "the predictor: lstd (long-short-term decomposition) or naive", choices=FORMS)
@@ -29,7 +41,20 @@ class PredictionTraining:
 
 @dataclass(frozen=True)
 class PredictionFigure:
-    """``metaedge bench prediction``: NMSE on new frames against N_tr, per scheme and form (Figure 5.9)."""
+    """multi-antenna channel prediction: NMSE vs training samples (§5.4)
+
+    Linear predictors of a multi-antenna frequency-selective channel (N_R = 2, N_T = 4, W = 2; window 5, lag 3)
+    fitted per frame by ridge regression toward a bias that is 0 (conventional), jointly learned, or meta-
+    learned in closed form (iMAML, eq. 2.12); naive and with the long-short-term decomposition. Channels: a
+    clustered multipath model whose geometry and Doppler change from frame to frame."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench prediction --json > prediction.json     # slow and fast fading; also writes prediction.png
+  metaedge bench prediction --doppler fast --lam 0.01 --rank aic
+  metaedge bench prediction --doppler slow --test-doppler fast      # meta-trained on slow fading, deployed on fast
+  metaedge bench prediction --quick                       # a second: the machinery, not the figures
+"""
 
     doppler: tuple[str, ...] = option(REGIMES, "regimes: slow (1-10 Hz), fast (20-200 Hz)", parse=str_list)
     test_doppler: str | None = option(
@@ -46,37 +71,8 @@ class PredictionFigure:
     plot: Path = plot_option("prediction.png", "NMSE vs N_tr")
 
 
-TRAIN = Command(
-    "prediction",
-    help="multi-antenna channel predictor, meta-learned in closed form (monograph §5.4)",
-    description="Meta-learn the bias of a linear channel predictor that each frame fits by ridge regression on its past "
-    "channels (iMAML in closed form, eq. 2.11-2.12), naive or with the long-short-term decomposition. Seconds. Export "
-    "it with --target linear.",
-    examples="""
-examples:
-  metaedge train prediction --out runs/pred                  # meta-learned LSTD predictor, fast fading
-  metaedge train prediction --form naive --scheme joint --out runs/pred-joint
-  metaedge export runs/pred --target linear --out bundles/pred
-""",
-    options=PredictionTraining,
-    module="metaedge.sdk.families.prediction.run",
-    skip=("setup.sample_grid", "setup.test_frames", "setup.test_split"),
+TRAIN = command(
+    "prediction", PredictionTraining, "metaedge.sdk.families.prediction.run", skip=("setup.sample_grid", "setup.test_frames", "setup.test_split")
 )
 
-BENCH = Command(
-    "prediction",
-    help="multi-antenna channel prediction: NMSE vs training samples (§5.4)",
-    description="Linear predictors of a multi-antenna frequency-selective channel (N_R = 2, N_T = 4, W = 2; window 5, "
-    "lag 3) fitted per frame by ridge regression toward a bias that is 0 (conventional), jointly learned, or "
-    "meta-learned in closed form (iMAML, eq. 2.12); naive and with the long-short-term decomposition. Channels: a "
-    "clustered multipath model whose geometry and Doppler change from frame to frame.",
-    examples="""
-examples:
-  metaedge bench prediction --json > prediction.json     # slow and fast fading; also writes prediction.png
-  metaedge bench prediction --doppler fast --lam 0.01 --rank aic
-  metaedge bench prediction --doppler slow --test-doppler fast      # meta-trained on slow fading, deployed on fast
-  metaedge bench prediction --quick                       # a second: the machinery, not the figures
-""",
-    options=PredictionFigure,
-    module="metaedge.sdk.families.prediction.bench",
-)
+BENCH = command("prediction", PredictionFigure, "metaedge.sdk.families.prediction.bench")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from metaedge.sdk.options import Command, nested, option, plot_option, positive_int, quick_option, seed_option, str_list
+from metaedge.sdk.options import command, nested, option, plot_option, positive_int, quick_option, seed_option, str_list
 
 METHODS = ("joint", "maml", "imaml", "bmaml")
 
@@ -47,7 +48,20 @@ class SinusoidBench:
 
 @dataclass(frozen=True)
 class SinusoidFigure:
-    """``metaedge bench sinusoid``: the three panels of Figure 2.4."""
+    """sinusoid regression: joint, MAML, iMAML, BMAML (monograph Figure 2.4)
+
+    Meta-train joint learning, MAML, iMAML and BMAML on sinusoid regression (amplitude 0.1-5, phase 0-pi, inputs
+    -5..5, MLP 1-40-40-1) and report the three panels of the monograph's Figure 2.4: test loss vs meta-training
+    iterations, best test loss vs samples per task N, and vs number of meta-training tasks K."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench sinusoid --jobs 2 --json > sinusoid.json   # the runs in 2 processes; also writes sinusoid.png
+  metaedge bench sinusoid --iterations 5000 --samples 2,5,10 --tasks 5,50,1000 --jobs 2   # the figures of docs/algorithms.md
+  metaedge bench sinusoid --algos maml,bmaml --samples 10 --tasks 5 --iterations 5000 --repeats 5 --jobs 2
+                                                       # K = 5 over five task draws, with BMAML − MAML intervals
+  metaedge bench sinusoid --quick                      # seconds: the machinery, not the figures
+"""
 
     algos: tuple[str, ...] = option(METHODS, "methods (any meta-learning algorithm)", parse=str_list)
     setup: SinusoidBench = nested(SinusoidBench)
@@ -56,20 +70,4 @@ class SinusoidFigure:
     plot: Path = plot_option("sinusoid.png", "the three panels")
 
 
-BENCH = Command(
-    "sinusoid",
-    help="sinusoid regression: joint, MAML, iMAML, BMAML (monograph Figure 2.4)",
-    description="Meta-train joint learning, MAML, iMAML and BMAML on sinusoid regression (amplitude 0.1-5, phase 0-pi, "
-    "inputs -5..5, MLP 1-40-40-1) and report the three panels of the monograph's Figure 2.4: test loss vs "
-    "meta-training iterations, best test loss vs samples per task N, and vs number of meta-training tasks K.",
-    examples="""
-examples:
-  metaedge bench sinusoid --jobs 2 --json > sinusoid.json   # the runs in 2 processes; also writes sinusoid.png
-  metaedge bench sinusoid --iterations 5000 --samples 2,5,10 --tasks 5,50,1000 --jobs 2   # the figures of docs/algorithms.md
-  metaedge bench sinusoid --algos maml,bmaml --samples 10 --tasks 5 --iterations 5000 --repeats 5 --jobs 2
-                                                       # K = 5 over five task draws, with BMAML − MAML intervals
-  metaedge bench sinusoid --quick                      # seconds: the machinery, not the figures
-""",
-    options=SinusoidFigure,
-    module="metaedge.sdk.families.sinusoid.bench",
-)
+BENCH = command("sinusoid", SinusoidFigure, "metaedge.sdk.families.sinusoid.bench")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from metaedge.backends.qiskit.model import BornSpec
 from metaedge.sdk.errors import UserError, require_at_least_one
-from metaedge.sdk.options import Command, count, nested, option, out_option, output_dir, positive_int, seed_option, str_list
+from metaedge.sdk.options import command, count, nested, option, out_option, output_dir, positive_int, seed_option, str_list
 
 METHODS = ("meta", "joint")
 
@@ -62,7 +63,17 @@ class BornTrainConfig:
 
 @dataclass(frozen=True)
 class BornTraining:
-    """``metaedge train born``: the prior circuit θ, kept as a run directory."""
+    """Born-machine binary network for QPSK with a residual phase (monograph §6.2.2)
+
+    Meta-learn (or jointly learn) the prior circuit of a Born-machine binary network for few-pilot QPSK
+    demodulation; export it with --target qiskit."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge train born --out runs/born-meta
+  metaedge train born --algo joint --out runs/born-joint
+  metaedge train born --qubits 8 --layers 3 --inner-steps 3 --out runs/born-8q     # ideal simulation only (> 5 qubits)
+"""
 
     out: Path = out_option()
     task: BornTask = nested(BornTask)
@@ -72,27 +83,23 @@ class BornTraining:
     train: BornTrainConfig = nested(BornTrainConfig)
 
 
-TRAIN = Command(
-    "born",
-    help="Born-machine binary network for QPSK with a residual phase (monograph §6.2.2)",
-    description="Meta-learn (or jointly learn) the prior circuit of a Born-machine binary network for few-pilot QPSK "
-    "demodulation; export it with --target qiskit.",
-    examples="""
-examples:
-  metaedge train born --out runs/born-meta
-  metaedge train born --algo joint --out runs/born-joint
-  metaedge train born --qubits 8 --layers 3 --inner-steps 3 --out runs/born-8q     # ideal simulation only (> 5 qubits)
-""",
-    options=BornTraining,
-    module="metaedge.sdk.families.demod.born.training",
-    skip=("train.val_devices", "train.val_every"),
-)
+TRAIN = command("born", BornTraining, "metaedge.sdk.families.demod.born.training", skip=("train.val_devices", "train.val_every"))
 
 
 @dataclass(frozen=True)
 class QiskitFigure:
-    """``metaedge bench qiskit``: the meta-learned, joint and uniform priors, exactly and on each target; runs that
-    are not given are trained into ``out``."""
+    """Born-machine receivers: SER, log-loss, ECE, noise gap, circuits/shots/time
+
+    Adapts the meta-learned prior, the jointly learned circuit and the uniform prior on the same pilots with the
+    same shot budget: exactly on many new devices (with the point-estimate BNN as frequentist counterpart), and
+    through the Qiskit backend on each target. Writes OUT/qiskit.json and OUT/reliability.png."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench qiskit --json                        # trains meta and joint circuits first (~20 s), then measures
+  metaedge bench qiskit --meta runs/born-meta --joint runs/born-joint --out runs/bench-qiskit
+  metaedge bench qiskit --targets ideal --device-frames 10 --exact-devices 200   # quick look
+"""
 
     meta: Path | None = option(None, "meta-learned run (metaedge train born); default: train one into --out")
     joint: Path | None = option(None, "jointly learned run (--algo joint); default: train one into --out")
@@ -104,18 +111,4 @@ class QiskitFigure:
     command: str | None = option(None, flag=False)  # the command line that asked for the report
 
 
-BENCH = Command(
-    "qiskit",
-    help="Born-machine receivers: SER, log-loss, ECE, noise gap, circuits/shots/time",
-    description="Adapts the meta-learned prior, the jointly learned circuit and the uniform prior on the same pilots "
-    "with the same shot budget: exactly on many new devices (with the point-estimate BNN as frequentist counterpart), "
-    "and through the Qiskit backend on each target. Writes OUT/qiskit.json and OUT/reliability.png.",
-    examples="""
-examples:
-  metaedge bench qiskit --json                        # trains meta and joint circuits first (~20 s), then measures
-  metaedge bench qiskit --meta runs/born-meta --joint runs/born-joint --out runs/bench-qiskit
-  metaedge bench qiskit --targets ideal --device-frames 10 --exact-devices 200   # quick look
-""",
-    options=QiskitFigure,
-    module="metaedge.sdk.families.demod.born.bench",
-)
+BENCH = command("qiskit", QiskitFigure, "metaedge.sdk.families.demod.born.bench")

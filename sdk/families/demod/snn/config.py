@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from metaedge.backends.loihi.network import SnnSpec
 from metaedge.sdk.errors import UserError, require_at_least_one
-from metaedge.sdk.options import Command, count, nested, option, out_option, output_dir, positive_int, seed_option
+from metaedge.sdk.options import command, count, nested, option, out_option, output_dir, positive_int, seed_option
 
 METHODS = ("fomaml", "reptile", "joint")
 DEFAULT_META_LR = {"fomaml": 0.04, "reptile": 0.1, "joint": 0.04}
@@ -51,7 +52,19 @@ class SnnTrainConfig:
 
 @dataclass(frozen=True)
 class SnnTraining:
-    """``metaedge train snn``: θ of the plastic synapses, kept as a run directory."""
+    """spiking receiver for Loihi: the three-factor rule's starting point (monograph §6.1)
+
+    Meta-learn the plastic synapses' starting point θ of a spiking demodulator whose output layer adapts on-chip
+    with a three-factor rule; first-order, with the rule itself (FOMAML or Reptile), or jointly. Export it with
+    --target loihi."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge train snn --out runs/snn-fomaml
+  metaedge train snn --algo reptile --out runs/snn-reptile
+  metaedge train snn --order 16 --pilots 16 --out runs/snn-16qam
+  metaedge train snn --channel phase --phase-max-deg 60 --out runs/snn-phase
+"""
 
     out: Path = out_option()
     task: SnnTask = nested(SnnTask)
@@ -61,29 +74,25 @@ class SnnTraining:
     train: SnnTrainConfig = nested(SnnTrainConfig)
 
 
-TRAIN = Command(
-    "snn",
-    help="spiking receiver for Loihi: the three-factor rule's starting point (monograph §6.1)",
-    description="Meta-learn the plastic synapses' starting point θ of a spiking demodulator whose output layer adapts "
-    "on-chip with a three-factor rule; first-order, with the rule itself (FOMAML or Reptile), or jointly. Export it "
-    "with --target loihi.",
-    examples="""
-examples:
-  metaedge train snn --out runs/snn-fomaml
-  metaedge train snn --algo reptile --out runs/snn-reptile
-  metaedge train snn --order 16 --pilots 16 --out runs/snn-16qam
-  metaedge train snn --channel phase --phase-max-deg 60 --out runs/snn-phase
-""",
-    options=SnnTraining,
-    module="metaedge.sdk.families.demod.snn.training",
-    skip=("train.val_devices", "train.val_every"),
-)
+TRAIN = command("snn", SnnTraining, "metaedge.sdk.families.demod.snn.training", skip=("train.val_devices", "train.val_every"))
 
 
 @dataclass(frozen=True)
 class LoihiFigure:
-    """``metaedge bench loihi``: every start adapted on-chip on the same devices, next to the ONNX and model-based
-    receivers, then frames on Lava; runs that are not given are trained into ``out``."""
+    """spiking receivers: SER after on-chip adaptation per start, Lava speed
+
+    Adapts the FOMAML-, Reptile- and jointly trained θ, θ = 0 and a random θ with the three-factor rule on the
+    same pilots of many new devices (host reference, exactly Lava's dynamics), next to the ONNX receiver (Meta-
+    SGD MLP) and the model-based receiver; then runs frames on Lava and times them. Writes OUT/loihi.json."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench loihi --json                  # trains what is missing into runs/bench-loihi first (~2 min)
+  metaedge bench loihi --devices 200 --lava-frames 2 --lava-payload 50     # quick look
+  metaedge bench loihi --fomaml runs/snn-fomaml --onnx runs/qpsk-metasgd --no-lava
+  metaedge bench loihi --channel phase --out runs/bench-loihi-phase      # residual carrier phase within ±60°
+  metaedge bench loihi --order 16 --pilots 16 --out runs/bench-loihi-16qam --no-lava
+"""
 
     fomaml: Path | None = option(None, "fomaml run (metaedge train snn --algo fomaml); default: train into --out")
     reptile: Path | None = option(None, "reptile run; default: train into --out")
@@ -101,20 +110,4 @@ class LoihiFigure:
     command: str | None = option(None, flag=False)  # the command line that asked for the report
 
 
-BENCH = Command(
-    "loihi",
-    help="spiking receivers: SER after on-chip adaptation per start, Lava speed",
-    description="Adapts the FOMAML-, Reptile- and jointly trained θ, θ = 0 and a random θ with the three-factor rule on "
-    "the same pilots of many new devices (host reference, exactly Lava's dynamics), next to the ONNX receiver (Meta-SGD "
-    "MLP) and the model-based receiver; then runs frames on Lava and times them. Writes OUT/loihi.json.",
-    examples="""
-examples:
-  metaedge bench loihi --json                  # trains what is missing into runs/bench-loihi first (~2 min)
-  metaedge bench loihi --devices 200 --lava-frames 2 --lava-payload 50     # quick look
-  metaedge bench loihi --fomaml runs/snn-fomaml --onnx runs/qpsk-metasgd --no-lava
-  metaedge bench loihi --channel phase --out runs/bench-loihi-phase      # residual carrier phase within ±60°
-  metaedge bench loihi --order 16 --pilots 16 --out runs/bench-loihi-16qam --no-lava
-""",
-    options=LoihiFigure,
-    module="metaedge.sdk.families.demod.snn.bench",
-)
+BENCH = command("loihi", LoihiFigure, "metaedge.sdk.families.demod.snn.bench")
