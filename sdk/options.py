@@ -65,8 +65,10 @@ def silent(advance: int = 1, *, total: int | None = None, label: str | None = No
 @dataclass(frozen=True)
 class Command:
     """A command the library implements and the command line generates: ``options`` is a dataclass whose option
-    fields are its flags; ``module`` defines ``run(options, progress) -> report`` (a JSON-able dict) and
-    ``text(report) -> str``, and may define ``exit_code(report) -> int`` (0 when absent)."""
+    fields are its flags; ``module`` ("package.module", or "package.module:name") defines ``run(options, progress)
+    -> report`` (a JSON-able dict; members starting with "_" are for the text alone) and ``text(report) -> str``, and
+    may define ``exit_code(report) -> int`` (0 when absent) — with ":name", ``name``, ``name_text`` and
+    ``name_exit_code``."""
 
     name: str
     help: str

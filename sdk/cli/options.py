@@ -98,21 +98,28 @@ def config_from(args: argparse.Namespace, config: type, prefix: str = "", **fixe
     return config(**values, **fixed)
 
 
-def progress_bar(name: str, quiet: bool):
-    """A tqdm bar on stderr (hidden with --quiet or without a terminal) and the ``Progress`` that drives it."""
-    from tqdm import tqdm
+class ProgressBar:
+    """A tqdm bar on stderr, made at the first report (commands that report nothing show none; hidden with --quiet
+    or without a terminal); calling it is the ``Progress`` protocol."""
 
-    bar = tqdm(desc=name, disable=quiet or None, file=sys.stderr)
+    def __init__(self, name: str, quiet: bool) -> None:
+        self.name, self.quiet, self.bar = name, quiet, None
 
-    def progress(advance: int = 1, *, total: int | None = None, label: str | None = None) -> None:
+    def __call__(self, advance: int = 1, *, total: int | None = None, label: str | None = None) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=self.name, disable=self.quiet or None, file=sys.stderr)
         if total is not None:
-            bar.reset(total=total)
+            self.bar.reset(total=total)
         if label:
-            bar.set_description(label)
+            self.bar.set_description(label)
         if advance:
-            bar.update(advance)
+            self.bar.update(advance)
 
-    return bar, progress
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def add_declared(sub, command: Command, add_command: Callable) -> None:
@@ -130,11 +137,16 @@ def run_declared(command: Command, args: argparse.Namespace) -> int:
     invocation = {"command": "metaedge " + shlex.join(args.argv), "quiet": args.quiet}
     names = {f.name for f in dataclasses.fields(command.options)}
     options = config_from(args, command.options, **{k: v for k, v in invocation.items() if k in names})
-    module = importlib.import_module(command.module)
-    bar, progress = progress_bar(command.name, args.quiet)
+    module_name, _, name = command.module.partition(":")
+    module = importlib.import_module(module_name)
+    progress = ProgressBar(command.name, args.quiet)
     try:
-        report = module.run(options, progress)
+        report = getattr(module, name or "run")(options, progress)
     finally:
-        bar.close()
-    print(json.dumps(report, indent=2) if args.json else module.text(report))
-    return module.exit_code(report) if hasattr(module, "exit_code") else 0
+        progress.close()
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2))
+    else:
+        print(getattr(module, f"{name}_text" if name else "text")(report))
+    exit_code = getattr(module, f"{name}_exit_code" if name else "exit_code", None)
+    return exit_code(report) if exit_code else 0

@@ -68,12 +68,7 @@ TARGETS: dict[str, Target] = {
         refusals=(("inner_steps", "each frame's predictor is solved exactly"),),
     ),
 }
-# every target option, with its help text: the command line's flags are generated from here
-OPTIONS = {
-    "inner_steps": "adaptation steps on the device (default: the run's)",
-    "shots": "qiskit: shots per parameter setting (default: the run's)",
-    "ensemble": "onnx, vbmaml runs: weight draws the device's predictive averages (default 100, as metaedge eval; fewer cost less per frame)",
-}
+OPTIONS = ("inner_steps", "shots", "ensemble")  # every target option; their help: commands.ExportOptions
 
 
 def flag(option: str) -> str:
