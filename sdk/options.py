@@ -78,13 +78,14 @@ class Command:
     module: str
     skip: tuple[str, ...] = ()  # option fields (dotted paths) that are not flags of this command
     defaults: dict = field(default_factory=dict)  # this command's own default of a field, by dotted path
+    fixed: dict = field(default_factory=dict)  # values of fields that are not flags, set by this command
 
 
-def command(name: str, options: type, module: str, **kw: Any) -> Command:
-    """The command ``name`` of an options class whose docstring's first paragraph is the command's one-line help, the
-    rest its description, and whose ``EXAMPLES`` are its examples."""
-    help, _, description = inspect.cleandoc(options.__doc__ or "").partition("\n\n")
-    return Command(name, " ".join(help.split()), " ".join(description.split()), options.EXAMPLES, options, module, **kw)
+def command(name: str, options: type, module: str, help: str | None = None, **kw: Any) -> Command:
+    """The command ``name`` of an options class whose docstring's first paragraph is the command's one-line help
+    (unless ``help`` says otherwise), the rest its description, and whose ``EXAMPLES`` are its examples."""
+    first, _, description = inspect.cleandoc(options.__doc__ or "").partition("\n\n")
+    return Command(name, help or " ".join(first.split()), " ".join(description.split()), options.EXAMPLES, options, module, **kw)
 
 
 # -- parsers of flag values: each refuses bad text with one line saying what to give instead

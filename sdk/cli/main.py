@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from metaedge.sdk.cli.parsing import Parser
+from metaedge.sdk.cli.parsing import Parser, add_command
 from metaedge.sdk.errors import UserError
 
 EXAMPLES = """
@@ -33,10 +33,14 @@ def _version() -> str:
 
 
 def build_parser() -> Parser:
-    from metaedge.sdk.cli import algorithms, bench, bundle, conformance, deploy, device, report, train
+    from metaedge.sdk.cli import bench, device, train
     from metaedge.sdk.cli.options import add_declared
-    from metaedge.sdk.cli.parsing import add_command
+    from metaedge.sdk.conformance.commands import CONFORMANCE
+    from metaedge.sdk.device_commands import DEPLOY, RUN
     from metaedge.sdk.families.demod.config import DEMO, EVAL
+    from metaedge.sdk.families.demod.recipes import ALGORITHM_LIST
+    from metaedge.sdk.report import REPORT
+    from metaedge.sdk.targets.commands import EXPORT, INSPECT, KEYS, SIGN
 
     parser = Parser(
         prog="metaedge",
@@ -47,12 +51,27 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"metaedge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     train.register(sub)
-    add_declared(sub, EVAL, add_command)
-    for module in (algorithms, bundle, device, deploy, bench, conformance):
-        module.register(sub)
-    add_declared(sub, DEMO, add_command)
-    report.register(sub)
+    for command in (EVAL, ALGORITHM_LIST, EXPORT, INSPECT, SIGN):
+        add_declared(sub, command, add_command)
+    group(sub, "keys", "signing keys", (KEYS,), "examples:\n  metaedge keys generate --out keys --name release-2027")
+    device.register(sub)
+    for command in (DEPLOY, RUN):
+        add_declared(sub, command, add_command)
+    bench.register(sub)
+    group(sub, "conformance", "the bundle and protocol conformance suite: generate it, run it against a device", CONFORMANCE)
+    for command in (DEMO, REPORT):
+        add_declared(sub, command, add_command)
     return parser
+
+
+def group(sub, name: str, help: str, commands: tuple, examples: str | None = None) -> None:
+    """A command whose actions are declared commands (``metaedge keys generate``, ``metaedge conformance run``)."""
+    from metaedge.sdk.cli.options import add_declared
+
+    p = add_command(sub, name, help=help, examples=examples or commands[0].examples)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(p))
+    for command in commands:
+        add_declared(actions, command, add_command)
 
 
 # the extra (pyproject.toml) that provides each optional package a command may need

@@ -136,7 +136,7 @@ def run_declared(command: Command, args: argparse.Namespace) -> int:
     bar, then the report as JSON or text; the exit code the report implies."""
     invocation = {"command": "metaedge " + shlex.join(args.argv), "quiet": args.quiet}
     names = {f.name for f in dataclasses.fields(command.options)}
-    options = config_from(args, command.options, **{k: v for k, v in invocation.items() if k in names})
+    options = config_from(args, command.options, **command.fixed, **{k: v for k, v in invocation.items() if k in names})
     module_name, _, name = command.module.partition(":")
     module = importlib.import_module(module_name)
     progress = ProgressBar(command.name, args.quiet)
@@ -145,7 +145,8 @@ def run_declared(command: Command, args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if args.json:
-        print(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2))
+        shown = {k: v for k, v in report.items() if not k.startswith("_")} if isinstance(report, dict) else report
+        print(json.dumps(shown, indent=2))
     else:
         print(getattr(module, f"{name}_text" if name else "text")(report))
     exit_code = getattr(module, f"{name}_exit_code" if name else "exit_code", None)

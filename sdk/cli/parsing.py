@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
-from pathlib import Path
 
 from metaedge.sdk.errors import UserError
 
@@ -47,25 +45,3 @@ def add_reporting(p, what: str = "the results", progress: bool = True) -> None:
     p.add_argument("--json", action="store_true", help=f"print {what} as JSON")
     if progress:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-OPERATOR_KEY_ENV = "METAEDGE_OPERATOR_KEY"
-
-
-def add_device(p) -> None:
-    """--device (where the device listens) and --operator-key (the private key that signs requests, from
-    $METAEDGE_OPERATOR_KEY when not given)."""
-
-    p.add_argument("--device", required=True, help="tcp://HOST:PORT")
-    p.add_argument(
-        "--operator-key",
-        type=Path,
-        metavar="KEY",
-        default=os.environ.get(OPERATOR_KEY_ENV) or None,
-        help=f"operator's Ed25519 private key: signs every request, as a device started with --operator needs for "
-        f"deploy, test, reset and confirm (default ${OPERATOR_KEY_ENV})",
-    )
-
-
-def add_seed(p, what: str = "the simulated devices and channels") -> None:
-    p.add_argument("--seed", type=int, default=0, help=f"seed of {what} (default 0)")

@@ -10,6 +10,11 @@ meta-gradient cannot teach a one-step update of the whole network to undo a chan
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
+from metaedge.sdk.options import Progress, command, silent
+
 # every algorithm's: the outer loop's budget, and a tempered Gaussian posterior (w = 0.1 of the KL term, where
 # eq. 2.32's w = 1 stalls with a few pilots; only vbmaml reads it)
 COMMON = {"tasks_per_batch": 5, "outer_lr": 3e-3, "iterations": 6000, "val_every": 250, "patience": 12, "kl_weight": 0.1}
@@ -51,3 +56,41 @@ def summary(field: str) -> str:
     text = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
     groups = [f"{', '.join(a for a, v in values.items() if v == value)} {text(value)}" for value in ordered[1 if every else 0 :]]
     return "; ".join([f"recipe: {text(ordered[0])}"] + groups if every else (["recipe: " + "; ".join(groups)] if groups else []))
+
+
+@dataclass(frozen=True)
+class AlgorithmList:
+    """list the meta-learning algorithms (--json for scripts)
+
+    The algorithms `metaedge train demod --algo NAME` accepts, with their monograph equations and training recipe."""
+
+    EXAMPLES: ClassVar[str] = "\nexamples:\n  metaedge algorithms\n  metaedge algorithms --json | jq '.[].name'\n"
+
+
+def listing(options: AlgorithmList, progress: Progress = silent) -> list[dict]:
+    """Every algorithm with its recipe's step size, steps, what adapts and on which data."""
+    from metaedge.sdk.meta import ALGORITHMS
+
+    return [
+        {
+            "name": a.name,
+            "summary": a.summary,
+            "inner_lr": own["inner_lr"],
+            "inner_steps": own["inner_steps"],
+            "adapts": "context" if a.context else own.get("adapt", "all"),
+            "inner_data": own.get("inner_data", "support"),
+        }
+        for a, own in ((a, recipe(a.name)) for a in ALGORITHMS.values())
+    ]
+
+
+def listing_text(rows: list[dict]) -> str:
+    lines = []
+    for r in rows:
+        steps = f"α={r['inner_lr']:g}, {r['inner_steps']} step{'s' if r['inner_steps'] != 1 else ''}"
+        steps += (f", {r['adapts']}" if r["adapts"] != "all" else "") + (f", {r['inner_data']}" if r["inner_data"] != "support" else "")
+        lines.append(f"{r['name']:<10} {steps:<25} {r['summary']}")
+    return "\n".join(lines)
+
+
+ALGORITHM_LIST = command("algorithms", AlgorithmList, "metaedge.sdk.families.demod.recipes:listing")
