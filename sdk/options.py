@@ -112,25 +112,24 @@ def str_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def positive_int(text: str) -> int:
+def integer(text: str, minimum: int) -> int:
+    """An integer of at least ``minimum``."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}" if minimum else f"{value} must be 0 or more")
     return value
+
+
+def positive_int(text: str) -> int:
+    return integer(text, 1)
 
 
 def count(text: str) -> int:
     """An integer of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+    return integer(text, 0)
 
 
 def pilot_range(text: str) -> tuple[int, int]:

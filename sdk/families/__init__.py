@@ -27,7 +27,8 @@ class TaskFamily(Protocol):
     summary: str  # one line for help texts
     model_kinds: tuple[str, ...]  # the ``model.kind`` of this family's run directories
     train_command: str  # how a user makes a run of this family
-    commands: tuple[str, ...]  # modules declaring its commands (``TRAIN``, ``BENCH``: ``metaedge.sdk.options.Command``)
+    # optional: ``commands``, names of its modules declaring ``TRAIN`` and ``BENCH`` (``metaedge.sdk.options.Command``),
+    # and ``module(name)``, which imports one of them
 
     def receiver(self, run_dir: Path, steps: int | None, ensemble: int | None) -> "Receiver":
         """What an ONNX bundle of this run carries (θ, adaptation, task section, self-test); ``UserError`` if the
@@ -46,33 +47,43 @@ class TaskFamily(Protocol):
 
 @dataclass(frozen=True)
 class Family:
-    """A ``TaskFamily`` whose hooks live in modules of its package, imported when first used: ``device`` defines
+    """A ``TaskFamily`` whose hooks live in modules of its ``package``, imported when first used: ``device`` defines
     ``stream``, ``report_text`` and ``describe``; ``export`` defines ``receiver(run_dir, steps)`` (None: the family
-    has no ONNX receiver, ``no_export`` says what to do instead)."""
+    has no ONNX receiver, ``no_export`` says what to do instead); ``commands`` declare its ``TRAIN`` and ``BENCH``
+    commands (``metaedge.sdk.options.Command``). Module names are relative to the package."""
 
     name: str
     summary: str
     model_kinds: tuple[str, ...]
-    train_command: str
-    device: str | None = None
-    export: str | None = None
+    package: str
+    device: str | None = "device"
+    export: str | None = "export"
+    commands: tuple[str, ...] = ("config",)
     no_export: str = ""
     uses: dict = field(default_factory=dict)  # model kind → what to do with such a run (export, evaluate), RUN its path
     ensemble: bool = False  # its receivers can carry a Gaussian posterior's weight draws (--ensemble)
-    commands: tuple[str, ...] = ()  # modules declaring its TRAIN and BENCH commands (metaedge.sdk.options.Command)
+    train_command: str = ""  # how a user makes a run of this family (default: metaedge train NAME)
+
+    def __post_init__(self) -> None:
+        if not self.train_command:
+            object.__setattr__(self, "train_command", f"metaedge train {self.name}")
+
+    def module(self, name: str):
+        """One of the family's modules, by its name within the package."""
+        return importlib.import_module(f"{self.package}.{name}")
 
     def receiver(self, run_dir: Path, steps: int | None, ensemble: int | None) -> "Receiver":
         if self.export is None:
             raise UserError(f"'{run_dir}' is a {self.name} run, which has no ONNX receiver: {self.no_export}")
         if ensemble is not None and not self.ensemble:
             raise UserError("--ensemble applies to runs with a Gaussian posterior (vbmaml) only")
-        hook = importlib.import_module(self.export)
+        hook = self.module(self.export)
         return hook.receiver(run_dir, steps, ensemble) if self.ensemble else hook.receiver(run_dir, steps)
 
     def _device(self):
         if self.device is None:
             raise UserError(f"the {self.name} family has no device receiver: {self.no_export}")
-        return importlib.import_module(self.device)
+        return self.module(self.device)
 
     def stream(self, client: Any, url: str, task: dict, frames: int, pilots: int, symbols: int, seed: int) -> dict:
         return self._device().stream(client, url, task, frames, pilots, symbols, seed)
@@ -116,8 +127,9 @@ def commands(kind: str) -> list:
     """Every family's declared ``kind`` ("TRAIN" or "BENCH") commands, in registry order."""
     found = []
     for name in _FAMILIES:
-        for module in getattr(get(name), "commands", ()):
-            declared = getattr(importlib.import_module(module), kind, ())
+        family = get(name)
+        for module in getattr(family, "commands", ()):
+            declared = getattr(family.module(module), kind, ())
             found += declared if isinstance(declared, tuple) else [declared]
     return found
 

@@ -54,6 +54,17 @@ def cli(*argv):
     assert main(list(argv)) == 0
 
 
+def trained_on_the_device(device, tmp_path, signing_keys, capsys, train: str, frames: str):
+    """``metaedge train TRAIN``, export signed, deploy and confirm, then ``metaedge run FRAMES``: (run, its report)."""
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    cli("train", *train.split(), "--out", str(run), "--quiet")
+    cli("export", str(run), "--out", str(bundle), "--key", str(signing_keys[0]))
+    cli("deploy", str(bundle), "--device", device.url, "--confirm", "--quiet")
+    capsys.readouterr()
+    cli("run", "--device", device.url, *frames.split(), "--json")
+    return run, json.loads(capsys.readouterr().out)
+
+
 @pytest.mark.slow
 def test_deploy_confirm_and_ser_through_the_protocol_matches_eval(device, trained_bundle, capsys):
     run_dir, bundle = trained_bundle
@@ -184,13 +195,8 @@ def test_a_learned_link_receiver_on_the_device_matches_the_host(device, tmp_path
     from metaedge.sdk.families.link.export import link_frames, receiver_params
     from metaedge.sdk.meta.core import InnerLoop, adapt
 
-    run, bundle = tmp_path / "run", tmp_path / "bundle"
-    cli("train", "link", "--out", str(run), "--iterations", "200", "--val-every", "100", "--quiet")
-    cli("export", str(run), "--out", str(bundle), "--key", str(signing_keys[0]))
-    cli("deploy", str(bundle), "--device", device.url, "--confirm", "--quiet")
-    capsys.readouterr()
-    cli("run", "--device", device.url, "--frames", "10", "--pilots", "16", "--symbols", "400", "--seed", "4", "--json")
-    report = json.loads(capsys.readouterr().out)
+    frames = "--frames 10 --pilots 16 --symbols 400 --seed 4"
+    run, report = trained_on_the_device(device, tmp_path, signing_keys, capsys, "link --iterations 200 --val-every 100", frames)
     assert report["metric"] == "BLER" and sum(report["reliability"]["count"]) == 10 * 400
     with DeviceClient(device.url) as client:
         task = client.call("info")[0]["task"]
@@ -262,13 +268,8 @@ def test_a_power_allocator_on_the_device_matches_the_host(device, tmp_path, sign
     from metaedge.sdk.families.power.run import load_power_run, power_frames, sum_rates
     from metaedge.sdk.meta.core import InnerLoop, adapt
 
-    run, bundle = tmp_path / "run", tmp_path / "bundle"
-    cli("train", "power", "--out", str(run), "--iterations", "40", "--periods", "10", "--quiet")
-    cli("export", str(run), "--out", str(bundle), "--key", str(signing_keys[0]))
-    cli("deploy", str(bundle), "--device", device.url, "--confirm", "--quiet")
-    capsys.readouterr()
-    cli("run", "--device", device.url, "--frames", "6", "--pilots", "5", "--symbols", "40", "--seed", "1", "--json")
-    report = json.loads(capsys.readouterr().out)
+    frames = "--frames 6 --pilots 5 --symbols 40 --seed 1"
+    run, report = trained_on_the_device(device, tmp_path, signing_keys, capsys, "power --iterations 40 --periods 10", frames)
     assert report["metric"] == "sum-rate" and report["sum_rate"] > report["full_power_sum_rate"]
     with DeviceClient(device.url) as client:
         task = client.call("info")[0]["task"]

@@ -1,5 +1,6 @@
 """The sinusoid task family, the one-output (regression) form of the network, and the benchmark's machinery."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -56,28 +57,8 @@ def test_sinusoid_benchmark_writes_three_panels(tmp_path, capsys):
 
 
 def test_repeated_task_draws_average_the_points_and_pair_each_method_with_maml(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "bench",
-                "sinusoid",
-                "--quick",
-                "--algos",
-                "maml,bmaml",
-                "--samples",
-                "2,10",
-                "--tasks",
-                "5",
-                "--repeats",
-                "3",
-                "--json",
-                "--quiet",
-                "--plot",
-                str(tmp_path / "s.png"),
-            ]
-        )
-        == 0
-    )
+    quick = "bench sinusoid --quick --tasks 5 --json --quiet".split()
+    assert main([*quick, "--algos", "maml,bmaml", "--samples", "2,10", "--repeats", "3", "--plot", str(tmp_path / "s.png")]) == 0
     report = json.loads(capsys.readouterr().out)
     draws = report["draws"]["c"]
     assert len(draws["maml"]["5"]) == 3 and len(set(draws["maml"]["5"])) == 3  # three different task draws
@@ -86,26 +67,7 @@ def test_repeated_task_draws_average_the_points_and_pair_each_method_with_maml(t
     diff = np.subtract(report["draws"]["b"]["bmaml"]["2"], report["draws"]["b"]["maml"]["2"])
     assert pair["diff"] == pytest.approx(diff.mean())
     assert pair["ci95"][1] - pair["diff"] == pytest.approx(4.303 * diff.std(ddof=1) / np.sqrt(3), rel=1e-3)  # t, 2 dof
-    assert (
-        main(
-            [
-                "bench",
-                "sinusoid",
-                "--quick",
-                "--algos",
-                "maml",
-                "--samples",
-                "10",
-                "--tasks",
-                "5",
-                "--json",
-                "--quiet",
-                "--plot",
-                str(tmp_path / "one.png"),
-            ]
-        )
-        == 0
-    )
+    assert main([*quick, "--algos", "maml", "--samples", "10", "--plot", str(tmp_path / "one.png")]) == 0
     single = json.loads(capsys.readouterr().out)
     assert "vs_maml" not in single and single["c_best_loss_vs_tasks"]["maml"]["5"] == draws["maml"]["5"][0]  # draw 0 = --seed 0
 
@@ -160,19 +122,7 @@ def test_parallel_runs_give_the_same_report():
     """--jobs trains the runs in separate processes; each run seeds itself, so the report is the serial one."""
     from metaedge.sdk.families.sinusoid import bench as bench_sinusoid
 
-    cfg = bench_sinusoid.SinusoidBench(
-        iterations=2,
-        eval_every=1,
-        tasks_per_batch=2,
-        test_tasks=2,
-        test_points=3,
-        hidden=(4,),
-        particles=2,
-        prox_steps=2,
-        sample_grid=(2, 5),
-        task_grid=(3, 5),
-        samples=5,
-        tasks=5,
-    )
+    small = bench_sinusoid.quick(bench_sinusoid.SinusoidBench(sample_grid=(2, 5), task_grid=(3, 5), samples=5, tasks=5))
+    cfg = dataclasses.replace(small, iterations=2, eval_every=1, test_tasks=2, test_points=3, hidden=(4,), prox_steps=2)
     serial = bench_sinusoid.run_benchmark(cfg, ("maml", "bmaml"))
     assert bench_sinusoid.run_benchmark(cfg, ("maml", "bmaml"), jobs=2) == serial

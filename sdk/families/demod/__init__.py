@@ -4,13 +4,11 @@ meta-learning algorithm, and the Born-machine (``born``) and spiking (``snn``) r
 from metaedge.sdk.families import Family
 
 FAMILY = Family(
-    name="demod",
-    summary="few-pilot demodulation with I/Q imbalance (monograph §5.2)",
-    model_kinds=("born", "snn"),
-    commands=("metaedge.sdk.families.demod.config", "metaedge.sdk.families.demod.snn.config", "metaedge.sdk.families.demod.born.config"),
-    train_command="metaedge train demod",
-    device="metaedge.sdk.families.demod.device",
-    export="metaedge.sdk.families.demod.export",
+    "demod",
+    "few-pilot demodulation with I/Q imbalance (monograph §5.2)",
+    ("born", "snn"),
+    __name__,
+    commands=("config", "snn.config", "born.config"),
     uses={
         "born": "export it with 'metaedge export RUN --target qiskit', evaluate it with 'metaedge bench qiskit'",
         "snn": "export it with 'metaedge export RUN --target loihi', evaluate it with 'metaedge bench loihi'",

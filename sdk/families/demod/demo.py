@@ -165,6 +165,22 @@ def device_row(client, url: str, frame, pilots: int, reference, host: dict, lear
     }
 
 
+def default_runs(out: Path, prefix: str, methods: tuple[str, ...], fresh: bool, train, load, progress: Progress) -> dict:
+    """Each method's run in ``out``/``prefix``-METHOD: reused when finished (unless ``fresh``), else trained by
+    ``train(path, method)``; loaded by ``load(path)``."""
+    import shutil
+
+    runs = {}
+    for method in methods:
+        path = out / f"{prefix}-{method}"
+        if fresh or not (path / "theta.safetensors").is_file():
+            shutil.rmtree(path, ignore_errors=True)
+            progress(0, label=f"training {path}")
+            train(path, method)
+        runs[method] = load(path)
+    return runs
+
+
 def demo_keys(keys: Path):
     """The demo's own keys in ``keys``, made on first use: a release key (``metaedge``; the device trusts only it) and
     an operator key (``operator``; only it may deploy). Returns the release private key."""

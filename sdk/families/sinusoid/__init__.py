@@ -3,10 +3,12 @@
 from metaedge.sdk.families import Family
 
 FAMILY = Family(
-    name="sinusoid",
-    summary="sinusoid regression, the algorithms' benchmark (monograph Fig. 2.3)",
-    model_kinds=(),
-    commands=("metaedge.sdk.families.sinusoid.config",),
-    train_command="metaedge bench sinusoid",
+    "sinusoid",
+    "sinusoid regression, the algorithms' benchmark (monograph Fig. 2.3)",
+    (),
+    __name__,
+    device=None,
+    export=None,
     no_export="it is a benchmark task with no device",
+    train_command="metaedge bench sinusoid",
 )

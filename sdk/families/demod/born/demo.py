@@ -23,21 +23,14 @@ DEVICE_FRAMES, EXACT_DEVICES = 10, 300
 
 def run(options: DemoOptions, progress: Progress = silent) -> dict:
     from metaedge.sdk.device_frames import stream as stream_frames
-    from metaedge.sdk.families.demod.demo import demo_keys, deployed_device
+    from metaedge.sdk.families.demod.demo import default_runs, demo_keys, deployed_device
     from metaedge.sdk.plots import plot_reliability
     from metaedge.sdk.rundir import write_json
     from metaedge.sdk.targets import export
 
     out = options.out / "qiskit"
     out.mkdir(parents=True, exist_ok=True)
-    runs = {}
-    for method in METHODS:
-        path = out / f"born-{method}"
-        if options.fresh or not (path / "theta.safetensors").is_file():
-            shutil.rmtree(path, ignore_errors=True)
-            progress(0, label=f"training the {method} circuit")
-            train_default(path, method, seed=0)
-        runs[method] = load_born_run(path)
+    runs = default_runs(out, "born", METHODS, options.fresh, train_default, load_born_run, progress)
     progress(0, label=f"exact evaluation on {EXACT_DEVICES} devices, then {DEVICE_FRAMES} devices per prior on {NOISY}")
     report = bench_qiskit(runs["meta"], runs["joint"], exact_devices=EXACT_DEVICES, device_frames=DEVICE_FRAMES, targets=(NOISY,))
     exact = report["exact"]["results"]

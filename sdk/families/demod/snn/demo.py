@@ -23,7 +23,7 @@ DEVICE_FRAMES, DEVICE_SYMBOLS, HOST_DEVICES = 4, 100, 300
 
 def run(options: DemoOptions, progress: Progress = silent) -> dict:
     from metaedge.sdk.device_frames import stream as stream_frames
-    from metaedge.sdk.families.demod.demo import demo_keys, deployed_device
+    from metaedge.sdk.families.demod.demo import default_runs, demo_keys, deployed_device
     from metaedge.sdk.lava_env import lava_python
     from metaedge.sdk.rundir import write_json
     from metaedge.sdk.targets import export
@@ -31,14 +31,7 @@ def run(options: DemoOptions, progress: Progress = silent) -> dict:
     interpreter = lava_python()
     out = options.out / "loihi"
     out.mkdir(parents=True, exist_ok=True)
-    runs = {}
-    for method in ("fomaml", "joint"):
-        path = out / f"snn-{method}"
-        if options.fresh or not (path / "theta.safetensors").is_file():
-            shutil.rmtree(path, ignore_errors=True)
-            progress(0, label=f"training the {method} start")
-            train_default(path, method, seed=0)
-        runs[method] = load_snn_run(path)
+    runs = default_runs(out, "snn", ("fomaml", "joint"), options.fresh, train_default, load_snn_run, progress)
     run = runs["fomaml"]
     starts = {"fomaml θ": run.theta, "joint θ": runs["joint"].theta, "zero θ": np.zeros_like(run.theta)}
     host = quality(run, starts, test_frames(run, HOST_DEVICES, 1000, seed=1000), {})["results"]
