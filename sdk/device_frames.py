@@ -90,6 +90,14 @@ def predictor_report(
     }
 
 
+def error_rate_report(client, url: str, metric: str, seed: int, x_pilots, y_pilots, x_payload, y_payload) -> dict:
+    """Frames (one per new device or channel) through the device, scored against the true ``y_payload``: the error
+    rate named ``metric`` (SER, BLER) with calibration and timings."""
+    result = send_frames(client, url, x_pilots, y_pilots, x_payload)
+    errors = score_frames(result, y_payload)
+    return {"metric": metric, **frame_report(errors, len(x_pilots), y_pilots.shape[1], x_payload.shape[1], seed, result)}
+
+
 def frame_report(errors, frames: int, pilots: int, symbols: int, seed: int, result: dict) -> dict:
     """Error rate over frames (each a new device or channel) with its 95 % interval, and the device's timings."""
     ser = summarise(errors)

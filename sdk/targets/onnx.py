@@ -38,6 +38,7 @@ from metaedge.sdk.targets.onnx_loop import loop_model
 
 OPSET = 18
 SELFTEST_SAMPLES, SELFTEST_PILOTS, SELFTEST_ATOL = 16, 8, 1e-4  # 16 samples × all classes per check catch a wrong graph
+EXPORTER = {"dynamo": True, "opset_version": OPSET, "verbose": False, "optimize": True}  # how every graph is traced
 
 
 def _export_graph(fn, example: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str], dynamic: dict[str, str]) -> bytes:
@@ -66,18 +67,7 @@ def _trace_and_export(fn, example, input_names, output_names, dynamic) -> bytes:
     shapes = [{0: dims[n]} if n in dynamic else None for n in input_names]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "graph.onnx"
-        torch.onnx.export(
-            traced,
-            example,
-            path,
-            dynamo=True,
-            opset_version=OPSET,
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_shapes=shapes,
-            verbose=False,
-            optimize=True,
-        )
+        torch.onnx.export(traced, example, path, input_names=input_names, output_names=output_names, dynamic_shapes=shapes, **EXPORTER)
         import onnx
 
         model = onnx.load(path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metaedge.sdk.device_frames import frame_report, latency_text, score_frames, send_frames
+from metaedge.sdk.device_frames import error_rate_report, latency_text
 from metaedge.sdk.families.demod.task import DemodTasks, config_of_conditions
 
 
@@ -12,9 +12,7 @@ def stream(client, url: str, task: dict, frames: int, pilots: int, symbols: int,
     config = config_of_conditions(task, pilots=pilots, val_pilots=1, payload=symbols, frame=pilots + symbols)
     tasks = DemodTasks(config, seed=seed)
     batch = tasks.frames(tasks.devices("test", frames), pilots, symbols, tasks.rng("test", 1))
-    result = send_frames(client, url, batch.x_tr, batch.y_tr, batch.x_va)
-    errors = score_frames(result, batch.y_va)
-    return {"metric": "SER", **frame_report(errors, frames, pilots, symbols, seed, result)}
+    return error_rate_report(client, url, "SER", seed, batch.x_tr, batch.y_tr, batch.x_va, batch.y_va)
 
 
 def report_text(report: dict) -> str:

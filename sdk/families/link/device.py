@@ -3,16 +3,13 @@ from the device's task section; scored by the block error rate."""
 
 from __future__ import annotations
 
-from metaedge.sdk.device_frames import frame_report, score_frames, send_frames
+from metaedge.sdk.device_frames import error_rate_report
 from metaedge.sdk.families.demod.device import report_text  # noqa: F401 — the same error-rate report as a demodulator's
 from metaedge.sdk.families.link.export import link_frames
 
 
 def stream(client, url: str, task: dict, frames: int, pilots: int, symbols: int, seed: int) -> dict:
-    batch = link_frames(task, frames, pilots, symbols, seed)
-    result = send_frames(client, url, *batch[:3])
-    errors = score_frames(result, batch[3])
-    return {"metric": "BLER", **frame_report(errors, frames, pilots, symbols, seed, result)}
+    return error_rate_report(client, url, "BLER", seed, *link_frames(task, frames, pilots, symbols, seed))
 
 
 def describe(task: dict) -> str:
