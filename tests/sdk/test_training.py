@@ -30,7 +30,7 @@ def trainer(path, **changes):
 def test_short_meta_training_lowers_validation_ser(tmp_path):
     t = trainer(tmp_path / "run", algo="maml", iterations=300, val_every=300, outer_lr=1e-2, val_devices=50)
     t.start(resume=False)
-    before = t.validate()
+    before = t.validate()["val_ser"]
     state = t.run()
     after = state["best_val_ser"]
     assert after < before - 0.1, (before, after)

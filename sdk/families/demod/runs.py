@@ -51,14 +51,13 @@ def train_with_progress(trainer, quiet: bool, label: str | None = None) -> dict:
         dynamic_ncols=True,
     )
 
-    def progress(iteration: int, state: dict) -> None:
+    def progress(iteration: int, last: dict) -> None:
         bar.update(iteration - bar.n)
-        if trainer.curves and iteration == trainer.curves[-1]["iteration"]:
-            c = trainer.curves[-1]
+        if last.get("iteration") == iteration:
             bar.set_postfix(
-                loss=f"{c['meta_loss']:.3f}",
-                val_ser=f"{c['val_ser']:.4f}",
-                **({"prox_residual": f"{c['prox_residual']:.3f}"} if "prox_residual" in c else {}),
+                loss=f"{last['meta_loss']:.3f}",
+                val_ser=f"{last['val_ser']:.4f}",
+                **({"prox_residual": f"{last['prox_residual']:.3f}"} if "prox_residual" in last else {}),
             )
 
     try:

@@ -1,4 +1,4 @@
-"""The outer loop: meta-train θ on batches of devices, validate, checkpoint, stop early.
+"""A demodulator run: the family's training problem on the one training loop (``meta.trainer``), with checkpoints.
 
 State lives in the run directory (see ``rundir``). A checkpoint holds θ, the optimizer's
 state and the sampler's random state, so ``resume`` continues exactly where a run stopped.
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -27,14 +25,12 @@ from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.meta import compiled_meta_gradient, get_algorithm, meta_gradient, to_batch
 from metaedge.sdk.meta.bayes import LOGSTD_PREFIX
 from metaedge.sdk.meta.core import STEP_PREFIX, proximal_residual
+from metaedge.sdk.meta.outer import OuterLoop
+from metaedge.sdk.meta.trainer import Schedule, TrainingDiverged, train  # noqa: F401 — TrainingDiverged: this run's error
 from metaedge.sdk.models.mlp import MLPSpec
 from metaedge.sdk.rundir import CHECKPOINT, CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
 
 VAL_PAYLOAD = 1000  # payload symbols per validation device
-
-
-class TrainingDiverged(UserError):
-    """The meta-loss became NaN or infinite."""
 
 
 def run_config(task: DemodConfig, train: TrainConfig) -> dict:
@@ -72,7 +68,10 @@ def initial_theta(spec: MLPSpec, train: TrainConfig, rng: np.random.Generator) -
 
 
 class Trainer:
-    """Meta-trains one algorithm; ``run()`` resumes from the directory's checkpoint if present."""
+    """Meta-trains one algorithm on the demodulation task (a ``meta.trainer.Problem``); ``run()`` resumes from the
+    directory's checkpoint if ``start(resume=True)`` loaded one."""
+
+    metric, label, maximize = "val_ser", "validation SER", False
 
     def __init__(self, run_dir: Path, task: DemodConfig, train: TrainConfig) -> None:
         self.dir, self.task_cfg, self.cfg = Path(run_dir), task, train
@@ -82,10 +81,12 @@ class Trainer:
         self.inner = train.inner()
         # θ learned by the outer loop: for CAVIA the context starts every task at 0 and is not meta-learned.
         init = initial_theta(self.spec, train, np.random.default_rng([train.seed, 99]))
-        self.params = {k: torch.tensor(v) for k, v in init.items()}
-        self.learned = [k for k in self.params if k != "context"]
-        leaves = [self.params[k].requires_grad_(True) for k in self.learned]
-        self.opt = torch.optim.Adam(leaves, lr=train.outer_lr) if train.outer_opt == "adam" else torch.optim.SGD(leaves, lr=train.outer_lr)
+        if train.compile:
+            gradient = compiled_meta_gradient(self.algorithm.objective, self.inner)
+        else:
+            gradient = lambda p, b: meta_gradient(self.algorithm.objective, p, b, self.inner)  # noqa: E731
+        learned = [k for k in init if k != "context"]
+        self.loop = OuterLoop({k: torch.tensor(v) for k, v in init.items()}, gradient, train.outer_lr, train.outer_opt, learned)
         self.pool = self.tasks.devices("train", train.meta_devices)
         self.rng = self.tasks.rng("train", 1)
         # the objectives' own random draws (ES directions, Gaussian samples, annealing) come from torch's generator;
@@ -94,10 +95,10 @@ class Trainer:
         self.state = {"iteration": 0, "best_iteration": None, "best_val_ser": None, "bad_validations": 0, "stop_reason": None, "train_seconds": 0.0}
         self.curves: list[dict] = []
         self.started = False  # the run directory exists (start), or was loaded (start with resume)
-        if train.compile:
-            self.step = compiled_meta_gradient(self.algorithm.objective, self.inner)
-        else:
-            self.step = lambda p, b: meta_gradient(self.algorithm.objective, p, b, self.inner)
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        return self.loop.params
 
     # -- persistence -----------------------------------------------------------------------
     def start(self, resume: bool = False) -> None:
@@ -122,20 +123,20 @@ class Trainer:
     def _numpy_params(self) -> dict[str, np.ndarray]:
         return {k: v.detach().numpy().copy() for k, v in self.params.items()}
 
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, state: dict, curves: list[dict]) -> None:
         arrays = {f"theta.{k}": v for k, v in self._numpy_params().items()}
-        for k in self.learned:
-            for name, value in self.opt.state.get(self.params[k], {}).items():
+        for k in self.loop.learned:
+            for name, value in self.loop.opt.state.get(self.params[k], {}).items():
                 arrays[f"opt.{name}.{k}"] = value.detach().numpy()
         # One atomic file holds everything resume needs; curves.json is the human-readable copy.
         meta = {
-            "state": json.dumps(self.state),
+            "state": json.dumps(state),
             "rng": json.dumps(self.rng.bit_generator.state),
-            "curves": json.dumps(self.curves),
+            "curves": json.dumps(curves),
             "torch_rng": self.torch_rng.numpy().tobytes().hex(),
         }
         tensors.save(self.dir / CHECKPOINT, arrays, meta)
-        write_json(self.dir / CURVES, self.curves)
+        write_json(self.dir / CURVES, curves)
 
     def _load_checkpoint(self) -> None:
         file = self.dir / CHECKPOINT
@@ -143,7 +144,7 @@ class Trainer:
             raise UserError(f"--resume: '{self.dir}' has no {CHECKPOINT}; start a new run without --resume")
         try:
             arrays, meta = tensors.load(file)
-            self.state = json.loads(meta["state"])
+            self.state = {"train_seconds": 0.0, **json.loads(meta["state"])}
             self.rng.bit_generator.state = json.loads(meta["rng"])
             if "torch_rng" in meta:  # absent in checkpoints of earlier versions
                 self.torch_rng = torch.frombuffer(bytearray.fromhex(meta["torch_rng"]), dtype=torch.uint8)
@@ -151,22 +152,38 @@ class Trainer:
             with torch.no_grad():
                 for k, v in self.params.items():
                     v.copy_(torch.from_numpy(arrays[f"theta.{k}"]))
-            for k in self.learned:
+            for k in self.loop.learned:
                 state = {
                     name.split(".")[1]: torch.from_numpy(a) for name, a in arrays.items() if name.startswith("opt.") and name.split(".", 2)[2] == k
                 }
                 if state:
-                    self.opt.state[self.params[k]] = state
+                    self.loop.opt.state[self.params[k]] = state
         except (tensors.TensorFileError, KeyError, ValueError, TypeError) as e:
             raise UserError(f"--resume: {file} is corrupt ({e}); start a new run") from None
 
-    # -- the loop --------------------------------------------------------------------------
-    def validate(self) -> float:
-        """SER after adaptation on the pilots (mean over the pilot counts trained for), on held-out devices."""
-        receiver = LearnedReceiver("val", {k: v.detach() for k, v in self.params.items()}, self.inner, self.task_cfg.order)
+    # -- the problem the training loop steps -------------------------------------------------
+    def step(self) -> float:
+        """One meta-batch of devices (and its pilot count), its meta-gradient under the run's torch random state."""
+        idx = self.rng.choice(self.cfg.meta_devices, size=self.cfg.tasks_per_batch, replace=False)
+        frames = self.tasks.frames(self.pool.take(idx), self._pilots(), self.task_cfg.val_pilots, self.rng)
+        batch = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
+        with torch.random.fork_rng():
+            torch.set_rng_state(self.torch_rng)
+            loss = self.loop.step(batch)
+            self.torch_rng = torch.get_rng_state()
+        return loss
+
+    def validate(self) -> dict:
+        """SER after adaptation on the pilots (mean over the pilot counts trained for), on held-out devices; for a
+        proximal algorithm also how well its inner problem is solved."""
+        receiver = LearnedReceiver("val", self.loop.theta, self.inner, self.task_cfg.order)
         counts = self.cfg.pilot_counts(self.task_cfg)
         result = evaluate([(receiver, {})], self.tasks, counts, self.cfg.val_devices, VAL_PAYLOAD, split="val")[0]
-        return float(np.mean([result.ser[p]["ser"] for p in counts]))
+        record = {"val_ser": float(np.mean([result.ser[p]["ser"] for p in counts]))}
+        return {**record, "prox_residual": self.proximal_residual()} if self.algorithm.proximal else record
+
+    def keep(self, out: Path, record: dict) -> None:
+        tensors.save(out / THETA, self._numpy_params(), {"iteration": str(record["iteration"]), "val_ser": repr(record["val_ser"])})
 
     def proximal_residual(self) -> float:
         """Median over validation devices (at most 16, the largest pilot count) of how far the inner steps end from
@@ -174,8 +191,7 @@ class Trainer:
         devices = self.tasks.devices("val", min(self.cfg.val_devices, 16))
         frames = self.tasks.frames(devices, self.task_cfg.pilots, 1, self.tasks.rng("val", 2))
         x, onehot, _, _ = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
-        theta = {k: v.detach() for k, v in self.params.items()}
-        residuals = torch.func.vmap(proximal_residual, in_dims=(None, 0, 0, None))(theta, x, onehot, self.inner)
+        residuals = torch.func.vmap(proximal_residual, in_dims=(None, 0, 0, None))(self.loop.theta, x, onehot, self.inner)
         return float(residuals.median())
 
     def _pilots(self) -> int:
@@ -186,58 +202,9 @@ class Trainer:
         return int(min(self.task_cfg.pilots, np.floor(np.exp(self.rng.uniform(low, high)))))
 
     def run(self, progress: Callable[[int, dict], None] | None = None) -> dict:
-        """Meta-train until the iteration budget or early stopping; a trainer not yet started starts a new run."""
+        """Meta-train until the iteration budget or early stopping; a trainer not yet started starts a new run.
+        ``progress(iteration, last validation)`` follows every step."""
         if not self.started:
             self.start()
-        cfg = self.cfg
-        window: list[float] = []
-        while self.state["iteration"] < cfg.iterations and self.state["stop_reason"] is None:
-            tick = time.perf_counter()
-            idx = self.rng.choice(cfg.meta_devices, size=cfg.tasks_per_batch, replace=False)
-            frames = self.tasks.frames(self.pool.take(idx), self._pilots(), self.task_cfg.val_pilots, self.rng)
-            batch = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
-            with torch.random.fork_rng():
-                torch.set_rng_state(self.torch_rng)
-                grads, loss = self.step({k: v.detach() for k, v in self.params.items()}, batch)
-                self.torch_rng = torch.get_rng_state()
-            loss = float(loss)
-            if not math.isfinite(loss):
-                kept = (
-                    f"the last good checkpoint (iteration {self.curves[-1]['iteration']}) is kept in {self.dir}"
-                    if self.curves
-                    else "no checkpoint had been written yet"
-                )
-                raise TrainingDiverged(
-                    f"meta-training loss became {loss} at iteration {self.state['iteration'] + 1}; {kept}; lower --outer-lr or --inner-lr and rerun"
-                )
-            for k in self.learned:
-                self.params[k].grad = grads[k]
-            self.opt.step()
-            self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + time.perf_counter() - tick  # validations excluded
-            window.append(loss)
-            self.state["iteration"] += 1
-            it = self.state["iteration"]
-            if it % cfg.val_every == 0 or it == cfg.iterations:
-                self._validation(it, float(np.mean(window)))
-                window.clear()
-            if progress:
-                progress(it, self.state)
-        return self.state
-
-    def _validation(self, iteration: int, meta_loss: float) -> None:
-        ser = self.validate()
-        record = {"iteration": iteration, "meta_loss": meta_loss, "val_ser": ser}
-        if self.algorithm.proximal:
-            record["prox_residual"] = self.proximal_residual()
-        self.curves.append(record)
-        best = self.state["best_val_ser"]
-        if best is None or ser < best:
-            self.state.update(best_val_ser=ser, best_iteration=iteration, bad_validations=0)
-            tensors.save(self.dir / THETA, self._numpy_params(), {"iteration": str(iteration), "val_ser": repr(ser)})
-        else:
-            self.state["bad_validations"] += 1
-            if self.state["bad_validations"] >= self.cfg.patience:
-                self.state["stop_reason"] = f"early stop: no better validation SER in {self.cfg.patience} validations"
-        if iteration >= self.cfg.iterations and self.state["stop_reason"] is None:
-            self.state["stop_reason"] = "reached --iterations"
-        self._save_checkpoint()
+        schedule = Schedule(self.cfg.iterations, self.cfg.val_every, self.cfg.patience, halt_on_divergence=True)
+        return train(self, schedule, self.dir, progress, self.state, self.curves, self._save_checkpoint)
