@@ -82,15 +82,15 @@ def test_early_stopping_after_patience_validations(tmp_path):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     t = trainer(tmp_path / "run", iterations=100, val_every=10)
     t.start(resume=False)
-    real_step = t.step
+    real_gradient = t.loop.gradient
     calls = {"n": 0}
 
-    def step(params, batch):
+    def gradient(params, batch):
         calls["n"] += 1
-        grads, loss = real_step(params, batch)
+        grads, loss = real_gradient(params, batch)
         return grads, loss * float("nan") if calls["n"] > 25 else loss
 
-    t.step = step
+    t.loop.gradient = gradient
     with pytest.raises(TrainingDiverged, match=r"became nan at iteration 26; the last good checkpoint \(iteration 20\)"):
         t.run()
     arrays, meta = tensors.load(tmp_path / "run" / "checkpoint.safetensors")
