@@ -48,14 +48,12 @@ def onehot(messages: np.ndarray, classes: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.from_numpy(messages), classes).to(torch.float32)
 
 
-def train(method: str, cfg: LinkBench, progress: Callable[[int, dict, float], None] | None = None) -> dict[str, torch.Tensor]:
-    """θ for ``method``: meta-trained (or jointly trained) on K channels; the initialisation for scratch.
-    ``progress(iteration, θ, meta-loss)`` is called after every outer step (θ detached, not to be modified)."""
-    if method not in (*TRAINABLE, "scratch"):
+def meta_training(method: str, cfg: LinkBench) -> tuple:
+    """What meta-training ``method`` needs: (objective, θ₀, inner loop, batches), ``batches(i)`` step i's channels
+    with fresh messages and noise."""
+    if method not in TRAINABLE:
         raise UserError(f"unknown link method '{method}'; choose from {', '.join(TRAINABLE)} or scratch")
     theta = initial(method, cfg)
-    if method == "scratch":
-        return theta
     torch.manual_seed(cfg.seed)
     env = LinkTasks(cfg.link, seed=cfg.seed)
     pool, rng, m = env.channels("train", cfg.meta_channels), env.rng("train", 1), cfg.link.messages
@@ -70,7 +68,15 @@ def train(method: str, cfg: LinkBench, progress: Callable[[int, dict, float], No
             onehot(va, m),
         )
 
-    return fit(get_algorithm(algorithm_of(method)).objective, theta, inner_loop(method, theta, cfg), batch, cfg.iterations, cfg.outer_lr, progress)
+    return get_algorithm(algorithm_of(method)).objective, theta, inner_loop(method, theta, cfg), batch
+
+
+def train(method: str, cfg: LinkBench, progress: Callable[[int, dict, float], None] | None = None) -> dict[str, torch.Tensor]:
+    """θ for ``method``: meta-trained (or jointly trained) on K channels; the initialisation for scratch.
+    ``progress(iteration, θ, meta-loss)`` is called after every outer step (θ detached, not to be modified)."""
+    if method == "scratch":
+        return initial(method, cfg)
+    return fit(*meta_training(method, cfg), cfg.iterations, cfg.outer_lr, progress)
 
 
 @torch.no_grad()

@@ -5,17 +5,18 @@ turns into a receiver bundle. Validation: BLER on held-out channels after the ru
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Callable
 
 from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.link.config import LinkBench, LinkTraining
-from metaedge.sdk.families.link.learning import bler_curve, initial, spec_of, train
+from metaedge.sdk.families.link.learning import bler_curve, initial, meta_training, spec_of
 from metaedge.sdk.families.link.task import LinkConfig
+from metaedge.sdk.meta.outer import OuterLoop, of_objective
+from metaedge.sdk.meta.trainer import Schedule, train
 from metaedge.sdk.options import Progress, per_iteration, silent, trained_line
-from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
+from metaedge.sdk.rundir import CONFIG, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
 
 MODEL_KIND = "autoencoder"
 VAL_CHANNELS = 50
@@ -73,38 +74,36 @@ def is_link_run(config: dict) -> bool:
     return config["model"].get("kind") == MODEL_KIND
 
 
+class LinkProblem:
+    """Meta-training one link method, validated by the BLER on held-out channels after the device's steps."""
+
+    metric, label, maximize = "val_bler", "validation BLER", False
+
+    def __init__(self, method: str, cfg: LinkBench, steps: int) -> None:
+        objective, theta, inner, self.batches = meta_training(method, cfg)
+        self.loop, self.iteration = OuterLoop(theta, of_objective(objective, inner), cfg.outer_lr), 0
+        self.method, self.steps, self.validation = method, steps, dataclasses.replace(cfg, test_messages=VAL_MESSAGES)
+
+    def step(self) -> float:
+        self.iteration += 1
+        return self.loop.step(self.batches(self.iteration))
+
+    def validate(self) -> dict:
+        curve = bler_curve(self.method, self.loop.theta, self.validation, split="val", channels=VAL_CHANNELS, steps=(self.steps,))
+        return {"val_bler": curve[str(self.steps)]["ser"]}
+
+    def keep(self, out: Path, record: dict) -> None:
+        tensors.save(out / THETA, {k: v.numpy().copy() for k, v in self.loop.theta.items()}, {"iteration": str(record["iteration"])})
+
+
 def train_link(out: Path, method: str, cfg: LinkBench, steps: int, val_every: int, progress: Callable[[int, dict], None] | None = None) -> dict:
     """Train, validating every ``val_every`` iterations; the best θ by validation BLER is kept."""
     if out.exists() and any(out.iterdir()):
         raise UserError(f"'{out}' already exists and is not empty; choose another --out or remove it")
+    problem = LinkProblem(method, cfg, steps)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG, run_config(method, cfg, steps, val_every))
-    validation = dataclasses.replace(cfg, test_messages=VAL_MESSAGES)
-    curves: list[dict] = []
-    best = {"val_bler": float("inf"), "iteration": 0}
-    losses: list[float] = []
-    start = time.perf_counter()
-
-    def on_step(iteration: int, theta: dict, loss: float) -> None:
-        losses.append(loss)
-        if iteration % val_every == 0 or iteration == cfg.iterations:
-            bler = bler_curve(method, theta, validation, split="val", channels=VAL_CHANNELS, steps=(steps,))[str(steps)]["ser"]
-            curves.append({"iteration": iteration, "meta_loss": sum(losses) / len(losses), "val_bler": bler})
-            losses.clear()
-            if bler < best["val_bler"]:
-                best.update(val_bler=bler, iteration=iteration)
-                tensors.save(out / THETA, {k: v.numpy().copy() for k, v in theta.items()}, {"iteration": str(iteration)})
-            write_json(out / CURVES, curves)
-        if progress:
-            progress(iteration, curves[-1] if curves else {})
-
-    train(method, cfg, on_step)
-    return {
-        "iterations": cfg.iterations,
-        "best_val_bler": best["val_bler"],
-        "best_iteration": best["iteration"],
-        "seconds": time.perf_counter() - start,
-    }
+    return train(problem, Schedule(cfg.iterations, val_every), out, progress)
 
 
 def load_link_run(path: Path) -> tuple[dict, dict]:

@@ -38,8 +38,9 @@ def period_data(env: PowerTasks, split: str, periods: int, slots: int, index: in
     return topologies, env.slots(topologies, slots, env.rng(split, index))
 
 
-def train(method: str, periods: int, cfg: PowerBench, progress: Callable[[int, dict, float], None] | None = None) -> dict:
-    """θ meta-trained (or jointly trained) on the fixed data sets of ``periods`` meta-training periods."""
+def meta_training(method: str, periods: int, cfg: PowerBench) -> tuple:
+    """What training ``method`` on ``periods`` periods needs: (objective, θ₀, inner loop, batches), ``batches(i)``
+    step i's periods, their N_tr adaptation and N_va validation slots."""
     torch.manual_seed(cfg.seed)
     env = PowerTasks(cfg.power, seed=cfg.seed)
     _, data = period_data(env, "train", periods, cfg.train_slots + cfg.val_slots, 1)
@@ -52,7 +53,12 @@ def train(method: str, periods: int, cfg: PowerBench, progress: Callable[[int, d
         d = data[chosen]
         return d[:, : cfg.train_slots], unused.expand(-1, cfg.train_slots, 1), d[:, cfg.train_slots :], unused.expand(-1, cfg.val_slots, 1)
 
-    return fit(get_algorithm(method).objective, initial(method, cfg), inner(method, cfg), batch, cfg.iterations, cfg.outer_lr, progress)
+    return get_algorithm(method).objective, initial(method, cfg), inner(method, cfg), batch
+
+
+def train(method: str, periods: int, cfg: PowerBench, progress: Callable[[int, dict, float], None] | None = None) -> dict:
+    """θ meta-trained (or jointly trained) on the fixed data sets of ``periods`` meta-training periods."""
+    return fit(*meta_training(method, periods, cfg), cfg.iterations, cfg.outer_lr, progress)
 
 
 def new_topology_rates(method: str | None, theta: dict | None, cfg: PowerBench, split: str = "test") -> np.ndarray:

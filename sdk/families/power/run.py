@@ -6,7 +6,6 @@ allocator's forward graph, and one SGD step on the negative sum-rate of the pilo
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -17,10 +16,12 @@ from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.power import model as regnn
 from metaedge.sdk.families.power.config import PowerBench, PowerTraining, RegnnSpec
-from metaedge.sdk.families.power.learning import inner, new_topology_rates, train
+from metaedge.sdk.families.power.learning import inner, meta_training, new_topology_rates
 from metaedge.sdk.families.power.task import PowerConfig, PowerTasks
+from metaedge.sdk.meta.outer import OuterLoop, of_objective
+from metaedge.sdk.meta.trainer import Schedule, train
 from metaedge.sdk.options import Progress, per_iteration, silent, trained_line
-from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
+from metaedge.sdk.rundir import CONFIG, RUN_FORMAT, RUN_VERSION, THETA, read_config, read_theta, write_json
 from metaedge.sdk.targets.onnx import Receiver, deployed_modular, selftest_vectors
 
 MODEL_KIND = "regnn"
@@ -30,7 +31,7 @@ def run(options: PowerTraining, progress: Progress = silent) -> dict:
     """``metaedge train power``: train ``options.algo`` into ``options.out``; the final state."""
     name = f"power-{options.algo}"
     progress(0, total=options.setup.iterations, label=name)
-    state = train_power(options.out, options.algo, options.periods, options.setup, per_iteration(progress, name, "meta_loss"))
+    state = train_power(options.out, options.algo, options.periods, options.setup, per_iteration(progress, name, "val_sum_rate"))
     return {"run": str(options.out), "name": name, **state}
 
 
@@ -49,18 +50,34 @@ def run_config(method: str, periods: int, cfg: PowerBench) -> dict:
     }
 
 
+class PowerProblem:
+    """Training the allocator on ``periods`` periods, validated once trained by the sum-rate on held-out topologies."""
+
+    metric, label, maximize = "val_sum_rate", "validation sum-rate", True
+
+    def __init__(self, method: str, periods: int, cfg: PowerBench) -> None:
+        objective, theta, inner_loop, self.batches = meta_training(method, periods, cfg)
+        self.loop, self.iteration, self.method, self.cfg = OuterLoop(theta, of_objective(objective, inner_loop), cfg.outer_lr), 0, method, cfg
+
+    def step(self) -> float:
+        self.iteration += 1
+        return self.loop.step(self.batches(self.iteration))
+
+    def validate(self) -> dict:
+        return {"val_sum_rate": float(new_topology_rates(self.method, self.loop.theta, self.cfg, split="val").mean())}
+
+    def keep(self, out: Path, record: dict) -> None:
+        tensors.save(out / THETA, {k: v.numpy().copy() for k, v in self.loop.theta.items()})
+
+
 def train_power(out: Path, method: str, periods: int, cfg: PowerBench, progress: Callable[[int, dict], None] | None = None) -> dict:
     """Train the allocator on ``periods`` meta-training periods; validation sum-rate on held-out topologies."""
     if out.exists() and any(out.iterdir()):
         raise UserError(f"'{out}' already exists and is not empty; choose another --out or remove it")
-    start = time.perf_counter()
+    problem = PowerProblem(method, periods, cfg)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG, run_config(method, periods, cfg))
-    theta = train(method, periods, cfg, (lambda it, _theta, loss: progress(it, {"meta_loss": loss})) if progress else None)
-    tensors.save(out / THETA, {k: v.numpy().copy() for k, v in theta.items()})
-    rate = float(new_topology_rates(method, theta, cfg, split="val").mean())
-    write_json(out / CURVES, [{"iteration": cfg.iterations, "val_sum_rate": rate}])
-    return {"iterations": cfg.iterations, "best_val_sum_rate": rate, "best_iteration": cfg.iterations, "seconds": time.perf_counter() - start}
+    return train(problem, Schedule(cfg.iterations, val_every=cfg.iterations), out, progress)
 
 
 def load_power_run(path: Path) -> tuple[str, PowerBench, dict[str, torch.Tensor]]:

@@ -8,7 +8,6 @@ validation predictive log-loss.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,8 +22,9 @@ from metaedge.sdk.families.demod.born.config import BornTask, BornTrainConfig, B
 from metaedge.sdk.families.demod.born.learning import adapt, predictive_nll
 from metaedge.sdk.families.demod.born.simulator import BornSimulator
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.meta.trainer import Schedule, train
 from metaedge.sdk.options import Progress, per_iteration, silent, trained_line
-from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_best_theta, read_kind_config, write_json
+from metaedge.sdk.rundir import CONFIG, RUN_FORMAT, RUN_VERSION, THETA, read_best_theta, read_kind_config, write_json
 
 MODEL_KIND = "born"
 
@@ -97,6 +97,47 @@ def meta_loss(
     return predictive_nll(sim.probabilities(phi), data.val_logs)
 
 
+class BornProblem:
+    """The prior circuit θ (and, meta-learned, one step size per angle) trained by Adam on the exact predictive
+    log-loss after adaptation, computed through the Born machine's simulator; validated by the same loss."""
+
+    metric, label, maximize = "val_loss", "validation log-loss", False
+
+    def __init__(self, task: DemodConfig, spec: BornSpec, inner: InnerConfig, cfg: BornTrainConfig) -> None:
+        self.task, self.spec, self.inner, self.cfg = task, spec, inner, cfg
+        self.tasks = DemodTasks(task, seed=cfg.seed)
+        self.sim = BornSimulator(spec)
+        torch.manual_seed(cfg.seed)
+        self.theta = torch.tensor(uniform_prior(spec)) + 0.1 * torch.randn(spec.parameters, dtype=torch.float64)
+        self.theta.requires_grad_(True)
+        # Meta-SGD style: the meta method also learns one step size per angle (log scale);
+        # joint learning has no inner loop to learn it for and keeps inner.lr
+        meta = cfg.method == "meta"
+        self.log_lr = torch.full((spec.parameters,), float(np.log(inner.lr)), dtype=torch.float64, requires_grad=meta)
+        self.optimizer = torch.optim.Adam([self.theta, self.log_lr] if meta else [self.theta], lr=cfg.outer_lr)
+        self.val = TaskData(spec, *_frames(self.tasks, "val", cfg.val_devices, task, 0))
+        self.devices = self.tasks.devices("train", cfg.iterations * cfg.tasks_per_batch)
+        self.rng, self.iteration = self.tasks.rng("train", 1), 0
+
+    def step(self) -> float:
+        index = np.arange(self.iteration * self.cfg.tasks_per_batch, (self.iteration + 1) * self.cfg.tasks_per_batch)
+        self.iteration += 1
+        batch = self.tasks.frames(self.devices.take(index), self.task.pilots, self.task.val_pilots, self.rng)
+        data = TaskData(self.spec, batch.x_tr, batch.y_tr, batch.x_va, batch.y_va)
+        loss = meta_loss(self.sim, self.theta, self.log_lr.exp(), data, self.inner, self.cfg.method, create_graph=True)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def validate(self) -> dict:
+        lr = self.log_lr.detach().exp()
+        return {"val_loss": float(meta_loss(self.sim, self.theta.detach(), lr, self.val, self.inner, "meta", create_graph=False))}
+
+    def keep(self, out: Path, record: dict) -> None:
+        tensors.save(out / THETA, {"theta": self.theta.detach().numpy().copy(), "lr": self.log_lr.detach().exp().numpy().copy()})
+
+
 def train_born(
     out: Path, task: DemodConfig, spec: BornSpec, inner: InnerConfig, cfg: BornTrainConfig, progress: Callable[[int, dict], None] | None = None
 ) -> dict:
@@ -105,43 +146,7 @@ def train_born(
         raise UserError(f"'{out}' already exists and is not empty; choose another --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG, run_config(task, spec, inner, cfg))
-    tasks = DemodTasks(task, seed=cfg.seed)
-    sim = BornSimulator(spec)
-    torch.manual_seed(cfg.seed)
-    theta = torch.tensor(uniform_prior(spec)) + 0.1 * torch.randn(spec.parameters, dtype=torch.float64)
-    theta.requires_grad_(True)
-    # Meta-SGD style: the meta method also learns one step size per angle (log scale);
-    # joint learning has no inner loop to learn it for and keeps inner.lr
-    log_lr = torch.full((spec.parameters,), float(np.log(inner.lr)), dtype=torch.float64, requires_grad=cfg.method == "meta")
-    optimizer = torch.optim.Adam([theta, log_lr] if cfg.method == "meta" else [theta], lr=cfg.outer_lr)
-    val = TaskData(spec, *_frames(tasks, "val", cfg.val_devices, task, 0))
-    train_devices = tasks.devices("train", cfg.iterations * cfg.tasks_per_batch)
-    rng = tasks.rng("train", 1)
-    curves, best = [], {"val_loss": float("inf"), "iteration": 0}
-    start = time.perf_counter()
-    for iteration in range(1, cfg.iterations + 1):
-        index = np.arange((iteration - 1) * cfg.tasks_per_batch, iteration * cfg.tasks_per_batch)
-        batch = tasks.frames(train_devices.take(index), task.pilots, task.val_pilots, rng)
-        data = TaskData(spec, batch.x_tr, batch.y_tr, batch.x_va, batch.y_va)
-        loss = meta_loss(sim, theta, log_lr.exp(), data, inner, cfg.method, create_graph=True)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if iteration % cfg.val_every == 0 or iteration == cfg.iterations:
-            val_loss = float(meta_loss(sim, theta.detach(), log_lr.detach().exp(), val, inner, "meta", create_graph=False))
-            curves.append({"iteration": iteration, "meta_loss": float(loss.detach()), "val_loss": val_loss})
-            if val_loss < best["val_loss"]:
-                best = {"val_loss": val_loss, "iteration": iteration}
-                tensors.save(out / THETA, {"theta": theta.detach().numpy().copy(), "lr": log_lr.detach().exp().numpy().copy()})
-            write_json(out / CURVES, curves)
-        if progress:
-            progress(iteration, curves[-1] if curves else {})
-    return {
-        "iterations": cfg.iterations,
-        "best_val_loss": best["val_loss"],
-        "best_iteration": best["iteration"],
-        "seconds": time.perf_counter() - start,
-    }
+    return train(BornProblem(task, spec, inner, cfg), Schedule(cfg.iterations, cfg.val_every), out, progress)
 
 
 def _frames(tasks: DemodTasks, split: str, count: int, task: DemodConfig, stream: int):

@@ -16,7 +16,6 @@ steps on held-out devices.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,8 +28,9 @@ from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.snn.config import SnnTask, SnnTrainConfig, SnnTraining
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.meta.trainer import Schedule, train
 from metaedge.sdk.options import Progress, per_iteration, silent, trained_line
-from metaedge.sdk.rundir import CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_best_theta, read_kind_config, write_json
+from metaedge.sdk.rundir import CONFIG, RUN_FORMAT, RUN_VERSION, THETA, read_best_theta, read_kind_config, write_json
 
 MODEL_KIND = "snn"
 
@@ -136,6 +136,36 @@ def train_default(out: Path, method: str, seed: int = 0, task: DemodConfig | Non
     return train_snn(out, task, SnnSpec(classes=task.order), SnnTrainConfig(method=method, seed=seed))
 
 
+class SnnProblem:
+    """θ of the plastic synapses, stepped by the three-factor rule's own estimate (FOMAML, Reptile or joint: not a
+    gradient torch computes), validated by the SER after on-chip adaptation on held-out devices."""
+
+    metric, label, maximize = "val_ser", "validation SER after on-chip adaptation", False
+
+    def __init__(self, task: DemodConfig, spec: SnnSpec, cfg: SnnTrainConfig) -> None:
+        self.task, self.spec, self.cfg = task, spec, cfg
+        self.tasks = DemodTasks(task, seed=cfg.seed)
+        val = self.tasks.frames(self.tasks.devices("val", cfg.val_devices), task.pilots, task.val_pilots, self.tasks.rng("val", 1))
+        self.val_pilots, self.val_payload, self.val_labels = Streams.encode(spec, val.x_tr, val.y_tr), Streams.encode(spec, val.x_va, None), val.y_va
+        self.devices = self.tasks.devices("train", cfg.iterations * cfg.tasks_per_batch)
+        self.rng, self.iteration = self.tasks.rng("train", 1), 0
+        self.theta = np.zeros((spec.classes, spec.hidden))
+
+    def step(self) -> None:
+        index = np.arange(self.iteration * self.cfg.tasks_per_batch, (self.iteration + 1) * self.cfg.tasks_per_batch)
+        self.iteration += 1
+        batch = self.tasks.frames(self.devices.take(index), self.task.pilots, self.task.val_pilots, self.rng)
+        tr, va = Streams.encode(self.spec, batch.x_tr, batch.y_tr), Streams.encode(self.spec, batch.x_va, batch.y_va)
+        self.theta = outer_step(self.spec, self.cfg.method, self.cfg.beta, self.theta, tr, va)
+
+    def validate(self) -> dict:
+        ser = float(adapted_ser(self.spec, self.theta, self.val_pilots, self.val_payload, self.val_labels).mean())
+        return {"val_ser": ser, "theta_max": float(np.abs(self.theta).max())}
+
+    def keep(self, out: Path, record: dict) -> None:
+        save_theta(out / THETA, self.spec, self.theta)
+
+
 def train_snn(out: Path, task: DemodConfig, spec: SnnSpec, cfg: SnnTrainConfig, progress: Callable[[int, dict], None] | None = None) -> dict:
     """Train θ and write the run directory; returns the final state."""
     if out.exists() and any(out.iterdir()):
@@ -144,35 +174,7 @@ def train_snn(out: Path, task: DemodConfig, spec: SnnSpec, cfg: SnnTrainConfig, 
         raise UserError(f"the network has {spec.classes} output neurons, the task {task.order} classes")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG, run_config(task, spec, cfg))
-    tasks = DemodTasks(task, seed=cfg.seed)
-    val = tasks.frames(tasks.devices("val", cfg.val_devices), task.pilots, task.val_pilots, tasks.rng("val", 1))
-    val_pilots, val_payload = Streams.encode(spec, val.x_tr, val.y_tr), Streams.encode(spec, val.x_va, None)
-    train_devices = tasks.devices("train", cfg.iterations * cfg.tasks_per_batch)
-    rng = tasks.rng("train", 1)
-    theta = np.zeros((spec.classes, spec.hidden))
-    curves, best = [], {"val_ser": float("inf"), "iteration": 0}
-    start = time.perf_counter()
-    for iteration in range(1, cfg.iterations + 1):
-        index = np.arange((iteration - 1) * cfg.tasks_per_batch, iteration * cfg.tasks_per_batch)
-        batch = tasks.frames(train_devices.take(index), task.pilots, task.val_pilots, rng)
-        theta = outer_step(
-            spec, cfg.method, cfg.beta, theta, Streams.encode(spec, batch.x_tr, batch.y_tr), Streams.encode(spec, batch.x_va, batch.y_va)
-        )
-        if iteration % cfg.val_every == 0 or iteration == cfg.iterations:
-            val_ser = float(adapted_ser(spec, theta, val_pilots, val_payload, val.y_va).mean())
-            curves.append({"iteration": iteration, "val_ser": val_ser, "theta_max": float(np.abs(theta).max())})
-            if val_ser < best["val_ser"]:
-                best = {"val_ser": val_ser, "iteration": iteration}
-                save_theta(out / THETA, spec, theta)
-            write_json(out / CURVES, curves)
-        if progress:
-            progress(iteration, curves[-1] if curves else {})
-    return {
-        "iterations": cfg.iterations,
-        "best_val_ser": best["val_ser"],
-        "best_iteration": best["iteration"],
-        "seconds": time.perf_counter() - start,
-    }
+    return train(SnnProblem(task, spec, cfg), Schedule(cfg.iterations, cfg.val_every), out, progress)
 
 
 def save_theta(path: Path, spec: SnnSpec, theta: np.ndarray) -> None:
