@@ -199,6 +199,14 @@ def quick_option() -> Any:
     return option(False, "tiny budget, for tests of the machinery")
 
 
+@dataclass(frozen=True)
+class ManyRuns:
+    """The options of a benchmark that trains many runs: how many processes train them, or a tiny budget."""
+
+    jobs: int = option(1, "train the runs in N parallel processes", parse=positive_int)
+    quick: bool = quick_option()
+
+
 def plot_option(path: str, what: str) -> Any:
     return option(Path(path), f"{what} as PNG", parse=output_file)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.power.task import PowerConfig
-from metaedge.sdk.options import command, nested, option, out_option, plot_option, positive_int, quick_option, seed_option, str_list
+from metaedge.sdk.options import ManyRuns, command, nested, option, out_option, plot_option, positive_int, seed_option, str_list
 
 METHODS = ("joint", "fomaml", "reptile", "modular")
 BLACK_BOX = ("fomaml", "reptile")
@@ -84,7 +84,7 @@ examples:
 
 
 @dataclass(frozen=True)
-class PowerFigure:
+class PowerFigure(ManyRuns):
     """REGNN power control in dynamic networks: sum-rate vs meta-training periods (§5.5)
 
     Random-edge graph neural network power allocation (unsupervised sum-rate) over random interference
@@ -103,8 +103,6 @@ examples:
 
     algos: tuple[str, ...] = option(METHODS, "methods", parse=str_list)
     setup: PowerBench = nested(PowerBench)
-    jobs: int = option(1, "train the runs in N parallel processes", parse=positive_int)
-    quick: bool = quick_option()
     plot: Path = plot_option("power.png", "sum-rate vs K")
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from metaedge.sdk.options import command, nested, option, plot_option, positive_int, quick_option, seed_option, str_list
+from metaedge.sdk.options import ManyRuns, command, nested, option, plot_option, positive_int, seed_option, str_list
 
 METHODS = ("joint", "maml", "imaml", "bmaml")
 
@@ -47,7 +47,7 @@ class SinusoidBench:
 
 
 @dataclass(frozen=True)
-class SinusoidFigure:
+class SinusoidFigure(ManyRuns):
     """sinusoid regression: joint, MAML, iMAML, BMAML (monograph Figure 2.4)
 
     Meta-train joint learning, MAML, iMAML and BMAML on sinusoid regression (amplitude 0.1-5, phase 0-pi, inputs
@@ -65,8 +65,6 @@ examples:
 
     algos: tuple[str, ...] = option(METHODS, "methods (any meta-learning algorithm)", parse=str_list)
     setup: SinusoidBench = nested(SinusoidBench)
-    jobs: int = option(1, "train the runs in N parallel processes", parse=positive_int)
-    quick: bool = quick_option()
     plot: Path = plot_option("sinusoid.png", "the three panels")
 
 
