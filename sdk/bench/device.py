@@ -30,6 +30,7 @@ from metaedge.deploy.bundle import Bundle, pack
 from metaedge.sdk.bench.config import DeviceBench
 from metaedge.sdk.errors import UserError, bundle_at
 from metaedge.sdk.meta.core import InnerLoop, adapt
+from metaedge.sdk.meta.defaults import Proximal
 from metaedge.sdk.models.mlp import forward
 from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.stats import percentiles
@@ -180,11 +181,12 @@ def bench_device(bundle: Bundle, repeats: int, pilots: int = 8, symbols: int = 1
     torch.set_num_threads(1)
     theta = {name: torch.from_numpy(a) for name, a in bundle.tensors("theta").items()}
     adapts = manifest["algorithm"]["adapts"]
+    prox = float(manifest["algorithm"].get("prox") or 0.0)
     inner = InnerLoop(
         lr=float(manifest["algorithm"]["inner_lr"]),
         steps=k,
-        prox=float(manifest["algorithm"].get("prox") or 0.0),
         adapt=None if len(adapts) == len(theta) else tuple(adapts),
+        options=Proximal(prox=prox) if prox else None,
     )
     unavailable = torch_unavailable(manifest)
     variants, device_mode = _onnx_variants(bundle, k)

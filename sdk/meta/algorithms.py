@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.meta.defaults import DEFAULT_ASSIGNMENT, DEFAULT_PROX, LOGSTD_PREFIX, STEP_PREFIX
+from metaedge.sdk.meta.defaults import LOGSTD_PREFIX, STEP_PREFIX, Evolution, Gaussian, Modular, Pooled, Proximal, Sharp
 
 if TYPE_CHECKING:
     from metaedge.sdk.meta.core import InnerLoop, Objective
+    from metaedge.sdk.models.mlp import Loss
 
 # --adapt: the parameters the inner loop moves. Adapting the input layer alone lets a receiver undo a device's
 # channel (a linear map of the received I/Q) while the layers after it stay the meta-learned demapper; the device
@@ -35,6 +37,7 @@ class Algorithm:
     proximal: bool = False  # iMAML: the inner problem has the proximal term λ/2‖φ − θ‖²
     posterior: str = "point"  # Bayesian forms: "gaussian" (mean + log-std nets) or "particles" (SVGD)
     modular: bool = False  # a set of modules per layer; each task picks one per layer
+    options: type | None = None  # its own options beside the common inner loop (``meta.defaults``)
 
     @property
     def objective(self) -> "Objective":
@@ -58,22 +61,15 @@ class Algorithm:
         posterior = {LOGSTD_PREFIX + k: shape for k, shape in model.items()} if self.posterior == "gaussian" else {}
         return {**model, **steps, **posterior}
 
-    def inner(
-        self, lr: float, steps: int, prox: float = DEFAULT_PROX, assignment: str = DEFAULT_ASSIGNMENT, adapt: tuple[str, ...] | None = None, **options
-    ) -> InnerLoop:
-        """This algorithm's inner loop; ``adapt`` names the parameters that adapt (None: all; CAVIA: its
-        context, always); ``options`` are further ``InnerLoop`` fields (solver, samples, …)."""
+    def inner(self, lr: float, steps: int, adapt: tuple[str, ...] | None = None, loss: "Loss | None" = None, **given: Any) -> InnerLoop:
+        """This algorithm's inner loop; ``adapt`` names the parameters that adapt (None: all; CAVIA: its context,
+        always); ``given`` values (not None) of its own options' fields set them, the others are not its own."""
         from metaedge.sdk.meta.core import InnerLoop
 
-        return InnerLoop(
-            lr=lr,
-            steps=steps,
-            adapt=("context",) if self.context else adapt,
-            prox=prox if self.proximal else 0.0,
-            posterior=self.posterior,
-            assignment=assignment if self.modular else "",
-            **options,
-        )
+        own = {f.name for f in dataclasses.fields(self.options)} if self.options else set()
+        options = self.options(**{k: v for k, v in given.items() if k in own and v is not None}) if self.options else None
+        loop = InnerLoop(lr=lr, steps=steps, adapt=("context",) if self.context else adapt, posterior=self.posterior, options=options)
+        return loop if loss is None else dataclasses.replace(loop, loss=loss)
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -85,29 +81,41 @@ ALGORITHMS: dict[str, Algorithm] = {
             "reptile",
             "reptile",
             "Reptile, pseudo-gradient theta - phi (eq. 2.22-2.23); pooled: steps on minibatches of pilots and validation symbols",
+            options=Pooled,
         ),
         Algorithm("cavia", "maml", "CAVIA, only context inputs adapt (eq. 2.39-2.40)", context=True),
         Algorithm("metasgd", "maml", "Meta-SGD: MAML with per-parameter step sizes meta-learned with theta", learned_steps=True),
-        Algorithm("imaml", "imaml", "iMAML, proximal inner problem and implicit meta-gradient by conjugate gradients (eq. 2.4-2.8)", proximal=True),
-        Algorithm("sharpmaml", "sharp", "Sharp-MAML: MAML with sharpness-aware perturbations of both levels (eq. 2.13-2.15)"),
+        Algorithm(
+            "imaml",
+            "imaml",
+            "iMAML, proximal inner problem and implicit meta-gradient by conjugate gradients (eq. 2.4-2.8)",
+            proximal=True,
+            options=Proximal,
+        ),
+        Algorithm("sharpmaml", "sharp", "Sharp-MAML: MAML with sharpness-aware perturbations of both levels (eq. 2.13-2.15)", options=Sharp),
         Algorithm(
             "proxmaml",
             "proxmaml",
             "Prox-MAML: proximal inner problem on all task data, meta-gradient lambda(theta - phi) (eq. 2.24-2.29)",
             proximal=True,
+            options=Proximal,
         ),
-        Algorithm("esmaml", "esmaml", "ES-MAML: zeroth-order, evolution-strategies gradient (and Hessian) estimates (eq. 2.18-2.21)"),
+        Algorithm(
+            "esmaml", "esmaml", "ES-MAML: zeroth-order, evolution-strategies gradient (and Hessian) estimates (eq. 2.18-2.21)", options=Evolution
+        ),
         Algorithm(
             "alset",
             "alset",
             "ALSET, the generic stochastic bilevel solver, on iMAML's problem with the stochastic Neumann inverse (Algorithm 10, eq. 3.6-3.10)",
             proximal=True,
+            options=Proximal,
         ),
         Algorithm(
             "vbmaml",
             "maml",
             "variational Bayesian MAML: Gaussian mean and log-std nets, free-energy inner steps, predictive log-loss (eq. 2.32-2.35)",
             posterior="gaussian",
+            options=Gaussian,
         ),
         Algorithm(
             "bmaml", "maml", "BMAML: an ensemble of particles moved by Stein variational gradient descent (eq. 2.36-2.37)", posterior="particles"
@@ -118,6 +126,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             "modular meta-learning: M modules per layer, each task picks one per layer "
             "by simulated annealing or a relaxed (softmax) assignment (eq. 2.38)",
             modular=True,
+            options=Modular,
         ),
         Algorithm("joint", "joint", "joint learning on pooled tasks, fine-tuned at test (eq. 1.2)", meta_learned=False),
     )

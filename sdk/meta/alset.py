@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.func import grad
 
 from metaedge.sdk.meta.core import InnerLoop, conjugate_gradient, dot, hessian_vector_product
+from metaedge.sdk.meta.defaults import Proximal
 from metaedge.sdk.models.mlp import Loss, Params
 
 Bilevel = Callable[[Params, Params], Tensor]
@@ -84,6 +85,6 @@ def objective(params, x_tr, y_tr, x_va, y_va, inner: InnerLoop):
     theta = {k: v.detach() for k, v in params.items()}
     f, g = imaml_problem(x_tr, y_tr, x_va, y_va, inner.prox, inner.loss)
     phi = {k: v.detach() for k, v in lower_steps(g, theta, theta, inner.lr, inner.steps).items()}
-    h = hypergradient(f, g, theta, phi, inner.solver, inner.solver_steps, 1.0 / inner.lr)
+    h = hypergradient(f, g, theta, phi, inner.of(Proximal).solver, inner.of(Proximal).solver_steps, 1.0 / inner.lr)
     surrogate = sum((params[k] * h[k].detach()).sum() for k in params)
     return surrogate, inner.loss(phi, x_va, y_va)

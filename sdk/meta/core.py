@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.func import grad, grad_and_value, vmap
 
 from metaedge.sdk.meta import bayes, modular
-from metaedge.sdk.meta.defaults import INNER, STEP_PREFIX
+from metaedge.sdk.meta.defaults import INNER, STEP_PREFIX, Evolution, Gaussian, Modular, Pooled, Proximal, Sharp
 from metaedge.sdk.models.mlp import Loss, Params
 from metaedge.sdk.models.mlp import task_loss as mlp_loss
 
@@ -30,36 +30,36 @@ Objective = Callable[..., tuple[Tensor, Tensor]]
 class InnerLoop:
     """Few-shot adaptation: ``steps`` SGD steps of size ``lr`` on the parameters named in ``adapt``.
 
-    ``prox`` = λ > 0 adds the proximal term λ/2‖φ − θ‖² to the training loss (iMAML, eq. 2.4b);
-    ``solver_steps`` and ``solver`` set how iMAML's implicit meta-gradient is solved.
-    ``posterior`` "gaussian" or "particles" makes the adapted model a distribution (see ``bayes``);
-    ``samples`` is the number of reparameterised draws of the Gaussian form in training; the
-    ``sharp_*`` and ``es_*`` fields belong to Sharp-MAML and ES-MAML, ``pooled`` to Reptile.
-    ``loss`` is the task family's loss L(params, samples, targets), which every algorithm differentiates."""
+    ``posterior`` "gaussian" or "particles" makes the adapted model a distribution (see ``bayes``). What one
+    algorithm alone needs is its ``options`` (``defaults.Proximal``, ``Gaussian``, ``Sharp``, ``Evolution``,
+    ``Modular``, ``Pooled``; None where it needs nothing more). ``loss`` is the task family's loss
+    L(params, samples, targets), which every algorithm differentiates."""
 
     lr: float = INNER["lr"]
     steps: int = INNER["steps"]
     adapt: tuple[str, ...] | None = None  # None: every model parameter adapts (learned step sizes never do)
-    prox: float = 0.0
-    solver_steps: int = INNER["solver_steps"]
-    solver: str = INNER["solver"]  # "cg" (conjugate gradients) or "neumann" (truncated Neumann series)
     posterior: str = "point"  # "point", "gaussian" (mean + log-std nets) or "particles" (SVGD)
-    samples: int = INNER["samples"]
-    kl_weight: float = INNER["kl_weight"]  # Gaussian form: weight of the KL term (1: eq. 2.32; < 1: a tempered posterior)
-    sharp_in: float = INNER["sharp_in"]  # Sharp-MAML: radii α_in, α_ot of the inner and outer perturbations (eq. 2.14)
-    sharp_out: float = INNER["sharp_out"]
-    es_directions: int = INNER["es_directions"]  # ES-MAML: random directions n and smoothing δ of the estimators (eq. 2.20–2.21)
-    es_delta: float = INNER["es_delta"]
-    es_hessian: bool = INNER["es_hessian"]  # ES-MAML: the (I − αH_es) correction of eq. 2.18 (else eq. 2.19)
-    assignment: str = ""  # modular: "anneal" or "relaxed" choice of one module per layer (eq. 2.38b)
-    proposals: int = INNER["proposals"]  # modular: simulated-annealing proposals per task
-    pooled: bool = False  # Reptile: inner steps on successive minibatches of D_tr ∪ D_va (see ``reptile``)
+    options: Proximal | Gaussian | Sharp | Evolution | Modular | Pooled | None = None
     loss: Loss = mlp_loss  # the family's loss; the MLP classifier's cross-entropy unless a family says
 
     def keys(self, params: Params) -> tuple[str, ...]:
         if self.adapt is not None:
             return self.adapt
         return tuple(k for k in params if not k.startswith(STEP_PREFIX))
+
+    def of(self, kind: type):
+        """This loop's options if they are of ``kind``, else ``kind``'s defaults."""
+        return self.options if isinstance(self.options, kind) else kind()
+
+    @property
+    def prox(self) -> float:
+        """λ of the proximal term the inner steps carry (0: none)."""
+        return self.options.prox if isinstance(self.options, Proximal) else 0.0
+
+    @property
+    def assignment(self) -> str:
+        """How a task picks its modules ("" for a network without modules)."""
+        return self.options.assignment if isinstance(self.options, Modular) else ""
 
 
 def step_size(params: Params, key: str, inner: InnerLoop):
@@ -90,11 +90,11 @@ UPDATES: dict[str, Update] = {
     # a Gaussian posterior steps on the free energy, its prior being ``anchor`` (default: θ); fixed ``noise`` draws
     # are an exported receiver's
     "gaussian": lambda p, x, y, inner, anchor, noise: bayes.gaussian_adapt(
-        p, x, y, inner.lr, inner.steps, inner.samples, inner.kl_weight, noise, anchor, inner.loss
+        p, x, y, inner.lr, inner.steps, inner.of(Gaussian).samples, inner.of(Gaussian).kl_weight, noise, anchor, inner.loss
     ),
     "particles": lambda p, x, y, inner, anchor, noise: bayes.svgd_adapt(p, x, y, inner.lr, inner.steps, inner.loss),
     # module assignment in meta-training: one module per layer by annealing, the exact search, or a softmax mixture
-    "anneal": lambda p, x, y, inner, anchor, noise: modular.anneal(p, x, y, inner.proposals, inner.loss),
+    "anneal": lambda p, x, y, inner, anchor, noise: modular.anneal(p, x, y, inner.of(Modular).proposals, inner.loss),
     "exhaustive": lambda p, x, y, inner, anchor, noise: modular.exhaustive(p, x, y, inner.loss),
     "relaxed": lambda p, x, y, inner, anchor, noise: modular.relaxed(p, x, y, inner.lr, inner.steps, inner.loss),
     # a deployed modular receiver: only its assignment logits adapt (the exact search, or steps on the logits)
@@ -134,7 +134,7 @@ def proximal_residual(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoo
 
 def predictive_loss(params: Params, x: Tensor, onehot: Tensor, inner: InnerLoop) -> Tensor:
     """Loss of the predictive distribution (eq. 2.35); the plain loss for a point estimate."""
-    return bayes.predictive_loss(params, x, onehot, inner.posterior, inner.samples, inner.loss)
+    return bayes.predictive_loss(params, x, onehot, inner.posterior, inner.of(Gaussian).samples, inner.loss)
 
 
 def dot(a: Params, b: Params) -> Tensor:

@@ -2,6 +2,10 @@
 quote them without loading the core). ``InnerLoop`` and the training configurations take their defaults from here;
 a task family's recipes override them per algorithm."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 # the inner loop (InnerLoop's fields)
 INNER = {
     "lr": 0.1,  # step size α
@@ -23,3 +27,59 @@ DEFAULT_ASSIGNMENT = "anneal"  # modular: how meta-training picks one module per
 # names of the extra parameters some algorithms meta-learn beside θ
 STEP_PREFIX = "lr."  # Meta-SGD: params["lr.<name>"] is the learned step size of every entry of <name>
 LOGSTD_PREFIX = "logstd."  # gaussian: params["logstd.<name>"] is the log standard deviation of every entry of <name>
+
+
+# -- each algorithm's own options beside the common inner loop (lr, steps, what adapts); ``InnerLoop.options``
+
+
+@dataclass(frozen=True)
+class Proximal:
+    """iMAML, Prox-MAML, ALSET: λ of the proximal term λ/2‖φ − θ‖² (eq. 2.4b) and the solver of the implicit
+    meta-gradient's linear system ("cg", "neumann"; ALSET also "stochastic", eq. 3.7)."""
+
+    prox: float = DEFAULT_PROX
+    solver: str = INNER["solver"]
+    solver_steps: int = INNER["solver_steps"]
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """Variational Bayesian MAML: reparameterised weight draws per step, and the weight of the KL term (1: the free
+    energy of eq. 2.32; < 1: a tempered posterior)."""
+
+    samples: int = INNER["samples"]
+    kl_weight: float = INNER["kl_weight"]
+
+
+@dataclass(frozen=True)
+class Sharp:
+    """Sharp-MAML: radii α_in, α_ot of the inner and outer perturbations (eq. 2.14)."""
+
+    sharp_in: float = INNER["sharp_in"]
+    sharp_out: float = INNER["sharp_out"]
+
+
+@dataclass(frozen=True)
+class Evolution:
+    """ES-MAML: random directions n and smoothing δ of the estimators (eq. 2.20–2.21); with ``es_hessian`` the
+    (I − αH_es) correction of eq. 2.18 (else eq. 2.19)."""
+
+    es_directions: int = INNER["es_directions"]
+    es_delta: float = INNER["es_delta"]
+    es_hessian: bool = INNER["es_hessian"]
+
+
+@dataclass(frozen=True)
+class Modular:
+    """Modular meta-learning: how a task picks one module per layer ("anneal", "relaxed"; a device computes
+    "exhaustive", eq. 2.38b) and the simulated-annealing proposals per task."""
+
+    assignment: str = DEFAULT_ASSIGNMENT
+    proposals: int = INNER["proposals"]
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Reptile: ``pooled`` steps run on successive minibatches of D_tr ∪ D_va instead of the support set."""
+
+    pooled: bool = False

@@ -6,11 +6,13 @@ Estimators, with u_i ~ N(0, I) drawn per task: the gradient (2.20) in its antith
 (1/n)Σ u_i [L(ϕ + δu_i) − L(ϕ − δu_i)]/2δ — the same Gaussian-smoothed gradient as the one-sided
 form, with far lower variance — and the Hessian (2.21) with L(ϕ) subtracted from every L(ϕ + δu_i)
 (unbiased as well, because E[uuᵀ − I] = 0). φ = θ − α∇̂L_tr(θ) (one step per ``inner.steps``);
-the meta-gradient is ∇̂L_va(φ) (2.19), or (I − αH_es)∇̂L_va(φ) with ``inner.es_hessian`` (2.18).
+the meta-gradient is ∇̂L_va(φ) (2.19), or (I − αH_es)∇̂L_va(φ) with ``Evolution.es_hessian`` (2.18).
 """
 
 import torch
 from torch.func import vmap
+
+from metaedge.sdk.meta.defaults import Evolution
 
 
 def _flat(params, keys):
@@ -47,14 +49,14 @@ def es_hessian_product(params, keys, x, y, vector, directions, delta, loss):
 
 
 def objective(params, x_tr, y_tr, x_va, y_va, inner):
-    keys = inner.keys(params)
+    keys, es = inner.keys(params), inner.of(Evolution)
     theta = {k: v.detach() for k, v in params.items()}
     phi = theta
     for _ in range(inner.steps):
-        step = es_gradient(phi, keys, x_tr, y_tr, inner.es_directions, inner.es_delta, inner.loss)
+        step = es_gradient(phi, keys, x_tr, y_tr, es.es_directions, es.es_delta, inner.loss)
         phi = _unflat(_flat(phi, keys) - inner.lr * step, phi, keys)
-    g = es_gradient(phi, keys, x_va, y_va, inner.es_directions, inner.es_delta, inner.loss)
-    if inner.es_hessian:
-        g = g - inner.lr * es_hessian_product(theta, keys, x_tr, y_tr, g, inner.es_directions, inner.es_delta, inner.loss)
+    g = es_gradient(phi, keys, x_va, y_va, es.es_directions, es.es_delta, inner.loss)
+    if es.es_hessian:
+        g = g - inner.lr * es_hessian_product(theta, keys, x_tr, y_tr, g, es.es_directions, es.es_delta, inner.loss)
     surrogate = (_flat(params, keys) * g.detach()).sum()
     return surrogate, inner.loss(phi, x_va, y_va)

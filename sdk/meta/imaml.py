@@ -7,6 +7,7 @@ the inner steps, because nothing is differentiated through them. Written as the 
 from torch.func import grad
 
 from metaedge.sdk.meta.core import InnerLoop, adapt, implicit_gradient, stop_gradient
+from metaedge.sdk.meta.defaults import Proximal
 
 
 def objective(params, x_tr, y_tr, x_va, y_va, inner: InnerLoop):
@@ -15,6 +16,7 @@ def objective(params, x_tr, y_tr, x_va, y_va, inner: InnerLoop):
     keys = inner.keys(params)
     fast = {k: phi[k] for k in keys}
     val_grad = grad(lambda f: inner.loss({**phi, **f}, x_va, y_va))(fast)
-    u = implicit_gradient(lambda f: inner.loss({**phi, **f}, x_tr, y_tr), val_grad, fast, inner.prox, inner.solver_steps, inner.solver)
+    own = inner.of(Proximal)
+    u = implicit_gradient(lambda f: inner.loss({**phi, **f}, x_tr, y_tr), val_grad, fast, own.prox, own.solver_steps, own.solver)
     surrogate = sum((params[k] * u[k].detach()).sum() for k in keys)
     return surrogate, inner.loss(phi, x_va, y_va)

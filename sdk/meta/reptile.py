@@ -2,7 +2,7 @@
 with step β gives θ ← (1 − β)θ + β·mean_k φ_k exactly.
 
 Reptile never evaluates a validation loss, so it may spend a task's validation samples in its
-inner loop: with ``inner.pooled`` step j runs on the j-th minibatch (as large as D_tr) of
+inner loop: with ``Pooled.pooled`` step j runs on the j-th minibatch (as large as D_tr) of
 D_tr ∪ D_va, cycling. Steps on different minibatches are what make Reptile more than joint
 learning (Nichol et al. 2018, §5: the expected update then contains the inner product of
 gradients on different minibatches, which rewards generalising within a task); steps on one
@@ -13,6 +13,7 @@ import dataclasses
 import torch
 
 from metaedge.sdk.meta.core import InnerLoop, adapt, stop_gradient
+from metaedge.sdk.meta.defaults import Pooled
 
 
 def pooled_minibatches(x_tr, y_tr, x_va, y_va, steps: int):
@@ -26,7 +27,7 @@ def pooled_minibatches(x_tr, y_tr, x_va, y_va, steps: int):
 
 def adapted_parameters(params, x_tr, y_tr, x_va, y_va, inner: InnerLoop):
     """φ: ``inner.steps`` steps on D_tr (eq. 2.22), or on pooled minibatches."""
-    if not inner.pooled:
+    if not inner.of(Pooled).pooled:
         return adapt(params, x_tr, y_tr, inner)
     one = dataclasses.replace(inner, steps=1)
     for x, y in pooled_minibatches(x_tr, y_tr, x_va, y_va, inner.steps):

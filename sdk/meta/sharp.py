@@ -6,6 +6,7 @@ perturbations are constants of the outer gradient (only their points of evaluati
 from torch.func import grad
 
 from metaedge.sdk.meta.core import InnerLoop, adapt
+from metaedge.sdk.meta.defaults import Sharp
 
 
 def _along(g, radius):
@@ -20,13 +21,13 @@ def _shifted(params, shift):
 def objective(params, x_tr, y_tr, x_va, y_va, inner: InnerLoop):
     keys = inner.keys(params)
     theta = {k: v.detach() for k, v in params.items()}
-    eps_k = _along(grad(lambda f: inner.loss({**theta, **f}, x_tr, y_tr))({k: theta[k] for k in keys}), inner.sharp_in)
+    eps_k = _along(grad(lambda f: inner.loss({**theta, **f}, x_tr, y_tr))({k: theta[k] for k in keys}), inner.of(Sharp).sharp_in)
 
     def val_after_step(p):
         stepped = adapt(_shifted(p, eps_k), x_tr, y_tr, inner)
         return inner.loss({k: stepped[k] - eps_k[k] if k in eps_k else stepped[k] for k in stepped}, x_va, y_va)
 
-    eps = _along({k: v for k, v in grad(val_after_step)(theta).items() if k in keys}, inner.sharp_out)
+    eps = _along({k: v for k, v in grad(val_after_step)(theta).items() if k in keys}, inner.of(Sharp).sharp_out)
     shifted = adapt(_shifted(params, {k: eps[k] + eps_k[k] for k in keys}), x_tr, y_tr, inner)
     phi = {k: shifted[k] - eps_k[k] if k in keys else shifted[k] for k in shifted}
     loss = inner.loss(phi, x_va, y_va)

@@ -31,6 +31,7 @@ from metaedge.sdk.errors import UserError
 from metaedge.sdk.meta import modular
 from metaedge.sdk.meta.bayes import LOGSTD_PREFIX, means
 from metaedge.sdk.meta.core import InnerLoop, adapt
+from metaedge.sdk.meta.defaults import Gaussian
 from metaedge.sdk.models.mlp import Params, forward
 from metaedge.sdk.rundir import read_config
 from metaedge.sdk.targets import Release
@@ -199,12 +200,12 @@ def selftest_vectors(
 
 
 def gaussian_noise(params: Params, inner: InnerLoop, seed: int, ensemble: int) -> dict:
-    """The manifest's ``algorithm.noise`` of a Gaussian posterior (spec §7.4): ``inner.samples`` draws for every
+    """The manifest's ``algorithm.noise`` of a Gaussian posterior (spec §7.4): ``Gaussian.samples`` draws for every
     adaptation step and ``ensemble`` for the predictive, from two streams of the run's seed."""
     return {
         "generator": noise_generator.GENERATOR,
         "parameters": list(means(params)),
-        "adapt": {"seed": 2 * seed, "draws": inner.samples},
+        "adapt": {"seed": 2 * seed, "draws": inner.of(Gaussian).samples},
         "predict": {"seed": 2 * seed + 1, "draws": ensemble},
     }
 

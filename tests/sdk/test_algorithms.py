@@ -8,6 +8,7 @@ from torch.func import grad
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.meta import ALGORITHMS, InnerLoop, get_algorithm, meta_gradient, to_batch
+from metaedge.sdk.meta.defaults import Pooled
 from metaedge.sdk.meta.reference import per_task_meta_gradient
 from metaedge.sdk.models.mlp import MLPSpec, task_loss
 
@@ -120,7 +121,7 @@ def test_pooled_reptile_steps_through_support_then_validation_minibatches():
     pseudo-gradient θ − φ differs from the support-only one; a single pooled step is eq. 2.22 exactly."""
     params, batch = tiny_problem(pilots=3, val=5)
     lr, steps = 0.3, 4
-    pooled, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=steps, pooled=True))
+    pooled, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=steps, options=Pooled(pooled=True)))
     support, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=steps))
     expected = {k: torch.zeros_like(v) for k, v in params.items()}
     for x_tr, y_tr, x_va, y_va in zip(*batch):
@@ -132,7 +133,7 @@ def test_pooled_reptile_steps_through_support_then_validation_minibatches():
     for k in params:
         torch.testing.assert_close(pooled[k], expected[k])
     assert max(float((pooled[k] - support[k]).abs().max()) for k in params) > 1e-3
-    one_pooled, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=1, pooled=True))
+    one_pooled, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=1, options=Pooled(pooled=True)))
     one_support, _ = meta_gradient(get_algorithm("reptile").objective, params, batch, InnerLoop(lr=lr, steps=1))
     for k in params:
         torch.testing.assert_close(one_pooled[k], one_support[k])

@@ -10,6 +10,7 @@ from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.families.demod.training import TrainConfig, initial_theta
 from metaedge.sdk.meta import bayes, get_algorithm, meta_gradient, to_batch
 from metaedge.sdk.meta.core import InnerLoop, adapt
+from metaedge.sdk.meta.defaults import Gaussian
 from metaedge.sdk.models.mlp import MLPSpec, forward, task_loss
 
 
@@ -46,7 +47,7 @@ def test_gaussian_step_is_the_proximal_step_on_the_free_energy():
     x, onehot = (t[0] for t in frame_batch()[:2])
     lr, n = 0.3, x.shape[0]
     g = torch.func.grad(lambda p: task_loss(p, x, onehot))(bayes.means(theta))
-    q = adapt(theta, x, onehot, InnerLoop(lr=lr, steps=1, posterior="gaussian", samples=3))
+    q = adapt(theta, x, onehot, InnerLoop(lr=lr, steps=1, posterior="gaussian", options=Gaussian(samples=3)))
     for k, v in bayes.means(theta).items():
         kappa = lr / (n * theta["logstd." + k].exp() ** 2)
         assert torch.allclose(q[k], v - lr * g[k] / (1 + kappa), atol=1e-6), k
@@ -57,11 +58,11 @@ def test_gaussian_step_is_the_proximal_step_on_the_free_energy():
 def test_a_certain_prior_does_not_move_and_a_vague_one_adapts_like_maml():
     x, onehot, x_va, _ = (t[0] for t in frame_batch())
     tight = theta_for("vbmaml", prior_std=1e-6)
-    q = adapt(tight, x, onehot, InnerLoop(lr=0.3, steps=3, posterior="gaussian", samples=3))
+    q = adapt(tight, x, onehot, InnerLoop(lr=0.3, steps=3, posterior="gaussian", options=Gaussian(samples=3)))
     assert max(float((q[k] - tight[k]).abs().max()) for k in bayes.means(tight)) < 1e-6
     assert torch.allclose(bayes.log_predictive(q, x_va, "gaussian", 5), forward(bayes.means(tight), x_va), atol=1e-4)
     vague = theta_for("vbmaml", prior_std=1e3)
-    q = adapt(vague, x, onehot, InnerLoop(lr=0.3, steps=1, posterior="gaussian", samples=1))
+    q = adapt(vague, x, onehot, InnerLoop(lr=0.3, steps=1, posterior="gaussian", options=Gaussian(samples=1)))
     assert max(float((q[k] - vague[k]).abs().max()) for k in bayes.means(vague)) > 1e-3  # the samples' noise moves it
 
 

@@ -14,6 +14,7 @@ from metaedge.sdk.families.demod.training import TrainConfig, Trainer
 from metaedge.sdk.meta import ALGORITHMS, modular
 from metaedge.sdk.meta.bayes import log_predictive
 from metaedge.sdk.meta.core import adapt
+from metaedge.sdk.meta.defaults import Gaussian
 from metaedge.sdk.targets import export
 from metaedge.sdk.targets.onnx import noise_tensors
 
@@ -76,7 +77,7 @@ def test_forward_and_chained_adaptation_match_torch(bundles, algo, mode):
             (
                 modular.assigned_forward(theta, torch.from_numpy(samples))
                 if algo == "modular"
-                else log_predictive(theta, torch.from_numpy(samples), inner.posterior, inner.samples, noise["predict"])
+                else log_predictive(theta, torch.from_numpy(samples), inner.posterior, inner.of(Gaussian).samples, noise["predict"])
             )
             .exp()
             .numpy()
@@ -156,7 +157,7 @@ def test_proximal_bundles_anchor_every_step_at_theta(bundles, algo):
         {k: torch.from_numpy(v) for k, v in moved.items()},
         torch.from_numpy(pilots["pilot_samples"]),
         torch.from_numpy(pilots["pilot_onehot"]),
-        dataclasses.replace(trainer.inner, steps=1, prox=0.0),
+        dataclasses.replace(trainer.inner, steps=1, options=None),  # the plain SGD step, without the proximal pull
     )
     for name, value in zip(bundle.manifest.raw["algorithm"]["adapts"], at_self):
         assert np.abs(value - plain[name].detach().numpy()).max() <= 1e-5

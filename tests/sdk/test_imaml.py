@@ -9,6 +9,7 @@ from conftest import tiny_demod_argv
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.meta import get_algorithm, meta_gradient, to_batch
 from metaedge.sdk.meta.core import InnerLoop, adapt, implicit_gradient, proximal_residual
+from metaedge.sdk.meta.defaults import Proximal
 from metaedge.sdk.models.mlp import MLPSpec, task_loss
 
 F64 = torch.float64
@@ -87,7 +88,7 @@ def one_qpsk_device():
 
 def test_proximal_inner_steps_reach_the_proximal_minimum():
     params, x, onehot = one_qpsk_device()
-    inner = InnerLoop(lr=0.2, steps=300, prox=2.0)
+    inner = InnerLoop(lr=0.2, steps=300, options=Proximal(prox=2.0))
     phi = adapt(params, x, onehot, inner)
     g = torch.func.grad(lambda p: task_loss(p, x, onehot))(phi)
     stationarity = max(float((g[k] + 2.0 * (phi[k] - params[k])).abs().max()) for k in params)
@@ -130,9 +131,9 @@ def test_imaml_trains_and_exports_from_the_cli_and_refuses_a_zero_lambda(tmp_pat
 
 def test_the_proximal_residual_is_one_before_any_step_and_vanishes_at_the_minimum():
     params, x, onehot = one_qpsk_device()
-    assert float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=0, prox=2.0))) == pytest.approx(1.0)
-    assert float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=300, prox=2.0))) < 1e-3
-    assert 0.2 < float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=2, prox=2.0))) < 1.0
+    assert float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=0, options=Proximal(prox=2.0)))) == pytest.approx(1.0)
+    assert float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=300, options=Proximal(prox=2.0)))) < 1e-3
+    assert 0.2 < float(proximal_residual(params, x, onehot, InnerLoop(lr=0.2, steps=2, options=Proximal(prox=2.0)))) < 1.0
 
 
 @pytest.mark.parametrize("steps, warned", [(1, True), (200, False)])

@@ -9,6 +9,7 @@ import torch
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.meta import esmaml, get_algorithm, meta_gradient, to_batch
 from metaedge.sdk.meta.core import InnerLoop
+from metaedge.sdk.meta.defaults import Proximal
 from metaedge.sdk.models.mlp import MLPSpec, task_loss
 
 F64 = torch.float64
@@ -62,7 +63,7 @@ def test_prox_maml_meta_gradient_is_the_gradient_of_the_moreau_envelope():
     """With φ at the proximal minimum, λ(θ − φ) (eq. 2.28) = ∇_θ min_φ [L(φ) + λ/2‖φ − θ‖²] (Danskin). λ is large
     enough that gradient descent converges to a point off every ReLU kink (asserted: stationarity)."""
     params, batch = setup(devices=2)
-    lam, inner = 10.0, InnerLoop(lr=0.08, steps=400, prox=10.0)
+    lam, inner = 10.0, InnerLoop(lr=0.08, steps=400, options=Proximal(prox=10.0))
     algorithm = get_algorithm("proxmaml")
     grads, _ = meta_gradient(algorithm.objective, params, batch, inner)
 

@@ -176,7 +176,7 @@ def test_pooled_reptile_trains_differently_and_its_run_records_the_choice(tmp_pa
         runs[data] = trainer(tmp_path / data, algo="reptile", inner_steps=3, inner_lr=0.05, inner_data=data, iterations=30, val_every=30)
         runs[data].start(resume=False)
         runs[data].run()
-    assert runs["pooled"].inner.pooled and not runs["support"].inner.pooled
+    assert runs["pooled"].inner.options.pooled and not runs["support"].inner.options.pooled
     assert max(float((runs["pooled"].params[k] - runs["support"].params[k]).detach().abs().max()) for k in runs["pooled"].params) > 1e-4
     assert configs_from_run(read_config(tmp_path / "pooled"))[1].inner_data == "pooled"
 

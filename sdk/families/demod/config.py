@@ -157,26 +157,12 @@ class TrainConfig:
                 raise UserError(message)
 
     def inner(self) -> InnerLoop:
+        """The algorithm's inner loop: the common fields, and its own options from this configuration."""
         from metaedge.sdk.meta.algorithms import ADAPTED, get_algorithm
 
-        return get_algorithm(self.algo).inner(
-            self.inner_lr,
-            self.inner_steps,
-            self.prox,
-            solver=self.solver,
-            solver_steps=self.solver_steps,
-            samples=self.samples,
-            kl_weight=self.kl_weight,
-            assignment=self.assignment,
-            proposals=self.proposals,
-            sharp_in=self.sharp_in,
-            sharp_out=self.sharp_out,
-            es_directions=self.es_directions,
-            es_delta=self.es_delta,
-            es_hessian=self.es_hessian,
-            adapt=ADAPTED.get(self.adapt),
-            pooled=self.inner_data == "pooled",
-        )
+        algorithm = get_algorithm(self.algo)
+        own = {f.name: getattr(self, f.name) for f in fields(algorithm.options) if hasattr(self, f.name)} if algorithm.options else {}
+        return algorithm.inner(self.inner_lr, self.inner_steps, adapt=ADAPTED.get(self.adapt), pooled=self.inner_data == "pooled", **own)
 
     def pilot_counts(self, task: DemodConfig) -> list[int]:
         """Pilot counts seen in meta-training and validated on: task.pilots, or powers of two spanning the range."""

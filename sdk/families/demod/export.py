@@ -17,6 +17,7 @@ from metaedge.sdk.families.demod.training import configs_from_run
 from metaedge.sdk.meta import get_algorithm
 from metaedge.sdk.meta.bayes import log_predictive
 from metaedge.sdk.meta.core import InnerLoop
+from metaedge.sdk.meta.defaults import Gaussian
 from metaedge.sdk.models.mlp import Params, forward
 from metaedge.sdk.rundir import load_run
 from metaedge.sdk.targets.onnx import SELFTEST_PILOTS, SELFTEST_SAMPLES, Receiver, deployed_modular, gaussian_noise, noise_tensors, selftest_vectors
@@ -32,7 +33,7 @@ def receiver(run_dir: Path, steps: int | None, ensemble: int | None = None) -> R
         raise UserError(f"--ensemble applies to runs with a Gaussian posterior (vbmaml), not to '{run_dir}' ({train.algo})")
     params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
     noise = gaussian_noise(params, inner, train.seed, ensemble or ENSEMBLE) if inner.posterior == "gaussian" else None
-    samples = noise["predict"]["draws"] if noise else inner.samples
+    samples = noise["predict"]["draws"] if noise else inner.of(Gaussian).samples
     fn = functools.partial(log_predictive, posterior=inner.posterior, samples=samples)  # the MLP itself for a point θ
     if get_algorithm(train.algo).modular:
         params, inner, fn = deployed_modular(params, inner, steps, run_dir)

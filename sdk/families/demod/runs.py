@@ -155,7 +155,7 @@ def learned_receivers(loaded: list, configs: list, inner_steps: int | None, assi
         if inner_steps is not None:
             inner = dataclasses.replace(inner, steps=inner_steps)
         if assignment is not None and inner.assignment:
-            inner = dataclasses.replace(inner, assignment=assignment)
+            inner = dataclasses.replace(inner, options=dataclasses.replace(inner.options, assignment=assignment))
         label = name if names.count(name) == 1 else f"{name} ({run.path.name})"
         params = {k: torch.from_numpy(v) for k, v in run.theta.items()}
         receivers.append((LearnedReceiver(label, params, inner, task.order), {"run": str(run.path), "algo": run.algo}))

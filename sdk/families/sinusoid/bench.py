@@ -35,6 +35,7 @@ from metaedge.sdk.families.sinusoid.task import SinusoidTasks
 from metaedge.sdk.meta import get_algorithm
 from metaedge.sdk.meta.bayes import mean_prediction
 from metaedge.sdk.meta.core import adapt
+from metaedge.sdk.meta.defaults import Gaussian
 from metaedge.sdk.meta.outer import fit
 from metaedge.sdk.models.mlp import MLPSpec
 from metaedge.sdk.options import Progress, silent
@@ -114,7 +115,9 @@ def test_loss(theta, test, inner) -> float:
     x_tr, y_tr, x_te, y_te = test
     with torch.enable_grad():
         adapted = vmap(adapt, in_dims=(None, 0, 0, None), randomness="different")(theta, x_tr, y_tr, inner)
-    prediction = vmap(mean_prediction, in_dims=(0, 0, None, None))({k: v.detach() for k, v in adapted.items()}, x_te, inner.posterior, inner.samples)
+    prediction = vmap(mean_prediction, in_dims=(0, 0, None, None))(
+        {k: v.detach() for k, v in adapted.items()}, x_te, inner.posterior, inner.of(Gaussian).samples
+    )
     return float(((prediction - y_te) ** 2).mean())
 
 
