@@ -22,6 +22,10 @@ RENAMED = {
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        # no prefix matching: a flag that was renamed (--rtn) must not silently become another one (--rtn-taps)
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
     def error(self, message: str):  # noqa: D102 — argparse's hook
         hints = [f"{old} is now {new}" for old, new in RENAMED.items() if re.search(rf"(?<![\w-]){old}(?![\w-])", message)]
         if "invalid choice" in message and self._subparsers is not None:  # e.g. 'metaedge train --out r1'

@@ -34,9 +34,7 @@ class Algorithm:
     context: bool = False  # CAVIA: the model takes context inputs and only the context adapts
     meta_learned: bool = True  # False for joint learning (no inner loop in training)
     learned_steps: bool = False  # Meta-SGD: per-parameter step sizes are meta-learned with θ
-    proximal: bool = False  # iMAML: the inner problem has the proximal term λ/2‖φ − θ‖²
     posterior: str = "point"  # Bayesian forms: "gaussian" (mean + log-std nets) or "particles" (SVGD)
-    modular: bool = False  # a set of modules per layer; each task picks one per layer
     options: type | None = None  # its own options beside the common inner loop (``meta.defaults``)
 
     @property
@@ -44,6 +42,16 @@ class Algorithm:
         if callable(self.implementation):
             return self.implementation
         return importlib.import_module(f"metaedge.sdk.meta.{self.implementation}").objective
+
+    @property
+    def proximal(self) -> bool:
+        """The inner problem has the proximal term λ/2‖φ − θ‖² (iMAML, Prox-MAML, ALSET)."""
+        return self.options is Proximal
+
+    @property
+    def modular(self) -> bool:
+        """A set of modules per layer; each task picks one per layer."""
+        return self.options is Modular
 
     @property
     def stacked(self) -> bool:
@@ -86,18 +94,13 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm("cavia", "maml", "CAVIA, only context inputs adapt (eq. 2.39-2.40)", context=True),
         Algorithm("metasgd", "maml", "Meta-SGD: MAML with per-parameter step sizes meta-learned with theta", learned_steps=True),
         Algorithm(
-            "imaml",
-            "imaml",
-            "iMAML, proximal inner problem and implicit meta-gradient by conjugate gradients (eq. 2.4-2.8)",
-            proximal=True,
-            options=Proximal,
+            "imaml", "imaml", "iMAML, proximal inner problem and implicit meta-gradient by conjugate gradients (eq. 2.4-2.8)", options=Proximal
         ),
         Algorithm("sharpmaml", "sharp", "Sharp-MAML: MAML with sharpness-aware perturbations of both levels (eq. 2.13-2.15)", options=Sharp),
         Algorithm(
             "proxmaml",
             "proxmaml",
             "Prox-MAML: proximal inner problem on all task data, meta-gradient lambda(theta - phi) (eq. 2.24-2.29)",
-            proximal=True,
             options=Proximal,
         ),
         Algorithm(
@@ -107,7 +110,6 @@ ALGORITHMS: dict[str, Algorithm] = {
             "alset",
             "alset",
             "ALSET, the generic stochastic bilevel solver, on iMAML's problem with the stochastic Neumann inverse (Algorithm 10, eq. 3.6-3.10)",
-            proximal=True,
             options=Proximal,
         ),
         Algorithm(
@@ -125,7 +127,6 @@ ALGORITHMS: dict[str, Algorithm] = {
             "maml",
             "modular meta-learning: M modules per layer, each task picks one per layer "
             "by simulated annealing or a relaxed (softmax) assignment (eq. 2.38)",
-            modular=True,
             options=Modular,
         ),
         Algorithm("joint", "joint", "joint learning on pooled tasks, fine-tuned at test (eq. 1.2)", meta_learned=False),

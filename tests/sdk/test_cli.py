@@ -154,6 +154,8 @@ def test_console_script_end_to_end(tmp_path):
         (["train", "power", "--method", "joint", "--out", "X"], "--method is now --algo"),
         (["bench", "link", "--steps", "1,2"], "--steps is now --inner-steps"),
         (["eval", "runs/x", "--adapt-steps", "5"], "--adapt-steps is now --inner-steps"),
+        (["bench", "link", "--rtn"], "--rtn is now --rtn-taps 3"),  # not taken as an abbreviation of --rtn-taps
+        (["train", "demod", "--out", "X", "--beta", "5", "2"], "--beta is now --beta-a A --beta-b B"),
     ],
 )
 def test_renamed_flags_are_answered_with_their_new_name(argv, hint, capsys):
