@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 from metaedge.sdk.cli.parsing import Parser, add_command
 from metaedge.sdk.errors import UserError
+from metaedge.sdk.log import configure
 
 EXAMPLES = """
 examples:
@@ -49,6 +51,9 @@ def build_parser() -> Parser:
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"metaedge {_version()}")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("-v", "--verbose", action="store_true", help="also debug messages (the options each command runs with)")
+    talk.add_argument("-q", "--quiet", dest="silent", action="store_true", help="warnings and errors only (as a command's own --quiet)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     train.register(sub)
     for command in (EVAL, ALGORITHM_LIST, EXPORT, INSPECT, SIGN):
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.argv = sys.argv[1:] if argv is None else list(argv)
+        talk = {name: getattr(args, name, False) for name in ("verbose", "silent", "quiet")}
+        configure(logging.DEBUG if talk["verbose"] else logging.WARNING if talk["silent"] or talk["quiet"] else logging.INFO)
         return int(args.handler(args) or 0)
     except UserError as e:
         print(f"metaedge: error: {e}", file=sys.stderr)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from metaedge.sdk.log import LOGGER
 from metaedge.sdk.options import Command, int_list, str_list
 
 
@@ -137,6 +138,7 @@ def run_declared(command: Command, args: argparse.Namespace) -> int:
     invocation = {"command": "metaedge " + shlex.join(args.argv), "quiet": args.quiet}
     names = {f.name for f in dataclasses.fields(command.options)}
     options = config_from(args, command.options, **command.fixed, **{k: v for k, v in invocation.items() if k in names})
+    LOGGER.debug(f"{command.name}: {options}")
     module_name, _, name = command.module.partition(":")
     module = importlib.import_module(module_name)
     progress = ProgressBar(command.name, args.quiet)

@@ -248,3 +248,11 @@ def test_the_readmes_python_example_runs_verbatim(tmp_path, monkeypatch, capsys)
     exec(compile(example, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "after 500 meta-iterations" in out and "metasgd bundle:" in out and (tmp_path / "api" / "bundle" / "manifest.sig").is_file()
+
+
+def test_verbose_adds_the_options_a_command_runs_with_and_quiet_leaves_warnings_only(capsys):
+    assert main(["-v", "algorithms"]) == 0
+    assert "metaedge: debug: algorithms: AlgorithmList()" in capsys.readouterr().err
+    assert main(["-q", "algorithms", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and json.loads(out)[0]["name"] == "maml"

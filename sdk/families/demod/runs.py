@@ -9,6 +9,7 @@ from pathlib import Path
 from metaedge.deploy.manifest import Selection
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.config import EvalOptions
+from metaedge.sdk.log import LOGGER
 from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.stats import format_table
 
@@ -30,8 +31,8 @@ def train_or_reuse(path: Path, task, train, fresh: bool, quiet: bool) -> dict:
         raise UserError(f"{path} holds a run with another configuration; pass --fresh to retrain or choose another --out")
     trainer = Trainer(path, task, train)
     trainer.start(resume=resume)
-    if trainer.state["stop_reason"] and not quiet:
-        print(f"{train.algo}: reusing {path} ({trainer.state['stop_reason']})", file=sys.stderr)
+    if trainer.state["stop_reason"]:
+        LOGGER.info(f"{train.algo}: reusing {path} ({trainer.state['stop_reason']})")
     return train_with_progress(trainer, quiet=quiet, label=f"train {train.algo}")
 
 
@@ -179,18 +180,17 @@ def _baselines(config: dict, tasks, steps: int, scratch_lr: float) -> list:
 
 
 def warn_if_unsolved(trainer) -> None:
-    """One line on stderr when the kept θ's inner steps end far from the proximal minimum their meta-gradient assumes."""
+    """One warning when the kept θ's inner steps end far from the proximal minimum their meta-gradient assumes."""
     best = next((c for c in trainer.curves if c["iteration"] == trainer.state["best_iteration"]), None)
     if best is not None and best.get("prox_residual", 0.0) > UNSOLVED:
         from metaedge.sdk.families.demod.recipes import recipe
 
         own = recipe("imaml")
-        print(
-            f"{trainer.cfg.algo}: warning: at the kept iteration {best['iteration']} the inner steps end far from the proximal "
+        LOGGER.warning(
+            f"{trainer.cfg.algo}: at the kept iteration {best['iteration']} the inner steps end far from the proximal "
             f"minimum (gradient {best['prox_residual']:.2f} of the starting one; curves.json prox_residual), so the "
             f"meta-gradient was unreliable; retrain with a smaller --inner-lr and more --inner-steps "
-            f"(iMAML's recipe: {own['inner_steps']} steps of {own['inner_lr']:g})",
-            file=sys.stderr,
+            f"(iMAML's recipe: {own['inner_steps']} steps of {own['inner_lr']:g})"
         )
 
 
