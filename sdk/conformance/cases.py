@@ -29,6 +29,7 @@ from metaedge.deploy.signing import key_id
 from metaedge.sdk.conformance.suite import KEY_SEED, MARGIN, Case
 
 FRAMES, PILOTS, SYMBOLS = 3, 8, 64
+REFERENCE_ENGINES = {"loihi": {"engine": "reference"}}  # what a target's expected outputs are computed with
 SELECTION_FRAMES, SELECTION_SYMBOLS = 8, 300  # the selection case's frames (fresh devices of the training conditions)
 SELECTION_WINDOWS = 12  # pilot windows of the predictor-selection case's frames (more than the 4 held out)
 
@@ -88,7 +89,7 @@ def _trained(work: Path) -> Path:
     return work / "run"
 
 
-def _frames(packed: bytes, seed: int, pilot_labels: Callable[[np.ndarray], np.ndarray] | None = None) -> list[dict]:
+def _frames(packed: bytes, seed: int, pilot_labels: Callable[[np.ndarray], np.ndarray] | None = None, target: str = "onnx") -> list[dict]:
     """Demodulator frames (noise-like samples, the declared pilot sequence or ``pilot_labels`` of it)."""
     from metaedge.deploy.bundle import unpack
 
@@ -97,16 +98,17 @@ def _frames(packed: bytes, seed: int, pilot_labels: Callable[[np.ndarray], np.nd
     pilots = rng.normal(0, 2, (FRAMES, PILOTS, 2)).astype(np.float32)
     payload = rng.normal(0, 2, (FRAMES, SYMBOLS, 2)).astype(np.float32)
     labels = np.stack([sequence if pilot_labels is None else pilot_labels(sequence)] * FRAMES)
-    return _classifier_frames(packed, pilots, labels, payload)
+    return _classifier_frames(packed, pilots, labels, payload, target)
 
 
-def _classifier_frames(packed: bytes, pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray) -> list[dict]:
-    """Frames of a classifier and the outputs the reference runtime (ONNX Runtime, as the device runs it) gives."""
+def _classifier_frames(packed: bytes, pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray, target: str = "onnx") -> list[dict]:
+    """Frames of a classifier and the outputs the reference runtime of ``target`` gives (ONNX Runtime, as the device
+    runs it; for loihi the host reference engine, whose decisions Lava's equal)."""
+    from metaedge.backends import registry
     from metaedge.backends.base import Frame
-    from metaedge.backends.onnx import OnnxBackend
     from metaedge.deploy.bundle import unpack
 
-    backend = OnnxBackend()
+    backend = registry.create(target, options=REFERENCE_ENGINES.get(target))
     backend.load(unpack(packed))
     frames = []
     for p, c, x in zip(pilots.astype(np.float32), labels.astype(np.int32), payload.astype(np.float32)):
@@ -138,7 +140,8 @@ def generate(work: Path | None = None) -> tuple[list[Case], bytes]:
         power = Source(export("onnx", _power_run(root), root / "power", Release(security_counter=2)))
         linear = Source(export("linear", _prediction_run(root), root / "linear", Release()))
         link = Source(export("onnx", _link_run(root), root / "link", Release(security_counter=3)))
-        cases = _cases(one, two) + _predictor_cases(power, linear) + [_link_case(link)]
+        spiking = Source(export("loihi", _spiking_run(root), root / "spiking", Release()))
+        cases = _cases(one, two) + _predictor_cases(power, linear) + [_link_case(link)] + _spiking_cases(spiking)
     return cases, public_pem(suite_key())
 
 
@@ -174,6 +177,35 @@ def _link_run(work: Path) -> Path:
 
     train_link(work / "link-run", "maml-rx", LinkBench(iterations=100, seed=0), steps=1, val_every=100)
     return work / "link-run"
+
+
+def _spiking_run(work: Path) -> Path:
+    """A briefly FOMAML-trained spiking receiver (the 'loihi' target: θ of the plastic synapses)."""
+    from metaedge.backends.loihi.network import SnnSpec
+    from metaedge.sdk.families.demod.snn.config import SnnTrainConfig
+    from metaedge.sdk.families.demod.snn.training import default_task, train_snn
+
+    task = default_task()
+    train_snn(work / "spiking-run", task, SnnSpec(classes=task.order), SnnTrainConfig(iterations=4, tasks_per_batch=8, val_devices=10, seed=0))
+    return work / "spiking-run"
+
+
+def _spiking_cases(spiking: Source) -> list[Case]:
+    """A spiking receiver for a 'loihi' device, and the loihi section's rejections (bundle-format.md §14.7)."""
+    packed = spiking.pack()
+    statement = "a spiking receiver adapts its plastic synapses on the pilots by the three-factor rule and decides as the reference"
+    valid = Case("valid-spiking-receiver", "bundle-format §14.5", statement, "accept", packed, _frames(packed, 9, target="loihi"), target="loihi")
+    rules = [
+        ("classes", "snn.classes", spiking.manifest["snn"]["classes"] + 1, "snn.classes other than task.classes"),
+        ("grid", "snn.grid", 1, "receptive fields per rail M outside 2…32"),
+        ("threshold", "snn.hidden_vth", 0.0, "a non-positive threshold"),
+        ("learning-rate", "snn.learning_rate", -0.1, "a negative learning rate η"),
+        ("missing", "snn", ..., "an snn member missing"),
+    ]
+    return [valid] + [
+        Case(f"loihi-section-{name}", "bundle-format §14.7", f"refuse {text}", "refuse-boot", spiking.pack(_set(path, value)), target="loihi")
+        for name, path, value, text in rules
+    ]
 
 
 def _link_case(link: Source) -> Case:

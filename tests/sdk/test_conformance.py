@@ -66,6 +66,20 @@ def test_a_linear_device_plays_its_own_cases_and_the_protocol_ones(generated, tm
     assert len(unsigned) == 5 and all(r["skipped"] and "without an operator key" in r["detail"] for r in unsigned)
 
 
+def test_a_loihi_device_plays_the_spiking_cases_and_the_protocol_ones(generated, tmp_path, capsys):
+    """The loihi target's cases (a valid spiking receiver and the §14.7 rejections) on a device of the reference
+    engine, the host simulator whose decisions Lava's equal (checked against Lava in test_loihi_device_process)."""
+    device = Served(tmp_path / "state", generated / KEY_FILE, "--engine", "reference", target="loihi")
+    try:
+        report = play(generated, device.url, capsys)
+    finally:
+        device.stop()
+    index = suite.read_index(generated)
+    own = [c["id"] for c in index["cases"] if c["target"] in (None, "loihi") and c["expect"] not in ("refuse-unsigned", "refuse-forged")]
+    assert report["failed"] == 0 and report["passed"] == len(own), [r for r in report["results"] if not r["passed"]]
+    assert "valid-spiking-receiver" in own and sum(c.startswith("loihi-section-") for c in own) == 5
+
+
 def test_a_device_that_breaks_a_rule_fails_exactly_that_case(generated, tmp_path, capsys):
     """A development device accepts unsigned bundles: the suite says so, and nothing else."""
     device = Served(tmp_path / "state", generated / KEY_FILE, "--allow-unsigned")
