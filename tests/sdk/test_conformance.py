@@ -51,33 +51,28 @@ def test_our_device_passes_every_case_through_its_operator_key(generated, tmp_pa
     assert all("error response" in r["detail"] for r in report["results"] if r["id"].startswith("auth-"))
 
 
-def test_a_linear_device_plays_its_own_cases_and_the_protocol_ones(generated, tmp_path, capsys):
-    device = Served(tmp_path / "state", generated / KEY_FILE, target="linear")
+@pytest.mark.parametrize(
+    "target, options, valid, sections",
+    [
+        ("linear", (), "valid-channel-predictor", "linear-section-"),
+        # the loihi device of the reference engine, the host simulator whose decisions Lava's equal (test_loihi_device_process)
+        ("loihi", ("--engine", "reference"), "valid-spiking-receiver", "loihi-section-"),
+    ],
+)
+def test_a_device_of_another_target_plays_its_own_cases_and_the_protocol_ones(generated, tmp_path, capsys, target, options, valid, sections):
+    device = Served(tmp_path / "state", generated / KEY_FILE, *options, target=target)
     try:
         report = play(generated, device.url, capsys)
     finally:
         device.stop()
     index = suite.read_index(generated)
     # driven without an operator key: operator authentication is not played, and the runner says so
-    own = [c["id"] for c in index["cases"] if c["target"] in (None, "linear") and c["expect"] not in ("refuse-unsigned", "refuse-forged")]
-    assert report["failed"] == 0 and report["passed"] == len(own) and report["skipped"] == len(index["cases"]) - len(own)
-    assert "valid-channel-predictor" in own and any(c.startswith("protocol-") for c in own)
+    own = [c["id"] for c in index["cases"] if c["target"] in (None, target) and c["expect"] not in ("refuse-unsigned", "refuse-forged")]
+    assert report["failed"] == 0 and report["passed"] == len(own), [r for r in report["results"] if not r["passed"]]
+    assert report["skipped"] == len(index["cases"]) - len(own) and valid in own and sum(c.startswith(sections) for c in own) == 5
+    assert any(c.startswith("protocol-") for c in own)
     unsigned = [r for r in report["results"] if r["id"].startswith("auth-")]
     assert len(unsigned) == 5 and all(r["skipped"] and "without an operator key" in r["detail"] for r in unsigned)
-
-
-def test_a_loihi_device_plays_the_spiking_cases_and_the_protocol_ones(generated, tmp_path, capsys):
-    """The loihi target's cases (a valid spiking receiver and the §14.7 rejections) on a device of the reference
-    engine, the host simulator whose decisions Lava's equal (checked against Lava in test_loihi_device_process)."""
-    device = Served(tmp_path / "state", generated / KEY_FILE, "--engine", "reference", target="loihi")
-    try:
-        report = play(generated, device.url, capsys)
-    finally:
-        device.stop()
-    index = suite.read_index(generated)
-    own = [c["id"] for c in index["cases"] if c["target"] in (None, "loihi") and c["expect"] not in ("refuse-unsigned", "refuse-forged")]
-    assert report["failed"] == 0 and report["passed"] == len(own), [r for r in report["results"] if not r["passed"]]
-    assert "valid-spiking-receiver" in own and sum(c.startswith("loihi-section-") for c in own) == 5
 
 
 def test_a_device_that_breaks_a_rule_fails_exactly_that_case(generated, tmp_path, capsys):
