@@ -22,7 +22,9 @@ def generated(tmp_path_factory):
 
 def play(generated, url, capsys, *extra) -> dict:
     code = main(["conformance", "run", "--suite", str(generated), "--device", url, "--json", "--quiet", *extra])
-    report = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    assert out, f"the run ended without a report (exit {code}): {err}"
+    report = json.loads(out)
     assert code == (0 if report["failed"] == 0 else 1)
     return report
 
