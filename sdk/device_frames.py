@@ -143,8 +143,9 @@ def send_frames(client, url: str, x_pilots, y_pilots, x_payload) -> dict:
     }
 
 
-def connect(url: str, operator_key: Path | None = None):
-    """A client of the device at ``url``, signing its requests with ``operator_key`` (a PEM private key) if given."""
+def connect(url: str, operator_key: Path | None = None, timeout: float = 30.0):
+    """A client of the device at ``url``, signing its requests with ``operator_key`` (a PEM private key) if given,
+    waiting at most ``timeout`` seconds for an answer."""
     from metaedge.deploy.client import DeviceClient
     from metaedge.deploy.signing import SignatureError, load_private
 
@@ -153,7 +154,7 @@ def connect(url: str, operator_key: Path | None = None):
     except SignatureError as e:
         raise UserError(f"--operator-key: {e}") from None
     try:
-        return DeviceClient(url, operator_key=key)
+        return DeviceClient(url, timeout=timeout, operator_key=key)
     except (ValueError, ConnectionError) as e:
         raise UserError(str(e)) from None
 
