@@ -79,12 +79,6 @@ def add_config_flags(
             group.add_argument(f"--{name}", type=_parser_of(f), choices=meta.get("choices"), metavar=metavar, **bare, **common)
 
 
-def given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
-    """The flags among ``names`` that the user set, as configuration fields."""
-    values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    return {name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}
-
-
 def config_from(args: argparse.Namespace, config: type, prefix: str = "", **fixed: Any) -> Any:
     """``config`` built from the flags ``add_config_flags`` made for it: set flags replace the defaults."""
     values = {}

@@ -6,13 +6,11 @@ import argparse
 import dataclasses
 import json
 
-from metaedge.sdk.cli.options import add_config_flags, add_declared, config_from, given
+from metaedge.sdk.cli.options import add_config_flags, add_declared, config_from
 from metaedge.sdk.cli.parsing import add_command, add_reporting
 from metaedge.sdk.families.demod.config import TrainConfig, default_text
 from metaedge.sdk.families.demod.task import DemodConfig
 from metaedge.sdk.options import output_dir, pilot_range
-
-TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag"))
 
 EXAMPLES = """
 examples:
@@ -73,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         train = dataclasses.replace(train, **changes)
     else:
         task = config_from(args, DemodConfig, prefix="task.", pilots=args.pilots[1])
-        train = TrainConfig(**given(args, TRAIN_FLAGS), pilots_min=args.pilots[0])
+        train = config_from(args, TrainConfig, pilots_min=args.pilots[0])
     trainer = Trainer(args.out, task, train)
     trainer.start(resume=args.resume)
     from metaedge.sdk.families.demod.runs import train_with_progress

@@ -184,19 +184,18 @@ def test_pooled_reptile_trains_differently_and_its_run_records_the_choice(tmp_pa
 def test_the_command_line_and_the_python_api_train_the_same_configuration(capsys):
     """Unset flags take the recipe, exactly as the API's defaults do; the flags' help quotes the same recipes."""
     from metaedge.sdk.cli.main import build_parser
-    from metaedge.sdk.cli.options import given
-    from metaedge.sdk.cli.train import TRAIN_FLAGS
+    from metaedge.sdk.cli.options import config_from
     from metaedge.sdk.families.demod.recipes import RECIPES, recipe
     from metaedge.sdk.meta import ALGORITHMS
 
     parser = build_parser()
     for algo in ALGORITHMS:
         args = parser.parse_args(["train", "demod", "--algo", algo, "--out", "unused"])
-        from_cli = TrainConfig(**given(args, TRAIN_FLAGS), pilots_min=args.pilots[0])
+        from_cli = config_from(args, TrainConfig, pilots_min=args.pilots[0])
         assert from_cli == TrainConfig(algo=algo)
         assert all(getattr(from_cli, k) == v for k, v in recipe(algo).items())
     args = parser.parse_args(["train", "demod", "--algo", "fomaml", "--inner-lr", "0.7", "--hidden", "4,4", "--out", "unused"])
-    assert TrainConfig(**given(args, TRAIN_FLAGS)) == TrainConfig(algo="fomaml", inner_lr=0.7, hidden=(4, 4))
+    assert config_from(args, TrainConfig) == TrainConfig(algo="fomaml", inner_lr=0.7, hidden=(4, 4))
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "demod", "--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -26,7 +26,7 @@ from metaedge.sdk.meta import compiled_meta_gradient, get_algorithm, meta_gradie
 from metaedge.sdk.meta.bayes import LOGSTD_PREFIX
 from metaedge.sdk.meta.core import STEP_PREFIX, proximal_residual
 from metaedge.sdk.meta.outer import OuterLoop
-from metaedge.sdk.meta.trainer import Schedule, TrainingDiverged, train  # noqa: F401 — TrainingDiverged: this run's error
+from metaedge.sdk.meta.trainer import Schedule, TrainingDiverged, new_state, train  # noqa: F401 — TrainingDiverged: this run's error
 from metaedge.sdk.models.mlp import MLPSpec
 from metaedge.sdk.rundir import CHECKPOINT, CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
 
@@ -92,7 +92,7 @@ class Trainer:
         # the objectives' own random draws (ES directions, Gaussian samples, annealing) come from torch's generator;
         # the run keeps its own state of it, checkpointed, so that runs repeat and resume exactly
         self.torch_rng = torch.Generator().manual_seed(train.seed).get_state()
-        self.state = {"iteration": 0, "best_iteration": None, "best_val_ser": None, "bad_validations": 0, "stop_reason": None, "train_seconds": 0.0}
+        self.state = new_state(self)
         self.curves: list[dict] = []
         self.started = False  # the run directory exists (start), or was loaded (start with resume)
 
@@ -144,7 +144,7 @@ class Trainer:
             raise UserError(f"--resume: '{self.dir}' has no {CHECKPOINT}; start a new run without --resume")
         try:
             arrays, meta = tensors.load(file)
-            self.state = {"train_seconds": 0.0, **json.loads(meta["state"])}
+            self.state = {**new_state(self), **json.loads(meta["state"])}
             self.rng.bit_generator.state = json.loads(meta["rng"])
             if "torch_rng" in meta:  # absent in checkpoints of earlier versions
                 self.torch_rng = torch.frombuffer(bytearray.fromhex(meta["torch_rng"]), dtype=torch.uint8)
