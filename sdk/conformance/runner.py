@@ -35,8 +35,11 @@ def run(suite: Path, client: DeviceClient, url: str, progress: Callable[[], None
     images = client.call("image.list")[0]
     if images["security_counter"] or any(image["valid"] for image in images["images"]):
         raise SuiteError(f"the device at {url} is not fresh (it holds an image or a security counter): start it with an empty --state")
-    results = []
+    results, lost = [], None
     for entry in index["cases"]:
+        if lost:
+            results.append(_result(entry, False, f"not played: the device stopped answering during '{lost}'"))
+            continue
         if entry.get("target") not in (None, target):
             results.append({**_result(entry, True, f"for a '{entry['target']}' device; this one runs '{target}'"), "skipped": True})
             continue
@@ -51,6 +54,9 @@ def run(suite: Path, client: DeviceClient, url: str, progress: Callable[[], None
             results.append(_result(entry, False, str(e)))
         except Skipped as e:
             results.append({**_result(entry, True, str(e)), "skipped": True})
+        except ConnectionError as e:  # the device dropped the management connection: a failure, and the end of the run
+            results.append(_result(entry, False, f"the device stopped answering: {e}"))
+            lost = entry["id"]
         if progress:
             progress()
     skipped = sum(r.get("skipped", False) for r in results)
@@ -160,12 +166,15 @@ def play_refuse_request(client: DeviceClient, bundle: bytes | None, suite: Path,
     before = _running(client)
     host, port = parse_device_url(entry["url"])
     with socket.create_connection((host, port), timeout=30) as raw:
-        raw.sendall((suite / entry["request"]).read_bytes())
-        raw.shutdown(socket.SHUT_WR)  # nothing more is coming: a device waiting for the rest of a message sees the end
+        try:
+            raw.sendall((suite / entry["request"]).read_bytes())
+            raw.shutdown(socket.SHUT_WR)  # nothing more is coming: a device waiting for the rest of a message sees the end
+        except OSError:
+            pass  # the device closed the connection before the whole request was sent: its answer (if any) is read below
         try:
             answer = wire.read_message(raw.makefile("rb"))[0]
-        except wire.WireError as e:
-            answer = {"closed": str(e)}
+        except (wire.WireError, OSError) as e:
+            answer = {"closed": str(e) or type(e).__name__}
     if answer.get("ok"):
         raise Failed("the request was answered ok; the spec requires an error response")
     if _running(client) != before:

@@ -9,7 +9,7 @@ from conftest import Served
 
 from metaedge.deploy.signing import generate
 from metaedge.sdk.cli.main import main
-from metaedge.sdk.conformance import cases, suite
+from metaedge.sdk.conformance import cases, runner, suite
 from metaedge.sdk.conformance.suite import EXPECTATIONS, KEY_FILE
 
 
@@ -85,6 +85,29 @@ def test_a_device_that_breaks_a_rule_fails_exactly_that_case(generated, tmp_path
     finally:
         device.stop()
     assert [r["id"] for r in report["results"] if not r["passed"]] == ["unsigned"]
+
+
+class _DroppingDevice:
+    """A device that answers the runner's opening questions and then drops the connection (a crash, a reboot)."""
+
+    operator_key = None
+
+    def call(self, op, *_, **__):
+        answers = {"info": {"target": "onnx"}, "image.list": {"security_counter": 0, "images": []}}
+        if op not in answers:
+            raise ConnectionError("the connection to the device failed: [Errno 104] Connection reset by peer")
+        return answers[op], {}
+
+    def upload(self, bundle):
+        return self.call("upload")
+
+
+def test_a_device_that_stops_answering_fails_the_case_it_was_on_and_the_rest_are_not_played(generated):
+    report = runner.run(generated, _DroppingDevice(), "tcp://127.0.0.1:9")
+    first, *rest = [r for r in report["results"] if not r.get("skipped")]
+    assert not first["passed"] and "stopped answering" in first["detail"] and "Connection reset" in first["detail"]
+    assert rest and all(not r["passed"] and f"during '{first['id']}'" in r["detail"] for r in rest)
+    assert report["failed"] == len(rest) + 1 and report["passed"] == 0
 
 
 @pytest.mark.slow
