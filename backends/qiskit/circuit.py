@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 
 import numpy as np
 from qiskit import QuantumCircuit, qpy
@@ -17,9 +18,17 @@ QPY_VERSION = 13
 PARAMETER_NAME = "theta"
 
 
+# The parameter vector's identity, fixed so that exporting the same run twice writes the same QPY bytes (a random
+# one is drawn per vector otherwise). Qiskit before 2.4 takes no uuid: its circuits' bytes differ between exports.
+PARAMETER_UUID = uuid.uuid5(uuid.NAMESPACE_URL, "metaedge:born-machine:theta")
+
+
 def build_circuit(spec: BornSpec, measure: bool = True) -> QuantumCircuit:
     """The ansatz of ``model.gates`` with parameters theta[0..P−1]; measured into register 'meas'."""
-    theta = ParameterVector(PARAMETER_NAME, spec.parameters)
+    try:
+        theta = ParameterVector(PARAMETER_NAME, spec.parameters, uuid=PARAMETER_UUID)
+    except TypeError:
+        theta = ParameterVector(PARAMETER_NAME, spec.parameters)
     circuit = QuantumCircuit(spec.qubits, name="born_machine")
     for kind, a, b in gates(spec):
         if kind == "ry":

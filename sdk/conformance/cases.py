@@ -1,11 +1,13 @@
-"""The conformance cases, generated deterministically from one small meta-trained demodulator (CAVIA, ONNX target).
+"""The conformance cases, generated deterministically from briefly meta-trained runs of every target and family.
 
-Two valid bundles (a one-step bundle with its fused ``frame`` graph, and a two-step one with its ``Loop`` graph) with
-frames and the outputs the reference runtime computes; then one bundle for every rejection rule of bundle-format.md
-§9, §3, §11, §12 and §7.7 and for the attacks of docs/security.md that a bundle can carry, each changed from a valid
-one in that respect alone and signed again with the suite's key; frames that break the pilot contract; and frames of
-fresh devices for a bundle with the per-frame selection of §6.2 (the valid bundles carry the guard alone). The suite
-key is derived from a published seed, so the same code writes the same bytes.
+From a CAVIA demodulator (ONNX target): two valid bundles (a one-step bundle with its fused ``frame`` graph, and a
+two-step one with its ``Loop`` graph) with frames and the outputs the reference runtime computes; then one bundle for
+every rejection rule of bundle-format.md §9, §3, §11, §12 and §7.7 and for the attacks of docs/security.md that a
+bundle can carry, each changed from a valid one in that respect alone and signed again with the suite's key; frames
+that break the pilot contract; and frames of fresh devices for a bundle with the per-frame selection of §6.2 (the
+valid bundles carry the guard alone). Then a valid bundle of every other family (power allocator, learned link) and
+target (linear predictor, loihi spiking receiver, qiskit Born machine) with the rejections of its target's section.
+The suite key is derived from a published seed, so the same code writes the same bytes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from metaedge.deploy.signing import key_id
 from metaedge.sdk.conformance.suite import KEY_SEED, MARGIN, Case
 
 FRAMES, PILOTS, SYMBOLS = 3, 8, 64
-REFERENCE_ENGINES = {"loihi": {"engine": "reference"}}  # what a target's expected outputs are computed with
+# what a target's expected outputs are computed with: loihi's host reference engine (whose decisions Lava's equal) and
+# qiskit's exact form of bundle-format.md §13.4 (statevector probabilities: a sampling backend's answers are a draw)
+REFERENCE_ENGINES = {"loihi": {"engine": "reference"}, "qiskit": {"backend": "exact"}}
 SELECTION_FRAMES, SELECTION_SYMBOLS = 8, 300  # the selection case's frames (fresh devices of the training conditions)
 SELECTION_WINDOWS = 12  # pilot windows of the predictor-selection case's frames (more than the 4 held out)
 
@@ -103,7 +107,7 @@ def _frames(packed: bytes, seed: int, pilot_labels: Callable[[np.ndarray], np.nd
 
 def _classifier_frames(packed: bytes, pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray, target: str = "onnx") -> list[dict]:
     """Frames of a classifier and the outputs the reference runtime of ``target`` gives (ONNX Runtime, as the device
-    runs it; for loihi the host reference engine, whose decisions Lava's equal)."""
+    runs it; ``REFERENCE_ENGINES`` for the others)."""
     from metaedge.backends import registry
     from metaedge.backends.base import Frame
     from metaedge.deploy.bundle import unpack
@@ -141,7 +145,8 @@ def generate(work: Path | None = None) -> tuple[list[Case], bytes]:
         linear = Source(export("linear", _prediction_run(root), root / "linear", Release()))
         link = Source(export("onnx", _link_run(root), root / "link", Release(security_counter=3)))
         spiking = Source(export("loihi", _spiking_run(root), root / "spiking", Release()))
-        cases = _cases(one, two) + _predictor_cases(power, linear) + [_link_case(link)] + _spiking_cases(spiking)
+        born = Source(export("qiskit", _born_run(root), root / "born", Release()))
+        cases = _cases(one, two) + _predictor_cases(power, linear) + [_link_case(link)] + _spiking_cases(spiking) + _born_cases(born)
     return cases, public_pem(suite_key())
 
 
@@ -202,9 +207,65 @@ def _spiking_cases(spiking: Source) -> list[Case]:
         ("learning-rate", "snn.learning_rate", -0.1, "a negative learning rate η"),
         ("missing", "snn", ..., "an snn member missing"),
     ]
-    return [valid] + [
+    return [valid, *_frame_rules("loihi", len(spiking.manifest["task"]["features"]), _pilot_classes(spiking.manifest["task"]))] + [
         Case(f"loihi-section-{name}", "bundle-format §14.7", f"refuse {text}", "refuse-boot", spiking.pack(_set(path, value)), target="loihi")
         for name, path, value, text in rules
+    ]
+
+
+def _born_run(work: Path) -> Path:
+    """A briefly meta-trained Born machine (the 'qiskit' target: 4 qubits, one entangling layer)."""
+    from metaedge.sdk.families.demod.born.learning import InnerConfig
+    from metaedge.sdk.families.demod.born.training import BornTrainConfig, default_task, make_spec, train_born
+
+    task = default_task()
+    train_born(
+        work / "born-run", task, make_spec(task, 4, 1), InnerConfig(), BornTrainConfig(iterations=4, tasks_per_batch=8, val_devices=16, val_every=4)
+    )
+    return work / "born-run"
+
+
+def _born_cases(born: Source) -> list[Case]:
+    """A Born-machine receiver for a 'qiskit' device (played on its exact backend), and the qiskit section's
+    rejections (bundle-format.md §13.6)."""
+    from metaedge.backends.qiskit.circuit import build_circuit, dump_qpy
+    from metaedge.backends.qiskit.model import BornSpec
+
+    packed = born.pack()
+    statement = "a Born-machine receiver adapts its angles on the pilots (the exact form of §13.4) and decides as the reference"
+    valid = Case(
+        "valid-born-receiver", "bundle-format §13.3, §13.4", statement, "accept", packed, _frames(packed, 10, target="qiskit"), target="qiskit"
+    )
+    qubits, layers = born.manifest["born"]["qubits"], born.manifest["born"]["layers"]
+
+    def artifact(role: str, data: bytes) -> Callable[[dict, dict], None]:
+        def change(manifest: dict, artifacts: dict) -> None:
+            artifacts[role] = data
+
+        return change
+
+    def angles(name: str, value: float) -> Callable[[dict, dict], None]:
+        def change(manifest: dict, artifacts: dict) -> None:
+            theta, _ = tensors.loads(artifacts["theta"])
+            theta[name] = np.full_like(theta[name], value)
+            artifacts["theta"] = tensors.dumps(theta)
+
+        return change
+
+    wider = dump_qpy(build_circuit(BornSpec(qubits=qubits + 1, layers=layers)))
+    rules = [
+        ("missing", _set("born", ...), "a born member missing"),
+        ("layers", _set("born.layers", "two"), "a born member of the wrong type"),
+        ("shots", _set("algorithm.shots", 0), "shots < 1"),
+        ("prior-shots", _set("algorithm.prior_shots", 0), "prior_shots < 1"),
+        ("circuit-not-qpy", artifact("circuit", b"QISKIT-not-a-circuit"), "a circuit artifact that is not a QPY circuit"),
+        ("circuit-qubits", artifact("circuit", wider), "a circuit whose qubit and parameter counts differ from the born section's"),
+        ("theta-not-finite", angles("theta", np.nan), "θ angles that are not finite"),
+        ("lr-not-finite", angles("lr", np.inf), "step sizes that are not finite"),
+    ]
+    return [valid, *_frame_rules("qiskit", len(born.manifest["task"]["features"]), _pilot_classes(born.manifest["task"]))] + [
+        Case(f"qiskit-section-{name}", "bundle-format §13.6", f"refuse {text}", "refuse-boot", born.pack(change), target="qiskit")
+        for name, change, text in rules
     ]
 
 
@@ -272,6 +333,7 @@ def _predictor_cases(power: Source, linear: Source) -> list[Case]:
             _predictor_frames(predictor, "linear", *_shifted_prediction_frames(linear.manifest["task"])),
             target="linear",
         ),
+        *_frame_rules("linear", len(linear.manifest["task"]["features"])),
         _linear_refusal(linear),
         *_linear_section_rules(linear),
     ]
@@ -350,6 +412,7 @@ def _cases(one: Source, two: Source) -> list[Case]:
     cases.append(Case("pilot-contract", "device-protocol §3.3", statement, "refuse-frames", later, broken))
     statement = "decide each frame with the receiver the guard and the frame residual select"
     cases.append(Case("frame-selection", "bundle-format §6.2", statement, "accept", *_selection_case(two)))
+    cases += _frame_rules("onnx", len(two.manifest["task"]["features"]), _pilot_classes(two.manifest["task"]))
     return cases + _protocol_rules() + _auth_rules()
 
 
@@ -428,8 +491,7 @@ def _auth_rules() -> list[Case]:
 
 
 def _protocol_rules() -> list[Case]:
-    """Requests the device must answer with an error and survive (device-protocol.md §2, §3, §3.3)."""
-    good = np.zeros((PILOTS, 2), np.float32)
+    """Requests the device must answer with an error and survive (device-protocol.md §2, §3)."""
     corrupt = bytearray(wire.encode({"op": "info", "seq": 1}))
     corrupt[-1] ^= 0xFF
     blob = json.dumps({"op": "frame", "seq": 1, "blobs": [{"name": "pilots", "dtype": "f4", "shape": [1000, 2]}]}).encode()
@@ -443,14 +505,41 @@ def _protocol_rules() -> list[Case]:
         ("nesting", "device-protocol §2", "a header nested 40 deep", _message(b'{"op":"info","x":' + b"[" * 40 + b"]" * 40 + b"}")),
         ("long-integer", "device-protocol §2", "an integer literal of 25 digits", _message(b'{"op":"info","seq":' + b"9" * 25 + b"}")),
         ("nan-literal", "device-protocol §2", "a NaN literal", _message(b'{"op":"info","seq":NaN}')),
-        ("frame-nan", "device-protocol §3.3", "a frame with NaN samples", _frame_request(np.full((PILOTS, 2), np.nan, np.float32), good)),
-        ("frame-features", "device-protocol §3.3", "samples of the wrong feature count", _frame_request(good, np.zeros((4, 3), np.float32))),
-        ("frame-no-pilots", "device-protocol §3.3", "a frame without pilots", _frame_request(np.zeros((0, 2), np.float32), good)),
-        ("frame-labels-range", "device-protocol §3.3", "pilot labels outside [0, M)", _frame_request(good, good, np.full(PILOTS, 999, np.int32))),
     ]
     return [
         Case(f"protocol-{name}", section, f"answer {text} with an error and keep serving", "refuse-request", request=raw, target=None)
         for name, section, text, raw in rules
+    ]
+
+
+def _pilot_classes(task: dict) -> list[int]:
+    """Pilot classes a classifier's frames may carry: its declared sequence, or every class where it declares none."""
+    return task["pilot_sequence"] or list(range(task["classes"]))
+
+
+def _frame_rules(target: str, features: int, sequence: list[int] | None = None) -> list[Case]:
+    """Malformed frames for the image a ``target`` device runs (``features`` per sample; a classifier's declared pilot
+    ``sequence``, None for a predictor): each wrong in one respect alone, played right after the valid case."""
+    good = np.zeros((PILOTS, features), np.float32)
+    labels = None if sequence is None else np.resize(np.asarray(sequence, np.int32), PILOTS)
+    rules = [
+        ("nan", "a frame with NaN samples", _frame_request(np.full_like(good, np.nan), good, labels)),
+        ("features", "samples of the wrong feature count", _frame_request(good, np.zeros((4, features + 1), np.float32), labels)),
+        ("no-pilots", "a frame without pilots", _frame_request(good[:0], good, None if labels is None else labels[:0])),
+    ]
+    if labels is not None:
+        rules.append(("labels-range", "pilot labels outside [0, M)", _frame_request(good, good, np.full(PILOTS, 999, np.int32))))
+    prefix = "protocol" if target == "onnx" else target
+    return [
+        Case(
+            f"{prefix}-frame-{name}",
+            "device-protocol §3.3",
+            f"answer {text} with an error and keep running its image",
+            "refuse-frame",
+            request=raw,
+            target=target,
+        )
+        for name, text, raw in rules
     ]
 
 

@@ -182,6 +182,14 @@ def play_refuse_request(client: DeviceClient, bundle: bytes | None, suite: Path,
     return f"error response: {answer['error']}" if "error" in answer else f"connection closed ({answer['closed']})"
 
 
+def play_refuse_frame(client: DeviceClient, bundle: bytes | None, suite: Path, entry: dict) -> str:
+    """A malformed frame sent as raw bytes while the image an earlier case confirmed runs (so that the error is the
+    frame's, not that no image runs)."""
+    if _running(client)[0] is None:
+        raise Failed("no image runs: the valid case before this one did not leave one confirmed")
+    return play_refuse_request(client, bundle, suite, entry)
+
+
 def play_refuse_unsigned(client: DeviceClient, bundle: bytes | None, suite: Path, entry: dict) -> str:
     """An unsigned management request, played only against a device driven with an operator key (one without
     operator keys accepts unsigned management on loopback, as device-protocol.md §3.4 allows)."""
@@ -233,6 +241,7 @@ PLAYS = {
     "refuse-boot": play_refuse_boot,
     "refuse-frames": play_refuse_frames,
     "refuse-request": play_refuse_request,
+    "refuse-frame": play_refuse_frame,
     "refuse-unsigned": play_refuse_unsigned,
     "refuse-forged": play_refuse_forged,
 }

@@ -39,7 +39,7 @@ ATOL = 1e-4
 # reverts); refuse-frames: its bundle is the running one (the accept case before it deployed it), and every one of
 # its frames is refused; refuse-request: the raw request gets an error response (or, where the framing is lost, the
 # connection is closed) and the device keeps serving its image
-EXPECTATIONS = ("accept", "refuse-upload", "refuse-boot", "refuse-frames", "refuse-request", "refuse-unsigned", "refuse-forged")
+EXPECTATIONS = ("accept", "refuse-upload", "refuse-boot", "refuse-frames", "refuse-request", "refuse-frame", "refuse-unsigned", "refuse-forged")
 KEY_SEED = b"metaedge conformance suite: a published test key, never to be trusted outside a device under test"
 
 

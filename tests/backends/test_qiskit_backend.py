@@ -111,6 +111,8 @@ def test_fake_device_names_and_sizes_are_checked(born_bundle):
     bundle = read_bundle(born_bundle)
     with pytest.raises(BackendError, match="not a fake IBM device"):
         QiskitBackend("noisy:FakeNowhere").load(bundle)
+    with pytest.raises(BackendError, match="FakeArmonkV2 has 1 qubits; this circuit needs 5"):  # a circuit wider than the backend (§13.6)
+        QiskitBackend("noisy:FakeArmonkV2").load(bundle)
 
 
 def test_ibm_target_without_an_account_fails_with_a_clear_message(born_bundle, tmp_path, monkeypatch):

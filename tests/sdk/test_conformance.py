@@ -54,14 +54,16 @@ def test_our_device_passes_every_case_through_its_operator_key(generated, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "target, options, valid, sections",
+    "target, options, valid, sections, rules",
     [
-        ("linear", (), "valid-channel-predictor", "linear-section-"),
+        ("linear", (), "valid-channel-predictor", "linear-section-", 5),
         # the loihi device of the reference engine, the host simulator whose decisions Lava's equal (test_loihi_device_process)
-        ("loihi", ("--engine", "reference"), "valid-spiking-receiver", "loihi-section-"),
+        ("loihi", ("--engine", "reference"), "valid-spiking-receiver", "loihi-section-", 5),
+        # the qiskit device on its exact backend: the deterministic form of the adaptation (a sampling backend draws)
+        ("qiskit", ("--backend", "exact"), "valid-born-receiver", "qiskit-section-", 8),
     ],
 )
-def test_a_device_of_another_target_plays_its_own_cases_and_the_protocol_ones(generated, tmp_path, capsys, target, options, valid, sections):
+def test_a_device_of_another_target_plays_its_own_cases_and_the_protocol_ones(generated, tmp_path, capsys, target, options, valid, sections, rules):
     device = Served(tmp_path / "state", generated / KEY_FILE, *options, target=target)
     try:
         report = play(generated, device.url, capsys)
@@ -71,8 +73,8 @@ def test_a_device_of_another_target_plays_its_own_cases_and_the_protocol_ones(ge
     # driven without an operator key: operator authentication is not played, and the runner says so
     own = [c["id"] for c in index["cases"] if c["target"] in (None, target) and c["expect"] not in ("refuse-unsigned", "refuse-forged")]
     assert report["failed"] == 0 and report["passed"] == len(own), [r for r in report["results"] if not r["passed"]]
-    assert report["skipped"] == len(index["cases"]) - len(own) and valid in own and sum(c.startswith(sections) for c in own) == 5
-    assert any(c.startswith("protocol-") for c in own)
+    assert report["skipped"] == len(index["cases"]) - len(own) and valid in own and sum(c.startswith(sections) for c in own) == rules
+    assert any(c.startswith("protocol-") for c in own) and sum(c.startswith(f"{target}-frame-") for c in own) >= 3
     unsigned = [r for r in report["results"] if r["id"].startswith("auth-")]
     assert len(unsigned) == 5 and all(r["skipped"] and "without an operator key" in r["detail"] for r in unsigned)
 
