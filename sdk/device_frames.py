@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from metaedge.backends.registry import FRAME_LIMITS_S
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.stats import percentiles, summarise
 
@@ -143,7 +144,12 @@ def send_frames(client, url: str, x_pilots, y_pilots, x_payload) -> dict:
     }
 
 
-def connect(url: str, operator_key: Path | None = None, timeout: float = 30.0):
+# How long a client waits for an answer: a frame or a trial boot of the slowest target (its frame limit; a boot's
+# load and self-test have their own limits of the same order), twice over.
+ANSWER_S = 2 * max(FRAME_LIMITS_S.values())
+
+
+def connect(url: str, operator_key: Path | None = None, timeout: float = ANSWER_S):
     """A client of the device at ``url``, signing its requests with ``operator_key`` (a PEM private key) if given,
     waiting at most ``timeout`` seconds for an answer."""
     from metaedge.deploy.client import DeviceClient

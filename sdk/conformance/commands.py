@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from metaedge.backends.registry import FRAME_LIMITS_S
 from metaedge.sdk.device_commands import DeviceRequest
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.options import Progress, command, option, output_dir, silent
@@ -20,7 +19,6 @@ examples:
   metaedge conformance table --suite conformance     # the statement → case table at the end of the spec
 """
 SUITE_HELP = "a directory written by 'metaedge conformance generate'"
-ANSWER_S = 2 * max(FRAME_LIMITS_S.values())  # a case may wait for a frame or a trial boot of the slowest target
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,7 @@ def play(options: RunOptions, progress: Progress = silent) -> dict:
 
     try:
         progress(0, total=len(read_index(options.suite)["cases"]), label="cases")
-        with connect(options.device, options.signer(), timeout=ANSWER_S) as client:
+        with connect(options.device, options.signer()) as client:
             return runner.run(options.suite, client, options.device, progress=progress)
     except SuiteError as e:
         raise UserError(str(e)) from None
