@@ -36,7 +36,7 @@ $(LAVA_VENV)/.installed: pyproject.toml setup.py constraints/lava.txt
 demo: env
 	$(VENV)/bin/metaedge demo
 
-SOURCES := sdk deploy backends firmware_sim tests
+SOURCES := api sdk deploy backends firmware_sim tests
 
 lint: env
 	$(VENV)/bin/ruff check $(SOURCES)

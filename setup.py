@@ -7,11 +7,12 @@ from setuptools import find_packages, setup
 
 ROOTS = ("sdk", "deploy", "backends", "firmware_sim")
 
-packages = []
-package_dir = {}
+# ``api/`` is the top-level ``metaedge`` package itself: the public names and ``python -m metaedge``.
+packages = ["metaedge"]
+package_dir = {"metaedge": "api"}
 for root in ROOTS:
     package_dir[f"metaedge.{root}"] = root
     packages.append(f"metaedge.{root}")
     packages += [f"metaedge.{root}.{sub}" for sub in find_packages(root)]
 
-setup(packages=packages, package_dir=package_dir)
+setup(packages=packages, package_dir=package_dir, package_data={"metaedge": ["py.typed"]})

@@ -8,12 +8,14 @@ import socket
 from typing import Callable
 from urllib.parse import urlparse
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from metaedge.deploy import wire
 from metaedge.deploy.auth import CHALLENGE, sign_request
 
 CHUNK = 32 << 10
+PROTOCOL_MEMBERS = ("seq", "ok", "blobs", "next_nonce")  # members of every answer, not of what was asked
 
 
 class DeviceRequestError(RuntimeError):
@@ -77,6 +79,52 @@ class DeviceClient:
         if not header.get("ok"):
             raise DeviceRequestError(header.get("error", "the device refused the request without a reason"))
         return header, out
+
+    def ask(self, op: str, **args) -> dict:
+        """The answer to one request without arrays, less the protocol's own members."""
+        header, _ = self.call(op, **args)
+        return {k: v for k, v in header.items() if k not in PROTOCOL_MEMBERS}
+
+    def info(self) -> dict:
+        """Target, profile, the running image and its task (device-protocol.md §3.1)."""
+        return self.ask("info")
+
+    def images(self) -> dict:
+        """The two slots and the security counter."""
+        return self.ask("image.list")
+
+    def stats(self) -> dict:
+        """Frames served, latency percentiles, boot events."""
+        return self.ask("stats")
+
+    def reset(self) -> dict:
+        """Reboot: trial-boot a tested image, or revert an unconfirmed one."""
+        return self.ask("reset")
+
+    def confirm(self) -> dict:
+        """Make the image on trial permanent."""
+        return self.ask("image.confirm")
+
+    def frame(self, pilots: np.ndarray, payload: np.ndarray, labels: np.ndarray | None = None) -> tuple[dict, dict]:
+        """One frame: adapt on the pilots (with their labels, for a classifier), decide the payload. Returns the
+        telemetry and the outputs (``decisions`` and ``confidence``, or a predictor's ``outputs``)."""
+        arrays = {"pilots": np.asarray(pilots, np.float32), "payload": np.asarray(payload, np.float32)}
+        if labels is not None:
+            arrays["labels"] = np.asarray(labels, np.int32)
+        header, out = self.call("frame", arrays)
+        return {k: v for k, v in header.items() if k not in PROTOCOL_MEMBERS}, out
+
+    def deploy(self, image: bytes, confirm: bool = False, progress: Callable[[int], None] | None = None) -> dict:
+        """Upload a packed bundle into the inactive slot, mark it for test, reset into its trial boot (which runs its
+        self-test) and, with ``confirm``, make it permanent. A failed trial boot (the device reverts) raises."""
+        uploaded = self.upload(image, progress=progress)
+        self.call("image.test", sha256=uploaded["sha256"])
+        booted = self.reset()
+        if booted["mode"] != "trial":
+            raise DeviceRequestError(f"the trial boot failed and the device reverted ({'; '.join(booted.get('events', []))})")
+        if confirm:
+            self.confirm()
+        return {"sha256": uploaded["sha256"], "slot": booted["slot"], "confirmed": confirm}
 
     def upload(self, image: bytes, progress: Callable[[int], None] | None = None, chunk: int = CHUNK) -> dict:
         """Upload a packed bundle in chunks; returns the device's verification result."""

@@ -108,11 +108,12 @@ class Request(DeviceRequest):
 
 
 def ask(options: Request, progress: Progress = silent) -> dict:
+    from metaedge.deploy.client import PROTOCOL_MEMBERS
     from metaedge.sdk.device_frames import call, connect
 
     with connect(options.device, options.signer()) as client:
         header, _ = call(client, options.op)
-    return {k: v for k, v in header.items() if k not in ("seq", "ok", "blobs")}
+    return {k: v for k, v in header.items() if k not in PROTOCOL_MEMBERS}
 
 
 def _image_line(image: dict) -> str:

@@ -25,22 +25,16 @@ def stream(url: str, frames: int, pilots: int, symbols: int, seed: int, operator
 
 
 def deploy(url: str, image: bytes, confirm: bool, progress=None, operator_key: Path | None = None) -> dict:
-    """Upload a packed bundle into the device's inactive slot, mark it for test, reset into the trial boot (which runs
-    its self-test) and, with ``confirm``, make it permanent. Returns the upload's and the boot's answers."""
+    """``DeviceClient.deploy`` of a packed bundle, its refusals as one line."""
     from metaedge.deploy.client import DeviceRequestError
 
     with connect(url, operator_key) as client:
         try:
-            uploaded = client.upload(image, progress=progress)
+            return client.deploy(image, confirm, progress=progress)
         except DeviceRequestError as e:
-            raise UserError(f"the device refused the upload: {e}") from None
-        call(client, "image.test", sha256=uploaded["sha256"])
-        booted, _ = call(client, "reset")
-        if booted["mode"] != "trial":
-            raise UserError(f"the trial boot failed and the device reverted ({'; '.join(booted['events'])})")
-        if confirm:
-            call(client, "image.confirm")
-    return {"sha256": uploaded["sha256"], "slot": booted["slot"], "confirmed": confirm}
+            raise UserError(f"the device refused the deployment: {e}") from None
+        except ConnectionError as e:
+            raise UserError(str(e)) from None
 
 
 def latency_text(report: dict) -> str:

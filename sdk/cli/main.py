@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+import metaedge
 from metaedge.sdk.cli.parsing import Parser, add_command
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.log import configure
@@ -25,15 +26,6 @@ examples:
 """
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("metaedge")
-    except PackageNotFoundError:
-        return "(not installed: run from a source tree)"
-
-
 def build_parser() -> Parser:
     from metaedge.sdk.cli import bench, device, train
     from metaedge.sdk.cli.options import add_declared
@@ -50,7 +42,7 @@ def build_parser() -> Parser:
         epilog=EXAMPLES,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"metaedge {_version()}")
+    parser.add_argument("--version", action="version", version=f"metaedge {metaedge.__version__}")
     talk = parser.add_mutually_exclusive_group()
     talk.add_argument("-v", "--verbose", action="store_true", help="also debug messages (the options each command runs with)")
     talk.add_argument("-q", "--quiet", dest="silent", action="store_true", help="warnings and errors only (as a command's own --quiet)")

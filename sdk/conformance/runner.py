@@ -86,20 +86,11 @@ def _upload(client: DeviceClient, bundle: bytes) -> str:
     return client.upload(bundle)["sha256"]
 
 
-def _deploy(client: DeviceClient, bundle: bytes) -> None:
+def play_accept(client: DeviceClient, bundle: bytes, suite: Path, entry: dict) -> str:
     try:
-        digest = _upload(client, bundle)
-        client.call("image.test", sha256=digest)
-        booted = client.call("reset")[0]
+        client.deploy(bundle, confirm=True)
     except DeviceRequestError as e:
         raise Failed(f"refused a valid bundle: {e}") from None
-    if booted["mode"] != "trial":
-        raise Failed(f"the trial boot of a valid bundle failed: {'; '.join(booted.get('events', []))}")
-    client.call("image.confirm")
-
-
-def play_accept(client: DeviceClient, bundle: bytes, suite: Path, entry: dict) -> str:
-    _deploy(client, bundle)
     frames = load_frames(suite, entry)
     worst = 0.0
     for k, frame in enumerate(frames):

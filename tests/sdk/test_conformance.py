@@ -101,7 +101,10 @@ class _DroppingDevice:
         return answers[op], {}
 
     def upload(self, bundle):
-        return self.call("upload")
+        return self.call("image.upload")
+
+    def deploy(self, bundle, confirm=False):
+        return self.upload(bundle)
 
 
 def test_a_device_that_stops_answering_fails_the_case_it_was_on_and_the_rest_are_not_played(generated):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from metaedge.deploy.manifest import Selection
 from metaedge.sdk.errors import UserError
@@ -229,6 +230,12 @@ def run(options: EvalOptions, progress: Progress = silent) -> dict:
         at = options.reliability_pilots or (8 if 8 in options.pilots else max(options.pilots))
         plot_reliability({m["name"]: m["reliability"][str(at)] for m in report["methods"]}, options.reliability, f"{task}, {at} pilots")
     return report
+
+
+def evaluate(*runs: str | Path, progress: Progress = silent, **options: Any) -> dict:
+    """``metaedge eval`` from Python: ``options`` are ``EvalOptions``' fields (pilots=(1, 8), devices=1000, …),
+    with its defaults."""
+    return run(EvalOptions(runs=tuple(Path(r) for r in runs), **options), progress)
 
 
 def text(report: dict) -> str:
