@@ -327,7 +327,7 @@ def parse_task(task: Any) -> Task:
     name = task.get("name")
     if not isinstance(name, str):
         raise BundleError("task.name must be a string")
-    fallback = _fallback(task, classes, len(features))
+    fallback = _fallback(task, classes, features)
     return Task(name=name, features=tuple(features), classes=classes, outputs=outputs, pilot_sequence=sequence, raw=task, fallback=fallback)
 
 
@@ -335,7 +335,7 @@ FALLBACKS = {"mmse-ml": "frame-residual", "conventional": "holdout"}  # kind →
 MAX_SELECT_COUNT = 1 << 20
 
 
-def _fallback(task: dict, classes: int | None, features: int) -> Fallback | None:
+def _fallback(task: dict, classes: int | None, features: list[str]) -> Fallback | None:
     """``task.fallback`` (§6.1, §15.5), with the constellation an mmse-ml receiver decides on."""
     section = task.get("fallback")
     if section is None:
@@ -347,7 +347,7 @@ def _fallback(task: dict, classes: int | None, features: int) -> Fallback | None
         if classes is not None:
             raise BundleError("task.fallback of kind conventional applies to a predictor (task.outputs)")
         return Fallback(kind, select=_select(section, kind))
-    if classes is None or features != 2:
+    if classes is None or features != ["I", "Q"]:
         raise BundleError("task.fallback applies to a classifier of I/Q samples (features I and Q)")
     variances = [section.get(k) for k in ("noise_var", "channel_var")]
     if not all(type(v) in (int, float) and math.isfinite(v) and v > 0 for v in variances):

@@ -75,6 +75,7 @@ def _nested_loop(model) -> None:
         (_negative_dims, "negative dimension"),
         (_nested_loop, "node Loop.*operator domain 'evil.ops'"),
         (lambda model: setattr(model.opset_import[0], "version", 17), "imports opset 17, the manifest declares graphs.opset 18"),
+        (lambda model: model.training_info.add(), "training information"),
     ],
 )
 def test_each_rule_refuses_a_graph_that_breaks_it(change, rule):
@@ -90,6 +91,22 @@ def test_size_limits(monkeypatch):
     monkeypatch.setattr(policy, "MAX_ELEMENTS", 1)
     with pytest.raises(PolicyError, match="a tensor of 2 elements"):
         check_model(_model(lambda m: None), 18, "g")
+    monkeypatch.setattr(policy, "MAX_INITIALIZERS", 0)
+    with pytest.raises(PolicyError, match="more than 0 initializers"):
+        check_model(_model(lambda m: None), 18, "g")
+    monkeypatch.setattr(policy, "MAX_INITIALIZERS", 10)
+    monkeypatch.setattr(policy, "MAX_ELEMENTS", 10)
+    monkeypatch.setattr(policy, "MAX_NODES", 10)
+    monkeypatch.setattr(policy, "MAX_NESTING", 0)
+    with pytest.raises(PolicyError, match="subgraphs nested more than 0 deep"):
+        check_model(_model(_nested_loop), 18, "g")
+
+
+@pytest.mark.parametrize("data", [b"\x0a\xff", b"\x0a\x05ab", b"\x08", b"\x0d\x01\x02"])
+def test_malformed_protobuf_is_refused_as_such(data):
+    """A truncated length, a field running past the end, a varint cut short, a fixed-size field cut short."""
+    with pytest.raises(PolicyError, match="malformed protobuf"):
+        check_model(data, None, "g")
 
 
 def test_our_exported_graphs_pass(trained_bundle):

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -120,12 +121,62 @@ def _with_selection(manifest: dict, select: dict) -> None:
         (lambda m: m["selftest"].pop("atol"), "selftest.atol must be a finite number"),
         (lambda m: m.pop("selftest"), "no selftest section"),
         (lambda m: m.update(expires="tomorrow"), "not a UTC time"),
+        # bundle-format §3, §4, §9: the rest of the rules, one row each
+        (lambda m: m["artifacts"]["forward"].update(path="a" * 65), "not a plain, unique file name"),
+        (lambda m: m["artifacts"]["forward"].update(path=".hidden"), "not a plain, unique file name"),
+        (lambda m: m["artifacts"]["forward"].update(path="_x.onnx"), "not a plain, unique file name"),
+        (lambda m: m["artifacts"]["forward"].update(path="-x.onnx"), "not a plain, unique file name"),
+        (lambda m: m["artifacts"]["forward"].update(path="manifest.sig"), "not a plain, unique file name"),
+        (lambda m: m["artifacts"]["forward"].pop("size"), "exactly path, size and sha256"),
+        (lambda m: m["artifacts"]["forward"].update(size=-1), "size"),
+        (lambda m: m["artifacts"]["forward"].update(size=7.0), "size"),
+        (lambda m: m["task"].update(name=3), "task.name"),
+        (lambda m: m["task"].update(fallback={"kind": "mmse-ml", "noise_var": float("inf"), "channel_var": 1}), "non-standard literal Infinity"),
+        (lambda m: m["task"].update(fallback={"kind": "mmse-ml", "noise_var": 0.1, "channel_var": 1}), "constellation"),
+        (lambda m: (_with_selection(m, {"rule": "frame-residual", "margin": 0.1, "samples": 8}), m["task"].update(features=["a", "b"])), "features I and Q"),
+        (lambda m: m.update(parameters=[]), "parameters"),
+        (lambda m: m["parameters"][0].pop("name"), "parameters"),
+        (lambda m: m["algorithm"].pop("name"), "algorithm section with a string 'name'"),
+        (lambda m: m["algorithm"].update(loss=1), "algorithm.loss"),
+        (lambda m: m["algorithm"].update(inner_lr=-0.1), "algorithm.inner_lr must be a finite number"),
+        (lambda m: m["algorithm"].update(prox=-1), "algorithm.prox"),
+        (lambda m: m["selftest"].update(atol=-1), "selftest.atol must be a finite number"),
+        (lambda m: m.pop("graphs"), "graphs"),
+        (lambda m: m["graphs"].pop("adapt_step"), "adapt_step"),
+        (lambda m: m["graphs"]["forward"]["inputs"][0].pop("name"), r"graphs.forward.inputs\[0\]"),
     ],
 )
 def test_invalid_manifests_are_refused(bundle_dir, change, fragment):
     rewrite_manifest(bundle_dir, change)
     with pytest.raises(BundleError, match=fragment):
         read_bundle(bundle_dir)
+
+
+def test_a_variance_written_as_an_overflowing_number_is_refused(bundle_dir):
+    """bundle-format §4: non-finite variances are refused however they are spelled (1e999 parses to infinity)."""
+    rewrite_manifest(bundle_dir, lambda m: _with_selection(m, {"rule": "frame-residual", "margin": 0.1, "samples": 8}))
+    path = bundle_dir / MANIFEST_FILE
+    path.write_bytes(path.read_bytes().replace(b'"noise_var":0.1', b'"noise_var":1e999'))
+    with pytest.raises(BundleError, match="noise_var and channel_var, finite numbers > 0"):
+        read_bundle(bundle_dir)
+
+
+def test_unlisted_files_are_ignored_and_any_valid_json_with_unknown_members_is_read(bundle_dir):
+    """bundle-format §1, §2: a file the manifest does not list is never used; a reader accepts any valid JSON (not only
+    the canonical encoding) and ignores members it does not know, at the top and inside sections."""
+    canonical = read_bundle(bundle_dir).manifest
+    (bundle_dir / "extra.onnx").write_bytes(b"never read")
+    manifest = json.loads((bundle_dir / MANIFEST_FILE).read_text())
+    (bundle_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=3))
+    again = read_bundle(bundle_dir)
+    assert again.manifest.artifacts == canonical.artifacts and again.manifest.task == canonical.task and "extra.onnx" not in again.artifacts
+    manifest.update(future={"x": 1})
+    manifest["task"]["later"] = [1, 2]
+    manifest["algorithm"]["later"] = "y"
+    manifest["parameters"][0]["later"] = True
+    (bundle_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+    later = read_bundle(bundle_dir).manifest
+    assert later.parameters == canonical.parameters and later.algorithm.name == canonical.algorithm.name
 
 
 def test_tampered_artifact_is_refused(bundle_dir):
@@ -184,6 +235,8 @@ def test_packed_form_round_trips_and_refuses_damage(bundle_dir):
         (blob[:40], "truncated"),
         (b"XX" + blob[2:], "bad magic"),
         (blob + b"\0", "beyond its declared end"),
+        (blob[:8] + struct.pack("<I", (1 << 20) + 1) + blob[12:], "exceeds the 1048576-byte limit"),
+        (blob[: len(blob) - len(b.artifacts["theta"])], "truncated inside artifact"),  # the last artifact cut short
     ]:
         with pytest.raises(BundleError, match=fragment):
             unpack(damaged)

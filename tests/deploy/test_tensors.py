@@ -67,6 +67,9 @@ def with_header(header: dict, buffer: bytes) -> bytes:
         # empty tensors whose other dimensions no array library can hold (their products once reached numpy's reshape)
         (with_header({"a": {"dtype": "F32", "shape": [2**32, 2**32, 0], "data_offsets": [0, 0]}}, b""), "more than 2147483648 elements"),
         (with_header({"a": {"dtype": "F32", "shape": [2**31 - 1] * 4 + [0], "data_offsets": [0, 0]}}, b""), "more than 2147483648 elements"),
+        # the header's bounds are the protocol's (bundle-format §3, device-protocol §2)
+        ((87).to_bytes(8, "little") + b'{"a": ' + b"[" * 40 + b"]" * 40 + b"}", "nested"),
+        (with_header({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 10**24]}}, b"\0" * 4), "digits"),
     ],
 )
 def test_malformed_files_are_refused_with_a_reason(blob, fragment):
@@ -77,3 +80,12 @@ def test_malformed_files_are_refused_with_a_reason(blob, fragment):
 def test_empty_tensors_of_holdable_shape_are_read():
     out, _ = tensors.loads(with_header({"a": {"dtype": "F32", "shape": [0, 16], "data_offsets": [0, 0]}}, b""))
     assert out["a"].shape == (0, 16)
+
+
+def test_writers_pad_the_header_to_eight_bytes_and_readers_accept_the_padding():
+    """bundle-format §3: the header MAY end in spaces to a multiple of 8 bytes (writers SHOULD), counted in N."""
+    blob = tensors.dumps(sample())
+    assert int.from_bytes(blob[:8], "little") % 8 == 0
+    text = json.dumps({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode() + b"   "
+    loaded, _ = tensors.loads(len(text).to_bytes(8, "little") + text + np.float32(2.5).tobytes())
+    assert loaded["a"].tolist() == [2.5]
