@@ -133,7 +133,7 @@ def _with_selection(manifest: dict, select: dict) -> None:
         (lambda m: m["task"].update(name=3), "task.name"),
         (lambda m: m["task"].update(fallback={"kind": "mmse-ml", "noise_var": float("inf"), "channel_var": 1}), "non-standard literal Infinity"),
         (lambda m: m["task"].update(fallback={"kind": "mmse-ml", "noise_var": 0.1, "channel_var": 1}), "constellation"),
-        (lambda m: (_with_selection(m, {"rule": "frame-residual", "margin": 0.1, "samples": 8}), m["task"].update(features=["a", "b"])), "features I and Q"),
+        (lambda m: (_with_selection(m, {"rule": "frame-residual", "margin": 0.1, "samples": 8}), m["task"].update(features=["a", "b"])), "I and Q"),
         (lambda m: m.update(parameters=[]), "parameters"),
         (lambda m: m["parameters"][0].pop("name"), "parameters"),
         (lambda m: m["algorithm"].pop("name"), "algorithm section with a string 'name'"),

@@ -247,7 +247,8 @@ def test_the_readmes_python_example_runs_verbatim(tmp_path, monkeypatch, capsys)
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "README.md", "exec"), {})
     out = capsys.readouterr().out
-    assert "after 500 meta-iterations" in out and "model-based (MMSE + ML) 0." in out and "metasgd bundle:" in out and (tmp_path / "api" / "bundle" / "manifest.sig").is_file()
+    assert "after 500 meta-iterations" in out and "model-based (MMSE + ML) 0." in out and "metasgd bundle:" in out
+    assert (tmp_path / "api" / "bundle" / "manifest.sig").is_file()
 
 
 def test_verbose_adds_the_options_a_command_runs_with_and_quiet_leaves_warnings_only(capsys):
