@@ -136,3 +136,51 @@ def test_a_one_step_bundle_runs_its_frame_in_one_call(trained_bundle, tmp_path):
     assert result.fallback is None and stepped.fallback is None
     np.testing.assert_allclose(result.outputs, stepped.outputs, atol=1e-5)
     np.testing.assert_allclose([result.loss_before, result.loss_after], [stepped.loss_before, stepped.loss_after], atol=1e-5)
+
+
+def test_the_selftest_compares_the_adapted_parameters_too(bundle_path, tmp_path, rewritten):
+    """bundle-format §8 step 2: adapt.<name> is one of the results compared, not only the log-probabilities."""
+    from metaedge.deploy import tensors
+
+    vectors, _ = tensors.load(bundle_path / "selftest.safetensors")
+    vectors["adapt.context"] = vectors["adapt.context"] + 0.01
+    backend = OnnxBackend()
+    backend.load(rewritten(bundle_path, tmp_path, files={"selftest": tensors.dumps(vectors)}))
+    report = backend.selftest()
+    assert not report.passed and report.max_error == pytest.approx(0.01, abs=1e-5)
+
+
+def test_the_device_runs_the_graphs_not_the_model_description_nor_the_algorithm_name(bundle_path, tmp_path, rewritten):
+    """bundle-format §5, §6: `model` is informative (a device never rebuilds the network from it), and the adapted
+    parameters come from algorithm.adapts, never from the algorithm's name (a MAML bundle would adapt everything)."""
+    rng = np.random.default_rng(1)
+    x, pilots, labels = rng.normal(size=(40, 2)), rng.normal(size=(8, 2)), rng.integers(0, 16, 8)
+
+    def decided(bundle) -> np.ndarray:
+        backend = OnnxBackend()
+        backend.load(bundle)
+        assert backend.selftest().passed
+        backend.adapt(pilots, labels)
+        return backend.predict(x)
+
+    def mislabelled(m: dict) -> None:
+        m["model"].update(sizes=[2, 3, 16], activation="tanh", context=0)
+        m["algorithm"]["name"] = "maml"
+
+    changed = rewritten(bundle_path, tmp_path, mislabelled)
+    np.testing.assert_array_equal(decided(changed), decided(read_bundle(bundle_path)))
+
+
+def test_every_graphs_ports_are_checked_and_theta_must_hold_its_parameters_shapes(bundle_path, tmp_path, rewritten):
+    """bundle-format §7.3: the optional Loop graph's ports are checked like any other graph's; §5: θ holds exactly
+    the listed names with the listed shapes."""
+    from metaedge.deploy import tensors
+    from metaedge.deploy.bundle import BundleError
+
+    broken = rewritten(bundle_path, tmp_path / "loop", lambda m: m["graphs"]["adapt_loop"]["inputs"][-1].update(name="k"))
+    with pytest.raises(BackendError, match="graph 'adapt_loop' has inputs"):
+        OnnxBackend().load(broken)
+    theta, _ = tensors.load(bundle_path / "theta.safetensors")
+    theta["context"] = np.zeros(11, np.float32)
+    with pytest.raises((BackendError, BundleError), match="context"):
+        OnnxBackend().load(rewritten(bundle_path, tmp_path / "theta", files={"theta": tensors.dumps(theta)}))
