@@ -174,3 +174,80 @@ def test_an_older_release_is_never_installed_or_selected_again(fresh, make_varia
     with pytest.raises(DeviceError, match="older release refused"):
         upload(device, first)
     install(device, pack(read_bundle(make_variant(security_counter=1, release=2, selftest={"atol": 1e-4}))))  # an equal release is allowed
+
+
+def test_image_test_refuses_the_running_image_one_below_the_floor_and_one_that_no_longer_verifies(fresh, make_variant):
+    """device-protocol §3.2: only an image that verifies, other than the running one, at or above the floor."""
+    device = fresh()
+    running = install(device, pack(read_bundle(make_variant(security_counter=1))))["sha256"]
+    with pytest.raises(DeviceError, match="in the inactive slot"):
+        device.test(running)
+    install(device, pack(read_bundle(make_variant(security_counter=3))))  # slot 1 confirmed: the floor is 3
+    with pytest.raises(DeviceError, match="rollback refused"):
+        device.test(running)  # slot 0 still holds counter 1
+    newer = upload(device, pack(read_bundle(make_variant(security_counter=4))))["sha256"]  # into slot 0
+    _corrupt_image(device, 0)
+    with pytest.raises(DeviceError):
+        device.test(newer)
+    assert device.flash.boot_state().pending is None
+    still_serving(device, slot=1)
+
+
+def test_only_confirm_raises_the_floor_and_an_absent_release_counts_as_zero(fresh, make_variant):
+    """device-protocol §3.2: a trial that is never confirmed leaves the counter floor where it was; bundle-format §2:
+    a bundle without ``release`` is release 0, older than release 1 of the same counter."""
+    device = fresh()
+    install(device, pack(read_bundle(make_variant(security_counter=1, release=1))))
+    digest = upload(device, pack(read_bundle(make_variant(security_counter=5))))["sha256"]
+    device.test(digest)
+    assert device.reset()["mode"] == "trial" and device.list_images()["security_counter"] == 1
+    assert device.reset()["slot"] == 0 and device.list_images()["security_counter"] == 1  # reverted, unconfirmed
+    with pytest.raises(DeviceError, match="older release refused"):
+        upload(device, pack(read_bundle(make_variant(security_counter=1))))
+
+
+def test_a_fallback_is_never_older_than_a_confirmed_image_that_still_verifies(fresh, clock, make_variant):
+    """bundle-format §2, device-protocol §4.3: the confirmed image (release 2) expires, so it does not start, but it
+    still verifies: the other slot's release 1 is older and must not start either. Once the confirmed slot's bytes
+    break, only the counter floor is left (the trailer records no release) and release 1 may serve, unconfirmed."""
+    device = fresh()
+    install(device, pack(read_bundle(make_variant(security_counter=1, release=1))))
+    install(device, pack(read_bundle(make_variant(security_counter=1, release=2, expires="2027-01-31T00:00:00Z"))))
+    clock.now = EXPIRY
+    assert device.reset()["mode"] == "none"
+    assert any("older release refused" in event for event in device.stats_report()["boot_events"])
+    _corrupt_image(device, 1)
+    assert device.reset()["mode"] == "fallback"
+
+
+def test_an_expired_image_in_the_other_slot_is_not_a_fallback(tmp_path, trusted, clock, make_variant, expiring):
+    device = Device(tmp_path / "second", "onnx", PROFILE, trusted_keys=trusted, clock=clock)
+    install(device, pack(read_bundle(make_variant(security_counter=1))))
+    upload(device, expiring)  # slot 1, verified, never tested
+    _corrupt_image(device, 0)
+    clock.now = EXPIRY
+    assert device.reset()["mode"] == "none" and device.info()["running"] is None
+
+
+def test_a_fallback_runs_unconfirmed(fresh, make_variant, trained_bundle):
+    device = fresh()
+    install(device, pack(read_bundle(trained_bundle[1])))
+    upload(device, pack(read_bundle(make_variant(security_counter=1))))
+    _corrupt_image(device, 0)
+    assert device.reset()["mode"] == "fallback"
+    with pytest.raises(DeviceError):
+        device.confirm()
+    assert device.flash.boot_state().confirmed == 0
+
+
+def test_signatures_are_checked_again_at_boot(tmp_path, trusted, clock, make_variant):
+    """bundle-format §12: a device verifies before it writes a slot header and again before it starts an image: a
+    device whose trusted keys changed no longer starts an image signed by a key it dropped."""
+    from metaedge.deploy.signing import generate, load_public
+
+    device = Device(tmp_path / "state", "onnx", PROFILE, trusted_keys=trusted, clock=clock)
+    install(device, pack(read_bundle(make_variant(security_counter=1))))
+    other = load_public(generate(tmp_path / "other")[1])
+    again = Device(tmp_path / "state", "onnx", PROFILE, trusted_keys=[other], clock=clock)
+    assert again.info()["running"] is None
+    assert any("which this device does not trust" in event for event in again.stats_report()["boot_events"])
