@@ -173,6 +173,13 @@ def raw_message(header_bytes: bytes) -> bytes:
             json.dumps({"op": "frame", "seq": 1, "blobs": [{"name": "p", "dtype": "f4", "shape": [2**16] * 4}]}).encode(),
             "a shape of more than",
         ),  # 2^64 wraps to 0
+        # device-protocol §2's other bounds and descriptor rules
+        (b'{"op":"info","seq":1,"pad":"' + b"x" * (70 << 10) + b'"}', "exceeds the payload or the 65536-byte limit"),
+        (b'{"op":"info","seq":1.' + b"0" * 70 + b"}", "a number literal of 72 characters"),
+        (json.dumps({"op": "frame", "seq": 1, "blobs": [{"name": "p", "dtype": "f4", "shape": [1] * 9}]}).encode(), "at most 8"),
+        (json.dumps({"op": "frame", "seq": 1, "blobs": [{"name": "p", "dtype": "f4", "shape": [2**31, 0]}]}).encode(), "shape"),
+        (json.dumps({"op": "frame", "seq": 1, "blobs": [{"name": "p", "dtype": "f8", "shape": [1]}]}).encode(), "dtype|blob"),
+        (json.dumps({"op": "frame", "seq": 1, "blobs": [{"dtype": "f4", "shape": [1]}]}).encode(), "name|blob"),
     ],
 )
 def test_hostile_headers_get_typed_errors_never_internal_ones(limited, header, fragment):
@@ -200,6 +207,10 @@ def test_at_the_connection_cap_one_idle_connection_makes_room(tmp_path, signing_
     try:
         crowd = [socket.create_connection(("127.0.0.1", device.port)) for _ in range(8)]
         time.sleep(0.3)
+        for sock in crowd[1:]:  # every connection but the first speaks: the first is the one idle longest
+            sock.sendall(wire.encode({"op": "info", "seq": 1}))
+            wire.read_message(sock.makefile("rb"))
+        time.sleep(0.1)
         with DeviceClient(device.url) as client:  # the 9th connection: an idle one is dropped for it
             assert client.call("info")[0]["target"] == "onnx"
         closed, deadline = set(), time.monotonic() + 5
@@ -217,7 +228,7 @@ def test_at_the_connection_cap_one_idle_connection_makes_room(tmp_path, signing_
             look()
         time.sleep(0.2)
         look()  # and once more: no second connection was dropped
-        assert len(closed) == 1  # exactly one made room; the others stay open
+        assert closed == {0}  # exactly the connection idle longest made room; the others stay open
         for sock in crowd:
             sock.close()
     finally:
@@ -259,3 +270,76 @@ def test_sigterm_stops_the_device_within_seconds_while_a_message_is_half_receive
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_a_stream_that_ends_inside_a_message_gets_an_error_and_the_device_serves_on(limited):
+    """device-protocol §2: the stream closing inside a message is answered (seq unknown) and costs nothing else."""
+    with socket.create_connection(("127.0.0.1", limited.port)) as sock:
+        sock.sendall(struct.pack("<I", 1000) + bytes(10))
+        sock.shutdown(socket.SHUT_WR)
+        answer = wire.read_message(sock.makefile("rb"))[0]
+    assert not answer["ok"] and answer.get("seq") is None
+    with DeviceClient(limited.url) as client:
+        assert client.call("info")[0]["target"] == "onnx"
+
+
+@pytest.mark.slow
+def test_a_message_not_completed_within_ten_seconds_is_refused_and_its_connection_closed(limited):
+    """device-protocol §1.1: from its length field a message has 10 s to arrive, however slowly it trickles."""
+    with socket.create_connection(("127.0.0.1", limited.port)) as sock:
+        start = time.monotonic()
+        sock.sendall(struct.pack("<I", 1000) + bytes(10))
+        sock.settimeout(15)
+        stream = sock.makefile("rb")
+        for _ in range(5):  # keep it busy (never idle) without finishing it
+            time.sleep(0.5)
+            sock.sendall(bytes(1))
+        answer = wire.read_message(stream)[0]
+        assert "not completed within 10 s" in answer["error"] and 9 < time.monotonic() - start < 14
+        assert stream.read(1) == b""  # and the connection is closed
+
+
+def test_open_classes_are_chosen_per_device(tmp_path, signing_keys, operators):
+    """device-protocol §3.4: with --open read, reads need no signature but frames do."""
+    served = Served(tmp_path / "state", signing_keys[1], "--operator", str(operators[0][1]), "--open", "read")
+    try:
+        with DeviceClient(served.url) as anyone:
+            assert anyone.call("info")[0]["mode"] == "none"
+            with pytest.raises(DeviceRequestError, match="'frame' needs an operator's signature"):
+                anyone.call("frame", frame_arrays())
+    finally:
+        served.stop()
+
+
+def test_a_nonce_is_spent_by_a_failed_attempt_and_belongs_to_its_connection(guarded, operators, tmp_path):
+    """device-protocol §3.4: a nonce serves one attempt, good or bad, on the connection that asked for it; a signed
+    request is checked even where the operation is open; a signature covers the attachments too."""
+    alice = load_private(operators[0][0])
+    stranger = load_private(generate(tmp_path / "stranger")[0])
+    with socket.create_connection(("127.0.0.1", guarded.port)) as a, socket.create_connection(("127.0.0.1", guarded.port)) as b:
+        sa, sb = a.makefile("rwb"), b.makefile("rwb")
+
+        def send(stream, header, arrays=None):
+            stream.write(wire.encode(header, arrays))
+            stream.flush()
+            return wire.read_message(stream)[0]
+
+        request = {"op": "reset"}
+        nonce = bytes.fromhex(send(sa, {"op": "auth.challenge", "seq": 1})["nonce"])
+        answer = send(sb, {**request, "seq": 1, "auth": sign_request(alice, nonce, request, None)})
+        assert not answer["ok"] and "nonce" in answer["error"]  # issued to connection a
+        bad = send(sa, {**request, "seq": 2, "auth": sign_request(stranger, nonce, request, None)})
+        assert not bad["ok"] and "is not an operator key" in bad["error"]
+        again = send(sa, {**request, "seq": 3, "auth": sign_request(alice, nonce, request, None)})
+        assert not again["ok"] and "nonce is not the one" in again["error"]  # spent by the failed attempt
+
+        nonce = bytes.fromhex(send(sa, {"op": "auth.challenge", "seq": 4})["nonce"])
+        info = {"op": "info"}
+        answer = send(sa, {**info, "seq": 5, "auth": sign_request(stranger, nonce, info, None)})
+        assert not answer["ok"] and "is not an operator key" in answer["error"]  # open, but a signature is checked
+
+        nonce = bytes.fromhex(send(sa, {"op": "auth.challenge", "seq": 6})["nonce"])
+        upload = {"op": "image.upload", "offset": 0, "length": 8, "sha256": "00" * 32}
+        auth = sign_request(alice, nonce, upload, {"chunk": b"12345678"})
+        answer = send(sa, {**upload, "seq": 7, "auth": auth}, {"chunk": b"87654321"})
+        assert not answer["ok"] and "signature does not verify" in answer["error"]
