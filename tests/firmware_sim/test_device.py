@@ -169,6 +169,8 @@ def test_torn_trailer_write_keeps_the_previous_boot_state(tmp_path, image):
         ({"labels": np.array([0, 1, 2, 99], np.int32)}, "must lie in \\[0, 16\\)"),
         ({"labels": np.array([0, 1], np.int32)}, "one class per pilot"),
         ({"pilots": None}, "must be a float32 array"),
+        ({"payload": None}, "must be a float32 array"),
+        ({"labels": np.array([0.0, 1.0, 2.0, 3.0], np.float32)}, "labels"),
     ],
 )
 def test_malformed_frames_are_refused_and_the_device_keeps_serving(tmp_path, image, arrays, fragment):
@@ -438,3 +440,51 @@ def test_the_device_serves_through_the_backend_protocol_alone(tmp_path, image, m
     assert device.backend.calls == ["load", "selftest", "frame"]
     device.reset()
     assert device.backend.calls == ["load", "selftest"]  # a reset closed the old receiver and booted it again
+
+
+def test_informative_task_members_do_not_change_how_a_bundle_runs(tmp_path, make_variant, trained_bundle):
+    """bundle-format §4: `conditions`, `channel` and `phase_max_deg` say what a bundle was trained for; a device
+    decides the same frames the same way whatever they say (phase_max_deg means nothing for a Rayleigh channel)."""
+    task = read_bundle(trained_bundle[1]).manifest.raw["task"]
+    told = {**task, "channel": "rayleigh", "phase_max_deg": 180, "conditions": {"snr_db": 99, "note": "anything"}}
+    decided = []
+    for k, variant in enumerate((make_variant(), make_variant(task=told))):
+        device = Device(tmp_path / str(k), "onnx", PROFILE, trusted_keys=KEYS)
+        deploy(device, pack(read_bundle(variant)))
+        decided.append(frame(device, seed=3)[1]["decisions"])
+    np.testing.assert_array_equal(*decided)
+
+
+def test_no_upload_while_an_image_is_on_trial(tmp_path, image, make_variant):
+    """device-protocol §3.1: the trial must end (confirm or reset) before another image may be uploaded."""
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS)
+    deploy(device, image)
+    deploy(device, pack(read_bundle(make_variant(security_counter=1))), confirm=False)
+    with pytest.raises(DeviceError, match="on trial"):
+        upload(device, image)
+
+
+def test_target_and_resources_are_checked_again_at_start(tmp_path, image):
+    """device-protocol §4.3: a confirmed image that no longer fits its device (a smaller profile, another target)
+    does not start; the device serves management requests."""
+    import dataclasses
+
+    deploy(Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS), image)
+    smaller = Device(tmp_path, "onnx", dataclasses.replace(PROFILE, ram=1 << 10), trusted_keys=KEYS)
+    assert smaller.running.mode == "none" and any("does not fit" in event for event in smaller.stats_report()["boot_events"])
+    other = Device(tmp_path, "linear", PROFILE, trusted_keys=KEYS)
+    assert other.running.mode == "none" and any("wrong target" in event for event in other.stats_report()["boot_events"])
+
+
+def test_the_working_set_rule_admits_an_image_that_just_fits(tmp_path, image):
+    """device-protocol §5: θ twice, the graphs, one full frame — a profile with exactly that much RAM takes the
+    image, one byte less refuses it."""
+    import dataclasses
+
+    from metaedge.deploy.bundle import unpack
+    from metaedge.firmware_sim.profile import required_ram
+
+    need = required_ram(unpack(image).manifest, PROFILE)
+    deploy(Device(tmp_path / "fits", "onnx", dataclasses.replace(PROFILE, ram=need), trusted_keys=KEYS), image)
+    with pytest.raises(DeviceError, match=f"needs {need:,} bytes of RAM"):
+        upload(Device(tmp_path / "short", "onnx", dataclasses.replace(PROFILE, ram=need - 1), trusted_keys=KEYS), image)
