@@ -150,3 +150,34 @@ def test_a_bad_hold_out_selection_is_refused(prediction_bundle, tmp_path, rewrit
 
     with pytest.raises(BundleError, match=fragment):
         rewritten(prediction_bundle[1], tmp_path, lambda m: m["task"]["fallback"].update(select=select))
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda m: m["predictor"].pop("lam"), "predictor' section is invalid"),
+        (lambda m: m["predictor"].update(lag=0), "window and lag ≥ 1"),
+        (lambda m: m["predictor"].update(lam=-1.0), "lam > 0"),
+    ],
+)
+def test_the_linear_sections_other_rules(prediction_bundle, tmp_path, rewritten, change, fragment):
+    """bundle-format §15.4: a predictor member missing, a lag below 1, a non-positive ridge."""
+    with pytest.raises(BackendError, match=fragment):
+        LinearBackend().load(rewritten(prediction_bundle[1], tmp_path, change))
+
+
+def test_bias_must_be_finite_of_its_shape_and_payloads_hold_a_window(prediction_bundle, tmp_path, rewritten):
+    """bundle-format §15.4: θ's bias.re and bias.im finite and of shape [S]; device-protocol §3.3: a payload
+    shorter than one window is refused."""
+    from metaedge.deploy import tensors
+
+    theta, _ = tensors.load(prediction_bundle[1] / "theta.safetensors")
+    for k, bad in enumerate(({**theta, "bias.re": np.full_like(theta["bias.re"], np.nan)}, {"bias.re": theta["bias.re"]})):
+        with pytest.raises(BackendError, match="finite 'bias.re' and 'bias.im'"):
+            LinearBackend().load(rewritten(prediction_bundle[1], tmp_path / str(k), files={"theta": tensors.dumps(bad)}))
+    backend = LinearBackend()
+    backend.load(read_bundle(prediction_bundle[1]))
+    window = backend.window.length
+    backend.adapt(np.random.default_rng(0).normal(size=(4 * window, 32)).astype(np.float32))
+    with pytest.raises(BackendError, match=f"at least {window} channels"):
+        backend.predict(np.zeros((window - 1, 32), np.float32))

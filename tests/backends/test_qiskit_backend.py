@@ -158,3 +158,20 @@ def test_corrupt_circuit_or_theta_is_refused(born_bundle, tmp_path):
     with pytest.raises(BackendError, match="finite 'theta'"):
         QiskitBackend("ideal").load(bad_theta)
     shutil.rmtree(tmp_path / "qpy")
+
+
+def test_the_selftest_fails_when_the_adapted_angles_disagree(born_bundle, tmp_path):
+    """bundle-format §13.5: the device reproduces adapt.phi (with exact probabilities) within selftest.atol."""
+    from metaedge.deploy import tensors
+    from metaedge.deploy.bundle import write_bundle
+
+    bundle = read_bundle(born_bundle)
+    files = {role: (e["path"], bundle.artifacts[role]) for role, e in bundle.manifest.raw["artifacts"].items()}
+    manifest = {k: v for k, v in bundle.manifest.raw.items() if k not in ("artifacts", "format", "version")}
+    vectors, _ = tensors.loads(bundle.artifacts["selftest"])
+    vectors["adapt.phi"] = vectors["adapt.phi"] + 1e-3
+    shifted = write_bundle(tmp_path / "b", manifest, {**files, "selftest": ("selftest.safetensors", tensors.dumps(vectors))})
+    backend = QiskitBackend("ideal")
+    backend.load(shifted)
+    report = backend.selftest()
+    assert not report.passed and report.max_error == pytest.approx(1e-3, rel=1e-3)

@@ -38,6 +38,14 @@ def variant(bundle, out, key, snn=None, theta=None, counter=2):
         ({"theta": np.zeros((4, 3))}, "theta shape"),
         ({"theta": np.full((4, 64), np.nan)}, "NaN θ"),
         ({"snn": {"learning_rate": 0.5}}, "self-test mismatch"),
+        # bundle-format §14.7's other rules
+        ({"snn": {"bogus": 1}}, "unknown member"),
+        ({"snn": {"steps": 0}}, "K < 1"),
+        ({"snn": {"gap": 0}}, "G too small"),
+        ({"snn": {"hidden_du": 1.5}}, "decay outside [0, 1]"),
+        ({"snn": {"field_width": 0.0}}, "width ≤ 0"),
+        ({"snn": {"field_range": -1.0}}, "range ≤ 0"),
+        ({"snn": {"trace_tau": 0.0}}, "τ ≤ 0"),
     ],
 )
 def test_malformed_loihi_bundle_fails_its_trial_and_the_device_keeps_serving(tmp_path, snn_bundle, signing_keys, trusted, change, reason):
@@ -53,6 +61,9 @@ def test_malformed_loihi_bundle_fails_its_trial_and_the_device_keeps_serving(tmp
         device.test(upload(device, bad)["sha256"])
         booted = device.reset()
         assert booted["slot"] == 0 and booted["mode"] == "confirmed", (reason, booted)
+        said = " ".join(booted["events"])
+        expected = {"self-test mismatch": "self-test", "NaN θ": "finite 'theta'"}.get(reason, "snn")
+        assert expected in said, (reason, said)
     again = device.frame({"pilots": np.ones((4, 2), np.float32), "payload": np.ones((10, 2), np.float32)})
     assert np.array_equal(again[1]["decisions"], good[1]["decisions"])
     with pytest.raises(DeviceError, match="pilot labels must lie in"):
