@@ -97,3 +97,23 @@ def test_mean_loss_batches_over_frames():
     labels = np.array([[0, 0], [1, 1]])
     np.testing.assert_allclose(mean_loss(log_probs, labels), [-(np.log(0.5) + np.log(0.9)) / 2, -(np.log(0.8) + np.log(0.75)) / 2])
     assert mean_loss(log_probs[0], labels[0]) == pytest.approx(-(np.log(0.5) + np.log(0.9)) / 2)
+
+
+def test_the_residuals_read_the_first_samples_only_and_a_non_finite_score_counts_as_class_0():
+    """bundle-format §6.2: the frame residual counts the first min(N, S) payload samples; a sample whose learned
+    scores are not all finite is class 0 in the learned split."""
+    rng = np.random.default_rng(5)
+    pilots, labels = _frame(rng, 4)
+    payload, truth = _frame(rng, 300)
+    ok, head = np.zeros(()), Selection(0.05, 100)
+    first = choose(ok, ok, _onehot(truth), _onehot(truth), pilots, labels, payload, head)
+    later = payload.copy()
+    later[100:] = 50.0  # beyond the first 100 samples: the residuals cannot see it
+    again = choose(ok, ok, _onehot(truth), _onehot(truth), pilots, labels, later, head)
+    assert (again.residual_learned, again.residual_classical) == (first.residual_learned, first.residual_classical)
+    scores = _onehot(truth).astype(np.float64)
+    scores[:10] = np.nan
+    zeroed = truth.copy()
+    zeroed[:10] = 0
+    choice = choose(ok, ok, scores, _onehot(truth), pilots, labels, payload, head)
+    assert choice.residual_learned == frame_residual(pilots, labels, payload[:100], zeroed[:100], 4)

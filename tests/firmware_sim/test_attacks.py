@@ -182,3 +182,10 @@ def test_a_1_0_bundle_without_a_signer_is_verified_against_every_trusted_key(dev
     (path / SIGNATURE_FILE).write_bytes(sign((path / MANIFEST_FILE).read_bytes(), load_private(signing_keys[0])))
     install(device, pack(read_bundle(path)))
     assert device.list_images()["images"][1]["signer"] is None
+    # a device that trusts several keys tries each: the one that signed it need not be the first
+    from metaedge.deploy.signing import generate, load_public
+
+    stranger = load_public(generate(path.parent / "stranger")[1])
+    rotated = Device(path.parent / "rotated", "onnx", PROFILE, trusted_keys=[stranger, *device.trusted_keys])
+    install(rotated, pack(read_bundle(path)))
+    assert rotated.info()["running"] == 0

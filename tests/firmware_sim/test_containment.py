@@ -123,3 +123,18 @@ def test_management_answers_while_a_frame_hangs_and_sigterm_stops_the_device(tmp
         assert served.proc.wait(10) == 0 and time.monotonic() - start < 5
     finally:
         served.stop()
+
+
+def test_the_protocols_table_of_limits_is_the_devices():
+    """device-protocol §3.5 states the containment defaults; they are the ones the device applies."""
+    import re
+    from pathlib import Path
+
+    from metaedge.backends.registry import FRAME_LIMITS_S
+    from metaedge.firmware_sim.contain import Containment
+
+    spec = (Path(__file__).resolve().parents[2] / "docs" / "device-protocol.md").read_text()
+    frame_row = next(line for line in spec.splitlines() if line.startswith("| one frame, wall clock"))
+    assert dict(re.findall(r"`(\w+)` (\d+) s", frame_row)) == {t: f"{s:g}" for t, s in FRAME_LIMITS_S.items()}
+    defaults = Containment()
+    assert f"| {defaults.start_s:g} s each |" in spec and f"| {defaults.memory >> 20} MiB |" in spec

@@ -488,3 +488,17 @@ def test_the_working_set_rule_admits_an_image_that_just_fits(tmp_path, image):
     deploy(Device(tmp_path / "fits", "onnx", dataclasses.replace(PROFILE, ram=need), trusted_keys=KEYS), image)
     with pytest.raises(DeviceError, match=f"needs {need:,} bytes of RAM"):
         upload(Device(tmp_path / "short", "onnx", dataclasses.replace(PROFILE, ram=need - 1), trusted_keys=KEYS), image)
+
+
+def test_a_decision_between_equal_probabilities_is_the_lowest_class(tmp_path, make_variant, trained_bundle, monkeypatch):
+    """bundle-format §6 step 4: decisions are the argmax, ties to the lowest class index."""
+    from metaedge.backends.onnx.backend import OnnxBackend
+
+    task = {k: v for k, v in read_bundle(trained_bundle[1]).manifest.raw["task"].items() if k != "fallback"}  # the learned receiver decides
+    device = Device(tmp_path, "onnx", PROFILE, trusted_keys=KEYS, containment=None)
+    deploy(device, pack(read_bundle(make_variant(task=task))))
+    tied = np.full((100, 16), 1 / 16)
+    tied[50:, 3:5] = 0.2  # the second half: classes 3 and 4 tie above the rest
+    monkeypatch.setattr(OnnxBackend, "predict", lambda self, samples: tied[: len(samples)])
+    decisions = frame(device)[1]["decisions"]
+    assert decisions[:50].tolist() == [0] * 50 and decisions[50:].tolist() == [3] * 50

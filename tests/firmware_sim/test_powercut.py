@@ -83,3 +83,34 @@ def test_crash_states_keep_synced_writes_and_lose_some_unsynced_sectors():
 def test_every_crash_state_boots_a_verified_image_above_the_floor(scenario, images, trusted, tmp_path):
     report = powercut.explore(scenario, setup(images, trusted, tmp_path), tmp_path / "work", count=120)
     assert report.cuts == 120 and report.failures == []
+
+
+def test_an_update_syncs_where_the_spec_says(images, trusted, tmp_path):
+    """device-protocol §4.4: a sync after erasing a slot header, before writing a slot header (its image is durable
+    first) and after it, and after every trailer record — checked on the recorded writes of a whole update."""
+    from metaedge.firmware_sim.flash import HEADER_SIZE
+
+    prepared = setup(images, trusted, tmp_path / "setup")
+    prepared.fresh_state(tmp_path / "state")
+    device = prepared.make_device(tmp_path / "state")
+    journal = powercut.Journal()
+    device.flash.observer = journal
+    powercut.update(device, prepared.image)
+    device.close()
+    ops, slot_size = journal.ops, device.flash.slot_size
+    kinds = []
+    for op in ops:
+        if op is None:
+            kinds.append("sync")
+        elif op[0] >= 2 * slot_size:
+            kinds.append("trailer")
+        elif op[0] % slot_size == 0 and len(op[1]) == HEADER_SIZE:
+            kinds.append("erase" if set(op[1]) == {0xFF} else "header")
+        else:
+            kinds.append("image")
+    assert {"erase", "header", "trailer", "image"} <= set(kinds)
+    for k, kind in enumerate(kinds):
+        if kind in ("erase", "header", "trailer"):
+            assert kinds[k + 1] == "sync", (k, kind, kinds[k + 1])
+        if kind == "header":
+            assert kinds[k - 1] == "sync", (k, kinds[k - 1])

@@ -251,3 +251,17 @@ def test_signatures_are_checked_again_at_boot(tmp_path, trusted, clock, make_var
     again = Device(tmp_path / "state", "onnx", PROFILE, trusted_keys=[other], clock=clock)
     assert again.info()["running"] is None
     assert any("which this device does not trust" in event for event in again.stats_report()["boot_events"])
+
+
+@pytest.mark.parametrize("where", [0, 12])  # a byte of the magic, a byte of the header's CRC
+def test_a_slot_header_with_a_bad_magic_or_crc_is_empty(fresh, trained_bundle, where):
+    """device-protocol §4.1: a slot is valid only when its header's magic, CRC and length check."""
+    from metaedge.firmware_sim.flash import _HEADER
+
+    device = fresh()
+    install(device, pack(read_bundle(trained_bundle[1])))
+    offset = where if where < 8 else _HEADER.size + where % 4  # inside the magic, or inside the CRC after the header
+    data = bytearray(device.flash.path.read_bytes())
+    data[offset] ^= 0xFF
+    device.flash.path.write_bytes(bytes(data))
+    assert device.list_images()["images"][0]["valid"] is False and device.reset()["mode"] == "none"

@@ -224,6 +224,20 @@ def test_a_gaussian_bundle_with_a_bad_noise_section_is_refused(bundles, tmp_path
 
 
 @pytest.mark.slow
+def test_a_noise_input_reading_a_stream_the_noise_section_does_not_define_is_refused(bundles, tmp_path, rewritten):
+    """bundle-format §7.4: a `noise` input names a stream of algorithm.noise (adapt or predict)."""
+    from metaedge.backends.base import BackendError
+
+    _, bundle = bundles["vbmaml"]
+
+    def elsewhere(m: dict) -> None:
+        next(port for port in m["graphs"]["forward"]["inputs"] if port["role"] == "noise")["stream"] = "train"
+
+    with pytest.raises(BackendError, match="reads draws of stream 'train'"):
+        OnnxBackend().load(rewritten(bundle.path, tmp_path, elsewhere))
+
+
+@pytest.mark.slow
 def test_a_modular_device_picks_the_assignment_with_the_lowest_pilot_loss(bundles):
     """An annealing run's device searches all M^L assignments: its adapted network is one module per layer, and
     no other assignment fits the pilots better."""
