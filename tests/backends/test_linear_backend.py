@@ -181,3 +181,25 @@ def test_bias_must_be_finite_of_its_shape_and_payloads_hold_a_window(prediction_
     backend.adapt(np.random.default_rng(0).normal(size=(4 * window, 32)).astype(np.float32))
     with pytest.raises(BackendError, match=f"at least {window} channels"):
         backend.predict(np.zeros((window - 1, 32), np.float32))
+
+
+def test_a_predictor_device_bounds_its_frames_by_the_profile(prediction_bundle, tmp_path):
+    """device-protocol §3.3, §5: a predictor's pilots (and payload) count 1 to max_pilots channels."""
+    import hashlib
+
+    from metaedge.deploy.bundle import pack
+    from metaedge.firmware_sim.device import Device, DeviceError
+    from metaedge.firmware_sim.profile import PROFILES
+
+    profile = PROFILES["edge-small"]
+    device = Device(tmp_path / "device", "linear", profile, allow_unsigned=True)
+    image = pack(read_bundle(prediction_bundle[1]))
+    device.upload(0, len(image), hashlib.sha256(image).hexdigest(), image)
+    device.test(hashlib.sha256(image).hexdigest())
+    assert device.reset()["mode"] == "trial"
+    rng = np.random.default_rng(0)
+    over = rng.normal(size=(profile.max_pilots + 1, 32)).astype(np.float32)
+    with pytest.raises(DeviceError, match=f"takes 1 to {profile.max_pilots}"):
+        device.frame({"pilots": over, "payload": over[:10]})
+    with pytest.raises(DeviceError, match=f"takes 1 to {profile.max_pilots}"):
+        device.frame({"pilots": over[:64], "payload": over})

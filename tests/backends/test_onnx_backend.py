@@ -184,3 +184,19 @@ def test_every_graphs_ports_are_checked_and_theta_must_hold_its_parameters_shape
     theta["context"] = np.zeros(11, np.float32)
     with pytest.raises((BackendError, BundleError), match="context"):
         OnnxBackend().load(rewritten(bundle_path, tmp_path / "theta", files={"theta": tensors.dumps(theta)}))
+
+
+def test_the_frame_graph_is_checked_at_load_and_by_the_selftest(trained_bundle, tmp_path, rewritten, monkeypatch):
+    """bundle-format §7.6: the fused graph's ports are checked like any other's; §8 step 4: a device that runs it
+    checks its log-probabilities against adapt.log_probs (a wrong fused graph fails, the stepped path still passes)."""
+    from metaedge.sdk.targets import export
+
+    bundle = export("onnx", trained_bundle[0], tmp_path / "one", inner_steps=1)
+    with pytest.raises(BackendError, match="graph 'frame' has inputs"):
+        OnnxBackend().load(rewritten(bundle.path, tmp_path / "ports", lambda m: m["graphs"]["frame"]["inputs"][-1].update(name="k")))
+    run_fused = OnnxBackend.run_fused
+    monkeypatch.setattr(OnnxBackend, "run_fused", lambda self, *a: run_fused(self, *a) + 0.01)
+    fused, stepping = OnnxBackend(), OnnxBackend(mode="step_loop")
+    fused.load(bundle)
+    stepping.load(bundle)
+    assert stepping.selftest().passed and not fused.selftest().passed

@@ -175,3 +175,16 @@ def test_the_selftest_fails_when_the_adapted_angles_disagree(born_bundle, tmp_pa
     backend.load(shifted)
     report = backend.selftest()
     assert not report.passed and report.max_error == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_the_selftest_samples_its_own_backend_once(born_bundle, monkeypatch):
+    """bundle-format §13.5 (SHOULD): besides the exact replay, one draw on the device's own backend must come back
+    as a distribution; a backend whose samples do not sum to one fails the self-test."""
+    from metaedge.backends.qiskit.targets import Executor
+
+    backend = QiskitBackend("ideal")
+    backend.load(read_bundle(born_bundle))
+    assert backend.selftest().passed
+    exact = Executor.distributions
+    monkeypatch.setattr(Executor, "distributions", lambda self, settings, shots: exact(self, settings, shots) * (1 if self.exact else 0.5))
+    assert not backend.selftest().passed

@@ -502,3 +502,13 @@ def test_a_decision_between_equal_probabilities_is_the_lowest_class(tmp_path, ma
     monkeypatch.setattr(OnnxBackend, "predict", lambda self, samples: tied[: len(samples)])
     decisions = frame(device)[1]["decisions"]
     assert decisions[:50].tolist() == [0] * 50 and decisions[50:].tolist() == [3] * 50
+
+
+def test_the_protocols_built_in_profiles_are_the_devices():
+    """device-protocol §5 names the built-in profiles and their limits; they are the ones a device runs with."""
+    from pathlib import Path
+
+    spec = " ".join((Path(__file__).resolve().parents[2] / "docs" / "device-protocol.md").read_text().split())
+    for p in PROFILES.values():
+        text = f"`{p.name}` ({p.slot_size >> 10} KiB slots, {p.ram >> 20} MiB" if p.ram >= 1 << 20 else f"`{p.name}` ({p.slot_size >> 10} KiB slots, {p.ram >> 10} KiB"
+        assert f"{text}, {p.max_pilots} pilots, {p.max_symbols} symbols)" in spec, p

@@ -1,6 +1,7 @@
 """A real device process on loopback under the attacks of the security review (docs/security.md): management without
 a credential, replayed or altered requests, another operator's upload, hostile JSON, idle and half-sent connections."""
 
+import contextlib
 import hashlib
 import json
 import re
@@ -343,3 +344,32 @@ def test_a_nonce_is_spent_by_a_failed_attempt_and_belongs_to_its_connection(guar
         auth = sign_request(alice, nonce, upload, {"chunk": b"12345678"})
         answer = send(sa, {**upload, "seq": 7, "auth": auth}, {"chunk": b"87654321"})
         assert not answer["ok"] and "signature does not verify" in answer["error"]
+
+
+@pytest.mark.slow
+def test_a_client_that_never_reads_its_responses_is_dropped(limited):
+    """device-protocol §1.1: a response the client leaves unread for 10 s closes its connection; others are served."""
+    import threading
+
+    sock = socket.create_connection(("127.0.0.1", limited.port))
+    request = wire.encode({"op": "image.list", "seq": 1})
+
+    def flood() -> None:  # requests until the device, blocked on its unread responses, stops reading them
+        with contextlib.suppress(OSError):
+            while True:
+                sock.sendall(request * 64)
+
+    threading.Thread(target=flood, daemon=True).start()
+    time.sleep(14)
+    with DeviceClient(limited.url) as client:
+        assert client.call("info")[0]["target"] == "onnx"
+    sock.settimeout(3)
+    received, deadline = 0, time.monotonic() + 10
+    with contextlib.suppress(TimeoutError):
+        while time.monotonic() < deadline:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            received += len(chunk)
+    assert not chunk and received > 0  # what was buffered, then the end: the device closed the connection
+    sock.close()

@@ -16,8 +16,8 @@ from metaedge.firmware_sim.profile import PROFILES
 PROFILE = PROFILES["edge-small"]
 
 
-def variant(bundle, out, key, snn=None, theta=None, counter=2):
-    """A re-signed copy of ``bundle`` with its ``snn`` section or θ replaced."""
+def variant(bundle, out, key, snn=None, theta=None, counter=2, input_weights=None):
+    """A re-signed copy of ``bundle`` with its ``snn`` section, θ or input weights replaced."""
     manifest = json.loads(bundle.manifest_raw)
     for k in ("format", "version", "artifacts"):
         manifest.pop(k)
@@ -27,6 +27,8 @@ def variant(bundle, out, key, snn=None, theta=None, counter=2):
     weights = tensors.loads(bundle.artifacts["theta"])[0]
     if theta is not None:
         weights["theta"] = theta
+    if input_weights is not None:
+        weights["input_weights"] = input_weights
     artifacts = {"theta": ("theta.safetensors", tensors.dumps(weights)), "selftest": ("selftest.safetensors", bundle.artifacts["selftest"])}
     return pack(write_bundle(out, manifest, artifacts, key=key))
 
@@ -46,6 +48,7 @@ def variant(bundle, out, key, snn=None, theta=None, counter=2):
         ({"snn": {"field_width": 0.0}}, "width ≤ 0"),
         ({"snn": {"field_range": -1.0}}, "range ≤ 0"),
         ({"snn": {"trace_tau": 0.0}}, "τ ≤ 0"),
+        ({"input_weights": np.full((64, 16), np.nan)}, "NaN input weights"),
     ],
 )
 def test_malformed_loihi_bundle_fails_its_trial_and_the_device_keeps_serving(tmp_path, snn_bundle, signing_keys, trusted, change, reason):
@@ -62,7 +65,7 @@ def test_malformed_loihi_bundle_fails_its_trial_and_the_device_keeps_serving(tmp
         booted = device.reset()
         assert booted["slot"] == 0 and booted["mode"] == "confirmed", (reason, booted)
         said = " ".join(booted["events"])
-        expected = {"self-test mismatch": "self-test", "NaN θ": "finite 'theta'"}.get(reason, "snn")
+        expected = {"self-test mismatch": "self-test", "NaN θ": "finite 'theta'", "NaN input weights": "input_weights"}.get(reason, "snn")
         assert expected in said, (reason, said)
     again = device.frame({"pilots": np.ones((4, 2), np.float32), "payload": np.ones((10, 2), np.float32)})
     assert np.array_equal(again[1]["decisions"], good[1]["decisions"])

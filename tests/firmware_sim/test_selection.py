@@ -247,10 +247,13 @@ def test_signatures_are_checked_again_at_boot(tmp_path, trusted, clock, make_var
 
     device = Device(tmp_path / "state", "onnx", PROFILE, trusted_keys=trusted, clock=clock)
     install(device, pack(read_bundle(make_variant(security_counter=1))))
+    waiting = upload(device, pack(read_bundle(make_variant(security_counter=2))))["sha256"]  # slot 1, verified then
     other = load_public(generate(tmp_path / "other")[1])
     again = Device(tmp_path / "state", "onnx", PROFILE, trusted_keys=[other], clock=clock)
     assert again.info()["running"] is None
     assert any("which this device does not trust" in event for event in again.stats_report()["boot_events"])
+    with pytest.raises(DeviceError, match="does not trust"):  # device-protocol §3.2: nor selects it for a trial
+        again.test(waiting)
 
 
 @pytest.mark.parametrize("where", [0, 12])  # a byte of the magic, a byte of the header's CRC
