@@ -510,5 +510,5 @@ def test_the_protocols_built_in_profiles_are_the_devices():
 
     spec = " ".join((Path(__file__).resolve().parents[2] / "docs" / "device-protocol.md").read_text().split())
     for p in PROFILES.values():
-        text = f"`{p.name}` ({p.slot_size >> 10} KiB slots, {p.ram >> 20} MiB" if p.ram >= 1 << 20 else f"`{p.name}` ({p.slot_size >> 10} KiB slots, {p.ram >> 10} KiB"
-        assert f"{text}, {p.max_pilots} pilots, {p.max_symbols} symbols)" in spec, p
+        ram = f"{p.ram >> 20} MiB" if p.ram >= 1 << 20 else f"{p.ram >> 10} KiB"
+        assert f"`{p.name}` ({p.slot_size >> 10} KiB slots, {ram}, {p.max_pilots} pilots, {p.max_symbols} symbols)" in spec, p
