@@ -257,3 +257,9 @@ def test_verbose_adds_the_options_a_command_runs_with_and_quiet_leaves_warnings_
     assert main(["-q", "algorithms", "--json"]) == 0
     out, err = capsys.readouterr()
     assert err == "" and json.loads(out)[0]["name"] == "maml"
+
+
+def test_a_reader_that_leaves_early_gets_no_error_message():
+    """`metaedge algorithms | true`: the reader is gone before the command writes, which then stops quietly."""
+    result = subprocess.run(f"'{sys.executable}' -m metaedge algorithms | true", shell=True, capture_output=True, text=True, timeout=120)
+    assert result.stderr == ""
