@@ -7,7 +7,7 @@ PY        := $(VENV)/bin/python
 LAVA_PY   := $(LAVA_VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test test-fast lint env bench clean help
+.PHONY: demo test test-fast lint env bench docs clean help
 
 help:
 	@echo "make demo   meta-train 6 algorithms on the demodulation task, evaluate, deploy Meta-SGD to a simulated device"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint   ruff check and ruff format --check over the source tree"
 	@echo "make test-fast  the tests not marked slow (no meta-training runs of seconds or more), for the edit-test loop"
 	@echo "make bench  batched meta-training core vs per-task loop (JSON in docs/benchmarks/meta-train.json)"
+	@echo "make docs   build the documentation site into site/ (strict: a broken link or a missing page fails)"
 	@echo "make env    build .venv (Python 3.11+, everything) and .venv-lava (Python 3.10, Lava, no torch)"
 	@echo "make clean  remove the environments and demo output"
 
@@ -23,7 +24,7 @@ env: $(VENV)/.installed $(LAVA_VENV)/.installed
 # Main environment: Python 3.11+, every extra, pinned by constraints/main.txt (CPU torch 2.13.0).
 $(VENV)/.installed: pyproject.toml setup.py constraints/main.txt
 	@test -x $(PY) || { py=$$(scripts/find-python main) && echo "creating $(VENV) with $$py" && $$py -m venv $(VENV); }
-	$(PY) -m pip install $(PIP_FLAGS) -c constraints/main.txt -e '.[all,dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints/main.txt -e '.[all,dev,docs]'
 	@touch $@
 
 # Lava environment: Python 3.10, lava-nc 0.10.0 with numpy<2, device-side extras only, no torch.
@@ -55,5 +56,8 @@ bench: env
 	$(VENV)/bin/metaedge bench meta-train --json > docs/benchmarks/meta-train.json
 	@cat docs/benchmarks/meta-train.json
 
+docs: env
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(LAVA_VENV) runs/demo
+	rm -rf $(VENV) $(LAVA_VENV) runs/demo site build
