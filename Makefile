@@ -37,7 +37,7 @@ $(LAVA_VENV)/.installed: pyproject.toml setup.py constraints/lava.txt
 demo: env
 	$(VENV)/bin/metaedge demo
 
-SOURCES := api sdk deploy backends firmware_sim tests
+SOURCES := api sdk deploy backends firmware_sim scripts tests
 
 lint: env
 	$(VENV)/bin/ruff check $(SOURCES)
