@@ -6,6 +6,8 @@ LAVA_VENV := .venv-lava
 PY        := $(VENV)/bin/python
 LAVA_PY   := $(LAVA_VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
+CHROMIUM  := /usr/bin/chromium
+SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: demo test test-fast lint env bench docs clean help
 
@@ -19,7 +21,12 @@ help:
 	@echo "make env    build .venv (Python 3.11+, everything) and .venv-lava (Python 3.10, Lava, no torch)"
 	@echo "make clean  remove the environments and demo output"
 
-env: $(VENV)/.installed $(LAVA_VENV)/.installed
+env: $(VENV)/.installed $(LAVA_VENV)/.installed $(CHROMIUM)
+
+# Debian's Chromium, for the tests that open the HTML report and the docs site in a real browser (headless)
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "error: the page tests need Chromium at $(CHROMIUM) (Debian/Ubuntu: apt-get install chromium)" >&2; exit 1; }
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
 
 # Main environment: Python 3.11+, every extra, pinned by constraints/main.txt (CPU torch 2.13.0).
 $(VENV)/.installed: pyproject.toml setup.py constraints/main.txt
