@@ -336,7 +336,8 @@ td:first-child,th:first-child{text-align:left}code{background:#f4f4f4;padding:.1
 def render(sections: list[Section], command: str, seed: int, quick: bool) -> str:
     e = html.escape
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>MetaEdge report</title><link rel='icon' href='data:,'><style>{STYLE}</style></head><body>",
+        "<!doctype html><html><head><meta charset='utf-8'><title>MetaEdge report</title>",
+        f"<link rel='icon' href='data:,'><style>{STYLE}</style></head><body>",  # no favicon to ask for: the page is self-contained
         "<h1>MetaEdge report</h1>",
         f"<p class='cmd'>Produced by <code>{e(command)}</code>, seed {seed}{' (--quick: machinery only, not figures)' if quick else ''}.</p>",
     ]
