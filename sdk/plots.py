@@ -14,6 +14,28 @@ def _pyplot():
     return plt
 
 
+def _counts(ax, values) -> None:
+    """A count axis (pilots, samples, tasks, steps, periods): ticks at the counts, written as plain integers, and no
+    labels between them (a log axis would write 2×10⁰)."""
+    from matplotlib.ticker import NullFormatter
+
+    values = sorted({int(v) for v in values})
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _legend(ax, size: int = 8) -> None:
+    """The axes' legend below them, where it never covers a curve."""
+    ax.legend(fontsize=size, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
+
+
+def _write(plt, fig, path: Path) -> None:
+    """Save with every legend inside the image, then free the figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_curves(curves: list[dict], path: Path, title: str) -> None:
     """Meta-loss and validation SER against meta-iterations."""
     if not curves:
@@ -26,9 +48,20 @@ def plot_curves(curves: list[dict], path: Path, title: str) -> None:
     b.semilogy(it, [max(c["val_ser"], 1e-5) for c in curves])
     b.set(xlabel="meta-iteration", ylabel="validation SER")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _write(plt, fig, path)
+
+
+def plot_lines(curves: dict[str, dict[str, float]], path: Path, xlabel: str, ylabel: str) -> None:
+    """One line per name of {count: value} (log–log), the counts written as integers."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, curve in curves.items():
+        ax.plot([int(k) for k in curve], list(curve.values()), marker="o", label=name)
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel)
+    _counts(ax, [k for curve in curves.values() for k in curve])
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax)
+    _write(plt, fig, path)
 
 
 def plot_ser(results: list[dict], pilots: list[int], path: Path, title: str) -> None:
@@ -43,12 +76,10 @@ def plot_ser(results: list[dict], pilots: list[int], path: Path, title: str) -> 
         (line,) = ax.plot(pilots, ser, marker="o", label=r["name"], **({"color": "black", "linestyle": "--"} if reference else {}))
         ax.fill_between(pilots, lo, hi, alpha=0.15, color=line.get_color())
     ax.set(xscale="log", yscale="log", xlabel="pilots at meta-test", ylabel="symbol error rate", title=title)
-    ax.set_xticks(pilots, [str(p) for p in pilots])
+    _counts(ax, pilots)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _legend(ax)
+    _write(plt, fig, path)
 
 
 def plot_reliability(diagrams: dict[str, dict], path: Path, title: str) -> None:
@@ -60,10 +91,8 @@ def plot_reliability(diagrams: dict[str, dict], path: Path, title: str) -> None:
         points = [(c, a) for c, a in zip(d["confidence"], d["accuracy"]) if c is not None]
         ax.plot(*zip(*points), marker="o", label=f"{name} (ECE {d['ece']:.3f})")
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02), title=title)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _legend(ax)
+    _write(plt, fig, path)
 
 
 def plot_sinusoid(report: dict, path: Path) -> None:
@@ -87,16 +116,15 @@ def plot_sinusoid(report: dict, path: Path) -> None:
     for ax in (a, b, c):
         ax.grid(True, which="both", alpha=0.3)
     for ax, grid in ((b, setup["sample_grid"]), (c, setup["task_grid"])):
-        ax.set_xticks(list(grid), [str(v) for v in grid])
-    a.legend(fontsize=8)
+        _counts(ax, grid)
+    handles, labels = a.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), frameon=False)
     if setup.get("repeats", 1) > 1:
         fig.suptitle(
             f"lines: means over {setup['repeats']} task draws (seeds {setup['seed']}-{setup['seed'] + setup['repeats'] - 1}); dots: each draw",
             fontsize=9,
         )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _write(plt, fig, path)
 
 
 def _line_with_band(ax, curve: dict[str, dict], value: str, label: str, floor: float | None = None) -> None:
@@ -112,10 +140,8 @@ def _line_with_band(ax, curve: dict[str, dict], value: str, label: str, floor: f
 def _save(plt, fig, axes, path: Path, legend_size: int = 8) -> None:
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=legend_size)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _legend(ax, legend_size)
+    _write(plt, fig, path)
 
 
 def plot_link(report: dict, path: Path) -> None:
@@ -132,6 +158,7 @@ def plot_link(report: dict, path: Path) -> None:
         ylabel="block error rate",
         title=f"{link['bits']} bits, {link['uses']} channel uses, {link['taps']} taps, Eb/N0 {link['ebn0_db']:g} dB",
     )
+    _counts(ax, [x for method in report["methods"] for x in report["bler"][method]])
     _save(plt, fig, [ax], path)
 
 
@@ -153,7 +180,7 @@ def plot_prediction(report: dict, path: Path) -> None:
             )
         hz = r["setup"]["channel"]["doppler_hz"]
         ax.set(xscale="log", xlabel="training samples N_tr", ylabel="NMSE (dB)", title=f"{regime} fading ({hz[0]:g}-{hz[1]:g} Hz)")
-        ax.set_xticks(r["setup"]["sample_grid"], [str(n) for n in r["setup"]["sample_grid"]])
+        _counts(ax, r["setup"]["sample_grid"])
     _save(plt, fig, axes[0], path, legend_size=7)
 
 
@@ -170,6 +197,8 @@ def plot_power(report: dict, path: Path) -> None:
     ax.axhline(report["full_power"]["sum_rate"], color="black", linestyle=":", label="full power")
     ax.axhline(report["optimised"]["sum_rate"], color="0.4", linestyle="--", label="optimised per slot (oracle)")
     ax.set(xscale="log", xlabel="meta-training periods K", ylabel="sum-rate (bit/s/Hz per slot)", title="REGNN power control on new topologies")
+    periods = [k for method in report["methods"] for k in report["sum_rate"][method]]
+    _counts(ax, periods)
     if paired:
         diff = axes[0, 1]
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # each method keeps its colour of the left panel
@@ -183,6 +212,7 @@ def plot_power(report: dict, path: Path) -> None:
             ylabel="minus joint learning (bit/s/Hz per slot)",
             title="paired difference to joint learning",
         )
+        _counts(diff, periods)
     _save(plt, fig, list(axes[0]), path)
 
 
@@ -202,15 +232,14 @@ def plot_shift(report: dict, path: Path) -> None:
                 pilots, [ser[str(p)]["ci95"][0] for p in pilots], [ser[str(p)]["ci95"][1] for p in pilots], alpha=0.15, color=line.get_color()
             )
         ax.set(xscale="log", yscale="log", title=shift["description"], xlabel="pilots", ylabel="symbol error rate")
-        ax.set_xticks(pilots, [str(p) for p in pilots])
+        _counts(ax, pilots)
         ax.title.set_fontsize(9)
         ax.grid(True, which="both", alpha=0.3)
     for ax in list(axes.flat)[len(shifts) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), frameon=False)
     fig.suptitle(
         f"{report['algo']}: {report['devices']} fresh devices × {report['payload']} symbols per shift, margin {report['select']['margin']:g}"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _write(plt, fig, path)

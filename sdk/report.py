@@ -64,7 +64,7 @@ def demod_section(out: Path, budget: Budget, seed: int, quick: bool, quiet: bool
     from metaedge.sdk.families.demod.bench import train_config
     from metaedge.sdk.families.demod.runs import evaluate_runs, train_or_reuse
     from metaedge.sdk.families.demod.task import DemodConfig
-    from metaedge.sdk.plots import plot_reliability, plot_ser
+    from metaedge.sdk.plots import plot_lines, plot_reliability, plot_ser
 
     task = DemodConfig(pilots=8, snr_db=18.0, **({"val_pilots": 16} if quick else {}))
     pilots = [1, 2, 4, 8, 16] if not quick else [1, 8]
@@ -107,7 +107,7 @@ def demod_section(out: Path, budget: Budget, seed: int, quick: bool, quiet: bool
             [[a, *(f"{v[str(k)]:.4f}" for k in budget.demod_devices_grid)] for a, v in by_k.items()],
         )
     )
-    _plot_lines(by_k, out / "demod-vs-k.png", "meta-training devices K", "SER at 8 pilots")
+    plot_lines(by_k, out / "demod-vs-k.png", "meta-training devices K", "SER at 8 pilots")
     section.figures.append(("demod-vs-k.png", "SER at 8 pilots vs K"))
     section.data = {"ser_vs_pilots": report["methods"], "ser_vs_k": by_k}
     return section
@@ -249,21 +249,6 @@ RUNNERS: dict[str, Callable[..., Section]] = {
     "power": power_section,
     "device": device_section,
 }
-
-
-def _plot_lines(curves: dict[str, dict[str, float]], path: Path, xlabel: str, ylabel: str) -> None:
-    from metaedge.sdk.plots import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name, curve in curves.items():
-        ax.plot([int(k) for k in curve], list(curve.values()), marker="o", label=name)
-    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,37 @@ import pytest
 
 from metaedge.sdk.cli.main import main
 
+COUNTS = ("pilots", "samples", "tasks", "devices K", "periods", "steps")  # count axes, by their labels
 
-def test_quick_report_renders_every_section_and_figure(tmp_path, capsys):
+
+def check_figure(fig) -> None:
+    """Legends never cover a curve (each lies outside every axes); count axes are written as plain integers."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # pyplot closed the figure: draw it again on its own canvas
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes if ax.get_visible() and ax.axison), legend
+    for ax in fig.axes:
+        if any(word in ax.get_xlabel() for word in COUNTS):
+            assert all(t.get_text().isdigit() for t in ax.get_xticklabels()), (ax.get_xlabel(), [t.get_text() for t in ax.get_xticklabels()])
+            assert all(t.get_text() == "" for t in ax.get_xticklabels(minor=True)), ax.get_xlabel()
+
+
+def test_quick_report_renders_every_section_and_figure(tmp_path, capsys, monkeypatch):
+    import matplotlib.figure
     import matplotlib.image
 
+    saved, save = [], matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k))[1])
     out = tmp_path / "report"
     assert main(["report", "--out", str(out), "--quick", "--quiet", "--seed", "3"]) == 0
+    assert len(saved) >= 6
+    for fig in saved:
+        check_figure(fig)
     page = (out / "index.html").read_text()
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) >= 6
