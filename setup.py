@@ -15,4 +15,4 @@ for root in ROOTS:
     packages.append(f"metaedge.{root}")
     packages += [f"metaedge.{root}.{sub}" for sub in find_packages(root)]
 
-setup(packages=packages, package_dir=package_dir, package_data={"metaedge": ["py.typed"]})
+setup(packages=packages, package_dir=package_dir, package_data={"metaedge": ["py.typed", "specs/*.md"]})

@@ -27,6 +27,7 @@ def test_the_onnx_extra_alone_serves_deploys_and_runs(tmp_path, trained_bundle, 
     absent = _run(python, "-c", "import importlib.util as u; print([m for m in ('torch', 'matplotlib', 'scipy') if u.find_spec(m)])")
     assert absent.stdout.strip() == "[]"
 
+    assert _run(metaedge, "spec", "bundle").stdout.startswith("# MetaEdge bundle format")  # the specs ship in the wheel
     _run(metaedge, "keys", "generate", "--out", tmp_path / "keys", "--name", "operator")
     assert "verified" in _run(metaedge, "inspect", trained_bundle[1]).stdout
     device = Served(tmp_path / "state", signing_keys[1], "--operator", str(tmp_path / "keys" / "operator.pub"), python=str(python))

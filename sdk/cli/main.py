@@ -34,6 +34,7 @@ def build_parser() -> Parser:
     from metaedge.sdk.families.demod.config import DEMO, EVAL
     from metaedge.sdk.families.demod.recipes import ALGORITHM_LIST
     from metaedge.sdk.report import REPORT
+    from metaedge.sdk.specs import SPEC
     from metaedge.sdk.targets.commands import EXPORT, INSPECT, KEYS, SIGN
 
     parser = Parser(
@@ -56,6 +57,7 @@ def build_parser() -> Parser:
         add_declared(sub, command, add_command)
     bench.register(sub)
     group(sub, "conformance", "the bundle and protocol conformance suite: generate it, run it against a device", CONFORMANCE)
+    add_declared(sub, SPEC, add_command)
     for command in (DEMO, REPORT):
         add_declared(sub, command, add_command)
     return parser

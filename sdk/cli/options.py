@@ -65,9 +65,8 @@ def add_config_flags(
             common["required"] = True
         if meta.get("positional"):
             many = {"nargs": "+"} if str(f.type).startswith("tuple") else {}
-            group.add_argument(
-                dest, type=meta.get("parse") or (Path if "Path" in str(f.type) else None), metavar=meta.get("metavar"), help=meta["help"], **many
-            )
+            kind = meta.get("parse") or (Path if "Path" in str(f.type) else None)
+            group.add_argument(dest, type=kind, choices=meta.get("choices"), metavar=meta.get("metavar"), help=meta["help"], **many)
         elif meta.get("repeat"):
             group.add_argument(f"--{name}", action="append", type=meta.get("parse") or Path, metavar=meta.get("metavar"), **common)
         elif "bool" in str(f.type):

@@ -263,3 +263,15 @@ def test_a_reader_that_leaves_early_gets_no_error_message():
     """`metaedge algorithms | true`: the reader is gone before the command writes, which then stops quietly."""
     result = subprocess.run(f"'{sys.executable}' -m metaedge algorithms | true", shell=True, capture_output=True, text=True, timeout=120)
     assert result.stderr == ""
+
+
+def test_the_specifications_ship_with_the_package(capsys):
+    """`metaedge spec` prints the shipped bundle format, device protocol and conformance guide: the docs' own text."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    for name, file in (("bundle", "bundle-format.md"), ("protocol", "device-protocol.md"), ("conformance", "conformance.md")):
+        assert main(["spec", name]) == 0
+        assert capsys.readouterr().out == (docs / file).read_text().rstrip("\n") + "\n"
+    assert main(["spec", "firmware"]) == 2
+    assert "invalid choice: 'firmware'" in capsys.readouterr().err
