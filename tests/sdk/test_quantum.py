@@ -72,6 +72,11 @@ def test_train_export_inspect_and_bench_through_the_cli(tmp_path, capsys):
     ideal = report["device"]["ideal"]["results"]["meta-learned"]
     assert ideal["costs"]["circuits_per_frame"] == 2 * 31 + 1 and ideal["seconds_per_frame"] > 0
     assert (tmp_path / "bench" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from metaedge.sdk.families.demod.born.bench import text
+
+    shown = text(report)  # every SER with its interval, and the paired differences a reader compares priors by
+    assert "exact (40 devices): meta-learned vs joint" in shown and "ideal (2 devices): meta-learned vs uniform prior" in shown
+    assert shown.count(" [") >= len(report["exact"]["results"]) + 3
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from metaedge.sdk.families.demod.born.config import METHODS, QiskitFigure
 from metaedge.sdk.families.demod.born.evaluation import Scores, evaluate_exact, test_frames, tune_step_size
 from metaedge.sdk.families.demod.born.training import BornRun, load_born_run, train_default
 from metaedge.sdk.options import Progress, silent
-from metaedge.sdk.stats import format_table, summarise
+from metaedge.sdk.stats import format_table, paired_text, summarise
 from metaedge.sdk.targets import Release
 from metaedge.sdk.targets.qiskit import write_born_bundle
 
@@ -65,20 +65,30 @@ def run(options: QiskitFigure, progress: Progress = silent) -> dict:
     return {**report, "written": [str(options.out / "qiskit.json"), str(options.out / "reliability.png")]}
 
 
+def _ser(r: dict) -> str:
+    return f"{r['ser']:.4f} [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]"
+
+
 def text(report: dict) -> str:
-    rows = [[name, "exact", f"{r['ser']:.4f}", f"{r['log_loss']:.4f}", f"{r['ece']:.4f}", "", ""] for name, r in report["exact"]["results"].items()]
+    rows = [[name, "exact", _ser(r), f"{r['log_loss']:.4f}", f"{r['ece']:.4f}", "", ""] for name, r in report["exact"]["results"].items()]
     for target, d in report["device"].items():
         for name, r in d["results"].items():
             c = r["costs"]
-            cells = [f"{r['ser']:.4f}", f"{r['log_loss']:.4f}", f"{r['ece']:.4f}", f"{r['seconds_per_frame'] * 1e3:.0f}"]
+            cells = [_ser(r), f"{r['log_loss']:.4f}", f"{r['ece']:.4f}", f"{r['seconds_per_frame'] * 1e3:.0f}"]
             rows.append([name, target, *cells, f"{c['circuits_per_frame']}×/{c['shots_per_frame']:,}"])
     devices = next(iter(report["device"].values()))["devices"] if report["device"] else 0
     head = (
         f"{report['task']['pilots']} pilots, {report['inner']['steps']} steps, {report['inner']['shots']} shots per setting; "
-        f"exact over {report['exact']['devices']} devices, targets over {devices}"
+        f"exact over {report['exact']['devices']} devices, targets over {devices}; SER with its 95 % interval over devices"
     )
-    table = format_table(["prior", "where", "SER", "log-loss", "ECE", "ms/frame", "circuits/shots per frame"], rows)
-    return "\n".join([head, table, *(["→ " + ", ".join(report["written"])] if "written" in report else [])])
+    table = format_table(["prior", "where", "SER [95 %]", "log-loss", "ECE", "ms/frame", "circuits/shots per frame"], rows)
+    paired = [
+        f"{where} ({d['devices']} devices): {comparison} {paired_text({'diff': p['ser_difference'], 'ci95': p['ci95']}, 4)}"
+        for where, d in [("exact", report["exact"]), *report["device"].items()]
+        for comparison, p in d["paired"].items()
+    ]
+    note = "paired SER differences (negative: the meta-learned prior makes fewer errors; an interval across 0 is no difference):"
+    return "\n".join([head, table, note, *paired, *(["→ " + ", ".join(report["written"])] if "written" in report else [])])
 
 
 def priors_of(meta: BornRun, joint: BornRun) -> dict[str, BornRun]:
