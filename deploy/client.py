@@ -18,6 +18,11 @@ CHUNK = 32 << 10
 PROTOCOL_MEMBERS = ("seq", "ok", "blobs", "next_nonce")  # members of every answer, not of what was asked
 
 
+def answer(header: dict) -> dict:
+    """A response header less the protocol's own members: what was asked for."""
+    return {k: v for k, v in header.items() if k not in PROTOCOL_MEMBERS}
+
+
 class DeviceRequestError(RuntimeError):
     """The device refused a request; the message is the device's reason."""
 
@@ -82,8 +87,7 @@ class DeviceClient:
 
     def ask(self, op: str, **args) -> dict:
         """The answer to one request without arrays, less the protocol's own members."""
-        header, _ = self.call(op, **args)
-        return {k: v for k, v in header.items() if k not in PROTOCOL_MEMBERS}
+        return answer(self.call(op, **args)[0])
 
     def info(self) -> dict:
         """Target, profile, the running image and its task (device-protocol.md §3.1)."""
@@ -112,7 +116,7 @@ class DeviceClient:
         if labels is not None:
             arrays["labels"] = np.asarray(labels, np.int32)
         header, out = self.call("frame", arrays)
-        return {k: v for k, v in header.items() if k not in PROTOCOL_MEMBERS}, out
+        return answer(header), out
 
     def deploy(self, image: bytes, confirm: bool = False, progress: Callable[[int], None] | None = None) -> dict:
         """Upload a packed bundle into the inactive slot, mark it for test, reset into its trial boot (which runs its

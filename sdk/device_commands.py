@@ -108,12 +108,11 @@ class Request(DeviceRequest):
 
 
 def ask(options: Request, progress: Progress = silent) -> dict:
-    from metaedge.deploy.client import PROTOCOL_MEMBERS
+    from metaedge.deploy.client import answer
     from metaedge.sdk.device_frames import call, connect
 
     with connect(options.device, options.signer()) as client:
-        header, _ = call(client, options.op)
-    return {k: v for k, v in header.items() if k not in PROTOCOL_MEMBERS}
+        return answer(call(client, options.op)[0])
 
 
 def _image_line(image: dict) -> str:

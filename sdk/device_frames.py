@@ -4,8 +4,10 @@ share, and ``stream`` picks the family from the task the device runs."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
+from typing import Iterator
 
 from metaedge.backends.registry import FRAME_LIMITS_S
 from metaedge.sdk.errors import UserError
@@ -26,15 +28,8 @@ def stream(url: str, frames: int, pilots: int, symbols: int, seed: int, operator
 
 def deploy(url: str, image: bytes, confirm: bool, progress=None, operator_key: Path | None = None) -> dict:
     """``DeviceClient.deploy`` of a packed bundle, its refusals as one line."""
-    from metaedge.deploy.client import DeviceRequestError
-
-    with connect(url, operator_key) as client:
-        try:
-            return client.deploy(image, confirm, progress=progress)
-        except DeviceRequestError as e:
-            raise UserError(f"the device refused the deployment: {e}") from None
-        except ConnectionError as e:
-            raise UserError(str(e)) from None
+    with connect(url, operator_key) as client, refusals("the deployment"):
+        return client.deploy(image, confirm, progress=progress)
 
 
 def latency_text(report: dict) -> str:
@@ -159,12 +154,19 @@ def connect(url: str, operator_key: Path | None = None, timeout: float = ANSWER_
         raise UserError(str(e)) from None
 
 
-def call(client, op: str, arrays=None, **args):
+@contextlib.contextmanager
+def refusals(what: str) -> Iterator[None]:
+    """A device's refusal of ``what`` and a lost connection, each as the one line a command prints."""
     from metaedge.deploy.client import DeviceRequestError
 
     try:
-        return client.call(op, arrays, **args)
+        yield
     except DeviceRequestError as e:
-        raise UserError(f"the device refused '{op}': {e}") from None
+        raise UserError(f"the device refused {what}: {e}") from None
     except ConnectionError as e:
         raise UserError(str(e)) from None
+
+
+def call(client, op: str, arrays=None, **args):
+    with refusals(f"'{op}'"):
+        return client.call(op, arrays, **args)

@@ -5,13 +5,12 @@ the site answered. A screenshot of each page is kept under build/screenshots/ fo
 import functools
 import http.server
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin
 
 import pytest
+from test_docs_site import build_site
 
 from metaedge.sdk.cli.main import main
 
@@ -86,10 +85,7 @@ def test_the_html_report_shows_every_figure_without_an_error(browser, served, tm
 
 
 def test_the_docs_site_loads_every_page_image_and_link(browser, served, tmp_path):
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    build = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")]
-    assert subprocess.run(build, cwd=ROOT, capture_output=True, timeout=300, env=env).returncode == 0
-    base = served(tmp_path / "site")
+    base = served(build_site(tmp_path / "site"))
     problems, linked = [], set()
     for page in DOCS_PAGES:
         found, links = visit(browser, base + page, "docs-" + (page.strip("/").replace("/", "-") or "index"))

@@ -207,7 +207,7 @@ def _spiking_cases(spiking: Source) -> list[Case]:
         ("learning-rate", "snn.learning_rate", -0.1, "a negative learning rate η"),
         ("missing", "snn", ..., "an snn member missing"),
     ]
-    return [valid, *_frame_rules("loihi", len(spiking.manifest["task"]["features"]), _pilot_classes(spiking.manifest["task"]))] + [
+    return [valid, *_frame_rules("loihi", spiking.manifest["task"])] + [
         Case(f"loihi-section-{name}", "bundle-format §14.7", f"refuse {text}", "refuse-boot", spiking.pack(_set(path, value)), target="loihi")
         for name, path, value, text in rules
     ]
@@ -263,7 +263,7 @@ def _born_cases(born: Source) -> list[Case]:
         ("theta-not-finite", angles("theta", np.nan), "θ angles that are not finite"),
         ("lr-not-finite", angles("lr", np.inf), "step sizes that are not finite"),
     ]
-    return [valid, *_frame_rules("qiskit", len(born.manifest["task"]["features"]), _pilot_classes(born.manifest["task"]))] + [
+    return [valid, *_frame_rules("qiskit", born.manifest["task"])] + [
         Case(f"qiskit-section-{name}", "bundle-format §13.6", f"refuse {text}", "refuse-boot", born.pack(change), target="qiskit")
         for name, change, text in rules
     ]
@@ -333,7 +333,7 @@ def _predictor_cases(power: Source, linear: Source) -> list[Case]:
             _predictor_frames(predictor, "linear", *_shifted_prediction_frames(linear.manifest["task"])),
             target="linear",
         ),
-        *_frame_rules("linear", len(linear.manifest["task"]["features"])),
+        *_frame_rules("linear", linear.manifest["task"]),
         _linear_refusal(linear),
         *_linear_section_rules(linear),
     ]
@@ -412,7 +412,7 @@ def _cases(one: Source, two: Source) -> list[Case]:
     cases.append(Case("pilot-contract", "device-protocol §3.3", statement, "refuse-frames", later, broken))
     statement = "decide each frame with the receiver the guard and the frame residual select"
     cases.append(Case("frame-selection", "bundle-format §6.2", statement, "accept", *_selection_case(two)))
-    cases += _frame_rules("onnx", len(two.manifest["task"]["features"]), _pilot_classes(two.manifest["task"]))
+    cases += _frame_rules("onnx", two.manifest["task"])
     return cases + _protocol_rules() + _auth_rules()
 
 
@@ -512,16 +512,14 @@ def _protocol_rules() -> list[Case]:
     ]
 
 
-def _pilot_classes(task: dict) -> list[int]:
-    """Pilot classes a classifier's frames may carry: its declared sequence, or every class where it declares none."""
-    return task["pilot_sequence"] or list(range(task["classes"]))
-
-
-def _frame_rules(target: str, features: int, sequence: list[int] | None = None) -> list[Case]:
-    """Malformed frames for the image a ``target`` device runs (``features`` per sample; a classifier's declared pilot
-    ``sequence``, None for a predictor): each wrong in one respect alone, played right after the valid case."""
+def _frame_rules(target: str, task: dict) -> list[Case]:
+    """Malformed frames for the image a ``target`` device runs, whose task section is ``task`` (a classifier's pilots
+    carry its declared sequence, or every class where it declares none; a predictor's carry no labels): each wrong
+    in one respect alone, played right after the valid case."""
+    features = len(task["features"])
     good = np.zeros((PILOTS, features), np.float32)
-    labels = None if sequence is None else np.resize(np.asarray(sequence, np.int32), PILOTS)
+    classes = task.get("classes")
+    labels = None if classes is None else np.resize(np.asarray(task["pilot_sequence"] or range(classes), np.int32), PILOTS)
     rules = [
         ("nan", "a frame with NaN samples", _frame_request(np.full_like(good, np.nan), good, labels)),
         ("features", "samples of the wrong feature count", _frame_request(good, np.zeros((4, features + 1), np.float32), labels)),
