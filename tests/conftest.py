@@ -82,7 +82,8 @@ def snn_bundle(tmp_path_factory, signing_keys):
     from metaedge.sdk.targets import export
 
     root = tmp_path_factory.mktemp("snn")
-    train_snn(root / "run", default_task(), SnnSpec(), SnnTrainConfig(iterations=20, tasks_per_batch=32, val_devices=50, val_every=10))
+    task = default_task().replace(order=4, pilots=4)  # QPSK keeps the tests quick
+    train_snn(root / "run", task, SnnSpec(classes=4), SnnTrainConfig(iterations=20, tasks_per_batch=32, val_devices=50, val_every=10))
     export("loihi", root / "run", root / "bundle", key=load_private(signing_keys[0]))
     return root / "run", root / "bundle"
 

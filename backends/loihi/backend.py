@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from metaedge.backends.base import AdaptReport, BackendError, Receiver, Resources, SelftestReport
-from metaedge.backends.loihi.network import SnnSpec, encode, fixed_point, probabilities, stream_length, teacher
+from metaedge.backends.loihi.network import SnnParameters, SnnSpec, encode, fixed_point, probabilities, stream_length, teacher
 from metaedge.deploy import manifest as m
 from metaedge.deploy.bundle import Bundle
 
@@ -51,26 +51,28 @@ class LoihiBackend(Receiver):
         if bundle.manifest.task.classes != self.spec.classes:
             raise BackendError(f"task has {bundle.manifest.task.classes} classes, the network {self.spec.classes} output neurons")
         tensors = bundle.tensors(m.THETA)
-        shapes = {"theta": (self.spec.classes, self.spec.hidden), "input_weights": (self.spec.hidden, self.spec.inputs)}
-        for name, shape in shapes.items():
-            if name not in tensors or tensors[name].shape != shape or not np.isfinite(tensors[name]).all():
-                raise BackendError(f"θ artifact lacks a finite '{name}' of shape {shape}")
+        shape = (self.spec.classes, self.spec.hidden)
+        if "theta" not in tensors or tensors["theta"].shape != shape or not np.isfinite(tensors["theta"]).all():
+            raise BackendError(f"θ artifact lacks a finite 'theta' of shape {shape}")
+        try:
+            self.params = SnnParameters.from_tensors(self.spec, tensors)
+        except ValueError as e:
+            raise BackendError(str(e)) from None
         self.theta = tensors["theta"].astype(np.float64)
-        self.w_in = tensors["input_weights"].astype(np.float64)
         # Loihi 2 hardware computes in fixed point only
-        self.fixed = fixed_point(self.spec, self.theta) if self.fixed_point or self.engine == "loihi2" else None
+        self.fixed = fixed_point(self.spec, self.theta, self.params) if self.fixed_point or self.engine == "loihi2" else None
         self.close()
         self.receiver = self._build()
         self.bundle = bundle
         self.fall_back_to(bundle.manifest.task)
-        count = 2 * self.theta.size + self.w_in.size
+        count = 2 * self.theta.size + sum(value.size for value in self.params.tensors().values())
         return Resources(parameter_bytes=8 * count, artifact_bytes=bundle.size(), parameters=count)
 
     def _build(self):
         if self.engine == "reference":
             from metaedge.backends.loihi.reference import ReferenceReceiver
 
-            return ReferenceReceiver(self.spec, self.w_in, self.theta)
+            return ReferenceReceiver(self.spec, self.params, self.theta)
         try:
             from metaedge.backends.loihi.lava_net import LavaReceiver
         except ImportError as e:
@@ -86,7 +88,7 @@ class LoihiBackend(Receiver):
                     "engine 'loihi2' runs on Loihi 2 hardware and needs Intel's lava-loihi package "
                     "(available to INRC members), which is not installed; use --engine lava for the simulation"
                 )
-        return LavaReceiver(self.spec, self.w_in, self.theta, timeout_s=self.timeout_s, hardware=self.engine == "loihi2", fixed=self.fixed)
+        return LavaReceiver(self.spec, self.params, self.theta, timeout_s=self.timeout_s, hardware=self.engine == "loihi2", fixed=self.fixed)
 
     def close(self) -> None:
         """Stop the engine's runtime (Lava's processes and shared memory)."""

@@ -1,6 +1,6 @@
 """The spiking receiver as Lava processes, built once and run chunk by chunk.
 
-    RingBuffer(inputs) → Dense(W_in) → LIF(hidden) → LearningDense(θ, three-factor rule) → ErrorLIF(out) → sink
+    RingBuffer(inputs) → Dense(W_in) → LIF(hidden, biases) → LearningDense(θ, three-factor rule) → ErrorLIF(out) → sink
                                                             ↑  bap, y1, y2, y3   ←─────────┘      ↑
                                                                                 RingBuffer(teacher) → third-factor port
 
@@ -26,7 +26,7 @@ from lava.proc.io.source import RingBuffer as SpikeSource
 from lava.proc.lif.process import LIF
 
 from metaedge.backends.base import BackendError
-from metaedge.backends.loihi.network import HIDDEN_EXP, RULE, TRACE_IMPULSE, VOLTAGE_SHIFT, FixedPoint, SnnSpec, decay_int
+from metaedge.backends.loihi.network import RULE, TRACE_IMPULSE, VOLTAGE_SHIFT, FixedPoint, SnnParameters, SnnSpec, decay_int
 from metaedge.backends.loihi.processes.error_lif import ErrorLIF
 
 FIXED_SEED = 0  # the fixed-point learning engine rounds stochastically
@@ -50,7 +50,13 @@ class LavaReceiver:
     ``BackendError``; the receiver is then ``stopped``."""
 
     def __init__(
-        self, spec: SnnSpec, w_in: np.ndarray, theta: np.ndarray, timeout_s: float = 120.0, hardware: bool = False, fixed: FixedPoint | None = None
+        self,
+        spec: SnnSpec,
+        params: SnnParameters,
+        theta: np.ndarray,
+        timeout_s: float = 120.0,
+        hardware: bool = False,
+        fixed: FixedPoint | None = None,
     ) -> None:
         """``fixed``: run Lava's fixed-point models with θ as integers (``FixedPoint``); None: floating point."""
         from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
@@ -60,26 +66,29 @@ class LavaReceiver:
         self.length = spec.chunk * spec.period
         self.source = SpikeSource(data=np.zeros((spec.inputs, self.length), dtype=self._dtype))
         if fixed is None:
-            self.dense = Dense(weights=w_in)
-            self.hidden = LIF(shape=(spec.hidden,), du=spec.hidden_du, dv=spec.hidden_dv, vth=spec.hidden_vth)
+            self.dense = Dense(weights=params.input_weights)
+            self.hidden = LIF(shape=(spec.hidden,), du=spec.hidden_du, dv=spec.hidden_dv, vth=spec.hidden_vth, bias_mant=params.hidden_bias)
             self.plastic = LearningDense(weights=theta, learning_rule=learning_rule(spec))
             self.out = ErrorLIF(
                 shape=(spec.classes,),
                 du=spec.out_du,
                 dv=spec.out_dv,
                 vth=spec.out_vth,
-                learning_rate=spec.learning_rate,
+                learning_rates=params.learning_rates,
                 surrogate_width=spec.surrogate_width,
                 learning_rule=learning_rule(spec),
             )
         else:
             scale = 2**fixed.weight_exp
-            self.dense = Dense(weights=np.round(w_in * 2**HIDDEN_EXP).astype(np.int64))
+            bias_mant, bias_exp = fixed.hidden_bias(params)
+            self.dense = Dense(weights=fixed.input_weights(params), sign_mode=SignMode.MIXED)
             self.hidden = LIF(
                 shape=(spec.hidden,),
                 du=decay_int(spec.hidden_du, 1),
                 dv=decay_int(spec.hidden_dv, 0),
-                vth=int(round(spec.hidden_vth * 2**HIDDEN_EXP)),
+                vth=fixed.hidden_threshold(spec),
+                bias_mant=bias_mant,
+                bias_exp=bias_exp,
             )
             self.plastic = LearningDense(weights=fixed.quantise(theta), learning_rule=learning_rule(spec, fixed), sign_mode=SignMode.MIXED)
             self.out = ErrorLIF(
@@ -87,7 +96,7 @@ class LavaReceiver:
                 du=decay_int(spec.out_du, 1),
                 dv=decay_int(spec.out_dv, 0),
                 vth=int(round(spec.out_vth * scale)),
-                learning_rate=float(fixed.y_scale),
+                learning_rates=fixed.y_scale.astype(float),
                 surrogate_width=spec.surrogate_width * scale * 2**VOLTAGE_SHIFT,
                 learning_rule=learning_rule(spec, fixed),
             )

@@ -16,12 +16,16 @@ a = exp(−(x − c)² / 2σ²), σ = grid spacing · ``width``. A neuron spikes
 rate a: an accumulator starts at ½, adds a every step of the presentation and spikes
 (subtracting 1) whenever it reaches 1.
 
-Hidden layer. ``grid``² LIF neurons, one per cell (i, j) of the I/Q grid, each fed by input
-neuron i of the I rail and input neuron j of the Q rail with weight ``hidden_weight``: with
-the threshold between one and two inputs' worth, a hidden neuron fires when both rails are
-near its cell — a spiking 2-D receptive field. These weights are fixed (not learned).
+Hidden layer. H LIF neurons (``hidden``), each fed by every input neuron through
+``input_weights`` [H, 2·grid] and a constant bias ``hidden_bias`` [H] (Lava's ``bias_mant``,
+added to v every step). Both are learned offline and fixed on the device. The hand-designed
+start (``SnnParameters.grid``) has H = grid² neurons, one per cell (i, j) of the I/Q grid,
+fed by input neuron i of the I rail and input neuron j of the Q rail with weight
+``hidden_weight``: with the threshold between one and two inputs' worth, a hidden neuron
+fires when both rails are near its cell — a spiking 2-D receptive field.
 
-Output layer. One LIF neuron per class on plastic synapses θ (classes × hidden). Decision:
+Output layer. One LIF neuron per class on plastic synapses θ (classes × hidden); output neuron
+i learns with its own rate η_i (``learning_rates`` [K], carried by its third factor). Decision:
 the neuron with the most spikes in the window; ties go to the earliest first spike, then to
 the lowest index. Confidence: p_i ∝ count_i + ½ + 10⁻³·earliness_i (earliness ∈ [0, 1)).
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
 import numpy as np
 
@@ -37,6 +42,7 @@ RULE = "u0*x1*y2 - u0*x1*y3"  # Lava's dw string: Δw = x1·(y2 − y3), e⁺ on
 Y_TRACE_TAU = 65535  # Loihi3FLearningRule's y traces: τ = 2^16 − 1, impulse 0
 LATENCY = 2  # steps from an input spike to the output layer's response
 TIE_BREAK = 1e-3  # weight of a first spike's earliness in the confidence
+MAX_HIDDEN = 1024  # hidden neurons a bundle may declare
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class SnnSpec:
 
     classes: int = 4
     grid: int = 8  # receptive fields per rail
+    hidden: int = 64  # hidden LIF neurons H (grid² for the hand-designed grid)
     field_range: float = 1.75  # centres span [−range, range] after gain control
     field_width: float = 0.8  # σ in grid spacings
     steps: int = 8  # T: presentation steps per symbol
@@ -58,7 +65,7 @@ class SnnSpec:
     out_vth: float = 1.0
     trace_tau: float = 2.0  # τ of the pre-synaptic trace x1
     trace_impulse: float = 1.0
-    learning_rate: float = 0.05  # η, carried by the error factors y2/y3
+    learning_rate: float = 0.05  # η every output neuron starts from (a bundle may carry one per neuron)
     surrogate_width: float = 0.5  # post_i = 1 / (1 + |v_i − vth| / width)²
     chunk: int = 16  # symbols per Lava run (ring-buffer length = chunk · period)
 
@@ -66,6 +73,7 @@ class SnnSpec:
         checks = [
             (self.classes >= 2, "classes must be ≥ 2"),
             (2 <= self.grid <= 32, "grid must lie in 2..32"),
+            (1 <= self.hidden <= MAX_HIDDEN, f"hidden must lie in 1..{MAX_HIDDEN}"),
             (self.steps >= 1 and self.gap >= LATENCY, f"steps must be ≥ 1 and gap ≥ {LATENCY}"),
             (self.chunk >= 1, "chunk must be ≥ 1"),
             (all(0.0 <= d <= 1.0 for d in (self.hidden_du, self.hidden_dv, self.out_du, self.out_dv)), "decays must lie in [0, 1]"),
@@ -87,10 +95,6 @@ class SnnSpec:
         return 2 * self.grid
 
     @property
-    def hidden(self) -> int:
-        return self.grid * self.grid
-
-    @property
     def period(self) -> int:
         return self.steps + self.gap
 
@@ -103,16 +107,52 @@ class SnnSpec:
         unknown = set(data) - set(known)
         if unknown:
             raise ValueError(f"snn: unknown fields {sorted(unknown)}")
-        return cls(**{k: (int(v) if known[k] == "int" else float(v)) for k, v in data.items()})
+        values = {k: (int(v) if known[k] == "int" else float(v)) for k, v in data.items()}
+        if "hidden" not in values and "grid" in values:
+            values["hidden"] = values["grid"] ** 2  # revision 1.1 bundles: the grid's H = M²
+        return cls(**values)
 
 
-def input_weights(spec: SnnSpec) -> np.ndarray:
-    """[hidden, inputs]: hidden cell (i, j) = index i·grid + j listens to I-neuron i and Q-neuron grid + j."""
-    w = np.zeros((spec.hidden, spec.inputs))
-    cells = np.arange(spec.hidden)
-    w[cells, cells // spec.grid] = spec.hidden_weight
-    w[cells, spec.grid + cells % spec.grid] = spec.hidden_weight
-    return w
+@dataclass(frozen=True)
+class SnnParameters:
+    """What is learned offline and fixed on the device: the hidden layer's input weights [H, 2M] and biases [H],
+    and each output neuron's learning rate [K]."""
+
+    input_weights: np.ndarray
+    hidden_bias: np.ndarray
+    learning_rates: np.ndarray
+
+    NAMES: ClassVar[tuple[str, ...]] = ("input_weights", "hidden_bias", "learning_rates")
+
+    @classmethod
+    def grid(cls, spec: SnnSpec) -> "SnnParameters":
+        """The hand-designed start: hidden cell (i, j) = index i·grid + j listens to I-neuron i and Q-neuron
+        grid + j; no biases; η for every output neuron."""
+        if spec.hidden != spec.grid**2:
+            raise ValueError(f"snn: the grid hidden layer has grid² = {spec.grid**2} neurons, not {spec.hidden}")
+        w = np.zeros((spec.hidden, spec.inputs))
+        cells = np.arange(spec.hidden)
+        w[cells, cells // spec.grid] = spec.hidden_weight
+        w[cells, spec.grid + cells % spec.grid] = spec.hidden_weight
+        return cls(w, np.zeros(spec.hidden), np.full(spec.classes, spec.learning_rate))
+
+    @classmethod
+    def from_tensors(cls, spec: SnnSpec, tensors: dict[str, np.ndarray]) -> "SnnParameters":
+        """From the θ artifact; a missing bias means zeros and missing rates mean ``spec.learning_rate``
+        (revision 1.1 bundles). A ValueError names what is wrong."""
+        defaults = {"hidden_bias": np.zeros(spec.hidden), "learning_rates": np.full(spec.classes, spec.learning_rate)}
+        values = {}
+        for name, shape in zip(cls.NAMES, ((spec.hidden, spec.inputs), (spec.hidden,), (spec.classes,))):
+            value = tensors.get(name, defaults.get(name))
+            if value is None or value.shape != shape or not np.isfinite(value).all():
+                raise ValueError(f"θ artifact lacks a finite '{name}' of shape {shape}")
+            values[name] = np.asarray(value, dtype=np.float64)
+        if (values["learning_rates"] < 0).any():
+            raise ValueError("θ artifact holds a negative learning rate in 'learning_rates'")
+        return cls(**values)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.NAMES}
 
 
 def gain_control(samples: np.ndarray) -> np.ndarray:
@@ -198,8 +238,8 @@ def rule_section(spec: SnnSpec) -> dict:
         "x2_impulse": 0.0,
         "y_tau": Y_TRACE_TAU,
         "y_impulse": 0.0,
-        "y2": "learning_rate * post * max(e, 0)",
-        "y3": "learning_rate * post * max(-e, 0)",
+        "y2": "learning_rates[i] * post * max(e, 0)",
+        "y3": "learning_rates[i] * post * max(-e, 0)",
         "error": "e_i = |c_i| * ([c_i > 0] - s_i), teacher c_i in {-1, 0, +1}",
         "post": "1 / (1 + |v_i - out_vth| / surrogate_width)^2, membrane before reset",
     }
@@ -207,27 +247,39 @@ def rule_section(spec: SnnSpec) -> dict:
 
 # -- fixed point (Lava's fixed_pt models; informative, docs/bundle-format.md §14.8) --------------
 WEIGHT_LIMIT = 254  # mixed-sign 8-bit weights: 8-bit magnitude plus sign, even values in [−256, 254]
-HIDDEN_EXP = 6  # fixed input weights and hidden threshold are scaled by 2^6
 TRACE_IMPULSE = 16  # x1 impulse in trace units (7-bit traces, 0…127)
 Y_LIMIT = 127  # y2/y3 = round(y_scale · post · e±) are 7-bit third factors
 VOLTAGE_SHIFT = 6  # Loihi aligns activations and thresholds 6 bits up inside the neuron
+BIAS_MANT_LIMIT = 4095  # 13-bit signed bias mantissa
+BIAS_EXP_LIMIT = 7  # 3-bit bias exponent
+
+
+def layer_exponent(largest: float, limit: float) -> int:
+    """The largest exponent k ≤ 10 with largest·2^k ≤ limit (0 at the least)."""
+    return int(np.clip(np.floor(np.log2(limit / largest)), 0, 10))
+
+
+def quantise_weights(values: np.ndarray, exp: int) -> np.ndarray:
+    """8-bit mixed-sign weights: 2·round(w·2^(k−1)), clipped to [−256, 254]."""
+    return np.clip(2 * np.round(np.asarray(values) * 2.0**exp / 2), -WEIGHT_LIMIT - 2, WEIGHT_LIMIT).astype(np.int64)
 
 
 @dataclass(frozen=True)
 class FixedPoint:
-    """θ as integers with a shared exponent, and η split between the rule's constant m·2^e and the
-    7-bit scale of the third factors.
+    """The network as Loihi's integers: θ with a shared exponent, the hidden layer with its own, and each output
+    neuron's η split between the rule's constant m·2^e (shared) and its own 7-bit third-factor scale.
 
     Lava's fixed learning engine changes an integer weight by x1·y·m·2^e / 8 per step, so with
-    x1 = 16·x1_float and y = y_scale·post·e, η_fixed = 16·y_scale·m·2^e / (8·2^weight_exp)."""
+    x1 = 16·x1_float and y = y_scale_i·post·e, η_i,fixed = 16·y_scale_i·m·2^e / (8·2^weight_exp)."""
 
     weight_exp: int
     mantissa: int
     exponent: int
-    y_scale: int
+    y_scale: np.ndarray  # [K], 1…127
+    hidden_exp: int
 
     @property
-    def learning_rate(self) -> float:
+    def learning_rates(self) -> np.ndarray:
         return TRACE_IMPULSE * self.y_scale * self.mantissa * 2.0**self.exponent / 8 / 2.0**self.weight_exp
 
     @property
@@ -236,22 +288,38 @@ class FixedPoint:
         return f"{c}*u0*x1*y2 - {c}*u0*x1*y3"
 
     def quantise(self, theta: np.ndarray) -> np.ndarray:
-        return np.clip(2 * np.round(np.asarray(theta) * 2.0**self.weight_exp / 2), -WEIGHT_LIMIT - 2, WEIGHT_LIMIT).astype(np.int64)
+        return quantise_weights(theta, self.weight_exp)
 
     def weights(self, quantised: np.ndarray) -> np.ndarray:
         return np.asarray(quantised, dtype=np.float64) / 2.0**self.weight_exp
 
+    def input_weights(self, params: SnnParameters) -> np.ndarray:
+        return quantise_weights(params.input_weights, self.hidden_exp)
 
-def fixed_point(spec: SnnSpec, theta: np.ndarray) -> FixedPoint:
-    """The largest shared exponent that keeps θ and the threshold within half the weight range
-    (room for adaptation); the smallest rule constant m·2^e (m in 1…7, e in −7…8) that reaches η
-    with 7-bit factors, and the factor scale that brings η_fixed closest to η."""
-    largest = max(float(np.abs(theta).max()), spec.out_vth)
-    weight_exp = int(np.clip(np.floor(np.log2(WEIGHT_LIMIT / 2 / largest)), 0, 10))
-    target = spec.learning_rate * 8 * 2.0**weight_exp / TRACE_IMPULSE  # = y_scale · m · 2^e
+    def hidden_threshold(self, spec: SnnSpec) -> int:
+        return int(round(spec.hidden_vth * 2**self.hidden_exp))
+
+    def hidden_bias(self, params: SnnParameters) -> tuple[np.ndarray, int]:
+        """Bias mantissa [H] and one exponent: b·2^k_h in the neuron's units (2^6 above the weights'), as
+        mantissa·2^exponent with the smallest exponent that keeps every 13-bit mantissa in range."""
+        scaled = params.hidden_bias * 2.0 ** (self.hidden_exp + VOLTAGE_SHIFT)
+        largest = float(np.abs(scaled).max())
+        exp = 0 if largest <= BIAS_MANT_LIMIT else min(BIAS_EXP_LIMIT, int(np.ceil(np.log2(largest / BIAS_MANT_LIMIT))))
+        return np.clip(np.round(scaled / 2.0**exp), -BIAS_MANT_LIMIT, BIAS_MANT_LIMIT).astype(np.int64), exp
+
+
+def fixed_point(spec: SnnSpec, theta: np.ndarray, params: SnnParameters) -> FixedPoint:
+    """The largest shared exponents that keep θ and the output threshold within half the weight range (room for
+    adaptation), and the input weights and hidden threshold within it; the smallest rule constant m·2^e
+    (m in 1…7, e in −7…8) that reaches the largest η_i with 7-bit factors, and each neuron's factor scale that
+    brings its η_i,fixed closest to η_i."""
+    weight_exp = layer_exponent(max(float(np.abs(theta).max()), spec.out_vth), WEIGHT_LIMIT / 2)
+    hidden_exp = layer_exponent(max(float(np.abs(params.input_weights).max()), spec.hidden_vth), WEIGHT_LIMIT / 2)
+    targets = params.learning_rates * 8 * 2.0**weight_exp / TRACE_IMPULSE  # = y_scale_i · m · 2^e
     constants = sorted((m * 2.0**e, m, e) for m in range(1, 8) for e in range(-7, 9))
-    value, m, e = next((c for c in constants if c[0] * Y_LIMIT >= target), constants[-1])
-    return FixedPoint(weight_exp, m, e, int(np.clip(round(target / value), 1, Y_LIMIT)))
+    value, m, e = next((c for c in constants if c[0] * Y_LIMIT >= targets.max()), constants[-1])
+    y_scale = np.where(targets > 0, np.clip(np.round(targets / value), 1, Y_LIMIT), 0).astype(np.int64)  # η_i = 0 stays 0
+    return FixedPoint(weight_exp, m, e, y_scale, hidden_exp)
 
 
 def decay_int(decay: float, offset: int) -> int:

@@ -4,10 +4,11 @@ vectorised over tasks (a leading batch axis), so meta-training over hundreds of 
 Per timestep t, in Lava's order (``Loihi2SimCfg`` floating point, ``t_epoch`` = 1):
 1. the input Dense delivers W_in·s_in(t−1) to the hidden LIF; the plastic Dense delivers
    W(t−1)·s_h(t−1) to the output neurons (each Dense buffers one step);
-2. LIF: u ← u(1 − du) + a, v ← v(1 − dv) + u, spike if v > vth, then v ← 0;
+2. LIF: u ← u(1 − du) + a, v ← v(1 − dv) + u + b (b: the hidden biases; 0 at the output),
+   spike if v > vth, then v ← 0;
 3. the output neuron's third factor (eq. 6.4–6.5): e_i = |c_i|·([c_i > 0] − s_i) from the
    teacher signal c_i ∈ {−1, 0, +1}, post_i = 1 / (1 + |v_i − vth| / width)² on the membrane
-   before reset, sent as y2 = η·post·max(e, 0) and y3 = η·post·max(−e, 0);
+   before reset, sent as y2 = η_i·post·max(e, 0) and y3 = η_i·post·max(−e, 0);
 4. the learning phase: x1 ← x1·e^{−1/τ} + impulse·s_h(t); y_k is used as y_k·e^{−1/65535}
    (``Loihi3FLearningRule`` gives the y traces τ = 65535 and no impulse);
    Δw_ij = x1_j·y2_i − x1_j·y3_i (the rule string ``u0*x1*y2 - u0*x1*y3``), applied to W.
@@ -22,25 +23,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metaedge.backends.loihi.network import Y_TRACE_TAU, SnnSpec
+from metaedge.backends.loihi.network import Y_TRACE_TAU, SnnParameters, SnnSpec
 
 Y_TRACE_DECAY = math.exp(-1.0 / Y_TRACE_TAU)
 
 
-def hidden_spikes(spec: SnnSpec, w_in: np.ndarray, inputs: np.ndarray) -> np.ndarray:
-    """Hidden-layer spikes [..., steps, hidden] for input rasters [..., steps, inputs]."""
-    drive = inputs @ w_in.T  # W_in·s_in(t), delivered at t + 1
+@dataclass(frozen=True)
+class HiddenRun:
+    spikes: np.ndarray  # [..., steps, hidden]
+    voltage: np.ndarray | None  # [..., steps, hidden] v before reset, when recorded (meta-training's surrogate)
+
+
+def hidden_layer(spec: SnnSpec, params: SnnParameters, inputs: np.ndarray, record: bool = False) -> HiddenRun:
+    """Run the hidden layer over input rasters [..., steps, inputs]; ``record`` keeps the voltages."""
+    drive = inputs @ params.input_weights.T  # W_in·s_in(t), delivered at t + 1
     batch = inputs.shape[:-2]
     u = np.zeros((*batch, spec.hidden))
     v = np.zeros_like(u)
     out = np.zeros((*batch, inputs.shape[-2], spec.hidden))
+    voltage = np.zeros_like(out) if record else None
     for t in range(1, inputs.shape[-2]):
         u = u * (1.0 - spec.hidden_du) + drive[..., t - 1, :]
-        v = v * (1.0 - spec.hidden_dv) + u
+        v = v * (1.0 - spec.hidden_dv) + u + params.hidden_bias
         spikes = v > spec.hidden_vth
+        if record:
+            voltage[..., t, :] = v
         v = np.where(spikes, 0.0, v)
         out[..., t, :] = spikes
-    return out
+    return HiddenRun(out, voltage)
+
+
+def hidden_spikes(spec: SnnSpec, params: SnnParameters, inputs: np.ndarray) -> np.ndarray:
+    """Hidden-layer spikes [..., steps, hidden] for input rasters [..., steps, inputs]."""
+    return hidden_layer(spec, params, inputs).spikes
 
 
 @dataclass(frozen=True)
@@ -48,13 +63,17 @@ class OutputRun:
     spikes: np.ndarray  # [..., steps, classes]
     weights: np.ndarray  # [..., classes, hidden] after the stream
     rule_sum: np.ndarray  # [..., classes, hidden] Σ_t Δw(t), whether applied or not
+    error: np.ndarray | None  # [..., steps, classes] post·e, the rule's error at each neuron (None: learning off)
 
 
-def output_layer(spec: SnnSpec, theta: np.ndarray, hidden: np.ndarray, teacher: np.ndarray | None, apply: bool = True) -> OutputRun:
+def output_layer(
+    spec: SnnSpec, theta: np.ndarray, hidden: np.ndarray, teacher: np.ndarray | None, rates: np.ndarray | None = None, apply: bool = True
+) -> OutputRun:
     """Run the plastic layer from weights ``theta`` [..., classes, hidden] over hidden spikes.
 
-    ``teacher`` [..., steps, classes] (None: learning off) drives the rule; ``apply=False``
-    accumulates the rule's updates without changing the weights."""
+    ``teacher`` [..., steps, classes] (None: learning off) drives the rule with the output neurons' learning
+    rates ``rates`` [classes] (needed when the teacher is given); ``apply=False`` accumulates the rule's
+    updates without changing the weights."""
     steps = hidden.shape[-2]
     batch = np.broadcast_shapes(theta.shape[:-2], hidden.shape[:-2])
     w = np.broadcast_to(theta, (*batch, *theta.shape[-2:])).copy()
@@ -64,6 +83,7 @@ def output_layer(spec: SnnSpec, theta: np.ndarray, hidden: np.ndarray, teacher: 
     x1 = np.zeros((*batch, spec.hidden))
     pending = np.zeros_like(u)  # the plastic Dense's buffer
     out = np.zeros((*batch, steps, spec.classes))
+    error = np.zeros_like(out) if teacher is not None else None
     trace_decay = math.exp(-1.0 / spec.trace_tau)
     for t in range(steps):
         s_h = hidden[..., t, :]
@@ -76,8 +96,9 @@ def output_layer(spec: SnnSpec, theta: np.ndarray, hidden: np.ndarray, teacher: 
             c = teacher[..., t, :]
             post = 1.0 / np.square(1.0 + np.abs(v - spec.out_vth) / spec.surrogate_width)
             err = np.abs(c) * ((c > 0).astype(float) - spikes)
-            y2 = spec.learning_rate * post * np.maximum(err, 0.0) * Y_TRACE_DECAY
-            y3 = spec.learning_rate * post * np.maximum(-err, 0.0) * Y_TRACE_DECAY
+            error[..., t, :] = post * err
+            y2 = rates * post * np.maximum(err, 0.0) * Y_TRACE_DECAY
+            y3 = rates * post * np.maximum(-err, 0.0) * Y_TRACE_DECAY
         v = np.where(spikes, 0.0, v)
         x1 = x1 * trace_decay + spec.trace_impulse * s_h
         if teacher is not None:
@@ -85,14 +106,14 @@ def output_layer(spec: SnnSpec, theta: np.ndarray, hidden: np.ndarray, teacher: 
             rule_sum += dw
             if apply:
                 w += dw
-    return OutputRun(out, w, rule_sum)
+    return OutputRun(out, w, rule_sum, error)
 
 
 class ReferenceReceiver:
     """The reference simulator behind the same calls as ``lava_net.LavaReceiver`` (one task, no Lava)."""
 
-    def __init__(self, spec: SnnSpec, w_in: np.ndarray, theta: np.ndarray) -> None:
-        self.spec, self.w_in = spec, w_in
+    def __init__(self, spec: SnnSpec, params: SnnParameters, theta: np.ndarray) -> None:
+        self.spec, self.params = spec, params
         self.timesteps = 0
         self.set_weights(theta)
 
@@ -104,7 +125,9 @@ class ReferenceReceiver:
 
     def run_stream(self, inputs: np.ndarray, teacher: np.ndarray) -> np.ndarray:
         learning = bool(np.any(teacher))
-        run = output_layer(self.spec, self.w, hidden_spikes(self.spec, self.w_in, inputs), teacher if learning else None)
+        run = output_layer(
+            self.spec, self.w, hidden_spikes(self.spec, self.params, inputs), teacher if learning else None, self.params.learning_rates
+        )
         self.w = run.weights
         self.timesteps += inputs.shape[0]
         return run.spikes

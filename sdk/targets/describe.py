@@ -37,11 +37,13 @@ def _linear_lines(m: dict, params: int) -> tuple[str, list[str]]:
 
 def _loihi_lines(m: dict, params: int) -> tuple[str, list[str]]:
     snn, algo = m["snn"], m["algorithm"]
+    hidden = snn.get("hidden", snn["grid"] ** 2)
+    learned = ", ".join(algo.get("meta_learned", ["theta"]))
     return "Lava, Loihi 2", [
-        f"model       spiking: {2 * snn['grid']} input → {snn['grid'] ** 2} LIF hidden → {snn['classes']} plastic LIF "
+        f"model       spiking: {2 * snn['grid']} input → {hidden} LIF hidden → {snn['classes']} plastic LIF "
         f"outputs; {snn['steps']}+{snn['gap']} timesteps per symbol",
-        f"algorithm   {algo['name']}: three-factor rule '{algo['rule']['dw']}', η {snn['learning_rate']:g}, "
-        f"on the pilots; θ = {snn['classes']}×{snn['grid'] ** 2} plastic weights",
+        f"algorithm   {algo['name']}: three-factor rule '{algo['rule']['dw']}' on the pilots; θ = {snn['classes']}×{hidden} "
+        f"plastic weights; learned offline: {learned}",
     ]
 
 

@@ -30,7 +30,8 @@ def shm() -> set:
 
 
 def parity(bundle) -> dict:
-    """Random θ (larger than trained ones, so every neuron is busy), random frame: Lava against the reference."""
+    """Random θ (larger than trained ones, so every neuron is busy), random frame: Lava against the reference, with
+    the bundle's learned hidden layer and per-neuron learning rates."""
     backend = LoihiBackend(engine="lava")
     backend.load(bundle)
     spec, rng = backend.spec, np.random.default_rng(7)
@@ -50,9 +51,10 @@ def parity(bundle) -> dict:
     finally:
         backend.close()
     n = stream_length(spec, 10)
-    adapted = output_layer(spec, theta, hidden_spikes(spec, backend.w_in, encode(spec, pilots, n)), teacher(spec, labels, n))
+    params = backend.params
+    adapted = output_layer(spec, theta, hidden_spikes(spec, params, encode(spec, pilots, n)), teacher(spec, labels, n), params.learning_rates)
     n = stream_length(spec, 30)
-    decoded = output_layer(spec, adapted.weights, hidden_spikes(spec, backend.w_in, encode(spec, payload, n)), None)
+    decoded = output_layer(spec, adapted.weights, hidden_spikes(spec, params, encode(spec, payload, n)), None)
     return {
         "weight_error": float(np.abs(lava_weights - adapted.weights).max()),
         "weight_change": float(np.abs(adapted.weights - theta).max()),
@@ -60,6 +62,8 @@ def parity(bundle) -> dict:
         "spikes": int(decoded.spikes.sum()),
         "learning_off_change": float(np.abs(off - lava_weights).max()),
         "steps_per_s": steps / seconds,
+        "rates_differ": bool(np.ptp(params.learning_rates) > 0),
+        "biases": bool(np.abs(params.hidden_bias).max() > 0),
     }
 
 
@@ -126,9 +130,7 @@ def failure(bundle) -> dict:
 def fixed(bundle) -> dict:
     """Fixed point: the self-test's decision agreement, and the adapted weights against the float reference run
     with the same quantised θ and the fixed point's η."""
-    import dataclasses as dc
-
-    from metaedge.backends.loihi.network import fixed_point
+    from metaedge.backends.loihi.network import SnnParameters, fixed_point
 
     backend = LoihiBackend(engine="lava", fixed_point=True)
     backend.load(bundle)
@@ -136,7 +138,8 @@ def fixed(bundle) -> dict:
     pilots, labels = rng.normal(size=(8, 2)).astype(np.float32), rng.integers(0, spec.classes, 8)
     try:
         report = backend.selftest()
-        fp = fixed_point(spec, backend.theta)
+        params = backend.params
+        fp = fixed_point(spec, backend.theta, params)
         backend.reset()
         backend.adapt(pilots, labels)
         lava_weights = backend.weights()
@@ -144,15 +147,15 @@ def fixed(bundle) -> dict:
         backend.close()
     start = fp.weights(fp.quantise(backend.theta))
     n = stream_length(spec, 8)
-    ref = output_layer(
-        dc.replace(spec, learning_rate=fp.learning_rate), start, hidden_spikes(spec, backend.w_in, encode(spec, pilots, n)), teacher(spec, labels, n)
-    ).weights
+    # the float reference with the integers' hidden layer and rates
+    quantised = SnnParameters(fp.input_weights(params) / 2.0**fp.hidden_exp, params.hidden_bias, fp.learning_rates)
+    ref = output_layer(spec, start, hidden_spikes(spec, quantised, encode(spec, pilots, n)), teacher(spec, labels, n), fp.learning_rates).weights
     d_lava, d_ref = (lava_weights - start).ravel(), (ref - start).ravel()
     return {
         "selftest_passed": report.passed,
         "disagreement": report.max_error,
-        "eta": spec.learning_rate,
-        "eta_fixed": fp.learning_rate,
+        "eta": params.learning_rates.tolist(),
+        "eta_fixed": fp.learning_rates.tolist(),
         "weight_exp": fp.weight_exp,
         "update_correlation": float(np.corrcoef(d_lava, d_ref)[0, 1]),
         "update_ratio": float(np.abs(d_lava).sum() / np.abs(d_ref).sum()),

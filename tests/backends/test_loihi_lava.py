@@ -4,6 +4,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import lava_python
 
@@ -19,6 +20,7 @@ def run_check(name: str, bundle: Path, timeout: float = 240) -> dict:
 
 def test_host_reference_and_lava_agree_on_spikes_and_adapted_weights(snn_bundle):
     r = run_check("parity", snn_bundle[1])
+    assert r["rates_differ"] and r["biases"]  # the bundle's learned hidden layer and per-neuron rates are in play
     assert r["weight_change"] > 1e-3  # the rule did change the weights on the pilots…
     assert r["weight_error"] <= 1e-5  # …exactly as the host reference predicts
     assert r["spikes"] > 0 and r["spike_mismatches"] == 0
@@ -46,5 +48,7 @@ def test_fixed_point_tracks_floating_point_within_the_stated_tolerance(snn_bundl
     correlate ≥ 0.8 with the float reference's (same quantised θ, the fixed point's η) and match in size within ±40 %."""
     r = run_check("fixed", snn_bundle[1])
     assert r["selftest_passed"] and r["disagreement"] <= 0.1
-    assert abs(r["eta_fixed"] - r["eta"]) / r["eta"] < 0.05  # η as 16 · y_scale · m·2^e / 8 / 2^weight_exp
+    # each η_i as 16 · y_scale_i · m·2^e / 8 / 2^weight_exp: within 5 % where y_scale_i uses enough of its 7 bits
+    eta, eta_fixed = np.array(r["eta"]), np.array(r["eta_fixed"])
+    assert np.all(np.abs(eta_fixed - eta) <= 0.05 * eta + 0.5 * (eta_fixed.max() / 127)), r
     assert r["update_correlation"] >= 0.8 and 0.6 <= r["update_ratio"] <= 1.4, r

@@ -16,20 +16,16 @@ from metaedge.firmware_sim.profile import PROFILES
 PROFILE = PROFILES["edge-small"]
 
 
-def variant(bundle, out, key, snn=None, theta=None, counter=2, input_weights=None):
-    """A re-signed copy of ``bundle`` with its ``snn`` section, θ or input weights replaced."""
+def variant(bundle, out, key, snn=None, weights=None, counter=2):
+    """A re-signed copy of ``bundle`` with members of its ``snn`` section or tensors of its θ artifact replaced."""
     manifest = json.loads(bundle.manifest_raw)
     for k in ("format", "version", "artifacts"):
         manifest.pop(k)
     manifest["security_counter"] = counter
     if snn is not None:
         manifest["snn"] = {**manifest["snn"], **snn}
-    weights = tensors.loads(bundle.artifacts["theta"])[0]
-    if theta is not None:
-        weights["theta"] = theta
-    if input_weights is not None:
-        weights["input_weights"] = input_weights
-    artifacts = {"theta": ("theta.safetensors", tensors.dumps(weights)), "selftest": ("selftest.safetensors", bundle.artifacts["selftest"])}
+    stored = {**tensors.loads(bundle.artifacts["theta"])[0], **(weights or {})}
+    artifacts = {"theta": ("theta.safetensors", tensors.dumps(stored)), "selftest": ("selftest.safetensors", bundle.artifacts["selftest"])}
     return pack(write_bundle(out, manifest, artifacts, key=key))
 
 
@@ -37,9 +33,12 @@ def variant(bundle, out, key, snn=None, theta=None, counter=2, input_weights=Non
     "change, reason",
     [
         ({"snn": {"grid": 1}}, "grid"),
-        ({"theta": np.zeros((4, 3))}, "theta shape"),
-        ({"theta": np.full((4, 64), np.nan)}, "NaN θ"),
-        ({"snn": {"learning_rate": 0.5}}, "self-test mismatch"),
+        ({"weights": {"theta": np.zeros((4, 3))}}, "theta shape"),
+        ({"weights": {"theta": np.full((4, 64), np.nan)}}, "NaN θ"),
+        ({"weights": {"learning_rates": np.full(4, 0.5)}}, "self-test mismatch"),
+        ({"weights": {"learning_rates": np.array([0.1, -0.1, 0.1, 0.1])}}, "negative learning rate"),
+        ({"weights": {"hidden_bias": np.zeros(63)}}, "hidden biases of another shape"),
+        ({"snn": {"hidden": 0}}, "H < 1"),
         # bundle-format §14.7's other rules
         ({"snn": {"bogus": 1}}, "unknown member"),
         ({"snn": {"steps": 0}}, "K < 1"),
@@ -48,7 +47,7 @@ def variant(bundle, out, key, snn=None, theta=None, counter=2, input_weights=Non
         ({"snn": {"field_width": 0.0}}, "width ≤ 0"),
         ({"snn": {"field_range": -1.0}}, "range ≤ 0"),
         ({"snn": {"trace_tau": 0.0}}, "τ ≤ 0"),
-        ({"input_weights": np.full((64, 16), np.nan)}, "NaN input weights"),
+        ({"weights": {"input_weights": np.full((64, 16), np.nan)}}, "NaN input weights"),
     ],
 )
 def test_malformed_loihi_bundle_fails_its_trial_and_the_device_keeps_serving(tmp_path, snn_bundle, signing_keys, trusted, change, reason):
@@ -57,15 +56,20 @@ def test_malformed_loihi_bundle_fails_its_trial_and_the_device_keeps_serving(tmp
     deploy(device, pack(bundle))
     good = device.frame({"pilots": np.ones((4, 2), np.float32), "payload": np.ones((10, 2), np.float32)})
     bad = variant(bundle, tmp_path / "bad", load_private(signing_keys[0]), **change)
-    if reason == "theta shape":  # a tensor check that needs no runtime: refused at upload already
-        with pytest.raises(DeviceError, match="θ lacks parameter theta as float64 of shape"):
+    if reason in ("theta shape", "hidden biases of another shape"):  # tensor checks that need no runtime: refused at upload
+        with pytest.raises(DeviceError, match="θ lacks parameter (theta|hidden_bias) as float64 of shape"):
             upload(device, bad)
     else:
         device.test(upload(device, bad)["sha256"])
         booted = device.reset()
         assert booted["slot"] == 0 and booted["mode"] == "confirmed", (reason, booted)
         said = " ".join(booted["events"])
-        expected = {"self-test mismatch": "self-test", "NaN θ": "finite 'theta'", "NaN input weights": "input_weights"}.get(reason, "snn")
+        expected = {
+            "self-test mismatch": "self-test",
+            "NaN θ": "finite 'theta'",
+            "NaN input weights": "input_weights",
+            "negative learning rate": "negative learning rate",
+        }.get(reason, "snn")
         assert expected in said, (reason, said)
     again = device.frame({"pilots": np.ones((4, 2), np.float32), "payload": np.ones((10, 2), np.float32)})
     assert np.array_equal(again[1]["decisions"], good[1]["decisions"])

@@ -1,13 +1,25 @@
 """Spiking receiver on the host: encoder, read-out, the rule's gradient, meta-training, export, CLI errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from metaedge.backends.loihi.backend import LoihiBackend
-from metaedge.backends.loihi.network import LATENCY, SnnSpec, encode, gain_control, probabilities, rates, stream_length, teacher, window_counts
-from metaedge.backends.loihi.reference import output_layer
+from metaedge.backends.loihi.network import (
+    LATENCY,
+    SnnParameters,
+    SnnSpec,
+    encode,
+    gain_control,
+    probabilities,
+    rates,
+    stream_length,
+    teacher,
+    window_counts,
+)
+from metaedge.backends.loihi.reference import hidden_spikes, output_layer
 from metaedge.deploy.bundle import read_bundle
 from metaedge.sdk.cli.main import main
 from metaedge.sdk.families.demod.snn.training import Streams, adapted_ser, default_task, load_snn_run, rule_gradient
@@ -46,32 +58,51 @@ def test_decision_counts_spikes_and_breaks_ties_by_the_earliest_first_spike():
     assert silent.argmax(-1).tolist() == [0, 0] and np.allclose(silent, 1 / SPEC.classes)
 
 
-def test_rule_gradient_is_the_rule_sum_scaled_and_leaves_weights_alone():
-    tasks = DemodTasks(default_task(), seed=3)
+def test_rule_gradient_is_the_rule_sum_scaled_per_neuron_and_leaves_weights_alone():
+    tasks = DemodTasks(default_task().replace(order=4), seed=3)
     frame = tasks.frames(tasks.devices("train", 3), 8, 0, tasks.rng("train", 1))
     data = Streams.encode(SPEC, frame.x_tr, frame.y_tr)
+    grid = SnnParameters.grid(SPEC)
+    params = SnnParameters(grid.input_weights, grid.hidden_bias, np.array([0.02, 0.05, 0.1, 0.2]))
     theta = np.full((SPEC.classes, SPEC.hidden), 0.05)
-    run = output_layer(SPEC, theta, data.hidden, data.teacher, apply=False)
+    run = output_layer(SPEC, theta, hidden_spikes(SPEC, params, data.inputs), data.teacher, params.learning_rates, apply=False)
     assert np.array_equal(run.weights, np.broadcast_to(theta, run.weights.shape))
-    g = rule_gradient(SPEC, theta, data)
+    g = rule_gradient(SPEC, theta, params, data)
     assert np.abs(g).max() > 0
-    assert np.allclose(g, -run.rule_sum / (SPEC.learning_rate * 8))
+    assert np.allclose(g, -run.rule_sum / (params.learning_rates[:, None] * 8))
+    # each neuron's update scales with its own rate: doubling one neuron's rate doubles only its rule sum
+    doubled = SnnParameters(grid.input_weights, grid.hidden_bias, params.learning_rates * np.array([1, 1, 1, 2]))
+    again = output_layer(SPEC, theta, hidden_spikes(SPEC, doubled, data.inputs), data.teacher, doubled.learning_rates, apply=False)
+    assert np.allclose(again.rule_sum[:, :3], run.rule_sum[:, :3]) and np.allclose(again.rule_sum[:, 3], 2 * run.rule_sum[:, 3])
 
 
-def test_meta_learned_start_beats_zero_and_random_starts_on_new_devices(snn_bundle):
+def test_hidden_biases_shift_the_hidden_layer_as_lava_adds_them():
+    """A bias adds to v every step (Lava's bias_mant): a positive one makes a silent hidden layer fire, a large
+    negative one silences it."""
+    grid = SnnParameters.grid(SPEC)
+    inputs = encode(SPEC, np.random.default_rng(0).normal(size=(6, 2)))
+    base = hidden_spikes(SPEC, grid, inputs).sum()
+    louder = hidden_spikes(SPEC, SnnParameters(grid.input_weights, np.full(SPEC.hidden, 0.5), grid.learning_rates), inputs).sum()
+    silent = hidden_spikes(SPEC, SnnParameters(grid.input_weights, np.full(SPEC.hidden, -5.0), grid.learning_rates), inputs).sum()
+    assert louder > base > silent == 0
+
+
+def test_meta_learned_receiver_beats_the_untrained_one_and_a_random_start_on_new_devices(snn_bundle):
+    """Meta-learned (hidden layer, θ, rates) against the untrained receiver (grid, θ = 0, one η) and a random θ."""
     run = load_snn_run(snn_bundle[0])
     tasks = DemodTasks(run.task, seed=11)
     frame = tasks.frames(tasks.devices("test", 150), run.task.pilots, 100, tasks.rng("test", 1))
     pilots, payload = Streams.encode(run.spec, frame.x_tr, frame.y_tr), Streams.encode(run.spec, frame.x_va, None)
+    grid = SnnParameters.grid(run.spec)
     ser = {
-        name: adapted_ser(run.spec, theta, pilots, payload, frame.y_va).mean()
-        for name, theta in {
-            "meta": run.theta,
-            "zero": np.zeros_like(run.theta),
-            "random": np.random.default_rng(0).normal(scale=0.3, size=run.theta.shape),
+        name: adapted_ser(run.spec, theta, params, pilots, payload, frame.y_va).mean()
+        for name, (theta, params) in {
+            "meta": (run.theta, run.params),
+            "untrained": (np.zeros_like(run.theta), grid),
+            "random": (np.random.default_rng(0).normal(scale=0.3, size=run.theta.shape), grid),
         }.items()
     }
-    assert ser["meta"] < ser["zero"] - 0.05 and ser["meta"] < ser["random"] - 0.05, ser
+    assert ser["meta"] < ser["untrained"] - 0.05 and ser["meta"] < ser["random"] - 0.05, ser
 
 
 def test_loihi_bundle_manifest_and_reference_engine_selftest(snn_bundle, capsys):
@@ -87,7 +118,43 @@ def test_loihi_bundle_manifest_and_reference_engine_selftest(snn_bundle, capsys)
     assert probs.shape == (7, 4) and np.allclose(probs.sum(-1), 1, atol=1e-6)
     assert main(["inspect", str(snn_bundle[1])]) == 0
     out = capsys.readouterr().out
-    assert "three-factor rule" in out and "64 LIF hidden" in out
+    assert "three-factor rule" in out and "64 LIF hidden" in out and "learning_rates" in out
+    # what training learned besides θ travels in the bundle: a hidden layer off the grid, biases, a rate per neuron
+    assert m["algorithm"]["meta_learned"] == ["theta", "input_weights", "hidden_bias", "learning_rates"]
+    grid = SnnParameters.grid(backend.spec)
+    assert np.abs(backend.params.input_weights - grid.input_weights).max() > 1e-4
+    assert np.abs(backend.params.hidden_bias).max() > 0 and np.ptp(backend.params.learning_rates) > 0
+
+
+def test_a_revision_1_1_snn_section_and_theta_artifact_read_as_the_grid_with_one_rate():
+    spec = SnnSpec.from_dict({k: v for k, v in SnnSpec(grid=6, hidden=36).to_dict().items() if k != "hidden"})
+    assert spec.hidden == 36
+    grid = SnnParameters.grid(spec)
+    params = SnnParameters.from_tensors(spec, {"input_weights": grid.input_weights})
+    assert np.array_equal(params.hidden_bias, np.zeros(36)) and np.array_equal(params.learning_rates, np.full(4, spec.learning_rate))
+    for tensors, message in (
+        ({"input_weights": grid.input_weights[:5]}, "'input_weights' of shape (36, 12)"),
+        ({"input_weights": grid.input_weights, "learning_rates": np.array([0.1, -0.1, 0.1, 0.1])}, "negative learning rate"),
+        ({"input_weights": grid.input_weights, "hidden_bias": np.full(36, np.nan)}, "finite 'hidden_bias'"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            SnnParameters.from_tensors(spec, tensors)
+
+
+def test_fixed_point_gives_each_neuron_its_rate_and_the_hidden_layer_its_own_scale():
+    from metaedge.backends.loihi.network import BIAS_MANT_LIMIT, fixed_point
+
+    grid = SnnParameters.grid(SPEC)
+    params = SnnParameters(grid.input_weights * 1.7, np.linspace(-0.4, 0.2, SPEC.hidden), np.array([0.01, 0.05, 0.2, 0.0]))
+    theta = np.random.default_rng(0).normal(scale=0.5, size=(SPEC.classes, SPEC.hidden))
+    fp = fixed_point(SPEC, theta, params)
+    assert fp.y_scale.max() <= 127 and fp.y_scale[3] == 0  # a neuron that does not learn stays so
+    assert np.all(np.abs(fp.learning_rates[:3] - params.learning_rates[:3]) <= 0.05 * params.learning_rates[:3] + fp.learning_rates.max() / 127)
+    assert np.abs(fp.input_weights(params)).max() <= 254 and np.all(fp.input_weights(params) % 2 == 0)
+    assert np.allclose(fp.input_weights(params) / 2**fp.hidden_exp, params.input_weights, atol=2.0**-fp.hidden_exp)
+    mant, exp = fp.hidden_bias(params)
+    assert np.abs(mant).max() <= BIAS_MANT_LIMIT
+    assert np.allclose(mant * 2.0**exp / 2.0 ** (fp.hidden_exp + 6), params.hidden_bias, atol=2.0**exp / 2.0 ** (fp.hidden_exp + 6))
 
 
 def test_train_snn_cli_and_its_errors(tmp_path, capsys):
@@ -96,6 +163,8 @@ def test_train_snn_cli_and_its_errors(tmp_path, capsys):
     assert state["iterations"] == 4 and 0 <= state["best_val_ser"] <= 1
     cases = [
         (["train", "snn", "--out", str(tmp_path / "x"), "--order", "5"], "not a square QAM order"),
+        (["train", "snn", "--out", str(tmp_path / "x"), "--hidden-lr", "-1"], "hidden_lr must be ≥ 0"),
+        (["train", "snn", "--out", str(tmp_path / "x"), "--hidden", "5000"], "hidden must lie in 1..1024"),
         (["train", "snn", "--out", str(tmp_path / "r")], "already exists"),
         (
             ["export", str(tmp_path / "r"), "--target", "loihi", "--out", str(tmp_path / "b"), "--inner-steps", "2"],
@@ -125,13 +194,15 @@ def test_export_refuses_a_run_of_another_kind(trained_bundle, tmp_path, capsys):
 def test_bench_quality_and_lava_timing_on_the_same_frames(snn_bundle):
     from conftest import lava_python
 
-    from metaedge.sdk.families.demod.snn.bench import lava_speed, paired, quality, starts_of, test_frames
+    from metaedge.sdk.families.demod.snn.bench import UNTRAINED, lava_speed, paired, quality, starts_of, test_frames
 
     run = load_snn_run(snn_bundle[0])
     frame = test_frames(run, 60, 60, seed=5)
-    q = quality(run, starts_of({"fomaml": run}, 0), frame, {})
-    assert set(q["results"]) == {"fomaml θ", "zero θ", "random θ"}
-    assert paired(q["per_device"], "fomaml θ", ["zero θ"])["zero θ"]["ser_difference"] < 0
+    q = quality(run, starts_of({"fomaml": run, "grid": run}, 0), frame, {})
+    assert set(q["results"]) == {"fomaml", "grid", UNTRAINED, "grid, random θ"}
+    assert paired(q["per_device"], "fomaml", [UNTRAINED])[UNTRAINED]["ser_difference"] < 0
+    # QPSK with 4 pilots: every class is among the pilots, so the split has no unpiloted symbols
+    assert q["results"]["fomaml"]["ser_piloted"] == pytest.approx(q["results"]["fomaml"]["ser"]) and q["results"]["fomaml"]["ser_unpiloted"] is None
     s = lava_speed(run, snn_bundle[1], frame, 1, 12, lava_python(), fixed_frames=1)
     assert s["decisions_equal_reference"]
     assert s["lava"]["timesteps_per_s_median"] > 0 and s["speedup_over_lava"]["per_frame"] > 1
@@ -146,6 +217,9 @@ def test_demo_loihi_deploys_to_a_lava_device_and_runs_frames(snn_bundle, tmp_pat
         shutil.copytree(snn_bundle[0], tmp_path / "loihi" / f"snn-{method}")
     assert main(["demo", "--target", "loihi", "--out", str(tmp_path), "--quiet", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["host"]) == {"fomaml θ", "joint θ", "zero θ"}
-    assert report["host"]["fomaml θ"]["ser"] < report["host"]["zero θ"]["ser"]
+    from metaedge.sdk.families.demod.snn.bench import UNTRAINED
+
+    assert set(report["host"]) == {"fomaml", "joint", UNTRAINED}
+    assert report["host"]["fomaml"]["ser"] < report["host"][UNTRAINED]["ser"]
+    assert set(report["paired"]) >= {"ser_difference", "ci95"}
     assert report["protocol"]["frames"] == 4 and report["protocol"]["ser"] < 0.5

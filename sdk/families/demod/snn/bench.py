@@ -1,8 +1,11 @@
 """``metaedge bench loihi``: quality of the on-chip-adapted spiking receiver and the speed of Lava.
 
 Quality, on the host reference (exactly Lava's dynamics) over many new devices, all starts
-adapted on the same pilots with the same rule and timesteps: the FOMAML-, Reptile- and
-jointly trained θ, θ = 0 and a random θ; paired per-device differences with 95 % intervals.
+adapted on the same pilots with the same rule and timesteps: the meta-learned receiver (FOMAML:
+hidden layer, θ and the learning rates), the jointly trained one (hidden layer and θ), the
+hand-designed grid with a FOMAML θ (hidden layer and rates fixed), and on that grid θ = 0 and a
+random θ; paired per-device differences with 95 % intervals, and the SER split by whether the
+symbol's class was among the frame's pilots.
 Next to them, on the same frames: the ONNX receiver (an MLP meta-trained with Meta-SGD for
 the same task) and the model-based receiver (MMSE channel estimate + ML).
 Speed: a few frames through the backend on Lava (in the Lava environment), whose decisions
@@ -21,15 +24,17 @@ from typing import Callable
 
 import numpy as np
 
-from metaedge.backends.loihi.network import stream_length
+from metaedge.backends.loihi.network import SnnParameters, stream_length
 from metaedge.sdk.errors import UserError
-from metaedge.sdk.families.demod.snn.config import METHODS, LoihiFigure
+from metaedge.sdk.families.demod.snn.config import BENCH_RUNS, LoihiFigure
 from metaedge.sdk.families.demod.snn.training import SnnRun, Streams, adapt, decide, load_snn_run, snn_task, train_default
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks, TaskBatch
 from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.stats import format_table, summarise
 
 RANDOM_SCALE = 0.3
+MAIN = "fomaml"  # the receiver the bench deploys and compares every other with
+UNTRAINED = "untrained (grid, θ = 0)"
 ONNX_ITERATIONS = 2000
 
 
@@ -45,7 +50,7 @@ def run(options: LoihiFigure, progress: Progress = silent) -> dict:
         raise UserError(f"--lava-payload {options.lava_payload} exceeds --payload {options.payload}")
     options.out.mkdir(parents=True, exist_ok=True)
     runs = spiking_runs(options, snn_task(options.task), progress)
-    main_run = runs["fomaml"]
+    main_run = runs[MAIN]
     onnx_dir = options.onnx or options.out / "onnx-metasgd"
     if options.onnx is None and not onnx_dir.exists():
         progress(0, label=f"training the ONNX receiver (Meta-SGD, {ONNX_ITERATIONS} iterations) into {onnx_dir}")
@@ -67,7 +72,7 @@ def run(options: LoihiFigure, progress: Progress = silent) -> dict:
         "seed": options.seed,
         "runs": {m: str(r.path) for m, r in runs.items()} | {"onnx": str(onnx_dir)},
         "quality": q["results"],
-        "paired": {start: paired(q["per_device"], start, [n for n in names if n != start]) for start in ("fomaml θ", "reptile θ")},
+        "paired": {start: paired(q["per_device"], start, [n for n in names if n != start]) for start in (MAIN, "joint")},
     }
     if interpreter:
         progress(0, label=f"{max(options.lava_frames, options.fixed_frames)} frames on Lava, {options.fixed_frames} also in fixed point")
@@ -78,15 +83,15 @@ def run(options: LoihiFigure, progress: Progress = silent) -> dict:
 
 
 def spiking_runs(options: LoihiFigure, task: DemodConfig, progress: Progress) -> dict[str, SnnRun]:
-    """The runs compared, by method: given, found in ``out``, or trained there; one configuration."""
+    """The runs compared, by name: given, found in ``out``, or trained there; one task and network."""
     runs = {}
-    for method in METHODS:
-        path = getattr(options, method) or options.out / f"snn-{method}"
-        if getattr(options, method) is None and not path.exists():
-            progress(0, label=f"training the {method} start into {path}")
-            train_default(path, method, options.seed, task)
-        runs[method] = load_snn_run(path)
-    if any(r.task != runs["fomaml"].task or r.spec != runs["fomaml"].spec for r in runs.values()):
+    for name, (method, train) in BENCH_RUNS.items():
+        path = getattr(options, name) or options.out / f"snn-{name}"
+        if getattr(options, name) is None and not path.exists():
+            progress(0, label=f"training the {name} receiver into {path}")
+            train_default(path, method, options.seed, task, **train)
+        runs[name] = load_snn_run(path)
+    if any(r.task != runs[MAIN].task or r.spec != runs[MAIN].spec for r in runs.values()):
         raise UserError("the runs were trained on different tasks or networks; compare runs of one configuration")
     return runs
 
@@ -132,7 +137,7 @@ def onnx_receiver(path: Path, task: DemodConfig):
 def text(report: dict) -> str:
     rows = []
     for name, r in report["quality"].items():
-        adapted = report["paired"]["fomaml θ"].get(name)
+        adapted = report["paired"][MAIN].get(name)
         rows.append(
             [
                 name,
@@ -140,7 +145,8 @@ def text(report: dict) -> str:
                 f"{r['ser']:.4f}",
                 f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]",
                 f"{r['without_adaptation']:.4f}" if "without_adaptation" in r else "",
-                f"{adapted['ser_difference']:+.4f}" if adapted else "",
+                *(f"{r[key]:.4f}" if r[key] is not None else "" for key in ("ser_piloted", "ser_unpiloted")),
+                f"{adapted['ser_difference']:+.4f} [{adapted['ci95'][0]:+.4f}, {adapted['ci95'][1]:+.4f}]" if adapted else "",
             ]
         )
     t = report["task"]
@@ -148,7 +154,8 @@ def text(report: dict) -> str:
     head = (
         f"{t['order']}-QAM" if t["order"] != 4 else "QPSK"
     ) + f", {t['pilots']} pilots, {t['snr_db']:g} dB, {channel}; {report['devices']} new devices × {report['payload']} symbols"
-    lines = [head, format_table(["start / receiver", "where", "SER", "95 % CI", "no adaptation", "fomaml − this"], rows)]
+    columns = ["receiver", "where", "SER", "95 % CI", "no adaptation", "classes piloted", "not piloted", f"{MAIN} − this (paired)"]
+    lines = [head, format_table(columns, rows)]
     if "speed" in report:
         s = report["speed"]
         lines.append(
@@ -172,37 +179,60 @@ def test_frames(run: SnnRun, devices: int, payload: int, seed: int) -> TaskBatch
     return tasks.frames(tasks.devices("test", devices), run.task.pilots, payload, tasks.rng("test", 1))
 
 
-def starts_of(runs: dict[str, SnnRun], seed: int) -> dict[str, np.ndarray]:
-    """Every θ the bench compares: the trained ones, zero, and a random start."""
-    shape = next(iter(runs.values())).theta.shape
+def starts_of(runs: dict[str, SnnRun], seed: int) -> dict[str, tuple[np.ndarray, SnnParameters]]:
+    """Every start the bench compares: each run's θ with its parameters; the untrained receiver (the hand-designed
+    grid, θ = 0, one η); a random θ on the grid run's parameters."""
+    grid = runs["grid"]
+    shape = grid.theta.shape
     return {
-        **{f"{name} θ": run.theta for name, run in runs.items()},
-        "zero θ": np.zeros(shape),
-        "random θ": np.random.default_rng([seed, 5]).normal(scale=RANDOM_SCALE, size=shape),
+        **{name: (run.theta, run.params) for name, run in runs.items()},
+        UNTRAINED: (np.zeros(shape), SnnParameters.grid(grid.spec)),
+        "grid, random θ": (np.random.default_rng([seed, 5]).normal(scale=RANDOM_SCALE, size=shape), grid.params),
     }
 
 
 def quality(
-    run: SnnRun, starts: dict[str, np.ndarray], frame: TaskBatch, others: dict[str, object], progress: Callable[[int], None] | None = None
+    run: SnnRun,
+    starts: dict[str, tuple[np.ndarray, SnnParameters]],
+    frame: TaskBatch,
+    others: dict[str, object],
+    progress: Callable[[int], None] | None = None,
 ) -> dict:
-    """SER per start (after adaptation, and without), and of the other receivers, on the same frames."""
+    """SER per start (after adaptation, without, and split by whether the symbol's class was among the pilots), and
+    of the other receivers, on the same frames."""
     spec = run.spec
     pilots, payload = Streams.encode(spec, frame.x_tr, frame.y_tr), Streams.encode(spec, frame.x_va, None)
+    piloted = (frame.y_va[..., None] == frame.y_tr[:, None, :]).any(-1)
     per_device, results = {}, {}
-    for name, theta in starts.items():
-        adapted = (decide(spec, adapt(spec, theta, pilots), payload) != frame.y_va).mean(-1)
-        unadapted = (decide(spec, theta, payload) != frame.y_va).mean(-1)
-        per_device[name] = adapted
-        results[name] = {**summarise(adapted), "without_adaptation": summarise(unadapted)["ser"], "where": "spiking, on-chip rule"}
+    for name, (theta, params) in starts.items():
+        wrong = decide(spec, adapt(spec, theta, params, pilots), params, payload) != frame.y_va
+        unadapted = (decide(spec, np.broadcast_to(theta, (len(wrong), *theta.shape)), params, payload) != frame.y_va).mean(-1)
+        per_device[name] = wrong.mean(-1)
+        results[name] = {
+            **summarise(per_device[name]),
+            "without_adaptation": summarise(unadapted)["ser"],
+            **split_by_pilots(wrong, piloted),
+            "where": "spiking, on-chip rule",
+        }
         if progress:
             progress(1)
     for name, receiver in others.items():
         probs = receiver.probabilities(frame.x_tr, frame.y_tr, frame.x_va)
-        per_device[name] = (probs.argmax(-1) != frame.y_va).mean(-1)
-        results[name] = {**summarise(per_device[name]), "where": "host (ONNX-exportable MLP)" if "ONNX" in name else "host"}
+        wrong = probs.argmax(-1) != frame.y_va
+        per_device[name] = wrong.mean(-1)
+        results[name] = {
+            **summarise(per_device[name]),
+            **split_by_pilots(wrong, piloted),
+            "where": "host (ONNX-exportable MLP)" if "ONNX" in name else "host",
+        }
         if progress:
             progress(1)
     return {"results": results, "per_device": per_device}
+
+
+def split_by_pilots(wrong: np.ndarray, piloted: np.ndarray) -> dict:
+    """SER on payload symbols whose class was among the frame's pilots, and on the others (None when there are none)."""
+    return {key: float(wrong[mask].mean()) if mask.any() else None for key, mask in (("ser_piloted", piloted), ("ser_unpiloted", ~piloted))}
 
 
 def paired(per_device: dict[str, np.ndarray], a: str, others: list[str]) -> dict:
@@ -242,10 +272,11 @@ def lava_speed(run: SnnRun, bundle: Path, frame: TaskBatch, frames: int, payload
     single = []
     for k in range(frames):
         start = time.perf_counter()
-        decide(spec, adapt(spec, run.theta, Streams.encode(spec, x_p[k : k + 1], y_p[k : k + 1])), Streams.encode(spec, x_s[k : k + 1], None))
+        pilots = Streams.encode(spec, x_p[k : k + 1], y_p[k : k + 1])
+        decide(spec, adapt(spec, run.theta, run.params, pilots), run.params, Streams.encode(spec, x_s[k : k + 1], None))
         single.append(time.perf_counter() - start)
     start = time.perf_counter()
-    batched = decide(spec, adapt(spec, run.theta, Streams.encode(spec, x_p, y_p)), Streams.encode(spec, x_s, None))
+    batched = decide(spec, adapt(spec, run.theta, run.params, Streams.encode(spec, x_p, y_p)), run.params, Streams.encode(spec, x_s, None))
     batched_s = time.perf_counter() - start
     frame_s = np.array([r["adapt_s"] + r["decode_s"] for r in lava["frames"]])
     steps = stream_length(spec, run.task.pilots) + stream_length(spec, payload)

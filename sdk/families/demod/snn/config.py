@@ -13,14 +13,16 @@ from metaedge.sdk.options import command, count, nested, option, out_option, out
 
 METHODS = ("fomaml", "reptile", "joint")
 DEFAULT_META_LR = {"fomaml": 0.04, "reptile": 0.1, "joint": 0.04}
+# the receivers ``metaedge bench loihi`` compares: name → (outer loop, outer-loop options)
+BENCH_RUNS = {"fomaml": ("fomaml", {}), "joint": ("joint", {}), "grid": ("fomaml", {"hidden_lr": 0.0, "rate_lr": 0.0})}
 
 
 @dataclass(frozen=True)
 class SnnTask:
-    """The spiking receiver's task: QPSK, the published I/Q imbalance, a channel, a few pilots."""
+    """The spiking receiver's task: 16-QAM (or QPSK), the published I/Q imbalance, a channel, a few pilots."""
 
-    order: int = option(4, "constellation: 4 (QPSK) or 16 (16-QAM)")
-    pilots: int = option(4, "known pilots per frame", parse=positive_int)
+    order: int = option(16, "constellation: 16 (16-QAM) or 4 (QPSK)")
+    pilots: int = option(16, "known pilots per frame (16 show 16-QAM every class once)", parse=positive_int)
     snr_db: float = option(20.0, "Es/N0 in dB")
     channel: str = option("rayleigh", "rayleigh or a residual phase", choices=("rayleigh", "phase"))
     phase_max_deg: float = option(60.0, "phase channel only: range ± degrees")
@@ -34,6 +36,8 @@ class SnnTrainConfig:
     meta_lr: float | None = option(
         None, "β (default: the method's, " + ", ".join(f"{m} {b:g}" for m, b in DEFAULT_META_LR.items()) + ")", flag="outer-lr"
     )
+    hidden_lr: float = option(0.1, "step size of the hidden layer's input weights and biases (0: keep the hand-designed grid)")
+    rate_lr: float = option(1.0, "step size of the output neurons' learning rates, on log η (0: every neuron keeps η; joint: always 0)")
     val_devices: int = option(200, "validation devices", parse=positive_int)
     val_every: int = option(25, "validate every N iterations", parse=positive_int)
     seed: int = seed_option("devices, channels and pilots")
@@ -44,6 +48,9 @@ class SnnTrainConfig:
         require_at_least_one(self, ("iterations", "tasks_per_batch", "val_devices", "val_every"))
         if self.meta_lr is not None and not self.meta_lr > 0:
             raise UserError(f"meta_lr must be > 0, got {self.meta_lr}")
+        for name in ("hidden_lr", "rate_lr"):
+            if not getattr(self, name) >= 0:
+                raise UserError(f"{name} must be ≥ 0, got {getattr(self, name)}")
 
     @property
     def beta(self) -> float:
@@ -69,7 +76,8 @@ examples:
     out: Path = out_option()
     task: SnnTask = nested(SnnTask)
     timesteps: int = option(SnnSpec.steps, "timesteps each symbol is presented", parse=positive_int)
-    grid: int = option(SnnSpec.grid, "receptive fields per rail; hidden = grid²", parse=positive_int)
+    grid: int = option(SnnSpec.grid, "receptive fields per rail", parse=positive_int)
+    hidden: int | None = option(None, "hidden LIF neurons (default grid²: the hand-designed grid is the start)", parse=positive_int)
     learning_rate: float = option(SnnSpec.learning_rate, "η of the on-chip rule")
     train: SnnTrainConfig = nested(SnnTrainConfig)
 
@@ -94,9 +102,9 @@ examples:
   metaedge bench loihi --order 16 --pilots 16 --out runs/bench-loihi-16qam --no-lava
 """
 
-    fomaml: Path | None = option(None, "fomaml run (metaedge train snn --algo fomaml); default: train into --out")
-    reptile: Path | None = option(None, "reptile run; default: train into --out")
-    joint: Path | None = option(None, "joint run; default: train into --out")
+    fomaml: Path | None = option(None, "meta-learned run (metaedge train snn --algo fomaml); default: train into --out")
+    joint: Path | None = option(None, "jointly trained run (metaedge train snn --algo joint); default: train into --out")
+    grid: Path | None = option(None, "today's fixed-grid run (metaedge train snn --hidden-lr 0 --rate-lr 0); default: train into --out")
     onnx: Path | None = option(None, "an MLP run for the same task (metaedge train demod --order 4 --pilots 4 --algo metasgd); default: train one")
     out: Path = option(Path("runs/bench-loihi"), "runs and results", parse=output_dir)
     task: SnnTask = nested(SnnTask)

@@ -1,17 +1,25 @@
-"""Meta-training the plastic synapses' starting point θ on the host, with the rule itself (§6.1.2).
+"""Meta-training the spiking receiver on the host, with the rule itself (§6.1.2) and local surrogate errors.
 
 Everything runs on the host reference simulator (``backends/loihi/reference``), which runs
 exactly Lava's dynamics, batched over tasks. Per outer step, for a batch of devices k:
-- ``fomaml``: φ_k = the rule applied to θ over the training pilots; the rule's own estimate
+- θ (the plastic synapses' start):
+  ``fomaml``: φ_k = the rule applied to θ over the training pilots; the rule's own estimate
   of the gradient (eq. 6.4), summed over the validation pilots at φ_k without applying it,
   is the first-order meta-gradient (§2.3.1): θ ← θ − β · mean_k G_k, with
   G_k = −Σ_t Δw_k(t) / (η · N_va) (Δw = −η · estimate, so G is a per-pilot gradient);
-- ``reptile``: θ ← θ + β (mean_k φ_k − θ) (eq. 2.22–2.23);
-- ``joint``: no inner loop; G_k is the rule's estimate at θ over all of device k's pilots.
-What is meta-learned: θ (classes × hidden). The encoder and the hidden layer are fixed by
-design (``backends/loihi/network``); η and the neuron constants are hyperparameters.
-θ is kept at the best validation SER after on-chip adaptation, measured every ``val_every``
-steps on held-out devices.
+  ``reptile``: θ ← θ + β (mean_k φ_k − θ) (eq. 2.22–2.23);
+  ``joint``: no inner loop; G_k is the rule's estimate at θ over all of device k's pilots.
+- the hidden layer (input weights and biases), with a surrogate gradient: the rule's error at
+  the output neurons, post_i·e_i, reaches hidden neuron j through the synapse W_ij one step
+  later, passes its surrogate derivative 1/(1 + |v_j − vth|/β)² and the input's trace through
+  the LIF decays (SuperSpike's one-step approximation, Zenke and Ganguli 2018); evaluated at
+  φ_k on the validation pilots (first-order meta-gradient), or at θ on all pilots (joint).
+- each output neuron's learning rate η_i (the Meta-SGD of the rule, Li et al. 2017, first
+  order): ∂L_va/∂η_i ≈ Σ_j G_k,ij · ∂φ_k,ij/∂η_i, with ∂φ/∂η_i the rule's update per unit η over
+  the training pilots; a step on log η_i keeps it positive. Joint training has no inner loop
+  to learn it from: its neurons keep η.
+θ and the learned parameters are kept at the best validation SER after on-chip adaptation,
+measured every ``val_every`` steps on held-out devices.
 """
 
 from __future__ import annotations
@@ -22,22 +30,22 @@ from typing import Callable
 
 import numpy as np
 
-from metaedge.backends.loihi.network import SnnSpec, encode, input_weights, probabilities, teacher
-from metaedge.backends.loihi.reference import hidden_spikes, output_layer
+from metaedge.backends.loihi.network import SnnParameters, SnnSpec, encode, probabilities, teacher
+from metaedge.backends.loihi.reference import HiddenRun, OutputRun, hidden_layer, hidden_spikes, output_layer
 from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.snn.config import SnnTask, SnnTrainConfig, SnnTraining
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.meta.trainer import Schedule, train
 from metaedge.sdk.options import Progress, per_iteration, silent, trained_line
-from metaedge.sdk.rundir import CONFIG, RUN_FORMAT, RUN_VERSION, THETA, read_best_theta, read_kind_config, write_json
+from metaedge.sdk.rundir import CONFIG, RUN_FORMAT, RUN_VERSION, THETA, read_kind_config, read_theta, write_json
 
 MODEL_KIND = "snn"
 
 
 def default_task() -> DemodConfig:
-    """The spiking receiver's default task (``config.SnnTask``): QPSK, the published I/Q imbalance and Rayleigh
-    channel, 20 dB, 4 known pilots (one per symbol)."""
+    """The spiking receiver's default task (``config.SnnTask``): 16-QAM, the published I/Q imbalance and Rayleigh
+    channel, 20 dB, 16 known pilots (the known sequence covers the constellation once)."""
     t = SnnTask()
     return DemodConfig(order=t.order, snr_db=t.snr_db, pilots=t.pilots, val_pilots=32, payload=1000, frame=2000)
 
@@ -59,65 +67,129 @@ class SnnRun:
     spec: SnnSpec
     train: SnnTrainConfig
     theta: np.ndarray
+    params: SnnParameters
 
 
 @dataclass(frozen=True)
 class Streams:
-    """Symbols of a batch of devices as the plastic layer sees them: hidden spikes (θ-independent,
-    so computed once) and the teacher raster (None: learning off)."""
+    """Symbols of a batch of devices as the network sees them: input spikes and the teacher raster (None: learning
+    off). The hidden layer's spikes depend on its learned parameters, so they are computed per use."""
 
     symbols: int
-    hidden: np.ndarray
+    inputs: np.ndarray
     teacher: np.ndarray | None
 
     @classmethod
     def encode(cls, spec: SnnSpec, samples: np.ndarray, labels: np.ndarray | None) -> "Streams":
-        return cls(
-            samples.shape[-2], hidden_spikes(spec, input_weights(spec), encode(spec, samples)), teacher(spec, labels) if labels is not None else None
-        )
+        return cls(samples.shape[-2], encode(spec, samples), teacher(spec, labels) if labels is not None else None)
 
     def then(self, other: "Streams") -> "Streams":
         """This stream followed by ``other``."""
         return Streams(
-            self.symbols + other.symbols, np.concatenate([self.hidden, other.hidden], axis=-2), np.concatenate([self.teacher, other.teacher], axis=-2)
+            self.symbols + other.symbols, np.concatenate([self.inputs, other.inputs], axis=-2), np.concatenate([self.teacher, other.teacher], axis=-2)
         )
 
 
-def adapt(spec: SnnSpec, theta: np.ndarray, pilots: Streams) -> np.ndarray:
+def adapt(spec: SnnSpec, theta: np.ndarray, params: SnnParameters, pilots: Streams) -> np.ndarray:
     """φ per device [devices, classes, hidden]: the rule applied to θ over the pilots."""
-    return output_layer(spec, theta, pilots.hidden, pilots.teacher).weights
+    return output_layer(spec, theta, hidden_spikes(spec, params, pilots.inputs), pilots.teacher, params.learning_rates).weights
 
 
-def rule_gradient(spec: SnnSpec, weights: np.ndarray, data: Streams) -> np.ndarray:
-    """The rule's per-pilot gradient estimate at ``weights`` (eq. 6.4), per device, not applied."""
-    rule_sum = output_layer(spec, weights, data.hidden, data.teacher, apply=False).rule_sum
-    return -rule_sum / (spec.learning_rate * data.symbols)
-
-
-def decide(spec: SnnSpec, weights: np.ndarray, payload: Streams) -> np.ndarray:
+def decide(spec: SnnSpec, weights: np.ndarray, params: SnnParameters, payload: Streams) -> np.ndarray:
     """Decisions [devices, symbols] for the payload, learning off."""
-    spikes = output_layer(spec, weights, payload.hidden, None).spikes
+    spikes = output_layer(spec, weights, hidden_spikes(spec, params, payload.inputs), None).spikes
     return probabilities(spec, spikes, payload.symbols).argmax(-1)
 
 
-def adapted_ser(spec: SnnSpec, theta: np.ndarray, pilots: Streams, payload: Streams, labels: np.ndarray) -> np.ndarray:
+def adapted_ser(spec: SnnSpec, theta: np.ndarray, params: SnnParameters, pilots: Streams, payload: Streams, labels: np.ndarray) -> np.ndarray:
     """SER per device after on-chip adaptation from θ."""
-    return (decide(spec, adapt(spec, theta, pilots), payload) != labels).mean(-1)
+    return (decide(spec, adapt(spec, theta, params, pilots), params, payload) != labels).mean(-1)
 
 
-def outer_step(spec: SnnSpec, method: str, beta: float, theta: np.ndarray, tr: Streams, va: Streams) -> np.ndarray:
-    if method == "reptile":
-        return theta + beta * (adapt(spec, theta, tr).mean(0) - theta)
-    if method == "fomaml":
-        return theta - beta * rule_gradient(spec, adapt(spec, theta, tr), va).mean(0)
-    return theta - beta * rule_gradient(spec, theta, tr.then(va)).mean(0)
+@dataclass(frozen=True)
+class Evaluation:
+    """The rule run at ``weights`` over labelled data without applying it: its per-pilot gradient estimate for the
+    plastic weights, and what the hidden layer's surrogate gradient needs."""
+
+    gradient: np.ndarray  # [devices, classes, hidden]
+    hidden: HiddenRun
+    output: OutputRun
+
+
+def evaluate_rule(spec: SnnSpec, weights: np.ndarray, params: SnnParameters, data: Streams) -> Evaluation:
+    hidden = hidden_layer(spec, params, data.inputs, record=True)
+    output = output_layer(spec, weights, hidden.spikes, data.teacher, params.learning_rates, apply=False)
+    gradient = -output.rule_sum / (params.learning_rates[:, None] * data.symbols)
+    return Evaluation(gradient, hidden, output)
+
+
+def rule_gradient(spec: SnnSpec, weights: np.ndarray, params: SnnParameters, data: Streams) -> np.ndarray:
+    """The rule's per-pilot gradient estimate at ``weights`` (eq. 6.4), per device, not applied."""
+    return evaluate_rule(spec, weights, params, data).gradient
+
+
+def input_traces(spec: SnnSpec, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """∂v/∂W_in and ∂v/∂b of the hidden LIF, resets ignored: the input spikes (one step late, the Dense's buffer)
+    filtered by the current's and the voltage's decays [..., steps, inputs], and the bias's [steps]."""
+    eu = np.zeros(inputs.shape[:-2] + inputs.shape[-1:])
+    ev, eb = np.zeros_like(eu), 0.0
+    traces, bias = np.zeros_like(inputs), np.zeros(inputs.shape[-2])
+    for t in range(1, inputs.shape[-2]):
+        eu = eu * (1.0 - spec.hidden_du) + inputs[..., t - 1, :]
+        ev = ev * (1.0 - spec.hidden_dv) + eu
+        eb = eb * (1.0 - spec.hidden_dv) + 1.0
+        traces[..., t, :], bias[t] = ev, eb
+    return traces, bias
+
+
+def hidden_gradient(spec: SnnSpec, weights: np.ndarray, data: Streams, run: Evaluation) -> tuple[np.ndarray, np.ndarray]:
+    """The surrogate gradient of the per-pilot loss with respect to the input weights [H, 2M] and the biases [H]
+    (see the module text), averaged over devices."""
+    back = np.zeros_like(run.hidden.voltage)
+    back[:, :-1] = np.einsum("dtk,dkh->dth", run.output.error[:, 1:], weights)  # s_h(t) drives the output at t + 1
+    signal = back / np.square(1.0 + np.abs(run.hidden.voltage - spec.hidden_vth) / spec.surrogate_width)
+    traces, bias = input_traces(spec, data.inputs)
+    scale = data.symbols * len(signal)
+    return -np.einsum("dth,dtk->hk", signal, traces) / scale, -np.einsum("dth,t->h", signal, bias) / scale
+
+
+def outer_step(
+    spec: SnnSpec, cfg: SnnTrainConfig, theta: np.ndarray, params: SnnParameters, tr: Streams, va: Streams
+) -> tuple[np.ndarray, SnnParameters]:
+    """One outer step of ``cfg.method`` (see the module text): the new θ and parameters."""
+    rates = params.learning_rates
+    if cfg.method == "joint":
+        data = tr.then(va)
+        weights = np.broadcast_to(theta, (data.inputs.shape[0], *theta.shape))
+        run = evaluate_rule(spec, weights, params, data)
+        theta = theta - cfg.beta * run.gradient.mean(0)
+    else:
+        data = va
+        pilots = output_layer(spec, theta, hidden_spikes(spec, params, tr.inputs), tr.teacher, rates)
+        weights = pilots.weights
+        run = evaluate_rule(spec, weights, params, data)
+        theta = theta + cfg.beta * (weights.mean(0) - theta) if cfg.method == "reptile" else theta - cfg.beta * run.gradient.mean(0)
+        if cfg.rate_lr:
+            per_unit_rate = pilots.rule_sum / rates[:, None]  # ∂φ/∂η_i
+            rate_gradient = np.einsum("dkh,dkh->k", run.gradient, per_unit_rate) / len(weights)
+            rates = rates * np.exp(-cfg.rate_lr * rates * rate_gradient)
+    if cfg.hidden_lr:
+        g_w, g_b = hidden_gradient(spec, weights, data, run)
+        return theta, SnnParameters(params.input_weights - cfg.hidden_lr * g_w, params.hidden_bias - cfg.hidden_lr * g_b, rates)
+    return theta, SnnParameters(params.input_weights, params.hidden_bias, rates)
 
 
 def run(options: SnnTraining, progress: Progress = silent) -> dict:
     """``metaedge train snn``: train ``options`` into its run directory; the final state."""
     task = snn_task(options.task)
     try:
-        spec = SnnSpec(classes=task.order, grid=options.grid, steps=options.timesteps, learning_rate=options.learning_rate)
+        spec = SnnSpec(
+            classes=task.order,
+            grid=options.grid,
+            hidden=options.hidden or options.grid**2,
+            steps=options.timesteps,
+            learning_rate=options.learning_rate,
+        )
     except ValueError as e:
         raise UserError(str(e)) from None
     name = f"snn-{options.train.method}"
@@ -130,15 +202,28 @@ def text(state: dict) -> str:
     return trained_line(state, "best validation SER after on-chip adaptation", "val_ser")
 
 
-def train_default(out: Path, method: str, seed: int = 0, task: DemodConfig | None = None) -> dict:
-    """θ of ``method`` with the default network and outer loop, on ``task`` (default: the spiking receiver's)."""
+def train_default(out: Path, method: str, seed: int = 0, task: DemodConfig | None = None, **train: object) -> dict:
+    """``method`` with the default network and outer loop (``train``: other outer-loop options), on ``task``
+    (default: the spiking receiver's)."""
     task = task or default_task()
-    return train_snn(out, task, SnnSpec(classes=task.order), SnnTrainConfig(method=method, seed=seed))
+    return train_snn(out, task, SnnSpec(classes=task.order), SnnTrainConfig(method=method, seed=seed, **train))
+
+
+def initial_parameters(spec: SnnSpec, seed: int) -> SnnParameters:
+    """The hand-designed grid when H = grid²; otherwise its cells repeated to H neurons, with seeded jitter on every
+    weight so that no two neurons stay alike."""
+    if spec.hidden == spec.grid**2:
+        return SnnParameters.grid(spec)
+    grid = SnnParameters.grid(SnnSpec(**{**spec.to_dict(), "hidden": spec.grid**2}))
+    cells = np.arange(spec.hidden) % spec.grid**2
+    jitter = np.random.default_rng([seed, 11]).normal(scale=0.1 * spec.hidden_weight, size=(spec.hidden, spec.inputs))
+    return SnnParameters(grid.input_weights[cells] + jitter, np.zeros(spec.hidden), grid.learning_rates)
 
 
 class SnnProblem:
     """θ of the plastic synapses, stepped by the three-factor rule's own estimate (FOMAML, Reptile or joint: not a
-    gradient torch computes), validated by the SER after on-chip adaptation on held-out devices."""
+    gradient torch computes), the hidden layer and the learning rates by first-order estimates; validated by the
+    SER after on-chip adaptation on held-out devices."""
 
     metric, label, maximize = "val_ser", "validation SER after on-chip adaptation", False
 
@@ -150,24 +235,26 @@ class SnnProblem:
         self.devices = self.tasks.devices("train", cfg.iterations * cfg.tasks_per_batch)
         self.rng, self.iteration = self.tasks.rng("train", 1), 0
         self.theta = np.zeros((spec.classes, spec.hidden))
+        self.params = initial_parameters(spec, cfg.seed)
 
     def step(self) -> None:
         index = np.arange(self.iteration * self.cfg.tasks_per_batch, (self.iteration + 1) * self.cfg.tasks_per_batch)
         self.iteration += 1
         batch = self.tasks.frames(self.devices.take(index), self.task.pilots, self.task.val_pilots, self.rng)
         tr, va = Streams.encode(self.spec, batch.x_tr, batch.y_tr), Streams.encode(self.spec, batch.x_va, batch.y_va)
-        self.theta = outer_step(self.spec, self.cfg.method, self.cfg.beta, self.theta, tr, va)
+        self.theta, self.params = outer_step(self.spec, self.cfg, self.theta, self.params, tr, va)
 
     def validate(self) -> dict:
-        ser = float(adapted_ser(self.spec, self.theta, self.val_pilots, self.val_payload, self.val_labels).mean())
-        return {"val_ser": ser, "theta_max": float(np.abs(self.theta).max())}
+        ser = float(adapted_ser(self.spec, self.theta, self.params, self.val_pilots, self.val_payload, self.val_labels).mean())
+        rates = self.params.learning_rates
+        return {"val_ser": ser, "theta_max": float(np.abs(self.theta).max()), "rate_min": float(rates.min()), "rate_max": float(rates.max())}
 
     def keep(self, out: Path, record: dict) -> None:
-        save_theta(out / THETA, self.spec, self.theta)
+        tensors.save(out / THETA, {"theta": self.theta.copy(), **self.params.tensors()})
 
 
 def train_snn(out: Path, task: DemodConfig, spec: SnnSpec, cfg: SnnTrainConfig, progress: Callable[[int, dict], None] | None = None) -> dict:
-    """Train θ and write the run directory; returns the final state."""
+    """Train and write the run directory; returns the final state."""
     if out.exists() and any(out.iterdir()):
         raise UserError(f"'{out}' already exists and is not empty; choose another --out or remove it")
     if task.order != spec.classes:
@@ -175,10 +262,6 @@ def train_snn(out: Path, task: DemodConfig, spec: SnnSpec, cfg: SnnTrainConfig, 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG, run_config(task, spec, cfg))
     return train(SnnProblem(task, spec, cfg), Schedule(cfg.iterations, cfg.val_every), out, progress)
-
-
-def save_theta(path: Path, spec: SnnSpec, theta: np.ndarray) -> None:
-    tensors.save(path, {"theta": theta.copy(), "input_weights": input_weights(spec)})
 
 
 def run_config(task: DemodConfig, spec: SnnSpec, cfg: SnnTrainConfig) -> dict:
@@ -192,7 +275,7 @@ def run_config(task: DemodConfig, spec: SnnSpec, cfg: SnnTrainConfig) -> dict:
 
 
 def load_snn_run(path: str | Path) -> SnnRun:
-    """A spiking run directory: configuration and best θ, or a UserError saying what is wrong."""
+    """A spiking run directory: configuration, best θ and learned parameters, or a UserError saying what is wrong."""
     path = Path(path)
     config = read_kind_config(path, MODEL_KIND, "spiking-receiver", "metaedge train snn")
     try:
@@ -201,7 +284,12 @@ def load_snn_run(path: str | Path) -> SnnRun:
         train = SnnTrainConfig(**config["train"])
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path / CONFIG} is invalid ({e}); retrain or restore the run directory") from None
-    (theta,) = read_best_theta(path, ("theta",))
-    if theta.shape != (spec.classes, spec.hidden):
-        raise UserError(f"{path / THETA} holds θ of shape {theta.shape}, the network needs {(spec.classes, spec.hidden)}")
-    return SnnRun(path, task, spec, train, theta)
+    stored = read_theta(path, "retrain the run (metaedge train snn)")
+    theta = stored.get("theta")
+    if theta is None or theta.shape != (spec.classes, spec.hidden):
+        raise UserError(f"{path / THETA} holds no θ of shape {(spec.classes, spec.hidden)}; retrain the run (metaedge train snn)")
+    try:
+        params = SnnParameters.from_tensors(spec, stored)
+    except ValueError as e:
+        raise UserError(f"{path / THETA}: {e}; retrain the run (metaedge train snn)") from None
+    return SnnRun(path, task, spec, train, theta.astype(np.float64), params)
