@@ -185,7 +185,7 @@ def _link_run(work: Path) -> Path:
 
 
 def _spiking_run(work: Path) -> Path:
-    """A briefly FOMAML-trained spiking receiver (the 'loihi' target: θ of the plastic synapses)."""
+    """A briefly FOMAML-trained spiking receiver (the 'loihi' target: θ, the hidden layer and the learning rates)."""
     from metaedge.backends.loihi.network import SnnSpec
     from metaedge.sdk.families.demod.snn.config import SnnTrainConfig
     from metaedge.sdk.families.demod.snn.training import default_task, train_snn
@@ -203,6 +203,7 @@ def _spiking_cases(spiking: Source) -> list[Case]:
     rules = [
         ("classes", "snn.classes", spiking.manifest["snn"]["classes"] + 1, "snn.classes other than task.classes"),
         ("grid", "snn.grid", 1, "receptive fields per rail M outside 2…32"),
+        ("hidden", "snn.hidden", 0, "hidden neurons H outside 1…1024"),
         ("threshold", "snn.hidden_vth", 0.0, "a non-positive threshold"),
         ("learning-rate", "snn.learning_rate", -0.1, "a negative learning rate η"),
         ("missing", "snn", ..., "an snn member missing"),

@@ -31,7 +31,7 @@ class SnnTask:
 @dataclass(frozen=True)
 class SnnTrainConfig:
     method: str = option("fomaml", "outer loop", flag="algo", choices=METHODS)
-    iterations: int = option(300, "outer steps", parse=positive_int)
+    iterations: int = option(600, "outer steps", parse=positive_int)
     tasks_per_batch: int = option(64, "devices per outer step", parse=positive_int)
     meta_lr: float | None = option(
         None, "β (default: the method's, " + ", ".join(f"{m} {b:g}" for m, b in DEFAULT_META_LR.items()) + ")", flag="outer-lr"

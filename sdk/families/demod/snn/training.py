@@ -16,7 +16,10 @@ exactly Lava's dynamics, batched over tasks. Per outer step, for a batch of devi
   φ_k on the validation pilots (first-order meta-gradient), or at θ on all pilots (joint).
 - each output neuron's learning rate η_i (the Meta-SGD of the rule, Li et al. 2017, first
   order): ∂L_va/∂η_i ≈ Σ_j G_k,ij · ∂φ_k,ij/∂η_i, with ∂φ/∂η_i the rule's update per unit η over
-  the training pilots; a step on log η_i keeps it positive. Joint training has no inner loop
+  the training pilots; a step on log η_i, bounded to ±0.1, keeps it positive and stable, and
+  η_i ≤ out_vth keeps one step of the rule from moving a synapse by more than about a
+  threshold's worth (the first-order gradient keeps asking for a larger rate past the point
+  where the SER climbs). Joint training has no inner loop
   to learn it from: its neurons keep η.
 θ and the learned parameters are kept at the best validation SER after on-chip adaptation,
 measured every ``val_every`` steps on held-out devices.
@@ -41,6 +44,7 @@ from metaedge.sdk.options import Progress, per_iteration, silent, trained_line
 from metaedge.sdk.rundir import CONFIG, RUN_FORMAT, RUN_VERSION, THETA, read_kind_config, read_theta, write_json
 
 MODEL_KIND = "snn"
+RATE_STEP = 0.1  # the most log η_i moves in one outer step: the rate's gradient grows with η, a bound keeps it stable
 
 
 def default_task() -> DemodConfig:
@@ -172,7 +176,7 @@ def outer_step(
         if cfg.rate_lr:
             per_unit_rate = pilots.rule_sum / rates[:, None]  # ∂φ/∂η_i
             rate_gradient = np.einsum("dkh,dkh->k", run.gradient, per_unit_rate) / len(weights)
-            rates = rates * np.exp(-cfg.rate_lr * rates * rate_gradient)
+            rates = np.minimum(rates * np.exp(np.clip(-cfg.rate_lr * rates * rate_gradient, -RATE_STEP, RATE_STEP)), spec.out_vth)
     if cfg.hidden_lr:
         g_w, g_b = hidden_gradient(spec, weights, data, run)
         return theta, SnnParameters(params.input_weights - cfg.hidden_lr * g_w, params.hidden_bias - cfg.hidden_lr * g_b, rates)
