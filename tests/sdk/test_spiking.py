@@ -19,10 +19,10 @@ from metaedge.backends.loihi.network import (
     teacher,
     window_counts,
 )
-from metaedge.backends.loihi.reference import hidden_spikes, output_layer
+from metaedge.backends.loihi.reference import hidden_layer, hidden_spikes, output_layer
 from metaedge.deploy.bundle import read_bundle
 from metaedge.sdk.cli.main import main
-from metaedge.sdk.families.demod.snn.training import Streams, adapted_ser, default_task, load_snn_run, rule_gradient
+from metaedge.sdk.families.demod.snn.training import Streams, adapted_ser, default_task, evaluate_rule, load_snn_run
 from metaedge.sdk.families.demod.task import DemodTasks
 
 SPEC = SnnSpec()
@@ -67,7 +67,7 @@ def test_rule_gradient_is_the_rule_sum_scaled_per_neuron_and_leaves_weights_alon
     theta = np.full((SPEC.classes, SPEC.hidden), 0.05)
     run = output_layer(SPEC, theta, hidden_spikes(SPEC, params, data.inputs), data.teacher, params.learning_rates, apply=False)
     assert np.array_equal(run.weights, np.broadcast_to(theta, run.weights.shape))
-    g = rule_gradient(SPEC, theta, params, data)
+    g = evaluate_rule(SPEC, theta, params, data).gradient
     assert np.abs(g).max() > 0
     assert np.allclose(g, -run.rule_sum / (params.learning_rates[:, None] * 8))
     # each neuron's update scales with its own rate: doubling one neuron's rate doubles only its rule sum
@@ -164,6 +164,7 @@ def test_train_snn_cli_and_its_errors(tmp_path, capsys):
     cases = [
         (["train", "snn", "--out", str(tmp_path / "x"), "--order", "5"], "not a square QAM order"),
         (["train", "snn", "--out", str(tmp_path / "x"), "--hidden-lr", "-1"], "hidden_lr must be ≥ 0"),
+        (["train", "snn", "--out", str(tmp_path / "x"), "--learning-rate", "0"], "--learning-rate must be > 0"),
         (["train", "snn", "--out", str(tmp_path / "x"), "--hidden", "5000"], "hidden must lie in 1..1024"),
         (["train", "snn", "--out", str(tmp_path / "r")], "already exists"),
         (
@@ -223,3 +224,44 @@ def test_demo_loihi_deploys_to_a_lava_device_and_runs_frames(snn_bundle, tmp_pat
     assert report["host"]["fomaml"]["ser"] < report["host"][UNTRAINED]["ser"]
     assert set(report["paired"]) >= {"ser_difference", "ci95"}
     assert report["protocol"]["frames"] == 4 and report["protocol"]["ser"] < 0.5
+
+
+def test_input_traces_are_the_exact_derivative_of_the_hidden_voltage_without_resets():
+    """With a threshold no neuron reaches, v(t) is linear in the input weights and biases: v = traces·W_inᵀ + bias_trace·b."""
+    from metaedge.sdk.families.demod.snn.training import input_traces
+
+    spec = SnnSpec(hidden_vth=1e6, hidden_du=0.7, hidden_dv=0.3)
+    rng = np.random.default_rng(4)
+    params = SnnParameters(rng.normal(size=(spec.hidden, spec.inputs)), rng.normal(size=spec.hidden), np.full(4, 0.05))
+    inputs = encode(spec, rng.normal(size=(2, 5, 2)))
+    voltage = hidden_layer(spec, params, inputs, record=True).voltage
+    traces, bias = input_traces(spec, inputs)
+    assert np.allclose(voltage, traces @ params.input_weights.T + bias[:, None] * params.hidden_bias)
+
+
+def test_an_outer_step_moves_what_its_method_learns_and_nothing_else():
+    from metaedge.sdk.families.demod.snn.config import SnnTrainConfig
+    from metaedge.sdk.families.demod.snn.training import outer_step
+
+    tasks = DemodTasks(default_task().replace(order=4, pilots=4), seed=2)
+    batch = tasks.frames(tasks.devices("train", 8), 4, 8, tasks.rng("train", 1))
+    tr, va = Streams.encode(SPEC, batch.x_tr, batch.y_tr), Streams.encode(SPEC, batch.x_va, batch.y_va)
+    start, theta = SnnParameters.grid(SPEC), np.full((SPEC.classes, SPEC.hidden), 0.1)
+    steps = {
+        "fomaml": SnnTrainConfig(method="fomaml"),
+        "grid": SnnTrainConfig(method="fomaml", hidden_lr=0.0, rate_lr=0.0),
+        "joint": SnnTrainConfig(method="joint"),
+    }
+    moved = {}
+    for name, cfg in steps.items():
+        new_theta, params = outer_step(SPEC, cfg, theta, start, tr, va)
+        moved[name] = {
+            "theta": not np.array_equal(new_theta, theta),
+            "hidden": not np.array_equal(params.input_weights, start.input_weights),
+            "bias": not np.array_equal(params.hidden_bias, start.hidden_bias),
+            "rates": not np.array_equal(params.learning_rates, start.learning_rates),
+        }
+        assert np.all(params.learning_rates > 0) and np.all(params.learning_rates <= SPEC.out_vth)
+    assert moved["fomaml"] == {"theta": True, "hidden": True, "bias": True, "rates": True}
+    assert moved["grid"] == {"theta": True, "hidden": False, "bias": False, "rates": False}
+    assert moved["joint"] == {"theta": True, "hidden": True, "bias": True, "rates": False}

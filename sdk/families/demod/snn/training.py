@@ -19,8 +19,8 @@ exactly Lava's dynamics, batched over tasks. Per outer step, for a batch of devi
   the training pilots; a step on log η_i, bounded to ±0.1, keeps it positive and stable, and
   η_i ≤ out_vth keeps one step of the rule from moving a synapse by more than about a
   threshold's worth (the first-order gradient keeps asking for a larger rate past the point
-  where the SER climbs). Joint training has no inner loop
-  to learn it from: its neurons keep η.
+  where the SER climbs). Joint training has no inner loop to learn it from: its neurons
+  keep η.
 θ and the learned parameters are kept at the best validation SER after on-chip adaptation,
 measured every ``val_every`` steps on held-out devices.
 """
@@ -121,15 +121,11 @@ class Evaluation:
 
 
 def evaluate_rule(spec: SnnSpec, weights: np.ndarray, params: SnnParameters, data: Streams) -> Evaluation:
+    """The rule's per-pilot gradient estimate at ``weights`` (eq. 6.4), per device, and the recorded runs."""
     hidden = hidden_layer(spec, params, data.inputs, record=True)
     output = output_layer(spec, weights, hidden.spikes, data.teacher, params.learning_rates, apply=False)
     gradient = -output.rule_sum / (params.learning_rates[:, None] * data.symbols)
     return Evaluation(gradient, hidden, output)
-
-
-def rule_gradient(spec: SnnSpec, weights: np.ndarray, params: SnnParameters, data: Streams) -> np.ndarray:
-    """The rule's per-pilot gradient estimate at ``weights`` (eq. 6.4), per device, not applied."""
-    return evaluate_rule(spec, weights, params, data).gradient
 
 
 def input_traces(spec: SnnSpec, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +182,8 @@ def outer_step(
 def run(options: SnnTraining, progress: Progress = silent) -> dict:
     """``metaedge train snn``: train ``options`` into its run directory; the final state."""
     task = snn_task(options.task)
+    if not options.learning_rate > 0:
+        raise UserError(f"--learning-rate must be > 0 to train (the rule's gradient estimate is its update over η), got {options.learning_rate}")
     try:
         spec = SnnSpec(
             classes=task.order,
