@@ -42,8 +42,9 @@ def hidden_layer(spec: SnnSpec, params: SnnParameters, inputs: np.ndarray, recor
     v = np.zeros_like(u)
     out = np.zeros((*batch, inputs.shape[-2], spec.hidden))
     voltage = np.zeros_like(out) if record else None
-    for t in range(1, inputs.shape[-2]):
-        u = u * (1.0 - spec.hidden_du) + drive[..., t - 1, :]
+    silent = np.zeros_like(u)
+    for t in range(inputs.shape[-2]):  # step 0 too: nothing arrives yet, but the bias does
+        u = u * (1.0 - spec.hidden_du) + (drive[..., t - 1, :] if t else silent)
         v = v * (1.0 - spec.hidden_dv) + u + params.hidden_bias
         spikes = v > spec.hidden_vth
         if record:

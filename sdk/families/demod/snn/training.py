@@ -134,8 +134,9 @@ def input_traces(spec: SnnSpec, inputs: np.ndarray) -> tuple[np.ndarray, np.ndar
     eu = np.zeros(inputs.shape[:-2] + inputs.shape[-1:])
     ev, eb = np.zeros_like(eu), 0.0
     traces, bias = np.zeros_like(inputs), np.zeros(inputs.shape[-2])
-    for t in range(1, inputs.shape[-2]):
-        eu = eu * (1.0 - spec.hidden_du) + inputs[..., t - 1, :]
+    for t in range(inputs.shape[-2]):
+        if t:
+            eu = eu * (1.0 - spec.hidden_du) + inputs[..., t - 1, :]
         ev = ev * (1.0 - spec.hidden_dv) + eu
         eb = eb * (1.0 - spec.hidden_dv) + 1.0
         traces[..., t, :], bias[t] = ev, eb
