@@ -352,10 +352,20 @@ def _fallback(task: dict, classes: int | None, features: list[str]) -> Fallback 
     variances = [section.get(k) for k in ("noise_var", "channel_var")]
     if not all(type(v) in (int, float) and math.isfinite(v) and v > 0 for v in variances):
         raise BundleError("task.fallback needs noise_var and channel_var, finite numbers > 0")
+    try:
+        points = task_constellation(task, classes)
+    except BundleError:
+        raise BundleError("task.fallback needs task.constellation: one [I, Q] pair of finite numbers per class") from None
+    return Fallback(kind, float(variances[0]), float(variances[1]), points, _select(section, kind))
+
+
+def task_constellation(task: dict, classes: int) -> tuple[complex, ...]:
+    """``task.constellation`` (§4) as complex points, or a BundleError: it must hold one [I, Q] pair of finite
+    numbers per class."""
     points = task.get("constellation")
     if not (isinstance(points, list) and len(points) == classes and all(_point(c) for c in points)):
-        raise BundleError("task.fallback needs task.constellation: one [I, Q] pair of finite numbers per class")
-    return Fallback(kind, float(variances[0]), float(variances[1]), tuple(complex(i, q) for i, q in points), _select(section, kind))
+        raise BundleError("task.constellation must hold one [I, Q] pair of finite numbers per class")
+    return tuple(complex(i, q) for i, q in points)
 
 
 def _select(section: dict, kind: str) -> Selection | Holdout | None:

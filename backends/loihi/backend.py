@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from metaedge.backends.base import AdaptReport, BackendError, Receiver, Resources, SelftestReport
-from metaedge.backends.loihi.network import SnnParameters, SnnSpec, encode, fixed_point, probabilities, stream_length, teacher
+from metaedge.backends.base import AdaptReport, BackendError, Frame, FrameResult, Receiver, Resources, SelftestReport
+from metaedge.backends.loihi.network import SnnParameters, SnnSpec, encode, fixed_point, pilot_rotation, probabilities, rotate, stream_length, teacher
 from metaedge.deploy import manifest as m
 from metaedge.deploy.bundle import Bundle
 
@@ -59,6 +59,11 @@ class LoihiBackend(Receiver):
         except ValueError as e:
             raise BackendError(str(e)) from None
         self.theta = tensors["theta"].astype(np.float64)
+        try:
+            task = bundle.manifest.task
+            self.constellation = np.array(m.task_constellation(task.raw, task.classes)) if self.spec.pilot_phase else None
+        except m.BundleError as e:
+            raise BackendError(f"snn.pilot_phase needs the nominal constellation: {e}") from None
         # Loihi 2 hardware computes in fixed point only
         self.fixed = fixed_point(self.spec, self.theta, self.params) if self.fixed_point or self.engine == "loihi2" else None
         self.close()
@@ -97,6 +102,17 @@ class LoihiBackend(Receiver):
             receiver.stop()
 
     # -- per frame ---------------------------------------------------------------------------
+    def phase_reference(self, frame: Frame) -> Frame:
+        """The frame rotated by the phase of its pilots' channel estimate (§14.3) where the bundle asks for it.
+        The classical receiver and the selection are unaffected: a common rotation rotates their estimate alike."""
+        if not self.spec.pilot_phase or frame.labels is None:
+            return frame
+        rotation = pilot_rotation(self.constellation, frame.pilots, frame.labels)
+        return Frame(rotate(frame.pilots, rotation), frame.labels, rotate(frame.payload, rotation))
+
+    def frame(self, frame: Frame) -> FrameResult:
+        return super().frame(self.phase_reference(frame))
+
     def _run(self, samples: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         if self.receiver is None:
             raise BackendError("no network is loaded")

@@ -9,6 +9,12 @@ step and the output layer two steps after the input; the output *window* of symb
 steps k·P + 3 … k·P + T + 2 (G ≥ 2 keeps windows apart). The teacher signal of a pilot is
 on during its window.
 
+Phase reference (``pilot_phase``). The frame's pilots, whose classes are known, give a
+least-squares channel estimate ĥ = Σ y_j·s̄_j / Σ |s_j|² on the nominal constellation s; every
+sample of the frame (pilots and payload) is rotated by the conjugate of its phase. The
+rotation is the only thing the device computes from the pilots outside the network; what it
+leaves — I/Q imbalance, the estimate's error — is for the network and its rule.
+
 Encoder. An automatic gain control first scales the block to unit power per real dimension
 (the rms over the block's samples). Each rail (I, Q) then drives ``grid`` input neurons with
 Gaussian receptive fields centred on an even grid over [−range, range], activation
@@ -67,6 +73,7 @@ class SnnSpec:
     trace_impulse: float = 1.0
     learning_rate: float = 0.05  # η every output neuron starts from (a bundle may carry one per neuron)
     surrogate_width: float = 0.5  # post_i = 1 / (1 + |v_i − vth| / width)²
+    pilot_phase: bool = True  # rotate each frame by the phase of its pilots' channel estimate
     chunk: int = 16  # symbols per Lava run (ring-buffer length = chunk · period)
 
     def __post_init__(self) -> None:
@@ -107,9 +114,12 @@ class SnnSpec:
         unknown = set(data) - set(known)
         if unknown:
             raise ValueError(f"snn: unknown fields {sorted(unknown)}")
-        values = {k: (int(v) if known[k] == "int" else float(v)) for k, v in data.items()}
-        if "hidden" not in values and "grid" in values:
-            values["hidden"] = values["grid"] ** 2  # revision 1.1 bundles: the grid's H = M²
+        if not isinstance(data.get("pilot_phase", False), bool):
+            raise ValueError("snn: pilot_phase must be true or false")
+        values = {k: (v if known[k] == "bool" else int(v) if known[k] == "int" else float(v)) for k, v in data.items()}
+        if "grid" in values:  # revision 1.1 bundles: the grid's H = M², no phase reference
+            values.setdefault("hidden", values["grid"] ** 2)
+            values.setdefault("pilot_phase", False)
         return cls(**values)
 
 
@@ -153,6 +163,21 @@ class SnnParameters:
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.NAMES}
+
+
+def pilot_rotation(constellation: np.ndarray, pilots: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The unit rotation [...] that undoes the phase of the pilots' least-squares channel estimate (1 where the
+    estimate is 0), for pilots [..., n, 2] of classes ``labels`` [..., n] on the nominal ``constellation`` [M]."""
+    points = np.asarray(constellation)[labels]
+    estimate = np.sum((pilots[..., 0] + 1j * pilots[..., 1]) * np.conj(points), axis=-1)
+    magnitude = np.abs(estimate)
+    return np.where(magnitude > 0, np.conj(estimate) / np.where(magnitude > 0, magnitude, 1.0), 1.0)
+
+
+def rotate(samples: np.ndarray, rotation: np.ndarray | complex) -> np.ndarray:
+    """Samples [..., n, 2] multiplied, as complex numbers, by ``rotation`` [...]."""
+    z = (samples[..., 0] + 1j * samples[..., 1]) * np.asarray(rotation)[..., None]
+    return np.stack([z.real, z.imag], axis=-1)
 
 
 def gain_control(samples: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Device-side timing of a loihi bundle on Lava: ``python -m metaedge.backends.loihi.timing BUNDLE FRAMES.npz [--fixed]``.
 
 FRAMES.npz holds ``pilots`` [F, P, 2], ``labels`` [F, P] and ``payload`` [F, N, 2]. Prints one
-JSON object: the build time, per frame the adaptation and decoding wall times and the
+JSON object: the build time, per frame (rotated by its pilots' phase where the bundle asks, as a
+device frame is) the adaptation and decoding wall times and the
 decisions, and Lava timesteps per second. Run by ``metaedge bench loihi`` in the Lava
 environment; it needs Lava, not torch.
 """
@@ -14,6 +15,7 @@ import time
 
 import numpy as np
 
+from metaedge.backends.base import Frame
 from metaedge.backends.loihi.backend import LoihiBackend
 from metaedge.backends.loihi.network import stream_length
 from metaedge.deploy.bundle import read_bundle
@@ -29,10 +31,11 @@ def time_frames(bundle_path: str, frames_path: str, fixed_point: bool = False) -
     try:
         for pilots, labels, payload in zip(frames["pilots"], frames["labels"], frames["payload"]):
             t0 = time.perf_counter()
+            frame = backend.phase_reference(Frame(pilots, labels.astype(np.int64), payload))
             backend.reset()
-            backend.adapt(pilots, labels.astype(np.int64))
+            backend.adapt(frame.pilots, frame.labels)
             t1 = time.perf_counter()
-            decisions = backend.predict(payload).argmax(-1)
+            decisions = backend.predict(frame.payload).argmax(-1)
             t2 = time.perf_counter()
             steps = stream_length(backend.spec, len(labels)) + stream_length(backend.spec, len(payload))
             records.append(

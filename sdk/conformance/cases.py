@@ -204,6 +204,7 @@ def _spiking_cases(spiking: Source) -> list[Case]:
         ("classes", "snn.classes", spiking.manifest["snn"]["classes"] + 1, "snn.classes other than task.classes"),
         ("grid", "snn.grid", 1, "receptive fields per rail M outside 2…32"),
         ("hidden", "snn.hidden", 0, "hidden neurons H outside 1…1024"),
+        ("pilot-phase", "snn.pilot_phase", "yes", "a pilot_phase that is not a boolean"),
         ("threshold", "snn.hidden_vth", 0.0, "a non-positive threshold"),
         ("learning-rate", "snn.learning_rate", -0.1, "a negative learning rate η"),
         ("missing", "snn", ..., "an snn member missing"),

@@ -39,6 +39,7 @@ def variant(bundle, out, key, snn=None, weights=None, counter=2):
         ({"weights": {"learning_rates": np.array([0.1, -0.1, 0.1, 0.1])}}, "negative learning rate"),
         ({"weights": {"hidden_bias": np.zeros(63)}}, "hidden biases of another shape"),
         ({"snn": {"hidden": 0}}, "H < 1"),
+        ({"snn": {"pilot_phase": "yes"}}, "pilot_phase not a boolean"),
         # bundle-format §14.7's other rules
         ({"snn": {"bogus": 1}}, "unknown member"),
         ({"snn": {"steps": 0}}, "K < 1"),

@@ -265,3 +265,46 @@ def test_an_outer_step_moves_what_its_method_learns_and_nothing_else():
     assert moved["fomaml"] == {"theta": True, "hidden": True, "bias": True, "rates": True}
     assert moved["grid"] == {"theta": True, "hidden": False, "bias": False, "rates": False}
     assert moved["joint"] == {"theta": True, "hidden": True, "bias": True, "rates": False}
+
+
+def test_with_the_pilot_phase_a_frame_decides_the_same_whatever_the_channel_phase(snn_bundle):
+    """The device rotates each frame by its pilots' phase (§14.3): turning the whole frame by any angle leaves its
+    decisions (up to rounding at a receptive field's rate) as they were; without the rotation they change."""
+    from metaedge.backends.base import Frame
+    from metaedge.backends.loihi.network import pilot_rotation, rotate
+
+    backend = LoihiBackend(engine="reference")
+    backend.load(read_bundle(snn_bundle[1]))
+    assert backend.spec.pilot_phase
+    run = load_snn_run(snn_bundle[0])
+    tasks = DemodTasks(run.task, seed=5)
+    batch = tasks.frames(tasks.devices("test", 4), run.task.pilots, 60, tasks.rng("test", 1))
+    same, turned_raw = [], []
+    for k in range(4):
+        frame = Frame(batch.x_tr[k], batch.y_tr[k], batch.x_va[k])
+        turn = np.exp(1j * (0.7 + k))
+        turned = Frame(rotate(frame.pilots, turn), frame.labels, rotate(frame.payload, turn))
+        decided, decided_turned = (backend.frame(f).outputs.argmax(-1) for f in (frame, turned))
+        same.append(np.mean(decided == decided_turned))
+        backend.reset()
+        backend.adapt(turned.pilots, turned.labels)
+        turned_raw.append(np.mean(backend.predict(turned.payload).argmax(-1) == decided))
+    assert min(same) >= 0.98 and np.mean(turned_raw) < 0.8, (same, turned_raw)
+    # the rotation itself: after it, the pilots' least-squares channel estimate is real and positive
+    constellation = DemodTasks(run.task).constellation
+    rotation = pilot_rotation(constellation, batch.x_tr, batch.y_tr)
+    again = rotate(batch.x_tr, rotation)
+    estimate = np.sum((again[..., 0] + 1j * again[..., 1]) * np.conj(constellation[batch.y_tr]), -1)
+    assert np.allclose(np.abs(rotation), 1) and np.allclose(estimate.imag, 0, atol=1e-9) and np.all(estimate.real > 0)
+
+
+def test_a_pilot_phase_without_a_constellation_is_refused_with_the_reason(snn_bundle, tmp_path, rewritten):
+    from metaedge.backends.base import BackendError
+
+    def drop(manifest):
+        manifest["task"].pop("constellation")
+        manifest["task"].pop("fallback")
+
+    bundle = rewritten(snn_bundle[1], tmp_path, drop, {})
+    with pytest.raises(BackendError, match="snn.pilot_phase needs the nominal constellation"):
+        LoihiBackend(engine="reference").load(bundle)

@@ -27,7 +27,7 @@ import numpy as np
 from metaedge.backends.loihi.network import SnnParameters, stream_length
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.snn.config import BENCH_RUNS, LoihiFigure
-from metaedge.sdk.families.demod.snn.training import SnnRun, Streams, adapt, decide, load_snn_run, snn_task, train_default
+from metaedge.sdk.families.demod.snn.training import SnnRun, Streams, adapt, decide, load_snn_run, phase_referenced, snn_task, train_default
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks, TaskBatch
 from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.stats import format_table, summarise
@@ -35,6 +35,7 @@ from metaedge.sdk.stats import format_table, summarise
 RANDOM_SCALE = 0.3
 MAIN = "fomaml"  # the receiver the bench deploys and compares every other with
 UNTRAINED = "untrained (grid, θ = 0)"
+LABELS = {"fomaml": "meta-learned (hidden, θ, η_i)", "joint": "joint (hidden, θ)", "grid": "grid (FOMAML θ only)"}  # as people read them
 ONNX_ITERATIONS = 2000
 
 
@@ -89,7 +90,7 @@ def spiking_runs(options: LoihiFigure, task: DemodConfig, progress: Progress) ->
         path = getattr(options, name) or options.out / f"snn-{name}"
         if getattr(options, name) is None and not path.exists():
             progress(0, label=f"training the {name} receiver into {path}")
-            train_default(path, method, options.seed, task, **train)
+            train_default(path, method, options.seed, task, not options.no_pilot_phase, **train)
         runs[name] = load_snn_run(path)
     if any(r.task != runs[MAIN].task or r.spec != runs[MAIN].spec for r in runs.values()):
         raise UserError("the runs were trained on different tasks or networks; compare runs of one configuration")
@@ -140,7 +141,7 @@ def text(report: dict) -> str:
         adapted = report["paired"][MAIN].get(name)
         rows.append(
             [
-                name,
+                LABELS.get(name, name),
                 r["where"],
                 f"{r['ser']:.4f}",
                 f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]",
@@ -154,7 +155,7 @@ def text(report: dict) -> str:
     head = (
         f"{t['order']}-QAM" if t["order"] != 4 else "QPSK"
     ) + f", {t['pilots']} pilots, {t['snr_db']:g} dB, {channel}; {report['devices']} new devices × {report['payload']} symbols"
-    columns = ["receiver", "where", "SER", "95 % CI", "no adaptation", "classes piloted", "not piloted", f"{MAIN} − this (paired)"]
+    columns = ["receiver", "where", "SER", "95 % CI", "no adaptation", "classes piloted", "not piloted", "meta-learned − this (paired)"]
     lines = [head, format_table(columns, rows)]
     if "speed" in report:
         s = report["speed"]
@@ -201,7 +202,8 @@ def quality(
     """SER per start (after adaptation, without, and split by whether the symbol's class was among the pilots), and
     of the other receivers, on the same frames."""
     spec = run.spec
-    pilots, payload = Streams.encode(spec, frame.x_tr, frame.y_tr), Streams.encode(spec, frame.x_va, None)
+    spiking = phase_referenced(spec, run.task, frame)  # the other receivers get the frames as received
+    pilots, payload = Streams.encode(spec, spiking.x_tr, spiking.y_tr), Streams.encode(spec, spiking.x_va, None)
     piloted = (frame.y_va[..., None] == frame.y_tr[:, None, :]).any(-1)
     per_device, results = {}, {}
     for name, (theta, params) in starts.items():
@@ -266,17 +268,20 @@ def lava_speed(run: SnnRun, bundle: Path, frame: TaskBatch, frames: int, payload
     spec = run.spec
     frames = max(frames, fixed_frames)
     x_p, y_p, x_s, y_s = frame.x_tr[:frames], frame.y_tr[:frames], frame.x_va[:frames, :payload], frame.y_va[:frames, :payload]
-    lava = lava_frames(bundle, x_p, y_p, x_s, lava_python)
+    lava = lava_frames(bundle, x_p, y_p, x_s, lava_python)  # the device rotates them by their pilots' phase itself
+    rotated = phase_referenced(spec, run.task, TaskBatch(x_p, y_p, x_s, y_s))  # … and so does the reference here
     lava_decisions = np.array([r["decisions"] for r in lava["frames"]])
     # the same frames on the host reference, one device at a time, and all at once
     single = []
     for k in range(frames):
         start = time.perf_counter()
-        pilots = Streams.encode(spec, x_p[k : k + 1], y_p[k : k + 1])
-        decide(spec, adapt(spec, run.theta, run.params, pilots), run.params, Streams.encode(spec, x_s[k : k + 1], None))
+        pilots = Streams.encode(spec, rotated.x_tr[k : k + 1], y_p[k : k + 1])
+        decide(spec, adapt(spec, run.theta, run.params, pilots), run.params, Streams.encode(spec, rotated.x_va[k : k + 1], None))
         single.append(time.perf_counter() - start)
     start = time.perf_counter()
-    batched = decide(spec, adapt(spec, run.theta, run.params, Streams.encode(spec, x_p, y_p)), run.params, Streams.encode(spec, x_s, None))
+    batched = decide(
+        spec, adapt(spec, run.theta, run.params, Streams.encode(spec, rotated.x_tr, y_p)), run.params, Streams.encode(spec, rotated.x_va, None)
+    )
     batched_s = time.perf_counter() - start
     frame_s = np.array([r["adapt_s"] + r["decode_s"] for r in lava["frames"]])
     steps = stream_length(spec, run.task.pilots) + stream_length(spec, payload)

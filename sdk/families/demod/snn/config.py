@@ -28,6 +28,9 @@ class SnnTask:
     phase_max_deg: float = option(60.0, "phase channel only: range ± degrees")
 
 
+NO_PILOT_PHASE = option(False, "present the samples as received: no rotation by the phase of the pilots' channel estimate")
+
+
 @dataclass(frozen=True)
 class SnnTrainConfig:
     method: str = option("fomaml", "outer loop", flag="algo", choices=METHODS)
@@ -59,17 +62,20 @@ class SnnTrainConfig:
 
 @dataclass(frozen=True)
 class SnnTraining:
-    """spiking receiver for Loihi: the three-factor rule's starting point (monograph §6.1)
+    """spiking receiver for Loihi: the rule's starting point, the hidden layer and the learning rates (monograph §6.1)
 
-    Meta-learn the plastic synapses' starting point θ of a spiking demodulator whose output layer adapts on-chip
-    with a three-factor rule; first-order, with the rule itself (FOMAML or Reptile), or jointly. Export it with
-    --target loihi."""
+    Meta-learn a spiking demodulator whose output layer adapts on-chip with a three-factor rule: the plastic
+    synapses' starting point θ with the rule itself (FOMAML or Reptile), the hidden layer by a surrogate gradient and
+    each output neuron's learning rate by first-order Meta-SGD; or train θ and the hidden layer jointly. Export it
+    with --target loihi."""
 
     EXAMPLES: ClassVar[str] = """
 examples:
-  metaedge train snn --out runs/snn-fomaml
-  metaedge train snn --algo reptile --out runs/snn-reptile
-  metaedge train snn --order 16 --pilots 16 --out runs/snn-16qam
+  metaedge train snn --out runs/snn-fomaml                       # 16-QAM, 16 pilots: ~100 s
+  metaedge train snn --algo joint --out runs/snn-joint
+  metaedge train snn --hidden-lr 0 --rate-lr 0 --out runs/snn-grid   # the hand-designed grid, one η: θ only
+  metaedge train snn --hidden 128 --out runs/snn-h128
+  metaedge train snn --order 4 --pilots 4 --out runs/snn-qpsk
   metaedge train snn --channel phase --phase-max-deg 60 --out runs/snn-phase
 """
 
@@ -78,7 +84,8 @@ examples:
     timesteps: int = option(SnnSpec.steps, "timesteps each symbol is presented", parse=positive_int)
     grid: int = option(SnnSpec.grid, "receptive fields per rail", parse=positive_int)
     hidden: int | None = option(None, "hidden LIF neurons (default grid²: the hand-designed grid is the start)", parse=positive_int)
-    learning_rate: float = option(SnnSpec.learning_rate, "η of the on-chip rule")
+    learning_rate: float = option(SnnSpec.learning_rate, "η every output neuron's rule starts from")
+    no_pilot_phase: bool = NO_PILOT_PHASE
     train: SnnTrainConfig = nested(SnnTrainConfig)
 
 
@@ -87,25 +94,28 @@ TRAIN = command("snn", SnnTraining, "metaedge.sdk.families.demod.snn.training", 
 
 @dataclass(frozen=True)
 class LoihiFigure:
-    """spiking receivers: SER after on-chip adaptation per start, Lava speed
+    """spiking receivers: SER after on-chip adaptation, meta-learned vs joint vs grid, Lava speed
 
-    Adapts the FOMAML-, Reptile- and jointly trained θ, θ = 0 and a random θ with the three-factor rule on the
-    same pilots of many new devices (host reference, exactly Lava's dynamics), next to the ONNX receiver (Meta-
-    SGD MLP) and the model-based receiver; then runs frames on Lava and times them. Writes OUT/loihi.json."""
+    Adapts the meta-learned receiver (hidden layer, θ, rates), the jointly trained one, the hand-designed grid with
+    a FOMAML θ, the untrained receiver and a random θ with the three-factor rule on the same pilots of many new
+    devices (host reference, exactly Lava's dynamics), next to the ONNX receiver (Meta-SGD MLP) and the model-based
+    receiver; paired differences, and the SER split by whether a symbol's class was among the pilots. Then runs
+    frames on Lava (float and fixed point) and times them. Writes OUT/loihi.json."""
 
     EXAMPLES: ClassVar[str] = """
 examples:
-  metaedge bench loihi --json                  # trains what is missing into runs/bench-loihi first (~2 min)
+  metaedge bench loihi --json                  # trains what is missing into runs/bench-loihi first (~8 min)
   metaedge bench loihi --devices 200 --lava-frames 2 --lava-payload 50     # quick look
-  metaedge bench loihi --fomaml runs/snn-fomaml --onnx runs/qpsk-metasgd --no-lava
+  metaedge bench loihi --fomaml runs/snn-fomaml --joint runs/snn-joint --grid runs/snn-grid --no-lava
+  metaedge bench loihi --pilots 8 --no-lava --out runs/bench-loihi-p8    # another pilot count
   metaedge bench loihi --channel phase --out runs/bench-loihi-phase      # residual carrier phase within ±60°
-  metaedge bench loihi --order 16 --pilots 16 --out runs/bench-loihi-16qam --no-lava
+  metaedge bench loihi --order 4 --pilots 4 --out runs/bench-loihi-qpsk --no-lava
 """
 
     fomaml: Path | None = option(None, "meta-learned run (metaedge train snn --algo fomaml); default: train into --out")
     joint: Path | None = option(None, "jointly trained run (metaedge train snn --algo joint); default: train into --out")
-    grid: Path | None = option(None, "today's fixed-grid run (metaedge train snn --hidden-lr 0 --rate-lr 0); default: train into --out")
-    onnx: Path | None = option(None, "an MLP run for the same task (metaedge train demod --order 4 --pilots 4 --algo metasgd); default: train one")
+    grid: Path | None = option(None, "the hand-designed grid run (metaedge train snn --hidden-lr 0 --rate-lr 0); default: train into --out")
+    onnx: Path | None = option(None, "an MLP run for the same task (metaedge train demod --algo metasgd, same order and pilots); default: train one")
     out: Path = option(Path("runs/bench-loihi"), "runs and results", parse=output_dir)
     task: SnnTask = nested(SnnTask)
     devices: int = option(500, "new devices for the quality comparison", parse=positive_int)
@@ -114,6 +124,7 @@ examples:
     lava_payload: int = option(100, "payload symbols per Lava frame", parse=positive_int)
     fixed_frames: int = option(20, "frames run on Lava in floating and fixed point, for the SER cost of fixed point (0 skips it)", parse=count)
     no_lava: bool = option(False, "skip the Lava part (quality only)")
+    no_pilot_phase: bool = NO_PILOT_PHASE
     seed: int = seed_option("devices, channels and the runs trained here")
     command: str | None = option(None, flag=False)  # the command line that asked for the report
 

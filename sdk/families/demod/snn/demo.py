@@ -15,7 +15,7 @@ import numpy as np
 
 from metaedge.backends.loihi.network import SnnParameters
 from metaedge.sdk.families.demod.config import DemoOptions
-from metaedge.sdk.families.demod.snn.bench import MAIN, UNTRAINED, paired, quality, test_frames
+from metaedge.sdk.families.demod.snn.bench import LABELS, MAIN, UNTRAINED, paired, quality, test_frames
 from metaedge.sdk.families.demod.snn.training import load_snn_run, train_default
 from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.stats import format_table
@@ -59,7 +59,8 @@ def constellation_line(run) -> str:
 
 def text(report: dict) -> str:
     rows = [
-        [name, f"{r['ser']:.4f}", f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]", f"{r['without_adaptation']:.4f}"] for name, r in report["host"].items()
+        [LABELS.get(name, name), f"{r['ser']:.4f}", f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]", f"{r['without_adaptation']:.4f}"]
+        for name, r in report["host"].items()
     ]
     p, d = report["protocol"], report["paired"]
     verdict = "better" if d["ci95"][1] < 0 else "worse" if d["ci95"][0] > 0 else "not distinguishable"

@@ -33,12 +33,12 @@ from typing import Callable
 
 import numpy as np
 
-from metaedge.backends.loihi.network import SnnParameters, SnnSpec, encode, probabilities, teacher
+from metaedge.backends.loihi.network import SnnParameters, SnnSpec, encode, pilot_rotation, probabilities, rotate, teacher
 from metaedge.backends.loihi.reference import HiddenRun, OutputRun, hidden_layer, hidden_spikes, output_layer
 from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.snn.config import SnnTask, SnnTrainConfig, SnnTraining
-from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
+from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks, TaskBatch
 from metaedge.sdk.meta.trainer import Schedule, train
 from metaedge.sdk.options import Progress, per_iteration, silent, trained_line
 from metaedge.sdk.rundir import CONFIG, RUN_FORMAT, RUN_VERSION, THETA, read_kind_config, read_theta, write_json
@@ -92,6 +92,14 @@ class Streams:
         return Streams(
             self.symbols + other.symbols, np.concatenate([self.inputs, other.inputs], axis=-2), np.concatenate([self.teacher, other.teacher], axis=-2)
         )
+
+
+def phase_referenced(spec: SnnSpec, task: DemodConfig, batch: TaskBatch) -> TaskBatch:
+    """The frames as the device presents them to the network: rotated by their pilots' phase where ``spec`` asks."""
+    if not spec.pilot_phase:
+        return batch
+    rotation = pilot_rotation(DemodTasks(task).constellation, batch.x_tr, batch.y_tr)
+    return TaskBatch(x_tr=rotate(batch.x_tr, rotation), y_tr=batch.y_tr, x_va=rotate(batch.x_va, rotation), y_va=batch.y_va)
 
 
 def adapt(spec: SnnSpec, theta: np.ndarray, params: SnnParameters, pilots: Streams) -> np.ndarray:
@@ -192,6 +200,7 @@ def run(options: SnnTraining, progress: Progress = silent) -> dict:
             hidden=options.hidden or options.grid**2,
             steps=options.timesteps,
             learning_rate=options.learning_rate,
+            pilot_phase=not options.no_pilot_phase,
         )
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -205,11 +214,13 @@ def text(state: dict) -> str:
     return trained_line(state, "best validation SER after on-chip adaptation", "val_ser")
 
 
-def train_default(out: Path, method: str, seed: int = 0, task: DemodConfig | None = None, **train: object) -> dict:
+def train_default(
+    out: Path, method: str, seed: int = 0, task: DemodConfig | None = None, pilot_phase: bool = SnnSpec.pilot_phase, **train: object
+) -> dict:
     """``method`` with the default network and outer loop (``train``: other outer-loop options), on ``task``
     (default: the spiking receiver's)."""
     task = task or default_task()
-    return train_snn(out, task, SnnSpec(classes=task.order), SnnTrainConfig(method=method, seed=seed, **train))
+    return train_snn(out, task, SnnSpec(classes=task.order, pilot_phase=pilot_phase), SnnTrainConfig(method=method, seed=seed, **train))
 
 
 def initial_parameters(spec: SnnSpec, seed: int) -> SnnParameters:
@@ -234,6 +245,7 @@ class SnnProblem:
         self.task, self.spec, self.cfg = task, spec, cfg
         self.tasks = DemodTasks(task, seed=cfg.seed)
         val = self.tasks.frames(self.tasks.devices("val", cfg.val_devices), task.pilots, task.val_pilots, self.tasks.rng("val", 1))
+        val = phase_referenced(spec, task, val)
         self.val_pilots, self.val_payload, self.val_labels = Streams.encode(spec, val.x_tr, val.y_tr), Streams.encode(spec, val.x_va, None), val.y_va
         self.devices = self.tasks.devices("train", cfg.iterations * cfg.tasks_per_batch)
         self.rng, self.iteration = self.tasks.rng("train", 1), 0
@@ -243,7 +255,7 @@ class SnnProblem:
     def step(self) -> None:
         index = np.arange(self.iteration * self.cfg.tasks_per_batch, (self.iteration + 1) * self.cfg.tasks_per_batch)
         self.iteration += 1
-        batch = self.tasks.frames(self.devices.take(index), self.task.pilots, self.task.val_pilots, self.rng)
+        batch = phase_referenced(self.spec, self.task, self.tasks.frames(self.devices.take(index), self.task.pilots, self.task.val_pilots, self.rng))
         tr, va = Streams.encode(self.spec, batch.x_tr, batch.y_tr), Streams.encode(self.spec, batch.x_va, batch.y_va)
         self.theta, self.params = outer_step(self.spec, self.cfg, self.theta, self.params, tr, va)
 
