@@ -22,7 +22,7 @@ class SnnTask:
     """The spiking receiver's task: 16-QAM (or QPSK), the published I/Q imbalance, a channel, a few pilots."""
 
     order: int = option(16, "constellation: 16 (16-QAM) or 4 (QPSK)")
-    pilots: int = option(16, "known pilots per frame (16 show 16-QAM every class once)", parse=positive_int)
+    pilots: int = option(8, "known pilots per frame", parse=positive_int)
     snr_db: float = option(20.0, "Es/N0 in dB")
     channel: str = option("rayleigh", "rayleigh or a residual phase", choices=("rayleigh", "phase"))
     phase_max_deg: float = option(60.0, "phase channel only: range ± degrees")
@@ -71,7 +71,7 @@ class SnnTraining:
 
     EXAMPLES: ClassVar[str] = """
 examples:
-  metaedge train snn --out runs/snn-fomaml                       # 16-QAM, 16 pilots: ~100 s
+  metaedge train snn --out runs/snn-fomaml                       # 16-QAM, 8 pilots: ~100 s
   metaedge train snn --algo joint --out runs/snn-joint
   metaedge train snn --hidden-lr 0 --rate-lr 0 --out runs/snn-grid   # the hand-designed grid, one η: θ only
   metaedge train snn --hidden 128 --out runs/snn-h128

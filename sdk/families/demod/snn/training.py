@@ -49,7 +49,7 @@ RATE_STEP = 0.1  # the most log η_i moves in one outer step: the rate's gradien
 
 def default_task() -> DemodConfig:
     """The spiking receiver's default task (``config.SnnTask``): 16-QAM, the published I/Q imbalance and Rayleigh
-    channel, 20 dB, 16 known pilots (the known sequence covers the constellation once)."""
+    channel, 20 dB, 8 known pilots."""
     t = SnnTask()
     return DemodConfig(order=t.order, snr_db=t.snr_db, pilots=t.pilots, val_pilots=32, payload=1000, frame=2000)
 
