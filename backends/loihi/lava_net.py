@@ -41,6 +41,52 @@ def learning_rule(spec: SnnSpec, fixed: FixedPoint | None = None) -> Loihi3FLear
     )
 
 
+def float_layers(spec: SnnSpec, params: SnnParameters, theta: np.ndarray) -> tuple:
+    """Input Dense, hidden LIF, plastic LearningDense and output neuron for Lava's floating-point models."""
+    out = ErrorLIF(
+        shape=(spec.classes,),
+        du=spec.out_du,
+        dv=spec.out_dv,
+        vth=spec.out_vth,
+        learning_rates=params.learning_rates,
+        surrogate_width=spec.surrogate_width,
+        learning_rule=learning_rule(spec),
+    )
+    return (
+        Dense(weights=params.input_weights),
+        LIF(shape=(spec.hidden,), du=spec.hidden_du, dv=spec.hidden_dv, vth=spec.hidden_vth, bias_mant=params.hidden_bias),
+        LearningDense(weights=theta, learning_rule=learning_rule(spec)),
+        out,
+    )
+
+
+def fixed_layers(spec: SnnSpec, params: SnnParameters, theta: np.ndarray, fixed: FixedPoint) -> tuple:
+    """The same layers as Loihi's integers (bundle-format §14.8)."""
+    from lava.utils.weightutils import SignMode
+
+    scale = 2**fixed.weight_exp
+    bias_mant, bias_exp = fixed.hidden_bias(params)
+    hidden = LIF(
+        shape=(spec.hidden,),
+        du=decay_int(spec.hidden_du, 1),
+        dv=decay_int(spec.hidden_dv, 0),
+        vth=fixed.hidden_threshold(spec),
+        bias_mant=bias_mant,
+        bias_exp=bias_exp,
+    )
+    out = ErrorLIF(
+        shape=(spec.classes,),
+        du=decay_int(spec.out_du, 1),
+        dv=decay_int(spec.out_dv, 0),
+        vth=int(round(spec.out_vth * scale)),
+        learning_rates=fixed.y_scale.astype(float),
+        surrogate_width=spec.surrogate_width * scale * 2**VOLTAGE_SHIFT,
+        learning_rule=learning_rule(spec, fixed),
+    )
+    plastic = LearningDense(weights=fixed.quantise(theta), learning_rule=learning_rule(spec, fixed), sign_mode=SignMode.MIXED)
+    return Dense(weights=fixed.input_weights(params), sign_mode=SignMode.MIXED), hidden, plastic, out
+
+
 class LavaReceiver:
     """The network on Lava's Loihi 2 simulation (``floating_pt``, or ``fixed_pt``); ``stop`` ends its runtime processes.
 
@@ -60,46 +106,12 @@ class LavaReceiver:
     ) -> None:
         """``fixed``: run Lava's fixed-point models with θ as integers (``FixedPoint``); None: floating point."""
         from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
-        from lava.utils.weightutils import SignMode
 
         self.spec, self.timeout_s, self.fixed = spec, timeout_s, fixed
         self.length = spec.chunk * spec.period
         self.source = SpikeSource(data=np.zeros((spec.inputs, self.length), dtype=self._dtype))
-        if fixed is None:
-            self.dense = Dense(weights=params.input_weights)
-            self.hidden = LIF(shape=(spec.hidden,), du=spec.hidden_du, dv=spec.hidden_dv, vth=spec.hidden_vth, bias_mant=params.hidden_bias)
-            self.plastic = LearningDense(weights=theta, learning_rule=learning_rule(spec))
-            self.out = ErrorLIF(
-                shape=(spec.classes,),
-                du=spec.out_du,
-                dv=spec.out_dv,
-                vth=spec.out_vth,
-                learning_rates=params.learning_rates,
-                surrogate_width=spec.surrogate_width,
-                learning_rule=learning_rule(spec),
-            )
-        else:
-            scale = 2**fixed.weight_exp
-            bias_mant, bias_exp = fixed.hidden_bias(params)
-            self.dense = Dense(weights=fixed.input_weights(params), sign_mode=SignMode.MIXED)
-            self.hidden = LIF(
-                shape=(spec.hidden,),
-                du=decay_int(spec.hidden_du, 1),
-                dv=decay_int(spec.hidden_dv, 0),
-                vth=fixed.hidden_threshold(spec),
-                bias_mant=bias_mant,
-                bias_exp=bias_exp,
-            )
-            self.plastic = LearningDense(weights=fixed.quantise(theta), learning_rule=learning_rule(spec, fixed), sign_mode=SignMode.MIXED)
-            self.out = ErrorLIF(
-                shape=(spec.classes,),
-                du=decay_int(spec.out_du, 1),
-                dv=decay_int(spec.out_dv, 0),
-                vth=int(round(spec.out_vth * scale)),
-                learning_rates=fixed.y_scale.astype(float),
-                surrogate_width=spec.surrogate_width * scale * 2**VOLTAGE_SHIFT,
-                learning_rule=learning_rule(spec, fixed),
-            )
+        layers = float_layers(spec, params, theta) if fixed is None else fixed_layers(spec, params, theta, fixed)
+        self.dense, self.hidden, self.plastic, self.out = layers
         self.teacher = SpikeSource(data=np.zeros((spec.classes, self.length), dtype=self._dtype))
         self.sink = SpikeSink(shape=(spec.classes,), buffer=self.length)
         self.source.s_out.connect(self.dense.s_in)

@@ -49,6 +49,7 @@ Y_TRACE_TAU = 65535  # Loihi3FLearningRule's y traces: τ = 2^16 − 1, impulse 
 LATENCY = 2  # steps from an input spike to the output layer's response
 TIE_BREAK = 1e-3  # weight of a first spike's earliness in the confidence
 MAX_HIDDEN = 1024  # hidden neurons a bundle may declare
+REVISION_1_2 = {"hidden", "pilot_phase"}  # snn members a revision 1.1 bundle lacks
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,9 @@ class SnnSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "SnnSpec":
         known = {f.name: f.type for f in fields(cls)}
-        unknown = set(data) - set(known)
-        if unknown:
-            raise ValueError(f"snn: unknown fields {sorted(unknown)}")
+        unknown, missing = set(data) - set(known), set(known) - set(data) - REVISION_1_2
+        if unknown or missing:
+            raise ValueError(f"snn: {'unknown' if unknown else 'missing'} fields {sorted(unknown or missing)}")
         if not isinstance(data.get("pilot_phase", False), bool):
             raise ValueError("snn: pilot_phase must be true or false")
         values = {k: (v if known[k] == "bool" else int(v) if known[k] == "int" else float(v)) for k, v in data.items()}

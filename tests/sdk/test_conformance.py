@@ -58,7 +58,7 @@ def test_our_device_passes_every_case_through_its_operator_key(generated, tmp_pa
     [
         ("linear", (), "valid-channel-predictor", "linear-section-", 5),
         # the loihi device of the reference engine, the host simulator whose decisions Lava's equal (test_loihi_device_process)
-        ("loihi", ("--engine", "reference"), "valid-spiking-receiver", "loihi-section-", 5),
+        ("loihi", ("--engine", "reference"), "valid-spiking-receiver", "loihi-section-", 7),
         # the qiskit device on its exact backend: the deterministic form of the adaptation (a sampling backend draws)
         ("qiskit", ("--backend", "exact"), "valid-born-receiver", "qiskit-section-", 8),
     ],

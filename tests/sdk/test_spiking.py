@@ -127,8 +127,11 @@ def test_loihi_bundle_manifest_and_reference_engine_selftest(snn_bundle, capsys)
 
 
 def test_a_revision_1_1_snn_section_and_theta_artifact_read_as_the_grid_with_one_rate():
-    spec = SnnSpec.from_dict({k: v for k, v in SnnSpec(grid=6, hidden=36).to_dict().items() if k != "hidden"})
-    assert spec.hidden == 36
+    old = {k: v for k, v in SnnSpec(grid=6, hidden=36).to_dict().items() if k not in ("hidden", "pilot_phase")}
+    spec = SnnSpec.from_dict(old)
+    assert spec.hidden == 36 and not spec.pilot_phase
+    with pytest.raises(ValueError, match=re.escape("snn: missing fields ['steps']")):
+        SnnSpec.from_dict({k: v for k, v in old.items() if k != "steps"})
     grid = SnnParameters.grid(spec)
     params = SnnParameters.from_tensors(spec, {"input_weights": grid.input_weights})
     assert np.array_equal(params.hidden_bias, np.zeros(36)) and np.array_equal(params.learning_rates, np.full(4, spec.learning_rate))
