@@ -311,3 +311,23 @@ def test_a_pilot_phase_without_a_constellation_is_refused_with_the_reason(snn_bu
     bundle = rewritten(snn_bundle[1], tmp_path, drop, {})
     with pytest.raises(BackendError, match="snn.pilot_phase needs the nominal constellation"):
         LoihiBackend(engine="reference").load(bundle)
+
+
+def test_the_bench_can_give_another_receiver_the_spiking_receivers_phase_reference(snn_bundle):
+    from metaedge.sdk.families.demod.snn.bench import PhaseReferenced
+
+    class Recorder:
+        def probabilities(self, x_tr, y_tr, x_va):
+            self.seen = (x_tr, y_tr, x_va)
+            return np.full((*x_va.shape[:-1], 4), 0.25)
+
+    run = load_snn_run(snn_bundle[0])
+    tasks = DemodTasks(run.task, seed=8)
+    batch = tasks.frames(tasks.devices("test", 3), run.task.pilots, 5, tasks.rng("test", 1))
+    recorder = Recorder()
+    assert PhaseReferenced(recorder, run).probabilities(batch.x_tr, batch.y_tr, batch.x_va).shape == (3, 5, 4)
+    x_tr, y_tr, x_va = recorder.seen
+    points = DemodTasks(run.task).constellation[y_tr]
+    estimate = np.sum((x_tr[..., 0] + 1j * x_tr[..., 1]) * np.conj(points), -1)
+    assert np.allclose(np.angle(estimate), 0, atol=1e-5) and np.array_equal(y_tr, batch.y_tr)
+    assert np.allclose(np.abs(x_va[..., 0] + 1j * x_va[..., 1]), np.abs(batch.x_va[..., 0] + 1j * batch.x_va[..., 1]), atol=1e-5)

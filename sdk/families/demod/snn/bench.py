@@ -7,7 +7,8 @@ hand-designed grid with a FOMAML θ (hidden layer and rates fixed), and on that 
 random θ; paired per-device differences with 95 % intervals, and the SER split by whether the
 symbol's class was among the frame's pilots.
 Next to them, on the same frames: the ONNX receiver (an MLP meta-trained with Meta-SGD for
-the same task) and the model-based receiver (MMSE channel estimate + ML).
+the same task) and the model-based receiver (MMSE channel estimate + ML), as received; and, where
+the spiking receiver has the pilots' phase reference, the ONNX receiver given the same rotation.
 Speed: a few frames through the backend on Lava (in the Lava environment), whose decisions
 must equal the reference's; Lava timesteps per second, the device-side time of one frame,
 and the host reference's speed-up over Lava, per frame and batched over devices.
@@ -35,6 +36,7 @@ from metaedge.sdk.stats import format_table, summarise
 RANDOM_SCALE = 0.3
 MAIN = "fomaml"  # the receiver the bench deploys and compares every other with
 UNTRAINED = "untrained (grid, θ = 0)"
+ONNX_ROTATED = "ONNX receiver, frames rotated by the pilots' phase"
 LABELS = {"fomaml": "meta-learned (hidden, θ, η_i)", "joint": "joint (hidden, θ)", "grid": "grid (FOMAML θ only)"}  # as people read them
 ONNX_ITERATIONS = 2000
 
@@ -60,6 +62,8 @@ def run(options: LoihiFigure, progress: Progress = silent) -> dict:
         "ONNX receiver (Meta-SGD MLP)": onnx_receiver(onnx_dir, main_run.task),
         "model-based (MMSE + ML)": ModelBasedReceiver(DemodTasks(main_run.task).constellation, main_run.task.noise_var, main_run.task.channel_var),
     }
+    if main_run.spec.pilot_phase:
+        receivers[ONNX_ROTATED] = PhaseReferenced(receivers["ONNX receiver (Meta-SGD MLP)"], main_run)
     frame = test_frames(main_run, options.devices, options.payload, options.seed + 1000)
     starts = starts_of(runs, options.seed)
     progress(0, total=len(starts) + len(receivers), label="loihi quality")
@@ -225,11 +229,23 @@ def quality(
         results[name] = {
             **summarise(per_device[name]),
             **split_by_pilots(wrong, piloted),
-            "where": "host (ONNX-exportable MLP)" if "ONNX" in name else "host",
+            "where": "host (ONNX-exportable MLP)" if name.startswith("ONNX") else "host",
         }
         if progress:
             progress(1)
     return {"results": results, "per_device": per_device}
+
+
+class PhaseReferenced:
+    """Another receiver given the frames as the spiking receiver sees them, rotated by their pilots' phase: what
+    the phase reference would do for it."""
+
+    def __init__(self, receiver, run: SnnRun) -> None:
+        self.receiver, self.run = receiver, run
+
+    def probabilities(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray) -> np.ndarray:
+        rotated = phase_referenced(self.run.spec, self.run.task, TaskBatch(x_tr, y_tr, x_va, np.zeros(x_va.shape[:-1], np.int64)))
+        return self.receiver.probabilities(rotated.x_tr.astype(np.float32), y_tr, rotated.x_va.astype(np.float32))
 
 
 def split_by_pilots(wrong: np.ndarray, piloted: np.ndarray) -> dict:
