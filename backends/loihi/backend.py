@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from metaedge.backends.base import AdaptReport, BackendError, Frame, FrameResult, Receiver, Resources, SelftestReport
-from metaedge.backends.loihi.network import SnnParameters, SnnSpec, encode, fixed_point, pilot_rotation, probabilities, rotate, stream_length, teacher
+from metaedge.backends.loihi.network import SnnParameters, SnnSpec, encode, fixed_point, probabilities, rotate_frame, stream_length, teacher
 from metaedge.deploy import manifest as m
 from metaedge.deploy.bundle import Bundle
 
@@ -107,8 +107,8 @@ class LoihiBackend(Receiver):
         The classical receiver and the selection are unaffected: a common rotation rotates their estimate alike."""
         if not self.spec.pilot_phase or frame.labels is None:
             return frame
-        rotation = pilot_rotation(self.constellation, frame.pilots, frame.labels)
-        return Frame(rotate(frame.pilots, rotation), frame.labels, rotate(frame.payload, rotation))
+        pilots, payload = rotate_frame(self.constellation, frame.pilots, frame.labels, frame.payload)
+        return Frame(pilots, frame.labels, payload)
 
     def frame(self, frame: Frame) -> FrameResult:
         return super().frame(self.phase_reference(frame))

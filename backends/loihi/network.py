@@ -181,6 +181,12 @@ def rotate(samples: np.ndarray, rotation: np.ndarray | complex) -> np.ndarray:
     return np.stack([z.real, z.imag], axis=-1)
 
 
+def rotate_frame(constellation: np.ndarray, pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pilots and payload [..., n, 2] rotated by the phase of the pilots' channel estimate (``pilot_rotation``)."""
+    rotation = pilot_rotation(constellation, pilots, labels)
+    return rotate(pilots, rotation), rotate(payload, rotation)
+
+
 def gain_control(samples: np.ndarray) -> np.ndarray:
     """Scale a block [..., n, 2] to unit rms per real dimension (blocks of zeros stay zero)."""
     rms = np.sqrt(np.mean(np.square(samples, dtype=np.float64), axis=(-2, -1), keepdims=True))

@@ -25,10 +25,21 @@ from typing import Callable
 
 import numpy as np
 
-from metaedge.backends.loihi.network import SnnParameters, stream_length
+from metaedge.backends.loihi.network import SnnParameters, rotate_frame, stream_length
+from metaedge.backends.loihi.reference import hidden_spikes
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.snn.config import BENCH_RUNS, LoihiFigure
-from metaedge.sdk.families.demod.snn.training import SnnRun, Streams, adapt, decide, load_snn_run, phase_referenced, snn_task, train_default
+from metaedge.sdk.families.demod.snn.training import (
+    SnnRun,
+    Streams,
+    adapt,
+    decide,
+    decide_hidden,
+    load_snn_run,
+    phase_referenced,
+    snn_task,
+    train_default,
+)
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks, TaskBatch
 from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.stats import format_table, summarise
@@ -206,13 +217,14 @@ def quality(
     """SER per start (after adaptation, without, and split by whether the symbol's class was among the pilots), and
     of the other receivers, on the same frames."""
     spec = run.spec
-    spiking = phase_referenced(spec, run.task, frame)  # the other receivers get the frames as received
+    spiking = phase_referenced(spec, DemodTasks(run.task).constellation, frame)  # the other receivers get the frames as received
     pilots, payload = Streams.encode(spec, spiking.x_tr, spiking.y_tr), Streams.encode(spec, spiking.x_va, None)
     piloted = (frame.y_va[..., None] == frame.y_tr[:, None, :]).any(-1)
     per_device, results = {}, {}
     for name, (theta, params) in starts.items():
-        wrong = decide(spec, adapt(spec, theta, params, pilots), params, payload) != frame.y_va
-        unadapted = (decide(spec, np.broadcast_to(theta, (len(wrong), *theta.shape)), params, payload) != frame.y_va).mean(-1)
+        hidden = hidden_spikes(spec, params, payload.inputs)  # the payload's, for the adapted weights and for θ
+        wrong = decide_hidden(spec, adapt(spec, theta, params, pilots), hidden, payload.symbols) != frame.y_va
+        unadapted = (decide_hidden(spec, np.broadcast_to(theta, (len(wrong), *theta.shape)), hidden, payload.symbols) != frame.y_va).mean(-1)
         per_device[name] = wrong.mean(-1)
         results[name] = {
             **summarise(per_device[name]),
@@ -241,11 +253,11 @@ class PhaseReferenced:
     the phase reference would do for it."""
 
     def __init__(self, receiver, run: SnnRun) -> None:
-        self.receiver, self.run = receiver, run
+        self.receiver, self.constellation = receiver, DemodTasks(run.task).constellation
 
     def probabilities(self, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray) -> np.ndarray:
-        rotated = phase_referenced(self.run.spec, self.run.task, TaskBatch(x_tr, y_tr, x_va, np.zeros(x_va.shape[:-1], np.int64)))
-        return self.receiver.probabilities(rotated.x_tr.astype(np.float32), y_tr, rotated.x_va.astype(np.float32))
+        pilots, payload = rotate_frame(self.constellation, x_tr, y_tr, x_va)
+        return self.receiver.probabilities(pilots.astype(np.float32), y_tr, payload.astype(np.float32))
 
 
 def split_by_pilots(wrong: np.ndarray, piloted: np.ndarray) -> dict:
@@ -285,7 +297,7 @@ def lava_speed(run: SnnRun, bundle: Path, frame: TaskBatch, frames: int, payload
     frames = max(frames, fixed_frames)
     x_p, y_p, x_s, y_s = frame.x_tr[:frames], frame.y_tr[:frames], frame.x_va[:frames, :payload], frame.y_va[:frames, :payload]
     lava = lava_frames(bundle, x_p, y_p, x_s, lava_python)  # the device rotates them by their pilots' phase itself
-    rotated = phase_referenced(spec, run.task, TaskBatch(x_p, y_p, x_s, y_s))  # … and so does the reference here
+    rotated = phase_referenced(spec, DemodTasks(run.task).constellation, TaskBatch(x_p, y_p, x_s, y_s))  # … and so does the reference here
     lava_decisions = np.array([r["decisions"] for r in lava["frames"]])
     # the same frames on the host reference, one device at a time, and all at once
     single = []

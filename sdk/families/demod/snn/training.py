@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from metaedge.backends.loihi.network import SnnParameters, SnnSpec, encode, pilot_rotation, probabilities, rotate, teacher
+from metaedge.backends.loihi.network import SnnParameters, SnnSpec, encode, probabilities, rotate_frame, teacher
 from metaedge.backends.loihi.reference import HiddenRun, OutputRun, hidden_layer, hidden_spikes, output_layer
 from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError
@@ -94,12 +94,12 @@ class Streams:
         )
 
 
-def phase_referenced(spec: SnnSpec, task: DemodConfig, batch: TaskBatch) -> TaskBatch:
+def phase_referenced(spec: SnnSpec, constellation: np.ndarray, batch: TaskBatch) -> TaskBatch:
     """The frames as the device presents them to the network: rotated by their pilots' phase where ``spec`` asks."""
     if not spec.pilot_phase:
         return batch
-    rotation = pilot_rotation(DemodTasks(task).constellation, batch.x_tr, batch.y_tr)
-    return TaskBatch(x_tr=rotate(batch.x_tr, rotation), y_tr=batch.y_tr, x_va=rotate(batch.x_va, rotation), y_va=batch.y_va)
+    x_tr, x_va = rotate_frame(constellation, batch.x_tr, batch.y_tr, batch.x_va)
+    return TaskBatch(x_tr=x_tr, y_tr=batch.y_tr, x_va=x_va, y_va=batch.y_va)
 
 
 def adapt(spec: SnnSpec, theta: np.ndarray, params: SnnParameters, pilots: Streams) -> np.ndarray:
@@ -109,8 +109,12 @@ def adapt(spec: SnnSpec, theta: np.ndarray, params: SnnParameters, pilots: Strea
 
 def decide(spec: SnnSpec, weights: np.ndarray, params: SnnParameters, payload: Streams) -> np.ndarray:
     """Decisions [devices, symbols] for the payload, learning off."""
-    spikes = output_layer(spec, weights, hidden_spikes(spec, params, payload.inputs), None).spikes
-    return probabilities(spec, spikes, payload.symbols).argmax(-1)
+    return decide_hidden(spec, weights, hidden_spikes(spec, params, payload.inputs), payload.symbols)
+
+
+def decide_hidden(spec: SnnSpec, weights: np.ndarray, hidden: np.ndarray, symbols: int) -> np.ndarray:
+    """Decisions [devices, symbols] from the payload's hidden spikes (computed once for several weights)."""
+    return probabilities(spec, output_layer(spec, weights, hidden, None).spikes, symbols).argmax(-1)
 
 
 def adapted_ser(spec: SnnSpec, theta: np.ndarray, params: SnnParameters, pilots: Streams, payload: Streams, labels: np.ndarray) -> np.ndarray:
@@ -245,7 +249,7 @@ class SnnProblem:
         self.task, self.spec, self.cfg = task, spec, cfg
         self.tasks = DemodTasks(task, seed=cfg.seed)
         val = self.tasks.frames(self.tasks.devices("val", cfg.val_devices), task.pilots, task.val_pilots, self.tasks.rng("val", 1))
-        val = phase_referenced(spec, task, val)
+        val = phase_referenced(spec, self.tasks.constellation, val)
         self.val_pilots, self.val_payload, self.val_labels = Streams.encode(spec, val.x_tr, val.y_tr), Streams.encode(spec, val.x_va, None), val.y_va
         self.devices = self.tasks.devices("train", cfg.iterations * cfg.tasks_per_batch)
         self.rng, self.iteration = self.tasks.rng("train", 1), 0
@@ -255,7 +259,9 @@ class SnnProblem:
     def step(self) -> None:
         index = np.arange(self.iteration * self.cfg.tasks_per_batch, (self.iteration + 1) * self.cfg.tasks_per_batch)
         self.iteration += 1
-        batch = phase_referenced(self.spec, self.task, self.tasks.frames(self.devices.take(index), self.task.pilots, self.task.val_pilots, self.rng))
+        batch = phase_referenced(
+            self.spec, self.tasks.constellation, self.tasks.frames(self.devices.take(index), self.task.pilots, self.task.val_pilots, self.rng)
+        )
         tr, va = Streams.encode(self.spec, batch.x_tr, batch.y_tr), Streams.encode(self.spec, batch.x_va, batch.y_va)
         self.theta, self.params = outer_step(self.spec, self.cfg, self.theta, self.params, tr, va)
 
