@@ -18,6 +18,7 @@ _BACKENDS: dict[str, str | type] = {
     "qiskit": "metaedge.backends.qiskit.backend:QiskitBackend",
     "loihi": "metaedge.backends.loihi.backend:LoihiBackend",
     "linear": "metaedge.backends.linear.backend:LinearBackend",
+    "mcu": "metaedge.backends.mcu.backend:McuBackend",
 }
 # the runtime each target needs, for the message a device without it prints
 RUNTIMES = {
@@ -25,11 +26,12 @@ RUNTIMES = {
     "qiskit": "qiskit-aer (pip install 'metaedge[quantum]')",
     "loihi": "lava-nc in Python 3.10 (pip install 'metaedge[loihi]')",
     "linear": "numpy",
+    "mcu": "qemu-system-arm and the firmware ('make env firmware')",
 }
 # a frame's wall-clock limit on a device that contains its receiver (seconds): a few hundred times a typical frame —
 # ONNX and linear frames take under a millisecond, a noisy-simulator circuit batch about a second, a Lava simulation
-# of a spiking frame about 4 s
-FRAME_LIMITS_S = {"onnx": 2.0, "linear": 2.0, "qiskit": 60.0, "loihi": 120.0}
+# of a spiking frame about 4 s, an emulated microcontroller's frame about 0.1 s
+FRAME_LIMITS_S = {"onnx": 2.0, "linear": 2.0, "qiskit": 60.0, "loihi": 120.0, "mcu": 30.0}
 DEFAULT_FRAME_LIMIT_S = 2.0  # targets registered without one
 
 

@@ -28,11 +28,13 @@ EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 THETA, SELFTEST = "theta", "selftest"
 FORWARD, ADAPT_STEP, ADAPT_LOOP, FRAME = "forward", "adapt_step", "adapt_loop", "frame"
 CIRCUIT = "circuit"
+IMAGE = "image"  # the mcu target's receiver image (§17)
 REQUIRED_ROLES = {
     "onnx": (THETA, FORWARD, ADAPT_STEP, SELFTEST),
     "qiskit": (THETA, CIRCUIT, SELFTEST),
     "loihi": (THETA, SELFTEST),
     "linear": (THETA, SELFTEST),
+    "mcu": (THETA, IMAGE),
 }
 TARGETS = tuple(REQUIRED_ROLES)
 GRAPH_ROLES = (FORWARD, ADAPT_STEP, ADAPT_LOOP, FRAME)  # artifacts that are ONNX graphs

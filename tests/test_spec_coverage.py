@@ -1,5 +1,5 @@
 """docs/spec-coverage.md maps every normative statement of the two specifications to what checks it: the tests it
-names exist, the conformance cases it names are in the suite (the table of bundle-format.md §16, itself kept equal
+names exist, the conformance cases it names are in the suite (the table of bundle-format.md §17, itself kept equal
 to the generated suite), and no statement is left without one."""
 
 import fnmatch

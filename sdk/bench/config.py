@@ -116,10 +116,36 @@ examples:
     attack: bool = option(False, "under attack (see the description)")
 
 
+@dataclass(frozen=True)
+class McuBench:
+    """the mcu target on an emulated Cortex-M4F: parity with ONNX, SER, instructions, RAM and flash, fuzz
+
+    Exports a trained MLP run for the onnx and the mcu targets, runs the firmware under QEMU (-icount: instructions
+    counted), and compares: the firmware's log-probabilities on the self-test vectors with ONNX Runtime's; decisions
+    on the evaluation devices' frames with the ONNX receiver's, and the SER with the host's evaluation of the run on the
+    same frames; instructions per frame (adaptation and decisions apart); peak RAM and flash from the firmware and its
+    linker map. Then malformed messages over the serial line: each must be answered, none may hang the firmware or
+    change its image."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench mcu --json > mcu.json                  # the demo's Meta-SGD receiver (make demo first)
+  metaedge bench mcu --run runs/demo/cavia --devices 100 --fuzz 1000
+"""
+
+    run: Path = option(Path("runs/demo/metasgd"), "a trained MLP run (metaedge train demod)")
+    devices: int = option(200, "evaluation devices, one frame each", parse=positive_int)
+    pilots: int = option(8, "pilots per frame", parse=positive_int)
+    symbols: int = option(1000, "payload symbols per frame", parse=positive_int)
+    fuzz: int = option(10_000, "malformed messages over the serial line (0: none)", parse=count)
+    seed: int = seed_option("the fuzz mutations")
+
+
 BENCH = (
     command("meta-train", MetaTrainBench, "metaedge.sdk.bench.meta_train"),
     command("device", DeviceBench, "metaedge.sdk.bench.device"),
     command("powercut", PowercutBench, "metaedge.sdk.bench.powercut"),
     command("fuzz", FuzzBench, "metaedge.sdk.bench.fuzz"),
     command("soak", SoakBench, "metaedge.sdk.bench.attack_soak"),
+    command("mcu", McuBench, "metaedge.sdk.bench.mcu"),
 )

@@ -146,7 +146,9 @@ def generate(work: Path | None = None) -> tuple[list[Case], bytes]:
         link = Source(export("onnx", _link_run(root), root / "link", Release(security_counter=3)))
         spiking = Source(export("loihi", _spiking_run(root), root / "spiking", Release()))
         born = Source(export("qiskit", _born_run(root), root / "born", Release()))
+        mcu = Source(export("mcu", run, root / "mcu", Release(), inner_steps=2))
         cases = _cases(one, two) + _predictor_cases(power, linear) + [_link_case(link)] + _spiking_cases(spiking) + _born_cases(born)
+        cases += _mcu_cases(mcu, two)
     return cases, public_pem(suite_key())
 
 
@@ -212,6 +214,45 @@ def _spiking_cases(spiking: Source) -> list[Case]:
     return [valid, *_frame_rules("loihi", spiking.manifest["task"])] + [
         Case(f"loihi-section-{name}", "bundle-format §14.7", f"refuse {text}", "refuse-boot", spiking.pack(_set(path, value)), target="loihi")
         for name, path, value, text in rules
+    ]
+
+
+def _mcu_cases(mcu: Source, reference: Source) -> list[Case]:
+    """An MLP receiver for an 'mcu' device (bundle-format.md §16) and its image's rejections (§16.5). It is the
+    two-step ONNX bundle's receiver, so ONNX Runtime's outputs are the expected ones."""
+    packed = mcu.pack()
+    statement = "an MLP receiver adapts by its image's SGD steps on the microcontroller and decides as ONNX Runtime"
+    valid = Case("valid-mcu-receiver", "bundle-format §16.3", statement, "accept", packed, _frames(reference.pack(), 13), target="mcu")
+
+    def image(edit: Callable[[bytearray], None], rehash: bool = True) -> Callable[[dict, dict], None]:
+        def change(manifest: dict, artifacts: dict) -> None:
+            raw = bytearray(artifacts["image"])
+            edit(raw)
+            if rehash:
+                raw[-32:] = hashlib.sha256(bytes(raw[:-32])).digest()
+            artifacts["image"] = bytes(raw)
+
+        return change
+
+    def theta(manifest: dict, artifacts: dict) -> None:
+        loaded = tensors.loads(artifacts["theta"])[0]
+        artifacts["theta"] = tensors.dumps({**loaded, "l0.bias": loaded["l0.bias"] + 1})
+
+    other = next(p["name"] for p in mcu.manifest["parameters"] if not p["adapts"])  # adapts another tensor than the image
+    only_other = _changes(
+        _set("algorithm.adapts", [other]), *(_set(f"parameters.{i}.adapts", p["name"] == other) for i, p in enumerate(mcu.manifest["parameters"]))
+    )
+    rules = [
+        ("hash", "an image whose SHA-256 trailer does not match", image(lambda raw: raw.__setitem__(len(raw) - 1, raw[-1] ^ 1), rehash=False)),
+        ("magic", "an image whose magic is not MEMC", image(lambda raw: raw.__setitem__(slice(0, 4), b"XXXX"))),
+        ("reserved", "an image with a non-zero reserved header field", image(lambda raw: raw.__setitem__(52, 1))),
+        ("theta", "a θ that differs from the image's tensors", theta),
+        ("adapts", "algorithm.adapts other than the image's adapted tensors", only_other),
+        ("steps", "algorithm.inner_steps other than the image's K", _set("algorithm.inner_steps", 3)),
+    ]
+    return [valid, *_frame_rules("mcu", mcu.manifest["task"])] + [
+        Case(f"mcu-section-{name}", "bundle-format §16.5", f"refuse {text}", "refuse-upload", mcu.pack(change), target="mcu")
+        for name, text, change in rules
     ]
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from metaedge.deploy import tensors
 
 SUITE = "metaedge-conformance"
-SPEC = "1.1"
+SPEC = "1.3"
 KEY_FILE = "keys/conformance.pub"
 MARGIN = 1e-3
 ATOL = 1e-4

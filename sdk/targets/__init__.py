@@ -67,6 +67,7 @@ TARGETS: dict[str, Target] = {
         "channel predictors of 'metaedge train prediction'",
         refusals=(("inner_steps", "each frame's predictor is solved exactly"),),
     ),
+    "mcu": Target("metaedge.sdk.targets.mcu", "MLP classifiers adapted by SGD steps (MAML, Meta-SGD, CAVIA, …)", ("inner_steps",)),
 }
 OPTIONS = ("inner_steps", "shots", "ensemble")  # every target option; their help: commands.ExportOptions
 

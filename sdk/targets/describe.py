@@ -77,4 +77,15 @@ def _onnx_lines(m: dict, params: int) -> tuple[str, list[str]]:
     ]
 
 
-_TARGET_LINES = {"linear": _linear_lines, "loihi": _loihi_lines, "qiskit": _qiskit_lines, "onnx": _onnx_lines}
+def _mcu_lines(m: dict, params: int) -> tuple[str, list[str]]:
+    model, algo = m["model"], m["algorithm"]
+    adapted = ", ".join(algo["adapts"])
+    steps = "per-entry learned step sizes" if any(p["name"].startswith("lr.") for p in m["parameters"]) else f"lr {algo['inner_lr']:g}"
+    shape = "→".join(map(str, model["sizes"])) + (f" + {model['context']} context inputs" if model["context"] else "")
+    return f"MetaEdge firmware, Cortex-M4F, image layout {m['mcu']['layout']}", [
+        f"model       mlp {shape}, {params:,} parameters; {m['mcu']['work_bytes']:,} B of RAM to adapt",
+        f"algorithm   {algo['name']}: {algo['inner_steps']} SGD step(s) in float32, {steps}, adapts {adapted}",
+    ]
+
+
+_TARGET_LINES = {"linear": _linear_lines, "loihi": _loihi_lines, "qiskit": _qiskit_lines, "onnx": _onnx_lines, "mcu": _mcu_lines}

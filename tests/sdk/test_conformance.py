@@ -61,6 +61,8 @@ def test_our_device_passes_every_case_through_its_operator_key(generated, tmp_pa
         ("loihi", ("--engine", "reference"), "valid-spiking-receiver", "loihi-section-", 7),
         # the qiskit device on its exact backend: the deterministic form of the adaptation (a sampling backend draws)
         ("qiskit", ("--backend", "exact"), "valid-born-receiver", "qiskit-section-", 8),
+        # the mcu device: the firmware under QEMU, against ONNX Runtime's outputs of the same receiver
+        ("mcu", (), "valid-mcu-receiver", "mcu-section-", 6),
     ],
 )
 def test_a_device_of_another_target_plays_its_own_cases_and_the_protocol_ones(generated, tmp_path, capsys, target, options, valid, sections, rules):

@@ -1,0 +1,138 @@
+"""Receivers adapted by the MetaEdge firmware on an emulated Cortex-M4F (docs/bundle-format.md §17).
+
+The device process keeps the management protocol; each frame goes over the serial link to the firmware, which
+adapts from θ on the pilots and decides the samples. The firmware starts at ``load`` in a fresh QEMU, receives the
+image, checks its hash and runs its self-test; if it ever stops, the next request restarts it with the same image.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from metaedge.backends.base import AdaptReport, BackendError, Receiver, Resources, SelftestReport
+from metaedge.backends.mcu import image as mcu_image
+from metaedge.backends.mcu.link import FirmwareError, Link, LinkError
+from metaedge.backends.mcu.qemu import Emulator, EmulatorError
+from metaedge.deploy import manifest as m
+from metaedge.deploy.bundle import Bundle
+
+
+class McuBackend(Receiver):
+    target = "mcu"
+
+    def __init__(self) -> None:
+        self.emulator: Emulator | None = None
+        self.link: Link | None = None
+        self.image: bytes = b""
+        self.adapted = False
+
+    @classmethod
+    def configure(cls, threads: int, options: dict) -> "McuBackend":
+        return cls()
+
+    @classmethod
+    def inspect(cls, bundle: Bundle) -> None:
+        """The image decodes by §17 and carries exactly the manifest's receiver: θ, adapted tensors, steps, task."""
+        cls._decoded(bundle)
+
+    @staticmethod
+    def _decoded(bundle: Bundle) -> mcu_image.Image:
+        manifest = bundle.manifest
+        try:
+            image = mcu_image.decode(bundle.artifacts[m.IMAGE])
+        except mcu_image.ImageError as e:
+            raise BackendError(str(e)) from None
+        theta = bundle.tensors(m.THETA)
+        carried = {**image.theta, **(image.step_sizes or {})}
+        mismatched = [k for k, v in carried.items() if k not in theta or theta[k].shape != v.shape or not np.array_equal(theta[k], v)]
+        checks = [
+            (not mismatched, f"θ differs from the image's tensors {mismatched[:3]}"),
+            (set(carried) == set(theta), "θ holds parameters the image does not carry"),
+            (list(image.adapts) == manifest.adapted, f"the image adapts {list(image.adapts)}, the manifest {manifest.adapted}"),
+            (image.steps == manifest.algorithm.inner_steps, "the image's inner steps differ from algorithm.inner_steps"),
+            (not manifest.task.predictor and image.classes == manifest.task.classes, "the image's classes differ from task.classes"),
+            (image.features == len(manifest.task.features), "the image's features differ from task.features"),
+        ]
+        for ok, why in checks:
+            if not ok:
+                raise BackendError(f"mcu bundle: {why}")
+        return image
+
+    # -- the emulated microcontroller -------------------------------------------------------------------------------
+    def _boot(self) -> None:
+        """A fresh QEMU with the firmware, then the image; its self-test result is kept for ``selftest``."""
+        self.close()
+        try:
+            self.emulator = Emulator()
+        except EmulatorError as e:
+            raise BackendError(str(e)) from None
+        self.link = Link(self.emulator.connection)
+        self.info = self.link.info()
+        if len(self.image) > self.info.image_capacity:
+            raise BackendError(f"the image of {len(self.image)} bytes exceeds the firmware's slot of {self.info.image_capacity}")
+        self.boot_selftest = self.link.load(self.image)
+        self.info = self.link.info()
+
+    def _call(self, request, *args, **kwargs):
+        """One request; a refusal is a ``BackendError`` with the firmware's sentence, a broken link restarts the
+        microcontroller (the frame is lost, the receiver is not)."""
+        try:
+            return request(*args, **kwargs)
+        except FirmwareError as e:
+            raise BackendError(f"the microcontroller refused: {e}") from None
+        except LinkError as e:
+            said = self.emulator.stderr() if self.emulator else ""
+            self._boot()
+            raise BackendError(f"the microcontroller stopped ({e}{'; ' + said if said else ''}); it was restarted") from None
+
+    def load(self, bundle: Bundle) -> Resources:
+        if bundle.target != self.target:
+            raise BackendError(f"bundle target is '{bundle.target}', this device runs '{self.target}'")
+        decoded = self._decoded(bundle)
+        self.bundle, self.image, self.classes = bundle, bundle.artifacts[m.IMAGE], decoded.classes
+        self.fall_back_to(bundle.manifest.task)
+        try:
+            self._boot()
+        except (FirmwareError, LinkError) as e:
+            self.close()
+            raise BackendError(f"the firmware did not take the image: {e}") from None
+        count = sum(v.size for v in bundle.tensors(m.THETA).values())
+        costs = {"ram_bytes": self.ram_bytes(), "flash_bytes": self.info.firmware_flash + len(self.image), "work_bytes": self.info.work_used}
+        return Resources(parameter_bytes=self.info.work_used, artifact_bytes=bundle.size(), parameters=int(count), costs=costs)
+
+    def ram_bytes(self) -> int:
+        """Peak RAM so far: .data + .bss, the receiver's work area and the stack's high-water mark."""
+        return self.info.static_ram + self.info.work_used + self.info.stack_high_water
+
+    # -- per frame --------------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.adapted = False
+
+    def adapt(self, pilot_samples: np.ndarray, pilot_labels: np.ndarray | None) -> AdaptReport:
+        start = time.perf_counter()
+        reply = self._call(self.link.adapt, pilot_samples, pilot_labels)
+        self.adapted, self.last_adapt = True, reply
+        return AdaptReport(steps=reply.steps, seconds=time.perf_counter() - start)
+
+    def log_probs(self, samples: np.ndarray) -> np.ndarray:
+        """Class log-probabilities at θ, or at the adapted parameters after ``adapt``, computed by the firmware."""
+        return self.decisions(samples, log_probs=True).log_probs
+
+    def decisions(self, samples: np.ndarray, log_probs: bool = False):
+        """The firmware's decisions and confidences (and log-probabilities) for ``samples``."""
+        return self._call(self.link.decide, samples, self.classes, log_probs=log_probs, at_theta=not self.adapted)
+
+    def predict(self, samples: np.ndarray) -> np.ndarray:
+        return np.exp(self.log_probs(samples))
+
+    def selftest(self) -> SelftestReport:
+        """The firmware replays the image's vectors (forward at θ, then after the K steps on its pilots)."""
+        reply = self._call(self.link.selftest)
+        return SelftestReport(passed=bool(reply.max_error <= reply.atol), max_error=float(reply.max_error), tolerance=float(reply.atol), checks=2)
+
+    def close(self) -> None:
+        if self.emulator is not None:
+            self.emulator.close()
+        self.emulator, self.link = None, None
