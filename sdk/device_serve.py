@@ -34,7 +34,11 @@ class ServeOptions:
         "Intel's lava-loihi package)",
         choices=("lava", "reference", "loihi2"),
     )
-    fixed_point: bool = option(False, "loihi target only: Lava's fixed_pt models (8-bit weights, integer learning engine) instead of floating point")
+    fixed_point: bool = option(
+        False,
+        "loihi and mcu targets: Lava's fixed_pt models (8-bit weights, integer learning engine), or the firmware's q15 forward "
+        "(16-bit weights and inputs, adaptation in float), instead of floating point",
+    )
     backend: str = option(
         "noisy:FakeManilaV2", "qiskit target only: where circuits run — ideal, noisy:<Fake device>, ibm:<backend> (needs a saved IBM Quantum account)"
     )
@@ -153,6 +157,8 @@ def _backend_options(options: ServeOptions) -> dict:
         if options.fixed_point and options.engine == "reference":
             raise UserError("--fixed-point runs on Lava's fixed_pt models; it needs --engine lava")
         return {"engine": options.engine, "fixed_point": options.fixed_point}
+    if options.target == "mcu":
+        return {"fixed_point": options.fixed_point}
     return {}
 
 

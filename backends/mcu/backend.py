@@ -22,15 +22,16 @@ from metaedge.deploy.bundle import Bundle
 class McuBackend(Receiver):
     target = "mcu"
 
-    def __init__(self) -> None:
+    def __init__(self, fixed_point: bool = False) -> None:
         self.emulator: Emulator | None = None
         self.link: Link | None = None
         self.image: bytes = b""
         self.adapted = False
+        self.fixed_point = fixed_point  # the forward passes in q15 (the adaptation stays in float)
 
     @classmethod
     def configure(cls, threads: int, options: dict) -> "McuBackend":
-        return cls()
+        return cls(fixed_point=bool(options.get("fixed_point", False)))
 
     @classmethod
     def inspect(cls, bundle: Bundle) -> None:
@@ -120,9 +121,11 @@ class McuBackend(Receiver):
         """Class log-probabilities at θ, or at the adapted parameters after ``adapt``, computed by the firmware."""
         return self.decisions(samples, log_probs=True).log_probs
 
-    def decisions(self, samples: np.ndarray, log_probs: bool = False):
-        """The firmware's decisions and confidences (and log-probabilities) for ``samples``."""
-        return self._call(self.link.decide, samples, self.classes, log_probs=log_probs, at_theta=not self.adapted)
+    def decisions(self, samples: np.ndarray, log_probs: bool = False, q15: bool | None = None):
+        """The firmware's decisions and confidences (and log-probabilities) for ``samples``; ``q15`` (default: as the
+        backend was configured) by its fixed-point forward."""
+        q15 = self.fixed_point if q15 is None else q15
+        return self._call(self.link.decide, samples, self.classes, log_probs=log_probs, at_theta=not self.adapted, q15=q15)
 
     def predict(self, samples: np.ndarray) -> np.ndarray:
         return np.exp(self.log_probs(samples))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,9 +46,9 @@ class Image:
     lr: float
     prox: float
     adapts: tuple[str, ...]  # names of the adapted tensors, in tensor order
-    theta: dict[str, np.ndarray]  # l{i}.weight [in, out], l{i}.bias [out], context [C]
-    step_sizes: dict[str, np.ndarray] | None  # lr.<name> per adapted tensor, or None (one scalar lr)
-    selftest: Selftest
+    theta: dict[str, np.ndarray] = field(default_factory=dict)  # l{i}.weight [in, out], l{i}.bias [out], context [C]
+    step_sizes: dict[str, np.ndarray] | None = None  # lr.<name> per adapted tensor, or None (one scalar lr)
+    selftest: Selftest | None = None  # None only while a reader checks the header's sizes
 
     def tensor_names(self) -> list[str]:
         names = [f"l{i}.{kind}" for i in range(len(self.widths)) for kind in ("weight", "bias")]
@@ -73,6 +73,8 @@ def _f32(values) -> bytes:
 
 def encode(image: Image) -> bytes:
     """The image's bytes, hash included; ``ImageError`` for a receiver the layout cannot carry."""
+    if image.selftest is None:
+        raise ImageError("an image needs its self-test vectors")
     _check_sizes(image, len(image.selftest.samples), len(image.selftest.pilots))
     names = image.tensor_names()
     mask = sum(1 << names.index(k) for k in image.adapts)
@@ -139,7 +141,7 @@ def decode(data: bytes) -> Image:
         raise ImageError("mcu image: the adapted-tensor mask is empty or names a tensor the network lacks")
     adapts = tuple(k for i, k in enumerate(names) if mask >> i & 1)
     reader = _Reader(data, HEADER.size)
-    image = Image(features, classes, tuple(widths[:layers]), context, steps, float(lr), float(prox), adapts, {}, None, None)  # type: ignore[arg-type]
+    image = Image(features, classes, tuple(widths[:layers]), context, steps, float(lr), float(prox), adapts)
     _check_sizes(image, n_samples, n_pilots)
     shapes = image.shapes()
     theta = {k: reader.floats(shapes[k]) for k in names}
@@ -153,7 +155,7 @@ def decode(data: bytes) -> Image:
         raise ImageError("mcu image: a parameter or step size is not finite")
     if (labels >= classes).any():
         raise ImageError("mcu image: a self-test pilot label is not below classes")
-    return Image(features, classes, image.widths, context, steps, float(lr), float(prox), adapts, theta, step_sizes, selftest)
+    return replace(image, theta=theta, step_sizes=step_sizes, selftest=selftest)
 
 
 class _Reader:

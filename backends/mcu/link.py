@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 OP_INFO, OP_LOAD, OP_ADAPT, OP_DECIDE, OP_SELFTEST = 1, 2, 3, 4, 5
-DECIDE_LOG_PROBS, DECIDE_AT_THETA = 1, 2
+DECIDE_LOG_PROBS, DECIDE_AT_THETA, DECIDE_Q15 = 1, 2, 4
 STATES = {0: "empty", 1: "ready", 2: "failed", 3: "loading"}
 STATUS_RESEND = 2  # the request did not arrive whole
 RESENDS = 3
@@ -189,11 +189,12 @@ class Link:
         before, after, steps, _, ticks = struct.unpack("<ffIIQ", self.request(OP_ADAPT, body))
         return AdaptReply(before, after, steps, ticks)
 
-    def decide(self, samples: np.ndarray, classes: int, log_probs: bool = False, at_theta: bool = False) -> Decisions:
-        """Decisions (and log-probabilities) for ``samples`` [N, F], in as many requests as the firmware's buffer needs."""
+    def decide(self, samples: np.ndarray, classes: int, log_probs: bool = False, at_theta: bool = False, q15: bool = False) -> Decisions:
+        """Decisions (and log-probabilities) for ``samples`` [N, F], in as many requests as the firmware's buffer needs;
+        ``q15``: by the firmware's fixed-point forward."""
         samples = np.ascontiguousarray(samples, "<f4")
         per = max(1, ((self.max_payload or self.info().max_payload) - 16) // (4 * samples.shape[1]))
-        flags = (DECIDE_LOG_PROBS if log_probs else 0) | (DECIDE_AT_THETA if at_theta else 0)
+        flags = (DECIDE_LOG_PROBS if log_probs else 0) | (DECIDE_AT_THETA if at_theta else 0) | (DECIDE_Q15 if q15 else 0)
         record = np.dtype([("decision", "<u4"), ("confidence", "<f4"), *([("log_probs", "<f4", (classes,))] if log_probs else [])])
         parts, ticks = [], 0
         for start in range(0, len(samples), per):

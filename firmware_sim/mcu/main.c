@@ -16,7 +16,7 @@
 #define BYTE_TIMEOUT (SYSCLK_HZ / 50) /* 20 ms: a message whose next byte takes longer has ended */
 enum { OP_INFO = 1, OP_LOAD = 2, OP_ADAPT = 3, OP_DECIDE = 4, OP_SELFTEST = 5 };
 enum { STATE_EMPTY = 0, STATE_READY = 1, STATE_FAILED = 2, STATE_LOADING = 3 };
-enum { DECIDE_LOG_PROBS = 1, DECIDE_AT_THETA = 2 };
+enum { DECIDE_LOG_PROBS = 1, DECIDE_AT_THETA = 2, DECIDE_Q15 = 4 };
 enum { STATUS_OK = 0, STATUS_REFUSED = 1, STATUS_RESEND = 2 };
 
 extern uint8_t __image_start[], __image_end[], __work_start[], __work_end[];
@@ -167,11 +167,12 @@ static void adapt(uint32_t seq, const uint8_t *body, uint32_t n) {
     end_reply();
 }
 
-/* DECIDE: u16 N | u16 0 | N×F float32 samples. Per sample: u16 decision | u16 0 | f32 confidence [| M f32 log-probs];
- * then u64 ticks spent computing (the UART excluded). */
+/* DECIDE: u16 N | u16 0 | N×F float32 samples. Per sample: u32 decision | f32 confidence [| M f32 log-probs];
+ * then u64 ticks spent computing (the UART excluded). Flags: log-probabilities, at θ, the q15 forward. */
 static void decide(uint32_t seq, uint8_t flags, const uint8_t *body, uint32_t n) {
     if (state != STATE_READY) return reply_error(OP_DECIDE, seq, "no receiver image has passed its self-test");
-    if (flags & ~3u) return reply_error(OP_DECIDE, seq, "unknown decide flags");
+    if (flags & ~7u) return reply_error(OP_DECIDE, seq, "unknown decide flags");
+    if ((flags & DECIDE_Q15) && !receiver_has_q15(&receiver)) return reply_error(OP_DECIDE, seq, "the q15 forward does not fit this receiver in RAM");
     uint32_t count = n >= 4 ? u16_at(body) : 0, features = receiver.features, classes = receiver.classes;
     if (count == 0 || n != 4 + count * features * 4) return reply_error(OP_DECIDE, seq, "decide needs N >= 1 samples of F float32 features");
     const uint8_t *x = body + 4;
@@ -182,9 +183,15 @@ static void decide(uint32_t seq, uint8_t flags, const uint8_t *body, uint32_t n)
     uint32_t record = 8 + ((flags & DECIDE_LOG_PROBS) ? 4 * classes : 0);
     begin_reply(OP_DECIDE, 0, seq, count * record + 8);
     uint64_t ticks = 0;
+    if (flags & DECIDE_Q15) {
+        uint64_t start = clock_ticks();
+        receiver_quantize(&receiver);
+        ticks += clock_ticks() - start;
+    }
     for (uint32_t s = 0; s < count; s++) {
         uint64_t start = clock_ticks();
-        const float *lp = receiver_log_probs(&receiver, x + s * features * 4);
+        const uint8_t *sample = x + s * features * 4;
+        const float *lp = flags & DECIDE_Q15 ? receiver_log_probs_q15(&receiver, sample) : receiver_log_probs(&receiver, sample);
         float confidence;
         uint32_t best = receiver_decide(&receiver, lp, &confidence);
         ticks += clock_ticks() - start;

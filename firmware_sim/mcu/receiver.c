@@ -1,5 +1,6 @@
 #include "receiver.h"
 
+#include <arm_acle.h>
 #include <math.h>
 #include <string.h>
 
@@ -122,6 +123,26 @@ static const char *lay_out_image(receiver_t *r, const uint8_t *image, uint32_t l
     return 0;
 }
 
+static uint32_t even(uint32_t n) { return (n + 1u) & ~1u; }
+
+/* The q15 buffers after the float ones, when they fit; q_bytes stays 0 otherwise. */
+static void lay_out_q15(receiver_t *r, uint8_t *work, uint32_t used, uint32_t work_bytes) {
+    uint32_t need = 0, widest = 0;
+    for (uint32_t i = 0; i < r->layers; i++) {
+        need += 2 * even(r->width[i]) * r->width[i + 1] + 4 * r->width[i + 1];
+        widest = even(r->width[i]) > widest ? even(r->width[i]) : widest;
+    }
+    need += 2 * widest;
+    r->q_bytes = 0;
+    if (used + need > work_bytes) return;
+    for (uint32_t i = 0; i < r->layers; i++) {
+        r->q_weight[i] = (int16_t *)(work + used), used += 2 * even(r->width[i]) * r->width[i + 1];
+        r->q_scale[i] = (float *)(work + used), used += 4 * r->width[i + 1];
+    }
+    r->q_input = (int16_t *)(work + used);
+    r->q_bytes = need;
+}
+
 /* φ and its gradient for the adapted tensors, then the activations and two delta rows, in the work area. */
 static const char *lay_out_work(receiver_t *r, uint8_t *work, uint32_t work_bytes) {
     uint32_t used = 0, tensors = 2u * r->layers + (r->context ? 1u : 0u), widths = 0, widest = 0;
@@ -137,7 +158,8 @@ static const char *lay_out_work(receiver_t *r, uint8_t *work, uint32_t work_byte
     r->act = (float *)(work + used), used += 4 * widths;
     r->delta[0] = (float *)(work + used), used += 4 * widest;
     r->delta[1] = (float *)(work + used), used += 4 * widest;
-    r->work_bytes = used;
+    lay_out_q15(r, work, used, work_bytes);
+    r->work_bytes = used + r->q_bytes;
     return 0;
 }
 
@@ -180,6 +202,16 @@ static void affine(const float *in, const float *w, const float *b, float *out, 
     }
 }
 
+/* z − max z − ln Σ exp(z − max z), in place over the classes' logits. */
+static const float *log_softmax(const receiver_t *r, float *z) {
+    float top = z[0], sum = 0.0f;
+    for (uint32_t c = 1; c < r->classes; c++) top = z[c] > top ? z[c] : top;
+    for (uint32_t c = 0; c < r->classes; c++) z[c] -= top, sum += exp_f(z[c]);
+    float log_sum = log_f(sum);
+    for (uint32_t c = 0; c < r->classes; c++) z[c] -= log_sum;
+    return z;
+}
+
 /* Layer outputs x·W + b, ReLU between layers, log-softmax at the end; activations stay in r->act. */
 static const float *forward(receiver_t *r, const uint8_t *x) {
     float *in = r->act;
@@ -193,15 +225,79 @@ static const float *forward(receiver_t *r, const uint8_t *x) {
             for (uint32_t j = 0; j < n_out; j++) out[j] = out[j] > 0.0f ? out[j] : 0.0f;
         in = out;
     }
-    float top = in[0], sum = 0.0f;
-    for (uint32_t c = 1; c < r->classes; c++) top = in[c] > top ? in[c] : top;
-    for (uint32_t c = 0; c < r->classes; c++) in[c] -= top, sum += exp_f(in[c]);
-    float log_sum = log_f(sum);
-    for (uint32_t c = 0; c < r->classes; c++) in[c] -= log_sum;
-    return in;
+    return log_softmax(r, in);
 }
 
 const float *receiver_log_probs(receiver_t *r, const uint8_t *x) { return forward(r, x); }
+
+int receiver_has_q15(const receiver_t *r) { return r->q_bytes != 0; }
+
+static int16_t q15(float v) { return (int16_t)(v >= 0.0f ? v + 0.5f : v - 0.5f); }
+
+void receiver_quantize(receiver_t *r) {
+    for (uint32_t i = 0; i < r->layers; i++) {
+        uint32_t n_in = r->width[i], n_out = r->width[i + 1], stride = even(n_in);
+        const float *w = r->current[2 * i];
+        for (uint32_t j = 0; j < n_out; j++) {
+            float top = 0.0f;
+            for (uint32_t k = 0; k < n_in; k++) top = fabsf(w[k * n_out + j]) > top ? fabsf(w[k * n_out + j]) : top;
+            float scale = top > 0.0f ? top / 32767.0f : 1.0f, inverse = 1.0f / scale;
+            int16_t *row = r->q_weight[i] + j * stride;
+            for (uint32_t k = 0; k < n_in; k++) row[k] = q15(w[k * n_out + j] * inverse);
+            if (stride != n_in) row[n_in] = 0;
+            r->q_scale[i][j] = scale;
+        }
+    }
+}
+
+/* An accumulator as a float without the C library's 64-bit conversion: its high bits and its low 16 apart (exact
+ * in the high part for |acc| < 2^47; SMLALD sums stay below 2^39 here). */
+static float acc_to_float(int64_t acc) { return (float)(int32_t)(acc >> 16) * 65536.0f + (float)(uint32_t)(acc & 0xFFFF); }
+
+/* out = in·W + b with the q15 weights of layer i: the input quantised with its own scale, two products per SMLALD,
+ * two outputs per pass over the input. */
+static void affine_q15(receiver_t *r, uint32_t i, const float *in, float *out) {
+    uint32_t n_in = r->width[i], n_out = r->width[i + 1], pairs = even(n_in) / 2;
+    float top = 0.0f;
+    for (uint32_t k = 0; k < n_in; k++) top = fabsf(in[k]) > top ? fabsf(in[k]) : top;
+    float scale = top > 0.0f ? top / 32767.0f : 1.0f, inverse = 1.0f / scale;
+    for (uint32_t k = 0; k < n_in; k++) r->q_input[k] = q15(in[k] * inverse);
+    if (n_in % 2) r->q_input[n_in] = 0; /* the pad of an odd count */
+    const int16x2_t *x = (const int16x2_t *)r->q_input;
+    const float *b = r->current[2 * i + 1], *output_scale = r->q_scale[i];
+    uint32_t j = 0;
+    for (; j + 2 <= n_out; j += 2) {
+        const int16x2_t *w0 = (const int16x2_t *)(r->q_weight[i] + j * 2 * pairs), *w1 = w0 + pairs;
+        int64_t acc0 = 0, acc1 = 0;
+        for (uint32_t k = 0; k < pairs; k++) {
+            int16x2_t v = x[k];
+            acc0 = __smlald(v, w0[k], acc0);
+            acc1 = __smlald(v, w1[k], acc1);
+        }
+        out[j] = acc_to_float(acc0) * scale * output_scale[j] + b[j];
+        out[j + 1] = acc_to_float(acc1) * scale * output_scale[j + 1] + b[j + 1];
+    }
+    if (j < n_out) {
+        const int16x2_t *w0 = (const int16x2_t *)(r->q_weight[i] + j * 2 * pairs);
+        int64_t acc0 = 0;
+        for (uint32_t k = 0; k < pairs; k++) acc0 = __smlald(x[k], w0[k], acc0);
+        out[j] = acc_to_float(acc0) * scale * output_scale[j] + b[j];
+    }
+}
+
+const float *receiver_log_probs_q15(receiver_t *r, const uint8_t *x) {
+    float *in = r->act;
+    memcpy(in, x, 4u * r->features);
+    if (r->context) memcpy(in + r->features, r->current[2 * r->layers], 4u * r->context);
+    for (uint32_t i = 0; i < r->layers; i++) {
+        float *out = in + r->width[i];
+        affine_q15(r, i, in, out);
+        if (i + 1 < r->layers)
+            for (uint32_t j = 0; j < r->width[i + 1]; j++) out[j] = out[j] > 0.0f ? out[j] : 0.0f;
+        in = out;
+    }
+    return log_softmax(r, in);
+}
 
 uint32_t receiver_decide(const receiver_t *r, const float *log_probs, float *confidence) {
     uint32_t best = 0;

@@ -28,6 +28,12 @@ typedef struct {
     float *act;                        /* every layer's activations of one sample */
     float *delta[2];
     uint32_t work_bytes; /* of the work area this receiver uses */
+    /* the q15 forward (optional: 0 when its buffers do not fit): each layer's weights transposed to [out, in] as
+     * int16 with one scale per output, the inputs padded to an even count; one layer's input in q15 */
+    int16_t *q_weight[MAX_LAYERS];
+    float *q_scale[MAX_LAYERS];
+    int16_t *q_input;
+    uint32_t q_bytes;
     /* self-test block */
     uint16_t st_samples, st_pilots;
     float atol;
@@ -51,6 +57,16 @@ adapt_result_t receiver_adapt(receiver_t *r, const uint8_t *x, const uint8_t *la
 /* Class log-probabilities of one sample (F floats, unaligned bytes allowed) at the current parameters: r->classes
  * values, valid until the next call. */
 const float *receiver_log_probs(receiver_t *r, const uint8_t *x);
+
+/* Whether the q15 forward fits this receiver's work area; receiver_quantize and receiver_log_probs_q15 need it. */
+int receiver_has_q15(const receiver_t *r);
+
+/* Quantise the current parameters' weights to q15, one scale per output (after every adaptation or reset). */
+void receiver_quantize(receiver_t *r);
+
+/* receiver_log_probs with q15 weights and inputs (the input's scale taken per sample and layer), 64-bit dual
+ * multiply-accumulates (SMLALD), biases and log-softmax in float. */
+const float *receiver_log_probs_q15(receiver_t *r, const uint8_t *x);
 
 /* The decision for one sample's log-probabilities (the largest; the lowest class among ties) and its probability. */
 uint32_t receiver_decide(const receiver_t *r, const float *log_probs, float *confidence);

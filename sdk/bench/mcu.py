@@ -25,6 +25,7 @@ from metaedge.sdk.bench.config import McuBench
 from metaedge.sdk.bench.fuzz import mutate
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.options import Progress, silent
+from metaedge.sdk.stats import summarise
 
 RAM_BUDGET, FLASH_BUDGET = 32 << 10, 128 << 10  # the target class: a Cortex-M4F with 32 KiB of RAM and 128 KiB of flash
 CLOCK_HZ = 100e6  # the projection's clock
@@ -107,39 +108,26 @@ def evaluation_frames(run: Path, devices: int, pilots: int, symbols: int):
 
 
 def frame_parity(options: McuBench, onnx: OnnxBackend, mcu: McuBackend, progress: Progress) -> dict:
-    """Every evaluation frame through the firmware and ONNX Runtime: identical decisions, SER, instructions."""
+    """Every evaluation frame through the firmware and ONNX Runtime: identical decisions, SER, instructions; and the
+    firmware's q15 forward on the same adapted receiver."""
     frames, host = evaluation_frames(options.run, options.devices, options.pilots, options.symbols)
     per_tick = instructions_per_tick(mcu.info.sysclk_hz)
-    errors, differing, worst, relative, adapt_ins, decide_ins, seconds = [], 0, 0.0, 0.0, [], [], []
+    rows = []
     progress(0, total=options.devices, label="mcu frames")
     for i in range(options.devices):
-        pilots, labels, payload = (np.ascontiguousarray(a) for a in (frames.x_tr[i], frames.y_tr[i], frames.x_va[i]))
-        onnx.reset()
-        onnx.adapt(pilots, labels)
-        reference = onnx.log_probs(payload)
-        start = time.perf_counter()
-        mcu.reset()
-        mcu.adapt(pilots, labels)
-        got = mcu.decisions(payload, log_probs=i < LOG_PROB_FRAMES)
-        seconds.append(time.perf_counter() - start)
-        if got.log_probs is not None:
-            worst = max(worst, float(np.abs(got.log_probs - reference).max()))
-            relative = max(relative, relative_error(got.log_probs, reference))
-        differing += int((got.decisions != reference.argmax(-1)).sum())
-        errors.append(float((got.decisions != frames.y_va[i]).mean()))
-        adapt_ins.append(mcu.last_adapt.ticks * per_tick)
-        decide_ins.append(got.ticks * per_tick)
+        rows.append(one_frame(onnx, mcu, frames.x_tr[i], frames.y_tr[i], frames.x_va[i], frames.y_va[i], log_probs=i < LOG_PROB_FRAMES))
         progress(1)
-    adapt_i, decide_i = float(np.median(adapt_ins)), float(np.median(decide_ins))
+    adapt_i, decide_i = (per_tick * float(np.median([r[key] for r in rows])) for key in ("adapt_ticks", "decide_ticks"))
+    q15_i = per_tick * float(np.median([r["q15_ticks"] for r in rows]))
     return {
         "devices": options.devices,
         "pilots": options.pilots,
         "symbols": options.symbols,
-        "differing_decisions": differing,
-        "max_abs_error_log_probs": worst,
-        "max_relative_error_log_probs": relative,
+        "differing_decisions": sum(r["differing"] for r in rows),
+        "max_abs_error_log_probs": max(r["abs_error"] for r in rows),
+        "max_relative_error_log_probs": max(r["relative_error"] for r in rows),
         "log_prob_frames": min(LOG_PROB_FRAMES, options.devices),
-        "ser_firmware": float(np.mean(errors)),
+        "ser_firmware": float(np.mean([r["ser"] for r in rows])),
         "ser_host": host["ser"],
         "ser_host_ci95": host["ci95"],
         "instructions": {"adapt": adapt_i, "decide": decide_i, "frame": adapt_i + decide_i, "per_symbol": decide_i / options.symbols},
@@ -149,7 +137,46 @@ def frame_parity(options: McuBench, onnx: OnnxBackend, mcu: McuBackend, progress
             "adapt_ms": [1e3 * adapt_i * cpi / CLOCK_HZ for cpi in CPI],
             "frame_ms": [1e3 * (adapt_i + decide_i) * cpi / CLOCK_HZ for cpi in CPI],
         },
-        "emulated_frame_s_median": float(np.median(seconds)),
+        "q15": {
+            "ser": float(np.mean([r["q15_ser"] for r in rows])),
+            "ser_minus_float": paired([r["q15_ser"] - r["ser"] for r in rows]),
+            "agreement": float(np.mean([r["q15_agreement"] for r in rows])),
+            "decide_instructions": q15_i,
+            "per_symbol": q15_i / options.symbols,
+        },
+        "emulated_frame_s_median": float(np.median([r["seconds"] for r in rows])),
+    }
+
+
+def paired(differences: list[float]) -> dict:
+    """The mean of per-device differences and its 95 % interval."""
+    summary = summarise(np.asarray(differences))
+    return {"diff": summary["ser"], "ci95": summary["ci95"]}
+
+
+def one_frame(onnx: OnnxBackend, mcu: McuBackend, pilots, labels, payload, truth, log_probs: bool) -> dict:
+    """One frame adapted by ONNX Runtime and by the firmware, decided by both and by the firmware's q15 forward."""
+    pilots, payload = np.ascontiguousarray(pilots, np.float32), np.ascontiguousarray(payload, np.float32)
+    onnx.reset()
+    onnx.adapt(pilots, labels)
+    reference = onnx.log_probs(payload)
+    start = time.perf_counter()
+    mcu.reset()
+    mcu.adapt(pilots, labels)
+    got = mcu.decisions(payload, log_probs=log_probs, q15=False)
+    seconds = time.perf_counter() - start
+    fixed = mcu.decisions(payload, q15=True)
+    return {
+        "abs_error": float(np.abs(got.log_probs - reference).max()) if log_probs else 0.0,
+        "relative_error": relative_error(got.log_probs, reference) if log_probs else 0.0,
+        "differing": int((got.decisions != reference.argmax(-1)).sum()),
+        "ser": float((got.decisions != truth).mean()),
+        "q15_ser": float((fixed.decisions != truth).mean()),
+        "q15_agreement": float((fixed.decisions == got.decisions).mean()),
+        "adapt_ticks": mcu.last_adapt.ticks,
+        "decide_ticks": got.ticks,
+        "q15_ticks": fixed.ticks,
+        "seconds": seconds,
     }
 
 
@@ -223,7 +250,7 @@ def fuzz_serial(mcu: McuBackend, count: int, rng: np.random.Generator, progress:
     counts = {"messages": 0, "hangs": 0, "skipped_new_image": 0}
     start = time.perf_counter()
     progress(0, total=count, label="mcu fuzz")
-    for _ in range(count):
+    while counts["messages"] < count:
         payload = mutate(corpus[int(rng.integers(0, len(corpus)))], rng, corpus)
         if len(payload) >= 12 and payload[0] == serial.OP_LOAD and payload[8:12] == bytes(4):
             counts["skipped_new_image"] += 1  # a well-formed start of a new image: a legitimate replacement
@@ -267,6 +294,12 @@ def text(report: dict) -> str:
         f" of {mem['ram_budget']:,};"
         f" flash {mem['flash_bytes']:,} B (firmware {mem['flash_firmware']:,}, image {mem['flash_image']:,}) of {mem['flash_budget']:,}",
     ]
+    q = f["q15"]
+    lines.append(
+        f"q15 forward (adaptation in float): SER {q['ser']:.5f}, {q['ser_minus_float']['diff']:+.5f} [{q['ser_minus_float']['ci95'][0]:+.5f},"
+        f" {q['ser_minus_float']['ci95'][1]:+.5f}] against float; {100 * q['agreement']:.3f} % of decisions agree;"
+        f" {q['per_symbol']:,.0f} instructions per symbol"
+    )
     if fz:
         lines.append(
             f"fuzz: {fz['messages']:,} malformed messages in {fz['seconds']:.0f} s, {fz['hangs']} hangs; image unchanged: {fz['image_unchanged']},"

@@ -27,12 +27,13 @@ from metaedge.sdk.targets import export
 
 @pytest.fixture(scope="module")
 def receivers(tmp_path_factory, trained_bundle, signing_keys):
-    """(run, onnx bundle, mcu bundle) of a briefly trained Meta-SGD run (per-entry step sizes, one step) and of the
-    shared CAVIA run (a context vector adapts, two steps); the mcu bundles signed."""
+    """(run, onnx bundle, mcu bundle) of briefly trained runs: Meta-SGD (per-entry step sizes, one step), iMAML (a
+    proximal step toward θ) and the shared CAVIA run (a context vector adapts, two steps); the mcu bundles signed."""
     root = tmp_path_factory.mktemp("mcu")
     assert main(tiny_demod_argv("metasgd", root / "metasgd", iterations=6)) == 0
+    assert main(tiny_demod_argv("imaml", root / "imaml")) == 0
     out = {}
-    for name, run in (("metasgd", root / "metasgd"), ("cavia", trained_bundle[0])):
+    for name, run in (("metasgd", root / "metasgd"), ("imaml", root / "imaml"), ("cavia", trained_bundle[0])):
         export("onnx", run, root / f"{name}-onnx")
         export("mcu", run, root / f"{name}-mcu", key=load_private(signing_keys[0]))
         out[name] = (run, read_bundle(root / f"{name}-onnx"), read_bundle(root / f"{name}-mcu"))
@@ -52,7 +53,7 @@ def frames(count: int, symbols: int):
     return tasks.frames(tasks.devices("test", count), 8, symbols, tasks.rng("test", 1))
 
 
-@pytest.mark.parametrize("name", ["metasgd", "cavia"])
+@pytest.mark.parametrize("name", ["metasgd", "imaml", "cavia"])
 def test_the_firmware_adapts_and_decides_as_onnx_runtime(receivers, name):
     _, onnx_bundle, mcu_bundle = receivers[name]
     onnx, mcu = OnnxBackend(), McuBackend()
@@ -75,6 +76,8 @@ def test_the_firmware_adapts_and_decides_as_onnx_runtime(receivers, name):
             np.testing.assert_array_equal(got.decisions, expected.argmax(-1))
             np.testing.assert_allclose(got.confidence, np.exp(expected.max(-1)), rtol=1e-5)
             assert got.ticks > 0 and mcu.last_adapt.ticks > 0
+            fixed = mcu.decisions(batch.x_va[i], log_probs=True, q15=True)  # 16-bit weights and inputs, same adapted φ
+            assert (fixed.decisions == got.decisions).mean() >= 0.98 and np.abs(fixed.log_probs - got.log_probs).max() < 0.05
     finally:
         mcu.close()
 
