@@ -1,4 +1,4 @@
-"""The receiver image of the ``mcu`` target (docs/bundle-format.md §17): one flat little-endian binary that the
+"""The receiver image of the ``mcu`` target (docs/bundle-format.md §16): one flat little-endian binary that the
 firmware validates and runs in place, so the same firmware runs any conforming receiver without recompiling.
 
 ``encode`` is the exporter's, ``decode`` the device's check at upload; both follow the layout below, which the C
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 MAGIC, BYTE_ORDER, LAYOUT = b"MEMC", 0x01020304, 1
-HEADER = struct.Struct("<4sIHHIHHHHHHIffHHHHfI8HII")  # 80 bytes, §17.2
+HEADER = struct.Struct("<4sIHHIHHHHHHIffHHHHfI8HII")  # 80 bytes, §16.2
 TRAILER = 32  # SHA-256 of everything before it
 LOSS_CROSS_ENTROPY, ACTIVATION_RELU = 1, 1
 FLAG_STEP_SIZES = 1  # per-entry step sizes (Meta-SGD) follow θ
@@ -23,7 +23,7 @@ STEP_PREFIX = "lr."  # the name of a learned step-size tensor: "lr.<parameter>"
 
 
 class ImageError(ValueError):
-    """The image breaks §17; the message says which rule."""
+    """The image breaks §16.2; the message says which rule."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ def encode(image: Image) -> bytes:
     if image.selftest is None:
         raise ImageError("an image needs its self-test vectors")
     _check_sizes(image, len(image.selftest.samples), len(image.selftest.pilots))
+    _check_arrays(image)
     names = image.tensor_names()
     mask = sum(1 << names.index(k) for k in image.adapts)
     st = image.selftest
@@ -109,10 +110,25 @@ def _check_sizes(image: Image, samples: int, pilots: int) -> None:
         raise ImageError("no parameter adapts")
     if not (1 <= samples <= MAX_SELFTEST and 1 <= pilots <= MAX_SELFTEST):
         raise ImageError(f"self-test vectors must hold 1 to {MAX_SELFTEST} samples and pilots")
+    if not (np.isfinite(image.lr) and np.isfinite(image.prox) and image.prox >= 0):
+        raise ImageError("inner_lr or prox is not a finite number (prox ≥ 0)")
+
+
+def _check_arrays(image: Image) -> None:
+    """What ``decode`` would refuse in the arrays: shapes, finiteness, the self-test's classes and tolerance."""
+    shapes, st = image.shapes(), image.selftest
+    tensors = {**image.theta, **(image.step_sizes or {})}
+    expected = {**shapes, **({STEP_PREFIX + k: shapes[k] for k in image.adapts} if image.step_sizes is not None else {})}
+    if {k: tuple(np.shape(v)) for k, v in tensors.items()} != expected:
+        raise ImageError(f"tensors {sorted(tensors)} do not have the network's shapes {expected}")
+    if not all(np.isfinite(v).all() for v in tensors.values()):
+        raise ImageError("a parameter or step size is not finite")
+    if not (np.isfinite(st.atol) and st.atol > 0) or (np.asarray(st.labels) >= image.classes).any() or (np.asarray(st.labels) < 0).any():
+        raise ImageError("the self-test's tolerance is not positive or a pilot's class is outside 0..classes-1")
 
 
 def decode(data: bytes) -> Image:
-    """The image in ``data``, checked as the firmware checks it (§17.4); ``ImageError`` names the first broken rule."""
+    """The image in ``data``, checked as the firmware checks it (§16.5); ``ImageError`` names the first broken rule."""
     if len(data) < HEADER.size + TRAILER or len(data) % 4:
         raise ImageError(f"image of {len(data)} bytes: it must be a multiple of 4 of at least {HEADER.size + TRAILER}")
     (magic, order, layout, header_bytes, total, features, classes, layers, context, steps, flags, mask, lr, prox, loss, activation,
@@ -130,15 +146,14 @@ def decode(data: bytes) -> Image:
         (loss == LOSS_CROSS_ENTROPY and activation == ACTIVATION_RELU, "loss or activation code is not 1"),
         (reserved == 0 and reserved_tail == [0, 0], "reserved header bytes are not zero"),
         (all(w == 0 for w in widths[layers:]), "a width beyond the last layer is not zero"),
-        (np.isfinite(lr) and np.isfinite(prox) and prox >= 0, "inner_lr or prox is not a finite number (prox ≥ 0)"),
         (np.isfinite(atol) and atol > 0, "self-test tolerance is not a positive number"),
     ]
     for ok, why in checks:
         if not ok:
-            raise ImageError(f"mcu image: {why}")
+            raise ImageError(why)
     names = [f"l{i}.{kind}" for i in range(layers) for kind in ("weight", "bias")] + (["context"] if context else [])
     if mask == 0 or mask >> len(names):
-        raise ImageError("mcu image: the adapted-tensor mask is empty or names a tensor the network lacks")
+        raise ImageError("the adapted-tensor mask is empty or names a tensor the network lacks")
     adapts = tuple(k for i, k in enumerate(names) if mask >> i & 1)
     reader = _Reader(data, HEADER.size)
     image = Image(features, classes, tuple(widths[:layers]), context, steps, float(lr), float(prox), adapts)
@@ -150,12 +165,10 @@ def decode(data: bytes) -> Image:
     pilots, labels = reader.floats((n_pilots, features)), reader.labels(n_pilots)
     selftest = Selftest(samples, log_probs, pilots, labels, reader.floats((n_samples, classes)), float(atol))
     if reader.offset != len(data) - TRAILER:
-        raise ImageError("mcu image: its length disagrees with the sizes its header gives")
-    if not all(np.isfinite(v).all() for v in [*theta.values(), *(step_sizes or {}).values()]):
-        raise ImageError("mcu image: a parameter or step size is not finite")
-    if (labels >= classes).any():
-        raise ImageError("mcu image: a self-test pilot label is not below classes")
-    return replace(image, theta=theta, step_sizes=step_sizes, selftest=selftest)
+        raise ImageError("its length disagrees with the sizes its header gives")
+    result = replace(image, theta=theta, step_sizes=step_sizes, selftest=selftest)
+    _check_arrays(result)
+    return result
 
 
 class _Reader:
@@ -166,7 +179,7 @@ class _Reader:
 
     def _take(self, n: int) -> bytes:
         if self.offset + n > len(self.data) - TRAILER:
-            raise ImageError("mcu image: its length disagrees with the sizes its header gives")
+            raise ImageError("its length disagrees with the sizes its header gives")
         chunk = self.data[self.offset : self.offset + n]
         self.offset += n
         return chunk
@@ -176,4 +189,6 @@ class _Reader:
 
     def labels(self, n: int) -> np.ndarray:
         raw = self._take(2 * n + (-2 * n) % 4)
+        if any(raw[2 * n :]):
+            raise ImageError("the self-test labels' padding is not zero")
         return np.frombuffer(raw[: 2 * n], "<u2").astype(np.int64)

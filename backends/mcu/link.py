@@ -20,7 +20,7 @@ STATES = {0: "empty", 1: "ready", 2: "failed", 3: "loading"}
 STATUS_RESEND = 2  # the request did not arrive whole
 RESENDS = 3
 SYNC_S, SYNC_TRIES = 0.25, 8  # resynchronisation: the wait for each info's response, and how many are asked
-REPLY_TIMEOUT_S = 30.0  # a response's deadline: the slowest request (a 1,024-step adaptation of a large image) is far below
+REPLY_TIMEOUT_S = 120.0  # a response's deadline: above the self-test of the largest images (1,024 steps on 256 pilots)
 
 
 class LinkError(RuntimeError):
@@ -122,13 +122,13 @@ class Link:
             self.seq = (self.seq + 1) & 0xFFFFFFFF
             self.send_raw(frame(struct.pack("<BBHI", op, flags, 0, self.seq) + body))
             got_op, status, seq, reply = self.read_reply()
-            if status == 0 or got_op != 0:
+            if status != STATUS_RESEND and got_op != 0:  # op 0: a framing error, whose message may have been ours
                 break
             self.resync()  # the rest of the broken message may still be on its way: let the firmware answer it first
+        if (got_op, seq) != (op, self.seq):
+            raise LinkError(f"response to op {got_op} seq {seq} answers op {op} seq {self.seq}: {reply[:80].decode(errors='replace')}")
         if status:
             raise FirmwareError(reply.decode(errors="replace"))
-        if (got_op, seq) != (op, self.seq):
-            raise LinkError(f"response to op {got_op} seq {seq} answers op {op} seq {self.seq}")
         return reply
 
     def resync(self) -> None:

@@ -38,11 +38,14 @@ void clock_init(void) {
 }
 
 uint64_t clock_ticks(void) {
-    uint32_t wraps, value;
+    uint32_t wraps, value, pending;
     do {
         wraps = systick_wraps;
         value = SYST_CVR;
+        pending = SCB_ICSR & ICSR_PENDSTSET;
     } while (wraps != systick_wraps);
+    /* a wrap whose interrupt is still pending: a value read after it (near the reload) belongs to the next period */
+    if (pending && value > 0x800000u) wraps++;
     return ((uint64_t)wraps << 24) + (0xFFFFFFu - value);
 }
 

@@ -19,6 +19,8 @@
 #define SYST_RVR REG(0xE000E014u)
 #define SYST_CVR REG(0xE000E018u)
 #define SCB_CPACR REG(0xE000ED88u)
+#define SCB_ICSR REG(0xE000ED04u)
+#define ICSR_PENDSTSET (1u << 26)
 
 void uart_init(void);
 void uart_put(uint8_t byte);

@@ -128,11 +128,13 @@ static void load(uint32_t seq, const uint8_t *body, uint32_t n) {
     if (offset == 0) {
         if (total < HEADER_BYTES + TRAILER_BYTES || total > capacity || total % 4)
             return reply_error(OP_LOAD, seq, "image length must be a multiple of 4 between 112 bytes and the slot's capacity");
-        state = STATE_LOADING, received = 0, expected = total;
+        if (chunk > total) return reply_error(OP_LOAD, seq, "chunk runs past the image's total length");
+        state = STATE_LOADING, received = 0, expected = total, selftest_error = NAN; /* the running image ends here */
     } else if (state != STATE_LOADING || offset != received || total != expected) {
         return reply_error(OP_LOAD, seq, "chunk does not continue the image being loaded; start again at offset 0");
+    } else if (chunk > expected - received) {
+        return reply_error(OP_LOAD, seq, "chunk runs past the image's total length");
     }
-    if (chunk > expected - received) return reply_error(OP_LOAD, seq, "chunk runs past the image's total length");
     memcpy(__image_start + received, body + 8, chunk);
     received += chunk;
     if (received < expected) {
@@ -152,6 +154,8 @@ static void adapt(uint32_t seq, const uint8_t *body, uint32_t n) {
     if (pilots == 0 || n != 4 + pilots * features * 4 + ((pilots * 2 + 3) & ~3u))
         return reply_error(OP_ADAPT, seq, "adapt needs P >= 1 pilots of F float32 features and P u16 labels, padded to 4 bytes");
     const uint8_t *x = body + 4, *labels = x + pilots * features * 4;
+    if (u16_at(body + 2) || (pilots % 2 && u16_at(labels + 2 * pilots)))
+        return reply_error(OP_ADAPT, seq, "reserved or padding bytes of adapt are not zero");
     if (!finite_samples(x, pilots * features)) return reply_error(OP_ADAPT, seq, "a pilot sample is not finite");
     for (uint32_t p = 0; p < pilots; p++)
         if (u16_at(labels + 2 * p) >= receiver.classes) return reply_error(OP_ADAPT, seq, "a pilot label is not below the image's classes");
@@ -175,6 +179,7 @@ static void decide(uint32_t seq, uint8_t flags, const uint8_t *body, uint32_t n)
     if ((flags & DECIDE_Q15) && !receiver_has_q15(&receiver)) return reply_error(OP_DECIDE, seq, "the q15 forward does not fit this receiver in RAM");
     uint32_t count = n >= 4 ? u16_at(body) : 0, features = receiver.features, classes = receiver.classes;
     if (count == 0 || n != 4 + count * features * 4) return reply_error(OP_DECIDE, seq, "decide needs N >= 1 samples of F float32 features");
+    if (u16_at(body + 2)) return reply_error(OP_DECIDE, seq, "reserved bytes of decide are not zero");
     const uint8_t *x = body + 4;
     if (!finite_samples(x, count * features)) return reply_error(OP_DECIDE, seq, "a sample is not finite");
     const float *saved[MAX_TENSORS];

@@ -120,6 +120,7 @@ static const char *lay_out_image(receiver_t *r, const uint8_t *image, uint32_t l
             return "a parameter or step size is not finite";
     for (uint32_t q = 0; q < r->st_pilots; q++)
         if (u16_at(r->st_labels + 2 * q) >= r->classes) return "a self-test pilot label is not below classes";
+    if (r->st_pilots % 2 && u16_at(r->st_labels + 2 * r->st_pilots)) return "the self-test labels' padding is not zero";
     return 0;
 }
 
@@ -232,7 +233,12 @@ const float *receiver_log_probs(receiver_t *r, const uint8_t *x) { return forwar
 
 int receiver_has_q15(const receiver_t *r) { return r->q_bytes != 0; }
 
-static int16_t q15(float v) { return (int16_t)(v >= 0.0f ? v + 0.5f : v - 0.5f); }
+/* Round to nearest within ±32767; a value that is not finite (a scale that underflowed) becomes 0. */
+static int16_t q15(float v) {
+    if (!(v > -32767.0f)) return v != v ? 0 : -32767;
+    if (v > 32767.0f) return 32767;
+    return (int16_t)(v >= 0.0f ? v + 0.5f : v - 0.5f);
+}
 
 void receiver_quantize(receiver_t *r) {
     for (uint32_t i = 0; i < r->layers; i++) {
@@ -314,7 +320,9 @@ static void backward(receiver_t *r, const float *log_probs, uint32_t label, floa
     uint32_t offset = 0;
     for (uint32_t i = 0; i < r->layers; i++) offset += r->width[i];
     int context_adapts = r->context && (r->adapts >> (2 * r->layers) & 1u);
-    for (int i = (int)r->layers - 1; i >= 0; i--) {
+    int lowest = 0; /* no gradient is needed below the lowest layer with an adapted tensor (or the inputs, for a context) */
+    while (!context_adapts && !(r->adapts >> (2 * lowest) & 3u)) lowest++;
+    for (int i = (int)r->layers - 1; i >= lowest; i--) {
         uint32_t n_in = r->width[i], n_out = r->width[i + 1];
         offset -= n_in;
         const float *in = r->act + offset, *w = r->current[2 * i];
@@ -324,7 +332,7 @@ static void backward(receiver_t *r, const float *log_probs, uint32_t label, floa
                 for (uint32_t j = 0; j < n_out; j++) gw[k * n_out + j] += in[k] * d[j];
         if (gb)
             for (uint32_t j = 0; j < n_out; j++) gb[j] += d[j];
-        if (i == 0 && !context_adapts) break;
+        if (i == lowest && !context_adapts) break;
         for (uint32_t k = 0; k < n_in; k++) {
             float s = 0.0f;
             for (uint32_t j = 0; j < n_out; j++) s += w[k * n_out + j] * d[j];

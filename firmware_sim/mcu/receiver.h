@@ -1,4 +1,4 @@
-/* A receiver image (docs/bundle-format.md §17): its validation, the MLP it describes, and one frame's adaptation. */
+/* A receiver image (docs/bundle-format.md §16): its validation, the MLP it describes, and one frame's adaptation. */
 #ifndef METAEDGE_RECEIVER_H
 #define METAEDGE_RECEIVER_H
 

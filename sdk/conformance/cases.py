@@ -249,6 +249,7 @@ def _mcu_cases(mcu: Source, reference: Source) -> list[Case]:
         ("theta", "a θ that differs from the image's tensors", theta),
         ("adapts", "algorithm.adapts other than the image's adapted tensors", only_other),
         ("steps", "algorithm.inner_steps other than the image's K", _set("algorithm.inner_steps", 3)),
+        ("lr", "algorithm.inner_lr other than the image's step size", _set("algorithm.inner_lr", mcu.manifest["algorithm"]["inner_lr"] / 2)),
     ]
     return [valid, *_frame_rules("mcu", mcu.manifest["task"])] + [
         Case(f"mcu-section-{name}", "bundle-format §16.5", f"refuse {text}", "refuse-upload", mcu.pack(change), target="mcu")

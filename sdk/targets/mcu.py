@@ -1,4 +1,4 @@
-"""The ``mcu`` target: an MLP receiver and its adaptation as one flat image for the C firmware (docs/bundle-format.md §17).
+"""The ``mcu`` target: an MLP receiver and its adaptation as one flat image for the C firmware (docs/bundle-format.md §16).
 
 The receiver is the one the ``onnx`` target exports (the run's task family builds it); this target lays θ, the
 adapted-parameter mask, the step sizes and the self-test vectors out in the image the firmware runs in place.
@@ -78,7 +78,7 @@ def image_of(receiver: Receiver) -> mcu_image.Image:
 
 
 def write_mcu_bundle(out: str | Path, release: Release, receiver: Receiver, key=None) -> Bundle:
-    """The bundle: θ (as every target carries it) and the image (§17) that the firmware runs."""
+    """The bundle: θ (as every target carries it) and the image (§16.2) that the firmware runs."""
     image = image_of(receiver)
     try:
         data = mcu_image.encode(image)

@@ -111,6 +111,11 @@ def test_the_image_round_trips_and_every_layout_rule_is_checked(receivers):
     for rule, bad in cases.items():
         with pytest.raises(mcu_image.ImageError, match=rule.split()[0]):
             mcu_image.decode(bad)
+    # the writer refuses what a reader would: arrays of another shape, values that are not finite
+    with pytest.raises(mcu_image.ImageError, match="shapes"):
+        mcu_image.encode(dataclasses.replace(image, theta={**image.theta, "l0.bias": image.theta["l0.bias"][:-1]}))
+    with pytest.raises(mcu_image.ImageError, match="not finite"):
+        mcu_image.encode(dataclasses.replace(image, theta={**image.theta, "l0.bias": image.theta["l0.bias"] * np.inf}))
 
 
 def test_the_firmware_refuses_a_broken_image_with_a_reason_and_keeps_serving(firmware, receivers):
@@ -132,6 +137,14 @@ def test_the_firmware_refuses_a_broken_image_with_a_reason_and_keeps_serving(fir
         link.request(77)
     with pytest.raises(FirmwareError, match="does not continue"):
         link.request(OP_LOAD, struct.pack("<II", 64, len(data)) + bytes(64))
+    with pytest.raises(FirmwareError, match="runs past"):  # a refused start of a new image changes nothing
+        link.request(OP_LOAD, struct.pack("<II", 0, 112) + bytes(200))
+    assert link.info().state == "ready"
+    pilots = np.zeros((3, 2), "<f4").tobytes() + np.zeros(3, "<u2").tobytes()
+    with pytest.raises(FirmwareError, match="not zero"):
+        link.request(3, struct.pack("<HH", 3, 7) + pilots + bytes(2))  # adapt with a reserved field set
+    with pytest.raises(FirmwareError, match="not zero"):
+        link.request(3, struct.pack("<HH", 3, 0) + pilots + b"\x01\x00")  # … with its labels' padding set
     assert link.selftest().max_error <= 1e-5
 
 

@@ -62,7 +62,7 @@ def test_our_device_passes_every_case_through_its_operator_key(generated, tmp_pa
         # the qiskit device on its exact backend: the deterministic form of the adaptation (a sampling backend draws)
         ("qiskit", ("--backend", "exact"), "valid-born-receiver", "qiskit-section-", 8),
         # the mcu device: the firmware under QEMU, against ONNX Runtime's outputs of the same receiver
-        ("mcu", (), "valid-mcu-receiver", "mcu-section-", 6),
+        ("mcu", (), "valid-mcu-receiver", "mcu-section-", 7),
     ],
 )
 def test_a_device_of_another_target_plays_its_own_cases_and_the_protocol_ones(generated, tmp_path, capsys, target, options, valid, sections, rules):
