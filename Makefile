@@ -59,7 +59,7 @@ $(LAVA_VENV)/.installed: pyproject.toml setup.py constraints/lava.txt
 	@if $(LAVA_PY) -c 'import torch' 2>/dev/null; then echo "error: torch is installed in $(LAVA_VENV); the device side must run without it" >&2; exit 1; fi
 	@touch $@
 
-demo: env firmware
+demo: env
 	$(VENV)/bin/metaedge demo
 
 SOURCES := api sdk deploy backends firmware_sim scripts tests
