@@ -50,6 +50,11 @@ def encode(header: dict, arrays: dict[str, np.ndarray | bytes] | None = None) ->
     payload = struct.pack("<I", len(head)) + head + b"".join(parts)
     if len(payload) > MAX_MESSAGE:
         raise WireError(f"message of {len(payload)} bytes exceeds the {MAX_MESSAGE}-byte limit")
+    return frame(payload)
+
+
+def frame(payload: bytes) -> bytes:
+    """``payload`` on the byte stream: ``u32 length | payload | u32 CRC-32(payload)`` (also the mcu serial profile's)."""
     return struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(payload))
 
 

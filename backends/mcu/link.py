@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metaedge.deploy.wire import frame
+
 OP_INFO, OP_LOAD, OP_ADAPT, OP_DECIDE, OP_SELFTEST = 1, 2, 3, 4, 5
 DECIDE_LOG_PROBS, DECIDE_AT_THETA, DECIDE_Q15 = 1, 2, 4
 STATES = {0: "empty", 1: "ready", 2: "failed", 3: "loading"}
@@ -73,8 +75,9 @@ class Decisions:
     ticks: int
 
 
-def frame(payload: bytes) -> bytes:
-    return struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(payload))
+def request_payload(op: int, seq: int, body: bytes = b"", flags: int = 0) -> bytes:
+    """A request's payload: ``u8 op | u8 flags | u16 0 | u32 seq | body``."""
+    return struct.pack("<BBHI", op, flags, 0, seq) + body
 
 
 class Link:
@@ -120,7 +123,7 @@ class Link:
         again: every request is idempotent (an adaptation starts from θ, a chunk goes to its offset)."""
         for _ in range(RESENDS):
             self.seq = (self.seq + 1) & 0xFFFFFFFF
-            self.send_raw(frame(struct.pack("<BBHI", op, flags, 0, self.seq) + body))
+            self.send_raw(frame(request_payload(op, self.seq, body, flags)))
             got_op, status, seq, reply = self.read_reply()
             if status != STATUS_RESEND and got_op != 0:  # op 0: a framing error, whose message may have been ours
                 break
@@ -139,7 +142,7 @@ class Link:
         try:
             for _ in range(SYNC_TRIES):
                 self.seq = (self.seq + 1) & 0xFFFFFFFF
-                self.send_raw(frame(struct.pack("<BBHI", OP_INFO, 0, 0, self.seq)))
+                self.send_raw(frame(request_payload(OP_INFO, self.seq)))
                 try:
                     while (answer := self.read_reply()[:3]) != (OP_INFO, 0, self.seq):
                         if answer[0] == 0:  # a framing error: perhaps of a message that swallowed this info, so ask again

@@ -213,21 +213,28 @@ static const float *log_softmax(const receiver_t *r, float *z) {
     return z;
 }
 
-/* Layer outputs x·W + b, ReLU between layers, log-softmax at the end; activations stay in r->act. */
-static const float *forward(receiver_t *r, const uint8_t *x) {
+typedef void (*layer_fn)(receiver_t *r, uint32_t i, const float *in, float *out); /* out = in·W_i + b_i */
+
+/* Layer outputs by `layer`, ReLU between layers, log-softmax at the end; activations stay in r->act. */
+static const float *run_layers(receiver_t *r, const uint8_t *x, layer_fn layer) {
     float *in = r->act;
     memcpy(in, x, 4u * r->features);
     if (r->context) memcpy(in + r->features, r->current[2 * r->layers], 4u * r->context);
     for (uint32_t i = 0; i < r->layers; i++) {
-        uint32_t n_in = r->width[i], n_out = r->width[i + 1];
-        float *out = in + n_in;
-        affine(in, r->current[2 * i], r->current[2 * i + 1], out, n_in, n_out);
+        float *out = in + r->width[i];
+        layer(r, i, in, out);
         if (i + 1 < r->layers)
-            for (uint32_t j = 0; j < n_out; j++) out[j] = out[j] > 0.0f ? out[j] : 0.0f;
+            for (uint32_t j = 0; j < r->width[i + 1]; j++) out[j] = out[j] > 0.0f ? out[j] : 0.0f;
         in = out;
     }
     return log_softmax(r, in);
 }
+
+static void affine_float(receiver_t *r, uint32_t i, const float *in, float *out) {
+    affine(in, r->current[2 * i], r->current[2 * i + 1], out, r->width[i], r->width[i + 1]);
+}
+
+static const float *forward(receiver_t *r, const uint8_t *x) { return run_layers(r, x, affine_float); }
 
 const float *receiver_log_probs(receiver_t *r, const uint8_t *x) { return forward(r, x); }
 
@@ -291,19 +298,7 @@ static void affine_q15(receiver_t *r, uint32_t i, const float *in, float *out) {
     }
 }
 
-const float *receiver_log_probs_q15(receiver_t *r, const uint8_t *x) {
-    float *in = r->act;
-    memcpy(in, x, 4u * r->features);
-    if (r->context) memcpy(in + r->features, r->current[2 * r->layers], 4u * r->context);
-    for (uint32_t i = 0; i < r->layers; i++) {
-        float *out = in + r->width[i];
-        affine_q15(r, i, in, out);
-        if (i + 1 < r->layers)
-            for (uint32_t j = 0; j < r->width[i + 1]; j++) out[j] = out[j] > 0.0f ? out[j] : 0.0f;
-        in = out;
-    }
-    return log_softmax(r, in);
-}
+const float *receiver_log_probs_q15(receiver_t *r, const uint8_t *x) { return run_layers(r, x, affine_q15); }
 
 uint32_t receiver_decide(const receiver_t *r, const float *log_probs, float *confidence) {
     uint32_t best = 0;

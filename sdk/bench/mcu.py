@@ -217,27 +217,27 @@ def seed_requests(mcu: McuBackend) -> list[bytes]:
     pilots, samples = rng.normal(size=(8, 2)).astype("<f4"), rng.normal(size=(16, 2)).astype("<f4")
     labels = np.arange(8, dtype="<u2").tobytes()
 
-    def request(op: int, body: bytes = b"", flags: int = 0) -> bytes:
-        return struct.pack("<BBHI", op, flags, 0, 7) + body
-
     return [
-        request(serial.OP_INFO),
-        request(serial.OP_SELFTEST),
-        request(serial.OP_ADAPT, struct.pack("<HH", 8, 0) + pilots.tobytes() + labels),
-        request(serial.OP_DECIDE, struct.pack("<HH", 16, 0) + samples.tobytes(), serial.DECIDE_LOG_PROBS),
-        request(serial.OP_DECIDE, struct.pack("<HH", 16, 0) + samples.tobytes(), serial.DECIDE_AT_THETA),
-        request(serial.OP_LOAD, struct.pack("<II", 64, 4096) + bytes(64)),
+        serial.request_payload(serial.OP_INFO, 7),
+        serial.request_payload(serial.OP_SELFTEST, 7),
+        serial.request_payload(serial.OP_ADAPT, 7, struct.pack("<HH", 8, 0) + pilots.tobytes() + labels),
+        serial.request_payload(serial.OP_DECIDE, 7, struct.pack("<HH", 16, 0) + samples.tobytes(), serial.DECIDE_LOG_PROBS),
+        serial.request_payload(serial.OP_DECIDE, 7, struct.pack("<HH", 16, 0) + samples.tobytes(), serial.DECIDE_AT_THETA),
+        serial.request_payload(serial.OP_LOAD, 7, struct.pack("<II", 64, 4096) + bytes(64)),
     ]
 
 
 def answered(link: serial.Link) -> bool:
     """Whether the firmware answers an input (a response within ``HANG_S``) and then resynchronises (``Link.resync``)."""
+    timeout = link.connection.gettimeout()
     link.connection.settimeout(HANG_S)
     try:
         link.read_reply()
         link.resync()
     except serial.LinkError:
         return False
+    finally:
+        link.connection.settimeout(timeout)
     return True
 
 

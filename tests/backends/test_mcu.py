@@ -14,12 +14,13 @@ from conftest import Served, tiny_demod_argv
 from metaedge.backends.base import BackendError, Frame
 from metaedge.backends.mcu import image as mcu_image
 from metaedge.backends.mcu.backend import McuBackend
-from metaedge.backends.mcu.link import OP_INFO, OP_LOAD, STATUS_RESEND, FirmwareError, frame
+from metaedge.backends.mcu.link import OP_INFO, OP_LOAD, STATUS_RESEND, FirmwareError, request_payload
 from metaedge.backends.onnx import OnnxBackend
 from metaedge.deploy import manifest as m
 from metaedge.deploy.bundle import read_bundle
 from metaedge.deploy.client import DeviceClient
 from metaedge.deploy.signing import load_private
+from metaedge.deploy.wire import frame
 from metaedge.sdk.cli.main import main
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks
 from metaedge.sdk.targets import export
@@ -166,7 +167,7 @@ def test_broken_framing_is_answered_and_the_line_recovers(firmware):
     assert link.read_reply()[1:] == (1, 0, b"message length outside 8..4096 bytes")
     link.send_raw(struct.pack("<I", 40) + bytes(10))  # a message that stops short
     assert link.read_reply()[1] == STATUS_RESEND
-    good = frame(struct.pack("<BBHI", OP_INFO, 0, 0, 9))
+    good = frame(request_payload(OP_INFO, 9))
     link.send_raw(good[:-1] + bytes([good[-1] ^ 0xFF]))  # a CRC that does not match
     assert link.read_reply()[1:] == (STATUS_RESEND, 0, b"CRC mismatch: the message was corrupted in transit")
     link.send_raw(good)
