@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metaedge.backends.mcu import image as mcu_image
 from metaedge.backends.mcu import link as serial
 from metaedge.backends.mcu.backend import McuBackend
 from metaedge.backends.mcu.qemu import firmware_path, instructions_per_tick
@@ -71,6 +72,8 @@ def selftest_parity(onnx: OnnxBackend, mcu: McuBackend, bundle) -> dict:
     reference = onnx.log_probs(samples)
     got = mcu.log_probs(samples)
     at_theta, relative = float(np.abs(got - reference).max()), relative_error(got, reference)
+    exact = exact_log_probs(mcu_image.decode(mcu.image), samples)
+    from_exact = {"firmware": float(np.abs(got - exact).max()), "onnx": float(np.abs(reference - exact).max())}
     floor = float(np.abs(reference - vectors["forward.log_probs"]).max())
     onnx.adapt(pilots, labels)
     mcu.adapt(pilots, labels)
@@ -84,9 +87,22 @@ def selftest_parity(onnx: OnnxBackend, mcu: McuBackend, bundle) -> dict:
         "max_abs_error_adapted": adapted,
         "max_relative_error": relative,
         "onnx_vs_torch_max_abs_error": floor,  # two float32 runtimes disagree this much on the same vectors
+        "max_abs_error_from_float64_theta": from_exact,  # each runtime against the network computed in float64, at θ
         "firmware_selftest_error": own.max_error,
         "passed": own.passed,
     }
+
+
+def exact_log_probs(image: mcu_image.Image, samples: np.ndarray) -> np.ndarray:
+    """The image's network at θ on ``samples``, in float64: the exact value both float32 runtimes round."""
+    h = np.asarray(samples, np.float64)
+    if image.context:
+        h = np.concatenate([h, np.broadcast_to(image.theta["context"], (len(h), image.context))], axis=1)
+    for i in range(len(image.widths)):
+        h = h @ image.theta[f"l{i}.weight"].astype(np.float64) + image.theta[f"l{i}.bias"]
+        h = np.maximum(h, 0.0) if i + 1 < len(image.widths) else h
+    z = h - h.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def relative_error(got: np.ndarray, reference: np.ndarray) -> float:
@@ -281,7 +297,9 @@ def text(report: dict) -> str:
         f"mcu target: {report['algorithm']} receiver of {report['run']} on an emulated Cortex-M4F (QEMU mps2-an386, -icount)",
         f"self-test vectors  max |Δ log p| vs ONNX Runtime: {st['max_abs_error_theta']:.2e} at θ, {st['max_abs_error_adapted']:.2e} adapted"
         f" (relative {st['max_relative_error']:.1e});"
-        f" (ONNX Runtime vs torch: {st['onnx_vs_torch_max_abs_error']:.2e}); firmware self-test {'passed' if st['passed'] else 'FAILED'}"
+        f" (ONNX Runtime vs torch: {st['onnx_vs_torch_max_abs_error']:.2e}; from float64 at θ: firmware"
+        f" {st['max_abs_error_from_float64_theta']['firmware']:.2e}, ONNX Runtime {st['max_abs_error_from_float64_theta']['onnx']:.2e});"
+        f" firmware self-test {'passed' if st['passed'] else 'FAILED'}"
         f" ({st['firmware_selftest_error']:.2e})",
         f"{f['devices']} evaluation frames ({f['pilots']} pilots, {f['symbols']} symbols): {f['differing_decisions']} decisions differ from ONNX;"
         f" max |Δ log p| {f['max_abs_error_log_probs']:.2e} (relative {f['max_relative_error_log_probs']:.1e}) over {f['log_prob_frames']} frames",
