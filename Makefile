@@ -9,6 +9,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 CHROMIUM  := /usr/bin/chromium
 ARM_GCC   := /usr/bin/arm-none-eabi-gcc
 QEMU_ARM  := /usr/bin/qemu-system-arm
+MOSQUITTO := /usr/sbin/mosquitto
 FIRMWARE  := build/mcu/firmware.elf
 # Cortex-M4F with its single-precision FPU; float contraction on (vfma); no C runtime start files (firmware_sim/mcu/board.c)
 MCU_CFLAGS := -std=c11 -O2 -ffp-contract=fast -Wall -Wextra -Werror -Wdouble-promotion -ffunction-sections -fdata-sections \
@@ -24,11 +25,11 @@ help:
 	@echo "make test-fast  the tests not marked slow (no meta-training runs of seconds or more), for the edit-test loop"
 	@echo "make bench  batched meta-training core vs per-task loop (JSON in docs/benchmarks/meta-train.json)"
 	@echo "make docs   build the documentation site into site/ (strict: a broken link or a missing page fails)"
-	@echo "make env    build .venv (Python 3.11+, everything) and .venv-lava (Python 3.10, Lava, no torch); install Chromium, the Arm toolchain and QEMU"
+	@echo "make env    build .venv (Python 3.11+, everything) and .venv-lava (Python 3.10, Lava, no torch); install Chromium, the Arm toolchain, QEMU and Mosquitto"
 	@echo "make firmware  build the Cortex-M4F firmware of the mcu target into $(FIRMWARE)"
 	@echo "make clean  remove the environments and demo output"
 
-env: $(VENV)/.installed $(LAVA_VENV)/.installed $(CHROMIUM) $(ARM_GCC) $(QEMU_ARM)
+env: $(VENV)/.installed $(LAVA_VENV)/.installed $(CHROMIUM) $(ARM_GCC) $(QEMU_ARM) $(MOSQUITTO)
 
 # Debian's Chromium, for the tests that open the HTML report and the docs site in a real browser (headless)
 $(CHROMIUM):
@@ -39,6 +40,11 @@ $(CHROMIUM):
 $(ARM_GCC) $(QEMU_ARM):
 	@command -v apt-get >/dev/null || { echo "error: the mcu target needs gcc-arm-none-eabi and qemu-system-arm (Debian/Ubuntu: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)" >&2; exit 1; }
 	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm >/dev/null
+
+# Debian's Eclipse Mosquitto, the fleet's MQTT broker (metaedge fleet up, and the fleet tests start it on loopback)
+$(MOSQUITTO):
+	@command -v apt-get >/dev/null || { echo "error: the fleet needs the Mosquitto broker (Debian/Ubuntu: apt-get install mosquitto)" >&2; exit 1; }
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null
 
 firmware: $(FIRMWARE)
 

@@ -38,8 +38,14 @@ class DeviceClient:
     """``operator_key``: an operator's Ed25519 private key; with it every request is signed (docs/device-protocol.md
     §3.4), as a device with operator keys requires for the operations that change it."""
 
-    def __init__(self, url: str, timeout: float = 30.0, operator_key: Ed25519PrivateKey | None = None) -> None:
+    def __init__(self, url: str | None, timeout: float = 30.0, operator_key: Ed25519PrivateKey | None = None, stream=None) -> None:
+        """``url``: tcp://HOST:PORT; or None with ``stream``, another carrier of the protocol's messages (``write``
+        and ``flush`` send one, ``read(n)`` receives)."""
         self.operator_key, self.nonce = operator_key, None
+        self.seq = itertools.count(1)
+        self.sock, self.stream = None, stream
+        if stream is not None:
+            return
         host, port = parse_device_url(url)
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
@@ -47,11 +53,11 @@ class DeviceClient:
             raise ConnectionError(f"cannot reach the device at {url}: {e.strerror or e}; is 'metaedge device serve' running?") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.stream = self.sock.makefile("rwb")
-        self.seq = itertools.count(1)
 
     def close(self) -> None:
         self.stream.close()
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
 
     def __enter__(self) -> "DeviceClient":
         return self

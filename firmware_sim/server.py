@@ -60,15 +60,8 @@ def serve_stream(device: Device, reader, writer, lock: threading.Lock, hold=None
     says which requests need an operator's signature."""
     session = Session()
     while True:
-        seq = None
         try:
             header, arrays = wire.read_message(reader, hold)
-            seq = header.get("seq")
-            operator, granted = policy.authorise(session, header, arrays)
-            # a contained receiver's frames run beside management requests, which a slow frame must not hold up
-            with contextlib.nullcontext() if header.get("op") == "frame" and device.concurrent_frames else lock:
-                result, out = handle(device, header, arrays, session, operator)
-            response = wire.encode({"seq": seq, "ok": True, **result, **granted}, out)
         except wire.WireError as e:
             if str(e) in ("connection closed", IDLE):  # the client hung up or went quiet between messages: not an error
                 return
@@ -76,19 +69,33 @@ def serve_stream(device: Device, reader, writer, lock: threading.Lock, hold=None
             if e.fatal:
                 _reply_error(writer, None, f"{e}; closing the connection")
                 return
-            response = wire.encode({"seq": seq, "ok": False, "error": str(e)})
-        except (DeviceError, AccessError) as e:
-            device.stats.errors += 1
-            response = wire.encode({"seq": seq, "ok": False, "error": str(e)})
-        except Exception as e:  # a bug must not stop the device: report it and keep serving
-            device.stats.errors += 1
-            traceback.print_exc(file=sys.stderr)
-            response = wire.encode({"seq": seq, "ok": False, "error": f"internal error: {type(e).__name__}: {e}"})
+            response = wire.encode({"seq": None, "ok": False, "error": str(e)})
+        else:
+            response = respond(device, header, arrays, session, lock, policy)
         try:
             writer.write(response)
             writer.flush()
         except OSError:
             return
+
+
+def respond(device: Device, header: dict, arrays: dict, session: Session, lock: threading.Lock, policy: Policy) -> bytes:
+    """The encoded response to one decoded request, whatever carried it (a byte stream, or a broker's message).
+    Never raises."""
+    seq = header.get("seq")
+    try:
+        operator, granted = policy.authorise(session, header, arrays)
+        # a contained receiver's frames run beside management requests, which a slow frame must not hold up
+        with contextlib.nullcontext() if header.get("op") == "frame" and device.concurrent_frames else lock:
+            result, out = handle(device, header, arrays, session, operator)
+        return wire.encode({"seq": seq, "ok": True, **result, **granted}, out)
+    except (DeviceError, AccessError, wire.WireError) as e:
+        device.stats.errors += 1
+        return wire.encode({"seq": seq, "ok": False, "error": str(e)})
+    except Exception as e:  # a bug must not stop the device: report it and keep serving
+        device.stats.errors += 1
+        traceback.print_exc(file=sys.stderr)
+        return wire.encode({"seq": seq, "ok": False, "error": f"internal error: {type(e).__name__}: {e}"})
 
 
 def _reply_error(writer, seq, message: str) -> None:

@@ -33,6 +33,8 @@ def build_parser() -> Parser:
     from metaedge.sdk.device_commands import DEPLOY, RUN
     from metaedge.sdk.families.demod.config import DEMO, EVAL
     from metaedge.sdk.families.demod.recipes import ALGORITHM_LIST
+    from metaedge.sdk.fleet.config import EXAMPLES as FLEET_EXAMPLES
+    from metaedge.sdk.fleet.config import FLEET
     from metaedge.sdk.report import REPORT
     from metaedge.sdk.specs import SPEC
     from metaedge.sdk.targets.commands import EXPORT, INSPECT, KEYS, SIGN
@@ -56,6 +58,7 @@ def build_parser() -> Parser:
     for command in (DEPLOY, RUN):
         add_declared(sub, command, add_command)
     bench.register(sub)
+    group(sub, "fleet", "a fleet of devices: telemetry through MQTT, online meta-learning, canary rollouts", FLEET, FLEET_EXAMPLES)
     group(sub, "conformance", "the bundle and protocol conformance suite: generate it, run it against a device", CONFORMANCE)
     add_declared(sub, SPEC, add_command)
     for command in (DEMO, REPORT):
@@ -86,6 +89,7 @@ EXTRAS = {
     "qiskit_aer": "quantum",
     "qiskit_ibm_runtime": "quantum",
     "lava": "loihi",
+    "paho": "fleet",
 }
 
 

@@ -1,0 +1,180 @@
+"""The fleet loop: telemetry authenticated per device through a real Mosquitto broker, online meta-learning, and the
+canary rollout that stops a bad release and confirms a sound one."""
+
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from metaedge.deploy import telemetry
+from metaedge.firmware_sim.fleet import Identity, topic
+from metaedge.sdk.fleet import broker
+from metaedge.sdk.fleet.rollout import Operator, bad_release, drill, run_rollout, verdict
+from metaedge.sdk.fleet.scenario import Field
+from metaedge.sdk.fleet.store import FleetDir
+from metaedge.sdk.fleet.stream import Telemetry
+from metaedge.sdk.fleet.up import Running, export_release, provision
+
+pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs the Mosquitto broker: run 'make env'")
+KEY_A, KEY_B = b"a" * 32, b"b" * 32
+VERSION = {"sha256": "0" * 64, "security_counter": 1, "release": 0}
+
+
+def body(device="dev-0000", seq=0, **changes):
+    return {"device": device, "seq": seq, "frame": 1, "version": VERSION, "receiver": "learned", "check": [1, 32], **changes}
+
+
+def decode(device, message, last=None):
+    return telemetry.decode(device, message, {"dev-0000": KEY_A, "dev-0001": KEY_B}, {} if last is None else last, classes=16)
+
+
+def test_a_report_is_accepted_only_from_its_own_device_key_and_topic_once():
+    good = telemetry.encode(KEY_A, body(pilots={"x": [[0.1, -0.2]], "y": [3]}))
+    last = {}
+    report = decode("dev-0000", good, last)
+    assert (report.device, report.check, report.pilots.y) == ("dev-0000", (1, 32), [3])
+    with pytest.raises(telemetry.TelemetryError) as e:
+        decode("dev-0000", good, last)
+    assert e.value.reason == "replayed"
+    cases = {
+        "bad-mac": ("dev-0001", good),  # dev-0000's message on dev-0001's topic: not under dev-0001's key
+        "wrong-device": ("dev-0000", telemetry.encode(KEY_A, body(device="dev-0001", seq=5))),
+        "unknown-device": ("dev-0009", good),
+        "oversized": ("dev-0000", good + b" " * telemetry.MAX_BYTES),
+        "malformed": ("dev-0000", telemetry.encode(KEY_A, body(seq=7, pilots={"x": [[0.1, 0.2]], "y": [16]}))),
+    }
+    for reason, (device, message) in cases.items():
+        with pytest.raises(telemetry.TelemetryError) as e:
+            decode(device, message, dict(last))
+        assert e.value.reason == reason, reason
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"check": [5, 4]},
+        {"receiver": "oracle"},
+        {"version": {"sha256": "x", "security_counter": 1, "release": 0}},
+        {"pilots": {"x": [[0.0, 0.0]] * 65, "y": [0] * 65}},
+        {"pilots": {"x": [[0.0]], "y": [0]}},
+        {"extra": 1},
+    ],
+)
+def test_malformed_reports_are_refused(change):
+    with pytest.raises(telemetry.TelemetryError) as e:
+        decode("dev-0000", telemetry.encode(KEY_A, body(**change)))
+    assert e.value.reason == "malformed"
+
+
+def test_the_canary_test_reverts_what_is_worse_or_unproven_and_confirms_what_is_shown_sound():
+    rng = np.random.default_rng(0)
+    others = rng.normal(0.0, 0.01, 60)
+    assert verdict(rng.normal(0.05, 0.01, 10), others, tolerance=0.02).regression  # clearly worse
+    assert verdict(rng.normal(0.0, 0.2, 10), others, tolerance=0.02).regression  # too noisy to show it is within 0.02
+    sound = verdict(rng.normal(-0.01, 0.01, 10), others, tolerance=0.02)
+    assert not sound.regression and sound.difference["ci95"][1] <= 0.02
+
+
+def test_field_refuses_bad_settings():
+    from metaedge.sdk.errors import UserError
+
+    for bad in ({"shift": "moon"}, {"rho": 1.5}, {"check": 0}, {"check": 300}):
+        with pytest.raises(UserError):
+            Field(**bad)
+
+
+@pytest.fixture(scope="module")
+def fleet(trained_bundle, tmp_path_factory):
+    """8 devices of the trained CAVIA run on a broker on loopback, running frames in a thread."""
+    run, _ = trained_bundle
+    fleet = FleetDir(tmp_path_factory.mktemp("fleet") / "fleet")
+    spec = provision(fleet, run, 8, Field(rho=0.9, payload=64, check=16), seed=0, reporting=1.0, opt_out=0.0)
+    running = Running(fleet, spec)
+    thread = threading.Thread(target=running.run, args=(0, 0.01), daemon=True)
+    thread.start()
+    time.sleep(6)  # the broker, the devices' first boot, their connections
+    yield fleet
+    running.stop()
+    thread.join(30)
+
+
+def test_devices_report_and_an_impostor_is_dropped(fleet):
+    stream = Telemetry(fleet, broker.LEARNER, classes=16)
+    try:
+        a = Identity.load(fleet.devices / "dev-0000" / "identity.json")
+        impostor = broker.connect("dev-0000", a.password, fleet.spec().port)
+        forged = {"device": "dev-0001", "seq": 10**9, "frame": 1, "version": VERSION, "receiver": "learned", "check": [0, 16]}
+        impostor.publish(topic("telemetry", "dev-0001"), telemetry.encode(a.key, forged)).wait_for_publish(5)  # the broker's ACL drops it
+        impostor.publish(topic("telemetry", "dev-0000"), telemetry.encode(a.key, forged)).wait_for_publish(5)  # the host drops it
+        impostor.publish(topic("telemetry", "dev-0000"), b"\x00" * 40).wait_for_publish(5)
+        reports = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (len(reports) < 40 or "wrong-device" not in stream.dropped):
+            reports += stream.reports(timeout=0.5)
+        impostor.loop_stop()
+        impostor.disconnect()
+    finally:
+        stream.close()
+    assert len(reports) >= 40
+    assert {r.device for r, _ in reports} <= set(fleet.spec().devices)
+    assert not any(r.seq == 10**9 for r, _ in reports)  # neither copy of the forged report was accepted
+    assert stream.dropped["wrong-device"] == 1 and stream.dropped["bad-mac"] >= 1
+    first = reports[0][0]
+    assert first.pilots is not None and len(first.pilots.y) == 8 + 16  # pilots, then the check symbols
+
+
+def test_the_learner_takes_the_stream(fleet):
+    from metaedge.sdk.fleet.config import LearnOptions, OnlineOptions
+    from metaedge.sdk.fleet.learn import run
+
+    report = run(LearnOptions(dir=fleet.path, tasks=60, duration=60, online=OnlineOptions(batch=4, evaluate_every=30, holdout=0.3)))
+    assert report["counts"]["tasks"] >= 60 and report["counts"]["steps"] >= 60 // 4
+    assert report["telemetry"]["accepted"] >= 60
+
+
+def test_a_bad_release_is_stopped_at_the_canaries_and_a_sound_one_reaches_every_device(fleet):
+    from metaedge.sdk.fleet.config import DrillOptions
+    from metaedge.sdk.rundir import load_run
+
+    report = drill(DrillOptions(dir=fleet.path, window=15, timeout=60))
+    assert report["outcome"] == "reverted" and report["stopped_at_canaries"] and report["exposed"] == []
+    log = [json.loads(line) for line in fleet.log_file.read_text().splitlines()]
+    assert [e["stage"] for e in log[-3:]] == ["canary", "decision", "reverted"]
+
+    latest = fleet.latest_release()
+    run = load_run(fleet.release(1) / "run")
+    sound = export_release(fleet, latest + 1, run.config, run.theta)
+    outcome = run_rollout(fleet, sound, canary=0.3, frames=15, tolerance=1.0, timeout=60)
+    assert outcome["outcome"] == "confirmed" and outcome["failed"] == {}
+    operator = Operator(fleet)
+    try:
+        images = operator.each(fleet.spec().devices, lambda c: c.images())
+    finally:
+        operator.close()
+    for listing in images.values():
+        active = next(i for i in listing["images"] if i["active"])
+        assert active["confirmed"] and active["security_counter"] == latest + 1
+        assert listing["security_counter"] == latest + 1  # the counter floor rose: release 1 can never return
+
+
+def test_bad_release_is_signed_and_counted_like_any_other(fleet):
+    from metaedge.deploy.bundle import read_bundle
+
+    latest = fleet.latest_release()
+    bundle = read_bundle(bad_release(fleet))
+    assert bundle.manifest.security_counter == latest + 1 and bundle.signature
+    shutil.rmtree(fleet.release(latest + 1))
+
+
+def test_fleet_commands_answer_a_missing_fleet_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "metaedge.sdk.cli.main", "fleet", "status", "--dir", str(tmp_path / "none")], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is not a fleet directory" in result.stderr and len(result.stderr.strip().splitlines()) == 1
