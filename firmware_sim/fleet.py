@@ -35,8 +35,9 @@ def topic(kind: str, device: str) -> str:
 
 
 def check_symbols(order: int, count: int) -> np.ndarray:
-    """The known reference symbols that end every payload: a fixed sequence, the same on every device."""
-    return np.random.default_rng(CHECK_SEED).integers(0, order, size=count)
+    """The known reference symbols that end every payload, the same on every device: a fixed permutation of the
+    constellation, repeated, so that every class is checked as often as any other (and learned from as often)."""
+    return np.resize(np.random.default_rng(CHECK_SEED).permutation(order), count)
 
 
 @dataclass(frozen=True)

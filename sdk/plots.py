@@ -243,3 +243,29 @@ def plot_shift(report: dict, path: Path) -> None:
         f"{report['algo']}: {report['devices']} fresh devices × {report['payload']} symbols per shift, margin {report['select']['margin']:g}"
     )
     _write(plt, fig, path)
+
+
+def plot_fleet(report: dict, path: Path) -> None:
+    """``bench fleet``'s three panels: SER against tasks used (from an untrained θ), against ρ, and over a field shift."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8))
+    styles = {"learned": {"marker": "o"}, "selecting": {"marker": "^"}, "classical": {"color": "black", "linestyle": "--", "marker": "s"}}
+    panels = [
+        (report["frames"], "tasks", "online meta-learning from an untrained θ", "tasks (device frames) used", "symlog"),
+        (report["rho"], "rho", "the same budget from a tenth of the devices", "channel correlation ρ", "linear"),
+        (report["shift"]["points"], "tasks", f"field shift '{report['shift']['scenario']}' from the offline θ", "tasks used", "symlog"),
+    ]
+    for ax, (points, key, title, xlabel, xscale) in zip(axes, panels):
+        x = [p[key] for p in points]
+        for receiver, style in styles.items():
+            (line,) = ax.plot(x, [p[receiver]["ser"] for p in points], label=receiver, **style)
+            ax.fill_between(x, [p[receiver]["ci95"][0] for p in points], [p[receiver]["ci95"][1] for p in points], alpha=0.15, color=line.get_color())
+        ax.set(yscale="log", title=title, xlabel=xlabel, ylabel="symbol error rate")
+        if xscale == "symlog":  # tasks used, from 0
+            ax.set_xscale("symlog", linthresh=min(v for v in x if v > 0))
+            ax.set_xlim(0, max(x) * 1.5)
+        ax.title.set_fontsize(9)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{report['algo']}: online meta-learning from fleet telemetry, {report['pilots']} pilots, {report['test_devices']} fresh devices")
+    _write(plt, fig, path)

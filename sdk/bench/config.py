@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from metaedge.sdk.fleet.config import FleetBench
 from metaedge.sdk.options import command, count, int_list, option, positive_int, seed_option, str_list
 
 
@@ -148,4 +149,5 @@ BENCH = (
     command("fuzz", FuzzBench, "metaedge.sdk.bench.fuzz"),
     command("soak", SoakBench, "metaedge.sdk.bench.attack_soak"),
     command("mcu", McuBench, "metaedge.sdk.bench.mcu"),
+    command("fleet", FleetBench, "metaedge.sdk.fleet.bench", skip=("online.evaluate_every", "online.holdout", "online.margin")),
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from metaedge.sdk.fleet.scenario import SCENARIOS
-from metaedge.sdk.options import command, count, nested, option, output_dir, positive_int, seed_option
+from metaedge.sdk.options import command, count, nested, option, output_dir, plot_option, positive_int, seed_option
 
 EXAMPLES = """
 examples:
@@ -48,8 +48,8 @@ class OnlineOptions:
 
     buffer: int = option(64, "replay buffer: tasks of at most this many recent devices", parse=positive_int)
     frames_per_device: int = option(8, "replay buffer: at most this many recent tasks (frames) per device", parse=positive_int)
-    batch: int = option(8, "tasks per outer step, and new tasks between two rounds of steps", parse=positive_int)
-    steps: int = option(1, "outer steps per round", parse=positive_int)
+    batch: int = option(32, "tasks per outer step, and new tasks between two rounds of steps", parse=positive_int)
+    steps: int = option(8, "outer steps per round", parse=positive_int)
     outer_lr: float = option(1e-3, "Adam step size of the online outer loop")
     evaluate_every: int = option(200, "score the candidate θ against the running one after this many new tasks (M)", parse=positive_int)
     holdout: float = option(0.2, "fraction of the devices whose telemetry is held back to score candidates", parse=fraction)
@@ -84,6 +84,7 @@ class UpOptions(FleetOptions):
     check: int = option(32, "known check symbols at the end of each payload", parse=positive_int)
     reporting: float = option(1.0, "fraction of frames whose pilots and check symbols a device reports", parse=fraction)
     opt_out: float = option(0.0, "fraction of the devices that send no telemetry", parse=fraction)
+    decided: bool = option(False, "reports also carry payload symbols decided with probability 0.99 or more, marked as decisions")
     frames: int = option(0, "frames per device, then stop (0: until stopped)", parse=count)
     period: float = option(0.0, "seconds between a device's frames at least (0: as fast as they run)", parse=seconds)
     seed: int = seed_option("the devices, their channels and frames")
@@ -144,6 +145,39 @@ class DrillOptions(FleetOptions, RolloutStage):
 
     Exports the latest release's run with θ of an untrained network as the next release, signed like any other, and
     rolls it out; exits non-zero unless the canaries reverted it and no other device ever held it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FleetBench:
+    """online meta-learning from a fleet's frames: SER vs frames used, vs channel correlation, under a field shift
+
+    Feeds the learner of 'fleet learn' the reports of a simulated fleet in process and scores θ on fresh devices (8
+    pilots): from an untrained θ against the number of frames used, next to the conventional per-frame receiver (the
+    shape of Fig. 7.1 of Chen et al. 2023); the same budget from a tenth of the devices against the channels'
+    correlation ρ (Fig. 7.2); and from the offline θ in a shifted field, the learned, selecting and classical
+    receivers over frames."""
+
+    EXAMPLES: ClassVar[str] = """
+examples:
+  metaedge bench fleet --json > docs/benchmarks/fleet.json      # the demo's Meta-SGD run (make demo first)
+  metaedge bench fleet --devices 20 --frames 10 --test-devices 100
+  metaedge bench fleet --system --devices 100 --json > docs/benchmarks/fleet-system.json
+"""
+
+    run: Path = option(Path("runs/demo/metasgd"), "a demodulator run: its algorithm, inner loop and offline θ")
+    devices: int = option(100, "devices in the simulated fleet", parse=positive_int)
+    frames: int = option(200, "frames per device used for online meta-learning", parse=positive_int)
+    pilots: int = option(8, "pilots per frame", parse=positive_int)
+    rhos: tuple[float, ...] = option((0.0, 0.5, 0.9, 0.99, 1.0), "channel correlations ρ", parse=lambda t: tuple(fraction(v) for v in t.split(",")))
+    shift: str = option("iq-milder", "the shifted field", choices=SCENARIOS)
+    test_devices: int = option(1000, "fresh devices each θ is scored on", parse=positive_int)
+    online: OnlineOptions = nested(OnlineOptions)
+    seed: int = seed_option()
+    plot: Path = plot_option("docs/results/fleet.png", "the three panels")
+    system: bool = option(False, "instead: run --devices devices on the broker and measure throughput, release latency, the drill, memory")
+    listen: float = option(20.0, "--system: seconds of telemetry counted at the learner", parse=seconds)
+    window: int = option(100, "--system: frames per device in each window of the canary test", parse=positive_int)
+    dir: Path | None = option(None, "--system: the fleet directory to create (default: a temporary one)", parse=output_dir)
 
 
 FLEET = (

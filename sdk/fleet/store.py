@@ -32,6 +32,7 @@ class FleetSpec:
     seed: int
     reporting: float  # the fraction of frames whose pilots a device reports
     opted_out: list[str]  # devices that send no telemetry
+    decided: bool = False  # reports also carry payload symbols decided with high confidence, marked as decisions
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, **asdict(self)}

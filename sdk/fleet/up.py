@@ -61,7 +61,9 @@ def export_release(fleet: FleetDir, counter: int, config: dict, theta: dict[str,
     return target / "bundle"
 
 
-def provision(fleet: FleetDir, run: Path, devices: int, field: Field, seed: int, reporting: float, opt_out: float) -> FleetSpec:
+def provision(
+    fleet: FleetDir, run: Path, devices: int, field: Field, seed: int, reporting: float, opt_out: float, decided: bool = False
+) -> FleetSpec:
     """Keys, identities, secrets, release 1 and fleet.json of a new fleet."""
     import secrets as random
 
@@ -84,7 +86,7 @@ def provision(fleet: FleetDir, run: Path, devices: int, field: Field, seed: int,
     export_release(fleet, 1, loaded.config, loaded.theta)
     rng = np.random.default_rng([seed, 5])
     opted_out = sorted(rng.choice(names, size=int(round(opt_out * devices)), replace=False).tolist())
-    spec = FleetSpec(names, broker.free_port(), str(run), field, seed, reporting, opted_out)
+    spec = FleetSpec(names, broker.free_port(), str(run), field, seed, reporting, opted_out, decided)
     fleet.write_spec(spec)
     return spec
 
@@ -94,7 +96,7 @@ def member(fleet: FleetDir, spec: FleetSpec, name: str, index: int) -> Member:
     state = fleet.devices / name
     device = Device(state, "onnx", PROFILES[DEFAULT], trusted_keys=[signing.load_public(fleet.release_key()[1])])
     policy = Policy.of([signing.load_public(fleet.operator_key()[1])])
-    reporting = Reporting(enabled=name not in spec.opted_out, pilots_fraction=spec.reporting)
+    reporting = Reporting(enabled=name not in spec.opted_out, pilots_fraction=spec.reporting, decided=spec.decided)
     return Member(Identity.load(state / "identity.json"), device, reporting, policy, seed=spec.seed * 100_003 + index)
 
 
@@ -169,7 +171,7 @@ def run(options, progress: Progress = silent) -> dict:
         if options.run is None:
             raise UserError(f"'{fleet.path}' holds no fleet yet: pass --run RUN (a demodulator run) to provision one")
         field = Field(options.scenario, options.rho, options.pilots, options.payload, options.check)
-        spec = provision(fleet, options.run, options.devices, field, options.seed, options.reporting, options.opt_out)
+        spec = provision(fleet, options.run, options.devices, field, options.seed, options.reporting, options.opt_out, options.decided)
     running = Running(fleet, spec)
     signal.signal(signal.SIGTERM, running.stop)
     signal.signal(signal.SIGINT, running.stop)

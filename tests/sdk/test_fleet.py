@@ -1,6 +1,8 @@
 """The fleet loop: telemetry authenticated per device through a real Mosquitto broker, online meta-learning, and the
 canary rollout that stops a bad release and confirms a sound one."""
 
+import contextlib
+import io
 import json
 import shutil
 import threading
@@ -91,7 +93,7 @@ def fleet(trained_bundle, tmp_path_factory):
     """8 devices of the trained CAVIA run on a broker on loopback, running frames in a thread."""
     run, _ = trained_bundle
     fleet = FleetDir(tmp_path_factory.mktemp("fleet") / "fleet")
-    spec = provision(fleet, run, 8, Field(rho=0.9, payload=64, check=16), seed=0, reporting=1.0, opt_out=0.0)
+    spec = provision(fleet, run, 8, Field(rho=0.9, payload=64, check=16), seed=0, reporting=1.0, opt_out=0.0, decided=True)
     running = Running(fleet, spec)
     thread = threading.Thread(target=running.run, args=(0, 0.01), daemon=True)
     thread.start()
@@ -124,6 +126,8 @@ def test_devices_report_and_an_impostor_is_dropped(fleet):
     assert stream.dropped["wrong-device"] == 1 and stream.dropped["bad-mac"] >= 1
     first = reports[0][0]
     assert first.pilots is not None and len(first.pilots.y) == 8 + 16  # pilots, then the check symbols
+    decided = [r.decided for r, _ in reports if r.decided is not None]  # marked apart from the known samples
+    assert decided and all(1 <= len(d.y) <= telemetry.MAX_SAMPLES for d in decided)
 
 
 def test_the_learner_takes_the_stream(fleet):
@@ -178,3 +182,39 @@ def test_fleet_commands_answer_a_missing_fleet_in_one_line(tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is not a fleet directory" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_online_meta_learning_from_a_field_beats_the_starting_theta_on_held_back_devices(trained_bundle):
+    from metaedge.sdk.families.demod.training import configs_from_run
+    from metaedge.sdk.fleet.bench import reports
+    from metaedge.sdk.fleet.config import OnlineOptions
+    from metaedge.sdk.fleet.online import OnlineLearner
+    from metaedge.sdk.fleet.scenario import Fleet
+    from metaedge.sdk.rundir import load_run
+
+    run = load_run(trained_bundle[0])
+    task, train = configs_from_run(run.config)
+    field = Field(rho=0.5, payload=64, check=32)
+    learner = OnlineLearner(run.theta, train, task.order, field.pilots, OnlineOptions(batch=16, steps=4, holdout=0.3, evaluate_every=10**9))
+    fleet = Fleet(task, field, 30, seed=3)
+    for frame in range(40):
+        for report in reports(fleet, frame):
+            learner.add(report)
+    assert learner.counts["held_back"] > 0 and learner.counts["steps"] == learner.counts["tasks"] // 16 * 4
+    verdict = learner.score()
+    assert verdict["candidate_ser"] < verdict["running_ser"] - 0.05 and verdict["release"]
+    assert verdict["devices"] >= 5
+
+
+def test_bench_fleet_measures_the_three_curves(trained_bundle, tmp_path):
+    from metaedge.sdk.cli.main import main
+
+    argv = ["bench", "fleet", "--run", str(trained_bundle[0]), "--devices", "10", "--frames", "3", "--test-devices", "20"]
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert main([*argv, "--rhos", "0,1", "--plot", str(tmp_path / "fleet.png"), "--json", "--quiet"]) == 0
+    report = json.loads(buffer.getvalue())
+    assert [p["frames"] for p in report["frames"]] == [0, 1, 2, 3] and [p["rho"] for p in report["rho"]] == [0.0, 1.0]
+    assert report["shift"]["scenario"] == "iq-milder" and (tmp_path / "fleet.png").stat().st_size > 10_000
+    for point in report["frames"]:
+        assert 0.0 <= point["learned"]["ser"] <= 1.0 and "selecting_vs_classical" in point

@@ -1,0 +1,91 @@
+"""The fleet on the broker, measured end to end (``metaedge bench fleet --system``): a fleet process of ``devices``
+devices (``metaedge fleet up``), the telemetry's throughput at the learner, the time from the report that completed
+a candidate's evidence to the release confirmed on every device, the fire drill, and what each device costs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from metaedge.sdk.errors import UserError
+from metaedge.sdk.fleet import broker
+from metaedge.sdk.fleet.config import DrillOptions, LearnOptions, OnlineOptions
+from metaedge.sdk.fleet.scenario import Field
+from metaedge.sdk.fleet.status import snapshot
+from metaedge.sdk.fleet.store import FleetDir
+from metaedge.sdk.fleet.stream import Telemetry
+from metaedge.sdk.fleet.up import provision
+
+READY_S = 600.0  # every device booted and reporting
+
+
+def peak_rss(pid: int) -> int:
+    """A process's peak resident memory, bytes (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _ready(fleet: FleetDir, devices: int, proc: subprocess.Popen) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < READY_S:
+        if proc.poll() is not None:
+            raise UserError(f"the fleet process ended early: {proc.stderr.read()[-500:]}")
+        try:
+            if snapshot(fleet)["reporting"] >= devices:
+                return time.monotonic() - started
+        except UserError:
+            time.sleep(1.0)
+    raise UserError(f"the fleet's {devices} devices did not all report within {READY_S:.0f} s")
+
+
+def throughput(fleet: FleetDir, classes: int, seconds: float) -> dict:
+    """Reports accepted by a learner per second, and their mean size."""
+    stream = Telemetry(fleet, broker.LEARNER, classes)
+    count, started = 0, time.monotonic()
+    try:
+        while time.monotonic() - started < seconds:
+            count += len(stream.reports(timeout=0.5))
+    finally:
+        stream.close()
+    elapsed = time.monotonic() - started
+    return {"reports_per_s": count / elapsed, "seconds": elapsed, **stream.counts()}
+
+
+def run_system(options, directory: Path) -> dict:
+    """Provision ``options.devices`` devices in ``directory`` (a fresh fleet), run them as their own process, measure."""
+    from metaedge.sdk.fleet import learn, rollout
+
+    fleet = FleetDir(directory)
+    field = Field(shift=options.shift, rho=0.9, pilots=options.pilots)
+    started = time.monotonic()
+    provision(fleet, options.run, options.devices, field, options.seed, reporting=1.0, opt_out=0.0)
+    provisioned = time.monotonic() - started
+    command = [sys.executable, "-m", "metaedge.sdk.cli.main", "fleet", "up", "--dir", str(directory), "--quiet", "--json", "--period", "0.1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = _ready(fleet, options.devices, proc)
+        stream = throughput(fleet, 16, options.listen)
+        stage = {"canary": 0.1, "window": options.window, "tolerance": 0.02, "timeout": 300.0}
+        learned = learn.run(LearnOptions(dir=directory, releases=1, duration=600.0, rollout=True, online=OnlineOptions(), **stage))
+        drill = rollout.drill(DrillOptions(dir=directory, **stage))
+        memory = peak_rss(proc.pid)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=120)
+    loop = json.loads(out) if out.strip() else {}
+    return {
+        "devices": options.devices,
+        "provision_s": provisioned,
+        "ready_s": ready,
+        "loop": loop,
+        "telemetry": stream,
+        "learn": {k: learned[k] for k in ("verdicts", "releases", "rollouts", "counts", "telemetry", "seconds")},
+        "drill": drill,
+        "fleet_process_peak_rss_bytes": memory,
+        "rss_per_device_bytes": memory / options.devices,
+    }
