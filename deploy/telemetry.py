@@ -1,8 +1,8 @@
 """Fleet telemetry: what a device reports about its frames, authenticated with its own key (docs/device-protocol.md §7).
 
 A message is ``MAC (32 bytes) | body``: the body is a UTF-8 JSON object ``{"device", "seq", "frame", "version",
-"receiver", "check", "pilots"?, "decided"?}`` and the MAC is HMAC-SHA256 under the device's 32-byte telemetry key of
-``DOMAIN + body``. The host accepts a message only on the device's own topic, under that device's key, with a
+"receiver", "check", "reference_errors"?, "residuals"?, "pilots"?, "decided"?}`` and the MAC is HMAC-SHA256 under
+the device's 32-byte telemetry key of ``DOMAIN + body``. The host accepts a message only on the device's own topic, under that device's key, with a
 sequence number above the last one it accepted from it, and within the bounds below: a device cannot speak in
 another's name, replay an old report, or make the host hold more than ``MAX_BYTES`` per message. numpy-free.
 """
@@ -24,7 +24,7 @@ MAX_BYTES = 8192  # a whole message: 64 pilots and 64 decided symbols with their
 MAX_SAMPLES = 64  # pilots, or decided payload symbols, per message
 MAX_CHECK = 1 << 16  # check symbols a frame can report
 RECEIVERS = ("learned", "classical")
-MEMBERS = {"device", "seq", "frame", "version", "receiver", "check", "pilots", "decided"}
+MEMBERS = {"device", "seq", "frame", "version", "receiver", "check", "reference_errors", "residuals", "pilots", "decided"}
 
 
 class TelemetryError(ValueError):
@@ -53,6 +53,8 @@ class Report:
     version: dict  # the running image: security_counter, release, sha256 (of the image)
     receiver: str  # which receiver decided the payload
     check: tuple[int, int]  # (errors, symbols) on the frame's known check symbols
+    reference_errors: int | None = None  # the bundle's classical receiver's errors on the same check symbols
+    residuals: tuple[float, float] | None = None  # the frame residuals (learned, classical) of the selection
     pilots: Samples | None = None
     decided: Samples | None = None  # payload symbols decided with high confidence, marked as such
 
@@ -108,9 +110,18 @@ def _report(body: dict, classes: int) -> Report:
     check = body.get("check")
     if not (isinstance(check, list) and len(check) == 2 and all(type(c) is int for c in check) and 0 <= check[0] <= check[1] <= MAX_CHECK):
         fail(f"'check' must be [errors, symbols] with 0 ≤ errors ≤ symbols ≤ {MAX_CHECK}")
+    reference = body.get("reference_errors")
+    if reference is not None and not (type(reference) is int and 0 <= reference <= check[1]):
+        fail("'reference_errors' must be an integer in [0, check symbols]")
+    residuals = body.get("residuals")
+    if residuals is not None and not (
+        isinstance(residuals, list) and len(residuals) == 2 and all(type(r) in (int, float) and math.isfinite(r) and r >= 0 for r in residuals)
+    ):
+        fail("'residuals' must be [learned, classical], finite numbers of at least 0")
     clean = {"sha256": version["sha256"], "security_counter": version["security_counter"], "release": version["release"]}
     samples = {name: _samples(body.get(name), name, classes, fail) for name in ("pilots", "decided")}
-    return Report(body["device"], body["seq"], body["frame"], clean, body["receiver"], (check[0], check[1]), **samples)
+    pair = None if residuals is None else (float(residuals[0]), float(residuals[1]))
+    return Report(body["device"], body["seq"], body["frame"], clean, body["receiver"], (check[0], check[1]), reference, pair, **samples)
 
 
 def _samples(value: object, name: str, classes: int, fail) -> Samples | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metaedge.backends import classical
 from metaedge.deploy import telemetry, wire
 from metaedge.firmware_sim.access import Policy, Session
 from metaedge.firmware_sim.device import Device
@@ -80,13 +81,20 @@ class Member:
         self.window: list[tuple[int, int]] = []  # (errors, symbols) of recent frames, for the status
         self.rng = np.random.default_rng(seed)
 
+    @property
+    def classical(self):
+        """The running bundle's classical receiver (bundle-format.md §6.1), None where it carries none."""
+        bundle = self.device.bundle
+        return None if bundle is None else classical.receiver_of(bundle.manifest.task)
+
     def version(self) -> dict | None:
         """The running image: its SHA-256, security counter and release (None: nothing runs)."""
         device = self.device
-        if device.bundle is None:
+        bundle, slot = device.bundle, device.running.slot
+        if bundle is None:
             return None
-        header = device.flash.header(device.running.slot)
-        manifest = device.bundle.manifest
+        header = device.flash.header(slot)
+        manifest = bundle.manifest
         return {"sha256": header[1].hex(), "security_counter": manifest.security_counter, "release": manifest.release}
 
     def frame(self, pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray, reference: np.ndarray) -> bytes | None:
@@ -104,6 +112,11 @@ class Member:
             return None
         body = {"device": self.identity.device, "seq": self.seq, "frame": self.frames, "version": version}
         body.update(receiver=meta["receiver"], check=[errors, len(reference)])
+        if self.classical is not None:  # the reference receiver on the same samples: what the channel alone explains
+            scores = self.classical.logits(self.classical.channel(pilots, labels), payload[len(payload) - len(reference) :])
+            body["reference_errors"] = int(np.count_nonzero(scores.argmax(-1) != reference))
+        if meta["residuals"] is not None:
+            body["residuals"] = [meta["residuals"]["learned"], meta["residuals"]["classical"]]
         if self.rng.random() < self.reporting.pilots_fraction:
             # the pilots, then the check symbols: both known, the support and the query of a task
             body["pilots"] = _samples(np.concatenate([pilots, payload[-len(reference) :]]), np.concatenate([labels, reference]))
@@ -116,14 +129,12 @@ class Member:
         return telemetry.encode(self.identity.key, body)
 
     def status(self) -> dict:
+        """What the device shows the fleet: read under the lock, as a management request may be rebooting it."""
+        with self.lock:
+            version, mode = self.version(), self.device.running.mode
         errors, symbols = (sum(v) for v in zip(*self.window)) if self.window else (0, 0)
-        return {
-            "device": self.identity.device,
-            "frames": self.frames,
-            "version": self.version(),
-            "mode": self.device.running.mode,
-            "check_ser": errors / symbols if symbols else None,
-        }
+        ser = errors / symbols if symbols else None
+        return {"device": self.identity.device, "frames": self.frames, "version": version, "mode": mode, "check_ser": ser}
 
     def request(self, message: bytes) -> bytes:
         """The response to one management request carried by a broker message."""

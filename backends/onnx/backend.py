@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 
 import numpy as np
@@ -30,6 +31,8 @@ from metaedge.backends.onnx.policy import PolicyError, check_model
 from metaedge.deploy import manifest as m
 from metaedge.deploy.bundle import Bundle
 from metaedge.deploy.noise import weight_draws
+
+_STDOUT = threading.Lock()  # guards the redirection of sys.stdout while a session loads
 
 
 class OnnxBackend(Receiver):
@@ -73,8 +76,9 @@ class OnnxBackend(Receiver):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
             # ONNX Runtime prints provider diagnostics to stdout; on a device serving over stdio that is
-            # the protocol stream, so they go to stderr
-            with contextlib.redirect_stdout(sys.stderr):
+            # the protocol stream, so they go to stderr. sys.stdout is the process's: receivers loading in
+            # several threads at once (a fleet's devices) take turns, or one would restore another's redirection
+            with _STDOUT, contextlib.redirect_stdout(sys.stderr):
                 return ort.InferenceSession(self.bundle.artifacts[role], options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for invalid models
             raise BackendError(f"graph '{role}' cannot be loaded by ONNX Runtime: {e}") from None

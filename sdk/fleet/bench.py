@@ -27,6 +27,7 @@ from metaedge.sdk.families.demod.receivers import LearnedReceiver, ModelBasedRec
 from metaedge.sdk.families.demod.task import DemodTasks
 from metaedge.sdk.families.demod.training import configs_from_run, initial_theta
 from metaedge.sdk.fleet.online import OnlineLearner
+from metaedge.sdk.fleet.rollout import PARALLEL
 from metaedge.sdk.fleet.scenario import Field, Fleet
 from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.stats import format_table, paired_text, summarise
@@ -40,7 +41,7 @@ def reports(fleet: Fleet, frame: int) -> list[Report]:
     check = fleet.field.check
     x = np.concatenate([pilots, payload[:, -check:]], axis=1)
     y = np.concatenate([np.broadcast_to(fleet.pilot_labels, (len(x), len(fleet.pilot_labels))), symbols[:, -check:]], axis=1)
-    return [Report(f"dev-{i:04d}", frame, frame, VERSION, "learned", (0, check), Samples(x[i].tolist(), y[i].tolist())) for i in range(len(x))]
+    return [Report(f"dev-{i:04d}", frame, frame, VERSION, "learned", (0, check), pilots=Samples(x[i].tolist(), y[i].tolist())) for i in range(len(x))]
 
 
 def scores(theta: dict, learner: OnlineLearner, test: tuple, task) -> dict:
@@ -147,8 +148,15 @@ def system_text(report: dict) -> str:
         f"{report['fleet_process_peak_rss_bytes'] / 2**20:.0f} MiB ({report['rss_per_device_bytes'] / 2**20:.1f} MiB per device)",
         f"telemetry at the learner: {tel['reports_per_s']:.0f} reports/s over {tel['seconds']:.0f} s, dropped {tel['dropped'] or 'none'}",
     ]
+    cap = report["capacity"]
+    lines.append(
+        f"at full load ({cap['publishers']} publishers, {cap['sent']} reports with samples): {cap['reports_per_s']:.0f} reports/s "
+        f"accepted ({cap['accepted']} of {cap['sent']}; dropped by the learner {cap['dropped'] or 'none'}, lost at the broker {cap['lost']})"
+    )
     for r in learned["rollouts"]:
         after = f"{r['latency_s']:.1f} s after the report that completed its evidence"
+        if "confirm_s" in r:
+            after += f" (of which {r['confirm_s']:.1f} s installing and confirming it on every device, {PARALLEL} at a time)"
         lines.append(f"release {r['security_counter']}: {r['outcome']} {after} ({r['reason']})")
     if not learned["rollouts"]:
         lines.append(f"no release in {learned['seconds']:.0f} s: no candidate beat the running θ by the margin")

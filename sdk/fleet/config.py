@@ -95,7 +95,7 @@ class UpOptions(FleetOptions):
 class RolloutStage:
     canary: float = option(0.1, "fraction of the reporting devices that trial-boot a release first", parse=fraction)
     window: int = option(30, "frames per device in each window of the canary test (before, after)", parse=positive_int)
-    tolerance: float = option(0.02, "the canaries' SER may rise by at most this over the others' (the 95-percent bound)", parse=fraction)
+    tolerance: float = option(0.005, "the canaries' SER may rise by at most this over the others' (the 95-percent bound)", parse=fraction)
     timeout: float = option(120.0, "seconds to wait for each window's telemetry", parse=seconds)
 
 

@@ -1,11 +1,16 @@
 """``metaedge fleet rollout``: a release goes to a canary fraction first, on trial; the fleet's own telemetry decides
 whether it is confirmed and rolled out to every device, or reverted.
 
-The test (difference in differences, Welch): each observed device's SER on its frames' check symbols is measured over
-a window before the canaries boot the release and over a window after. With d the change (after − before) per
+The test (difference in differences, Welch): each observed device's SER on its frames' check symbols, less the SER of
+the bundle's classical receiver on the same symbols where devices report it (the errors the channel alone explains,
+which would otherwise dominate the variance of a fading device's windows), is measured over a window before the
+canaries boot the release and over a window after. With d the change (after − before) per
 device, D the canaries' mean change minus the other devices' and [low, high] its 95 % interval (normal, Welch's
 standard error), the release is confirmed only when high ≤ the tolerance (shown not worse by more than it: a
-non-inferiority test); it is reverted when low > 0 (shown worse) and when the windows do not show it either way. The devices that did not
+non-inferiority test); it is reverted when low > 0 (shown worse) and when the windows do not show it either way. Where
+the classical receiver decides most frames, a worse θ barely moves the SER; so the same test runs on the learned
+receiver's own quality on each frame, the log ratio of its frame residual to the classical receiver's (bundle-format.md
+§6.2, reported with each frame), and a release whose ratio rose on the canaries (low > 0) is reverted too. The devices that did not
 take the release absorb whatever changed in the field meanwhile (the channels drift, the learner's telemetry is not
 involved); a device is its own control for its impairments and channel. A regression reverts the canaries (a reset:
 their trial was never confirmed); nothing else ever ran the release.
@@ -15,7 +20,6 @@ from __future__ import annotations
 
 import queue
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,46 +112,88 @@ class Operator:
 class Verdict:
     regression: bool
     reason: str
-    difference: dict  # the canaries' mean change minus the others', with its 95 % interval
+    difference: dict  # the canaries' mean change of SER minus the others', with its 95 % interval
     canary_change: float
     others_change: float
 
 
-def verdict(canary_changes: np.ndarray, other_changes: np.ndarray, tolerance: float) -> Verdict:
-    """The rollout's test on the per-device changes of check-symbol SER (module docstring)."""
+def changes_test(canary_changes: np.ndarray, other_changes: np.ndarray) -> tuple[float, float, float]:
+    """(D, low, high): the canaries' mean change minus the others', with its 95 % interval (Welch's standard error)."""
     diff = float(canary_changes.mean() - other_changes.mean())
     se = float(np.sqrt(canary_changes.var(ddof=1) / len(canary_changes) + other_changes.var(ddof=1) / len(other_changes)))
-    low, high = diff - 1.96 * se, diff + 1.96 * se
+    return diff, diff - 1.96 * se, diff + 1.96 * se
+
+
+def verdict(ser: tuple[np.ndarray, np.ndarray], tolerance: float, residual: tuple[np.ndarray, np.ndarray] | None = None) -> Verdict:
+    """The rollout's test (module docstring) on the per-device changes of check-symbol SER, (canaries, others), and of
+    the learned receiver's log frame-residual ratio where the devices report it."""
+    diff, low, high = changes_test(*ser)
     difference = {"diff": diff, "ci95": [low, high]}
-    changes = (float(canary_changes.mean()), float(other_changes.mean()))
+    changes = (float(ser[0].mean()), float(ser[1].mean()))
     interval = f"95 % interval [{low:+.4f}, {high:+.4f}]"
     if low > 0:
         return Verdict(True, f"the canaries' SER rose by {diff:+.4f} more than the others' ({interval} above 0)", difference, *changes)
+    if residual is not None:
+        r_diff, r_low, r_high = changes_test(*residual)
+        if r_low > 0:
+            why = f"the canaries' learned receiver splits their frames worse: log residual ratio {r_diff:+.3f} [{r_low:+.3f}, {r_high:+.3f}] above 0"
+            return Verdict(True, why, difference, *changes)
     relative = f"the canaries changed by {diff:+.4f} relative to the others ({interval})"
     if high > tolerance:
         return Verdict(True, f"not shown within the tolerance {tolerance:g}: {relative}", difference, *changes)
     return Verdict(False, f"within the tolerance {tolerance:g}: {relative}", difference, *changes)
 
 
+@dataclass
+class Window:
+    """One device's reports over a window: check-symbol errors, and the learned receiver's frame residuals."""
+
+    errors: int = 0
+    symbols: int = 0
+    frames: int = 0
+    reference: int | None = 0  # the classical receiver's errors on the same symbols; None once a frame lacks them
+    log_ratio: float = 0.0  # Σ log(learned residual / classical residual) over the frames that report both
+    residual_frames: int = 0
+
+    def add(self, report) -> None:
+        self.errors, self.symbols, self.frames = self.errors + report.check[0], self.symbols + report.check[1], self.frames + 1
+        self.reference = None if self.reference is None or report.reference_errors is None else self.reference + report.reference_errors
+        if report.residuals is not None and min(report.residuals) > 0:
+            self.log_ratio += float(np.log(report.residuals[0] / report.residuals[1]))
+            self.residual_frames += 1
+
+    @property
+    def ser(self) -> float:
+        return self.errors / self.symbols
+
+    @property
+    def excess(self) -> float | None:
+        """The SER on the check symbols above the classical receiver's on the same samples: the channel's share of the
+        errors taken out (None where the device does not report the reference)."""
+        return None if self.reference is None else (self.errors - self.reference) / self.symbols
+
+    @property
+    def residual(self) -> float | None:
+        return self.log_ratio / self.residual_frames if self.residual_frames else None
+
+
 class Windows:
-    """Per-device check-symbol errors over windows of reports, read from the telemetry stream."""
+    """Per-device windows of reports, read from the telemetry stream."""
 
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
 
-    def collect(self, devices: list[str], frames: int, timeout: float, accept) -> dict[str, tuple[int, int]]:
-        """(errors, symbols) over the next ``frames`` reports of each device that ``accept(report)`` takes; devices
-        still short when ``timeout`` passes are left out."""
-        errors, symbols, seen = defaultdict(int), defaultdict(int), defaultdict(int)
-        wanted, deadline = set(devices), time.monotonic() + timeout
-        while time.monotonic() < deadline and any(seen[d] < frames for d in wanted):
+    def collect(self, devices: list[str], frames: int, timeout: float, accept) -> dict[str, Window]:
+        """The next ``frames`` reports of each device that ``accept(report)`` takes; devices still short when
+        ``timeout`` passes are left out."""
+        windows = {d: Window() for d in devices}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(w.frames < frames for w in windows.values()):
             for report, _ in self.telemetry.reports(timeout=0.5):
-                d = report.device
-                if d in wanted and seen[d] < frames and accept(report):
-                    errors[d] += report.check[0]
-                    symbols[d] += report.check[1]
-                    seen[d] += 1
-        return {d: (errors[d], symbols[d]) for d in wanted if seen[d] >= frames}
+                window = windows.get(report.device)
+                if window is not None and window.frames < frames and accept(report):
+                    window.add(report)
+        return {d: w for d, w in windows.items() if w.frames >= frames}
 
 
 def split(devices: list[str], opted_out: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -212,11 +258,12 @@ def run_rollout(fleet: FleetDir, bundle: Path, canary: float, frames: int, toler
             progress(2, label="reverted")
             return _report(counter, sha, canaries, others, decision, "reverted", {})
         progress(1, label="rollout")
+        started = time.monotonic()
         results = operator.each(spec.devices, lambda c: confirm_all(c, image))
         failed = {d: r for d, r in results.items() if not isinstance(r, dict)}
         ordered_log(fleet, "confirmed", counter=counter, devices=len(results) - len(failed), failed=failed)
         progress(1, label="confirmed")
-        return _report(counter, sha, canaries, others, decision, "confirmed", failed)
+        return {**_report(counter, sha, canaries, others, decision, "confirmed", failed), "confirm_s": time.monotonic() - started}
     finally:
         telemetry.close()
         operator.close()
@@ -227,12 +274,18 @@ def _decide(before: dict, after: dict, canaries: list[str], others: list[str], b
     failed = sorted(set(canaries) - set(booted))
     if failed:
         return _refusal(f"{len(failed)} canaries did not trial-boot the release ({', '.join(failed[:3])})")
-    change = lambda d: after[d][0] / after[d][1] - before[d][0] / before[d][1]  # noqa: E731
-    c = np.array([change(d) for d in canaries if d in before and d in after])
-    o = np.array([change(d) for d in others if d in before and d in after])
-    if len(c) < 2 or len(o) < 2:
-        return _refusal(f"too little telemetry to judge the release ({len(c)} canaries, {len(o)} others reported in both windows)")
-    return verdict(c, o, tolerance)
+
+    def changes(devices: list[str], metric: str) -> np.ndarray:
+        pairs = [(getattr(before[d], metric), getattr(after[d], metric)) for d in devices if d in before and d in after]
+        return np.array([a - b for b, a in pairs if a is not None and b is not None])
+
+    windows = [*before.values(), *after.values()]
+    metric = "excess" if all(w.excess is not None for w in windows) else "ser"
+    ser = changes(canaries, metric), changes(others, metric)
+    if min(map(len, ser)) < 2:
+        return _refusal(f"too little telemetry to judge the release ({len(ser[0])} canaries, {len(ser[1])} others reported in both windows)")
+    residual = changes(canaries, "residual"), changes(others, "residual")
+    return verdict(ser, tolerance, residual if min(map(len, residual)) >= 2 else None)
 
 
 def _refusal(reason: str) -> Verdict:

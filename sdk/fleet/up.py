@@ -19,7 +19,7 @@ import numpy as np
 from metaedge.deploy import signing
 from metaedge.deploy.bundle import pack, read_bundle
 from metaedge.firmware_sim.access import Policy
-from metaedge.firmware_sim.device import Device
+from metaedge.firmware_sim.device import Device, DeviceError
 from metaedge.firmware_sim.fleet import Identity, Member, Reporting, Uplink
 from metaedge.firmware_sim.profile import DEFAULT, PROFILES
 from metaedge.sdk.errors import UserError
@@ -145,19 +145,24 @@ class Running:
         field = Fleet(self.task, self.spec.field, len(members), self.spec.seed)
         labels = field.pilot_labels.astype(np.int32)
         progress(0, total=frames or None, label="fleet frames")
-        started, count = time.monotonic(), 0
+        started, count, refused = time.monotonic(), 0, 0
         while not self.stopped.is_set() and (frames == 0 or count < frames):
             tick = time.monotonic()
             pilots, payload, _ = field.frames()
             for i, (m, uplink) in enumerate(zip(members, uplinks)):
-                uplink.publish(m.frame(pilots[i], labels, payload[i], field.reference))
+                try:
+                    uplink.publish(m.frame(pilots[i], labels, payload[i], field.reference))
+                except DeviceError as e:  # one device's refusal (its receiver broke a limit, …) stops no other
+                    refused += 1
+                    LOGGER.debug(f"{m.identity.device}: frame refused: {e}")
                 if count % STATUS_EVERY == 0:
                     uplink.publish_status()
             count += 1
             progress(1)
             self.stopped.wait(max(0.0, period - (time.monotonic() - tick)))
         elapsed = time.monotonic() - started
-        return {"devices": len(members), "frames": count, "seconds": elapsed, "device_frames_per_s": count * len(members) / elapsed}
+        rate = count * len(members) / elapsed
+        return {"devices": len(members), "frames": count, "refused_frames": refused, "seconds": elapsed, "device_frames_per_s": rate}
 
 
 def run(options, progress: Progress = silent) -> dict:

@@ -189,3 +189,19 @@ def test_the_frame_graph_is_checked_at_load_and_by_the_selftest(trained_bundle, 
     fused.load(bundle)
     stepping.load(bundle)
     assert stepping.selftest().passed and not fused.selftest().passed
+
+
+def test_receivers_loading_in_many_threads_leave_stdout_where_it_was(trained_bundle):
+    """A fleet's devices load their receivers from several threads at once: the redirection of ONNX Runtime's
+    diagnostics must not leave sys.stdout pointing at stderr."""
+    import sys
+    import threading
+
+    bundle = read_bundle(trained_bundle[1])
+    stdout = sys.stdout
+    threads = [threading.Thread(target=lambda: [OnnxBackend().load(bundle) for _ in range(5)]) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sys.stdout is stdout
