@@ -38,14 +38,17 @@ class DeviceClient:
     """``operator_key``: an operator's Ed25519 private key; with it every request is signed (docs/device-protocol.md
     §3.4), as a device with operator keys requires for the operations that change it."""
 
-    def __init__(self, url: str | None, timeout: float = 30.0, operator_key: Ed25519PrivateKey | None = None, stream=None) -> None:
+    def __init__(self, url: str | None, timeout: float = 30.0, operator_key: Ed25519PrivateKey | None = None, stream=None, sequence=None) -> None:
         """``url``: tcp://HOST:PORT; or None with ``stream``, another carrier of the protocol's messages (``write``
-        and ``flush`` send one, ``read(n)`` receives)."""
+        and ``flush`` send one, ``read(n)`` receives) and ``sequence``, the carrier's own counter of request numbers
+        (so that no two clients on it ever number two requests alike)."""
         self.operator_key, self.nonce = operator_key, None
-        self.seq = itertools.count(1)
+        self.seq = sequence or itertools.count(1)
         self.sock, self.stream = None, stream
         if stream is not None:
             return
+        if url is None:
+            raise ValueError("a DeviceClient needs a device address (tcp://HOST:PORT) or a stream")
         host, port = parse_device_url(url)
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)

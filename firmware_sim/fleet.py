@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import io
 import json
-import re
+import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,20 +26,20 @@ from metaedge.firmware_sim.access import Policy, Session
 from metaedge.firmware_sim.device import Device
 from metaedge.firmware_sim.server import respond
 
-CHECK_SEED = 20261  # the known check sequence; part of the field's frame definition
-DEVICE_ID = re.compile(r"^dev-[0-9]{4,6}$")
 TOPICS = {"telemetry": "fleet/{}/telemetry", "status": "fleet/{}/status", "req": "fleet/{}/req", "resp": "fleet/{}/resp"}
 CONFIDENT = 0.99  # a decided payload symbol is reported (marked as decided) when its probability is at least this
+STATUS_FRAMES = 20  # the frames a status's check-symbol SER covers
 
 
 def topic(kind: str, device: str) -> str:
     return TOPICS[kind].format(device)
 
 
-def check_symbols(order: int, count: int) -> np.ndarray:
-    """The known reference symbols that end every payload, the same on every device: a fixed permutation of the
-    constellation, repeated, so that every class is checked as often as any other (and learned from as often)."""
-    return np.resize(np.random.default_rng(CHECK_SEED).permutation(order), count)
+def check_symbols(order: int, count: int, sequence: list[int] | None) -> np.ndarray:
+    """The known reference symbols that end every payload: the bundle's pilot sequence (a permutation of the
+    constellation), or 0 … M−1 where it has none, repeated to ``count`` — every class checked, and learned from, as
+    often as any other (device-protocol.md §7.1)."""
+    return np.resize(np.asarray(sequence if sequence is not None else np.arange(order), np.int64), count)
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,10 @@ class Identity:
     password: str
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"device": self.device, "key": self.key.hex(), "password": self.password}))
-        path.chmod(0o600)
+        """Written readable by its owner alone from the start (a secret: the key and the password)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"device": self.device, "key": self.key.hex(), "password": self.password}))
 
     @classmethod
     def load(cls, path: Path) -> "Identity":
@@ -70,25 +73,20 @@ class Reporting:
 
 
 class Member:
-    """One device of the fleet: a ``Device`` (its own flash, slots and receiver) with its identity and reporting."""
+    """One device of the fleet: a ``Device`` (its own flash, slots and receiver) with its identity and reporting;
+    ``check``: the known check symbols that end every payload."""
 
-    def __init__(self, identity: Identity, device: Device, reporting: Reporting, policy: Policy, seed: int) -> None:
-        self.identity, self.device, self.reporting, self.policy = identity, device, reporting, policy
+    def __init__(self, identity: Identity, device: Device, reporting: Reporting, policy: Policy, check: int, seed: int) -> None:
+        self.identity, self.device, self.reporting, self.policy, self.check = identity, device, reporting, policy, check
         self.lock = threading.Lock()  # frames and management requests, one at a time
         self.session = Session()
-        self.seq = 0
+        self.seq = time.time_ns() // 1000  # above every report of an earlier run of this device (§7.1)
         self.frames = 0
         self.window: list[tuple[int, int]] = []  # (errors, symbols) of recent frames, for the status
         self.rng = np.random.default_rng(seed)
 
-    @property
-    def classical(self):
-        """The running bundle's classical receiver (bundle-format.md §6.1), None where it carries none."""
-        bundle = self.device.bundle
-        return None if bundle is None else classical.receiver_of(bundle.manifest.task)
-
     def version(self) -> dict | None:
-        """The running image: its SHA-256, security counter and release (None: nothing runs)."""
+        """The running image: its SHA-256, security counter and release (None: nothing runs). Under ``lock``."""
         device = self.device
         bundle, slot = device.bundle, device.running.slot
         if bundle is None:
@@ -97,33 +95,35 @@ class Member:
         manifest = bundle.manifest
         return {"sha256": header[1].hex(), "security_counter": manifest.security_counter, "release": manifest.release}
 
-    def frame(self, pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray, reference: np.ndarray) -> bytes | None:
+    def frame(self, pilots: np.ndarray, labels: np.ndarray, payload: np.ndarray) -> bytes | None:
         """Receive one frame; the telemetry message to publish (None when not reporting or nothing runs)."""
-        with self.lock:
-            version = self.version()
+        with self.lock:  # a management request may reboot the device: what ran this frame is read with it
+            version, bundle = self.version(), self.device.bundle
             if version is None:
                 return None
             meta, out = self.device.frame({"pilots": pilots, "payload": payload, "labels": labels})
+        task = bundle.manifest.task
+        reference = check_symbols(task.classes, self.check, task.pilot_sequence)
+        tail = slice(len(payload) - len(reference), len(payload))
         self.frames += 1
         decisions = out["decisions"]
-        errors = int(np.count_nonzero(decisions[len(decisions) - len(reference) :] != reference))
-        self.window = [*self.window[-19:], (errors, len(reference))]
+        errors = int(np.count_nonzero(decisions[tail] != reference))
+        self.window = [*self.window[1 - STATUS_FRAMES :], (errors, len(reference))]
         if not self.reporting.enabled:
             return None
         body = {"device": self.identity.device, "seq": self.seq, "frame": self.frames, "version": version}
         body.update(receiver=meta["receiver"], check=[errors, len(reference)])
-        if self.classical is not None:  # the reference receiver on the same samples: what the channel alone explains
-            scores = self.classical.logits(self.classical.channel(pilots, labels), payload[len(payload) - len(reference) :])
+        receiver = classical.receiver_of(task)
+        if receiver is not None:  # the reference receiver on the same samples: what the channel alone explains
+            scores = receiver.logits(receiver.channel(pilots, labels), payload[tail])
             body["reference_errors"] = int(np.count_nonzero(scores.argmax(-1) != reference))
         if meta["residuals"] is not None:
             body["residuals"] = [meta["residuals"]["learned"], meta["residuals"]["classical"]]
-        if self.rng.random() < self.reporting.pilots_fraction:
-            # the pilots, then the check symbols: both known, the support and the query of a task
-            body["pilots"] = _samples(np.concatenate([pilots, payload[-len(reference) :]]), np.concatenate([labels, reference]))
+        if len(pilots) < telemetry.MAX_SAMPLES and self.rng.random() < self.reporting.pilots_fraction:
+            body.update(known_samples(pilots, labels, payload[tail], reference))
             if self.reporting.decided:
-                sure = np.flatnonzero(out["confidence"][: len(decisions) - len(reference)] >= CONFIDENT)
+                sure = np.flatnonzero(out["confidence"][: tail.start] >= CONFIDENT)[: telemetry.MAX_SAMPLES]
                 if len(sure):
-                    sure = sure[: telemetry.MAX_SAMPLES]
                     body["decided"] = _samples(payload[sure], decisions[sure])
         self.seq += 1
         return telemetry.encode(self.identity.key, body)
@@ -138,12 +138,22 @@ class Member:
 
     def request(self, message: bytes) -> bytes:
         """The response to one management request carried by a broker message."""
+        stream = io.BytesIO(message)
         try:
-            header, arrays = wire.read_message(io.BytesIO(message))
+            header, arrays = wire.read_message(stream)
+            if stream.read(1):
+                raise wire.WireError("a broker message carries exactly one request; this one holds more bytes after it")
         except wire.WireError as e:
             self.device.stats.errors += 1
             return wire.encode({"seq": None, "ok": False, "error": str(e)})
         return respond(self.device, header, arrays, self.session, self.lock, self.policy)
+
+
+def known_samples(pilots: np.ndarray, labels: np.ndarray, checked: np.ndarray, reference: np.ndarray) -> dict:
+    """The report's known samples: the pilots, then as many check symbols as fit (the support and the query of a
+    task), with ``support`` saying where the pilots end."""
+    room = telemetry.MAX_SAMPLES - len(pilots)
+    return {"support": len(pilots), "pilots": _samples(np.concatenate([pilots, checked[:room]]), np.concatenate([labels, reference[:room]]))}
 
 
 def _samples(x: np.ndarray, y: np.ndarray) -> dict:
@@ -153,8 +163,8 @@ def _samples(x: np.ndarray, y: np.ndarray) -> dict:
 
 class Uplink:
     """A member's own connection to the broker (paho-mqtt), under its identity: answers its management requests and
-    publishes its telemetry and status. Management travels at QoS 1 (at least once; a resent request carries the same
-    ``seq``); telemetry at QoS 0 (a sample of the frames: a lost report costs nothing)."""
+    publishes its telemetry and status. Management travels at QoS 1 (at least once: the operator matches responses to
+    requests by ``seq``); telemetry at QoS 0 (a sample of the frames: a lost report costs nothing)."""
 
     def __init__(self, member: Member, host: str, port: int) -> None:
         import paho.mqtt.client as mqtt
@@ -162,10 +172,15 @@ class Uplink:
         self.member, name = member, member.identity.device
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311)
         self.client.username_pw_set(name, member.identity.password)
-        self.client.on_connect = lambda client, *_: client.subscribe(topic("req", name), qos=1)
+        self.client.on_connect = self._on_connect
         self.client.on_message = self._on_request
         self.client.connect(host, port, keepalive=30)
         self.client.loop_start()
+
+    def _on_connect(self, client, _userdata, _flags, reason, _properties) -> None:
+        """(Re)subscribe to the device's requests on every accepted connection (the session is clean)."""
+        if not reason.is_failure:
+            client.subscribe(topic("req", self.member.identity.device), qos=1)
 
     def _on_request(self, client, _userdata, message) -> None:
         client.publish(topic("resp", self.member.identity.device), self.member.request(message.payload), qos=1)
@@ -179,5 +194,7 @@ class Uplink:
         self.client.publish(topic("status", self.member.identity.device), status, qos=1, retain=True)
 
     def close(self) -> None:
-        self.client.loop_stop()
+        """Clear the retained status (a stopped device shows none), then disconnect."""
+        self.client.publish(topic("status", self.member.identity.device), b"", qos=1, retain=True).wait_for_publish(2.0)
         self.client.disconnect()
+        self.client.loop_stop()

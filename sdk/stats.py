@@ -1,4 +1,5 @@
-"""Statistics shared by host-side evaluation and device runs, and the text tables reports are read in; numpy only."""
+"""Statistics shared by host-side evaluation and device runs, and the text tables reports are read in; numpy (and
+scipy for Student's t quantiles)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,28 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+def t_quantile(df: float) -> float:
+    """The 97.5 % quantile of Student's t with ``df`` degrees of freedom (a 95 % two-sided interval)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df))
+
+
+def paired_interval(differences: np.ndarray) -> dict:
+    """{"diff", "ci95"}: the mean of paired differences over devices and its 95 % interval, Student's t with n − 1
+    degrees of freedom (the unit is the device, and there may be few)."""
+    mean, n = float(differences.mean()), len(differences)
+    half = t_quantile(n - 1) * float(differences.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
+    return {"diff": mean, "ci95": [mean - half, mean + half]}
+
+
+def welch_interval(a: np.ndarray, b: np.ndarray) -> dict:
+    """{"diff", "ci95"}: mean(a) − mean(b) with its 95 % interval, Welch's standard error and Welch–Satterthwaite
+    degrees of freedom (two groups of devices, unequal variances, possibly few devices)."""
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff, se = float(a.mean() - b.mean()), float(np.sqrt(va + vb))
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else float(len(a) + len(b) - 2)
+    half = t_quantile(df) * se
+    return {"diff": diff, "ci95": [diff - half, diff + half]}

@@ -23,6 +23,7 @@ import torch
 
 from metaedge.backends.selection import SELECT
 from metaedge.deploy.telemetry import Report, Samples
+from metaedge.firmware_sim.fleet import known_samples
 from metaedge.sdk.families.demod.receivers import LearnedReceiver, ModelBasedReceiver, SelectingReceiver
 from metaedge.sdk.families.demod.task import DemodTasks
 from metaedge.sdk.families.demod.training import configs_from_run, initial_theta
@@ -36,12 +37,15 @@ VERSION = {"sha256": "0" * 64, "security_counter": 1, "release": 0}
 
 
 def reports(fleet: Fleet, frame: int) -> list[Report]:
-    """One frame of every device of ``fleet`` as the reports its devices would send (pilots, then check symbols)."""
-    pilots, payload, symbols = fleet.frames()
-    check = fleet.field.check
-    x = np.concatenate([pilots, payload[:, -check:]], axis=1)
-    y = np.concatenate([np.broadcast_to(fleet.pilot_labels, (len(x), len(fleet.pilot_labels))), symbols[:, -check:]], axis=1)
-    return [Report(f"dev-{i:04d}", frame, frame, VERSION, "learned", (0, check), pilots=Samples(x[i].tolist(), y[i].tolist())) for i in range(len(x))]
+    """One frame of every device of ``fleet`` as the reports its devices would send: their known samples as
+    ``firmware_sim.fleet.known_samples`` makes them (pilots, then check symbols)."""
+    pilots, payload, _ = fleet.frames()
+    check, out = fleet.field.check, []
+    for i in range(len(pilots)):
+        known = known_samples(pilots[i], fleet.pilot_labels, payload[i, -check:], fleet.reference)
+        samples = Samples(known["pilots"]["x"], known["pilots"]["y"])
+        out.append(Report(f"dev-{i:04d}", frame, frame, VERSION, "learned", (0, check), support=known["support"], pilots=samples))
+    return out
 
 
 def scores(theta: dict, learner: OnlineLearner, test: tuple, task) -> dict:
@@ -160,6 +164,12 @@ def system_text(report: dict) -> str:
         lines.append(f"release {r['security_counter']}: {r['outcome']} {after} ({r['reason']})")
     if not learned["rollouts"]:
         lines.append(f"no release in {learned['seconds']:.0f} s: no candidate beat the running θ by the margin")
+    for when, field in report["field"].items():
+        e = field["excess"]
+        lines.append(
+            f"the fleet {when} learning: check-symbol SER {field['ser']['ser']:.4f}, {e['diff']:+.4f} [{e['ci95'][0]:+.4f}, "
+            f"{e['ci95'][1]:+.4f}] against the model-based receiver on the same symbols ({field['devices']} devices × {field['frames']} frames)"
+        )
     lines.append(f"drill: {'stopped at the canary stage' if drill['stopped_at_canaries'] else 'NOT stopped'} ({drill['reason']})")
     return "\n".join(lines)
 

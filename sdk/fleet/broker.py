@@ -9,6 +9,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from metaedge.sdk.errors import UserError
 MOSQUITTO = "mosquitto"
 HOST = "127.0.0.1"
 START_S = 10.0
-MAX_PACKET = 1 << 20  # a management request carries at most one 32 KiB upload chunk; telemetry at most 8 KiB
+MAX_PACKET = 64 << 10  # a management request carries at most one 32 KiB upload chunk; telemetry at most 8 KiB
+CONNECT_S = 10.0  # for the broker's answer to a connection
 LEARNER, OPERATOR = "learner", "operator"  # the host's two broker users
 
 
@@ -64,7 +66,9 @@ def write_config(directory: Path, credentials: Credentials, port: int) -> Path:
     passwd, acl, conf = directory / "passwd", directory / "acl", directory / "mosquitto.conf"
     passwd.write_text("".join(f"{user}:{password}\n" for user, password in credentials.passwords.items()))
     passwd.chmod(0o600)
-    subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
+    hashed = subprocess.run(["mosquitto_passwd", "-U", str(passwd)], capture_output=True, text=True)
+    if hashed.returncode != 0:
+        raise UserError(f"mosquitto_passwd could not hash {passwd}: {hashed.stderr.strip() or hashed.returncode}")
     acl.write_text(_acl())
     conf.write_text(
         "\n".join(
@@ -110,6 +114,9 @@ def running(conf: Path, port: int) -> Iterator[subprocess.Popen]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise UserError(f"the broker did not start on {HOST}:{port} (see {conf.parent / 'mosquitto.log'})")
             time.sleep(0.05)
+        time.sleep(0.2)
+        if proc.poll() is not None:  # another process answers on the port, and ours could not bind it
+            raise UserError(f"the broker could not listen on {HOST}:{port}: something else does (see {conf.parent / 'mosquitto.log'})")
         yield proc
     finally:
         proc.terminate()
@@ -126,9 +133,16 @@ def connect(user: str, password: str, port: int, client_id: str | None = None):
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"{user}-{secrets.token_hex(4)}", protocol=mqtt.MQTTv311)
     client.username_pw_set(user, password)
+    answered, answer = threading.Event(), []
+    client.on_connect = lambda _c, _u, _f, reason, _p: (answer.append(reason), answered.set())
     try:
         client.connect(HOST, port, keepalive=30)
     except OSError as e:
         raise UserError(f"cannot reach the fleet's broker at {HOST}:{port} ({e}); is 'metaedge fleet up' running?") from None
     client.loop_start()
+    if not answered.wait(CONNECT_S) or answer[0].is_failure:
+        client.loop_stop()
+        why = f"refused {user}: {answer[0]}" if answer else f"did not answer {user} within {CONNECT_S:g} s"
+        raise UserError(f"the fleet's broker at {HOST}:{port} {why}; check the fleet directory's secrets, or restart 'metaedge fleet up'")
+    client.on_connect = None
     return client

@@ -21,7 +21,7 @@ def run(options, progress: Progress = silent) -> dict:
 
     fleet = FleetDir(options.dir)
     spec = fleet.spec()
-    counter = fleet.latest_release()
+    counter = fleet.confirmed_release()  # what the fleet runs: not a reverted candidate, nor a drill's bad release
     run = load_run(fleet.release(counter) / "run")
     task, train = demod_task(run.path)
     learner = OnlineLearner(run.theta, train, task.order, spec.field.pilots, options.online, seed=spec.seed)
@@ -39,32 +39,38 @@ def run(options, progress: Progress = silent) -> dict:
                     continue
                 report["verdicts"].append({**verdict, "tasks": learner.counts["tasks"], "seconds": time.monotonic() - started})
                 if verdict["release"]:
-                    counter = _release(fleet, counter, run.config, learner, arrived, options, report)
+                    _release(fleet, run.config, learner, arrived, options, report)
     finally:
         telemetry.close()
     return {**report, "counts": dict(learner.counts), "telemetry": telemetry.counts(), "seconds": time.monotonic() - started}
 
 
 def _done(options, report: dict, learner: OnlineLearner, started: float) -> bool:
+    released = [r for r in report["rollouts"] if r["outcome"] == "confirmed"] if options.rollout else report["releases"]
     return (
-        (options.releases and len(report["releases"]) >= options.releases)
+        (options.releases and len(released) >= options.releases)
         or (options.tasks and learner.counts["tasks"] >= options.tasks)
         or (options.duration and time.monotonic() - started >= options.duration)
     )
 
 
-def _release(fleet: FleetDir, counter: int, config: dict, learner: OnlineLearner, arrived: float, options, report: dict) -> int:
-    """Export and sign the candidate as release counter + 1 (and roll it out, with ``--rollout``); the new counter."""
+def _release(fleet: FleetDir, config: dict, learner: OnlineLearner, arrived: float, options, report: dict) -> None:
+    """Export and sign the candidate as the next release; with ``--rollout``, roll it out, and keep it as the running θ
+    only when it is confirmed (a reverted candidate is not what the fleet runs)."""
     from metaedge.sdk.fleet.rollout import run_rollout
 
-    bundle = export_release(fleet, counter + 1, config, learner.accept())
-    report["releases"].append({"security_counter": counter + 1, "bundle": str(bundle), "after_tasks": learner.counts["tasks"]})
-    if options.rollout:
-        outcome = run_rollout(fleet, Path(bundle), options.canary, options.window, options.tolerance, options.timeout)
-        # from the report that completed the candidate's evidence to the release confirmed on every device
-        outcome["latency_s"] = time.monotonic() - arrived
-        report["rollouts"].append(outcome)
-    return counter + 1
+    counter = fleet.latest_release() + 1
+    bundle = export_release(fleet, counter, config, learner.candidate())
+    report["releases"].append({"security_counter": counter, "bundle": str(bundle), "after_tasks": learner.counts["tasks"]})
+    if not options.rollout:
+        learner.accept()
+        return
+    outcome = run_rollout(fleet, Path(bundle), options.canary, options.window, options.tolerance, options.timeout)
+    # from the report that completed the candidate's evidence to the release confirmed on every device (or reverted)
+    outcome["latency_s"] = time.monotonic() - arrived
+    report["rollouts"].append(outcome)
+    if outcome["outcome"] == "confirmed":
+        learner.accept()
 
 
 def text(report: dict) -> str:

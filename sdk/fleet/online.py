@@ -26,7 +26,7 @@ from metaedge.sdk.families.demod.receivers import LearnedReceiver
 from metaedge.sdk.fleet.config import OnlineOptions
 from metaedge.sdk.meta import get_algorithm, meta_gradient, to_batch
 from metaedge.sdk.meta.outer import OuterLoop
-from metaedge.sdk.stats import summarise
+from metaedge.sdk.stats import paired_interval
 
 MIN_SCORING_DEVICES = 5  # held-back devices needed before a candidate is scored
 
@@ -58,12 +58,12 @@ class OnlineLearner:
         self.scoring: OrderedDict[str, deque] = OrderedDict()
         self.rng = np.random.default_rng(seed)
         self.new_tasks = self.since_score = 0
-        self.counts = {"tasks": 0, "held_back": 0, "steps": 0, "scored": 0}
+        self.counts = {"tasks": 0, "held_back": 0, "steps": 0, "skipped_steps": 0, "scored": 0}
 
     def add(self, report: Report) -> dict | None:
         """Take one report; a verdict {"release": bool, "difference": …} when a candidate was scored."""
         samples = report.pilots
-        if samples is None or len(samples.y) <= self.support:
+        if samples is None or report.support != self.support:  # no samples, or frames of another pilot count
             return None
         task = Task(report.device, np.asarray(samples.x, np.float32), np.asarray(samples.y, np.int64))
         if held_back(report.device, self.options.holdout):
@@ -90,13 +90,14 @@ class OnlineLearner:
         while len(buffer) > self.options.buffer:
             buffer.popitem(last=False)
 
-    def step(self) -> float:
-        """One outer step on ``batch`` tasks drawn from the replay buffer."""
+    def step(self) -> float | None:
+        """One outer step on ``batch`` tasks drawn from the replay buffer; a step whose meta-gradient is not finite is
+        skipped (and counted), so that no report can corrupt θ or the optimizer's state."""
         tasks = [t for frames in self.train.values() for t in frames]
         chosen = [tasks[i] for i in self.rng.integers(0, len(tasks), size=self.options.batch)]
-        batch = self.batch_of(chosen)
-        self.counts["steps"] += 1
-        return self.loop.step(to_batch(*batch, self.classes))
+        loss = self.loop.step(to_batch(*self.batch_of(chosen), self.classes), finite_only=True)
+        self.counts["steps" if loss is not None else "skipped_steps"] += 1
+        return loss
 
     def batch_of(self, tasks: list[Task]) -> tuple[np.ndarray, ...]:
         """(x_tr, y_tr, x_va, y_va) of tasks with as many query samples each (the fewest among them)."""
@@ -121,8 +122,7 @@ class OnlineLearner:
         owner = np.concatenate([[i] * len(frames) for i, (_, frames) in enumerate(devices)])
         per_task = {name: self.ser(theta, tasks) for name, theta in (("candidate", self.loop.theta), ("running", self.running))}
         per_device = {k: np.array([v[owner == i].mean() for i in range(len(devices))]) for k, v in per_task.items()}
-        paired = summarise(per_device["candidate"] - per_device["running"])
-        difference = {"diff": paired["ser"], "ci95": paired["ci95"]}
+        difference = paired_interval(per_device["candidate"] - per_device["running"])
         release = difference["diff"] < -self.options.margin and difference["ci95"][1] < 0
         return {
             "release": bool(release),
@@ -133,7 +133,10 @@ class OnlineLearner:
             "difference": difference,
         }
 
-    def accept(self) -> dict[str, np.ndarray]:
-        """Make the candidate the running θ (it was released); θ as numpy arrays."""
+    def candidate(self) -> dict[str, np.ndarray]:
+        """The candidate θ as float32 arrays, for a release."""
+        return {k: v.numpy().astype(np.float32) for k, v in self.loop.theta.items()}
+
+    def accept(self) -> None:
+        """Make the candidate the running θ (the fleet now runs it)."""
         self.running = {k: v.clone() for k, v in self.loop.theta.items()}
-        return {k: v.numpy().astype(np.float32) for k, v in self.running.items()}

@@ -18,6 +18,8 @@ their trial was never confirmed); nothing else ever ran the release.
 
 from __future__ import annotations
 
+import io
+import itertools
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,15 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from metaedge.deploy import signing
-from metaedge.deploy.bundle import pack, read_bundle
+from metaedge.deploy import signing, wire
+from metaedge.deploy.bundle import pack
 from metaedge.deploy.client import DeviceClient, DeviceRequestError
 from metaedge.firmware_sim.fleet import TOPICS
-from metaedge.sdk.errors import UserError
+from metaedge.sdk.errors import UserError, bundle_at
 from metaedge.sdk.fleet import broker
 from metaedge.sdk.fleet.store import FleetDir
 from metaedge.sdk.fleet.stream import Telemetry, device_of
 from metaedge.sdk.options import Progress, silent
+from metaedge.sdk.stats import welch_interval
 
 REQUEST_TIMEOUT_S = 60.0
 PARALLEL = 8  # devices updated at once
@@ -42,27 +45,39 @@ MIN_CANARIES = 3  # and as many other reporting devices: the test's variances ne
 
 
 class Carrier:
-    """One device's protocol messages over the broker: ``write``/``flush`` publish a request, ``read`` takes the bytes
-    of its responses (a ``DeviceClient`` stream)."""
+    """One device's protocol messages over the broker (a ``DeviceClient`` stream): ``write``/``flush`` publish a
+    request, ``read`` takes the bytes of its response — the one whose ``seq`` answers it (or ``seq`` null: the device
+    could not read it). Late answers to earlier requests and QoS-1 duplicates are dropped."""
 
     def __init__(self, client, device: str, timeout: float) -> None:
         self.client, self.device, self.timeout = client, device, timeout
         self.outgoing, self.incoming = bytearray(), b""
         self.inbox: queue.Queue = queue.Queue()
+        self.sequence = itertools.count(1)
+        self.expected = None
 
     def write(self, data: bytes) -> None:
         self.outgoing += data
 
     def flush(self) -> None:
+        self.expected = wire.read_message(io.BytesIO(bytes(self.outgoing)))[0].get("seq")
+        self.incoming = b""
         self.client.publish(TOPICS["req"].format(self.device), bytes(self.outgoing), qos=1)
         self.outgoing.clear()
 
     def read(self, n: int) -> bytes:
+        deadline = time.monotonic() + self.timeout
         while len(self.incoming) < n:
             try:
-                self.incoming += self.inbox.get(timeout=self.timeout)
+                message = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 raise OSError(f"no response from {self.device} within {self.timeout:.0f} s") from None
+            try:
+                seq = wire.read_message(io.BytesIO(message))[0].get("seq")
+            except wire.WireError:
+                continue
+            if seq in (self.expected, None):
+                self.incoming += message
         data, self.incoming = self.incoming[:n], self.incoming[n:]
         return data
 
@@ -89,7 +104,8 @@ class Operator:
             carrier.inbox.put(bytes(message.payload))
 
     def device(self, name: str) -> DeviceClient:
-        return DeviceClient(None, operator_key=self.key, stream=self.carriers[name])
+        carrier = self.carriers[name]
+        return DeviceClient(None, operator_key=self.key, stream=carrier, sequence=carrier.sequence)
 
     def each(self, devices: list[str], work) -> dict[str, dict | str]:
         """``work(client)`` on every device, PARALLEL at a time: its result, or the reason it failed."""
@@ -99,6 +115,8 @@ class Operator:
                 return work(self.device(name))
             except (DeviceRequestError, ConnectionError) as e:
                 return str(e)
+            except Exception as e:  # noqa: BLE001 — a device's malformed answer fails that device, not the rollout
+                return f"{type(e).__name__}: {e}"
 
         with ThreadPoolExecutor(PARALLEL) as pool:
             return dict(zip(devices, pool.map(one, devices)))
@@ -117,24 +135,18 @@ class Verdict:
     others_change: float
 
 
-def changes_test(canary_changes: np.ndarray, other_changes: np.ndarray) -> tuple[float, float, float]:
-    """(D, low, high): the canaries' mean change minus the others', with its 95 % interval (Welch's standard error)."""
-    diff = float(canary_changes.mean() - other_changes.mean())
-    se = float(np.sqrt(canary_changes.var(ddof=1) / len(canary_changes) + other_changes.var(ddof=1) / len(other_changes)))
-    return diff, diff - 1.96 * se, diff + 1.96 * se
-
-
 def verdict(ser: tuple[np.ndarray, np.ndarray], tolerance: float, residual: tuple[np.ndarray, np.ndarray] | None = None) -> Verdict:
     """The rollout's test (module docstring) on the per-device changes of check-symbol SER, (canaries, others), and of
     the learned receiver's log frame-residual ratio where the devices report it."""
-    diff, low, high = changes_test(*ser)
-    difference = {"diff": diff, "ci95": [low, high]}
+    difference = welch_interval(*ser)
+    diff, (low, high) = difference["diff"], difference["ci95"]
     changes = (float(ser[0].mean()), float(ser[1].mean()))
     interval = f"95 % interval [{low:+.4f}, {high:+.4f}]"
     if low > 0:
         return Verdict(True, f"the canaries' SER rose by {diff:+.4f} more than the others' ({interval} above 0)", difference, *changes)
     if residual is not None:
-        r_diff, r_low, r_high = changes_test(*residual)
+        ratio = welch_interval(*residual)
+        r_diff, (r_low, r_high) = ratio["diff"], ratio["ci95"]
         if r_low > 0:
             why = f"the canaries' learned receiver splits their frames worse: log residual ratio {r_diff:+.3f} [{r_low:+.3f}, {r_high:+.3f}] above 0"
             return Verdict(True, why, difference, *changes)
@@ -159,7 +171,7 @@ class Window:
         self.errors, self.symbols, self.frames = self.errors + report.check[0], self.symbols + report.check[1], self.frames + 1
         self.reference = None if self.reference is None or report.reference_errors is None else self.reference + report.reference_errors
         if report.residuals is not None and min(report.residuals) > 0:
-            self.log_ratio += float(np.log(report.residuals[0] / report.residuals[1]))
+            self.log_ratio += float(np.log(report.residuals[0]) - np.log(report.residuals[1]))
             self.residual_frames += 1
 
     @property
@@ -183,36 +195,58 @@ class Windows:
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
 
-    def collect(self, devices: list[str], frames: int, timeout: float, accept) -> dict[str, Window]:
-        """The next ``frames`` reports of each device that ``accept(report)`` takes; devices still short when
-        ``timeout`` passes are left out."""
+    def collect(self, devices: list[str], frames: int, timeout: float, accept, since: float | None = None) -> dict[str, Window]:
+        """The next ``frames`` reports of each device that ``accept(report)`` takes (and that arrived after ``since``,
+        a ``time.monotonic()``); devices still short when ``timeout`` passes are left out."""
         windows = {d: Window() for d in devices}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(w.frames < frames for w in windows.values()):
-            for report, _ in self.telemetry.reports(timeout=0.5):
+            for report, arrived in self.telemetry.reports(timeout=0.5):
                 window = windows.get(report.device)
-                if window is not None and window.frames < frames and accept(report):
+                if window is not None and window.frames < frames and (since is None or arrived >= since) and accept(report):
                     window.add(report)
         return {d: w for d, w in windows.items() if w.frames >= frames}
 
 
 def split(devices: list[str], opted_out: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """(canaries, observed others) among the devices that report telemetry; at least MIN_CANARIES of each."""
-    reporting = [d for d in devices if d not in opted_out]
+    excluded = set(opted_out)
+    reporting = [d for d in devices if d not in excluded]
     count = max(MIN_CANARIES, int(round(fraction * len(reporting))))
-    if len(reporting) - count < MIN_CANARIES:
+    if len(reporting) < 2 * MIN_CANARIES:
         raise UserError(f"a canary stage needs {2 * MIN_CANARIES} reporting devices or more (this fleet: {len(reporting)}); add --devices")
+    if len(reporting) - count < MIN_CANARIES:
+        raise UserError(f"--canary {fraction:g} leaves fewer than {MIN_CANARIES} reporting devices to compare the canaries with; lower it")
     order = np.random.default_rng(seed).permutation(len(reporting))
-    chosen = sorted(reporting[i] for i in order[:count])
-    return chosen, [d for d in reporting if d not in chosen]
+    chosen = set(reporting[i] for i in order[:count])
+    return sorted(chosen), [d for d in reporting if d not in chosen]
 
 
-def image_of(bundle: Path) -> tuple[bytes, str, int]:
-    """The packed bundle, its SHA-256 and security counter."""
+@dataclass(frozen=True)
+class Image:
+    packed: bytes
+    sha256: str
+    counter: int
+    classes: int
+
+
+def image_of(fleet: FleetDir, bundle: Path) -> Image:
+    """The packed bundle, refused at once (one line) where no device of the fleet would install it: not signed by the
+    fleet's release key, or its counter not above the fleet's last confirmed release."""
     import hashlib
 
-    packed = pack(read_bundle(bundle))
-    return packed, hashlib.sha256(packed).hexdigest(), read_bundle(bundle).manifest.security_counter
+    from metaedge.deploy.signing import SignatureError, verify
+
+    read = bundle_at(bundle)
+    try:
+        verify(read.manifest_raw, read.signature, [signing.load_public(fleet.release_key()[1])], read.manifest.signer)
+    except SignatureError as e:
+        raise UserError(f"{bundle}: {e}; sign releases with the fleet's key {fleet.release_key()[0]}") from None
+    confirmed = fleet.confirmed_release()
+    if read.manifest.security_counter <= confirmed:
+        raise UserError(f"{bundle}: security counter {read.manifest.security_counter} is not above {confirmed}, the fleet's confirmed release")
+    packed = pack(read)
+    return Image(packed, hashlib.sha256(packed).hexdigest(), read.manifest.security_counter, read.manifest.task.classes)
 
 
 def trial(client: DeviceClient, image: bytes) -> dict:
@@ -234,39 +268,62 @@ def ordered_log(fleet: FleetDir, stage: str, **entry) -> None:
 
 
 def run_rollout(fleet: FleetDir, bundle: Path, canary: float, frames: int, tolerance: float, timeout: float, progress: Progress = silent) -> dict:
-    """Canary stage, test, then confirm and roll out to all — or revert the canaries. The report says which, and why."""
+    """Canary stage, test, then confirm and roll out to all — or revert the canaries. The report says which, and why.
+    Whatever stops the rollout once the canaries hold the release (an error, Ctrl-C) resets them first."""
     spec = fleet.spec()
-    image, sha, counter = image_of(bundle)
-    canaries, others = split(spec.devices, spec.opted_out, canary, seed=counter)
-    classes = read_bundle(bundle).manifest.task.classes
-    telemetry, operator = Telemetry(fleet, broker.OPERATOR, classes), Operator(fleet)
+    image = image_of(fleet, bundle)
+    canaries, others = split(spec.devices, spec.opted_out, canary, seed=image.counter)
+    telemetry = Telemetry(fleet, broker.OPERATOR, image.classes)
+    try:
+        operator = Operator(fleet)
+    except BaseException:
+        telemetry.close()
+        raise
     windows = Windows(telemetry)
     progress(0, total=4, label="before")
     try:
-        before = windows.collect(canaries + others, frames, timeout, lambda r: r.version["sha256"] != sha)
+        before = windows.collect(canaries + others, frames, timeout, lambda r: r.version["sha256"] != image.sha256)
         progress(1, label="canaries")
-        trials = operator.each(canaries, lambda c: trial(c, image))
-        booted = [d for d, r in trials.items() if isinstance(r, dict)]
-        ordered_log(fleet, "canary", counter=counter, sha256=sha, canaries=canaries, failed={d: r for d, r in trials.items() if d not in booted})
-        after = windows.collect(canaries + others, frames, timeout, lambda r: (r.version["sha256"] == sha) == (r.device in canaries))
-        progress(1, label="test")
-        decision = _decide(before, after, canaries, others, booted, tolerance)
-        ordered_log(fleet, "decision", counter=counter, regression=decision.regression, reason=decision.reason, difference=decision.difference)
-        if decision.regression:
-            operator.each(canaries, lambda c: c.reset())
-            ordered_log(fleet, "reverted", counter=counter, devices=canaries)
-            progress(2, label="reverted")
-            return _report(counter, sha, canaries, others, decision, "reverted", {})
-        progress(1, label="rollout")
-        started = time.monotonic()
-        results = operator.each(spec.devices, lambda c: confirm_all(c, image))
-        failed = {d: r for d, r in results.items() if not isinstance(r, dict)}
-        ordered_log(fleet, "confirmed", counter=counter, devices=len(results) - len(failed), failed=failed)
-        progress(1, label="confirmed")
-        return {**_report(counter, sha, canaries, others, decision, "confirmed", failed), "confirm_s": time.monotonic() - started}
+        return _canary_stage(fleet, spec, image, canaries, others, before, windows, operator, frames, tolerance, timeout, progress)
     finally:
         telemetry.close()
         operator.close()
+
+
+def _canary_stage(fleet, spec, image: Image, canaries, others, before, windows, operator, frames, tolerance, timeout, progress) -> dict:
+    try:
+        trials = operator.each(canaries, lambda c: trial(c, image.packed))
+        booted = [d for d, r in trials.items() if isinstance(r, dict)]
+        refused = {d: r for d, r in trials.items() if d not in booted}
+        ordered_log(fleet, "canary", counter=image.counter, sha256=image.sha256, canaries=canaries, failed=refused)
+        on_trial = set(canaries)
+        since = time.monotonic()  # the reports queued while the canaries booted belong to neither window
+        after = windows.collect(canaries + others, frames, timeout, lambda r: (r.version["sha256"] == image.sha256) == (r.device in on_trial), since)
+        progress(1, label="test")
+        decision = _decide(before, after, canaries, others, booted, tolerance)
+    except BaseException as e:
+        _revert(fleet, operator, image, canaries, f"aborted: {type(e).__name__}: {e}")
+        raise
+    ordered_log(fleet, "decision", counter=image.counter, regression=decision.regression, reason=decision.reason, difference=decision.difference)
+    if decision.regression:
+        failed = _revert(fleet, operator, image, canaries, "reverted")
+        progress(2, label="reverted")
+        return _report(image, canaries, others, decision, "reverted", failed)
+    progress(1, label="rollout")
+    started = time.monotonic()
+    results = operator.each(spec.devices, lambda c: confirm_all(c, image.packed))
+    failed = {d: r for d, r in results.items() if not isinstance(r, dict)}
+    ordered_log(fleet, "confirmed", counter=image.counter, devices=len(results) - len(failed), failed=failed)
+    progress(1, label="confirmed")
+    return {**_report(image, canaries, others, decision, "confirmed", failed), "confirm_s": time.monotonic() - started}
+
+
+def _revert(fleet: FleetDir, operator: Operator, image: Image, canaries: list[str], stage: str) -> dict:
+    """Reset the canaries (their unconfirmed trial reverts); the devices whose reset failed, logged."""
+    results = operator.each(canaries, lambda c: c.reset())
+    failed = {d: r for d, r in results.items() if not isinstance(r, dict)}
+    ordered_log(fleet, stage.split(":")[0], counter=image.counter, devices=canaries, failed=failed, **({"reason": stage} if ":" in stage else {}))
+    return failed
 
 
 def _decide(before: dict, after: dict, canaries: list[str], others: list[str], booted: list[str], tolerance: float) -> Verdict:
@@ -274,6 +331,9 @@ def _decide(before: dict, after: dict, canaries: list[str], others: list[str], b
     failed = sorted(set(canaries) - set(booted))
     if failed:
         return _refusal(f"{len(failed)} canaries did not trial-boot the release ({', '.join(failed[:3])})")
+    silent_canaries = sorted(set(canaries) - set(after))
+    if silent_canaries:  # refused frames, a containment revert, or gone: the release is not shown to work there
+        return _refusal(f"{len(silent_canaries)} canaries did not report a full window on the release ({', '.join(silent_canaries[:3])})")
 
     def changes(devices: list[str], metric: str) -> np.ndarray:
         pairs = [(getattr(before[d], metric), getattr(after[d], metric)) for d in devices if d in before and d in after]
@@ -293,10 +353,10 @@ def _refusal(reason: str) -> Verdict:
     return Verdict(True, reason, {}, float("nan"), float("nan"))
 
 
-def _report(counter: int, sha: str, canaries: list[str], others: list[str], decision: Verdict, outcome: str, failed: dict) -> dict:
+def _report(image: Image, canaries: list[str], others: list[str], decision: Verdict, outcome: str, failed: dict) -> dict:
     return {
-        "security_counter": counter,
-        "sha256": sha,
+        "security_counter": image.counter,
+        "sha256": image.sha256,
         "outcome": outcome,
         "canaries": canaries,
         "observed_others": len(others),
@@ -310,10 +370,7 @@ def _report(counter: int, sha: str, canaries: list[str], others: list[str], deci
 
 def run(options, progress: Progress = silent) -> dict:
     """``metaedge fleet rollout``."""
-    from metaedge.sdk.errors import bundle_at
-
     fleet = FleetDir(options.dir)
-    bundle_at(options.bundle)
     return run_rollout(fleet, options.bundle, options.canary, options.window, options.tolerance, options.timeout, progress)
 
 
@@ -330,37 +387,44 @@ def exit_code(report: dict) -> int:
 
 
 def bad_release(fleet: FleetDir) -> Path:
-    """A deliberately bad release for a fire drill: the latest release's run with θ of an untrained network (a fresh
+    """A deliberately bad release for a fire drill: the confirmed release's run with θ of an untrained network (a fresh
     initialisation), signed and countered as any release — only the canary stage can stop it."""
     from metaedge.sdk.families.demod.training import configs_from_run, initial_theta
     from metaedge.sdk.fleet.up import export_release
     from metaedge.sdk.rundir import load_run
 
-    latest = fleet.latest_release()
-    run = load_run(fleet.release(latest) / "run")
+    counter = fleet.latest_release() + 1
+    run = load_run(fleet.release(fleet.confirmed_release()) / "run")
     task, train = configs_from_run(run.config)
-    theta = initial_theta(train.model(task), train, np.random.default_rng([latest, 13]))
-    return export_release(fleet, latest + 1, run.config, theta)
+    theta = initial_theta(train.model(task), train, np.random.default_rng([counter, 13]))
+    return export_release(fleet, counter, run.config, theta)
 
 
 def drill(options, progress: Progress = silent) -> dict:
     """``metaedge fleet drill``: push a bad release; it must be reverted at the canary stage, with no other device
-    ever running it."""
+    ever holding it and no canary left running it."""
     fleet = FleetDir(options.dir)
     bundle = bad_release(fleet)
     report = run_rollout(fleet, bundle, options.canary, options.window, options.tolerance, options.timeout, progress)
-    exposed = _running(fleet, report["sha256"], [d for d in fleet.spec().devices if d not in report["canaries"]])
+    canaries = set(report["canaries"])
+    exposed = _holding(fleet, report["sha256"], [d for d in fleet.spec().devices if d not in canaries], active_only=False)
+    exposed += _holding(fleet, report["sha256"], report["canaries"], active_only=True)
     return {**report, "stopped_at_canaries": report["outcome"] == "reverted" and not exposed, "exposed": exposed}
 
 
-def _running(fleet: FleetDir, sha: str, devices: list[str]) -> list[str]:
-    """The devices among ``devices`` that hold the image ``sha`` in a slot."""
+def _holding(fleet: FleetDir, sha: str, devices: list[str], active_only: bool) -> list[str]:
+    """The devices among ``devices`` that hold the image ``sha`` in a slot (``active_only``: run it), or that do not
+    answer."""
     operator = Operator(fleet)
     try:
         images = operator.each(devices, lambda c: c.images())
     finally:
         operator.close()
-    return [d for d, r in images.items() if not isinstance(r, dict) or any(i.get("sha256") == sha for i in r["images"])]
+    return [
+        d
+        for d, r in images.items()
+        if not isinstance(r, dict) or any(i.get("sha256") == sha and (i["active"] or not active_only) for i in r["images"])
+    ]
 
 
 def drill_text(report: dict) -> str:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metaedge.deploy.telemetry import MAX_SAMPLES
 from metaedge.firmware_sim.fleet import check_symbols
+from metaedge.firmware_sim.profile import DEFAULT, PROFILES
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.families.demod.shift import SHIFTS
 from metaedge.sdk.families.demod.task import DemodConfig, DemodTasks, Devices, pilot_symbols
@@ -37,8 +39,13 @@ class Field:
             raise UserError(f"unknown scenario '{self.shift}'; choose one of {', '.join(SCENARIOS)}")
         if not 0.0 <= self.rho <= 1.0:
             raise UserError(f"channel correlation rho {self.rho} must lie in [0, 1]")
+        profile = PROFILES[DEFAULT]
         if not 1 <= self.check <= self.payload:
             raise UserError(f"check symbols {self.check} must lie in [1, payload {self.payload}]")
+        if not 1 <= self.pilots < MAX_SAMPLES:
+            raise UserError(f"pilots {self.pilots} must lie in [1, {MAX_SAMPLES - 1}]: a report carries them with at least one check symbol")
+        if self.payload > profile.max_symbols:
+            raise UserError(f"payload {self.payload} exceeds the {profile.max_symbols} symbols a device of profile {profile.name} takes")
 
     def config(self, trained: DemodConfig) -> DemodConfig:
         return trained.replace(**SHIFTS[self.shift][1])
@@ -54,7 +61,8 @@ class Fleet:
         self.devices = self.tasks.devices("test", count)
         self.rng = self.tasks.rng("test", 11)
         self.frame_index = 0
-        self.reference = check_symbols(self.config.order, field.check)
+        sequence = pilot_symbols(self.config.order).tolist() if self.config.pilot_sequence == "fixed" else None
+        self.reference = check_symbols(self.config.order, field.check, sequence)  # as the devices' bundles state it
         self.pilot_labels = pilot_symbols(self.config.order, field.pilots)
 
     def _advance(self) -> None:

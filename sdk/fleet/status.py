@@ -3,11 +3,11 @@ devices keep on the broker (retained), and the releases and rollout decisions fr
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import defaultdict
 
+from metaedge.deploy.jsonobj import json_object
 from metaedge.firmware_sim.fleet import TOPICS
 from metaedge.sdk.fleet import broker
 from metaedge.sdk.fleet.store import FleetDir
@@ -16,6 +16,8 @@ from metaedge.sdk.options import Progress, silent
 from metaedge.sdk.stats import format_table
 
 SETTLE_S = 1.0  # retained statuses arrive right after the subscription
+MAX_STATUS = 1024  # bytes of a status message
+MODES = ("confirmed", "trial", "fallback", "none")  # firmware_sim.boot's modes
 
 
 def snapshot(fleet: FleetDir) -> dict:
@@ -23,13 +25,14 @@ def snapshot(fleet: FleetDir) -> dict:
     spec, secrets = fleet.spec(), fleet.secrets()
     statuses: dict[str, dict] = {}
 
+    known = set(spec.devices)
+
     def keep(_client, _userdata, message) -> None:
         device = device_of(message.topic, "status")
-        if device in spec.devices:
-            try:
-                statuses[device] = json.loads(message.payload)
-            except ValueError:
-                pass
+        if device in known:
+            status = parse_status(message.payload)
+            if status is not None:
+                statuses[device] = status
 
     client = broker.connect(broker.LEARNER, secrets["passwords"][broker.LEARNER], spec.port)
     client.on_message = keep
@@ -38,6 +41,23 @@ def snapshot(fleet: FleetDir) -> dict:
     client.loop_stop()
     client.disconnect()
     return summary(fleet, spec.devices, statuses)
+
+
+def parse_status(payload: bytes) -> dict | None:
+    """A device's status (device-protocol.md §7) with the members this view reads, or None where it is not one (a
+    device's message is untrusted: bounded, typed, else ignored)."""
+    if not payload or len(payload) > MAX_STATUS:
+        return None
+    try:
+        status = json_object(payload, ValueError, "a status")
+    except ValueError:
+        return None
+    version, ser, frames = status.get("version"), status.get("check_ser"), status.get("frames")
+    if version is not None and not (isinstance(version, dict) and type(version.get("security_counter")) is int):
+        return None
+    if not (status.get("mode") in MODES and type(frames) is int and (ser is None or type(ser) in (int, float))):
+        return None
+    return {"version": version, "mode": status["mode"], "frames": frames, "check_ser": ser}
 
 
 def summary(fleet: FleetDir, devices: list[str], statuses: dict[str, dict]) -> dict:
@@ -50,7 +70,6 @@ def summary(fleet: FleetDir, devices: list[str], statuses: dict[str, dict]) -> d
     for (counter, mode), sers in sorted(groups.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1])):
         known = [s for s in sers if s is not None]
         rows.append({"security_counter": counter, "mode": mode, "devices": len(sers), "check_ser": sum(known) / len(known) if known else None})
-    log = fleet.log_file.read_text().splitlines()[-5:] if fleet.log_file.is_file() else []
     releases = sorted(int(p.name) for p in fleet.releases.iterdir() if p.name.isdigit())
     return {
         "devices": len(devices),
@@ -58,7 +77,7 @@ def summary(fleet: FleetDir, devices: list[str], statuses: dict[str, dict]) -> d
         "frames": sum(s.get("frames", 0) for s in statuses.values()),
         "groups": rows,
         "releases": releases,
-        "log": [json.loads(line) for line in log],
+        "log": fleet.log_entries()[-5:],
     }
 
 

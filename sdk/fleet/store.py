@@ -85,14 +85,33 @@ class FleetDir:
             raise UserError(f"{self.path} has no release yet; start the fleet with 'metaedge fleet up'")
         return max(counters)
 
+    def confirmed_release(self) -> int:
+        """The security counter of the last release confirmed fleet-wide (rollout.jsonl), 1 (provisioned) before any."""
+        confirmed = [entry["counter"] for entry in self.log_entries() if entry.get("stage") == "confirmed"]
+        return max(confirmed, default=1)
+
+    def log_entries(self) -> list[dict]:
+        if not self.log_file.is_file():
+            return []
+        entries = []
+        for line in self.log_file.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                raise UserError(f"{self.log_file} is corrupt (a line is not JSON); restore it or remove the line") from None
+        return entries
+
     def spec(self) -> FleetSpec:
         if not self.spec_file.is_file():
             raise UserError(f"'{self.path}' is not a fleet directory (no fleet.json); create one with 'metaedge fleet up --dir {self.path}'")
-        data = json.loads(self.spec_file.read_text())
-        if data.get("format") != FORMAT or data.get("version") != VERSION:
-            raise UserError(f"{self.spec_file} is not a version-{VERSION} fleet description; recreate the fleet with 'metaedge fleet up --fresh'")
-        data.pop("format"), data.pop("version")
-        return FleetSpec(**{**data, "field": Field(**data["field"])})
+        try:
+            data = json.loads(self.spec_file.read_text())
+            if data.get("format") != FORMAT or data.get("version") != VERSION:
+                raise UserError(f"{self.spec_file} is not a version-{VERSION} fleet description; recreate the fleet with 'metaedge fleet up --fresh'")
+            data.pop("format"), data.pop("version")
+            return FleetSpec(**{**data, "field": Field(**data["field"])})
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise UserError(f"{self.spec_file} is corrupt ({type(e).__name__}: {e}); recreate the fleet with 'metaedge fleet up --fresh'") from None
 
     def write_spec(self, spec: FleetSpec) -> None:
         self.spec_file.write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
@@ -102,8 +121,10 @@ class FleetDir:
         return json.loads(self.secrets_file.read_text())
 
     def write_secrets(self, data: dict) -> None:
-        self.secrets_file.write_text(json.dumps(data, indent=1))
-        self.secrets_file.chmod(0o600)
+        """Readable by its owner alone from the start."""
+        fd = os.open(self.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=1))
 
     def telemetry_keys(self) -> dict[str, bytes]:
         return {device: bytes.fromhex(key) for device, key in self.secrets()["telemetry"].items()}

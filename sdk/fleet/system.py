@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.fleet import broker
 from metaedge.sdk.fleet.config import DrillOptions, LearnOptions, OnlineOptions
@@ -97,6 +99,22 @@ def capacity(fleet: FleetDir, publishers: int, messages: int) -> dict:
     return {"publishers": publishers, "sent": sent, "seconds": elapsed, "reports_per_s": accepted / elapsed, **stream.counts(), "lost": lost}
 
 
+def field_excess(fleet: FleetDir, frames: int) -> dict:
+    """What the fleet's devices measure now over ``frames`` frames each: the SER on their check symbols, and its excess
+    over the bundle's classical (model-based) receiver on the same symbols, mean and 95 % interval over devices."""
+    from metaedge.sdk.fleet.rollout import Windows
+    from metaedge.sdk.stats import summarise
+
+    stream = Telemetry(fleet, broker.LEARNER, 16)
+    try:
+        windows = Windows(stream).collect(fleet.spec().devices, frames, 300.0, lambda report: True)
+    finally:
+        stream.close()
+    excess = summarise(np.array([w.excess for w in windows.values()]))
+    ser = summarise(np.array([w.ser for w in windows.values()]))
+    return {"devices": len(windows), "frames": frames, "ser": ser, "excess": {"diff": excess["ser"], "ci95": excess["ci95"]}}
+
+
 def run_system(options, directory: Path) -> dict:
     """Provision ``options.devices`` devices in ``directory`` (a fresh fleet), run them as their own process, measure."""
     from metaedge.sdk.fleet import learn, rollout
@@ -112,8 +130,10 @@ def run_system(options, directory: Path) -> dict:
     try:
         ready = _ready(fleet, options.devices, proc)
         stream = throughput(fleet, 16, options.listen)
+        before = field_excess(fleet, options.window)
         stage = {"canary": 0.1, "window": options.window, "timeout": 300.0}
         learned = learn.run(LearnOptions(dir=directory, releases=1, duration=600.0, rollout=True, online=OnlineOptions(), **stage))
+        after = field_excess(fleet, options.window)
         drill = rollout.drill(DrillOptions(dir=directory, **stage))
         memory = peak_rss(proc.pid)
     finally:
@@ -131,6 +151,7 @@ def run_system(options, directory: Path) -> dict:
         "loop": loop,
         "telemetry": stream,
         "learn": {k: learned[k] for k in ("verdicts", "releases", "rollouts", "counts", "telemetry", "seconds")},
+        "field": {"before": before, "after": after},
         "drill": drill,
         "fleet_process_peak_rss_bytes": memory,
         "rss_per_device_bytes": memory / options.devices,

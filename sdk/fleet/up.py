@@ -8,11 +8,14 @@ device as a factory would; afterwards every image arrives through the devices' m
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import signal
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -64,15 +67,32 @@ def export_release(fleet: FleetDir, counter: int, config: dict, theta: dict[str,
 def provision(
     fleet: FleetDir, run: Path, devices: int, field: Field, seed: int, reporting: float, opt_out: float, decided: bool = False
 ) -> FleetSpec:
-    """Keys, identities, secrets, release 1 and fleet.json of a new fleet."""
+    """Keys, identities, secrets, release 1 and fleet.json of a new fleet, written beside it and renamed into place:
+    a provisioning that fails leaves no half-made fleet."""
+    demod_task(run)
+    if devices < 1:
+        raise UserError(f"--devices {devices} must be at least 1")
+    if fleet.path.exists() and any(fleet.path.iterdir()):
+        raise UserError(f"'{fleet.path}' is not empty; give a new --dir for a new fleet")
+    staging = FleetDir(fleet.path.with_name(f".{fleet.path.name}.provisioning"))
+    shutil.rmtree(staging.path, ignore_errors=True)
+    try:
+        spec = _provision(staging, run, devices, field, seed, reporting, opt_out, decided)
+    except BaseException:
+        shutil.rmtree(staging.path, ignore_errors=True)
+        raise
+    if fleet.path.exists():
+        fleet.path.rmdir()
+    staging.path.rename(fleet.path)
+    return spec
+
+
+def _provision(fleet: FleetDir, run: Path, devices: int, field: Field, seed: int, reporting: float, opt_out: float, decided: bool) -> FleetSpec:
     import secrets as random
 
     from metaedge.sdk.rundir import load_run
 
-    demod_task(run)
-    if devices < 1:
-        raise UserError(f"--devices {devices} must be at least 1")
-    fleet.path.mkdir(parents=True, exist_ok=True)
+    fleet.path.mkdir(parents=True)
     for name in ("release", "operator"):
         signing.generate(fleet.keys, name)
     names = [f"dev-{i:04d}" for i in range(devices)]
@@ -97,7 +117,7 @@ def member(fleet: FleetDir, spec: FleetSpec, name: str, index: int) -> Member:
     device = Device(state, "onnx", PROFILES[DEFAULT], trusted_keys=[signing.load_public(fleet.release_key()[1])])
     policy = Policy.of([signing.load_public(fleet.operator_key()[1])])
     reporting = Reporting(enabled=name not in spec.opted_out, pilots_fraction=spec.reporting, decided=spec.decided)
-    return Member(Identity.load(state / "identity.json"), device, reporting, policy, seed=spec.seed * 100_003 + index)
+    return Member(Identity.load(state / "identity.json"), device, reporting, policy, spec.field.check, seed=spec.seed * 100_003 + index)
 
 
 def install_factory_image(device: Device, bundle: Path) -> None:
@@ -127,13 +147,17 @@ class Running:
         """``frames`` frames per device (0: until stopped), one every ``period`` seconds at most."""
         spec = self.spec
         conf = broker.write_config(self.fleet.broker, broker.Credentials(self.fleet.secrets()["passwords"]), spec.port)
+        members: list[Member] = []
+        uplinks: list[Uplink] = []
         with broker.running(conf, spec.port):
-            members = [member(self.fleet, spec, name, i) for i, name in enumerate(spec.devices)]
-            for m in members:
-                if m.device.bundle is None:
-                    install_factory_image(m.device, self.fleet.release(1) / "bundle")
-            uplinks = [Uplink(m, broker.HOST, spec.port) for m in members]
             try:
+                for i, name in enumerate(spec.devices):
+                    if self.stopped.is_set():  # Ctrl-C while the devices boot
+                        return {"devices": len(members), "frames": 0, "refused_frames": 0, "seconds": 0.0, "device_frames_per_s": 0.0}
+                    members.append(member(self.fleet, spec, name, i))
+                    if members[-1].device.bundle is None:
+                        install_factory_image(members[-1].device, self.fleet.release(1) / "bundle")
+                uplinks.extend(Uplink(m, broker.HOST, spec.port) for m in members)
                 return self._loop(members, uplinks, frames, period, progress)
             finally:
                 for uplink in uplinks:
@@ -151,10 +175,10 @@ class Running:
             pilots, payload, _ = field.frames()
             for i, (m, uplink) in enumerate(zip(members, uplinks)):
                 try:
-                    uplink.publish(m.frame(pilots[i], labels, payload[i], field.reference))
+                    uplink.publish(m.frame(pilots[i], labels, payload[i]))
                 except DeviceError as e:  # one device's refusal (its receiver broke a limit, …) stops no other
                     refused += 1
-                    LOGGER.debug(f"{m.identity.device}: frame refused: {e}")
+                    LOGGER.warning(f"{m.identity.device}: frame refused: {e}")
                 if count % STATUS_EVERY == 0:
                     uplink.publish_status()
             count += 1
@@ -166,22 +190,40 @@ class Running:
 
 
 def run(options, progress: Progress = silent) -> dict:
-    """``metaedge fleet up``: provision the fleet directory if new (or ``--fresh``), then run its frame loop."""
+    """``metaedge fleet up``: provision the fleet directory if new (or ``--fresh``), then run its frame loop; one
+    ``fleet up`` per directory at a time."""
     fleet = FleetDir(options.dir)
-    if options.fresh and fleet.path.exists():
-        shutil.rmtree(fleet.path)
-    if fleet.spec_file.is_file():
-        spec = fleet.spec()
-    else:
-        if options.run is None:
-            raise UserError(f"'{fleet.path}' holds no fleet yet: pass --run RUN (a demodulator run) to provision one")
-        field = Field(options.scenario, options.rho, options.pilots, options.payload, options.check)
-        spec = provision(fleet, options.run, options.devices, field, options.seed, options.reporting, options.opt_out, options.decided)
-    running = Running(fleet, spec)
-    signal.signal(signal.SIGTERM, running.stop)
-    signal.signal(signal.SIGINT, running.stop)
-    LOGGER.info(f"fleet of {len(spec.devices)} devices on broker {broker.HOST}:{spec.port} ({fleet.path})")
-    return {"dir": str(fleet.path), "port": spec.port, **running.run(options.frames, options.period, progress)}
+    with _only_one(fleet.path):
+        if options.fresh and fleet.path.exists():
+            if any(fleet.path.iterdir()) and not fleet.spec_file.is_file():
+                raise UserError(f"--fresh: '{fleet.path}' is not a fleet directory (no fleet.json); it is left as it is")
+            shutil.rmtree(fleet.path)
+        if fleet.spec_file.is_file():
+            spec = fleet.spec()
+            if options.run is not None:
+                LOGGER.warning(f"{fleet.path} holds a fleet already: --run and the other provisioning flags are ignored (--fresh provisions anew)")
+        else:
+            if options.run is None:
+                raise UserError(f"'{fleet.path}' holds no fleet yet: pass --run RUN (a demodulator run) to provision one")
+            field = Field(options.scenario, options.rho, options.pilots, options.payload, options.check)
+            spec = provision(fleet, options.run, options.devices, field, options.seed, options.reporting, options.opt_out, options.decided)
+        running = Running(fleet, spec)
+        signal.signal(signal.SIGTERM, running.stop)
+        signal.signal(signal.SIGINT, running.stop)
+        LOGGER.info(f"fleet of {len(spec.devices)} devices on broker {broker.HOST}:{spec.port} ({fleet.path})")
+        return {"dir": str(fleet.path), "port": spec.port, **running.run(options.frames, options.period, progress)}
+
+
+@contextlib.contextmanager
+def _only_one(path: Path) -> Iterator[None]:
+    """An exclusive lock beside the fleet directory for as long as a ``fleet up`` runs it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f".{path.name}.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another 'metaedge fleet up' runs {path}; stop it first") from None
+        yield
 
 
 def text(report: dict) -> str:

@@ -30,9 +30,12 @@ class OuterLoop:
         """θ now, detached (not to be modified)."""
         return {k: v.detach() for k, v in self.params.items()}
 
-    def step(self, batch: Any) -> float:
-        """One outer step on ``batch``; its meta-loss."""
+    def step(self, batch: Any, finite_only: bool = False) -> float | None:
+        """One outer step on ``batch``; its meta-loss. With ``finite_only``, a batch whose loss or meta-gradient is not
+        finite moves nothing (θ and the optimizer's state stay) and the step returns None."""
         grads, loss = self.gradient(self.theta, batch)
+        if finite_only and not (torch.isfinite(loss) and all(torch.isfinite(grads[k]).all() for k in self.learned)):
+            return None
         for k in self.learned:
             self.params[k].grad = grads[k]
         self.opt.step()

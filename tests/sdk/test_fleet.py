@@ -34,10 +34,10 @@ def decode(device, message, last=None):
 
 
 def test_a_report_is_accepted_only_from_its_own_device_key_and_topic_once():
-    good = telemetry.encode(KEY_A, body(pilots={"x": [[0.1, -0.2]], "y": [3]}))
+    good = telemetry.encode(KEY_A, body(support=1, pilots={"x": [[0.1, -0.2], [1.0, 3.0]], "y": [3, 5]}))
     last = {}
     report = decode("dev-0000", good, last)
-    assert (report.device, report.check, report.pilots.y) == ("dev-0000", (1, 32), [3])
+    assert (report.device, report.check, report.support, report.pilots.y) == ("dev-0000", (1, 32), 1, [3, 5])
     with pytest.raises(telemetry.TelemetryError) as e:
         decode("dev-0000", good, last)
     assert e.value.reason == "replayed"
@@ -46,7 +46,7 @@ def test_a_report_is_accepted_only_from_its_own_device_key_and_topic_once():
         "wrong-device": ("dev-0000", telemetry.encode(KEY_A, body(device="dev-0001", seq=5))),
         "unknown-device": ("dev-0009", good),
         "oversized": ("dev-0000", good + b" " * telemetry.MAX_BYTES),
-        "malformed": ("dev-0000", telemetry.encode(KEY_A, body(seq=7, pilots={"x": [[0.1, 0.2]], "y": [16]}))),
+        "malformed": ("dev-0000", telemetry.encode(KEY_A, body(seq=7, support=1, pilots={"x": [[0.1, 0.2]] * 2, "y": [16, 0]}))),
     }
     for reason, (device, message) in cases.items():
         with pytest.raises(telemetry.TelemetryError) as e:
@@ -60,8 +60,16 @@ def test_a_report_is_accepted_only_from_its_own_device_key_and_topic_once():
         {"check": [5, 4]},
         {"receiver": "oracle"},
         {"version": {"sha256": "x", "security_counter": 1, "release": 0}},
-        {"pilots": {"x": [[0.0, 0.0]] * 65, "y": [0] * 65}},
-        {"pilots": {"x": [[0.0]], "y": [0]}},
+        {"support": 1, "pilots": {"x": [[0.0, 0.0]] * 65, "y": [0] * 65}},
+        {"support": 1, "pilots": {"x": [[0.0], [0.0, 0.0]], "y": [0, 0]}},
+        {"support": 2, "pilots": {"x": [[0.0, 0.0]] * 2, "y": [0, 0]}},  # no query left
+        {"pilots": {"x": [[0.0, 0.0]] * 2, "y": [0, 0]}},  # no support count
+        {"support": 1, "pilots": {"x": [[1e300, 0.0], [0.0, 0.0]], "y": [0, 0]}},  # finite, but it would poison θ
+        {"check": [0, 0]},
+        {"seq": -1},
+        {"seq": "7"},
+        {"version": {"sha256": "z" * 64, "security_counter": 1, "release": 0}},
+        {"version": {**VERSION, "extra": 1}},
         {"extra": 1},
         {"residuals": [0.1, -1.0]},
         {"residuals": [0.1]},
@@ -146,7 +154,12 @@ def test_devices_report_and_an_impostor_is_dropped(fleet):
     assert not any(r.seq == 10**9 for r, _ in reports)  # neither copy of the forged report was accepted
     assert stream.dropped["wrong-device"] == 1 and stream.dropped["bad-mac"] >= 1
     first = reports[0][0]
-    assert first.pilots is not None and len(first.pilots.y) == 8 + 16  # pilots, then the check symbols
+    assert first.pilots is not None and len(first.pilots.y) == 8 + 16 and first.support == 8  # pilots, then the check symbols
+    from metaedge.firmware_sim.fleet import check_symbols
+    from metaedge.sdk.families.demod.task import pilot_symbols
+
+    assert first.pilots.y[8:] == check_symbols(16, 16, pilot_symbols(16).tolist()).tolist()  # the bundle's pilot sequence
+    assert sorted(first.pilots.y[8:]) == list(range(16))  # every class once
     decided = [r.decided for r, _ in reports if r.decided is not None]  # marked apart from the known samples
     assert decided and all(1 <= len(d.y) <= telemetry.MAX_SAMPLES for d in decided)
 
@@ -239,3 +252,98 @@ def test_bench_fleet_measures_the_three_curves(trained_bundle, tmp_path):
     assert report["shift"]["scenario"] == "iq-milder" and (tmp_path / "fleet.png").stat().st_size > 10_000
     for point in report["frames"]:
         assert 0.0 <= point["learned"]["ser"] <= 1.0 and "selecting_vs_classical" in point
+
+
+def test_the_operator_reads_the_answer_to_its_own_request_only():
+    from metaedge.deploy import wire
+    from metaedge.sdk.fleet.rollout import Carrier
+
+    class Broker:  # what a request publishes: nothing to deliver here
+        def publish(self, *args, **kwargs):
+            pass
+
+    carrier = Carrier(Broker(), "dev-0000", timeout=1.0)
+    carrier.write(wire.encode({"op": "info", "seq": 7}))
+    carrier.flush()
+    for stale in (wire.encode({"seq": 6, "ok": True, "late": True}), wire.encode({"seq": 7, "ok": True, "mine": True})):
+        carrier.inbox.put(stale)
+    carrier.inbox.put(wire.encode({"seq": 7, "ok": True, "mine": True}))  # a QoS-1 duplicate
+    header, _ = wire.read_message(carrier)
+    assert header.get("mine") and not header.get("late")
+    carrier.write(wire.encode({"op": "stats", "seq": 8}))
+    carrier.flush()
+    with pytest.raises(OSError, match="no response"):  # the duplicate of 7 is not the answer to 8
+        wire.read_message(carrier)
+
+
+def test_a_step_whose_meta_gradient_is_not_finite_moves_nothing():
+    import torch
+
+    from metaedge.sdk.meta.outer import OuterLoop
+
+    theta = {"w": torch.ones(3)}
+    loop = OuterLoop(theta, lambda p, batch: ({"w": batch}, batch.sum()), outer_lr=0.1)
+    assert loop.step(torch.tensor([float("nan"), 0.0, 0.0]), finite_only=True) is None
+    assert torch.equal(loop.theta["w"], torch.ones(3)) and not loop.opt.state  # Adam's moments untouched
+    assert loop.step(torch.ones(3), finite_only=True) is not None and not torch.equal(loop.theta["w"], torch.ones(3))
+
+
+def test_a_canary_that_stops_reporting_is_a_regression():
+    from metaedge.sdk.fleet.rollout import Window, _decide
+
+    def window(errors):
+        return Window(errors=errors, symbols=320, frames=10, reference=errors)
+
+    canaries, others = ["c1", "c2", "c3"], ["o1", "o2", "o3"]
+    before = {d: window(30) for d in canaries + others}
+    after = {d: window(30) for d in canaries[:2] + others}  # c3 refused its frames on the release
+    decision = _decide(before, after, canaries, others, booted=canaries, tolerance=0.5)
+    assert decision.regression and "c3" in decision.reason
+
+
+def test_device_statuses_are_untrusted():
+    from metaedge.sdk.fleet.status import parse_status
+
+    good = {"device": "dev-0000", "frames": 3, "version": VERSION, "mode": "trial", "check_ser": 0.1}
+    assert parse_status(json.dumps(good).encode())["mode"] == "trial"
+    wrong = [json.dumps({**good, **change}).encode() for change in ({"mode": 3}, {"version": "x"}, {"frames": None})]
+    for bad in (b"[" * 5000, b"[]", b"{" + b" " * 2000 + b"}", *wrong):
+        assert parse_status(bad) is None
+
+
+def test_fleet_commands_refuse_what_would_harm_in_one_line(tmp_path, fleet_run):
+    import subprocess
+    import sys
+
+    def metaedge(*args):
+        result = subprocess.run([sys.executable, "-m", "metaedge.sdk.cli.main", "fleet", *args], capture_output=True, text=True)
+        assert result.returncode == 2 and "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        return result.stderr
+
+    precious = tmp_path / "runs"
+    (precious / "run").mkdir(parents=True)
+    assert "not a fleet directory" in metaedge("up", "--dir", str(precious), "--fresh")
+    assert (precious / "run").is_dir()  # --fresh never removes what is not a fleet
+    assert "not empty" in metaedge("up", "--dir", str(precious), "--run", str(fleet_run))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "fleet.json").write_text("{not json")
+    assert "is corrupt" in metaedge("status", "--dir", str(broken))
+    assert "pilots 64" in metaedge("up", "--dir", str(tmp_path / "new"), "--run", str(fleet_run), "--pilots", "64")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_rollout_refuses_a_bundle_its_devices_would_refuse(fleet, trained_bundle):
+    from metaedge.sdk.errors import UserError
+
+    with pytest.raises(UserError, match="signature|signer|key"):  # signed, but not with the fleet's release key
+        run_rollout(fleet, trained_bundle[1], canary=0.3, frames=5, tolerance=0.1, timeout=5)
+    with pytest.raises(UserError, match="not above"):  # release 1 is what the fleet was provisioned with
+        run_rollout(fleet, fleet.release(1) / "bundle", canary=0.3, frames=5, tolerance=0.1, timeout=5)
+
+
+def test_the_broker_refuses_a_wrong_password_in_one_line(fleet):
+    from metaedge.sdk.errors import UserError
+
+    with pytest.raises(UserError, match="refused dev-0000"):
+        broker.connect("dev-0000", "not-the-password", fleet.spec().port)
