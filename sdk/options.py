@@ -144,15 +144,35 @@ def pilot_range(text: str) -> tuple[int, int]:
     return values
 
 
-def margin(text: str) -> float:
-    """A selection margin: a number in [0, 1)."""
+def _number(text: str, ok: Callable[[float], bool], what: str) -> float:
+    """``text`` as a number that ``ok`` accepts, or the line that says what to give (``what``: "a margin; give …")."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a margin; give a number in [0, 1), e.g. 0.05")
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}")
     return value
+
+
+def margin(text: str) -> float:
+    """A selection margin: a number in [0, 1)."""
+    return _number(text, lambda v: 0 <= v < 1, "a margin; give a number in [0, 1), e.g. 0.05")
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1]."""
+    return _number(text, lambda v: 0 <= v <= 1, "a fraction; give a number in [0, 1], e.g. 0.1")
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds, 0 or more."""
+    return _number(text, lambda v: v >= 0, "a duration; give seconds, 0 or more, e.g. 0.5")
+
+
+def positive(text: str) -> float:
+    """A number above 0 (a step size)."""
+    return _number(text, lambda v: 0 < v < float("inf"), "a positive number, e.g. 0.001")
 
 
 def _writable(text: str, directory: bool) -> Path:

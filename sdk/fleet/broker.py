@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
 import secrets
 import shutil
 import socket
@@ -64,8 +65,10 @@ def write_config(directory: Path, credentials: Credentials, port: int) -> Path:
         raise UserError("the fleet needs the Mosquitto broker: run 'make env' (Debian/Ubuntu: apt-get install mosquitto)")
     directory.mkdir(parents=True, exist_ok=True)
     passwd, acl, conf = directory / "passwd", directory / "acl", directory / "mosquitto.conf"
-    passwd.write_text("".join(f"{user}:{password}\n" for user, password in credentials.passwords.items()))
-    passwd.chmod(0o600)
+    passwd.unlink(missing_ok=True)
+    fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # plain passwords until hashed: owner only
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{user}:{password}\n" for user, password in credentials.passwords.items()))
     hashed = subprocess.run(["mosquitto_passwd", "-U", str(passwd)], capture_output=True, text=True)
     if hashed.returncode != 0:
         raise UserError(f"mosquitto_passwd could not hash {passwd}: {hashed.stderr.strip() or hashed.returncode}")

@@ -3,13 +3,12 @@ Torch-free."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from metaedge.sdk.fleet.scenario import SCENARIOS
-from metaedge.sdk.options import command, count, nested, option, output_dir, plot_option, positive_int, seed_option
+from metaedge.sdk.options import command, count, fraction, nested, option, output_dir, plot_option, positive, positive_int, seconds, seed_option
 
 EXAMPLES = """
 examples:
@@ -20,28 +19,6 @@ examples:
 """
 
 
-def fraction(text: str) -> float:
-    """A number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a fraction; give a number in [0, 1], e.g. 0.1")
-    return value
-
-
-def seconds(text: str) -> float:
-    """A duration in seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a duration; give seconds, 0 or more, e.g. 0.5")
-    return value
-
-
 @dataclass(frozen=True)
 class OnlineOptions:
     """How ``fleet learn`` meta-learns online (``online.OnlineLearner``)."""
@@ -50,7 +27,7 @@ class OnlineOptions:
     frames_per_device: int = option(8, "replay buffer: at most this many recent tasks (frames) per device", parse=positive_int)
     batch: int = option(32, "tasks per outer step, and new tasks between two rounds of steps", parse=positive_int)
     steps: int = option(8, "outer steps per round", parse=positive_int)
-    outer_lr: float = option(1e-3, "Adam step size of the online outer loop")
+    outer_lr: float = option(1e-3, "Adam step size of the online outer loop", parse=positive)
     evaluate_every: int = option(200, "score the candidate θ against the running one after this many new tasks (M)", parse=positive_int)
     holdout: float = option(0.2, "fraction of the devices whose telemetry is held back to score candidates", parse=fraction)
     margin: float = option(

@@ -19,9 +19,14 @@ from metaedge.sdk.fleet.scenario import Field
 from metaedge.sdk.fleet.status import snapshot
 from metaedge.sdk.fleet.store import FleetDir
 from metaedge.sdk.fleet.stream import Telemetry
-from metaedge.sdk.fleet.up import provision
+from metaedge.sdk.fleet.up import demod_task, provision
 
 READY_S = 600.0  # every device booted and reporting
+
+
+def classes_of(fleet: FleetDir) -> int:
+    """The classes of the fleet's receivers (its run's constellation)."""
+    return demod_task(Path(fleet.spec().run))[0].order
 
 
 def peak_rss(pid: int) -> int:
@@ -69,29 +74,31 @@ def capacity(fleet: FleetDir, publishers: int, messages: int) -> dict:
     spec = fleet.spec()
     conf = broker.write_config(fleet.broker, broker.Credentials(fleet.secrets()["passwords"]), spec.port)
     with broker.running(conf, spec.port):
-        stream = Telemetry(fleet, broker.LEARNER, 16)
+        stream = Telemetry(fleet, broker.LEARNER, classes_of(fleet))
         identities = [Identity.load(fleet.devices / name / "identity.json") for name in spec.devices[:publishers]]
         version = {"sha256": "0" * 64, "security_counter": 1, "release": 0}
-        samples = {"x": [[0.5, -0.5]] * 40, "y": [3] * 40}
+        samples = {"support": 8, "pilots": {"x": [[0.5, -0.5]] * 40, "y": [3] * 40}}
 
         def publish(identity: Identity) -> None:
             client = broker.connect(identity.device, identity.password, spec.port)
             for seq in range(10**9, 10**9 + messages):
                 body = {"device": identity.device, "seq": seq, "frame": 1, "version": version, "receiver": "learned", "check": [0, 32]}
-                client.publish(topic("telemetry", identity.device), telemetry.encode(identity.key, {**body, "pilots": samples}), qos=0)
-            client.loop_stop()
+                sent = client.publish(topic("telemetry", identity.device), telemetry.encode(identity.key, {**body, **samples}), qos=0)
+            sent.wait_for_publish(30.0)  # every message written to the broker before the client stops
             client.disconnect()
+            client.loop_stop()
 
         threads = [threading.Thread(target=publish, args=(i,)) for i in identities]
-        started, accepted = time.monotonic(), 0
+        started, accepted, last = time.monotonic(), 0, time.monotonic()
         for t in threads:
             t.start()
         while accepted < publishers * messages:
             got = len(stream.reports(timeout=2.0))
             if not got and not any(t.is_alive() for t in threads):
                 break
-            accepted += got
-        elapsed = time.monotonic() - started
+            if got:
+                accepted, last = accepted + got, time.monotonic()
+        elapsed = last - started  # to the last report accepted
         stream.close()
     # what neither the learner accepted nor counted as dropped, the broker dropped (QoS 0: a slow subscriber loses messages)
     lost = publishers * messages - accepted - sum(stream.dropped.values())
@@ -103,16 +110,18 @@ def field_excess(fleet: FleetDir, frames: int) -> dict:
     """What the fleet's devices measure now over ``frames`` frames each: the SER on their check symbols, and its excess
     over the bundle's classical (model-based) receiver on the same symbols, mean and 95 % interval over devices."""
     from metaedge.sdk.fleet.rollout import Windows
-    from metaedge.sdk.stats import summarise
+    from metaedge.sdk.stats import paired_interval, summarise
 
-    stream = Telemetry(fleet, broker.LEARNER, 16)
+    stream = Telemetry(fleet, broker.LEARNER, classes_of(fleet))
     try:
         windows = Windows(stream).collect(fleet.spec().devices, frames, 300.0, lambda report: True)
     finally:
         stream.close()
-    excess = summarise(np.array([w.excess for w in windows.values()]))
-    ser = summarise(np.array([w.ser for w in windows.values()]))
-    return {"devices": len(windows), "frames": frames, "ser": ser, "excess": {"diff": excess["ser"], "ci95": excess["ci95"]}}
+    reported = [w for w in windows.values() if w.excess is not None]
+    if len(reported) < 2:
+        raise UserError(f"only {len(reported)} devices reported {frames} frames with the reference receiver's errors within 300 s")
+    ser = summarise(np.array([w.ser for w in reported]))
+    return {"devices": len(reported), "frames": frames, "ser": ser, "excess": paired_interval(np.array([w.excess for w in reported]))}
 
 
 def run_system(options, directory: Path) -> dict:
@@ -129,7 +138,7 @@ def run_system(options, directory: Path) -> dict:
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         ready = _ready(fleet, options.devices, proc)
-        stream = throughput(fleet, 16, options.listen)
+        stream = throughput(fleet, classes_of(fleet), options.listen)
         before = field_excess(fleet, options.window)
         stage = {"canary": 0.1, "window": options.window, "timeout": 300.0}
         learned = learn.run(LearnOptions(dir=directory, releases=1, duration=600.0, rollout=True, online=OnlineOptions(), **stage))
