@@ -27,6 +27,7 @@ examples:
   metaedge bench meta-train
   metaedge bench meta-train --json > bench.json
   metaedge bench meta-train --algos fomaml --tasks 32 --repeats 100 --no-compile
+  metaedge bench meta-train --algos fomaml --tasks 32,256,1024,4096 --device cuda --json
 """
 
     algos: tuple[str, ...] = option(("fomaml", "maml"), "algorithms, or 'all'", parse=str_list)
@@ -34,6 +35,7 @@ examples:
     tasks: tuple[int, ...] = option((5, 32), "tasks per batch", parse=int_list)
     repeats: int = option(30, "timed repeats per configuration", parse=positive_int)
     no_compile: bool = option(False, "skip the torch.compile'd variant (saves ~30 s per configuration)")
+    device: str = option("cpu", "where the meta-gradients run: cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)

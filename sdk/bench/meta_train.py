@@ -40,9 +40,12 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1e3
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def _timed(fn: Callable[[], object], device: torch.device = torch.device("cpu")) -> float:
+    """Seconds of one call; on a GPU, until its kernels are done."""
     start = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
@@ -52,7 +55,7 @@ def _train_config(algo_name: str):
     return TrainConfig(algo=algo_name)
 
 
-def _setup(algo_name: str, count: int, steps: int | None):
+def _setup(algo_name: str, count: int, steps: int | None, device: torch.device = torch.device("cpu")):
     from metaedge.sdk.families.demod.training import initial_theta
 
     task = DemodConfig()
@@ -62,9 +65,9 @@ def _setup(algo_name: str, count: int, steps: int | None):
     algo = get_algorithm(algo_name)
     own = recipe(algo_name)
     steps = own["inner_steps"] if steps is None else steps
-    params = {k: torch.from_numpy(v) for k, v in initial_theta(spec, train, np.random.default_rng(0)).items()}
+    params = {k: torch.from_numpy(v).to(device) for k, v in initial_theta(spec, train, np.random.default_rng(0)).items()}
     frames = tasks.frames(tasks.devices("train", count), task.pilots, task.val_pilots, tasks.rng("train", 1))
-    batch = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, task.order)
+    batch = tuple(t.to(device) for t in to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, task.order))
     return task, spec, algo, algo.inner(0.1, steps, pooled=own.get("inner_data") == "pooled"), params, batch
 
 
@@ -73,15 +76,23 @@ def _status_kib(key: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(key))
 
 
-def peak_memory_mib(algo: str, tasks: int, steps: int | None = None) -> float | None:
-    """Peak resident memory one batched meta-gradient adds (MiB): after a warm-up call, freed memory is
-    returned to the system, the kernel's high-water mark is reset (``clear_refs`` 5), and the second
-    call's peak is read against the resident set before it. None where Linux does not allow this."""
+def peak_memory_mib(algo: str, tasks: int, steps: int | None = None, device: torch.device = torch.device("cpu")) -> float | None:
+    """Peak memory one batched meta-gradient adds (MiB). On the CPU, resident memory: after a warm-up call, freed
+    memory is returned to the system, the kernel's high-water mark is reset (``clear_refs`` 5), and the second
+    call's peak is read against the resident set before it (None where Linux does not allow this). On a GPU, the
+    allocator's peak over the call against what was allocated before it."""
     import ctypes
     import gc
 
-    _, _, algorithm, inner, params, batch = _setup(algo, tasks, steps)
+    _, _, algorithm, inner, params, batch = _setup(algo, tasks, steps, device)
     meta_gradient(algorithm.objective, params, batch, inner)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        meta_gradient(algorithm.objective, params, batch, inner)
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -94,10 +105,10 @@ def peak_memory_mib(algo: str, tasks: int, steps: int | None = None) -> float | 
     return (_status_kib("VmHWM") - before) / 1024
 
 
-def _measure(algo_name: str, count: int, repeats: int, compile: bool, progress: Callable[[str], None] | None) -> dict:
-    """One algorithm at one batch size: median times of the batched core, the per-task loop and (``compile``) the
-    compiled core, measured in alternation, and how far their meta-gradients are from the loop's."""
-    _, _, algo, inner, params, batch = _setup(algo_name, count, None)
+def _measure(algo_name: str, count: int, repeats: int, compile: bool, progress: Callable[[str], None] | None, device: torch.device) -> dict:
+    """One algorithm at one batch size on ``device``: median times of the batched core, the per-task loop and
+    (``compile``) the compiled core, measured in alternation, and how far their meta-gradients are from the loop's."""
+    _, _, algo, inner, params, batch = _setup(algo_name, count, None, device)
     loop = (
         (lambda: per_task_meta_gradient(params, batch, inner, SECOND_ORDER[algo_name]))
         if algo_name in SECOND_ORDER
@@ -107,13 +118,13 @@ def _measure(algo_name: str, count: int, repeats: int, compile: bool, progress: 
     compile_s = None
     if compile:
         compiled = compiled_meta_gradient(algo.objective, inner)
-        compile_s = _timed(lambda: compiled(params, batch))
+        compile_s = _timed(lambda: compiled(params, batch), device)
         runners["compiled"] = lambda: compiled(params, batch)
     grads = {name: run()[0] for name, run in runners.items()}  # also warms up
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
         for name, run in runners.items():
-            samples[name].append(_timed(run))
+            samples[name].append(_timed(run, device))
     ms = {name: _median_ms(s) for name, s in samples.items()}
     diff = (
         None
@@ -132,7 +143,7 @@ def _measure(algo_name: str, count: int, repeats: int, compile: bool, progress: 
         "max_abs_grad_diff_vs_loop": diff,
         "grads_equal": None if diff is None else all(d <= GRAD_TOLERANCE for d in diff.values()),
         "compile_s": compile_s,
-        "peak_memory_mib": peak_memory_mib(algo_name, count),
+        "peak_memory_mib": peak_memory_mib(algo_name, count, device=device),
     }
 
 
@@ -143,12 +154,16 @@ def bench_meta_train(
     compile: bool,
     progress: Callable[[str], None] | None = None,
     memory_steps: list[int] | None = None,
+    device: str = "cpu",
 ) -> dict:
-    results = [_measure(algo_name, count, repeats, compile, progress) for algo_name in algos for count in task_counts]
+    from metaedge.sdk.meta.placement import torch_device
+
+    where = torch_device(device)
+    results = [_measure(algo_name, count, repeats, compile, progress, where) for algo_name in algos for count in task_counts]
     task = DemodConfig()
     spec = _train_config(algos[0]).model(task)
     memory = [
-        {"algo": a, "inner_steps": k, "tasks": max(task_counts), "peak_memory_mib": peak_memory_mib(a, max(task_counts), k)}
+        {"algo": a, "inner_steps": k, "tasks": max(task_counts), "peak_memory_mib": peak_memory_mib(a, max(task_counts), k, where)}
         for a in ("maml", "fomaml", "imaml")
         for k in (memory_steps or [])
     ]
@@ -168,6 +183,8 @@ def bench_meta_train(
         "repeats": repeats,
         "grad_tolerance": GRAD_TOLERANCE,
         "environment": {
+            "device": str(where),
+            "device_name": torch.cuda.get_device_name(where) if where.type == "cuda" else platform.processor() or None,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "python": platform.python_version(),
@@ -193,6 +210,7 @@ def run(options: MetaTrainBench, progress: Progress = silent) -> dict:
         compile=not options.no_compile,
         progress=lambda what: progress(label=what),
         memory_steps=list(options.memory_steps),
+        device=options.device,
     )
 
 

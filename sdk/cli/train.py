@@ -21,6 +21,8 @@ examples:
   metaedge train demod --algo vbmaml --pilots 4 --inner-steps 2 --out runs/vbmaml   # Gaussian Bayesian MAML
   metaedge train demod --algo bmaml --particles 5 --out runs/bmaml                   # SVGD particles
   metaedge train demod --out runs/maml --resume --iterations 40000   # continue a run
+  metaedge train demod --algo fomaml --tasks-per-batch 1024 --device cuda --out runs/fomaml-gpu
+  torchrun --standalone --nproc-per-node 2 -m metaedge.sdk.cli.main train demod --distributed --out runs/dp   # 2 ranks
 """
 
 
@@ -43,7 +45,13 @@ def _demod(tasks) -> None:
         examples=EXAMPLES,
     )
     d.add_argument("--out", type=output_dir, required=True, help="run directory to create (or to continue with --resume)")
-    d.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    d.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (with any --device or world size)")
+    d.add_argument("--device", default="cpu", help="where meta-training runs: cpu, cuda or cuda:N (default cpu)")
+    d.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the processes torchrun starts: each takes a share of every meta-batch's tasks (gloo on cpu, NCCL on cuda)",
+    )
     g = d.add_argument_group("algorithm (unset flags take the algorithm's recipe, else the core's default)")
     add_config_flags(g, TrainConfig, default_text)
     add_reporting(d, "the final state")
@@ -61,6 +69,7 @@ def _demod(tasks) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from metaedge.sdk.families.demod.training import Trainer, configs_from_run
+    from metaedge.sdk.meta.placement import placement
     from metaedge.sdk.rundir import read_config
 
     if args.resume:
@@ -72,11 +81,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         task = config_from(args, DemodConfig, prefix="task.", pilots=args.pilots[1])
         train = config_from(args, TrainConfig, pilots_min=args.pilots[0])
-    trainer = Trainer(args.out, task, train)
+    where = placement(args.device, args.distributed)
+    trainer = Trainer(args.out, task, train, where)
     trainer.start(resume=args.resume)
     from metaedge.sdk.families.demod.runs import train_with_progress
 
-    state = train_with_progress(trainer, quiet=args.quiet)
+    state = train_with_progress(trainer, quiet=args.quiet or not where.writer)
+    if not where.writer:
+        return 0
     if args.json:
         print(json.dumps({"run": str(args.out), **state}))
     else:

@@ -66,8 +66,9 @@ def train_with_progress(trainer, quiet: bool, label: str | None = None) -> dict:
         state = trainer.run(progress)
     finally:
         bar.close()
-    plot_curves(trainer.curves, trainer.dir / "curves.png", title=f"{trainer.cfg.algo}: {trainer.dir}")
-    warn_if_unsolved(trainer)
+    if trainer.where.writer:  # data-parallel ranks other than 0 write nothing
+        plot_curves(trainer.curves, trainer.dir / "curves.png", title=f"{trainer.cfg.algo}: {trainer.dir}")
+        warn_if_unsolved(trainer)
     return state
 
 

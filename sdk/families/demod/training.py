@@ -26,6 +26,7 @@ from metaedge.sdk.meta import compiled_meta_gradient, get_algorithm, meta_gradie
 from metaedge.sdk.meta.bayes import LOGSTD_PREFIX
 from metaedge.sdk.meta.core import STEP_PREFIX, proximal_residual
 from metaedge.sdk.meta.outer import OuterLoop
+from metaedge.sdk.meta.placement import Placement, sharded
 from metaedge.sdk.meta.trainer import Schedule, TrainingDiverged, new_state, train  # noqa: F401 — TrainingDiverged: this run's error
 from metaedge.sdk.models.mlp import MLPSpec
 from metaedge.sdk.rundir import CHECKPOINT, CONFIG, CURVES, RUN_FORMAT, RUN_VERSION, THETA, read_config, write_json
@@ -67,14 +68,23 @@ def initial_theta(spec: MLPSpec, train: TrainConfig, rng: np.random.Generator) -
     return init
 
 
+def _optimizer_tensor(name: str, array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A checkpointed optimizer state tensor where the optimizer keeps it: Adam's step count on the host, its moments
+    beside their parameter."""
+    tensor = torch.from_numpy(array)
+    return tensor if name == "step" else tensor.to(device)
+
+
 class Trainer:
     """Meta-trains one algorithm on the demodulation task (a ``meta.trainer.Problem``); ``run()`` resumes from the
     directory's checkpoint if ``start(resume=True)`` loaded one."""
 
     metric, label, maximize = "val_ser", "validation SER", False
 
-    def __init__(self, run_dir: Path, task: DemodConfig, train: TrainConfig) -> None:
-        self.dir, self.task_cfg, self.cfg = Path(run_dir), task, train
+    def __init__(self, run_dir: Path, task: DemodConfig, train: TrainConfig, where: Placement = Placement()) -> None:
+        self.dir, self.task_cfg, self.cfg, self.where = Path(run_dir), task, train, where
+        if train.tasks_per_batch < where.world:
+            raise UserError(f"--tasks-per-batch {train.tasks_per_batch} is below the {where.world} ranks: every rank needs a share of the tasks")
         self.algorithm = get_algorithm(train.algo)
         self.tasks = DemodTasks(task, seed=train.seed)
         self.spec = train.model(task)
@@ -86,7 +96,8 @@ class Trainer:
         else:
             gradient = lambda p, b: meta_gradient(self.algorithm.objective, p, b, self.inner)  # noqa: E731
         learned = [k for k in init if k != "context"]
-        self.loop = OuterLoop({k: torch.tensor(v) for k, v in init.items()}, gradient, train.outer_lr, train.outer_opt, learned)
+        theta = {k: torch.tensor(v, device=where.device) for k, v in init.items()}
+        self.loop = OuterLoop(theta, sharded(gradient, where), train.outer_lr, train.outer_opt, learned)
         self.pool = self.tasks.devices("train", train.meta_devices)
         self.rng = self.tasks.rng("train", 1)
         # the objectives' own random draws (ES directions, Gaussian samples, annealing) come from torch's generator;
@@ -102,7 +113,7 @@ class Trainer:
 
     # -- persistence -----------------------------------------------------------------------
     def start(self, resume: bool = False) -> None:
-        """Create the run directory, or load its checkpoint when resuming. ``run`` starts a new run by itself."""
+        """Create the run directory (rank 0), or load its checkpoint when resuming. ``run`` starts a new run by itself."""
         self.started = True
         if resume:
             # a field added to the task after the run was written holds its default, which is what the run used
@@ -117,17 +128,19 @@ class Trainer:
             return
         if self.dir.exists() and any(self.dir.iterdir()):
             raise UserError(f"'{self.dir}' already holds files; pass --resume to continue that run or choose another --out")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.dir / CONFIG, run_config(self.task_cfg, self.cfg))
+        self.where.barrier()  # every rank has looked before rank 0 writes
+        if self.where.writer:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.dir / CONFIG, run_config(self.task_cfg, self.cfg))
 
     def _numpy_params(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().numpy().copy() for k, v in self.params.items()}
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.params.items()}
 
     def _save_checkpoint(self, state: dict, curves: list[dict]) -> None:
         arrays = {f"theta.{k}": v for k, v in self._numpy_params().items()}
         for k in self.loop.learned:
             for name, value in self.loop.opt.state.get(self.params[k], {}).items():
-                arrays[f"opt.{name}.{k}"] = value.detach().numpy()
+                arrays[f"opt.{name}.{k}"] = value.detach().cpu().numpy()
         # One atomic file holds everything resume needs; curves.json is the human-readable copy.
         meta = {
             "state": json.dumps(state),
@@ -154,7 +167,9 @@ class Trainer:
                     v.copy_(torch.from_numpy(arrays[f"theta.{k}"]))
             for k in self.loop.learned:
                 state = {
-                    name.split(".")[1]: torch.from_numpy(a) for name, a in arrays.items() if name.startswith("opt.") and name.split(".", 2)[2] == k
+                    name.split(".")[1]: _optimizer_tensor(name.split(".")[1], a, self.params[k].device)
+                    for name, a in arrays.items()
+                    if name.startswith("opt.") and name.split(".", 2)[2] == k
                 }
                 if state:
                     self.loop.opt.state[self.params[k]] = state
@@ -166,7 +181,7 @@ class Trainer:
         """One meta-batch of devices (and its pilot count), its meta-gradient under the run's torch random state."""
         idx = self.rng.choice(self.cfg.meta_devices, size=self.cfg.tasks_per_batch, replace=False)
         frames = self.tasks.frames(self.pool.take(idx), self._pilots(), self.task_cfg.val_pilots, self.rng)
-        batch = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
+        batch = tuple(t.to(self.where.device) for t in to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order))
         with torch.random.fork_rng():
             torch.set_rng_state(self.torch_rng)
             loss = self.loop.step(batch)
@@ -176,11 +191,15 @@ class Trainer:
     def validate(self) -> dict:
         """SER after adaptation on the pilots (mean over the pilot counts trained for), on held-out devices; for a
         proximal algorithm also how well its inner problem is solved."""
-        receiver = LearnedReceiver("val", self.loop.theta, self.inner, self.task_cfg.order)
+        receiver = LearnedReceiver("val", self.cpu_theta(), self.inner, self.task_cfg.order)
         counts = self.cfg.pilot_counts(self.task_cfg)
         result = evaluate([(receiver, {})], self.tasks, counts, self.cfg.val_devices, VAL_PAYLOAD, split="val")[0]
         record = {"val_ser": float(np.mean([result.ser[p]["ser"] for p in counts]))}
         return {**record, "prox_residual": self.proximal_residual()} if self.algorithm.proximal else record
+
+    def cpu_theta(self) -> dict[str, torch.Tensor]:
+        """θ on the host, where validation runs (on the numpy devices of the validation split)."""
+        return {k: v.cpu() for k, v in self.loop.theta.items()}
 
     def keep(self, out: Path, record: dict) -> None:
         tensors.save(out / THETA, self._numpy_params(), {"iteration": str(record["iteration"]), "val_ser": repr(record["val_ser"])})
@@ -191,7 +210,7 @@ class Trainer:
         devices = self.tasks.devices("val", min(self.cfg.val_devices, 16))
         frames = self.tasks.frames(devices, self.task_cfg.pilots, 1, self.tasks.rng("val", 2))
         x, onehot, _, _ = to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order)
-        residuals = torch.func.vmap(proximal_residual, in_dims=(None, 0, 0, None))(self.loop.theta, x, onehot, self.inner)
+        residuals = torch.func.vmap(proximal_residual, in_dims=(None, 0, 0, None))(self.cpu_theta(), x, onehot, self.inner)
         return float(residuals.median())
 
     def _pilots(self) -> int:
@@ -207,4 +226,6 @@ class Trainer:
         if not self.started:
             self.start()
         schedule = Schedule(self.cfg.iterations, self.cfg.val_every, self.cfg.patience, halt_on_divergence=True)
+        if not self.where.writer:  # every rank validates the same θ (the same decisions); rank 0 alone writes
+            return train(self, schedule, None, None, self.state, self.curves)
         return train(self, schedule, self.dir, progress, self.state, self.curves, self._save_checkpoint)
