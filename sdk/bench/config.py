@@ -28,6 +28,7 @@ examples:
   metaedge bench meta-train --json > bench.json
   metaedge bench meta-train --algos fomaml --tasks 32 --repeats 100 --no-compile
   metaedge bench meta-train --algos fomaml --tasks 32,256,1024,4096 --device cuda --json
+  metaedge bench meta-train --algos fomaml --tasks 1024 --no-compile --distributed 2 --json
 """
 
     algos: tuple[str, ...] = option(("fomaml", "maml"), "algorithms, or 'all'", parse=str_list)
@@ -36,6 +37,7 @@ examples:
     repeats: int = option(30, "timed repeats per configuration", parse=positive_int)
     no_compile: bool = option(False, "skip the torch.compile'd variant (saves ~30 s per configuration)")
     device: str = option("cpu", "where the meta-gradients run: cpu, cuda or cuda:N")
+    distributed: int = option(0, "also time the first algorithm's sharded meta-gradient on 1 … N torchrun processes (gloo)", parse=count)
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,30 @@ def bench_meta_train(
     }
 
 
+def data_parallel(algo: str, tasks: int, repeats: int, world: int) -> list[dict]:
+    """The sharded meta-gradient on 1 … ``world`` torchrun processes (gloo, one thread each), the same ``tasks`` each
+    time: tasks/s and the scaling efficiency against one process."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        raise UserError("--distributed needs torchrun (it comes with torch); install torch in this environment")
+    rows = []
+    for n in range(1, world + 1):
+        command = [torchrun, "--standalone", f"--nproc-per-node={n}", "-m", "metaedge.sdk.bench.data_parallel", algo, str(tasks), str(repeats)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise UserError(f"the {n}-process run failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for row in rows:
+        row["efficiency"] = row["tasks_per_s"] / (row["world"] * rows[0]["tasks_per_s"])
+    return rows
+
+
 def run(options: MetaTrainBench, progress: Progress = silent) -> dict:
     """``metaedge bench meta-train``."""
     from metaedge.sdk.meta import ALGORITHMS
@@ -203,7 +227,7 @@ def run(options: MetaTrainBench, progress: Progress = silent) -> dict:
     unknown = [a for a in algos if a not in ALGORITHMS]
     if unknown:
         raise UserError(f"--algos: unknown {', '.join(unknown)}; choose from {', '.join(ALGORITHMS)} or all")
-    return bench_meta_train(
+    report = bench_meta_train(
         algos,
         list(options.tasks),
         options.repeats,
@@ -212,6 +236,10 @@ def run(options: MetaTrainBench, progress: Progress = silent) -> dict:
         memory_steps=list(options.memory_steps),
         device=options.device,
     )
+    if options.distributed:
+        progress(label=f"1 → {options.distributed} processes")
+        report["data_parallel"] = data_parallel(algos[0], max(options.tasks), options.repeats, options.distributed)
+    return report
 
 
 def _mib(value: float | None) -> str:
@@ -238,10 +266,14 @@ def text(report: dict) -> str:
                 )
     env = report["environment"]
     lines = [
-        f"meta-gradient, median of {report['repeats']} (torch {env['torch']}, {env['threads']} threads)",
+        f"meta-gradient on {env['device']}, median of {report['repeats']} (torch {env['torch']}, {env['threads']} threads)",
         format_table(["algo × tasks", "core", "core ms", "loop ms", "tasks/s", "speedup", "max |Δgrad|", "peak MiB"], rows),
     ]
     if report["memory_vs_inner_steps"]:
         memory = [[m["algo"], str(m["inner_steps"]), str(m["tasks"]), _mib(m["peak_memory_mib"])] for m in report["memory_vs_inner_steps"]]
         lines += ["", "peak memory of one meta-gradient vs inner steps (MiB)", format_table(["algo", "inner steps", "tasks", "peak MiB"], memory)]
+    if report.get("data_parallel"):
+        scaling = [[str(r["world"]), f"{r['median_ms']:.2f}", f"{r['tasks_per_s']:.0f}", f"{r['efficiency']:.2f}"] for r in report["data_parallel"]]
+        table = format_table(["processes", "ms", "tasks/s", "efficiency"], scaling)
+        lines += ["", "sharded meta-gradient over torchrun processes (gloo, a thread each)", table]
     return "\n".join(lines)
