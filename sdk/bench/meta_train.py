@@ -210,7 +210,7 @@ def data_parallel(algo: str, tasks: int, repeats: int, world: int) -> list[dict]
     rows = []
     for n in range(1, world + 1):
         command = [torchrun, "--standalone", f"--nproc-per-node={n}", "-m", "metaedge.sdk.bench.data_parallel", algo, str(tasks), str(repeats)]
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
         if done.returncode != 0:
             raise UserError(f"the {n}-process run failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -237,6 +237,10 @@ def run(options: MetaTrainBench, progress: Progress = silent) -> dict:
         device=options.device,
     )
     if options.distributed:
+        if options.device != "cpu":
+            raise UserError("--distributed times CPU processes (gloo); drop --device, or time the GPU without --distributed")
+        if max(options.tasks) < options.distributed:
+            raise UserError(f"--distributed {options.distributed}: the largest --tasks ({max(options.tasks)}) must give every process a task")
         progress(label=f"1 → {options.distributed} processes")
         report["data_parallel"] = data_parallel(algos[0], max(options.tasks), options.repeats, options.distributed)
     return report

@@ -5,8 +5,9 @@ share of the tasks; the shares' gradients, each weighted by its share of the tas
 (all-reduce). The weighted sum is the mean over the whole batch, so N ranks × B/N tasks give the meta-gradient of
 1 rank × B tasks up to the order of floating-point additions, every rank takes the same optimizer step, and θ stays
 identical on every rank (rank 0 writes the run directory). Algorithms whose objective draws random numbers (ES-MAML,
-the Gaussian posterior, ALSET, modular assignment) draw them per rank: their sharded gradients follow the same
-distribution, not the same values. The checkpoint holds nothing per rank, so a run resumes with another world size.
+the Gaussian posterior, ALSET, modular assignment) draw them from a seed of their own on each rank (taken from the
+run's shared random state, which advances alike everywhere): their meta-gradients follow the same distribution as
+one process's, not the same values. The checkpoint holds nothing per rank, so a run resumes with another world size.
 Launch with ``torchrun``; gloo on CPU, NCCL on CUDA.
 """
 
@@ -40,7 +41,8 @@ class Placement:
         if self.world > 1:
             import torch.distributed as dist
 
-            dist.barrier()
+            device = torch.device(self.device)
+            dist.barrier(device_ids=[device.index]) if device.type == "cuda" else dist.barrier()
 
     def share(self, total: int) -> slice:
         """This rank's contiguous share of ``total`` tasks (the first ``total % world`` ranks take one more)."""
@@ -67,20 +69,42 @@ def torch_device(text: str) -> torch.device:
 
 def placement(device: str = "cpu", distributed: bool = False) -> Placement:
     """The placement of this process: ``device``, and with ``distributed`` its rank in the process group ``torchrun``
-    describes in the environment (joined here: gloo on CPU, NCCL on CUDA; with CUDA, rank r uses device r)."""
+    describes in the environment (joined here: gloo on CPU, NCCL on CUDA; with CUDA, each rank the GPU of its local rank)."""
     target = torch_device(device)
     if not distributed:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError(
+                "started by torchrun with several processes but without --distributed: they would all write the same run; add --distributed"
+            )
         return Placement(str(target))
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
         raise UserError("--distributed needs the process group torchrun starts: torchrun --nproc-per-node N -m metaedge.sdk.cli.main train demod …")
+    if target.type == "cuda":
+        if target.index is not None:
+            raise UserError(f"--device {device} --distributed: each rank takes the GPU of its local rank; give --device cuda")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise UserError(
+                f"local rank {local} has no GPU: this machine has {torch.cuda.device_count()}; start at most that many processes per node"
+            )
+        target = torch.device("cuda", local)
+        torch.cuda.set_device(target)
+    return _joined(target)
+
+
+def _joined(target: torch.device) -> Placement:
+    """Join the process group (gloo on CPU, NCCL on CUDA, bound to this rank's GPU); its failures as one line."""
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if target.type == "cuda" and target.index is None:
-        target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    return Placement(str(target), rank, world)
+        try:
+            if target.type == "cuda":
+                dist.init_process_group(backend="nccl", device_id=target)
+            else:
+                dist.init_process_group(backend="gloo")
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"--distributed: joining the process group failed ({str(e).splitlines()[0]}); start the ranks with torchrun") from None
+    return Placement(str(target), dist.get_rank(), dist.get_world_size())
 
 
 def sharded(gradient: Gradient, where: Placement) -> Gradient:
@@ -92,6 +116,8 @@ def sharded(gradient: Gradient, where: Placement) -> Gradient:
 
     def over_shares(theta: Params, batch: tuple[torch.Tensor, ...]) -> tuple[Params, torch.Tensor]:
         total = batch[0].shape[0]
+        if total < where.world:
+            raise ValueError(f"a batch of {total} tasks cannot be shared by {where.world} ranks: every rank needs one")
         share = where.share(total)
         grads, loss = gradient(theta, tuple(t[share] for t in batch))
         weight = (share.stop - share.start) / total

@@ -14,20 +14,24 @@ from metaedge.deploy import tensors
 from metaedge.sdk.errors import UserError
 from metaedge.sdk.meta.placement import Placement, torch_device
 
-TRAIN = ["train", "demod", "--algo", "maml", "--val-every", "10", "--val-devices", "4", "--meta-devices", "20", "--tasks-per-batch", "6"]
+TRAIN = ["train", "demod", "--algo", "maml", "--val-every", "10", "--val-devices", "4", "--meta-devices", "20", "--tasks-per-batch", "7"]
 TRAIN += ["--pilots", "8", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def single(out, iterations: int, *extra: str) -> None:
     command = [sys.executable, "-m", "metaedge.sdk.cli.main", *TRAIN, "--iterations", str(iterations), "--out", str(out), *extra]
-    subprocess.run(command, check=True, env=ENV)
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def ranks(out, iterations: int, *extra: str, world: int = 2) -> None:
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     command = [torchrun, "--standalone", f"--nproc-per-node={world}", "-m", "metaedge.sdk.cli.main", *TRAIN, "--distributed"]
-    subprocess.run([*command, "--iterations", str(iterations), "--out", str(out), *extra], check=True, env=ENV, capture_output=True)
+    done = subprocess.run(
+        [*command, "--iterations", str(iterations), "--out", str(out), *extra], env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def theta_of(run) -> dict[str, np.ndarray]:
@@ -43,7 +47,7 @@ def largest_difference(a, b) -> float:
 @pytest.mark.slow
 def test_two_gloo_ranks_train_the_theta_of_one_process(tmp_path):
     single(tmp_path / "one", 20)
-    ranks(tmp_path / "two", 20)
+    ranks(tmp_path / "two", 20)  # 7 tasks per batch: shares of 4 and 3, weighted
     assert largest_difference(theta_of(tmp_path / "one"), theta_of(tmp_path / "two")) <= 1e-6
     curves = [tensors.load(tmp_path / r / "theta.safetensors")[1]["val_ser"] for r in ("one", "two")]
     assert curves[0] == curves[1]  # the same validation SER at the same kept iteration
@@ -73,12 +77,20 @@ def test_fewer_tasks_than_ranks_are_refused(tmp_path):
         Trainer(tmp_path / "run", DemodConfig(), TrainConfig(algo="maml", tasks_per_batch=2), Placement("cpu", 0, 4))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the refusal is for machines without it")
-def test_cuda_is_refused_in_one_line_where_there_is_none():
-    with pytest.raises(UserError, match="no CUDA device is available"):
-        torch_device("cuda")
+def test_devices_are_checked_in_one_line():
     with pytest.raises(UserError, match="not a device"):
         torch_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device is available"):
+            torch_device("cuda")
+
+
+def test_several_processes_without_distributed_are_refused(monkeypatch):
+    from metaedge.sdk.meta.placement import placement
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="without --distributed"):
+        placement("cpu", distributed=False)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False here)")

@@ -184,8 +184,12 @@ class Trainer:
         batch = tuple(t.to(self.where.device) for t in to_batch(frames.x_tr, frames.y_tr, frames.x_va, frames.y_va, self.task_cfg.order))
         with torch.random.fork_rng():
             torch.set_rng_state(self.torch_rng)
+            if self.where.world > 1:  # each rank its own draws; the shared state advances alike on every rank
+                seeds = torch.randint(0, 2**62, (self.where.world,))
+                shared = torch.get_rng_state()
+                torch.manual_seed(int(seeds[self.where.rank]))
             loss = self.loop.step(batch)
-            self.torch_rng = torch.get_rng_state()
+            self.torch_rng = shared if self.where.world > 1 else torch.get_rng_state()
         return loss
 
     def validate(self) -> dict:
