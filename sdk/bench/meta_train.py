@@ -212,7 +212,8 @@ def data_parallel(algo: str, tasks: int, repeats: int, world: int) -> list[dict]
         command = [torchrun, "--standalone", f"--nproc-per-node={n}", "-m", "metaedge.sdk.bench.data_parallel", algo, str(tasks), str(repeats)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
         if done.returncode != 0:
-            raise UserError(f"the {n}-process run failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+            errors = [line for line in done.stderr.splitlines() if "Error" in line] or [f"exit {done.returncode}"]
+            raise UserError(f"the {n}-process run failed: {errors[-1].strip()}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     for row in rows:
         row["efficiency"] = row["tasks_per_s"] / (row["world"] * rows[0]["tasks_per_s"])

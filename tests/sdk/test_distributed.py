@@ -109,14 +109,3 @@ def test_the_meta_gradient_on_cuda_equals_the_cpus():
     on_gpu = {k: v.cuda() for k, v in theta.items()}
     gpu, _ = meta_gradient(objective, on_gpu, tuple(t.cuda() for t in batch), inner)
     assert max(float((cpu[k] - gpu[k].cpu()).abs().max()) for k in cpu) <= 1e-5
-
-
-@pytest.mark.slow
-def test_bench_meta_train_times_one_to_n_processes():
-    from metaedge.sdk.bench.config import MetaTrainBench
-    from metaedge.sdk.bench.meta_train import run
-
-    report = run(MetaTrainBench(algos=("fomaml",), tasks=(8,), repeats=2, no_compile=True, distributed=2))
-    rows = report["data_parallel"]
-    assert [r["world"] for r in rows] == [1, 2] and rows[0]["efficiency"] == 1.0
-    assert all(r["tasks"] == 8 and r["tasks_per_s"] > 0 for r in rows)
